@@ -1,0 +1,636 @@
+"""The runtime: a Node hosts named actors on pykka threads.
+
+How this works
+--------------
+A :class:`Node` has a name and hosts actors addressed ``node/actor``. Each
+actor is a plain :class:`Actor` object living inside a pykka ``ThreadingActor``
+(the *cell*), which owns its thread and its mailbox. Keeping the two apart is
+what makes supervision clean: when ``receive`` raises, the cell drops that one
+message, logs and emits ``actor.crashed``, and - if the actor's restart budget
+allows - builds a **new instance with the original arguments** after an
+exponential backoff. Messages that arrive meanwhile wait in the cell's stash
+and are delivered, in order, to the new instance; nothing queued behind the
+poison message is lost. When the budget is spent the actor stops and every
+watcher receives ``Terminated(address)`` (death watch).
+
+``tell(to, msg, sender)`` never raises for the receiver's sake: a message to a
+local actor goes straight into its mailbox (no encoding); a message to another
+node is encoded and handed to the transport; anything undeliverable becomes a
+counted dead letter (``runtime.dead_letter`` in the event log).
+``ask(to, msg, timeout)`` returns a ``concurrent.futures.Future`` that
+completes with the reply, fails with :class:`AskTimeout` when the node's clock
+passes the deadline, or fails at once with :class:`DeadLetterError` when the
+target does not exist on this node. Replies are ordinary tells to the
+temporary address ``node/$ask/<id>``; the id is also the envelope's
+correlation id.
+
+Timers come from the node's clock: one scheduler for the whole node (a thread
+for :class:`RealClock`, none for :class:`VirtualClock`). A timer is bound to
+the actor instance that set it: a crash, a cancel or a reset of the key means
+it never fires, even if its message was already queued.
+
+Threads: ``spawn``, ``tell``, ``ask``, ``watch`` and ``stop`` may be called
+from any thread. An actor's ``__init__`` runs in the spawning thread (for the
+first instance) or its own thread (restarts); ``on_start``, ``receive`` and
+``on_stop`` always run in the actor's own thread. Never block inside an actor
+on another actor's future.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import Counter, deque
+from concurrent.futures import Future
+from typing import Any, Callable
+
+import pykka
+from loguru import logger
+
+from actors.clock import Clock, RealClock, Timer
+from actors.eventlog import EventLog
+from actors.messages import Terminated, Unwatch, Watch
+from actors.supervision import RestartBudget, RestartPolicy
+from protocols.core import TimerFired
+from transport.base import Envelope, Transport
+from transport.codec import DecodeError, decode, encode
+
+__all__ = [
+    "Actor",
+    "AskTimeout",
+    "DEFAULT_RESTART",
+    "DeadLetterError",
+    "Node",
+    "NodeStopped",
+]
+
+DEFAULT_RESTART = RestartPolicy()
+ASK_PREFIX = "$ask/"
+
+
+class AskTimeout(TimeoutError):
+    """An ask got no reply before its deadline."""
+
+
+class DeadLetterError(LookupError):
+    """An ask's target does not exist (or could not be reached)."""
+
+
+class NodeStopped(RuntimeError):
+    """The node was shut down while the operation was in flight."""
+
+
+def _tag(msg: Any) -> str:
+    return getattr(msg, "__fleetplane_tag__", None) or type(msg).__qualname__
+
+
+# ---------------------------------------------------------------------------
+# The user-facing actor base class
+# ---------------------------------------------------------------------------
+
+class Actor:
+    """Base class for actors hosted by a :class:`Node`.
+
+    Override ``receive(msg, sender)``; optionally ``on_start`` and ``on_stop``.
+    ``self.node``, ``self.address`` and ``self.name`` are already set when
+    ``__init__`` runs.
+    """
+
+    node: "Node"
+    address: str
+    name: str
+    _cell: "_Cell"
+
+    def on_start(self) -> None:
+        """Runs in the actor's thread before the first message (and after each restart)."""
+
+    def receive(self, msg: Any, sender: str | None) -> None:
+        """Handle one message. ``sender`` is the sender's address (None if not an actor)."""
+        logger.warning("{} got a message it does not handle: {}", self.address, _tag(msg))
+        self.node._count("unhandled")
+
+    def on_stop(self) -> None:
+        """Runs in the actor's thread when it is stopped (not after a crash)."""
+
+    # -- helpers -----------------------------------------------------------
+    @property
+    def now(self) -> float:
+        return self.node.clock.now()
+
+    @property
+    def sender(self) -> str | None:
+        """The sender of the message being handled."""
+        return self._cell._sender
+
+    def tell(self, to: str, msg: Any) -> None:
+        self.node.tell(to, msg, self.address)
+
+    def reply(self, msg: Any) -> None:
+        """Tell the sender of the message being handled (e.g. answer an ask)."""
+        sender = self._cell._sender
+        if sender is None:
+            self.node._dead_letter("<none>", msg, self.address, "reply with no sender")
+        else:
+            self.node.tell(sender, msg, self.address)
+
+    def set_timer(self, key: str, delay: float, msg: Any = None) -> None:
+        """After ``delay`` seconds, receive ``msg`` (default ``TimerFired(key)``) from yourself."""
+        self._cell.set_timer_at(key, self.node.clock.now() + max(0.0, delay), msg)
+
+    def set_timer_at(self, key: str, at: float, msg: Any = None) -> None:
+        self._cell.set_timer_at(key, at, msg)
+
+    def cancel_timer(self, key: str) -> None:
+        self._cell.cancel_timer(key)
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Write one event (time, node, actor, kind, fields) to the node's event log."""
+        self.node.events.emit(self.node.clock.now(), self.node.name, self.name, kind, fields)
+
+    def watch(self, target: str) -> None:
+        """Receive ``Terminated(target)`` when ``target`` stops for good."""
+        self.node.watch(self.address, target)
+
+    def unwatch(self, target: str) -> None:
+        self.node.unwatch(self.address, target)
+
+    def stop(self) -> None:
+        """Stop this actor after the messages already queued (non-blocking)."""
+        self._cell.actor_ref.tell(pykka.messages._ActorStop())  # noqa: SLF001 - pykka's own stop message
+
+
+# ---------------------------------------------------------------------------
+# The cell: pykka actor that hosts, supervises and restarts an Actor
+# ---------------------------------------------------------------------------
+
+class _TimerItem:
+    __slots__ = ("key", "gen", "msg")
+
+    def __init__(self, key: str, gen: int, msg: Any):
+        self.key, self.gen, self.msg = key, gen, msg
+
+
+class _Restart:
+    __slots__ = ("epoch",)
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+
+class _Cell(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    def __init__(self, node: "Node", name: str, factory: type, args: tuple, kwargs: dict,
+                 policy: RestartPolicy, max_stash: int):
+        super().__init__()
+        self.node = node
+        self.name = name
+        self.address = f"{node.name}/{name}"
+        self._factory, self._args, self._kwargs = factory, args, kwargs
+        self._budget = RestartBudget(policy)
+        self._max_stash = max_stash
+        self._stash: deque[tuple[Any, str | None]] = deque()
+        self._timers: dict[str, tuple[int, Timer]] = {}
+        self._timer_gen = 0
+        self._epoch = 0
+        self._sender: str | None = None
+        self._stop_reason = "stopped"
+        self.behaviour: Actor | None = None
+        self._receive: Callable[[Any, str | None], None] | None = None
+        # First instance: built in the caller's thread so constructor errors reach spawn().
+        self._pending_first: Actor | None = self._construct()
+        # Routable before the thread starts, so on_start may already tell itself.
+        node._local[self.address] = self.actor_ref
+
+    def _construct(self) -> Actor:
+        inst = self._factory.__new__(self._factory)
+        inst.node, inst.address, inst.name, inst._cell = self.node, self.address, self.name, self
+        inst.__init__(*self._args, **self._kwargs)
+        return inst
+
+    # -- lifecycle (actor thread) -------------------------------------------
+    def on_start(self) -> None:
+        first, self._pending_first = self._pending_first, None
+        self._become(first)
+
+    def _become(self, inst: Actor) -> bool:
+        self.behaviour = inst
+        self._receive = inst.receive
+        try:
+            inst.on_start()
+        except Exception as e:
+            self._crash(e, None)
+            return False
+        return True
+
+    def on_receive(self, item: Any) -> None:
+        if item.__class__ is tuple:
+            receive = self._receive
+            if receive is None:
+                self._stash_item(item)
+                return
+            msg, sender = item
+            self._sender = sender
+            try:
+                receive(msg, sender)
+            except Exception as e:
+                self._crash(e, msg)
+            return
+        if item.__class__ is _TimerItem:
+            entry = self._timers.get(item.key)
+            if entry is not None and entry[0] == item.gen:
+                del self._timers[item.key]
+                self.on_receive((item.msg, self.address))
+            return
+        if item.__class__ is _Restart:
+            self._restart(item.epoch)
+            return
+        logger.warning("{}: unexpected runtime item {!r}", self.address, item)
+
+    def _stash_item(self, item: tuple) -> None:
+        if len(self._stash) >= self._max_stash:
+            self.node._dead_letter(self.address, item[0], item[1], "stash full while restarting")
+        else:
+            self._stash.append(item)
+
+    def _crash(self, exc: Exception, msg: Any) -> None:
+        node = self.node
+        now = node.clock.now()
+        what = "on_start" if msg is None else _tag(msg)
+        self._drop_timers()
+        self.behaviour = None
+        self._receive = None
+        delay = self._budget.on_crash(now)
+        node._count("crashes")
+        logger.opt(exception=exc).error("actor {} crashed handling {}: {!r}", self.address, what, exc)
+        node.events.emit(now, node.name, self.name, "actor.crashed", {
+            "error": repr(exc)[:300], "message": what,
+            "recent_crashes": self._budget.recent, "restart_in": delay,
+        })
+        if delay is None:
+            node.events.emit(now, node.name, self.name, "actor.gave_up", {
+                "crashes": self._budget.recent, "window": self._budget.policy.window})
+            logger.error("actor {} spent its restart budget; stopping", self.address)
+            self._stop_reason = "failed"
+            self.actor_ref.tell(pykka.messages._ActorStop())  # noqa: SLF001
+            return
+        self._epoch += 1
+        node.clock.call_later(delay, self._post, _Restart(self._epoch))
+
+    def _restart(self, epoch: int) -> None:
+        if epoch != self._epoch or self.behaviour is not None:
+            return
+        node = self.node
+        try:
+            inst = self._construct()
+        except Exception as e:
+            self._crash(e, None)
+            return
+        node._count("restarts")
+        node.events.emit(node.clock.now(), node.name, self.name, "actor.restarted",
+                         {"recent_crashes": self._budget.recent, "stashed": len(self._stash)})
+        if not self._become(inst):
+            return
+        stash = self._stash
+        while stash and self._receive is not None:
+            self.on_receive(stash.popleft())
+
+    def on_stop(self) -> None:
+        inst = self.behaviour
+        if inst is not None:
+            try:
+                inst.on_stop()
+            except Exception:
+                logger.exception("on_stop of {} raised", self.address)
+        self._finish()
+
+    def on_failure(self, exc_type, exc, tb) -> None:  # a bug in the cell itself
+        self._stop_reason = "failed"
+        self._finish()
+
+    def _finish(self) -> None:
+        self._drop_timers()
+        self.behaviour = None
+        self._receive = None
+        leftovers = list(self._stash)
+        self._stash.clear()
+        while True:  # what is still queued would be dropped silently by pykka
+            try:
+                env = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
+            except Exception:
+                break
+            item = getattr(env, "message", None)
+            if item.__class__ is tuple:
+                leftovers.append(item)
+            elif getattr(env, "reply_to", None) is not None:
+                env.reply_to.set(None)
+        for msg, sender in leftovers:
+            self.node._dead_letter(self.address, msg, sender, "actor stopped")
+        self.node._cell_stopped(self, self._stop_reason)
+
+    # -- timers (actor thread) -----------------------------------------------
+    def _post(self, item: Any) -> None:
+        try:
+            self.actor_ref.tell(item)
+        except pykka.ActorDeadError:
+            pass
+
+    def set_timer_at(self, key: str, at: float, msg: Any) -> None:
+        old = self._timers.get(key)
+        if old is not None:
+            old[1].cancel()
+        self._timer_gen += 1
+        gen = self._timer_gen
+        payload = TimerFired(key) if msg is None else msg
+        self._timers[key] = (gen, self.node.clock.call_at(at, self._post, _TimerItem(key, gen, payload)))
+
+    def cancel_timer(self, key: str) -> None:
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old[1].cancel()
+
+    def _drop_timers(self) -> None:
+        for _, timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+
+# ---------------------------------------------------------------------------
+# The node
+# ---------------------------------------------------------------------------
+
+class Node:
+    """A named host of actors, with one clock, one event log and one transport."""
+
+    def __init__(self, name: str, *, transport: Transport | None = None, clock: Clock | None = None,
+                 event_log: EventLog | None = None, restart: RestartPolicy = DEFAULT_RESTART,
+                 max_stash: int = 10_000):
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("$"):
+            raise ValueError(f"node name must be a non-empty string without '/' (and not starting with '$'), got {name!r}")
+        self.name = name
+        self._own_clock = clock is None
+        self.clock: Clock = clock if clock is not None else RealClock(name)
+        self.events = event_log if event_log is not None else EventLog(maxlen=10_000)
+        self.restart_policy = restart
+        self.max_stash = max_stash
+        self._local: dict[str, pykka.ActorRef] = {}
+        self._lock = threading.RLock()
+        self._watchers: dict[str, set[str]] = {}
+        self._asks: dict[int, tuple[Future, Timer]] = {}
+        self._ask_ids = itertools.count(1)
+        self._auto_names = itertools.count(1)
+        self._counts: Counter[str] = Counter()
+        self._closed = False
+        self.transport = transport
+        if transport is not None:
+            transport.start(name, self._deliver)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} actors={len(self._local)}>"
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    # -- actors ----------------------------------------------------------------
+    def spawn(self, actor_cls: type, *args: Any, name: str | None = None,
+              restart: RestartPolicy | None = None, **kwargs: Any) -> str:
+        """Start ``actor_cls(*args, **kwargs)`` as ``node/name``; returns its address.
+
+        Raises ValueError for a bad or duplicate name, and whatever the
+        constructor raises (it runs in this thread).
+        """
+        if not (isinstance(actor_cls, type) and issubclass(actor_cls, Actor)):
+            raise TypeError(f"spawn() needs an Actor subclass, got {actor_cls!r}")
+        if self._closed:
+            raise NodeStopped(f"node {self.name} is shut down")
+        if name is None:
+            name = f"{actor_cls.__name__.lower()}-{next(self._auto_names)}"
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("$"):
+            raise ValueError(f"actor name must be a non-empty string without '/' (and not starting with '$'), got {name!r}")
+        address = f"{self.name}/{name}"
+        with self._lock:
+            if address in self._local:
+                raise ValueError(f"an actor named {address!r} is already running")
+            self._local[address] = None  # type: ignore[assignment]  # reserve the name
+        try:
+            _Cell.start(self, name, actor_cls, args, kwargs, restart or self.restart_policy, self.max_stash)
+        except BaseException:
+            with self._lock:
+                self._local.pop(address, None)
+            raise
+        self.events.emit(self.clock.now(), self.name, name, "actor.started", {"class": actor_cls.__qualname__})
+        return address
+
+    def actors(self) -> list[str]:
+        with self._lock:
+            return sorted(a for a, r in self._local.items() if r is not None)
+
+    def stop(self, address: str, timeout: float = 5.0) -> bool:
+        """Stop a local actor after its queued messages; False if there is none."""
+        ref = self._local.get(address)
+        if ref is None:
+            return False
+        try:
+            return bool(ref.stop(block=True, timeout=timeout))
+        except pykka.ActorDeadError:
+            return False
+
+    def _cell_stopped(self, cell: _Cell, reason: str) -> None:
+        with self._lock:
+            if self._local.get(cell.address) is cell.actor_ref:
+                del self._local[cell.address]
+            watchers = self._watchers.pop(cell.address, ())
+        pykka.ActorRegistry.unregister(cell.actor_ref)
+        self.events.emit(self.clock.now(), self.name, cell.name, "actor.stopped", {"reason": reason})
+        for w in sorted(watchers):
+            self.tell(w, Terminated(cell.address, reason))
+
+    # -- messaging ---------------------------------------------------------------
+    def tell(self, to: str, msg: Any, sender: str | None = None) -> None:
+        """Deliver ``msg`` to ``to``; never raises for the receiver's sake."""
+        ref = self._local.get(to)
+        if ref is not None:
+            try:
+                ref.tell((msg, sender))
+                return
+            except pykka.ActorDeadError:
+                pass
+        self._tell_slow(to, msg, sender)
+
+    def _tell_slow(self, to: str, msg: Any, sender: str | None) -> None:
+        node, _, actor = to.partition("/") if isinstance(to, str) else ("", "", "")
+        if not node or not actor:
+            self._dead_letter(to, msg, sender, "malformed address")
+            return
+        if node == self.name:
+            if actor.startswith(ASK_PREFIX):
+                self._complete_ask(to, actor, msg, sender)
+            elif actor == "$sys":
+                self._system(msg, sender)
+            else:
+                self._dead_letter(to, msg, sender, "no such actor")
+            return
+        if self.transport is None:
+            self._dead_letter(to, msg, sender, "no transport to other nodes")
+            return
+        payload = encode(msg)  # EncodeError is our bug: loud
+        corr = _ask_id(to) or _ask_id(sender)
+        if not self.transport.send(Envelope(to, sender or "", corr, payload)):
+            self._dead_letter(to, msg, sender, "node unreachable")
+        else:
+            self._counts["sent_remote"] += 1
+
+    def _deliver(self, env: Envelope) -> None:
+        """Transport callback: a frame from another node (possibly hostile)."""
+        to = getattr(env, "to", None)
+        if not isinstance(to, str) or to.partition("/")[0] != self.name:
+            self._reject(env, f"misrouted envelope (to={to!r:.60})")
+            return
+        try:
+            msg = decode(env.payload)
+        except DecodeError as e:
+            self._reject(env, str(e))
+            return
+        sender = env.sender if isinstance(env.sender, str) and env.sender else None
+        self._counts["received_remote"] += 1
+        self.tell(to, msg, sender)
+
+    def _reject(self, env: Any, error: str) -> None:
+        self._counts["decode_errors"] += 1
+        sender = getattr(env, "sender", None)
+        logger.warning("node {}: dropped a frame from {!r}: {}", self.name, sender, error)
+        self.events.emit(self.clock.now(), self.name, "$transport", "runtime.decode_error",
+                         {"from": sender if isinstance(sender, str) else repr(sender)[:60], "error": error[:300]})
+
+    def _dead_letter(self, to: Any, msg: Any, sender: str | None, reason: str) -> None:
+        self._counts["dead_letters"] += 1
+        logger.debug("node {}: dead letter to {}: {} ({})", self.name, to, _tag(msg), reason)
+        self.events.emit(self.clock.now(), self.name, "$deadletters", "runtime.dead_letter",
+                         {"to": str(to)[:200], "from": sender, "message": _tag(msg), "reason": reason})
+        cid = _ask_id(sender)
+        if cid and node_name_of(sender) == self.name:
+            entry = self._asks.pop(cid, None)
+            if entry is not None:
+                entry[1].cancel()
+                _settle(entry[0], exc=DeadLetterError(f"ask to {to}: {reason}"))
+
+    # -- ask -----------------------------------------------------------------------
+    def ask(self, to: str, msg: Any, timeout: float = 5.0) -> Future:
+        """Send ``msg`` and return a Future for the reply (see the module docstring)."""
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"ask timeout must be a positive number of seconds, got {timeout!r}")
+        cid = next(self._ask_ids)
+        fut: Future = Future()
+        timer = self.clock.call_later(timeout, self._expire_ask, cid, to, timeout)
+        self._asks[cid] = (fut, timer)
+        self.tell(to, msg, f"{self.name}/{ASK_PREFIX}{cid}")
+        return fut
+
+    def _complete_ask(self, to: str, actor: str, msg: Any, sender: str | None) -> None:
+        cid = _ask_id(to)
+        entry = self._asks.pop(cid, None) if cid else None
+        if entry is None:
+            self._counts["late_replies"] += 1
+            self._dead_letter(to, msg, sender, "reply to an ask that already ended")
+            return
+        entry[1].cancel()
+        _settle(entry[0], result=msg)
+
+    def _expire_ask(self, cid: int, to: str, timeout: float) -> None:
+        entry = self._asks.pop(cid, None)
+        if entry is not None:
+            self._counts["ask_timeouts"] += 1
+            _settle(entry[0], exc=AskTimeout(f"ask to {to} got no reply within {timeout}s"))
+
+    # -- death watch ------------------------------------------------------------------
+    def watch(self, watcher: str, target: str) -> None:
+        """``watcher`` gets ``Terminated(target)`` when ``target`` stops (at once if it is not running)."""
+        tnode = node_name_of(target)
+        if tnode != self.name:
+            self.tell(f"{tnode}/$sys", Watch(target, watcher), watcher)
+            return
+        with self._lock:
+            if self._local.get(target) is not None:
+                self._watchers.setdefault(target, set()).add(watcher)
+                return
+        self.tell(watcher, Terminated(target, "not running"))
+
+    def unwatch(self, watcher: str, target: str) -> None:
+        tnode = node_name_of(target)
+        if tnode != self.name:
+            self.tell(f"{tnode}/$sys", Unwatch(target, watcher), watcher)
+            return
+        with self._lock:
+            self._watchers.get(target, set()).discard(watcher)
+
+    def _system(self, msg: Any, sender: str | None) -> None:
+        if isinstance(msg, Watch):
+            self.watch(msg.watcher, msg.target)
+        elif isinstance(msg, Unwatch):
+            self.unwatch(msg.watcher, msg.target)
+        else:
+            self._dead_letter(f"{self.name}/$sys", msg, sender, "not a system message")
+
+    # -- observability and shutdown -------------------------------------------------------
+    def _count(self, key: str, n: int = 1) -> None:
+        self._counts[key] += n
+
+    @property
+    def dead_letters(self) -> int:
+        return self._counts["dead_letters"]
+
+    def counters(self) -> dict:
+        out = dict(self._counts)
+        out["actors"] = len(self.actors())
+        out["pending_asks"] = len(self._asks)
+        if self.transport is not None:
+            for k, v in self.transport.counters().items():
+                out[f"transport.{k}"] = v
+        return out
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop every actor, fail pending asks, detach the transport. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for address in self.actors():
+            self.stop(address, timeout=timeout)
+        for cid in list(self._asks):
+            entry = self._asks.pop(cid, None)
+            if entry is not None:
+                entry[1].cancel()
+                _settle(entry[0], exc=NodeStopped(f"node {self.name} shut down before the reply"))
+        if self.transport is not None:
+            self.transport.close()
+        if self._own_clock:
+            self.clock.close()
+        self.events.flush()
+
+
+def node_name_of(address: Any) -> str:
+    return address.partition("/")[0] if isinstance(address, str) else ""
+
+
+def _ask_id(address: Any) -> int:
+    if not isinstance(address, str):
+        return 0
+    i = address.find("/" + ASK_PREFIX)
+    if i < 0:
+        return 0
+    try:
+        return int(address[i + 1 + len(ASK_PREFIX):])
+    except ValueError:
+        return 0
+
+
+def _settle(fut: Future, result: Any = None, exc: BaseException | None = None) -> None:
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+    except Exception:  # already settled (a race between reply and timeout)
+        pass
