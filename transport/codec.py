@@ -76,12 +76,20 @@ def set_max_frame(limit: int) -> int:
 # Registry
 # --------------------------------------------------------------------------
 
-# tag -> class, and class -> spec. A spec is (tag, fields) where fields is a
-# tuple of (name, required, default, check) and check(value, path) -> value.
+# tag -> class, and class -> spec. Specs are built on first use (so a message
+# may refer to itself or to classes registered after it). A spec is
+# (tag, fields); each field is (name, alias, required, (is_factory, default),
+# check, enc): check(wire_value, path) -> value, enc(value, path) -> wire_value.
 _by_tag: dict[str, type] = {}
+_tags: dict[type, str] = {}
 _specs: dict[type, tuple[str, tuple]] = {}
 
 Check = Callable[[Any, str], Any]
+
+
+def _is_frozen(cls: type) -> bool:
+    setattr_ = cls.__dict__.get("__setattr__") or getattr(cls, "__setattr__", None)
+    return getattr(setattr_, "__name__", "") == "_frozen_setattrs"
 
 
 def message(tag: str) -> Callable[[type], type]:
@@ -89,7 +97,8 @@ def message(tag: str) -> Callable[[type], type]:
 
     The class may be a plain annotated class (it is made ``attrs.frozen``) or an
     attrs class already; either way it must be frozen. Tags are unique per
-    process: registering a second class under a used tag is a bug.
+    process: registering a second class under a used tag is a bug (the same
+    class re-registered, e.g. on module reload, replaces the old one).
     """
     if not isinstance(tag, str) or not tag or "." not in tag:
         raise ValueError(f"message tag must look like 'proto.Name', got {tag!r}")
@@ -97,40 +106,54 @@ def message(tag: str) -> Callable[[type], type]:
     def register(cls: type) -> type:
         if not attrs.has(cls):
             cls = attrs.frozen(cls)
-        elif cls.__setattr__ is object.__setattr__:
+        elif not _is_frozen(cls):
             raise TypeError(f"{cls.__qualname__}: messages must be frozen attrs classes")
         previous = _by_tag.get(tag)
-        if previous is not None and previous.__qualname__ != cls.__qualname__:
-            raise ValueError(f"message tag {tag!r} is already used by {previous.__qualname__}")
-        attrs.resolve_types(cls)
-        fields = []
+        if previous is not None and (previous.__module__, previous.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"message tag {tag!r} is already used by {previous.__module__}.{previous.__qualname__}")
         for f in attrs.fields(cls):
-            if not f.init:
-                continue
-            required = f.default is attrs.NOTHING
-            default = f.default
-            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                factory = default.factory
-                default = factory  # called on fill
-                fields.append((f.name, required, (True, factory), _checker(f.type, cls, f.name)))
-            else:
-                fields.append((f.name, required, (False, default), _checker(f.type, cls, f.name)))
+            if isinstance(f.default, attrs.Factory) and f.default.takes_self:  # type: ignore[arg-type]
+                raise TypeError(f"{cls.__qualname__}.{f.name}: Factory(takes_self=True) defaults are not supported in messages")
+        if previous is not None:
+            _tags.pop(previous, None)
+            _specs.pop(previous, None)
         _by_tag[tag] = cls
-        _specs[cls] = (tag, tuple(fields))
+        _tags[cls] = tag
         cls.__fleetplane_tag__ = tag  # type: ignore[attr-defined]
         return cls
 
     return register
 
 
+def _spec(cls: type) -> tuple[str, tuple]:
+    """The (tag, fields) spec of a registered class, built on first use."""
+    spec = _specs.get(cls)
+    if spec is not None:
+        return spec
+    tag = _tags[cls]
+    attrs.resolve_types(cls)
+    fields = []
+    for f in attrs.fields(cls):
+        if not f.init:
+            continue
+        default = f.default
+        required = default is attrs.NOTHING
+        fill = (True, default.factory) if isinstance(default, attrs.Factory) else (False, default)  # type: ignore[arg-type]
+        alias = getattr(f, "alias", None) or f.name.lstrip("_")
+        fields.append((f.name, alias, required, fill, _checker(f.type, cls, f.name), _encoder(f.type, cls, f.name)))
+    spec = (tag, tuple(fields))
+    _specs[cls] = spec
+    return spec
+
+
 def is_message(obj: Any) -> bool:
-    return type(obj) in _specs
+    return type(obj) in _tags
 
 
 def tag_of(cls_or_obj: Any) -> str:
     cls = cls_or_obj if isinstance(cls_or_obj, type) else type(cls_or_obj)
     try:
-        return _specs[cls][0]
+        return _tags[cls]
     except KeyError:
         raise EncodeError(f"{cls.__qualname__} is not a registered message") from None
 
@@ -141,15 +164,18 @@ def registered() -> dict[str, type]:
 
 
 # --------------------------------------------------------------------------
-# Field checkers (wire value -> Python value, or DecodeError)
+# Field codecs, built once per field from its annotation:
+#   check(wire_value, path) -> value        (DecodeError: the peer's fault)
+#   enc(value, path)        -> wire_value   (EncodeError: our fault)
 # --------------------------------------------------------------------------
 
 _PRIMITIVE_NAMES = {int: "int", float: "float", str: "str", bytes: "bytes", bool: "bool", type(None): "nil"}
+_SCALARS = (str, int, float, bool, bytes, type(None))
 
 
 def _type_name(v: Any) -> str:
     if isinstance(v, dict) and TAG_KEY in v:
-        return f"message {v.get(TAG_KEY)!r}"
+        return f"message {v.get(TAG_KEY)!r:.60}"
     return _PRIMITIVE_NAMES.get(type(v), type(v).__name__)
 
 
@@ -157,28 +183,47 @@ def _wrong(path: str, want: str, v: Any) -> DecodeError:
     return DecodeError(f"wrong field type: {path} expects {want}, got {_type_name(v)}")
 
 
+def _bad(path: str, want: str, v: Any) -> EncodeError:
+    return EncodeError(f"cannot encode {path}: expects {want}, got {type(v).__qualname__}")
+
+
+def _describe(tp: Any) -> str:
+    if tp is type(None) or tp is None:
+        return "nil"
+    if isinstance(tp, type) and tp in _tags:
+        return f"message {_tags[tp]!r}"
+    return getattr(tp, "__name__", None) or repr(tp)
+
+
 def _checker(tp: Any, owner: type, name: str) -> Check:
-    """Build a checker for annotation ``tp`` (called once per field at registration)."""
+    return _codecs(tp, owner, name)[0]
+
+
+def _encoder(tp: Any, owner: type, name: str) -> Check:
+    return _codecs(tp, owner, name)[1]
+
+
+def _exact(t: type, want: str) -> tuple[Check, Check]:
+    def check(v: Any, path: str) -> Any:
+        if v.__class__ is not t:
+            raise _wrong(path, want, v)
+        return v
+
+    def enc(v: Any, path: str) -> Any:
+        if v.__class__ is not t:
+            raise _bad(path, want, v)
+        return v
+    return check, enc
+
+
+def _codecs(tp: Any, owner: type, name: str) -> tuple[Check, Check]:
+    """(check, enc) for annotation ``tp`` of field ``owner.name``."""
     if tp is None or tp is type(None):
-        def check_none(v: Any, path: str) -> Any:
-            if v is not None:
-                raise _wrong(path, "nil", v)
-            return None
-        return check_none
+        return _exact(type(None), "nil")
     if tp is Any or tp is object:
-        return _check_any
-    if tp is bool:
-        def check_bool(v: Any, path: str) -> Any:
-            if v.__class__ is not bool:
-                raise _wrong(path, "bool", v)
-            return v
-        return check_bool
-    if tp is int:
-        def check_int(v: Any, path: str) -> Any:
-            if v.__class__ is not int:
-                raise _wrong(path, "int", v)
-            return v
-        return check_int
+        return _check_any, _enc_any
+    if tp in (bool, int, str, bytes):
+        return _exact(tp, _PRIMITIVE_NAMES[tp])
     if tp is float:
         def check_float(v: Any, path: str) -> Any:
             c = v.__class__
@@ -187,115 +232,168 @@ def _checker(tp: Any, owner: type, name: str) -> Check:
             if c is int:
                 return float(v)
             raise _wrong(path, "float", v)
-        return check_float
-    if tp is str:
-        def check_str(v: Any, path: str) -> Any:
-            if v.__class__ is not str:
-                raise _wrong(path, "str", v)
-            return v
-        return check_str
-    if tp is bytes:
-        def check_bytes(v: Any, path: str) -> Any:
-            if v.__class__ is not bytes:
-                raise _wrong(path, "bytes", v)
-            return v
-        return check_bytes
+
+        def enc_float(v: Any, path: str) -> Any:
+            c = v.__class__
+            if c is float or c is int:
+                return v
+            raise _bad(path, "float", v)
+        return check_float, enc_float
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         members = {m.value: m for m in tp}
+        want = f"one of {tp.__name__} {sorted(map(repr, members))}"
 
         def check_enum(v: Any, path: str) -> Any:
             try:
-                return members[v]
-            except (KeyError, TypeError):
-                raise DecodeError(f"wrong field type: {path} expects one of {tp.__name__} {sorted(map(repr, members))}, got {v!r:.40}") from None
-        return check_enum
+                m = members.get(v)
+            except TypeError:
+                m = None
+            if m is None or m.value.__class__ is not v.__class__:
+                raise DecodeError(f"wrong field type: {path} expects {want}, got {v!r:.40}")
+            return m
+
+        def enc_enum(v: Any, path: str) -> Any:
+            if v.__class__ is not tp:
+                raise _bad(path, tp.__name__, v)
+            return v.value
+        return check_enum, enc_enum
     if isinstance(tp, type) and attrs.has(tp):
+        if tp not in _tags:
+            raise TypeError(f"{owner.__qualname__}.{name}: {tp.__qualname__} is not a registered message")
         want_cls = tp
 
         def check_nested(v: Any, path: str) -> Any:
             if v.__class__ is not dict:
-                raise _wrong(path, f"message {tag_of(want_cls)!r}", v)
+                raise _wrong(path, f"message {_tags[want_cls]!r}", v)
             msg = _decode_map(v, path)
-            if not isinstance(msg, want_cls):
-                raise DecodeError(f"wrong field type: {path} expects message {tag_of(want_cls)!r}, got {tag_of(msg)!r}")
+            if msg.__class__ is not want_cls:
+                raise DecodeError(f"wrong field type: {path} expects message {_tags[want_cls]!r}, got {_tags[msg.__class__]!r}")
             return msg
-        return check_nested
+
+        def enc_nested(v: Any, path: str) -> Any:
+            if v.__class__ is not want_cls:
+                raise _bad(path, f"message {_tags[want_cls]!r}", v)
+            return _encode_message(v, path)
+        return check_nested, enc_nested
 
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
-        nullable = len(options) != len(args)
-        subs = [_checker(a, owner, name) for a in options]
-        want = " | ".join(_describe(a) for a in args)
-
-        def check_union(v: Any, path: str) -> Any:
-            if v is None and nullable:
-                return None
-            if len(subs) == 1:
-                return subs[0](v, path)
-            for sub in subs:
-                try:
-                    return sub(v, path)
-                except DecodeError:
-                    continue
-            raise _wrong(path, want, v)
-        return check_union
+        return _union_codecs(args, owner, name)
     if origin is typing.Literal:
-        allowed = set(args)
+        allowed = {(a.__class__, a) for a in args}
+        want = f"one of {sorted(map(repr, args))}"
 
         def check_literal(v: Any, path: str) -> Any:
-            if v.__class__ not in (str, int, bool, type(None)) or v not in allowed:
-                raise DecodeError(f"wrong field type: {path} expects one of {sorted(map(repr, allowed))}, got {v!r:.40}")
+            if v.__class__ not in _SCALARS or (v.__class__, v) not in allowed:
+                raise DecodeError(f"wrong field type: {path} expects {want}, got {v!r:.40}")
             return v
-        return check_literal
-    if origin in (list, tuple, frozenset, set) or tp in (list, tuple):
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            item = _checker(args[0], owner, name)
-            make = tuple
-        elif origin is tuple and args and Ellipsis not in args:
-            # fixed-shape tuple
-            items = [_checker(a, owner, name) for a in args]
 
-            def check_fixed(v: Any, path: str) -> Any:
-                if v.__class__ is not list or len(v) != len(items):
-                    raise _wrong(path, f"array of {len(items)}", v)
-                return tuple(c(x, f"{path}[{i}]") for i, (c, x) in enumerate(zip(items, v)))
-            return check_fixed
-        else:
-            item = _checker(args[0], owner, name) if args else _check_any
-            make = {list: list, tuple: tuple, frozenset: frozenset, set: frozenset}.get(origin or tp, list)
+        def enc_literal(v: Any, path: str) -> Any:
+            if v.__class__ not in _SCALARS or (v.__class__, v) not in allowed:
+                raise EncodeError(f"cannot encode {path}: expects {want}, got {v!r:.40}")
+            return v
+        return check_literal, enc_literal
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        items = [_codecs(a, owner, name) for a in args]
+
+        def check_fixed(v: Any, path: str) -> Any:
+            if v.__class__ is not list or len(v) != len(items):
+                raise _wrong(path, f"array of {len(items)}", v)
+            return tuple(c[0](x, f"{path}[{i}]") for i, (c, x) in enumerate(zip(items, v)))
+
+        def enc_fixed(v: Any, path: str) -> Any:
+            if v.__class__ not in (tuple, list) or len(v) != len(items):
+                raise _bad(path, f"a sequence of {len(items)}", v)
+            return [c[1](x, f"{path}[{i}]") for i, (c, x) in enumerate(zip(items, v))]
+        return check_fixed, enc_fixed
+    if origin in (list, tuple, frozenset, set) or tp in (list, tuple, frozenset, set):
+        item_check, item_enc = _codecs(args[0], owner, name) if args else (_check_any, _enc_any)
+        make = {list: list, tuple: tuple, frozenset: frozenset, set: frozenset}[origin or tp]
 
         def check_seq(v: Any, path: str) -> Any:
             if v.__class__ is not list:
                 raise _wrong(path, "array", v)
-            return make([item(x, f"{path}[{i}]") for i, x in enumerate(v)])
-        return check_seq
+            try:
+                return make([item_check(x, path) for x in v])
+            except DecodeError:  # say which item (paths are built only on this slow path)
+                for i, x in enumerate(v):
+                    item_check(x, f"{path}[{i}]")
+                raise
+
+        def enc_seq(v: Any, path: str) -> Any:
+            if v.__class__ not in (list, tuple, frozenset, set):
+                raise _bad(path, "a sequence", v)
+            try:
+                return [item_enc(x, path) for x in v]
+            except EncodeError:
+                for i, x in enumerate(v):
+                    item_enc(x, f"{path}[{i}]")
+                raise
+        return check_seq, enc_seq
     if origin is dict or tp is dict:
-        kc = _checker(args[0], owner, name) if args else _check_any
-        vc = _checker(args[1], owner, name) if args else _check_any
+        if args and typing.get_origin(args[0]) in (tuple, list, dict, set, frozenset):
+            raise TypeError(f"{owner.__qualname__}.{name}: map keys must be scalars, not {args[0]!r}")
+        kc, ke = _codecs(args[0], owner, name) if args else (_check_any, _enc_any)
+        vc, ve = _codecs(args[1], owner, name) if args else (_check_any, _enc_any)
 
         def check_dict(v: Any, path: str) -> Any:
             if v.__class__ is not dict:
                 raise _wrong(path, "map", v)
             return {kc(k, f"{path}.key"): vc(x, f"{path}[{k!r:.20}]") for k, x in v.items()}
-        return check_dict
+
+        def enc_dict(v: Any, path: str) -> Any:
+            if v.__class__ is not dict:
+                raise _bad(path, "dict", v)
+            return {ke(k, f"{path}.key"): ve(x, f"{path}[{k!r:.20}]") for k, x in v.items()}
+        return check_dict, enc_dict
     raise TypeError(f"{owner.__qualname__}.{name}: type {tp!r} is not supported in messages")
 
 
-def _describe(tp: Any) -> str:
-    if tp is type(None):
-        return "nil"
-    return getattr(tp, "__name__", repr(tp))
+def _union_codecs(args: tuple, owner: type, name: str) -> tuple[Check, Check]:
+    options = [a for a in args if a is not type(None)]
+    nullable = len(options) != len(args)
+    subs = [_codecs(a, owner, name) for a in options]
+    want = " | ".join(_describe(a) for a in args)
+    # A tagged map picks its option by tag: exact errors, and no re-decoding per option.
+    by_tag = {_tags[a]: c for a, c in zip(options, subs) if isinstance(a, type) and a in _tags}
+    by_cls = {a: c for a, c in zip(options, subs) if isinstance(a, type) and a in _tags}
 
+    def check_union(v: Any, path: str) -> Any:
+        if v is None and nullable:
+            return None
+        if len(subs) == 1:
+            return subs[0][0](v, path)
+        if v.__class__ is dict and by_tag:
+            sub = by_tag.get(v.get(TAG_KEY))
+            if sub is not None:
+                return sub[0](v, path)
+        for sub in subs:
+            try:
+                return sub[0](v, path)
+            except DecodeError:
+                continue
+        raise _wrong(path, want, v)
 
-_ANY_SCALARS = (str, int, float, bool, bytes, type(None))
+    def enc_union(v: Any, path: str) -> Any:
+        if v is None and nullable:
+            return None
+        sub = by_cls.get(v.__class__)
+        if sub is not None:
+            return sub[1](v, path)
+        for sub in subs:
+            try:
+                return sub[1](v, path)
+            except EncodeError:
+                continue
+        raise _bad(path, want, v)
+    return check_union, enc_union
 
 
 def _check_any(v: Any, path: str) -> Any:
     """Any: msgpack-native data; maps carrying a tag decode as messages."""
     c = v.__class__
-    if c in _ANY_SCALARS:
+    if c in _SCALARS:
         return v
     if c is list:
         return [_check_any(x, path) for x in v]
@@ -306,36 +404,47 @@ def _check_any(v: Any, path: str) -> Any:
     raise _wrong(path, "msgpack data", v)
 
 
+def _enc_any(v: Any, path: str) -> Any:
+    c = v.__class__
+    if c in _SCALARS:
+        return v
+    if c in _tags:
+        return _encode_message(v, path)
+    if c is list or c is tuple or c is frozenset or c is set:
+        return [_enc_any(x, path) for x in v]
+    if c is dict:
+        if TAG_KEY in v:
+            raise EncodeError(f"cannot encode {path}: a plain map may not use the reserved key {TAG_KEY!r}")
+        return {_enc_any(k, path): _enc_any(x, path) for k, x in v.items()}
+    if isinstance(v, enum.Enum):
+        return v.value
+    raise EncodeError(f"cannot encode {path}: {c.__qualname__} is not a registered message or msgpack-native value")
+
+
 # --------------------------------------------------------------------------
 # Encoding
 # --------------------------------------------------------------------------
 
+def _encode_message(msg: Any, path: str = "") -> dict:
+    tag, fields = _spec(msg.__class__)
+    prefix = f"{path}.{tag}" if path else tag
+    out = {TAG_KEY: tag}
+    for f in fields:
+        out[f[0]] = f[5](getattr(msg, f[0]), prefix + "." + f[0])
+    return out
+
+
 def encode_value(v: Any) -> Any:
     """Turn a message (or data holding messages and enums) into msgpack-native data."""
-    c = v.__class__
-    if c in _ANY_SCALARS:
-        return v
-    spec = _specs.get(c)
-    if spec is not None:
-        out = {TAG_KEY: spec[0]}
-        for f in spec[1]:
-            out[f[0]] = encode_value(getattr(v, f[0]))
-        return out
-    if c is list or c is tuple or c is frozenset or c is set:
-        return [encode_value(x) for x in v]
-    if c is dict:
-        return {encode_value(k): encode_value(x) for k, x in v.items()}
-    if isinstance(v, enum.Enum):
-        return v.value
-    raise EncodeError(f"cannot encode {c.__qualname__}: not a registered message or msgpack-native value")
+    return _enc_any(v, "value")
 
 
 def encode(msg: Any) -> bytes:
     """Encode a registered message to bytes (raises EncodeError on our bugs)."""
-    if type(msg) not in _specs:
+    if msg.__class__ not in _tags:
         raise EncodeError(f"{type(msg).__qualname__} is not a registered message")
     try:
-        data = msgpack.packb(encode_value(msg), use_bin_type=True)
+        data = msgpack.packb(_encode_message(msg), use_bin_type=True)
     except EncodeError:
         raise
     except (TypeError, ValueError, OverflowError) as e:
@@ -356,18 +465,18 @@ def _decode_map(d: dict, path: str = "") -> Any:
     cls = _by_tag.get(tag) if tag.__class__ is str else None
     if cls is None:
         raise DecodeError(f"unknown message tag {tag!r:.80}{' at ' + path if path else ''}")
-    fields = _specs[cls][1]
+    fields = _spec(cls)[1]
     kwargs = {}
-    prefix = f"{path}.{tag}" if path else tag
-    for name, required, (is_factory, default), check in fields:
+    prefix = path or tag
+    for name, alias, required, (is_factory, default), check, _ in fields:
         try:
             v = d[name]
         except KeyError:
             if required:
                 raise DecodeError(f"missing required field: {prefix}.{name}") from None
-            kwargs[name] = default() if is_factory else default
+            kwargs[alias] = default() if is_factory else default
             continue
-        kwargs[name] = check(v, f"{prefix}.{name}")
+        kwargs[alias] = check(v, f"{prefix}.{name}")
     try:
         return cls(**kwargs)
     except DecodeError:
@@ -393,7 +502,8 @@ def decode(data: bytes, max_size: int | None = None) -> Any:
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True, timestamp=0)
     except Exception as e:  # msgpack raises several unrelated types for bad input
-        raise DecodeError(f"not msgpack: {type(e).__name__}: {e}"[:200]) from None
+        detail = str(e) or "invalid or reserved byte"
+        raise DecodeError(f"not msgpack: {type(e).__name__}: {detail}"[:200]) from None
     try:
         return decode_value(obj)
     except DecodeError:
