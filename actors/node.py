@@ -201,6 +201,7 @@ class _Cell(pykka.ThreadingActor):
         self._pending_first: Actor | None = self._construct()
         # Routable before the thread starts, so on_start may already tell itself.
         node._local[self.address] = self.actor_ref
+        node._tells[self.address] = self.actor_ref.tell
 
     def _construct(self) -> Actor:
         inst = self._factory.__new__(self._factory)
@@ -374,6 +375,7 @@ class Node:
         self.restart_policy = restart
         self.max_stash = max_stash
         self._local: dict[str, pykka.ActorRef] = {}
+        self._tells: dict[str, Callable[[Any], None]] = {}  # the hot path of tell()
         self._lock = threading.RLock()
         self._watchers: dict[str, set[str]] = {}
         self._asks: dict[int, tuple[Future, Timer]] = {}
@@ -442,6 +444,7 @@ class Node:
         with self._lock:
             if self._local.get(cell.address) is cell.actor_ref:
                 del self._local[cell.address]
+                self._tells.pop(cell.address, None)
             watchers = self._watchers.pop(cell.address, ())
         pykka.ActorRegistry.unregister(cell.actor_ref)
         self.events.emit(self.clock.now(), self.name, cell.name, "actor.stopped", {"reason": reason})
@@ -451,10 +454,10 @@ class Node:
     # -- messaging ---------------------------------------------------------------
     def tell(self, to: str, msg: Any, sender: str | None = None) -> None:
         """Deliver ``msg`` to ``to``; never raises for the receiver's sake."""
-        ref = self._local.get(to)
-        if ref is not None:
+        tell = self._tells.get(to)
+        if tell is not None:
             try:
-                ref.tell((msg, sender))
+                tell((msg, sender))
                 return
             except pykka.ActorDeadError:
                 pass
