@@ -156,7 +156,7 @@ class Actor:
 
     def stop(self) -> None:
         """Stop this actor after the messages already queued (non-blocking)."""
-        self._cell.actor_ref.tell(pykka.messages._ActorStop())  # noqa: SLF001 - pykka's own stop message
+        self._cell.stop()
 
 
 # ---------------------------------------------------------------------------
@@ -273,7 +273,7 @@ class _Cell(pykka.ThreadingActor):
                 "crashes": self._budget.recent, "window": self._budget.policy.window})
             logger.error("actor {} spent its restart budget; stopping", self.address)
             self._stop_reason = "failed"
-            self.actor_ref.tell(pykka.messages._ActorStop())  # noqa: SLF001
+            self.stop()  # pykka: stop after what is already queued (stashed, then dead-lettered)
             return
         self._epoch += 1
         node.clock.call_later(delay, self._post, _Restart(self._epoch))

@@ -441,3 +441,42 @@ def test_hostile_frames_are_counted_and_the_node_keeps_serving(nodes, env):
     assert n.counters()["decode_errors"] == 1
     assert events_of(n, "runtime.decode_error")
     assert n.ask("n/e", Ping(5)).result(5) == Pong(5)
+
+
+def test_actor_can_stop_itself_and_watchers_hear_it(nodes):
+    n = Node("n"); nodes.append(n)
+    box = []
+
+    class Quitter(Actor):
+        def receive(self, msg, sender):
+            self.stop()
+
+    n.spawn(Quitter, name="q")
+    n.spawn(Sink, box, name="w")
+    n.watch("n/w", "n/q")
+    n.tell("n/q", Ping(1))
+    wait_for(lambda: box, what="Terminated after self-stop")
+    assert box[0][0] == Terminated("n/q", "stopped")
+    assert "n/q" not in n.actors()
+
+
+def test_memory_network_partition_and_one_way_cut(nodes):
+    net = MemoryNetwork()
+    a, b = Node("a", transport=net.transport()), Node("b", transport=net.transport())
+    nodes += [a, b]
+    a_log = []
+    a.spawn(Echo, a_log, name="e")
+    b.spawn(Echo, [], name="e")
+    net.partition([{"a"}, {"b"}])
+    a.tell("b/e", Ping(1))
+    b.tell("a/e", Ping(2))
+    assert a.dead_letters == 1 and b.dead_letters == 1
+    assert a.counters()["transport.dropped_partitioned"] == 1
+    net.heal()
+    net.cut("a", "b")                      # one way only
+    a.tell("b/e", Ping(3))
+    assert a.dead_letters == 2
+    b.tell("a/e", Ping(4))                 # b -> a still flows (a's reply does not)
+    wait_for(lambda: ("got", 4, 1) in a_log, what="b -> a across a one-way cut")
+    net.heal()
+    assert a.ask("b/e", Ping(5)).result(5) == Pong(5)
