@@ -28,15 +28,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from actors.node import Actor
-from protocols.core import CancelTimer, Effect, Emit, Send, SetTimer, StateMachine
+from protocols.core import CancelTimer, Effect, Emit, Send, SetTimer, StateMachine, UnhandledEffect
 
 __all__ = ["StateMachineActor", "UnhandledEffect"]
 
 _TICK = "$tick"
-
-
-class UnhandledEffect(TypeError):
-    """A state machine returned a host effect nobody can carry out (our bug)."""
 
 
 class _Tick:

@@ -26,7 +26,7 @@ simulator (virtual time, one thread) and unit tests (call ``handle`` directly).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -40,6 +40,7 @@ __all__ = [
     "SetTimer",
     "StateMachine",
     "TimerFired",
+    "UnhandledEffect",
 ]
 
 
@@ -84,6 +85,10 @@ class Emit(Effect):
     fields: dict = attrs.field(factory=dict)
 
 
+class UnhandledEffect(TypeError):
+    """A state machine returned an effect its host cannot carry out (our bug, raised loudly)."""
+
+
 @message("core.TimerFired")
 class TimerFired:
     """Delivered to a state machine when a timer it set comes due."""
@@ -95,7 +100,7 @@ class TimerFired:
 class StateMachine(Protocol):
     """What a host needs from a protocol participant."""
 
-    tick_interval: ClassVar[float | None]
+    tick_interval: float | None  # seconds between tick() calls; None: only the start tick
 
     def handle(self, msg: Any, sender: str, now: float) -> list[Effect]: ...
 

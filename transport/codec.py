@@ -76,13 +76,12 @@ def set_max_frame(limit: int) -> int:
 # Registry
 # --------------------------------------------------------------------------
 
-# tag -> class, and class -> spec. Specs are built on first use (so a message
-# may refer to itself or to classes registered after it). A spec is
-# (tag, fields); each field is (name, alias, required, (is_factory, default),
-# check, enc): check(wire_value, path) -> value, enc(value, path) -> wire_value.
+# tag -> class, class -> tag, and class -> spec. Specs are built on first use
+# (so a message may refer to itself or to classes registered after it); see
+# _spec. check(wire_value, path) -> value; enc(value, path) -> wire_value.
 _by_tag: dict[str, type] = {}
 _tags: dict[type, str] = {}
-_specs: dict[type, tuple[str, tuple]] = {}
+_specs: dict[type, tuple[str, tuple, bool]] = {}
 
 Check = Callable[[Any, str], Any]
 
@@ -125,23 +124,35 @@ def message(tag: str) -> Callable[[type], type]:
     return register
 
 
-def _spec(cls: type) -> tuple[str, tuple]:
-    """The (tag, fields) spec of a registered class, built on first use."""
+def _spec(cls: type) -> tuple[str, tuple, bool]:
+    """The (tag, fields, positional) spec of a registered class, built on first use.
+
+    Each field is (name, alias, required, (is_factory, default), check, enc,
+    path, exact) where ``path`` is the field's top-level error path
+    ``tag.name`` and ``exact`` the field's type when a class identity test is
+    the whole check (int, str, bytes, bool);
+    ``positional`` says the class can be built as ``cls(*values)``.
+    """
     spec = _specs.get(cls)
     if spec is not None:
         return spec
     tag = _tags[cls]
     attrs.resolve_types(cls)
     fields = []
+    positional = True
     for f in attrs.fields(cls):
         if not f.init:
             continue
+        if f.kw_only:
+            positional = False
         default = f.default
         required = default is attrs.NOTHING
         fill = (True, default.factory) if isinstance(default, attrs.Factory) else (False, default)  # type: ignore[arg-type]
         alias = getattr(f, "alias", None) or f.name.lstrip("_")
-        fields.append((f.name, alias, required, fill, _checker(f.type, cls, f.name), _encoder(f.type, cls, f.name)))
-    spec = (tag, tuple(fields))
+        check, enc = _codecs(f.type, cls, f.name)
+        exact = f.type if f.type in (int, str, bytes, bool) else None  # checked inline on the hot path
+        fields.append((f.name, alias, required, fill, check, enc, f"{tag}.{f.name}", exact))
+    spec = (tag, tuple(fields), positional)
     _specs[cls] = spec
     return spec
 
@@ -193,14 +204,6 @@ def _describe(tp: Any) -> str:
     if isinstance(tp, type) and tp in _tags:
         return f"message {_tags[tp]!r}"
     return getattr(tp, "__name__", None) or repr(tp)
-
-
-def _checker(tp: Any, owner: type, name: str) -> Check:
-    return _codecs(tp, owner, name)[0]
-
-
-def _encoder(tp: Any, owner: type, name: str) -> Check:
-    return _codecs(tp, owner, name)[1]
 
 
 def _exact(t: type, want: str) -> tuple[Check, Check]:
@@ -426,11 +429,15 @@ def _enc_any(v: Any, path: str) -> Any:
 # --------------------------------------------------------------------------
 
 def _encode_message(msg: Any, path: str = "") -> dict:
-    tag, fields = _spec(msg.__class__)
-    prefix = f"{path}.{tag}" if path else tag
-    out = {TAG_KEY: tag}
-    for f in fields:
-        out[f[0]] = f[5](getattr(msg, f[0]), prefix + "." + f[0])
+    spec = _specs.get(msg.__class__) or _spec(msg.__class__)
+    out = {TAG_KEY: spec[0]}
+    if path:  # nested: error paths name the enclosing field
+        for f in spec[1]:
+            out[f[0]] = f[5](getattr(msg, f[0]), f"{path}.{f[0]}")
+    else:
+        for f in spec[1]:
+            v = getattr(msg, f[0])
+            out[f[0]] = v if v.__class__ is f[7] else f[5](v, f[6])
     return out
 
 
@@ -465,24 +472,25 @@ def _decode_map(d: dict, path: str = "") -> Any:
     cls = _by_tag.get(tag) if tag.__class__ is str else None
     if cls is None:
         raise DecodeError(f"unknown message tag {tag!r:.80}{' at ' + path if path else ''}")
-    fields = _spec(cls)[1]
-    kwargs = {}
-    prefix = path or tag
-    for name, alias, required, (is_factory, default), check, _ in fields:
+    _, fields, positional = _specs.get(cls) or _spec(cls)
+    values = []
+    for name, _, required, (is_factory, default), check, _, fpath, exact in fields:
         try:
             v = d[name]
         except KeyError:
             if required:
-                raise DecodeError(f"missing required field: {prefix}.{name}") from None
-            kwargs[alias] = default() if is_factory else default
+                raise DecodeError(f"missing required field: {path + '.' + name if path else fpath}") from None
+            values.append(default() if is_factory else default)
             continue
-        kwargs[alias] = check(v, f"{prefix}.{name}")
+        values.append(v if v.__class__ is exact else check(v, f"{path}.{name}" if path else fpath))
     try:
-        return cls(**kwargs)
+        if positional:
+            return cls(*values)
+        return cls(**{f[1]: v for f, v in zip(fields, values)})
     except DecodeError:
         raise
     except Exception as e:  # validators on the class reject the values
-        raise DecodeError(f"field validation failed for {prefix}: {e}") from None
+        raise DecodeError(f"field validation failed for {path or tag}: {e}") from None
 
 
 def decode_value(data: Any) -> Any:
