@@ -9,7 +9,7 @@ registered under ``"node/actor"`` addresses. The simulator owns a virtual clock
 same time run in the order they were scheduled and every run from one seed is
 the same run.
 
-Event kinds: a network delivery, a direct injection, a timer, a periodic tick
+Event kinds: a delivery (through the network, or injected directly), a timer, a periodic tick
 and a harness callback (``schedule``). Processing an event calls the
 participant's ``handle``/``tick`` and carries out the returned effects in list
 order:
@@ -58,10 +58,9 @@ DRIVER = "sim/driver"  # default sender of injected messages
 _NET = ("sim", "net")  # node/actor of net.* events written by the driver
 
 # event kinds (third tuple element); ordering never reaches them since seq is unique
-_DELIVER = 0  # (t, seq, _DELIVER, dst, src, frame, src_node, dst_node, sent_at)
+_DELIVER = 0  # (t, seq, _DELIVER, dst, src, frame, src_node, dst_node, sent_at); src_node None: injected
 _TIMER = 1  # (t, seq, _TIMER, address, key, timer_id, incarnation)
 _TICK = 2  # (t, seq, _TICK, address, incarnation)
-_INJECT = 3  # (t, seq, _INJECT, dst, src, frame)
 _CALL = 4  # (t, seq, _CALL, fn)
 
 
@@ -280,7 +279,7 @@ class Simulator:
         t = self.now if at is None else _check_time("send time", at)
         if t < self.now:
             raise ValueError(f"cannot send in the past: at={t} < now={self.now}")
-        self._push((t, next(self._seq), _INJECT, to, sender, frame))
+        self._push((t, next(self._seq), _DELIVER, to, sender, frame, None, None, t))  # bypasses the network
 
     # -- running ---------------------------------------------------------------------
 
@@ -333,13 +332,13 @@ class Simulator:
                 kind = ev[2]
                 if kind == _DELIVER:
                     _, _, _, dst, src, frame, sn, dn, sent_at = ev
-                    # net.arrive(sn, dn), inlined: is the link still up at delivery?
-                    if net.blocked and not net.can_reach(sn, dn):
-                        net.dropped_partition += 1
-                        if trace:
-                            self._trace_drop(src, dst, frame, "partition")
-                        continue
-                    net.delivered += 1
+                    if sn is not None:  # through the network: is the link still up at delivery?
+                        if net.blocked and not net.can_reach(sn, dn):
+                            net.dropped_partition += 1
+                            if trace:
+                                self._trace_drop(src, dst, frame, "partition")
+                            continue
+                        net.delivered += 1
                     try:
                         msg = decode(frame)
                     except DecodeError as e:
@@ -349,7 +348,7 @@ class Simulator:
                     if p is None or not p.alive:
                         self._dead_letter(src, dst, msg, p)
                         continue
-                    if trace:
+                    if trace and sn is not None:
                         self.event_log.emit(t, p.node, p.actor, "net.deliver", {"src": src, "dst": dst, "tag": tag_of(msg), "sent": sent_at})
                     handled += 1
                     effects = p.handle(msg, src, t)
@@ -378,21 +377,6 @@ class Simulator:
                         iv = _tick_interval(address, p.machine)
                         if iv is not None:
                             self._push((t + iv, next(self._seq), _TICK, address, inc))
-                elif kind == _INJECT:
-                    _, _, _, dst, src, frame = ev
-                    try:
-                        msg = decode(frame)
-                    except DecodeError as e:
-                        self._decode_error(src, dst, frame, e)
-                        continue
-                    p = parts.get(dst)
-                    if p is None or not p.alive:
-                        self._dead_letter(src, dst, msg, p)
-                        continue
-                    handled += 1
-                    effects = p.handle(msg, src, t)
-                    if effects:
-                        apply(p, effects)
                 else:  # _CALL: bring the counters up to date for the harness first
                     self.events_processed += n - counted
                     self.messages_handled += handled
