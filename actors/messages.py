@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from transport.codec import message
 
-__all__ = ["Terminated", "Unwatch", "Watch"]
+__all__ = ["DeadLetterNotice", "PeerDown", "PeerUp", "Terminated", "Unwatch", "Watch"]
 
 
 @message("runtime.Terminated")
@@ -31,3 +31,30 @@ class Watch:
 class Unwatch:
     target: str
     watcher: str
+
+
+@message("runtime.PeerUp")
+class PeerUp:
+    """To peer subscribers: node ``node`` (this incarnation of it) is reachable."""
+
+    node: str
+    incarnation: int = 0
+
+
+@message("runtime.PeerDown")
+class PeerDown:
+    """To peer subscribers: node ``node`` is unreachable (``reason``: silent, restarted)."""
+
+    node: str
+    incarnation: int = 0
+    reason: str = "silent"
+
+
+@message("runtime.DeadLetterNotice")
+class DeadLetterNotice:
+    """To the sender's node ``$sys``: a message it sent could not be delivered."""
+
+    to: str
+    sender: str
+    message: str
+    reason: str

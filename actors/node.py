@@ -49,11 +49,12 @@ from loguru import logger
 
 from actors.clock import Clock, RealClock, Timer
 from actors.eventlog import EventLog
-from actors.messages import Terminated, Unwatch, Watch
+from actors.messages import DeadLetterNotice, PeerDown, PeerUp, Terminated, Unwatch, Watch
 from actors.supervision import RestartBudget, RestartPolicy
 from protocols.core import TimerFired
-from transport.base import Envelope, Transport
+from transport.base import Envelope, Transport, Undeliverable
 from transport.codec import DecodeError, decode, encode
+from transport.faults import ClearFaults, FaultPlan, SetFaults
 
 __all__ = [
     "Actor",
@@ -62,6 +63,7 @@ __all__ = [
     "DeadLetterError",
     "Node",
     "NodeStopped",
+    "PeerDownError",
 ]
 
 DEFAULT_RESTART = RestartPolicy()
@@ -78,6 +80,10 @@ class DeadLetterError(LookupError):
 
 class NodeStopped(RuntimeError):
     """The node was shut down while the operation was in flight."""
+
+
+class PeerDownError(ConnectionError):
+    """The node an ask was sent to went down before it replied."""
 
 
 def _tag(msg: Any) -> str:
@@ -143,7 +149,7 @@ class Actor:
     def cancel_timer(self, key: str) -> None:
         self._cell.cancel_timer(key)
 
-    def emit(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: str, /, **fields: Any) -> None:
         """Write one event (time, node, actor, kind, fields) to the node's event log."""
         self.node.events.emit(self.node.clock.now(), self.node.name, self.name, kind, fields)
 
@@ -153,6 +159,10 @@ class Actor:
 
     def unwatch(self, target: str) -> None:
         self.node.unwatch(self.address, target)
+
+    def subscribe_peers(self) -> None:
+        """Receive ``PeerUp`` / ``PeerDown`` whenever another node comes or goes."""
+        self.node.subscribe_peers(self.address)
 
     def stop(self) -> None:
         """Stop this actor after the messages already queued (non-blocking)."""
@@ -378,14 +388,17 @@ class Node:
         self._tells: dict[str, Callable[[Any], None]] = {}  # the hot path of tell()
         self._lock = threading.RLock()
         self._watchers: dict[str, set[str]] = {}
-        self._asks: dict[int, tuple[Future, Timer]] = {}
+        self._remote_watches: dict[str, set[str]] = {}  # remote target -> local watchers
+        self._peer_subscribers: set[str] = set()
+        self._asks: dict[int, tuple[Future, Timer, str]] = {}  # id -> (future, deadline, target node)
         self._ask_ids = itertools.count(1)
         self._auto_names = itertools.count(1)
         self._counts: Counter[str] = Counter()
         self._closed = False
+        self._sys = f"{name}/$sys"
         self.transport = transport
         if transport is not None:
-            transport.start(name, self._deliver)
+            transport.start(name, self._deliver, self._on_peer, self._transport_event)
 
     def __repr__(self) -> str:
         return f"<Node {self.name} actors={len(self._local)}>"
@@ -481,8 +494,11 @@ class Node:
             return
         payload = encode(msg)  # EncodeError is our bug: loud
         corr = _ask_id(to) or _ask_id(sender)
-        if not self.transport.send(Envelope(to, sender or "", corr, payload)):
-            self._dead_letter(to, msg, sender, "node unreachable")
+        try:
+            # Anonymous senders (code outside any actor) travel as this node's $sys address.
+            self.transport.send(Envelope(to, sender or self._sys, corr, payload))
+        except Undeliverable as e:
+            self._dead_letter(to, msg, sender, str(e) or "node unreachable")
         else:
             self._counts["sent_remote"] += 1
 
@@ -513,12 +529,18 @@ class Node:
         logger.debug("node {}: dead letter to {}: {} ({})", self.name, to, _tag(msg), reason)
         self.events.emit(self.clock.now(), self.name, "$deadletters", "runtime.dead_letter",
                          {"to": str(to)[:200], "from": sender, "message": _tag(msg), "reason": reason})
-        cid = _ask_id(sender)
-        if cid and node_name_of(sender) == self.name:
-            entry = self._asks.pop(cid, None)
-            if entry is not None:
-                entry[1].cancel()
-                _settle(entry[0], exc=DeadLetterError(f"ask to {to}: {reason}"))
+        sender_node = node_name_of(sender)
+        if sender_node == self.name:
+            self._fail_ask(_ask_id(sender), DeadLetterError(f"ask to {to}: {reason}"))
+        elif sender_node and self.transport is not None and not isinstance(msg, DeadLetterNotice):
+            # Tell the sender's node, so a remote ask fails now instead of timing out.
+            self.tell(f"{sender_node}/$sys", DeadLetterNotice(str(to)[:200], sender or "", _tag(msg), reason), self._sys)
+
+    def _fail_ask(self, cid: int, exc: BaseException) -> None:
+        entry = self._asks.pop(cid, None) if cid else None
+        if entry is not None:
+            entry[1].cancel()
+            _settle(entry[0], exc=exc)
 
     # -- ask -----------------------------------------------------------------------
     def ask(self, to: str, msg: Any, timeout: float = 5.0) -> Future:
@@ -528,7 +550,7 @@ class Node:
         cid = next(self._ask_ids)
         fut: Future = Future()
         timer = self.clock.call_later(timeout, self._expire_ask, cid, to, timeout)
-        self._asks[cid] = (fut, timer)
+        self._asks[cid] = (fut, timer, node_name_of(to))
         self.tell(to, msg, f"{self.name}/{ASK_PREFIX}{cid}")
         return fut
 
@@ -553,6 +575,8 @@ class Node:
         """``watcher`` gets ``Terminated(target)`` when ``target`` stops (at once if it is not running)."""
         tnode = node_name_of(target)
         if tnode != self.name:
+            with self._lock:
+                self._remote_watches.setdefault(target, set()).add(watcher)
             self.tell(f"{tnode}/$sys", Watch(target, watcher), watcher)
             return
         with self._lock:
@@ -564,6 +588,8 @@ class Node:
     def unwatch(self, watcher: str, target: str) -> None:
         tnode = node_name_of(target)
         if tnode != self.name:
+            with self._lock:
+                self._remote_watches.get(target, set()).discard(watcher)
             self.tell(f"{tnode}/$sys", Unwatch(target, watcher), watcher)
             return
         with self._lock:
@@ -574,8 +600,58 @@ class Node:
             self.watch(msg.watcher, msg.target)
         elif isinstance(msg, Unwatch):
             self.unwatch(msg.watcher, msg.target)
+        elif isinstance(msg, DeadLetterNotice):
+            self._counts["remote_dead_letters"] += 1
+            reporter = node_name_of(sender)
+            self.events.emit(self.clock.now(), self.name, "$deadletters", "runtime.remote_dead_letter",
+                             {"to": msg.to, "from": msg.sender, "message": msg.message, "reason": msg.reason,
+                              "reported_by": reporter})
+            if node_name_of(msg.sender) == self.name:
+                self._fail_ask(_ask_id(msg.sender), DeadLetterError(f"ask to {msg.to}: {msg.reason} (reported by {reporter})"))
+        elif isinstance(msg, (SetFaults, ClearFaults)):
+            set_faults = getattr(self.transport, "set_faults", None)
+            if set_faults is None:
+                self._dead_letter(f"{self.name}/$sys", msg, sender, "this transport has no fault hooks")
+            else:
+                set_faults(FaultPlan.from_message(msg) if isinstance(msg, SetFaults) else FaultPlan())
         else:
             self._dead_letter(f"{self.name}/$sys", msg, sender, "not a system message")
+
+    # -- peers (transport callbacks, run on the transport's thread) -------------------------
+    def subscribe_peers(self, address: str) -> None:
+        """``address`` receives ``PeerUp`` / ``PeerDown`` for every peer change from now on."""
+        with self._lock:
+            self._peer_subscribers.add(address)
+
+    def unsubscribe_peers(self, address: str) -> None:
+        with self._lock:
+            self._peer_subscribers.discard(address)
+
+    def _transport_event(self, kind: str, fields: dict) -> None:
+        self.events.emit(self.clock.now(), self.name, "$transport", kind, fields)
+
+    def _on_peer(self, change: Any) -> None:
+        peer = change.peer
+        if change.state.value == "down":
+            self._counts["peer_down"] += 1
+            note: Any = PeerDown(peer, change.incarnation, change.reason)
+            for cid, entry in list(self._asks.items()):
+                if entry[2] == peer:
+                    self._fail_ask(cid, PeerDownError(f"node {peer} went down ({change.reason}) before replying"))
+            with self._lock:
+                gone = {t: w for t, w in self._remote_watches.items() if node_name_of(t) == peer}
+                for t in gone:
+                    del self._remote_watches[t]
+            for target, watchers in sorted(gone.items()):
+                for w in sorted(watchers):
+                    self.tell(w, Terminated(target, "peer down"))
+        else:
+            self._counts["peer_up"] += 1
+            note = PeerUp(peer, change.incarnation)
+        with self._lock:
+            subscribers = sorted(self._peer_subscribers)
+        for address in subscribers:
+            self.tell(address, note)
 
     # -- observability and shutdown -------------------------------------------------------
     def _count(self, key: str, n: int = 1) -> None:

@@ -143,7 +143,7 @@ def test_dead_letters_are_counted_never_raised(nodes):
     assert a.dead_letters == 3
     assert lonely.dead_letters == 1
     reasons = [e["fields"]["reason"] for e in events_of(a, "runtime.dead_letter")]
-    assert reasons == ["no such actor", "node unreachable", "malformed address"]
+    assert reasons == ["no such actor", "node 'zz': no such node", "malformed address"]
 
 
 def test_messages_to_a_stopped_actor_are_dead_letters(nodes):

@@ -9,10 +9,10 @@ the message already encoded by :mod:`transport.codec`; the transport never
 looks inside the payload. On the receiving side the transport calls the
 node's ``deliver(envelope)`` callback, and the node decodes.
 
-``send`` never blocks for long and never raises for a peer's sake: it returns
-``False`` when the envelope could not be handed towards its destination (no
-such node, node stopped, outbound queue full), and the caller counts a dead
-letter. The in-memory transport (:mod:`transport.memory`) and the ZeroMQ
+``send`` never blocks for long. When the envelope cannot be handed towards
+its destination (no such node, node down or partitioned, outbound queue
+full, transport closed) it raises :class:`Undeliverable` with the reason, and
+the Node turns that into a counted, logged dead letter. The in-memory transport (:mod:`transport.memory`) and the ZeroMQ
 transport share this interface, so actors cannot tell which one carries them.
 """
 
@@ -22,7 +22,11 @@ from typing import Callable, Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["Envelope", "Transport", "node_of", "split_address"]
+__all__ = ["Envelope", "Transport", "Undeliverable", "node_of", "split_address"]
+
+
+class Undeliverable(Exception):
+    """The transport could not take this envelope; the message says why."""
 
 
 @attrs.frozen(slots=True)
@@ -47,11 +51,13 @@ def node_of(address: str) -> str:
 
 @runtime_checkable
 class Transport(Protocol):
-    def start(self, node: str, deliver: Callable[[Envelope], None]) -> None:
-        """Attach the node named ``node``; incoming envelopes go to ``deliver``."""
+    def start(self, node: str, deliver: Callable[[Envelope], None],
+              peer_event: Callable | None = None, event: Callable[[str, dict], None] | None = None) -> None:
+        """Attach the node named ``node``; incoming envelopes go to ``deliver``,
+        peer up/down changes to ``peer_event``, transport events to ``event``."""
 
-    def send(self, env: Envelope) -> bool:
-        """Hand an envelope towards ``env.to``'s node; False if it cannot be."""
+    def send(self, env: Envelope) -> None:
+        """Hand an envelope towards ``env.to``'s node, or raise Undeliverable."""
 
     def close(self) -> None:
         """Detach; later sends return False."""

@@ -20,7 +20,7 @@ import threading
 from collections import Counter
 from typing import Callable, Iterable
 
-from transport.base import Envelope, node_of
+from transport.base import Envelope, Undeliverable, node_of
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 
@@ -99,7 +99,7 @@ class MemoryTransport:
         self.node: str | None = None
         self._counts: Counter[str] = Counter()
 
-    def start(self, node: str, deliver: Callable[[Envelope], None]) -> None:
+    def start(self, node: str, deliver: Callable[[Envelope], None], peer_event=None, event=None) -> None:
         if self.node is not None:
             raise RuntimeError(f"transport already started for node {self.node!r}")
         self.network._attach(node, self._incoming(deliver))
@@ -114,18 +114,17 @@ class MemoryTransport:
             deliver(env)
         return receive
 
-    def send(self, env: Envelope) -> bool:
+    def send(self, env: Envelope) -> None:
         if self.node is None:
             self._counts["dropped_closed"] += 1
-            return False
+            raise Undeliverable("transport closed")
         route = self.network._route(self.node, env)
         if isinstance(route, str):
             self._counts["dropped_" + route.replace(" ", "_")] += 1
-            return False
+            raise Undeliverable(f"node {node_of(env.to)!r}: {route}")
         self._counts["msgs_out"] += 1
         self._counts["bytes_out"] += len(env.payload)
         route(env)
-        return True
 
     def close(self) -> None:
         if self.node is not None:

@@ -1,0 +1,510 @@
+"""ZeroMQ transport: one bound ROUTER per node, one DEALER per peer.
+
+How this works
+--------------
+**Pattern.** Each node binds one ROUTER socket and connects one DEALER socket
+to every peer's ROUTER. Traffic from A to B always travels A's DEALER -> B's
+ROUTER, so every socket is used in one direction only: DEALERs only send,
+ROUTERs only receive. We chose this over ROUTER-ROUTER because a ROUTER can
+only address a peer after the connection handshake has finished (before that
+``ROUTER_MANDATORY`` fails with EHOSTUNREACH, and without it messages vanish),
+so every send would need a retry loop; a DEALER queues the message until the
+connection is up (bounded by its HWM), reconnects on its own with capped
+backoff (``RECONNECT_IVL`` 100 ms doubling to ``RECONNECT_IVL_MAX`` 2 s), and
+round-robins nothing because it has exactly one peer. The ROUTER side never
+needs to address anyone, so identities are zmq's own.
+
+**No silent loss.** Outbound queues are bounded (``SNDHWM``, default 10,000
+messages per peer) and sends never block: when the queue is full the send
+fails with :class:`~transport.base.Undeliverable` and the Node turns that into
+a counted, logged dead letter (an ``ask`` fails at once with
+``DeadLetterError``). ``LINGER`` is finite (default 1 s) so shutdown never
+hangs. Sends to a peer the failure detector holds *down* fail fast the same
+way. What no transport can promise is delivery of messages already handed to
+a peer that then dies: delivery is at most once, and the loss is made visible
+by ``PeerDown`` (pending asks to that node fail with ``PeerDownError``).
+
+**Frames.** DEALER -> ROUTER, the ROUTER adding the connection identity first:
+
+* message:   ``[b"M", to, sender, corr (8 bytes, big-endian), payload]``
+* heartbeat: ``[b"H", node, incarnation (8 bytes), endpoint]``
+
+Anything else (wrong frame count, unknown kind, undecodable text, a payload
+over the size limit, an unknown tag, a well-formed message for an actor that
+does not exist) is counted per peer and dropped; the node keeps serving.
+``MAXMSGSIZE`` (4x the frame limit) makes zmq itself cut off a peer that sends
+a gigantic frame before it is ever buffered.
+
+**Liveness.** Every ``heartbeat_interval`` the I/O thread sends a heartbeat to
+every known peer (carrying this node's name, incarnation and endpoint, so a
+peer that did not know us connects back) and asks the
+:class:`~transport.liveness.FailureDetector` who has been silent too long. Any
+traffic counts as a sign of life. Peer changes reach the Node through the
+``peer_event`` callback (``PeerUp`` / ``PeerDown`` messages to subscribers).
+When a peer goes down its DEALER is closed (queued messages discarded with
+LINGER 0, so they never reach a later incarnation) and a fresh one connects.
+
+**Threads.** One I/O thread per transport owns the ROUTER and runs the
+heartbeat clock, delayed (fault-injected) messages and commands. Any thread
+may call ``send``: a DEALER is guarded by its own lock, so a tell costs one
+zmq send on the caller's thread and no thread hop.
+
+**Security.** With :class:`CurveConfig` the ROUTER is a CURVE server that
+accepts only the listed client public keys (``zmq.auth`` ThreadAuthenticator
+with a credentials callback) and each DEALER authenticates the peer by its
+public key. Without keys traffic is in the clear, logged once at WARNING.
+
+**Faults.** :class:`~transport.faults.FaultPlan` rules (drop, delay,
+duplicate, reorder, partition) apply per peer to outbound and inbound
+messages (heartbeats included, so a partition also looks like one to the
+failure detector). The Node installs plans it receives as control messages.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import random
+import threading
+import time
+from collections import defaultdict, deque
+from typing import Callable
+
+import attrs
+import zmq
+
+from transport.base import Envelope, Undeliverable, node_of
+from transport.codec import DEFAULT_MAX_FRAME
+from transport.faults import FaultPlan
+from transport.liveness import FailureDetector, PeerChange, PeerState
+
+__all__ = ["CurveConfig", "ZmqTransport"]
+
+_MSG = b"M"
+_HB = b"H"
+_WAKE = b"w"
+
+
+@attrs.frozen
+class CurveConfig:
+    """This node's CURVE key pair and the public keys it accepts (z85 bytes or str)."""
+
+    public_key: bytes = attrs.field(converter=lambda k: k.encode() if isinstance(k, str) else k)
+    secret_key: bytes = attrs.field(converter=lambda k: k.encode() if isinstance(k, str) else k)
+    # node name -> public key of every peer this node may talk to (and accept)
+    peer_keys: dict = attrs.field(factory=dict, converter=lambda d: {n: (k.encode() if isinstance(k, str) else k) for n, k in d.items()})
+
+    @staticmethod
+    def generate() -> tuple[bytes, bytes]:
+        """A fresh (public, secret) key pair."""
+        return zmq.curve_keypair()
+
+
+class _Peer:
+    __slots__ = ("name", "endpoint", "sock", "lock", "counts")
+
+    def __init__(self, name: str, endpoint: str):
+        self.name = name
+        self.endpoint = endpoint
+        self.sock: zmq.Socket | None = None
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = defaultdict(int)
+
+
+class ZmqTransport:
+    """See the module docstring. ``peers`` maps node names to endpoints."""
+
+    def __init__(self, bind: str = "tcp://127.0.0.1:*", peers: dict[str, str] | None = None, *,
+                 heartbeat_interval: float = 0.5, liveness: int = 4, sndhwm: int = 10_000,
+                 rcvhwm: int = 10_000, linger: float = 1.0, max_frame: int = DEFAULT_MAX_FRAME,
+                 curve: CurveConfig | None = None, seed: int | None = None,
+                 reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.bind_to = bind
+        self._initial_peers = dict(peers or {})
+        self.detector = FailureDetector(heartbeat_interval, liveness)
+        self.heartbeat_interval = heartbeat_interval
+        self.sndhwm, self.rcvhwm = sndhwm, rcvhwm
+        self.linger_ms = int(linger * 1000)
+        self.max_frame = max_frame
+        self.curve = curve
+        self.reconnect_ivl_ms = int(reconnect_ivl * 1000)
+        self.reconnect_ivl_max_ms = int(reconnect_ivl_max * 1000)
+        self._clock = clock
+        self.rng = random.Random(seed)
+        self.incarnation = int.from_bytes(os.urandom(7), "big") or 1
+        self.node: str | None = None
+        self.endpoint: str | None = None
+        self._deliver: Callable[[Envelope], None] | None = None
+        self._peer_event: Callable[[PeerChange], None] | None = None
+        self._event: Callable[[str, dict], None] | None = None
+        self._ctx: zmq.Context | None = None
+        self._router: zmq.Socket | None = None
+        self._wake_tx: zmq.Socket | None = None
+        self._wake_lock = threading.Lock()
+        self._peers: dict[str, _Peer] = {}
+        self._peers_lock = threading.Lock()
+        self._commands: deque[Callable[[], None]] = deque()
+        self._delayed: list[tuple[float, int, str, object]] = []
+        self._delayed_lock = threading.Lock()
+        self._delay_seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self.faults = FaultPlan()
+        self._counts: dict[str, int] = defaultdict(int)
+        self._auth = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self, node: str, deliver: Callable[[Envelope], None],
+              peer_event: Callable[[PeerChange], None] | None = None,
+              event: Callable[[str, dict], None] | None = None) -> None:
+        if self.node is not None:
+            raise RuntimeError(f"transport already started for node {self.node!r}")
+        self.node = node
+        self._deliver = deliver
+        self._peer_event = peer_event
+        self._event = event
+        ctx = self._ctx = zmq.Context()
+        router = self._router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.RCVHWM, self.rcvhwm)
+        router.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_frame + 4096)
+        if self.curve is not None:
+            self._start_auth(ctx)
+            router.curve_server = True
+            router.curve_secretkey = self.curve.secret_key
+            router.curve_publickey = self.curve.public_key
+        else:
+            self._emit("transport.insecure", {"detail": "no CurveZMQ keys given: traffic is not encrypted or authenticated"})
+            from loguru import logger
+            logger.warning("node {}: no CurveZMQ keys configured; transport runs in the clear", node)
+        router.bind(self.bind_to)
+        self.endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        wake_rx = ctx.socket(zmq.PAIR)
+        wake_addr = f"inproc://wake-{id(self)}"
+        wake_rx.bind(wake_addr)
+        self._wake_tx = ctx.socket(zmq.PAIR)
+        self._wake_tx.setsockopt(zmq.LINGER, 0)
+        self._wake_tx.connect(wake_addr)
+        for name, ep in self._initial_peers.items():
+            if name != node:
+                self.add_peer(name, ep)
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, args=(wake_rx,), name=f"zmq-{node}", daemon=True)
+        self._thread.start()
+
+    def _start_auth(self, ctx: zmq.Context) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+        allowed = set(self.curve.peer_keys.values()) | {self.curve.public_key}  # type: ignore[union-attr]
+        transport = self
+
+        class _Keys:
+            def callback(self, domain, key):  # z85 public key; runs in the authenticator's thread
+                ok = key in allowed
+                if not ok:
+                    transport._counts["auth_refused"] += 1
+                    transport._emit("transport.auth_refused", {"key": key.decode(errors="replace")[:40]})
+                return ok
+
+        self._auth = ThreadAuthenticator(ctx)
+        self._auth.start()
+        self._auth.configure_curve_callback(domain="*", credentials_provider=_Keys())
+
+    def close(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._peers_lock:
+            peers = list(self._peers.values())
+        for p in peers:
+            with p.lock:
+                if p.sock is not None:
+                    p.sock.setsockopt(zmq.LINGER, self.linger_ms)
+                    p.sock.close()
+                    p.sock = None
+        if self._wake_tx is not None:
+            self._wake_tx.close()
+        if self._auth is not None:
+            self._auth.stop()
+        if self._ctx is not None:
+            self._ctx.term()
+
+    # -- peers -----------------------------------------------------------------------
+    def add_peer(self, name: str, endpoint: str) -> None:
+        """Know (and connect to) node ``name`` at ``endpoint``; safe from any thread."""
+        if name == self.node:
+            return
+        with self._peers_lock:
+            p = self._peers.get(name)
+            if p is not None and p.endpoint == endpoint:
+                return
+            if p is None:
+                p = self._peers[name] = _Peer(name, endpoint)
+            else:
+                p.endpoint = endpoint
+        self._reconnect(p)
+        self._command(lambda: self.detector.add(name, self._clock()))
+
+    def _reconnect(self, p: _Peer) -> None:
+        assert self._ctx is not None
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.SNDHWM, self.sndhwm)
+        sock.setsockopt(zmq.LINGER, self.linger_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL, self.reconnect_ivl_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, self.reconnect_ivl_max_ms)
+        sock.setsockopt(zmq.SNDTIMEO, 0)
+        if self.curve is not None:
+            key = self.curve.peer_keys.get(p.name)
+            if key is None:
+                sock.close(0)
+                raise ValueError(f"CURVE is on but no public key is configured for peer {p.name!r}")
+            sock.curve_secretkey = self.curve.secret_key
+            sock.curve_publickey = self.curve.public_key
+            sock.curve_serverkey = key
+        sock.connect(p.endpoint)
+        with p.lock:
+            old, p.sock = p.sock, sock
+        if old is not None:
+            old.close(0)  # LINGER 0: what was queued for a dead incarnation is discarded
+
+    def peers(self) -> dict[str, str]:
+        return {name: st.value for name, st in self.detector.peers().items()}
+
+    # -- sending -----------------------------------------------------------------------
+    def send(self, env: Envelope) -> None:
+        dst = node_of(env.to)
+        p = self._peers.get(dst)
+        if p is None:
+            raise Undeliverable(f"no known endpoint for node {dst!r}")
+        if self.detector.state(dst) is PeerState.DOWN:
+            p.counts["refused_down"] += 1
+            raise Undeliverable(f"node {dst!r} is down")
+        frames = [_MSG, env.to.encode(), env.sender.encode(), env.corr.to_bytes(8, "big"), env.payload]
+        if self.faults:
+            delays, why = self.faults.decide(dst, "out", self.rng)
+            if not delays:
+                p.counts[f"dropped_by_rule_{why}"] += 1
+                return  # dropped on purpose by the chaos harness; counted
+            if delays != (0.0,):
+                for d in delays:
+                    self._later(d, ("out", p, frames))
+                return
+        self._send_frames(p, frames)
+
+    def _send_frames(self, p: _Peer, frames: list) -> None:
+        with p.lock:
+            sock = p.sock
+            if sock is None:
+                raise Undeliverable(f"transport to {p.name!r} is closed")
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames[-1]) < 16384)
+            except zmq.Again:
+                p.counts["dropped_queue_full"] += 1
+                raise Undeliverable(f"outbound queue to {p.name!r} is full ({self.sndhwm} messages)") from None
+        c = p.counts
+        c["msgs_out"] += 1
+        c["bytes_out"] += len(frames[-1])
+
+    # -- the I/O thread -------------------------------------------------------------------
+    def _wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_tx is not None:
+                try:
+                    self._wake_tx.send(_WAKE, zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+
+    def _command(self, fn: Callable[[], None]) -> None:
+        self._commands.append(fn)
+        self._wake()
+
+    def _later(self, delay: float, item: tuple) -> None:
+        with self._delayed_lock:
+            heapq.heappush(self._delayed, (self._clock() + delay, next(self._delay_seq), item[0], item[1:]))
+        self._wake()
+
+    def _loop(self, wake_rx: zmq.Socket) -> None:
+        router = self._router
+        assert router is not None
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(wake_rx, zmq.POLLIN)
+        next_beat = self._clock()
+        recv = router.recv_multipart
+        try:
+            while self._running:
+                now = self._clock()
+                if now >= next_beat:
+                    self._heartbeat(now)
+                    next_beat = now + self.heartbeat_interval
+                due = next_beat
+                with self._delayed_lock:
+                    if self._delayed:
+                        due = min(due, self._delayed[0][0])
+                timeout = max(0.0, due - self._clock())
+                events = dict(poller.poll(timeout * 1000))
+                if wake_rx in events:
+                    while True:
+                        try:
+                            wake_rx.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                commands = self._commands
+                while commands:
+                    commands.popleft()()
+                if router in events:
+                    for _ in range(1000):  # bounded, so heartbeats still go out under load
+                        try:
+                            frames = recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._incoming(frames)
+                if self._delayed:
+                    self._release_delayed(self._clock())
+        finally:
+            wake_rx.close(0)
+            router.close(0)
+
+    def _heartbeat(self, now: float) -> None:
+        beat = [_HB, self.node.encode(), self.incarnation.to_bytes(8, "big"), self.endpoint.encode()]  # type: ignore[union-attr]
+        for name, p in list(self._peers.items()):
+            if self.faults:
+                delays, why = self.faults.decide(name, "out", self.rng)
+                if not delays:
+                    continue
+            try:
+                with p.lock:
+                    if p.sock is not None:
+                        p.sock.send_multipart(beat, zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # the data queue is full: the peer hears from us soon enough
+        for change in self.detector.check(now):
+            self._changed(change)
+
+    def _changed(self, change: PeerChange) -> None:
+        self._emit("transport.peer_" + change.state.value, {
+            "peer": change.peer, "incarnation": change.incarnation, "reason": change.reason,
+            "silent_for": round(change.silent_for, 3)})
+        if change.state is PeerState.DOWN:
+            p = self._peers.get(change.peer)
+            if p is not None:
+                self._reconnect(p)  # drop what was queued for the old incarnation
+        if self._peer_event is not None:
+            self._peer_event(change)
+
+    def _bad(self, peer: str, what: str, detail: str) -> None:
+        key = f"bad_{what}"
+        self._counts[key] += 1
+        if peer:
+            p = self._peers.get(peer)
+            if p is not None:
+                p.counts[key] += 1
+        self._emit("transport.bad_frame", {"peer": peer, "problem": what, "detail": detail[:200]})
+
+    def _incoming(self, frames: list[bytes]) -> None:
+        n = len(frames)
+        kind = frames[1] if n > 1 else b""
+        if kind == _MSG and n == 6:
+            try:
+                to = frames[2].decode()
+                sender = frames[3].decode()
+            except UnicodeDecodeError:
+                self._bad("", "address", "address frames are not UTF-8")
+                return
+            if len(frames[4]) != 8:
+                self._bad(node_of(sender), "corr", f"correlation id of {len(frames[4])} bytes")
+                return
+            peer = node_of(sender)
+            if not peer or peer == self.node:
+                self._bad("", "sender", f"sender address {sender!r:.60} names no other node")
+                return
+            payload = frames[5]
+            p = self._peers.get(peer)
+            if self.faults:
+                delays, why = self.faults.decide(peer, "in", self.rng)
+                if not delays:
+                    if p is not None:
+                        p.counts[f"dropped_by_rule_{why}"] += 1
+                    return
+                if delays != (0.0,):
+                    env = Envelope(to, sender, int.from_bytes(frames[4], "big"), payload)
+                    for d in delays:
+                        self._later(d, ("in", peer, env))
+                    return
+            self._heard(peer, None)
+            if p is not None:
+                p.counts["msgs_in"] += 1
+                p.counts["bytes_in"] += len(payload)
+            else:
+                self._counts["msgs_in_unknown_peer"] += 1
+            if len(payload) > self.max_frame:
+                self._bad(peer, "oversized", f"payload of {len(payload)} bytes over the limit of {self.max_frame}")
+                return
+            self._deliver(Envelope(to, sender, int.from_bytes(frames[4], "big"), payload))  # type: ignore[misc]
+        elif kind == _HB and n == 5:
+            try:
+                name = frames[2].decode()
+                endpoint = frames[4].decode()
+            except UnicodeDecodeError:
+                self._bad("", "heartbeat", "heartbeat frames are not UTF-8")
+                return
+            if len(frames[3]) != 8 or not name or "/" in name or name == self.node:
+                self._bad("", "heartbeat", f"malformed heartbeat from {name!r:.40}")
+                return
+            if self.faults:
+                delays, _ = self.faults.decide(name, "in", self.rng)
+                if not delays:
+                    return
+            if name not in self._peers and endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+                self.add_peer(name, endpoint)  # it knows us; now we know it
+            self._heard(name, int.from_bytes(frames[3], "big"))
+        else:
+            self._bad("", "frames", f"kind {kind[:8]!r} with {n - 1} frames")
+
+    def _heard(self, peer: str, incarnation: int | None) -> None:
+        for change in self.detector.heard(peer, self._clock(), incarnation):
+            self._changed(change)
+
+    def _release_delayed(self, now: float) -> None:
+        heap = self._delayed
+        while True:
+            with self._delayed_lock:
+                if not heap or heap[0][0] > now:
+                    return
+                _, _, direction, rest = heapq.heappop(heap)
+            if direction == "out":
+                p, frames = rest
+                try:
+                    self._send_frames(p, frames)
+                except Undeliverable:
+                    p.counts["dropped_after_delay"] += 1
+            else:
+                peer, env = rest
+                self._heard(peer, None)
+                p = self._peers.get(peer)
+                if p is not None:
+                    p.counts["msgs_in"] += 1
+                    p.counts["bytes_in"] += len(env.payload)
+                self._deliver(env)  # type: ignore[misc]
+
+    # -- faults and observability ------------------------------------------------------------
+    def set_faults(self, plan: FaultPlan) -> None:
+        self.faults = plan
+        self._emit("transport.faults", plan.describe())
+
+    def _emit(self, kind: str, fields: dict) -> None:
+        if self._event is not None:
+            self._event(kind, fields)
+
+    def counters(self) -> dict:
+        out = dict(self._counts)
+        for name, p in list(self._peers.items()):
+            for k, v in list(p.counts.items()):
+                out[f"peer.{name}.{k}"] = v
+            for k in ("msgs_in", "msgs_out", "bytes_in", "bytes_out"):
+                out[k] = out.get(k, 0) + p.counts.get(k, 0)
+        return out
