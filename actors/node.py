@@ -520,12 +520,20 @@ class Node:
     def _reject(self, env: Any, error: str) -> None:
         self._counts["decode_errors"] += 1
         sender = getattr(env, "sender", None)
+        peer = node_name_of(sender)
+        if peer:
+            self._counts[f"peer.{peer}.decode_errors"] += 1
         logger.warning("node {}: dropped a frame from {!r}: {}", self.name, sender, error)
         self.events.emit(self.clock.now(), self.name, "$transport", "runtime.decode_error",
                          {"from": sender if isinstance(sender, str) else repr(sender)[:60], "error": error[:300]})
 
     def _dead_letter(self, to: Any, msg: Any, sender: str | None, reason: str) -> None:
+        if isinstance(msg, DeadLetterNotice):  # a notice about a dead letter that cannot travel
+            self._counts["undeliverable_notices"] += 1
+            return
         self._counts["dead_letters"] += 1
+        for n in {node_name_of(to), node_name_of(sender)} - {self.name, ""}:
+            self._counts[f"peer.{n}.dead_letters"] += 1
         logger.debug("node {}: dead letter to {}: {} ({})", self.name, to, _tag(msg), reason)
         self.events.emit(self.clock.now(), self.name, "$deadletters", "runtime.dead_letter",
                          {"to": str(to)[:200], "from": sender, "message": _tag(msg), "reason": reason})

@@ -104,6 +104,14 @@ class FailureDetector:
             changes.append(PeerChange(peer, PeerState.UP, p.incarnation, "heard"))
         return changes
 
+    def left(self, peer: str) -> list[PeerChange]:
+        """The peer said goodbye (a clean shutdown): down now, without waiting."""
+        p = self._peers.get(peer)
+        if p is None or p.state is PeerState.DOWN:
+            return []
+        p.state = PeerState.DOWN
+        return [PeerChange(peer, PeerState.DOWN, p.incarnation, "left")]
+
     def check(self, now: float) -> list[PeerChange]:
         """Peers silent for longer than the timeout go down (reported once)."""
         changes = []

@@ -28,6 +28,8 @@ by ``PeerDown`` (pending asks to that node fail with ``PeerDownError``).
 
 * message:   ``[b"M", to, sender, corr (8 bytes, big-endian), payload]``
 * heartbeat: ``[b"H", node, incarnation (8 bytes), endpoint]``
+* goodbye:   ``[b"B", node, incarnation (8 bytes)]`` - sent on clean shutdown, so
+  peers report ``PeerDown(reason="left")`` at once instead of after the timeout
 
 Anything else (wrong frame count, unknown kind, undecodable text, a payload
 over the size limit, an unknown tag, a well-formed message for an actor that
@@ -83,6 +85,7 @@ __all__ = ["CurveConfig", "ZmqTransport"]
 
 _MSG = b"M"
 _HB = b"H"
+_BYE = b"B"
 _WAKE = b"w"
 
 
@@ -214,6 +217,14 @@ class ZmqTransport:
     def close(self) -> None:
         if not self._running:
             return
+        bye = [_BYE, self.node.encode(), self.incarnation.to_bytes(8, "big")]  # type: ignore[union-attr]
+        for p in list(self._peers.values()):
+            with p.lock:
+                if p.sock is not None:
+                    try:
+                        p.sock.send_multipart(bye, zmq.NOBLOCK)
+                    except zmq.ZMQError:
+                        pass
         self._running = False
         self._wake()
         if self._thread is not None:
@@ -221,10 +232,12 @@ class ZmqTransport:
         with self._peers_lock:
             peers = list(self._peers.values())
         for p in peers:
+            # Linger (finitely) only where someone listens: the goodbye and the last
+            # messages reach an up peer; nothing waits on a down one.
+            up = self.detector.state(p.name) is PeerState.UP
             with p.lock:
                 if p.sock is not None:
-                    p.sock.setsockopt(zmq.LINGER, self.linger_ms)
-                    p.sock.close()
+                    p.sock.close(self.linger_ms if up else 0)
                     p.sock = None
         if self._wake_tx is not None:
             self._wake_tx.close()
@@ -435,8 +448,8 @@ class ZmqTransport:
                     for d in delays:
                         self._later(d, ("in", peer, env))
                     return
-            self._heard(peer, None)
-            if p is not None:
+            if p is not None:  # only known peers are watched; strangers may still talk
+                self._heard(peer, None)
                 p.counts["msgs_in"] += 1
                 p.counts["bytes_in"] += len(payload)
             else:
@@ -462,6 +475,18 @@ class ZmqTransport:
             if name not in self._peers and endpoint.startswith(("tcp://", "ipc://", "inproc://")):
                 self.add_peer(name, endpoint)  # it knows us; now we know it
             self._heard(name, int.from_bytes(frames[3], "big"))
+        elif kind == _BYE and n == 4:
+            try:
+                name = frames[2].decode()
+            except UnicodeDecodeError:
+                self._bad("", "goodbye", "goodbye frames are not UTF-8")
+                return
+            inc = int.from_bytes(frames[3], "big") if len(frames[3]) == 8 else 0
+            if inc and inc == self.detector.incarnation(name):
+                for change in self.detector.left(name):
+                    self._changed(change)
+            else:
+                self._bad(name if name in self._peers else "", "goodbye", f"goodbye from {name!r:.40} with an unknown incarnation")
         else:
             self._bad("", "frames", f"kind {kind[:8]!r} with {n - 1} frames")
 
@@ -484,9 +509,9 @@ class ZmqTransport:
                     p.counts["dropped_after_delay"] += 1
             else:
                 peer, env = rest
-                self._heard(peer, None)
                 p = self._peers.get(peer)
                 if p is not None:
+                    self._heard(peer, None)
                     p.counts["msgs_in"] += 1
                     p.counts["bytes_in"] += len(env.payload)
                 self._deliver(env)  # type: ignore[misc]
