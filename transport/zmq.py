@@ -472,8 +472,9 @@ class ZmqTransport:
                 delays, _ = self.faults.decide(name, "in", self.rng)
                 if not delays:
                     return
-            if name not in self._peers and endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-                self.add_peer(name, endpoint)  # it knows us; now we know it
+            known = self._peers.get(name)
+            if (known is None or known.endpoint != endpoint) and endpoint.startswith(("tcp://", "ipc://")):
+                self.add_peer(name, endpoint)  # it knows us, or moved: now we know where it is
             self._heard(name, int.from_bytes(frames[3], "big"))
         elif kind == _BYE and n == 4:
             try:

@@ -52,6 +52,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# Run as a script, this file's directory comes first on sys.path, and this file
+# (transport.py) would shadow the ``transport`` package: drop that entry.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
