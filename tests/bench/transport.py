@@ -19,8 +19,8 @@ The benchmark process is the sender. It starts two receiver processes on
 Tell throughput (~100-byte and 10 KiB payloads): N messages as fast as
 possible; every ``--chunk``-th one asks for an ack (fleetplane: ``node.ask``;
 raw: an ``ack`` flag the ROUTER answers), and the sender never has more than
-``--window`` acks outstanding, so at most chunk*window messages are in flight
-(below the 10,000 SNDHWM: no dead letters). The last message is always an
+``--window`` acks outstanding, so at most chunk*(window+1) messages are in
+flight (below the 10,000 SNDHWM: no dead letters). The last message is always an
 ack; the receiver answers with its count, which must be N. Throughput is N /
 (first send -> last ack). Ask round trip: sequential asks of the ~100-byte
 message to Echo (raw: DEALER -> ROUTER -> same message back), p50 and p99.
@@ -564,9 +564,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.raw_receiver:
         return raw_receiver(args.raw_receiver)
     q = args.quick
-    args.messages = args.messages or (10_000 if q else 100_000)
-    args.messages_10k = args.messages_10k or (2_000 if q else 20_000)
-    args.asks = args.asks or (500 if q else 5_000)
+    if args.messages is None:
+        args.messages = 10_000 if q else 100_000
+    if args.messages_10k is None:
+        args.messages_10k = 2_000 if q else 20_000
+    if args.asks is None:
+        args.asks = 500 if q else 5_000
     if min(args.rounds, args.messages, args.messages_10k, args.asks, args.chunk, args.window) <= 0:
         ap.error("counts must be positive")
     if args.chunk * (args.window + 1) >= 10_000:
@@ -588,9 +591,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         status = 130
+    except Exception as e:  # a bug here or an unexpected zmq error: still clean up
+        import traceback
+        traceback.print_exc()
+        print(f"error: unexpected {type(e).__name__}: {e}", file=sys.stderr)
+        status = 1
     finally:
         for h in helpers:
             signal_stop(h, signal.SIGINT)
+        if args.profile:
+            for who in ("sender", "receiver"):
+                out = args.profile / f"{who}.collapsed"
+                if helpers and not out.exists():
+                    print(f"warning: py-spy wrote no {out} (is ptrace allowed?)", file=sys.stderr)
         for c in reversed(children):
             rc = c.stop()
             if rc not in (0, None, -signal.SIGTERM) and status == 0:
