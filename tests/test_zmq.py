@@ -19,7 +19,7 @@ from tests.conftest import wait_for
 from tests.zmq_actors import Echo, Ping, Pong
 from transport.codec import encode
 from transport.faults import ClearFaults, FaultRule, SetFaults
-from transport.zmq import CurveConfig, ZmqTransport
+from transport.zmq import CurveConfig, ZmqTransport, message_frames
 
 FAST = {"heartbeat_interval": 0.05, "liveness": 4, "linger": 0.2}
 
@@ -156,33 +156,37 @@ def test_hostile_frames_are_counted_and_the_node_keeps_serving(mesh):
     raw = ctx.socket(zmq.DEALER)
     raw.setsockopt(zmq.LINGER, 0)
     raw.connect(victim.transport.endpoint)
-    corr = (0).to_bytes(8, "big")
+    def msg(to="victim/echo", sender="evil/x", payload=encode(Ping(1))):
+        return message_frames(to, sender, 0, payload)
+
+    header = msg()[0]
     hostile = [
-        [b"\x00garbage"],                                            # one frame, unknown kind
-        [b"M", b"victim/echo"],                                      # wrong frame count
-        [b"M", b"victim/echo", b"evil/x", corr, encode(Ping(1)), b"extra"],
-        [b"Z", b"a", b"b", b"c", b"d"],                              # unknown kind
-        [b"M", b"\xff\xfe", b"evil/x", corr, encode(Ping(1))],      # address not UTF-8
-        [b"M", b"victim/echo", b"evil/x", b"\x01", encode(Ping(1))], # truncated corr
-        [b"M", b"victim/echo", b"evil/x", corr, b"\xc1\xc1\xc1"],    # not msgpack
-        [b"M", b"victim/echo", b"evil/x", corr, encode(Ping(1))[:-2]],  # truncated payload
-        [b"M", b"victim/echo", b"evil/x", corr, msgpack.packb({"@": "evil.Nope", "x": 1})],  # unknown tag
-        [b"M", b"victim/echo", b"evil/x", corr, msgpack.packb({"@": "zmqtest.Ping", "n": "one"})],  # wrong type
-        [b"M", b"victim/echo", b"evil/x", corr, b"\x00" * 10_000],   # oversized
-        [b"M", b"victim/nobody", b"evil/x", corr, encode(Ping(1))],  # no such actor
-        [b"M", b"victim/echo", b"", corr, encode(Ping(1))],          # no sender node
-        [b"H", b"evil", b"\x00", b"tcp://x"],                        # heartbeat, bad incarnation
-        [b"B", b"good", b"\x00" * 8],                                # goodbye with a wrong incarnation
+        [b"\x00garbage"],                                             # one frame, unknown kind
+        [header],                                                     # wrong frame count
+        msg() + [b"extra"],                                           # wrong frame count
+        [b"Z" + header[1:], encode(Ping(1))],                         # unknown kind
+        [b"M" + b"\x00" * 5, encode(Ping(1))],                        # truncated header
+        [header[:11] + b"vic", encode(Ping(1))],                      # address runs past the header
+        [b"M" + b"\x00" * 8 + (2).to_bytes(2, "big") + b"\xff\xfe" + b"evil/x", encode(Ping(1))],  # not UTF-8
+        msg(payload=b"\xc1\xc1\xc1"),                                  # not msgpack
+        msg(payload=encode(Ping(1))[:-2]),                            # truncated payload
+        msg(payload=msgpack.packb({"@": "evil.Nope", "x": 1})),       # unknown tag
+        msg(payload=msgpack.packb({"@": "zmqtest.Ping", "n": "one"})),  # wrong field type
+        msg(payload=b"\x00" * 10_000),                                # oversized
+        msg(to="victim/nobody"),                                      # no such actor
+        msg(sender=""),                                               # no sender node
+        [b"H", b"evil", b"\x00", b"tcp://x"],                         # heartbeat, bad incarnation
+        [b"B", b"good", b"\x00" * 8],                                 # goodbye with a wrong incarnation
     ]
     for frames in hostile:
         raw.send_multipart(frames)
     c = wait_for(lambda: (lambda c: c if c.get("decode_errors", 0) >= 4 and c.get("dead_letters", 0) >= 1
-                          and c.get("transport.bad_frames", 0) >= 4 else None)(victim.counters()),
+                          and c.get("transport.bad_goodbye", 0) >= 1 else None)(victim.counters()),
                  what="hostile frames counted")
     assert good.ask("victim/echo", Ping(7), timeout=5).result(10) == Pong(7, "victim/echo")
     assert c["transport.bad_frames"] == 4
+    assert c["transport.bad_header"] == 2
     assert c["transport.bad_address"] == 1
-    assert c["transport.bad_corr"] == 1
     assert c["transport.bad_sender"] == 1
     assert c["transport.bad_heartbeat"] == 1
     assert c["transport.bad_goodbye"] == 1

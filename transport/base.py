@@ -7,7 +7,8 @@ another node. The envelope carries the destination and sender addresses
 (``node/actor`` strings), a correlation id (non-zero for ``ask`` traffic) and
 the message already encoded by :mod:`transport.codec`; the transport never
 looks inside the payload. On the receiving side the transport calls the
-node's ``deliver(envelope)`` callback, and the node decodes.
+node's ``deliver(envelopes)`` callback with a batch (a list, in arrival
+order; one element is fine), and the node decodes.
 
 ``send`` never blocks for long. When the envelope cannot be handed towards
 its destination (no such node, node down or partitioned, outbound queue
@@ -18,9 +19,7 @@ transport share this interface, so actors cannot tell which one carries them.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
-
-import attrs
+from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
 __all__ = ["Envelope", "Transport", "Undeliverable", "node_of", "split_address"]
 
@@ -29,8 +28,9 @@ class Undeliverable(Exception):
     """The transport could not take this envelope; the message says why."""
 
 
-@attrs.frozen(slots=True)
-class Envelope:
+class Envelope(NamedTuple):
+    """One message between nodes (a named tuple: cheap to build on the hot path)."""
+
     to: str
     sender: str
     corr: int
@@ -51,9 +51,9 @@ def node_of(address: str) -> str:
 
 @runtime_checkable
 class Transport(Protocol):
-    def start(self, node: str, deliver: Callable[[Envelope], None],
+    def start(self, node: str, deliver: Callable[[list[Envelope]], None],
               peer_event: Callable | None = None, event: Callable[[str, dict], None] | None = None) -> None:
-        """Attach the node named ``node``; incoming envelopes go to ``deliver``,
+        """Attach the node named ``node``; incoming batches of envelopes go to ``deliver``,
         peer up/down changes to ``peer_event``, transport events to ``event``."""
 
     def send(self, env: Envelope) -> None:

@@ -111,7 +111,7 @@ class MemoryTransport:
         def receive(env: Envelope) -> None:
             counts["msgs_in"] += 1
             counts["bytes_in"] += len(env.payload) if isinstance(env.payload, (bytes, bytearray)) else 0
-            deliver(env)
+            deliver([env])
         return receive
 
     def send(self, env: Envelope) -> None:
