@@ -40,7 +40,7 @@ def _python_blocks() -> list[str]:
 
 def test_readme_embedding_examples_run_when_pasted(tmp_path):
     blocks = _python_blocks()
-    assert len(blocks) >= 2
+    assert len(blocks) >= 3
     outputs = []
     for i, code in enumerate(blocks):
         proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -48,6 +48,7 @@ def test_readme_embedding_examples_run_when_pasted(tmp_path):
         outputs.append(proc.stdout)
     assert "hello, world" in outputs[0]
     assert "pingpong.done" in outputs[1]
+    assert "OVER TCP" in outputs[2]
 
 
 def test_demo_exits_zero_and_leaves_event_logs(tmp_path):
