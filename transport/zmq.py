@@ -239,12 +239,7 @@ class ZmqTransport:
             return
         bye = [_BYE, self.node.encode(), self.incarnation.to_bytes(8, "big")]  # type: ignore[union-attr]
         for p in list(self._peers.values()):
-            with p.lock:
-                if p.sock is not None:
-                    try:
-                        p.sock.send_multipart(bye, zmq.NOBLOCK)
-                    except zmq.ZMQError:
-                        pass
+            self._send_control(p, bye)
         self._running = False
         self._wake()
         if self._thread is not None:
@@ -415,14 +410,19 @@ class ZmqTransport:
                 delays, why = self.faults.decide(name, "out", self.rng)
                 if not delays:
                     continue
-            try:
-                with p.lock:
-                    if p.sock is not None:
-                        p.sock.send_multipart(beat, zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # the data queue is full: the peer hears from us soon enough
+            self._send_control(p, beat)
         for change in self.detector.check(now):
             self._changed(change)
+
+    @staticmethod
+    def _send_control(p: _Peer, frames: list[bytes]) -> None:
+        """Best effort: a full queue means the peer hears from us soon enough anyway."""
+        with p.lock:
+            if p.sock is not None:
+                try:
+                    p.sock.send_multipart(frames, _F_NB)
+                except zmq.ZMQError:
+                    pass
 
     def _changed(self, change: PeerChange) -> None:
         self._emit("transport.peer_" + change.state.value, {
