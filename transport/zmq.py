@@ -28,7 +28,9 @@ by ``PeerDown`` (pending asks to that node fail with ``PeerDownError``).
 
 * message:   ``[header, payload]`` with header = ``b"M"``, corr (8 bytes,
   big-endian), len(to) (2 bytes), to, sender (UTF-8) - two frames, so the
-  payload is never copied into a bigger buffer (see :func:`message_frames`)
+  payload is never copied into a bigger buffer (see :func:`message_frames`).
+  An ask's reply address ``<node>/$ask/<corr>`` travels as ``<node>/$ask/``
+  (the corr field says the rest), so ask traffic hits the address caches too.
 * heartbeat: ``[b"H", node, incarnation (8 bytes), endpoint]``
 * goodbye:   ``[b"B", node, incarnation (8 bytes)]`` - sent on clean shutdown, so
   peers report ``PeerDown(reason="left")`` at once instead of after the timeout
@@ -99,6 +101,7 @@ _RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _CACHE = 4096  # address pairs remembered per direction
+_ASK = "/$ask/"  # the runtime's per-ask reply addresses are "<node>/$ask/<corr>"
 
 
 def message_frames(to: str, sender: str, corr: int, payload: bytes) -> list[bytes]:
@@ -312,15 +315,23 @@ class ZmqTransport:
         if self.detector.state(dst) is PeerState.DOWN:
             p.counts["refused_down"] += 1
             raise Undeliverable(f"node {dst!r} is down")
-        key = (to, env.sender)
+        sender = env.sender
+        corr = env.corr
+        if corr:  # ask traffic: the per-ask address travels as its prefix plus corr
+            suffix = _ASK + str(corr)
+            if to.endswith(suffix):
+                to = to[:-len(suffix) + len(_ASK)]
+            elif sender.endswith(suffix):
+                sender = sender[:-len(suffix) + len(_ASK)]
+        key = (to, sender)
         tail = self._out_cache.get(key)
         if tail is None:
             tb = to.encode()
-            tail = len(tb).to_bytes(2, "big") + tb + env.sender.encode()
+            tail = len(tb).to_bytes(2, "big") + tb + sender.encode()
             if len(self._out_cache) >= _CACHE:
                 self._out_cache.clear()
             self._out_cache[key] = tail
-        header = _MSG + env.corr.to_bytes(8, "big") + tail
+        header = _MSG + corr.to_bytes(8, "big") + tail
         if self.faults:
             delays, why = self.faults.decide(dst, "out", self.rng)
             if not delays:
@@ -476,6 +487,11 @@ class ZmqTransport:
                     continue
             to, sender, peer = route
             corr = int.from_bytes(header[1:9], "big")
+            if corr:  # restore the per-ask address (see send)
+                if to.endswith(_ASK):
+                    to += str(corr)
+                elif sender.endswith(_ASK):
+                    sender += str(corr)
             p = peers.get(peer)
             if faults:
                 delays, why = faults.decide(peer, "in", self.rng)
