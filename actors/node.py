@@ -39,6 +39,7 @@ on another actor's future.
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
 from collections import Counter, deque
 from concurrent.futures import Future
@@ -198,6 +199,10 @@ class _Restart:
 
 class _Cell(pykka.ThreadingActor):
     use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox():  # pykka's inbox hook: the C SimpleQueue puts and wakes faster
+        return queue.SimpleQueue()
 
     def __init__(self, node: "Node", name: str, factory: type, args: tuple, kwargs: dict,
                  policy: RestartPolicy, max_stash: int):

@@ -6,7 +6,8 @@ Tell throughput: one sender thread tells N messages to one actor that counts
 them; the clock stops when the actor has handled the last one. Ask round
 trip: sequential asks answered by the actor, p50 and p99 of the per-ask
 latency. Bare pykka runs the same payloads through ``ActorRef.tell`` and
-``ActorRef.ask``. Rounds alternate between the two so drift hits both; the
+``ActorRef.ask`` with its default inbox (``queue.Queue``); Node actors run on
+pykka too but with a ``queue.SimpleQueue`` inbox, which is most of the gap. Rounds alternate between the two so drift hits both; the
 median round is reported. Last line: one JSON object of the figures.
 """
 
