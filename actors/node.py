@@ -393,7 +393,7 @@ class Node:
 
     def __init__(self, name: str, *, transport: Transport | None = None, clock: Clock | None = None,
                  event_log: EventLog | None = None, restart: RestartPolicy = DEFAULT_RESTART,
-                 max_stash: int = 10_000):
+                 max_stash: int = 10_000, trace_asks: bool = False):
         if not isinstance(name, str) or not name or "/" in name or name.startswith("$"):
             raise ValueError(f"node name must be a non-empty string without '/' (and not starting with '$'), got {name!r}")
         self.name = name
@@ -402,6 +402,7 @@ class Node:
         self.events = event_log if event_log is not None else EventLog(maxlen=10_000)
         self.restart_policy = restart
         self.max_stash = max_stash
+        self.trace_asks = trace_asks  # runtime.ask / runtime.ask_end events, for the requests-answered checker
         self._local: dict[str, pykka.ActorRef] = {}
         self._tells: dict[str, Callable[[Any], None]] = {}  # the hot path of tell()
         self._lock = threading.RLock()
@@ -579,16 +580,21 @@ class Node:
                          {"to": str(to)[:200], "from": sender, "message": _tag(msg), "reason": reason})
         sender_node = node_name_of(sender)
         if sender_node == self.name:
-            self._fail_ask(_ask_id(sender), DeadLetterError(f"ask to {to}: {reason}"))
+            self._end_ask(_ask_id(sender), "dead_letter", exc=DeadLetterError(f"ask to {to}: {reason}"))
         elif sender_node and self.transport is not None and not isinstance(msg, DeadLetterNotice):
             # Tell the sender's node, so a remote ask fails now instead of timing out.
             self.tell(f"{sender_node}/$sys", DeadLetterNotice(str(to)[:200], sender or "", _tag(msg), reason), self._sys)
 
-    def _fail_ask(self, cid: int, exc: BaseException) -> None:
+    def _end_ask(self, cid: int, outcome: str, result: Any = None, exc: BaseException | None = None) -> bool:
+        """Settle ask ``cid`` once (reply, timeout, dead_letter, peer_down, node_stopped)."""
         entry = self._asks.pop(cid, None) if cid else None
-        if entry is not None:
-            entry[1].cancel()
-            _settle(entry[0], exc=exc)
+        if entry is None:
+            return False
+        entry[1].cancel()
+        _settle(entry[0], result, exc)
+        if self.trace_asks:
+            self.events.emit(self.clock.now(), self.name, "$ask", "runtime.ask_end", {"id": cid, "outcome": outcome})
+        return True
 
     # -- ask -----------------------------------------------------------------------
     def ask(self, to: str, msg: Any, timeout: float = 5.0) -> Future:
@@ -599,24 +605,20 @@ class Node:
         fut: Future = Future()
         timer = self.clock.call_later(timeout, self._expire_ask, cid, to, timeout)
         self._asks[cid] = (fut, timer, node_name_of(to))
+        if self.trace_asks:
+            self.events.emit(self.clock.now(), self.name, "$ask", "runtime.ask",
+                             {"id": cid, "to": to, "message": _tag(msg), "deadline": timer.when})
         self.tell(to, msg, f"{self.name}/{ASK_PREFIX}{cid}")
         return fut
 
     def _complete_ask(self, to: str, actor: str, msg: Any, sender: str | None) -> None:
-        cid = _ask_id(to)
-        entry = self._asks.pop(cid, None) if cid else None
-        if entry is None:
+        if not self._end_ask(_ask_id(to), "reply", result=msg):
             self._counts["late_replies"] += 1
             self._dead_letter(to, msg, sender, "reply to an ask that already ended")
-            return
-        entry[1].cancel()
-        _settle(entry[0], result=msg)
 
     def _expire_ask(self, cid: int, to: str, timeout: float) -> None:
-        entry = self._asks.pop(cid, None)
-        if entry is not None:
+        if self._end_ask(cid, "timeout", exc=AskTimeout(f"ask to {to} got no reply within {timeout}s")):
             self._counts["ask_timeouts"] += 1
-            _settle(entry[0], exc=AskTimeout(f"ask to {to} got no reply within {timeout}s"))
 
     # -- death watch ------------------------------------------------------------------
     def watch(self, watcher: str, target: str) -> None:
@@ -655,7 +657,8 @@ class Node:
                              {"to": msg.to, "from": msg.sender, "message": msg.message, "reason": msg.reason,
                               "reported_by": reporter})
             if node_name_of(msg.sender) == self.name:
-                self._fail_ask(_ask_id(msg.sender), DeadLetterError(f"ask to {msg.to}: {msg.reason} (reported by {reporter})"))
+                self._end_ask(_ask_id(msg.sender), "dead_letter",
+                              exc=DeadLetterError(f"ask to {msg.to}: {msg.reason} (reported by {reporter})"))
         elif isinstance(msg, (SetFaults, ClearFaults)):
             set_faults = getattr(self.transport, "set_faults", None)
             if set_faults is None:
@@ -685,7 +688,7 @@ class Node:
             note: Any = PeerDown(peer, change.incarnation, change.reason)
             for cid, entry in list(self._asks.items()):
                 if entry[2] == peer:
-                    self._fail_ask(cid, PeerDownError(f"node {peer} went down ({change.reason}) before replying"))
+                    self._end_ask(cid, "peer_down", exc=PeerDownError(f"node {peer} went down ({change.reason}) before replying"))
             with self._lock:
                 gone = {t: w for t, w in self._remote_watches.items() if node_name_of(t) == peer}
                 for t in gone:
@@ -726,10 +729,7 @@ class Node:
         for address in self.actors():
             self.stop(address, timeout=timeout)
         for cid in list(self._asks):
-            entry = self._asks.pop(cid, None)
-            if entry is not None:
-                entry[1].cancel()
-                _settle(entry[0], exc=NodeStopped(f"node {self.name} shut down before the reply"))
+            self._end_ask(cid, "node_stopped", exc=NodeStopped(f"node {self.name} shut down before the reply"))
         if self.transport is not None:
             self.transport.close()
         if self._own_clock:

@@ -1,5 +1,9 @@
 """The ``fleetplane`` command.
 
+``fleetplane run FILE`` starts every node of a topology file as its own OS
+process on this machine (``--sim``: in the deterministic simulator, from
+``--seed``), shows live progress and writes a run directory under ``runs/``.
+
 ``fleetplane demo`` runs the built-in ping-pong topology twice: first as three
 real Nodes in this process (pykka threads, the in-memory transport, the real
 codec on every cross-node message), then as the same state machines in the
@@ -168,6 +172,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from topologies.launcher import run_real, run_sim
+    from topologies.loader import TopologyError, load_topology
+
+    try:
+        topo = load_topology(args.file)
+    except TopologyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_dir = _run_dir(args.out, f"{topo.name}-{'sim' if args.sim else 'real'}")
+    _setup_logging(run_dir, args.verbose)
+    seed = args.seed if args.seed is not None else topo.seed
+    mode = f"simulator, seed {seed}" if args.sim else f"{len(topo.nodes)} processes on this machine"
+    print(f"fleetplane run {args.file}: topology {topo.name!r}, {len(topo.nodes)} nodes, "
+          f"{len(topo.addresses())} actors ({mode}); run directory {run_dir}", flush=True)
+    if args.sim:
+        result = run_sim(topo, run_dir, seed, duration=args.duration, quiet=args.quiet, trace=args.trace)
+    else:
+        result = run_real(topo, run_dir, duration=args.duration, quiet=args.quiet)
+    unit = "virtual s" if args.sim else "s"
+    total = f"/{topo.run.progress_total}" if topo.run.progress_total else ""
+    print(f"{'OK' if result.ok else 'NOT OK'}: {result.reason} after {result.seconds} {unit}; "
+          f"progress {result.progress}{total}; {result.events} events")
+    for name, info in result.nodes.items():
+        if not args.sim:
+            c = info.get("counters") or {}
+            print(f"  {name:12} pid {info['pid']:>7}  exit {info['exit']}  sent {c.get('sent_remote', 0)}  "
+                  f"received {c.get('received_remote', 0)}  dead letters {c.get('dead_letters', 0)}")
+    print(f"events:  {run_dir / 'events.jsonl'}")
+    print(f"summary: {run_dir / 'summary.json'}")
+    return 0 if result.ok else 1
+
+
 def _positive_int(s: str) -> int:
     try:
         v = int(s)
@@ -175,6 +212,16 @@ def _positive_int(s: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
     return v
 
 
@@ -199,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
     d.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr")
     d.set_defaults(func=cmd_demo)
+    r = sub.add_parser("run", help="run a topology file: every node as a process, or --sim")
+    r.add_argument("file", help="topology file (TOML), e.g. topologies/pingpong.toml")
+    r.add_argument("--sim", action="store_true", help="run in the deterministic simulator instead")
+    r.add_argument("--seed", type=int, help="simulator seed (default: the topology's)")
+    r.add_argument("--duration", type=_positive_float, help="stop after this many seconds (default: the topology's)")
+    r.add_argument("--trace", action="store_true", help="--sim: log every message send/deliver/drop")
+    r.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no live progress")
+    r.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr")
+    r.set_defaults(func=cmd_run)
     return p
 
 

@@ -1,0 +1,121 @@
+"""`fleetplane run`: the built-in topology as real processes and in the simulator;
+Ctrl-C leaves no orphaned node processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.eventlog import read_events
+from tests.conftest import wait_for
+from topologies.launcher import run_real, run_sim
+from topologies.loader import load_topology, parse_topology
+
+ROOT = Path(__file__).resolve().parents[1]
+PINGPONG = ROOT / "topologies" / "pingpong.toml"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(120)
+def test_run_real_processes_to_completion(tmp_path):
+    topo = load_topology(PINGPONG)
+    result = run_real(topo, tmp_path, quiet=True)
+    assert result.ok and result.reason == "done", result.summary()
+    assert result.progress == 40 and result.done == 2
+    pids = json.loads((tmp_path / "pids.json").read_text())
+    assert sorted(pids) == ["alpha", "beta", "gamma"]
+    assert not any(_alive(p) for p in pids.values()), "a node process outlived the run"
+    assert all(info["exit"] == 0 for info in result.nodes.values()), result.nodes
+    events = read_events(tmp_path / "events.jsonl")
+    assert [e["time"] for e in events] == sorted(e["time"] for e in events), "the merged log is in time order"
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("node.started") == 3 and kinds.count("node.stopped") == 3
+    assert kinds.count("pingpong.done") == 2
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ok"] and summary["nodes"]["beta"]["counters"]["received_remote"] >= 40
+    for n in ("alpha", "beta", "gamma"):
+        assert (tmp_path / f"{n}.log").exists() and (tmp_path / f"{n}.counters.json").exists()
+
+
+def test_run_sim_is_deterministic_and_matches_the_protocol(tmp_path):
+    topo = load_topology(PINGPONG)
+    a = run_sim(topo, tmp_path / "a", seed=3, quiet=True)
+    b = run_sim(topo, tmp_path / "b", seed=3, quiet=True)
+    c = run_sim(topo, tmp_path / "c", seed=4, quiet=True)
+    assert a.ok and a.reason == "done" and a.progress == 40
+    text_a = (tmp_path / "a" / "events.jsonl").read_bytes()
+    assert text_a == (tmp_path / "b" / "events.jsonl").read_bytes(), "same seed, same bytes"
+    assert text_a != (tmp_path / "c" / "events.jsonl").read_bytes(), "another seed, another run"
+
+
+def test_sim_run_with_lossy_links_still_finishes(tmp_path):
+    text = PINGPONG.read_text().replace("loss = 0.0", "loss = 0.3")
+    topo = parse_topology(text, "lossy.toml")
+    result = run_sim(topo, tmp_path, seed=1, quiet=True)
+    assert result.ok
+    kinds = [e["kind"] for e in read_events(tmp_path / "events.jsonl")]
+    assert kinds.count("pingpong.retry") > 0, "with 30 % loss the pingers must have retried"
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_every_node_process(tmp_path):
+    long = tmp_path / "long.toml"
+    long.write_text(PINGPONG.read_text().replace("rounds = 20", "rounds = 10000000").replace("duration = 30.0", "duration = 120.0"))
+    proc = subprocess.Popen([sys.executable, "-m", "topologies.cli", "run", str(long), "--out", str(tmp_path), "-q"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids_file = wait_for(lambda: next(tmp_path.glob("*/pids.json"), None), timeout=60, what="nodes started")
+        pids = json.loads(pids_file.read_text())
+        run_dir = pids_file.parent
+        wait_for(lambda: (run_dir / "beta.events.jsonl").exists()
+                 and "pingpong.round" in (run_dir / "alpha.events.jsonl").read_text(), timeout=30, what="rounds played")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out + err  # interrupted: not OK, but clean
+    assert "interrupted" in out
+    wait_for(lambda: not any(_alive(p) for p in pids.values()), timeout=10, what="node processes gone")
+    assert json.loads((run_dir / "summary.json").read_text())["reason"] == "interrupted"
+    assert (run_dir / "events.jsonl").exists()
+
+
+@pytest.mark.timeout(60)
+def test_killed_launcher_leaves_no_orphans(tmp_path):
+    long = tmp_path / "long.toml"
+    long.write_text(PINGPONG.read_text().replace("rounds = 20", "rounds = 10000000").replace("duration = 30.0", "duration = 120.0"))
+    proc = subprocess.Popen([sys.executable, "-m", "topologies.cli", "run", str(long), "--out", str(tmp_path), "-q"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pids_file = wait_for(lambda: next(tmp_path.glob("*/pids.json"), None), timeout=60, what="nodes started")
+        pids = json.loads(pids_file.read_text())
+        proc.kill()  # SIGKILL: the launcher gets no chance to clean up
+        proc.wait(10)
+        wait_for(lambda: not any(_alive(p) for p in pids.values()), timeout=15, what="nodes follow their launcher")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in locals().get("pids", {}).values():
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)

@@ -1,0 +1,119 @@
+"""Topology files: the built-in ones load; broken ones give every problem, clearly, with lines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from topologies.loader import TopologyError, load_topology, parse_topology
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = """
+name = "t"
+[[nodes]]
+name = "a"
+[[nodes.actors]]
+name = "pinger"
+kind = "pingpong.pinger"
+params = { peer = "b/ponger" }
+[[nodes]]
+name = "b"
+[[nodes.actors]]
+name = "ponger"
+kind = "pingpong.ponger"
+"""
+
+
+def test_builtin_topologies_load():
+    files = sorted((ROOT / "topologies").glob("*.toml"))
+    assert files, "no built-in topology files"
+    for f in files:
+        topo = load_topology(f)
+        assert topo.nodes and topo.addresses()
+
+
+def test_defaults_fill_a_minimal_file():
+    topo = parse_topology(GOOD)
+    assert topo.run.duration == 60.0 and topo.transport.heartbeat == 0.5 and topo.seed == 1
+    assert topo.addresses() == ["a/pinger", "b/ponger"]
+    assert topo.node("a").port == 0
+
+
+def problems_of(text: str) -> list:
+    with pytest.raises(TopologyError) as info:
+        parse_topology(text, "broken.toml")
+    return info.value.problems
+
+
+BROKEN = {
+    "not toml": ("name = \n", ["not valid TOML"], 1),
+    "no nodes": ('name = "t"\n', ["nodes: a topology needs at least one [[nodes]] entry"], None),
+    "unknown top key": (GOOD + "colour = 'red'\n", ["unknown key 'colour'"], 14),
+    "unknown kind": (GOOD.replace("pingpong.ponger", "pingpong.pnoger"),
+                     ["nodes[1].actors[0].kind: unknown actor kind 'pingpong.pnoger'", "known: pingpong.pinger, pingpong.ponger"], 13),
+    "duplicate node": (GOOD.replace('name = "b"', 'name = "a"'),
+                       ["nodes[1].name: duplicate node name 'a'", "'b/ponger' names no actor"], 10),
+    "duplicate actor": (GOOD.replace('[[nodes]]\nname = "b"\n[[nodes.actors]]\nname = "ponger"\nkind = "pingpong.ponger"\n',
+                                     '[[nodes.actors]]\nname = "pinger"\nkind = "pingpong.ponger"\n'),
+                        ["duplicate actor name 'pinger' on node 'a'"], None),
+    "dangling address": (GOOD.replace("b/ponger", "c/ponger"), ["params.peer: 'c/ponger' names no actor in this topology"], 8),
+    "bad param type": (GOOD.replace('peer = "b/ponger"', 'peer = "b/ponger", rounds = "ten"'),
+                       ["params.rounds: expected int, got string 'ten'"], 8),
+    "unknown param": (GOOD.replace('peer = "b/ponger"', 'peer = "b/ponger", colour = 1'),
+                      ["kind 'pingpong.pinger' takes no parameter 'colour'"], 8),
+    "missing param": (GOOD.replace('params = { peer = "b/ponger" }', ""), ["needs parameter 'peer'"], None),
+    "negative duration": (GOOD + "[run]\nduration = -5\n", ["run.duration: must be > 0, got -5"], 15),
+    "nan heartbeat": (GOOD + "[transport]\nheartbeat = nan\n", ["transport.heartbeat: expected a finite number"], 15),
+    "bad probability": (GOOD + "[network]\nloss = 1.5\n", ["network.loss: must be <= 1, got 1.5"], 15),
+    "bad latency": (GOOD + "[network]\nlatency = [0.5, 0.1]\n", ["network.latency: expected seconds >= 0 or [low, high]"], 15),
+    "bad port": (GOOD.replace('name = "a"', 'name = "a"\nport = 70000'), ["nodes[0].port: must be <= 65535"], 5),
+    "same port twice": (GOOD.replace('name = "a"', 'name = "a"\nport = 7000').replace('name = "b"', 'name = "b"\nport = 7000'),
+                        ["port 7000 on 127.0.0.1 is already used by node 'a'"], None),
+    "bad node name": (GOOD.replace('name = "a"', 'name = "a/b"'), ["node name 'a/b' must be"], 4),
+    "reserved node name": (GOOD.replace('name = "a"', 'name = "chaosctl"'), ["node name 'chaosctl' is reserved"], None),
+    "dangling link": (GOOD + "[[links]]\nfrom = \"a\"\nto = \"zz\"\n", ["links[0].to: names no node in this topology: 'zz'"], 16),
+    "keys for some nodes only": (GOOD + "[keys]\na = { public = \"" + "x" * 40 + "\", secret = \"" + "y" * 40 + "\" }\n",
+                                 ["keys must be given for every node or none; missing: b"], None),
+    "short key": (GOOD + "[keys]\na = { public = \"abc\", secret = \"" + "y" * 40 + "\" }\n"
+                  "b = { public = \"" + "x" * 40 + "\", secret = \"" + "y" * 40 + "\" }\n",
+                  ["keys.a.public: a CurveZMQ key is 40 Z85 characters, got 3"], None),
+    "chaos interval": (GOOD + "[[chaos]]\nnemesis = \"one\"\nduration = 5.0\ninterval = 2.0\n",
+                       ["chaos[0].interval: interval (2.0) must be longer than duration (5.0)"], None),
+    "chaos target": (GOOD + "[[chaos]]\nnemesis = \"one\"\ntarget = \"zz\"\n", ["chaos[0].target: names no node"], None),
+    "wrong table type": (GOOD.replace('name = "t"', 'name = "t"\nrun = 5'), ["run: expected a table, got integer"], 3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_files_give_clear_messages(case):
+    text, fragments, line = BROKEN[case]
+    problems = problems_of(text)
+    rendered = "\n".join(str(p) for p in problems)
+    for frag in fragments:
+        assert frag in rendered, f"{case}: expected {frag!r} in:\n{rendered}"
+    if line is not None:
+        assert problems[0].line == line, f"{case}: expected line {line}, got {problems[0].line}:\n{rendered}"
+
+
+def test_every_problem_is_reported_not_just_the_first():
+    text = GOOD.replace("pingpong.ponger", "nope").replace("b/ponger", "c/x") + "[run]\nduration = 0\n"
+    assert len(problems_of(text)) >= 3
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(TopologyError, match="no such file"):
+        load_topology(tmp_path / "nothing.toml")
+
+
+def test_cli_reports_problems_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace("pingpong.ponger", "nope"))
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "run", str(bad), "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown actor kind 'nope'" in proc.stderr and "line 13" in proc.stderr
+    assert "Traceback" not in proc.stderr

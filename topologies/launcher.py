@@ -1,0 +1,397 @@
+"""Run a topology: every node as its own OS process, or all of it in the simulator.
+
+How this works
+--------------
+**Real processes** (:func:`run_real`). The launcher gives every node with
+``port = 0`` a free port on its host, writes the resolved topology to
+``RUNDIR/topology.json`` and starts one ``python -m topologies.node`` per node
+(``--wait-start``, ``--parent-pid`` so none outlives the launcher). When every
+node has printed its ready line, each gets ``start`` on stdin; nodes wait for
+their peers, then start their actors. While it runs, the launcher tails the
+nodes' event logs for the topology's progress and completion events and shows
+live progress. It stops - on completion, at the duration limit, or on Ctrl-C
+- by sending SIGTERM to each node by its PID, then SIGKILL to any still alive
+after a grace period. Finally it merges the per-node event logs by time into
+``RUNDIR/events.jsonl`` and writes ``RUNDIR/summary.json``.
+
+**Simulator** (:func:`run_sim`). The same file, the same actor kinds, as
+participants of one deterministic :class:`~actors.simulator.Simulator` from
+``--seed``: the ``[network]`` table is the default link, ``[[links]]``
+override it. Same run directory layout, same summary.
+
+Both return a :class:`RunResult`; ``hooks`` let the chaos harness act during a
+run (it gets the live processes or the simulator).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+
+from actors.eventlog import EventLog
+from topologies.kinds import KINDS
+from topologies.model import Topology
+
+__all__ = ["NodeProcess", "RunResult", "merge_events", "run_real", "run_sim"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@attrs.define
+class RunResult:
+    topology: str
+    mode: str                      # "real" or "sim"
+    run_dir: Path
+    ok: bool                       # the done condition was met (or none was set and nothing failed)
+    reason: str                    # "done", "duration", "interrupted", "failed: ..."
+    seconds: float                 # wall seconds (real) or virtual seconds (sim)
+    progress: int
+    done: int
+    events: int
+    nodes: dict = attrs.field(factory=dict)
+    seed: int | None = None
+
+    def summary(self) -> dict:
+        d = attrs.asdict(self)
+        d["run_dir"] = str(self.run_dir)
+        return d
+
+
+class _Tally:
+    """Counts the progress and done events of a topology as lines stream in."""
+
+    def __init__(self, topo: Topology):
+        self.progress_kind = topo.run.progress
+        self.done_kind = topo.run.done
+        self.done_needed = topo.run.done_count
+        self.progress = 0
+        self.done = 0
+        self.kinds: Counter[str] = Counter()
+
+    def see(self, kind: str) -> None:
+        self.kinds[kind] += 1
+        if kind == self.progress_kind:
+            self.progress += 1
+        if kind == self.done_kind:
+            self.done += 1
+
+    @property
+    def finished(self) -> bool:
+        return self.done_kind is not None and self.done >= self.done_needed
+
+
+class _TallyLog(EventLog):
+    """An event log that also feeds a tally (the simulator's progress source)."""
+
+    def __init__(self, path: Path, tally: _Tally):
+        super().__init__(path, keep=True)
+        self.tally = tally
+
+    def emit(self, time: float, node: str, actor: str, kind: str, fields: dict | None = None) -> None:
+        super().emit(time, node, actor, kind, fields)
+        self.tally.see(kind)
+
+
+class _Progress:
+    """Live progress: a rich bar on a terminal, a line a second otherwise."""
+
+    def __init__(self, topo: Topology, mode: str, quiet: bool):
+        self.topo, self.mode, self.quiet = topo, mode, quiet
+        self.total = topo.run.progress_total
+        self._last = 0.0
+        self._rich = None
+        if not quiet and sys.stdout.isatty():
+            try:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+                self._rich = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                                      TimeElapsedColumn(), transient=False)
+                self._task = self._rich.add_task(f"{topo.name} ({mode})", total=self.total or None, info="")
+                self._rich.start()
+            except ImportError:  # pragma: no cover
+                self._rich = None
+
+    def update(self, progress: int, info: str, force: bool = False) -> None:
+        if self.quiet:
+            return
+        if self._rich is not None:
+            self._rich.update(self._task, completed=progress, info=info)
+            return
+        now = time.monotonic()
+        if force or now - self._last >= 1.0:
+            self._last = now
+            total = f"/{self.total}" if self.total else ""
+            print(f"[{self.mode}] {self.topo.name}: progress {progress}{total}; {info}", flush=True)
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@attrs.define
+class NodeProcess:
+    """A node's OS process, as the launcher (and the chaos harness) sees it."""
+
+    name: str
+    popen: subprocess.Popen
+    pid: int
+    endpoint: str
+    incarnation: int
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+def spawn_node(topo_file: Path, name: str, run_dir: Path) -> subprocess.Popen:
+    """Start a node process (it prints its ready line once its peers are up)."""
+    cmd = [sys.executable, "-m", "topologies.node", "--topology", str(topo_file), "--name", name,
+           "--run-dir", str(run_dir), "--wait-start", "--parent-pid", str(os.getpid())]
+    with open(run_dir / f"{name}.stderr", "ab") as errf:
+        return subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf, text=True)
+
+
+def await_node(popen: subprocess.Popen, name: str, run_dir: Path, timeout: float = 30.0) -> NodeProcess:
+    """Read the ready line of a node started by :func:`spawn_node`."""
+    err = run_dir / f"{name}.stderr"
+    line = _readline(popen, timeout)
+    if not line:
+        _stop_process(popen, 5.0)
+        raise RuntimeError(f"node {name} did not start: {err.read_text()[-1000:] if err.exists() else 'no output'}")
+    info = json.loads(line)
+    return NodeProcess(name, popen, info["pid"], info["endpoint"], info["incarnation"], err)
+
+
+def start_node(topo_file: Path, name: str, run_dir: Path) -> NodeProcess:
+    """Start one node and wait until it is ready (e.g. a restart during chaos)."""
+    return await_node(spawn_node(topo_file, name, run_dir), name, run_dir)
+
+
+def _readline(popen: subprocess.Popen, timeout: float) -> str:
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(popen.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    t.start()
+    t.join(timeout)
+    return out[0] if out else ""
+
+
+def _stop_process(popen: subprocess.Popen, grace: float) -> int | None:
+    if popen.poll() is None:
+        try:
+            popen.send_signal(signal.SIGCONT)  # a paused node must be able to hear SIGTERM
+            popen.terminate()
+            popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(5)
+        except ProcessLookupError:
+            pass
+    for f in (popen.stdin, popen.stdout):
+        try:
+            if f:
+                f.close()
+        except OSError:
+            pass
+    return popen.returncode
+
+
+class _Tail:
+    """Reads the new lines of the nodes' event logs."""
+
+    def __init__(self, files: list[Path]):
+        self.offsets = {f: 0 for f in files}
+
+    def add(self, f: Path) -> None:
+        self.offsets.setdefault(f, 0)
+
+    def read(self) -> list[dict]:
+        out = []
+        for f, off in list(self.offsets.items()):
+            try:
+                with open(f, "rb") as fh:
+                    fh.seek(off)
+                    data = fh.read()
+            except FileNotFoundError:
+                continue
+            end = data.rfind(b"\n") + 1  # only whole lines
+            self.offsets[f] = off + end
+            for line in data[:end].splitlines():
+                if line.strip():
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        continue
+        return out
+
+
+def merge_events(files: list[Path], out: Path) -> int:
+    """Merge per-node JSON-lines logs by time (stable), into ``out``; returns the count."""
+    rows = []
+    for i, f in enumerate(files):
+        if not f.exists():
+            continue
+        with open(f, encoding="utf-8") as fh:
+            for j, line in enumerate(fh):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    t = json.loads(line)["time"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+                rows.append((t, i, j, line))
+    rows.sort()
+    with open(out, "w", encoding="utf-8") as fh:
+        for *_, line in rows:
+            fh.write(line + "\n")
+    return len(rows)
+
+
+def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, quiet: bool = False,
+             hook: Callable[[dict, float], None] | None = None, stop: threading.Event | None = None) -> RunResult:
+    """Run every node as a process until done, the duration, or ``stop``/Ctrl-C."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ports = {n.name: (n.port or _free_port(n.host)) for n in topo.nodes}
+    resolved = topo.with_ports(ports)
+    topo_file = run_dir / "topology.json"
+    topo_file.write_text(json.dumps(resolved.to_dict(), indent=1))
+    stop = stop or threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
+    procs: dict[str, NodeProcess] = {}
+    tally = _Tally(topo)
+    progress = _Progress(topo, "real", quiet)
+    reason = "duration"
+    t0 = time.monotonic()
+    limit = duration if duration is not None else topo.run.duration
+    try:
+        popens = {n.name: spawn_node(topo_file, n.name, run_dir) for n in resolved.nodes}
+        try:
+            for name, popen in popens.items():
+                procs[name] = await_node(popen, name, run_dir)
+        finally:
+            for name, popen in popens.items():  # a node that failed to come up is still stopped
+                if name not in procs:
+                    _stop_process(popen, 5.0)
+        (run_dir / "pids.json").write_text(json.dumps({n: p.pid for n, p in procs.items()}))
+        for p in procs.values():
+            p.popen.stdin.write("start\n")  # type: ignore[union-attr]
+            p.popen.stdin.flush()  # type: ignore[union-attr]
+        progress.update(0, f"{len(procs)} nodes up", force=True)
+        tail = _Tail([run_dir / f"{n}.events.jsonl" for n in procs])
+        t0 = time.monotonic()
+        while True:
+            for e in tail.read():
+                tally.see(e.get("kind", ""))
+            elapsed = time.monotonic() - t0
+            alive = sum(p.alive() for p in procs.values())
+            progress.update(tally.progress, f"{alive}/{len(procs)} nodes, {sum(tally.kinds.values())} events")
+            if tally.finished:
+                reason = "done"
+                break
+            if stop.is_set():
+                reason = "interrupted"
+                break
+            if elapsed >= limit:
+                break
+            if hook is not None:
+                hook(procs, elapsed)
+            time.sleep(0.05)
+        seconds = time.monotonic() - t0
+    except Exception as e:
+        reason, seconds = f"failed: {e}", time.monotonic() - t0
+    finally:
+        nodes = {}
+        for name, p in procs.items():
+            code = _stop_process(p.popen, 10.0)
+            counters_file = run_dir / f"{name}.counters.json"
+            nodes[name] = {"pid": p.pid, "exit": code, "endpoint": p.endpoint,
+                           "counters": json.loads(counters_file.read_text()) if counters_file.exists() else None}
+        progress.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    files = sorted(run_dir.glob("*.events.jsonl"))
+    count = merge_events(files, run_dir / "events.jsonl")
+    ok = reason == "done" or (reason == "duration" and topo.run.done is None)
+    result = RunResult(topo.name, "real", run_dir, ok, reason, round(seconds, 3), tally.progress, tally.done, count, nodes)
+    (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=1, default=str))
+    return result
+
+
+def build_simulator(topo: Topology, seed: int, events: EventLog, *, trace: bool = False):
+    """The simulator and its participants for ``topo`` (used by run_sim and the chaos harness)."""
+    from actors.simulator import Simulator
+    from transport.sim import LinkSpec, SimNetwork, Uniform
+
+    def spec(latency, loss, duplicate, reorder) -> LinkSpec:
+        return LinkSpec(latency=Uniform(*latency), loss=loss, duplicate=duplicate, reorder=reorder)
+
+    net = SimNetwork(default=spec(topo.network.latency, topo.network.loss, topo.network.duplicate, topo.network.reorder),
+                     nodes=topo.node_names)
+    for ln in topo.links:
+        s = spec(ln.latency or topo.network.latency, ln.loss, ln.duplicate, ln.reorder)
+        net.set_link(ln.src, ln.dst, s, both=ln.both)
+    sim = Simulator(seed, network=net, event_log=events, trace_messages=trace)
+    factories: dict[str, Callable[[], Any]] = {}
+    for n in topo.nodes:
+        for a in n.actors:
+            address = f"{n.name}/{a.name}"
+            kind = KINDS[a.kind]
+
+            def factory(kind=kind, params=a.params, address=address):
+                return kind.build(params, sim.rng(address))
+            factories[address] = factory
+            sim.add(address, factory())
+    return sim, factories
+
+
+def run_sim(topo: Topology, run_dir: Path, seed: int, *, duration: float | None = None, quiet: bool = False,
+            trace: bool = False, setup: Callable[[Any, dict], None] | None = None) -> RunResult:
+    """Run the topology in the deterministic simulator, from ``seed``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tally = _Tally(topo)
+    events = _TallyLog(run_dir / "events.jsonl", tally)
+    sim, factories = build_simulator(topo, seed, events, trace=trace)
+    if setup is not None:
+        setup(sim, factories)
+    progress = _Progress(topo, "sim", quiet)
+    limit = duration if duration is not None else topo.run.duration
+    step = max(limit / 100, 0.01)
+    reason = "duration"
+    wall = time.monotonic()
+    try:
+        t = 0.0
+        while t < limit:
+            t = min(limit, t + step)
+            sim.run(until=t)
+            progress.update(tally.progress, f"virtual {sim.now:.2f}s, {events.count} events")
+            if tally.finished:
+                reason = "done"
+                break
+            if not sim.pending():
+                break
+    finally:
+        progress.update(tally.progress, f"virtual {sim.now:.2f}s, {events.count} events, real {time.monotonic() - wall:.2f}s", force=True)
+        progress.close()
+        events.close()
+    (run_dir / "counters.json").write_text(json.dumps(sim.counters(), indent=1, sort_keys=True))
+    ok = reason == "done" or topo.run.done is None
+    result = RunResult(topo.name, "sim", run_dir, ok, reason, round(sim.now, 6), tally.progress, tally.done,
+                       events.count, {n: {"actors": [a.name for a in topo.node(n).actors]} for n in topo.node_names}, seed)
+    (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=1, default=str))
+    return result

@@ -1,0 +1,137 @@
+"""The topology model: what a topology file describes, once validated.
+
+A :class:`Topology` is plain frozen data. The loader (:mod:`topologies.loader`)
+builds it from TOML and reports every problem; the launcher turns it into node
+processes or simulator participants. ``to_dict`` / ``from_dict`` carry a
+resolved topology (ports filled in) to the node processes as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = ["ActorSpec", "ChaosEntry", "LinkFaultSpec", "NetworkSpec", "NodeSpec", "RunSpec", "Topology", "TransportSpec"]
+
+
+@attrs.frozen
+class ActorSpec:
+    name: str
+    kind: str
+    params: dict = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class NodeSpec:
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: chosen by the launcher
+    actors: tuple[ActorSpec, ...] = ()
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+
+@attrs.frozen
+class RunSpec:
+    duration: float = 60.0              # seconds (real) or virtual seconds (sim) at most
+    progress: str | None = None         # event kind counted as progress
+    progress_total: int | None = None   # how many progress events make 100 %
+    done: str | None = None             # event kind that marks completion ...
+    done_count: int = 1                 # ... once seen this many times
+
+
+@attrs.frozen
+class TransportSpec:
+    heartbeat: float = 0.5
+    liveness: int = 4
+
+
+@attrs.frozen
+class NetworkSpec:
+    """The simulator's default link (sim mode only)."""
+
+    latency: tuple[float, float] = (0.001, 0.005)
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+
+
+@attrs.frozen
+class LinkFaultSpec:
+    """A per-link override of the simulator network (directed unless ``both``)."""
+
+    src: str
+    dst: str
+    latency: tuple[float, float] | None = None
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    both: bool = False
+
+
+@attrs.frozen
+class ChaosEntry:
+    nemesis: str
+    start: float = 1.0
+    duration: float = 2.0
+    repeat: int = 1
+    interval: float | None = None
+    target: str | None = None
+    loss: float | None = None
+    delay: float | None = None
+    probability: float | None = None
+
+
+@attrs.frozen
+class Topology:
+    name: str
+    description: str = ""
+    seed: int = 1
+    run: RunSpec = RunSpec()
+    transport: TransportSpec = TransportSpec()
+    network: NetworkSpec = NetworkSpec()
+    nodes: tuple[NodeSpec, ...] = ()
+    links: tuple[LinkFaultSpec, ...] = ()
+    keys: dict = attrs.field(factory=dict)  # node -> {"public": str, "secret": str}
+    chaos: tuple[ChaosEntry, ...] = ()
+    source: str = ""
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    def addresses(self) -> list[str]:
+        return [f"{n.name}/{a.name}" for n in self.nodes for a in n.actors]
+
+    def with_ports(self, ports: dict[str, int]) -> "Topology":
+        return attrs.evolve(self, nodes=tuple(attrs.evolve(n, port=ports.get(n.name, n.port)) for n in self.nodes))
+
+    def to_dict(self) -> dict:
+        return attrs.asdict(self, recurse=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Topology":
+        def tup(x):
+            return tuple(x) if x is not None else None
+        return cls(
+            name=d["name"], description=d.get("description", ""), seed=d.get("seed", 1),
+            run=RunSpec(**d.get("run", {})),
+            transport=TransportSpec(**d.get("transport", {})),
+            network=NetworkSpec(**{**d.get("network", {}), "latency": tup(d.get("network", {}).get("latency", (0.001, 0.005)))}),
+            nodes=tuple(NodeSpec(n["name"], n.get("host", "127.0.0.1"), n.get("port", 0),
+                                 tuple(ActorSpec(a["name"], a["kind"], a.get("params", {})) for a in n.get("actors", ())))
+                        for n in d.get("nodes", ())),
+            links=tuple(LinkFaultSpec(**{**ln, "latency": tup(ln.get("latency"))}) for ln in d.get("links", ())),
+            keys=d.get("keys", {}),
+            chaos=tuple(ChaosEntry(**c) for c in d.get("chaos", ())),
+            source=d.get("source", ""),
+        )
