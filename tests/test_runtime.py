@@ -480,3 +480,22 @@ def test_memory_network_partition_and_one_way_cut(nodes):
     wait_for(lambda: ("got", 4, 1) in a_log, what="b -> a across a one-way cut")
     net.heal()
     assert a.ask("b/e", Ping(5)).result(5) == Pong(5)
+
+
+def test_ask_tracing_records_every_ask_and_its_one_ending(nodes):
+    clock = VirtualClock()
+    n = Node("n", clock=clock, trace_asks=True); nodes.append(n)
+    n.spawn(Echo, [], name="e")
+    box = []
+    n.spawn(Sink, box, name="sink")
+    assert n.ask("n/e", Ping(1)).result(5) == Pong(1)                  # reply
+    n.ask("n/ghost", Ping(2)).exception(5)                             # dead letter
+    slow = n.ask("n/sink", Ping(3), timeout=1.0)                       # timeout
+    wait_for(lambda: box, what="sink got the ask")
+    clock.advance(1.5)
+    assert isinstance(slow.exception(5), AskTimeout)
+    starts = {e["fields"]["id"]: e for e in events_of(n, "runtime.ask")}
+    ends = [(e["fields"]["id"], e["fields"]["outcome"]) for e in events_of(n, "runtime.ask_end")]
+    assert sorted(o for _, o in ends) == ["dead_letter", "reply", "timeout"]
+    assert sorted(i for i, _ in ends) == sorted(starts), "every ask ends exactly once"
+    assert all(s["fields"]["deadline"] > 0 for s in starts.values())
