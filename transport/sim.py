@@ -192,13 +192,9 @@ class LinkSpec:
     )
     #: no loss, duplication or reordering (derived; lets transmit take its fast path)
     faultless: bool = attrs.field(init=False, repr=False, eq=False)
-    #: latency varies, so FIFO must be enforced (derived)
-    jitter: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "faultless", not (self.loss or self.duplicate or self.reorder))
-        lo, hi = self.latency.bounds()
-        object.__setattr__(self, "jitter", lo != hi)
 
 
 LOCAL_LINK = LinkSpec(latency=Fixed(0.0))
@@ -413,16 +409,17 @@ class SimNetwork:
         if spec.faultless:
             # the common case, _arrival inlined: one latency draw, then FIFO
             t = now + spec.latency.sample(rng)
-            if spec.jitter:
-                fifo = self._fifo
-                if len(fifo) >= self._fifo_limit:
-                    self._prune(now)
-                last = fifo.setdefault((src, dst), t)  # one probe when the link is idle
-                if last is not t:
-                    if last > t:
-                        t = last
-                    else:
-                        fifo[(src, dst)] = t
+            # FIFO even for fixed latency: a link whose spec just changed (a nemesis
+            # clearing `slow`) must not let new messages overtake ones in flight.
+            fifo = self._fifo
+            if len(fifo) >= self._fifo_limit:
+                self._prune(now)
+            last = fifo.setdefault((src, dst), t)  # one probe when the link is idle
+            if last is not t:
+                if last > t:
+                    t = last
+                else:
+                    fifo[(src, dst)] = t
             return (t,)
         if spec.loss and rng.random() < spec.loss:
             self.dropped_loss += 1
@@ -439,8 +436,6 @@ class SimNetwork:
             self.reordered += 1
             extra = spec.reorder_delay or spec.latency
             return t + extra.sample(rng)
-        if not spec.jitter:
-            return t  # fixed latency and non-decreasing now: FIFO by construction
         fifo = self._fifo
         if len(fifo) >= self._fifo_limit:
             self._prune(now)

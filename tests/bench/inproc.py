@@ -21,7 +21,11 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# Run as a script, this folder comes first on sys.path, where transport.py (the
+# transport benchmark) would shadow the transport package: use the project root.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parents[1]))
 
 import pykka  # noqa: E402
 

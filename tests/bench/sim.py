@@ -26,10 +26,17 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
-from actors.simulator import Simulator
-from protocols.core import Send
-from transport.codec import decode, encode, message
+# Run as a script, this folder comes first on sys.path, where transport.py (the
+# transport benchmark) would shadow the transport package: use the project root.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parents[1]))
+
+from actors.simulator import Simulator  # noqa: E402
+from protocols.core import Send  # noqa: E402
+from transport.codec import decode, encode, message  # noqa: E402
 
 
 @message("simbench.Hop")
