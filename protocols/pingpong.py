@@ -5,7 +5,7 @@ How this works
 A :class:`Pinger` plays ``rounds`` rounds against one :class:`Ponger`. Each
 round it sends ``Ping(seq)`` and sets a retry timer; a ``Pong`` with the
 current ``seq`` ends the round (its round-trip time is emitted) and starts the
-next one; the timer resends the current ``Ping`` if no answer came (so the
+next one, at once or ``interval`` seconds later; the timer resends the current ``Ping`` if no answer came (so the
 game survives message loss); a ``Pong`` for an older round is stale and
 ignored. After the last round the pinger emits ``pingpong.done`` and stops
 its timer. The ponger answers every ``Ping`` it receives.
@@ -43,14 +43,17 @@ class PingerState(enum.Enum):
 class Pinger:
     tick_interval = None
 
-    def __init__(self, peer: str, rounds: int = 10, retry_after: float = 0.5):
+    def __init__(self, peer: str, rounds: int = 10, retry_after: float = 0.5, interval: float = 0.0):
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         if retry_after <= 0:
             raise ValueError(f"retry_after must be > 0, got {retry_after}")
+        if interval < 0:
+            raise ValueError(f"interval must be >= 0, got {interval}")
         self.peer = peer
         self.rounds = rounds
         self.retry_after = retry_after
+        self.interval = interval
         self.state = PingerState.IDLE
         self.seq = 0
         self.sent_at = 0.0
@@ -74,7 +77,12 @@ class Pinger:
                 effects += [CancelTimer("retry"),
                             Emit("pingpong.done", {"rounds": self.rounds, "retries": self.retries})]
                 return effects
+            if self.interval:
+                self.state = PingerState.IDLE
+                return effects + [CancelTimer("retry"), SetTimer("next", now + self.interval)]
             return effects + self._next_round(now)
+        if isinstance(msg, TimerFired) and msg.key == "next":
+            return self._next_round(now) if self.state is PingerState.IDLE else []
         if isinstance(msg, TimerFired) and msg.key == "retry":
             if self.state is not PingerState.WAITING:
                 return []

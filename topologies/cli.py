@@ -205,6 +205,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from topologies.chaos import run_chaos
+    from topologies.loader import TopologyError, load_topology
+
+    try:
+        topo = load_topology(args.file)
+    except TopologyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    overrides = {k: getattr(args, k) for k in ("start", "duration", "repeat", "interval", "target", "loss", "delay", "probability")
+                 if getattr(args, k) is not None}
+    if args.target is not None and args.target not in topo.node_names:
+        print(f"error: --target {args.target!r} is not a node of {topo.name} ({', '.join(topo.node_names)})", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else topo.seed
+    run_dir = _run_dir(args.out, f"{topo.name}-chaos-{args.nemesis or 'file'}{'-sim' if args.sim else ''}")
+    _setup_logging(run_dir, args.verbose)
+    print(f"fleetplane chaos {args.file}: nemesis {args.nemesis or 'from the file'}, seed {seed}, "
+          f"{'simulator (run twice, logs compared)' if args.sim else 'real processes'}; run directory {run_dir}", flush=True)
+    try:
+        result = run_chaos(topo, run_dir, seed, nemesis=args.nemesis, overrides=overrides, sim=args.sim,
+                           duration=args.run_for, quiet=args.quiet)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    r = result.run
+    print(f"{len(result.schedule)} fault ops over {r.seconds} {'virtual ' if args.sim else ''}s; "
+          f"{r.progress} progress events, done {r.done}/{topo.run.done_count if topo.run.done else '-'}")
+    for v in result.verdicts:
+        print(f"  {v['status'].upper():8} {v['checker']}: {v['summary']}")
+    if result.replay_identical is not None:
+        print("  replay from the same seed: " + ("identical" if result.replay_identical else f"DIFFERENT - {result.first_difference}"))
+    print(f"report:  {run_dir / 'report.html'}")
+    ok = result.ok and r.ok
+    print("chaos OK" if ok else "chaos FAILED" + ("" if result.ok else " (invariant broken)") + ("" if r.ok else " (did not finish)"))
+    return 0 if ok else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from topologies.report import make_report
+
+    try:
+        results = make_report(args.run_dir)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for v in results["verdicts"]:
+        print(f"  {v['status'].upper():8} {v['checker']}: {v['summary']}")
+    print(f"results: {Path(args.run_dir) / 'results.json'}")
+    print(f"report:  {Path(args.run_dir) / 'report.html'}")
+    return 0 if results["valid"] else 1
+
+
 def _positive_int(s: str) -> int:
     try:
         v = int(s)
@@ -222,6 +275,16 @@ def _positive_float(s: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {s!r}") from None
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
+    return v
+
+
+def _non_negative_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {s!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
     return v
 
 
@@ -256,6 +319,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no live progress")
     r.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr")
     r.set_defaults(func=cmd_run)
+    c = sub.add_parser("chaos", help="run a topology under a nemesis and check the invariants")
+    c.add_argument("file", help="topology file (TOML)")
+    c.add_argument("--nemesis", help="fault schedule: one, majority, majorities-ring, bridge, random-halves, asymmetric, "
+                                     "flaky, slow, duplicate, reorder, kill, pause, mix (default: the file's [[chaos]])")
+    c.add_argument("--seed", type=int, help="seed for the nemesis and the simulator (default: the topology's)")
+    c.add_argument("--sim", action="store_true", help="in the deterministic simulator (each run is replayed and compared)")
+    c.add_argument("--start", type=_non_negative_float, help="first fault at (s)")
+    c.add_argument("--duration", type=_positive_float, help="each fault lasts (s)")
+    c.add_argument("--repeat", type=_positive_int, help="how many faults")
+    c.add_argument("--interval", type=_positive_float, help="from one fault to the next (s)")
+    c.add_argument("--target", help="the node to hit (one, asymmetric, kill, pause, bridge, majority)")
+    c.add_argument("--loss", type=_probability, help="flaky: loss probability")
+    c.add_argument("--delay", type=_non_negative_float, help="slow: added latency (s)")
+    c.add_argument("--probability", type=_probability, help="duplicate/reorder probability")
+    c.add_argument("--run-for", type=_positive_float, help="total run length (default: the schedule plus 3 s)")
+    c.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no live progress")
+    c.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr")
+    c.set_defaults(func=cmd_chaos)
+    rp = sub.add_parser("report", help="(re)write results.json and report.html for a run directory")
+    rp.add_argument("run_dir", type=Path)
+    rp.set_defaults(func=cmd_report)
     return p
 
 

@@ -364,6 +364,7 @@ def run_sim(topo: Topology, run_dir: Path, seed: int, *, duration: float | None 
             trace: bool = False, setup: Callable[[Any, dict], None] | None = None) -> RunResult:
     """Run the topology in the deterministic simulator, from ``seed``."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "topology.json").write_text(json.dumps(topo.to_dict(), indent=1))
     tally = _Tally(topo)
     events = _TallyLog(run_dir / "events.jsonl", tally)
     sim, factories = build_simulator(topo, seed, events, trace=trace)

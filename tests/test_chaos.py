@@ -1,0 +1,155 @@
+"""`fleetplane chaos`: nemeses in the simulator (replayed and compared) and against real
+processes (kill, pause, partition) with recovery; the report."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.eventlog import read_events
+from protocols.core import Emit
+from topologies.chaos import _first_difference, run_chaos
+from topologies.kinds import register
+from topologies.loader import load_topology, parse_topology
+from topologies.report import make_report
+
+ROOT = Path(__file__).resolve().parents[1]
+PINGPONG = ROOT / "topologies" / "pingpong.toml"
+
+
+@pytest.fixture(scope="module")
+def topo():
+    return load_topology(PINGPONG)
+
+
+@pytest.mark.parametrize("nemesis", ["one", "majority", "bridge", "random-halves", "asymmetric", "flaky", "slow",
+                                     "duplicate", "reorder", "kill", "pause", "mix"])
+def test_every_nemesis_in_the_simulator_keeps_the_invariants_and_replays(topo, tmp_path, nemesis):
+    spec = {"target": "beta"} if nemesis in ("one", "asymmetric", "kill", "pause") else {}
+    result = run_chaos(topo, tmp_path, seed=11, nemesis=nemesis, overrides=spec, sim=True, quiet=True)
+    assert result.replay_identical, f"seed 11, {nemesis}: {result.first_difference}"
+    statuses = {v["checker"]: v["status"] for v in result.verdicts}
+    assert statuses["no-delivery-across-partition"] == "valid", (nemesis, result.verdicts)
+    assert "invalid" not in statuses.values(), (nemesis, result.verdicts)
+    assert result.run.done == 2, f"seed 11, {nemesis}: ping-pong must finish once the faults stop"
+    kinds = [e["kind"] for e in read_events(tmp_path / "events.jsonl")]
+    assert any(k.startswith("nemesis.") for k in kinds), "every fault is in the event log"
+    assert (tmp_path / "report.html").exists() and (tmp_path / "results.json").exists()
+
+
+def test_partition_actually_blocks_traffic_in_the_simulator(topo, tmp_path):
+    run_chaos(topo, tmp_path, seed=3, nemesis="one", overrides={"target": "beta", "start": 0.5, "duration": 1.0}, sim=True, quiet=True)
+    events = read_events(tmp_path / "events.jsonl")
+    during = [e for e in events if e["kind"] == "net.deliver" and 0.5 <= e["time"] < 1.5]
+    drops = [e for e in events if e["kind"] == "net.drop" and 0.5 <= e["time"] < 1.5]
+    assert during == [] and drops, "with beta isolated nothing is delivered and pings are dropped"
+    assert any(e["kind"] == "pingpong.retry" for e in events if 0.5 <= e["time"] < 1.6)
+
+
+class Flaky:
+    """A deliberately non-deterministic machine: it reads the global random source."""
+
+    tick_interval = 0.5
+
+    def tick(self, now):
+        return [Emit("flaky.noise", {"x": random.random()})]
+
+    def handle(self, msg, sender, now):
+        return []
+
+
+register("test.flaky", Flaky)
+
+
+def test_nondeterminism_is_caught_and_the_first_differing_event_named(tmp_path):
+    text = """
+name = "noisy"
+[run]
+duration = 2.0
+[[nodes]]
+name = "a"
+[[nodes.actors]]
+name = "n"
+kind = "test.flaky"
+[[nodes]]
+name = "b"
+[[nodes.actors]]
+name = "n"
+kind = "test.flaky"
+"""
+    result = run_chaos(parse_topology(text), tmp_path, seed=1, nemesis="one", sim=True, quiet=True)
+    assert result.replay_identical is False
+    assert re.search(r"event \d+ differs", result.first_difference)
+    assert "flaky.noise" in result.first_difference
+    assert not result.ok
+
+
+def test_first_difference_names_the_event(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text('{"n":1}\n{"n":2}\n{"n":3}\n')
+    b.write_text('{"n":1}\n{"n":20}\n{"n":3}\n')
+    assert _first_difference(a, b).startswith("event 2 differs")
+    b.write_text('{"n":1}\n{"n":2}\n')
+    assert "differ in length" in _first_difference(a, b)
+    b.write_text(a.read_text())
+    assert _first_difference(a, b) is None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("nemesis", ["kill", "pause"])
+def test_kill_and_pause_real_processes_and_recover(topo, tmp_path, nemesis):
+    result = run_chaos(topo, tmp_path, seed=5, nemesis=nemesis,
+                       overrides={"target": "beta", "start": 0.5, "duration": 1.5}, quiet=True)
+    assert result.run.done == 2, f"{nemesis}: ping-pong did not finish after recovery: {result.run.summary()}"
+    events = read_events(tmp_path / "events.jsonl")
+    kinds = [e["kind"] for e in events]
+    assert f"nemesis.{nemesis}" in kinds and f"nemesis.{'restart' if nemesis == 'kill' else 'resume'}" in kinds
+    down = [e for e in events if e["kind"] == "transport.peer_down" and e["fields"]["peer"] == "beta"]
+    assert down, f"{nemesis}: the other nodes must notice beta is gone"
+    if nemesis == "kill":
+        starts = [e for e in events if e["kind"] == "node.started" and e["node"] == "beta"]
+        assert len(starts) == 2 and starts[0]["fields"]["incarnation"] != starts[1]["fields"]["incarnation"]
+    assert "invalid" not in {v["status"] for v in result.verdicts}
+
+
+@pytest.mark.timeout(120)
+def test_partition_real_processes_through_the_fault_hooks(topo, tmp_path):
+    result = run_chaos(topo, tmp_path, seed=5, nemesis="one",
+                       overrides={"target": "beta", "start": 0.5, "duration": 1.5}, quiet=True)
+    assert result.run.done == 2
+    events = read_events(tmp_path / "events.jsonl")
+    faults = [e for e in events if e["kind"] == "transport.faults"]
+    assert {e["node"] for e in faults} == {"alpha", "beta", "gamma"}, "every node got its plan"
+    beta_plan = next(e for e in faults if e["node"] == "beta")["fields"]
+    assert {tuple(r["peers"]) for r in beta_plan["rules"]} == {("alpha",), ("gamma",)}
+    assert any(e["kind"] == "transport.peer_down" for e in events), "a partition looks like a down peer"
+
+
+def test_report_of_a_run_directory(topo, tmp_path):
+    run_chaos(topo, tmp_path, seed=2, nemesis="flaky", sim=True, quiet=True)
+    results = make_report(tmp_path)
+    assert results["valid"] and results["progress"] == 40
+    assert results["availability"]["fault_periods"][0]["kind"] == "link_fault"
+    assert results["messages_per_progress"] > 1
+    page = (tmp_path / "report.html").read_text()
+    assert "<svg" in page and "no-delivery-across-partition" in page and "<script" not in page
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "report", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "VALID" in proc.stdout
+    assert json.loads((tmp_path / "results.json").read_text())["events"] == results["events"]
+
+
+def test_chaos_cli_rejects_bad_arguments(tmp_path):
+    for args, msg in ((["--nemesis", "earthquake"], "unknown nemesis 'earthquake'"),
+                      (["--nemesis", "one", "--target", "zeta"], "--target 'zeta' is not a node"),
+                      ([], "no --nemesis given")):
+        proc = subprocess.run([sys.executable, "-m", "topologies.cli", "chaos", str(PINGPONG), "--sim", "-q",
+                               "--out", str(tmp_path), *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert msg in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,200 @@
+"""Chaos runs: a topology under a nemesis, then the invariant checkers.
+
+How this works
+--------------
+The nemesis (``--nemesis NAME`` or the topology's ``[[chaos]]`` entries) gives a
+seeded schedule of fault ops (:mod:`topologies.nemesis`). Then:
+
+* ``--sim``: the simulator runs the topology with message tracing on and the
+  ops scheduled at their virtual times. The whole run is executed **twice**
+  from the same seed; the two event logs must be byte-identical, else the run
+  fails naming the first differing event (a determinism bug is a bug).
+* real processes: the launcher runs the topology and, as the schedule comes
+  due, a control node (``chaosctl``) sends each node its fault plan
+  (``SetFaults`` / an empty plan to heal) through the transport's fault hooks;
+  ``kill`` is SIGKILL and ``restart`` starts the node again on its port;
+  ``pause`` / ``resume`` are SIGSTOP / SIGCONT. Every op is written to the
+  event log as ``nemesis.<op>``.
+
+Afterwards the report (:mod:`topologies.report`) runs every registered checker
+over the merged event log and writes ``results.json`` and ``report.html``. The
+chaos run fails if a checker says *invalid* (or the replay differed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from actors.eventlog import EventLog
+from topologies.launcher import RunResult, run_real, run_sim, start_node
+from topologies.model import Topology
+from topologies.nemesis import (
+    ClearLinkFaults, FaultState, Grudge, Heal, Kill, LinkFault, NemesisSpec, Pause, Restart, Resume,
+    apply_to_simulator, fault_plans, make_schedule,
+)
+from topologies.report import make_report
+
+__all__ = ["ChaosResult", "build_schedule", "run_chaos"]
+
+RECOVERY = 3.0  # seconds after the last scheduled op that a chaos run goes on by default
+
+
+@attrs.define
+class ChaosResult:
+    run: RunResult
+    schedule: list
+    verdicts: list[dict]
+    replay_identical: bool | None
+    first_difference: str | None
+
+    @property
+    def ok(self) -> bool:
+        return (all(v["status"] != "invalid" for v in self.verdicts) and self.replay_identical is not False
+                and not self.run.reason.startswith("failed"))
+
+
+def build_schedule(topo: Topology, seed: int, nemesis: str | None = None, overrides: dict | None = None) -> list:
+    """The fault schedule: ``nemesis`` with ``overrides``, or the topology's [[chaos]] entries."""
+    nodes = topo.node_names
+    rng = random.Random(f"{seed}:nemesis")
+    if nemesis is not None:
+        return make_schedule(nemesis, nodes, rng, NemesisSpec(**(overrides or {})))
+    if not topo.chaos:
+        raise ValueError(f"{topo.source or topo.name}: no --nemesis given and the topology has no [[chaos]] entries")
+    schedule = []
+    for entry in topo.chaos:
+        spec = {k: v for k, v in attrs.asdict(entry).items() if k != "nemesis" and v is not None}
+        schedule += make_schedule(entry.nemesis, nodes, rng, NemesisSpec(**spec))
+    return sorted(schedule, key=lambda item: item[0])
+
+
+def _first_difference(a: Path, b: Path) -> str | None:
+    la = a.read_text(encoding="utf-8").splitlines()
+    lb = b.read_text(encoding="utf-8").splitlines()
+    for i, (x, y) in enumerate(zip(la, lb), start=1):
+        if x != y:
+            return f"event {i} differs:\n  first run:  {x[:300]}\n  replay:     {y[:300]}"
+    if len(la) != len(lb):
+        return f"the logs differ in length ({len(la)} vs {len(lb)} events) after event {min(len(la), len(lb))}"
+    return None
+
+
+def run_chaos(topo: Topology, run_dir: Path, seed: int, *, nemesis: str | None = None, overrides: dict | None = None,
+              sim: bool = False, duration: float | None = None, quiet: bool = False) -> ChaosResult:
+    schedule = build_schedule(topo, seed, nemesis, overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "schedule.json").write_text(json.dumps([{"time": t, **op.describe()} for t, op in schedule], indent=1))
+    last_op = schedule[-1][0] if schedule else 0.0
+    # Long enough for the whole schedule and a recovery after the last heal.
+    limit = duration if duration is not None else last_op + RECOVERY
+    # A chaos run lasts its whole span: reaching "done" early must not skip faults.
+    span_topo = attrs.evolve(topo, run=attrs.evolve(topo.run, done=None))
+    if sim:
+        result, same, diff = _chaos_sim(span_topo, run_dir, seed, schedule, limit, quiet)
+    else:
+        result, same, diff = _chaos_real(span_topo, run_dir, schedule, limit, quiet), None, None
+    if topo.run.done:  # liveness: did the protocol finish once the faults stopped?
+        result.done = _count(run_dir / "events.jsonl", topo.run.done)
+        result.ok = result.done >= topo.run.done_count and not result.reason.startswith("failed")
+        (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=1, default=str))
+    report = make_report(run_dir)
+    out = ChaosResult(result, schedule, report["verdicts"], same, diff)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.update({"chaos": {"nemesis": nemesis or [c.nemesis for c in topo.chaos], "seed": seed, "ops": len(schedule),
+                              "replay_identical": same, "first_difference": diff, "ok": out.ok}})
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return out
+
+
+def _chaos_sim(topo: Topology, run_dir: Path, seed: int, schedule: list, limit: float, quiet: bool):
+    by_node = {n.name: [f"{n.name}/{a.name}" for a in n.actors] for n in topo.nodes}
+
+    def setup(sim: Any, factories: dict) -> None:
+        apply_to_simulator(sim, schedule, by_node, factories)
+
+    first = run_sim(topo, run_dir, seed, duration=limit, quiet=quiet, trace=True, setup=setup)
+    replay_dir = run_dir / "replay"
+    run_sim(topo, replay_dir, seed, duration=limit, quiet=True, trace=True, setup=setup)
+    diff = _first_difference(run_dir / "events.jsonl", replay_dir / "events.jsonl")
+    return first, diff is None, diff
+
+
+def _count(path: Path, kind: str) -> int:
+    needle = f'"kind":"{kind}"'
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if needle in line)
+
+
+def _chaos_real(topo: Topology, run_dir: Path, schedule: list, limit: float, quiet: bool) -> RunResult:
+    if topo.keys:
+        raise ValueError("chaos against real processes with CurveZMQ keys is not supported yet (the control node has no key)")
+    from actors import Node
+    from transport.zmq import ZmqTransport
+
+    state = FaultState()
+    pending = list(schedule)
+    nodes = topo.node_names
+    events = EventLog(run_dir / "chaos.events.jsonl")
+    ctl: dict[str, Any] = {}
+
+    def control(procs: dict) -> Any:
+        if "node" not in ctl:
+            peers = {name: p.endpoint for name, p in procs.items()}
+            ctl["node"] = Node("chaosctl", transport=ZmqTransport(peers=peers, heartbeat_interval=topo.transport.heartbeat,
+                                                                  liveness=topo.transport.liveness), event_log=events)
+        return ctl["node"]
+
+    def send_plans(node: Any) -> None:
+        for name, plan in fault_plans(nodes, state.grudge, state.link_faults()).items():
+            node.tell(f"{name}/$sys", plan)
+
+    def hook(procs: dict, elapsed: float) -> None:
+        node = control(procs)
+        while pending and pending[0][0] <= elapsed:
+            _, op = pending.pop(0)
+            state.apply(op)
+            c = op.__class__
+            if c in (Grudge, Heal, LinkFault, ClearLinkFaults):
+                send_plans(node)
+            elif c is Kill:
+                _signal(procs[op.node], signal.SIGKILL)
+            elif c is Pause:
+                _signal(procs[op.node], signal.SIGSTOP)
+            elif c is Resume:
+                _signal(procs[op.node], signal.SIGCONT)
+            elif c is Restart:
+                p = procs[op.node]
+                p.popen.wait(10)
+                fresh = start_node(run_dir / "topology.json", op.node, run_dir)
+                fresh.popen.stdin.write("start\n")
+                fresh.popen.stdin.flush()
+                procs[op.node] = fresh
+                send_plans(node)  # the new incarnation starts with the plan in force
+            events.emit(time.time(), "chaos", "nemesis", f"nemesis.{op.kind}", op.describe())
+            events.flush()
+
+    try:
+        result = run_real(topo, run_dir, duration=limit, quiet=quiet, hook=hook)
+    finally:
+        if "node" in ctl:
+            ctl["node"].shutdown()
+        events.close()
+    # the control node's events came after the merge: merge again
+    from topologies.launcher import merge_events
+    result.events = merge_events(sorted(run_dir.glob("*.events.jsonl")), run_dir / "events.jsonl")
+    return result
+
+
+def _signal(proc: Any, sig: int) -> None:
+    try:
+        os.kill(proc.pid, sig)
+    except ProcessLookupError:
+        pass
