@@ -119,3 +119,19 @@ def test_killed_launcher_leaves_no_orphans(tmp_path):
         for p in locals().get("pids", {}).values():
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+@pytest.mark.timeout(120)
+def test_run_with_curve_keys_encrypts_and_still_finishes(tmp_path):
+    import zmq
+    text = PINGPONG.read_text()
+    keys = "\n[keys]\n"
+    for n in ("alpha", "beta", "gamma"):
+        pub, sec = zmq.curve_keypair()
+        keys += f'{n} = {{ public = "{pub.decode()}", secret = "{sec.decode()}" }}\n'
+    text = text.replace("[[nodes]]\nname = \"alpha\"", keys + "\n[[nodes]]\nname = \"alpha\"", 1)
+    topo = parse_topology(text, "keyed.toml")
+    result = run_real(topo, tmp_path, quiet=True)
+    assert result.ok and result.done == 2, result.summary()
+    kinds = [e["kind"] for e in read_events(tmp_path / "events.jsonl")]
+    assert "transport.insecure" not in kinds, "with keys the nodes must not run in the clear"
