@@ -61,6 +61,7 @@ def test_run_sim_is_deterministic_and_matches_the_protocol(tmp_path):
     b = run_sim(topo, tmp_path / "b", seed=3, quiet=True)
     c = run_sim(topo, tmp_path / "c", seed=4, quiet=True)
     assert a.ok and a.reason == "done" and a.progress == 40
+    assert b.ok and c.ok
     text_a = (tmp_path / "a" / "events.jsonl").read_bytes()
     assert text_a == (tmp_path / "b" / "events.jsonl").read_bytes(), "same seed, same bytes"
     assert text_a != (tmp_path / "c" / "events.jsonl").read_bytes(), "another seed, another run"

@@ -12,7 +12,7 @@ import pytest
 
 from actors import (
     Actor, AskTimeout, DeadLetterError, Node, RestartPolicy, StateMachineActor, Terminated,
-    UnhandledEffect, VirtualClock,
+    VirtualClock,
 )
 from actors.clock import RealClock
 from protocols.core import CancelTimer, Effect, Emit, Send, SetTimer, TimerFired

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.eventlog import EventLog
 from actors.simulator import Simulator, UnhandledEffect
 from protocols.core import CancelTimer, Effect, Emit, Send, SetTimer, TimerFired
 from transport.codec import encode, message

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from loguru import logger
 
+from topologies.argtypes import non_negative_float, positive_float, positive_int, probability
+
 __all__ = ["main"]
 
 
@@ -172,14 +174,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from topologies.launcher import run_real, run_sim
+def _load(path: str):
+    """The validated topology, or None after printing every problem (exit status 2)."""
     from topologies.loader import TopologyError, load_topology
 
     try:
-        topo = load_topology(args.file)
+        return load_topology(path)
     except TopologyError as e:
         print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from topologies.launcher import run_real, run_sim
+
+    topo = _load(args.file)
+    if topo is None:
         return 2
     run_dir = _run_dir(args.out, f"{topo.name}-{'sim' if args.sim else 'real'}")
     _setup_logging(run_dir, args.verbose)
@@ -207,12 +217,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_chaos(args: argparse.Namespace) -> int:
     from topologies.chaos import run_chaos
-    from topologies.loader import TopologyError, load_topology
 
-    try:
-        topo = load_topology(args.file)
-    except TopologyError as e:
-        print(f"error: {e}", file=sys.stderr)
+    topo = _load(args.file)
+    if topo is None:
         return 2
     overrides = {k: getattr(args, k) for k in ("start", "duration", "repeat", "interval", "target", "loss", "delay", "probability")
                  if getattr(args, k) is not None}
@@ -258,53 +265,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if results["valid"] else 1
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
-    return v
-
-
-def _non_negative_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {s!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return v
-
-
-def _probability(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability, got {s!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fleetplane", description="fleetplane: an actor runtime for data-center control planes")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run the built-in ping-pong topology (real nodes, then the simulator)")
-    d.add_argument("--rounds", type=_positive_int, default=20, help="rounds per pinger (default 20)")
+    d.add_argument("--rounds", type=positive_int, default=20, help="rounds per pinger (default 20)")
     d.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
-    d.add_argument("--loss", type=_probability, default=0.2, help="simulated message loss (default 0.2)")
+    d.add_argument("--loss", type=probability, default=0.2, help="simulated message loss (default 0.2)")
     d.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the real run (default 30)")
     d.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
     d.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr")
@@ -313,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("file", help="topology file (TOML), e.g. topologies/pingpong.toml")
     r.add_argument("--sim", action="store_true", help="run in the deterministic simulator instead")
     r.add_argument("--seed", type=int, help="simulator seed (default: the topology's)")
-    r.add_argument("--duration", type=_positive_float, help="stop after this many seconds (default: the topology's)")
+    r.add_argument("--duration", type=positive_float, help="stop after this many seconds (default: the topology's)")
     r.add_argument("--trace", action="store_true", help="--sim: log every message send/deliver/drop")
     r.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
     r.add_argument("-q", "--quiet", action="store_true", help="no live progress")
@@ -325,15 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "flaky, slow, duplicate, reorder, kill, pause, mix (default: the file's [[chaos]])")
     c.add_argument("--seed", type=int, help="seed for the nemesis and the simulator (default: the topology's)")
     c.add_argument("--sim", action="store_true", help="in the deterministic simulator (each run is replayed and compared)")
-    c.add_argument("--start", type=_non_negative_float, help="first fault at (s)")
-    c.add_argument("--duration", type=_positive_float, help="each fault lasts (s)")
-    c.add_argument("--repeat", type=_positive_int, help="how many faults")
-    c.add_argument("--interval", type=_positive_float, help="from one fault to the next (s)")
+    c.add_argument("--start", type=non_negative_float, help="first fault at (s)")
+    c.add_argument("--duration", type=positive_float, help="each fault lasts (s)")
+    c.add_argument("--repeat", type=positive_int, help="how many faults")
+    c.add_argument("--interval", type=positive_float, help="from one fault to the next (s)")
     c.add_argument("--target", help="the node to hit (one, asymmetric, kill, pause, bridge, majority)")
-    c.add_argument("--loss", type=_probability, help="flaky: loss probability")
-    c.add_argument("--delay", type=_non_negative_float, help="slow: added latency (s)")
-    c.add_argument("--probability", type=_probability, help="duplicate/reorder probability")
-    c.add_argument("--run-for", type=_positive_float, help="total run length (default: the schedule plus 3 s)")
+    c.add_argument("--loss", type=probability, help="flaky: loss probability")
+    c.add_argument("--delay", type=non_negative_float, help="slow: added latency (s)")
+    c.add_argument("--probability", type=probability, help="duplicate/reorder probability")
+    c.add_argument("--run-for", type=positive_float, help="total run length (default: the schedule plus 3 s)")
     c.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
     c.add_argument("-q", "--quiet", action="store_true", help="no live progress")
     c.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr")

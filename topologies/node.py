@@ -43,6 +43,8 @@ from pathlib import Path
 
 from loguru import logger
 
+from topologies.argtypes import positive_float, positive_int
+
 __all__ = ["main"]
 
 
@@ -69,16 +71,6 @@ def _spawn(s: str) -> tuple[str, str, str, dict]:
     return name, parts[0], parts[1], kwargs
 
 
-def _positive(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {s!r}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m topologies.node", description="run one fleetplane node")
     p.add_argument("--name", required=True)
@@ -90,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peer", type=_peer, action="append", default=[], metavar="NAME=ENDPOINT")
     p.add_argument("--spawn", type=_spawn, action="append", default=[], metavar="NAME=module:Class[:JSON]")
     p.add_argument("--events", type=Path, help="event log path (JSON lines)")
-    p.add_argument("--heartbeat", type=_positive, default=0.5, help="heartbeat interval, s (default 0.5)")
-    p.add_argument("--liveness", type=int, default=4, help="missed intervals before a peer is down (default 4)")
+    p.add_argument("--heartbeat", type=positive_float, default=0.5, help="heartbeat interval, s (default 0.5)")
+    p.add_argument("--liveness", type=positive_int, default=4, help="missed intervals before a peer is down (default 4)")
     p.add_argument("--curve", type=Path, help="JSON file: {public_key, secret_key, peer_keys: {node: key}}")
     p.add_argument("--seed", type=int, help="seed for the fault-injection rng")
     p.add_argument("--log-level", default="WARNING")

@@ -84,7 +84,7 @@ from typing import Callable
 import attrs
 import zmq
 
-from transport.base import Envelope, Undeliverable, node_of
+from transport.base import Envelope, Undeliverable
 from transport.codec import DEFAULT_MAX_FRAME
 from transport.faults import FaultPlan
 from transport.liveness import FailureDetector, PeerChange, PeerState
