@@ -1,0 +1,91 @@
+"""Resource-dependent workflows (protocol 1; seed ``shared/seeds/000_6042360d9d71bd38.txt``).
+
+How this works
+--------------
+Booting servers (:class:`Server`) get a workflow from a
+:class:`WorkflowController`; before each resource-dependent stage they ask the
+resource's :class:`ResourceController` for access, directly or through a
+:class:`Proxy`. The controller grants leases up to an adaptive limit and
+directs everyone else to wait as **pending**, **parking** or **dormant** by
+predicted wait, waking dormant servers when their turn comes. The arithmetic
+(directives, wait prediction, leases, AIMD, history) is in :mod:`.policy`; the
+wire messages in :mod:`.messages`. All four roles are sans-I/O state machines
+(``handle(msg, sender, now)`` / ``tick(now)`` returning effects); the server's
+host effects are :class:`RunStage`, :class:`AbortStage`, :class:`SetPower`,
+:class:`PowerOff` and :class:`PowerOn`.
+"""
+
+from protocols.workflow.controller import ControllerState, ResourceController
+from protocols.workflow.messages import (
+    AccessDeny,
+    AccessGrant,
+    AccessRequest,
+    Directive,
+    Hello,
+    LeaseLost,
+    LeaseRenew,
+    LeaseRenewed,
+    NoWorkflow,
+    Provision,
+    ProxyBatch,
+    ProxyReply,
+    Release,
+    ResourceRef,
+    ResourceReport,
+    StageDone,
+    StageFailed,
+    StageReport,
+    StageSpec,
+    StatusPing,
+    Wake,
+    Workflow,
+    WorkflowDone,
+)
+from protocols.workflow.proxy import Proxy
+from protocols.workflow.server import (
+    AbortStage,
+    PowerOff,
+    PowerOn,
+    RunStage,
+    Server,
+    ServerState,
+    SetPower,
+)
+from protocols.workflow.workflow_controller import WorkflowController
+
+__all__ = [
+    "AbortStage",
+    "AccessDeny",
+    "AccessGrant",
+    "AccessRequest",
+    "ControllerState",
+    "Directive",
+    "Hello",
+    "LeaseLost",
+    "LeaseRenew",
+    "LeaseRenewed",
+    "NoWorkflow",
+    "PowerOff",
+    "PowerOn",
+    "Provision",
+    "Proxy",
+    "ProxyBatch",
+    "ProxyReply",
+    "Release",
+    "ResourceController",
+    "ResourceRef",
+    "ResourceReport",
+    "RunStage",
+    "Server",
+    "ServerState",
+    "SetPower",
+    "StageDone",
+    "StageFailed",
+    "StageReport",
+    "StageSpec",
+    "StatusPing",
+    "Wake",
+    "Workflow",
+    "WorkflowController",
+    "WorkflowDone",
+]

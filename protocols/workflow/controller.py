@@ -1,0 +1,678 @@
+"""The resource controller: admission against a limit of concurrent holders, with leases.
+
+How this works
+--------------
+(Seed doc FIG. 4, routine 400, and FIGS. 2A-2C.) One controller guards one
+resource (an image store, a driver repository). A server's
+:class:`AccessRequest` joins the **waiting list**, ordered by priority (higher
+first), then proxy batches before direct requests (``serve_proxies_first``;
+FIG. 2B: "requests from the proxy control device may be prioritized"), then
+arrival. Whenever a slot is free (``holders + reservations < limit``) the head
+of the list is served:
+
+* a pending or parking server is **granted**: an :class:`AccessGrant` carrying
+  a **lease** (id, controller ``epoch``, ``ttl``). The holder renews it
+  (:class:`LeaseRenew` -> :class:`LeaseRenewed`) while it works and sends
+  :class:`Release` at the end of its stage; a lease not renewed for ``ttl``
+  seconds **expires** and its slot comes back (a crashed server's slot).
+* a dormant server is **woken**: the slot is *reserved* for it and a
+  :class:`Wake` goes to its BMC (resent every ``wake_retry``); its next request
+  is granted from the reservation. A reservation unused for ``wake_timeout``
+  is dropped (``admission.wake_failed``); the server's own alarm brings it back
+  later. Dormant servers whose turn is within ``wake_ahead`` seconds are woken
+  early (without a reservation) so that they have booted when their slot frees.
+
+A server that cannot be served now gets an :class:`AccessDeny` with a
+**directive** by predicted wait (:func:`policy.predict_wait` from its
+position, the busy slots, the limit and the history's mean stage duration;
+:func:`policy.directive_for`): pending (ping every ``ping_pending``), parking
+(ping every ``ping_parking``) or dormant (no pings; never for a wait within
+``wake_ahead``, which would be a power cycle for nothing). Pending and parking
+servers that fall silent for ``silent_after`` ping intervals leave the list
+(``waiting.dropped``); dormant ones stay. A :class:`StatusPing` from a server
+the controller does not know (it restarted, or dropped the server) re-enqueues
+it and is answered like a request.
+
+Staleness: the controller remembers each server's latest ``(boot, seq)``: an
+older ``seq`` is ignored; a new ``boot`` ends whatever the old incarnation had
+(its lease is released as ``superseded``); a request with a newer ``seq``
+from a server still holding a lease for an older one releases that lease too
+(the server only asks again after releasing). A repeated request for a seq
+already granted gets the same grant again (the first was lost).
+
+Restart safety: a controller started with ``grace > 0`` (default: ``ttl``)
+begins ``recovering``: it grants nothing for ``grace`` seconds, and adopts
+leases of an earlier epoch that holders keep renewing (while the limit allows),
+so a restarted controller never over-admits. ``grace=0`` starts ``active``
+(a fresh cluster start).
+
+Adaptive limit (``adaptive=True``): once per ``window`` the window's metrics
+(release outcomes; :class:`ResourceReport` latency, bandwidth use, error rate)
+go through :func:`policy.aimd_step` (AIMD: +1 when at the limit through the
+window, i.e. in 80% of its ticks, with headroom; x0.9 when metrics sag); a
+change emits ``limit.changed`` (old, new, reason).
+A lowered limit stops grants until holders drop below it; it never revokes a
+lease, so the invariant checked is: *no grant or reservation ever takes
+holders + reservations above the limit in force*.
+
+History (:class:`policy.History`): every released stage's duration and
+outcome, kept per stage; it feeds the wait prediction, and every
+``underdelivery_window`` the completions seen are compared with those the
+history predicts for the average number of holders
+(:func:`policy.delivery_ratio`): below 0.5 the controller flags
+``history.underdelivery``, at 0.8 or above ``history.recovered``.
+
+Answers to servers that came through a proxy go back through that proxy,
+gathered per proxy into one :class:`ProxyReply` per step.
+
+Events: ``controller.start``, ``controller.state``, ``admission.grant``,
+``admission.deny``, ``admission.wake``, ``admission.wake_failed``,
+``admission.notice``, ``waiting.dropped``, ``lease.released``,
+``lease.expired``, ``lease.adopted``, ``lease.unknown``,
+``lease.release_unknown``, ``limit.changed``, ``history.underdelivery``,
+``history.recovered``, ``controller.ignored``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import itertools
+import math
+import random
+from collections import Counter
+from typing import Any
+
+from protocols.core import Effect, Emit, Send, TimerFired
+from protocols.workflow.messages import (
+    AccessDeny,
+    AccessGrant,
+    AccessRequest,
+    Directive,
+    LeaseLost,
+    LeaseRenew,
+    LeaseRenewed,
+    Provision,
+    ProxyBatch,
+    ProxyReply,
+    Release,
+    ResourceReport,
+    StatusPing,
+    Wake,
+)
+from protocols.workflow.policy import (
+    AimdParams,
+    History,
+    Thresholds,
+    WindowMetrics,
+    aimd_step,
+    check_transition,
+    delivery_ratio,
+    directive_for,
+    lease_expires_at,
+    predict_wait,
+)
+
+__all__ = ["CONTROLLER_TRANSITIONS", "ControllerState", "ResourceController"]
+
+
+class ControllerState(enum.Enum):
+    RECOVERING = "recovering"  # grace after a (re)start: adopt renewed leases, grant nothing
+    ACTIVE = "active"
+
+
+CONTROLLER_TRANSITIONS = {
+    ControllerState.RECOVERING: frozenset({ControllerState.ACTIVE}),
+    ControllerState.ACTIVE: frozenset(),
+}
+
+_MODES = {"pending": Directive.PENDING, "parking": Directive.PARKING, "dormant": Directive.DORMANT}
+
+
+class _Waiter:
+    __slots__ = (
+        "arrived_at",
+        "boot",
+        "expected",
+        "key",
+        "last_seen",
+        "mode",
+        "priority",
+        "reserved_at",
+        "seq",
+        "server",
+        "stage",
+        "stamp",
+        "told_stamp",
+        "via",
+        "wake",
+        "wake_sent_at",
+        "wakes",
+        "woken_at",
+    )
+
+    def __init__(self, m: AccessRequest | StatusPing, via: str | None, mode: Directive, key: tuple, now: float) -> None:
+        self.server = m.server
+        self.boot = m.boot
+        self.seq = m.seq
+        self.stage = m.stage
+        self.priority = m.priority
+        self.expected = m.expected
+        self.wake = m.wake or m.server
+        self.via = via
+        self.mode = mode
+        self.key = key
+        self.last_seen = now
+        self.stamp = m.stamp
+        self.told_stamp = -math.inf  # stamp of the message our last directive answered
+        self.woken_at: float | None = None
+        self.wake_sent_at = -math.inf
+        self.wakes = 0
+        self.arrived_at = now
+        self.reserved_at: float | None = None
+
+
+class _Lease:
+    __slots__ = ("boot", "epoch", "granted_at", "lease", "renewed_at", "seq", "server", "stage", "stamp", "via")
+
+    def __init__(self, lease: int, epoch: int, server: str, boot: int, seq: int, stage: str, via: str | None,
+                 now: float, stamp: float) -> None:
+        self.lease = lease
+        self.epoch = epoch
+        self.server = server
+        self.boot = boot
+        self.seq = seq
+        self.stage = stage
+        self.via = via
+        self.granted_at = now
+        self.renewed_at = now
+        self.stamp = stamp
+
+
+class ResourceController:
+    """Admission control for one resource (sans-I/O)."""
+
+    tick_interval = 1.0
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        rng: random.Random,
+        limit: int = 50,
+        ttl: float = 30.0,
+        grace: float | None = None,
+        adaptive: bool = True,
+        min_limit: int = 1,
+        max_limit: int = 1_000_000,
+        backoff: float = 0.9,
+        increase: int = 1,
+        pending_max: float = 20.0,
+        parking_max: float = 120.0,
+        ping_pending: float = 5.0,
+        ping_parking: float = 20.0,
+        silent_after: float = 3.0,
+        wake_ahead: float = 10.0,
+        wake_retry: float = 5.0,
+        wake_timeout: float = 60.0,
+        window: float = 5.0,
+        expected: float = 30.0,
+        serve_proxies_first: bool = True,
+        history_size: int = 256,
+        underdelivery_window: float = 30.0,
+    ) -> None:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        for name, v in (("ttl", ttl), ("ping_pending", ping_pending), ("ping_parking", ping_parking),
+                        ("silent_after", silent_after), ("wake_retry", wake_retry), ("wake_timeout", wake_timeout),
+                        ("window", window), ("expected", expected), ("underdelivery_window", underdelivery_window)):
+            if not v > 0:
+                raise ValueError(f"{name} must be > 0, got {v!r}")
+        if wake_ahead < 0:
+            raise ValueError(f"wake_ahead must be >= 0, got {wake_ahead}")
+        self.resource = resource
+        self.rng = rng
+        self.epoch = rng.getrandbits(31)
+        self.limit = limit
+        self.ttl = ttl
+        self.grace = ttl if grace is None else grace
+        self.adaptive = adaptive
+        self.aimd = AimdParams(backoff=backoff, increase=increase, min_limit=min_limit, max_limit=max_limit)
+        self.thresholds = Thresholds(pending_max, parking_max)
+        self.ping_pending = ping_pending
+        self.ping_parking = ping_parking
+        self.silent_after = silent_after
+        self.wake_ahead = wake_ahead
+        self.wake_retry = wake_retry
+        self.wake_timeout = wake_timeout
+        self.window = window
+        self.expected = expected
+        self.serve_proxies_first = serve_proxies_first
+        self.underdelivery_window = underdelivery_window
+
+        self.state = ControllerState.RECOVERING if self.grace > 0 else ControllerState.ACTIVE
+        self.started_at: float | None = None
+        self.recover_until = 0.0
+        self.leases: dict[int, _Lease] = {}
+        self.lease_of: dict[str, int] = {}  # server -> lease id
+        self.waiting: dict[str, _Waiter] = {}
+        self.queue: list[tuple] = []  # sorted keys of self.waiting
+        self.by_key: dict[tuple, _Waiter] = {}
+        self.reserved: dict[str, _Waiter] = {}
+        self.known: dict[str, tuple[int, int]] = {}  # server -> (boot, seq)
+        self.history = History(history_size)
+        self.notices: dict[tuple[str, str], int] = {}
+        self.underdelivering = False
+        self.min_latency = math.inf  # lowest latency reported (the baseline when no nominal is reported)
+        self.baseline_latency = 0.0  # the resource's nominal (unloaded) latency, if it reports one
+        self.inbound = 0
+        self.inbound_by: Counter[str] = Counter()
+        self.granted = 0
+        self._arrivals = itertools.count()
+        self._lease_counter = 0
+        self._out: list[tuple[str | None, str, Any]] = []
+        self._dispatch_table = {
+            AccessRequest: self._on_request,
+            StatusPing: self._on_request,
+            LeaseRenew: self._on_renew,
+            Release: self._on_release,
+        }
+        # the adaptation window
+        self._w_start = 0.0
+        self._w_ok = 0
+        self._w_failed = 0
+        self._w_reports: list[ResourceReport] = []
+        self._w_ticks = 0
+        self._w_at_limit = 0  # ticks of the window spent at the limit with servers waiting
+        # the under-delivery window
+        self._ud_start = 0.0
+        self._ud_completions = 0
+        self._ud_holders = 0
+        self._ud_samples = 0
+        self._ud_history = 0  # history samples when the window began
+
+    # -- figures -------------------------------------------------------------------------
+
+    @property
+    def holders(self) -> int:
+        return len(self.leases)
+
+    @property
+    def busy(self) -> int:
+        return len(self.leases) + len(self.reserved)
+
+    # -- the contract ----------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Effect]:
+        fx: list[Effect] = []
+        if self.started_at is None:
+            self.started_at = now
+            self.recover_until = now + self.grace
+            self._w_start = self._ud_start = now
+            fx.append(Emit("controller.start", {"resource": self.resource, "limit": self.limit, "ttl": self.ttl,
+                                                "epoch": self.epoch, "state": self.state.value,
+                                                "grace": self.grace}))
+        if self.state is ControllerState.RECOVERING and now >= self.recover_until:
+            fx += self._become(ControllerState.ACTIVE, now, "grace over")
+        for lease in [x for x in self.leases.values() if now > lease_expires_at(x.renewed_at, self.ttl)]:
+            fx += self._end_lease(lease, now, "lease.expired", "not renewed")
+        for w in list(self.reserved.values()):
+            if now - (w.reserved_at or now) >= self.wake_timeout:
+                del self.reserved[w.server]
+                fx.append(Emit("admission.wake_failed", {"server": w.server, "wakes": w.wakes,
+                                                         "holders": self.holders, "reserved": len(self.reserved),
+                                                         "limit": self.limit}))
+            elif now - w.wake_sent_at >= self.wake_retry:
+                self._send_wake(w, now)
+        self._ud_holders += len(self.leases)
+        self._ud_samples += 1
+        self._w_ticks += 1
+        if self.queue and self.busy >= self.limit:
+            self._w_at_limit += 1
+        if now - self._w_start >= self.window:
+            fx += self._drop_silent(now)
+            if self.adaptive:
+                fx += self._adapt(now)
+            self._w_start = now
+            self._w_ok = self._w_failed = 0
+            self._w_reports = []
+            self._w_ticks = self._w_at_limit = 0
+        if now - self._ud_start >= self.underdelivery_window:
+            fx += self._judge_delivery(now)
+        fx += self._admit(now)
+        return fx + self._flush()
+
+    def handle(self, msg, sender: str, now: float) -> list[Effect]:
+        t = type(msg)
+        if t is TimerFired:
+            return [Emit("controller.ignored", {"message": "TimerFired", "why": "no timers are set"})]
+        self.inbound += 1
+        self.inbound_by[t.__name__] += 1
+        if t is ProxyBatch:
+            fx: list[Effect] = []
+            for item in msg.items:
+                fx += self._dispatch(item, sender, now)
+        elif t is ResourceReport:
+            fx = self._on_report(msg, now)
+        elif t is Provision:
+            fx = self._on_provision(msg, now)
+        else:
+            fx = self._dispatch(msg, None, now)
+        fx += self._admit(now)
+        return fx + self._flush()
+
+    def _dispatch(self, m, via: str | None, now: float) -> list[Effect]:
+        h = self._dispatch_table.get(type(m))
+        if h is None:
+            return self._ignored(m, "unexpected message", via=via)
+        if m.resource != self.resource:
+            return self._ignored(m, f"for resource {m.resource!r}", via=via)
+        return h(m, via, now)
+
+    # -- the one place states change ----------------------------------------------------
+
+    def _become(self, new: ControllerState, now: float, reason: str) -> list[Effect]:
+        old = self.state
+        check_transition(CONTROLLER_TRANSITIONS, old, new, "resource controller")
+        self.state = new
+        return [Emit("controller.state", {"resource": self.resource, "from": old.value, "to": new.value,
+                                          "reason": reason, "holders": self.holders, "limit": self.limit})]
+
+    # -- requests and pings ---------------------------------------------------------------
+
+    def _on_request(self, m: AccessRequest | StatusPing, via: str | None, now: float) -> list[Effect]:
+        asking = type(m) is AccessRequest
+        fx: list[Effect] = []
+        known = self.known.get(m.server)
+        if known is not None:
+            if m.boot != known[0]:
+                fx += self._forget(m.server, now, "new boot")
+            elif m.seq < known[1]:
+                return self._ignored(m, "stale seq", via=via, seq=m.seq, current=known[1])
+        self.known[m.server] = (m.boot, m.seq)
+        lid = self.lease_of.get(m.server)
+        if lid is not None:
+            lease = self.leases[lid]
+            if lease.seq == m.seq:  # the grant (or its answer) was lost: send it again
+                lease.via = via
+                lease.stamp = max(lease.stamp, m.stamp)
+                self._send_grant(lease)
+                return fx
+            fx += self._end_lease(lease, now, "lease.released", "superseded")
+        w = self.waiting.get(m.server) or self.reserved.get(m.server)
+        if w is not None and (w.seq != m.seq or w.boot != m.boot):
+            self._remove_waiter(w)
+            fx.append(Emit("waiting.dropped", {"server": w.server, "reason": "superseded", "seq": w.seq}))
+            w = None
+        fresh = w is None
+        if w is None:
+            mode = Directive.PENDING if asking else _MODES.get(m.state, Directive.PENDING)  # type: ignore[union-attr]
+            rank = 0 if (via is not None and self.serve_proxies_first) else 1
+            w = _Waiter(m, via, mode, (-m.priority, rank, next(self._arrivals)), now)
+            self.waiting[w.server] = w
+            self.by_key[w.key] = w
+            bisect.insort(self.queue, w.key)
+        else:
+            w.last_seen = now
+            w.via = via
+            w.stamp = max(w.stamp, m.stamp)
+            if asking:
+                if w.mode is Directive.DORMANT:
+                    w.mode = Directive.PENDING  # it is awake: it asked
+            elif m.stamp >= w.told_stamp:
+                w.mode = _MODES.get(m.state, w.mode)  # type: ignore[union-attr]
+        if w.server in self.reserved:
+            if w.mode is not Directive.DORMANT:
+                del self.reserved[w.server]
+                return fx + self._grant(w, now, reserved=True)
+            return fx
+        fx += self._admit(now)
+        if (asking or (fresh and w.mode is not Directive.DORMANT)) and w.server in self.waiting:
+            fx += self._deny(w, now, m.stamp)
+        return fx
+
+    def _deny(self, w: _Waiter, now: float, stamp: float) -> list[Effect]:
+        position = bisect.bisect_left(self.queue, w.key)
+        wait = predict_wait(position, self.limit, self.busy, self._mean())
+        if self.state is ControllerState.RECOVERING:
+            wait += max(0.0, self.recover_until - now)
+        directive = directive_for(wait, self.thresholds)
+        if directive is Directive.DORMANT and wait <= self.wake_ahead:
+            directive = Directive.PARKING  # it would be woken at once: a power cycle for nothing
+        ping = {Directive.PENDING: self.ping_pending, Directive.PARKING: self.ping_parking}.get(directive, 0.0)
+        w.mode = directive
+        w.told_stamp = stamp
+        self._out.append((w.via, w.server, AccessDeny(w.server, self.resource, w.boot, w.seq, self.epoch, directive,
+                                                      wait if math.isfinite(wait) else 1e9, position, ping, stamp)))
+        return [Emit("admission.deny", {"server": w.server, "stage": w.stage, "directive": directive.value,
+                                        "wait": wait if math.isfinite(wait) else None, "position": position,
+                                        "holders": self.holders, "reserved": len(self.reserved),
+                                        "limit": self.limit, "via": w.via})]
+
+    def _remove_waiter(self, w: _Waiter) -> None:
+        if self.waiting.get(w.server) is w:
+            del self.waiting[w.server]
+            del self.by_key[w.key]
+            i = bisect.bisect_left(self.queue, w.key)
+            del self.queue[i]
+        if self.reserved.get(w.server) is w:
+            del self.reserved[w.server]
+
+    def _forget(self, server: str, now: float, reason: str) -> list[Effect]:
+        fx: list[Effect] = []
+        w = self.waiting.get(server) or self.reserved.get(server)
+        if w is not None:
+            self._remove_waiter(w)
+            fx.append(Emit("waiting.dropped", {"server": server, "reason": reason}))
+        lid = self.lease_of.get(server)
+        if lid is not None:
+            fx += self._end_lease(self.leases[lid], now, "lease.released", "superseded")
+        return fx
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def _mean(self) -> float:
+        return self.history.mean(None, default=self.expected)
+
+    def _admit(self, now: float) -> list[Effect]:
+        if self.state is not ControllerState.ACTIVE or not self.queue:
+            return []
+        fx: list[Effect] = []
+        queue = self.queue
+        while queue and self.busy < self.limit:
+            w = self.by_key.pop(queue.pop(0))
+            del self.waiting[w.server]
+            if w.mode is Directive.DORMANT:
+                self.reserved[w.server] = w
+                w.reserved_at = now
+                if now - w.wake_sent_at >= self.wake_retry:
+                    self._send_wake(w, now)
+                fx.append(Emit("admission.wake", {"server": w.server, "reason": "slot", "reserved": True,
+                                                  "holders": self.holders, "busy": self.busy, "limit": self.limit}))
+            else:
+                fx += self._grant(w, now)
+        if self.wake_ahead > 0 and queue and self.limit > 0:
+            free = max(0, self.limit - self.busy)
+            horizon = min(len(queue), int(self.wake_ahead * self.limit / max(self._mean(), 1e-9)) + free)
+            for key in queue[:horizon]:
+                w = self.by_key[key]
+                if w.mode is Directive.DORMANT and w.woken_at is None:
+                    self._send_wake(w, now)
+                    fx.append(Emit("admission.wake", {"server": w.server, "reason": "ahead", "reserved": False,
+                                                      "holders": self.holders, "busy": self.busy,
+                                                      "limit": self.limit}))
+        return fx
+
+    def _grant(self, w: _Waiter, now: float, reserved: bool = False) -> list[Effect]:
+        self._lease_counter = (self._lease_counter + 1) % (1 << 24)
+        lid = (self.epoch << 24) | self._lease_counter
+        lease = _Lease(lid, self.epoch, w.server, w.boot, w.seq, w.stage, w.via, now, w.stamp)
+        self.leases[lid] = lease
+        self.lease_of[w.server] = lid
+        self.granted += 1
+        self._send_grant(lease)
+        return [Emit("admission.grant", {"server": w.server, "lease": lid, "stage": w.stage,
+                                         "holders": self.holders, "reserved": len(self.reserved),
+                                         "limit": self.limit, "waited": now - w.arrived_at, "via": w.via,
+                                         "from_reservation": reserved})]
+
+    def _send_grant(self, lease: _Lease) -> None:
+        self._out.append((lease.via, lease.server, AccessGrant(lease.server, self.resource, lease.boot, lease.seq,
+                                                               lease.lease, lease.epoch, self.ttl, lease.stamp)))
+
+    def _send_wake(self, w: _Waiter, now: float) -> None:
+        if w.woken_at is None:
+            w.woken_at = now
+        w.wake_sent_at = now
+        w.wakes += 1
+        self._out.append((w.via, w.wake, Wake(w.server, self.resource, w.boot, w.seq, self.epoch, w.wake)))
+
+    def _drop_silent(self, now: float) -> list[Effect]:
+        fx: list[Effect] = []
+        for w in list(self.waiting.values()):
+            if w.mode is Directive.DORMANT:
+                continue
+            every = self.ping_pending if w.mode is Directive.PENDING else self.ping_parking
+            if now - w.last_seen > self.silent_after * every + 1.0:
+                self._remove_waiter(w)
+                fx.append(Emit("waiting.dropped", {"server": w.server, "reason": "silent", "mode": w.mode.value,
+                                                   "silent_for": now - w.last_seen}))
+        return fx
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def _on_renew(self, m: LeaseRenew, via: str | None, now: float) -> list[Effect]:
+        lease = self.leases.get(m.lease)
+        if lease is not None and lease.server == m.server and lease.boot == m.boot:
+            lease.renewed_at = now
+            lease.via = via
+            self._out.append((via, m.server, LeaseRenewed(m.server, self.resource, m.lease, lease.epoch, self.ttl,
+                                                          m.stamp)))
+            return []
+        if (self.state is ControllerState.RECOVERING and m.epoch != self.epoch and m.server not in self.lease_of
+                and self.busy < self.limit):
+            lease = _Lease(m.lease, m.epoch, m.server, m.boot, -1, "", via, now, m.stamp)
+            self.leases[m.lease] = lease
+            self.lease_of[m.server] = m.lease
+            known = self.known.get(m.server)
+            if known is None or known[0] != m.boot:
+                self.known[m.server] = (m.boot, 0)
+            self._out.append((via, m.server, LeaseRenewed(m.server, self.resource, m.lease, m.epoch, self.ttl,
+                                                          m.stamp)))
+            return [Emit("lease.adopted", {"server": m.server, "lease": m.lease, "epoch": m.epoch,
+                                           "holders": self.holders, "reserved": len(self.reserved),
+                                           "limit": self.limit})]
+        reason = "expired" if m.epoch == self.epoch else "unknown epoch"
+        self._out.append((via, m.server, LeaseLost(m.server, self.resource, m.lease, m.epoch, reason)))
+        return [Emit("lease.unknown", {"server": m.server, "lease": m.lease, "reason": reason})]
+
+    def _on_release(self, m: Release, via: str | None, now: float) -> list[Effect]:
+        lease = self.leases.get(m.lease)
+        if lease is None or lease.server != m.server:
+            return [Emit("lease.release_unknown", {"server": m.server, "lease": m.lease, "outcome": m.outcome})]
+        if m.outcome in ("ok", "failed"):
+            self.history.record(lease.stage or m.stage, m.duration, m.outcome)
+            if m.outcome == "ok":
+                self._w_ok += 1
+                self._ud_completions += 1
+            else:
+                self._w_failed += 1
+        return self._end_lease(lease, now, "lease.released", m.outcome, duration=m.duration)
+
+    def _end_lease(self, lease: _Lease, now: float, kind: str, reason: str, **fields) -> list[Effect]:
+        del self.leases[lease.lease]
+        if self.lease_of.get(lease.server) == lease.lease:
+            del self.lease_of[lease.server]
+        return [Emit(kind, {"server": lease.server, "lease": lease.lease, "stage": lease.stage, "reason": reason,
+                            "held": now - lease.granted_at, "holders": self.holders, "limit": self.limit, **fields})]
+
+    # -- metrics, adaptation, history --------------------------------------------------------------
+
+    def _on_report(self, m: ResourceReport, now: float) -> list[Effect]:
+        if m.resource != self.resource:
+            return self._ignored(m, f"for resource {m.resource!r}")
+        if m.nominal > 0:
+            self.baseline_latency = m.nominal
+        elif m.latency > 0:
+            self.min_latency = min(self.min_latency, m.latency)
+        self._w_reports.append(m)
+        return []
+
+    def _on_provision(self, m: Provision, now: float) -> list[Effect]:
+        if m.resource != self.resource:
+            return self._ignored(m, f"for resource {m.resource!r}")
+        self.notices[(m.workflow, m.stage)] = m.servers
+        return [Emit("admission.notice", {"resource": self.resource, "workflow": m.workflow, "stage": m.stage,
+                                          "servers": m.servers, "expected": m.expected,
+                                          "coming": sum(self.notices.values())})]
+
+    def window_metrics(self) -> WindowMetrics:
+        """The metrics of the current adaptation window."""
+        reps = self._w_reports
+        latency_ratio = utilization = None
+        errors: list[float] = []
+        if reps:
+            base = self.baseline_latency or self.min_latency
+            if math.isfinite(base) and base > 0:
+                latency_ratio = sum(r.latency for r in reps) / len(reps) / base
+            utilization = sum(r.bandwidth_used for r in reps) / len(reps)
+            errors.append(sum(r.error_rate for r in reps) / len(reps))
+        done = self._w_ok + self._w_failed
+        if done >= 5:
+            errors.append(self._w_failed / done)
+        at_limit = self._w_ticks > 0 and self._w_at_limit >= 0.8 * self._w_ticks
+        return WindowMetrics(max(errors) if errors else None, latency_ratio, utilization, at_limit,
+                             settled=self.holders <= self.limit)
+
+    def _adapt(self, now: float) -> list[Effect]:
+        m = self.window_metrics()
+        new, reason = aimd_step(self.limit, m, self.aimd)
+        if reason is None:
+            return []
+        old, self.limit = self.limit, new
+        return [Emit("limit.changed", {"resource": self.resource, "old": old, "new": new, "reason": reason,
+                                       "holders": self.holders, "reserved": len(self.reserved),
+                                       "error_rate": m.error_rate, "latency_ratio": m.latency_ratio,
+                                       "utilization": m.utilization, "waiting": len(self.waiting)})]
+
+    def _judge_delivery(self, now: float) -> list[Effect]:
+        fx: list[Effect] = []
+        window = now - self._ud_start
+        avg = self._ud_holders / self._ud_samples if self._ud_samples else 0.0
+        predicted = self.history.predicted(None, default=self.expected)
+        judged = self._ud_history >= 20  # the history already knew the stages when the window began
+        ratio = delivery_ratio(self._ud_completions, window, avg, predicted) if judged else None
+        if ratio is not None:
+            fields = {"resource": self.resource, "ratio": ratio, "completions": self._ud_completions,
+                      "avg_holders": avg, "predicted_duration": predicted, "window": window}
+            if not self.underdelivering and ratio < 0.5:
+                self.underdelivering = True
+                fx.append(Emit("history.underdelivery", fields))
+            elif self.underdelivering and ratio >= 0.8:
+                self.underdelivering = False
+                fx.append(Emit("history.recovered", fields))
+        self._ud_start = now
+        self._ud_completions = self._ud_holders = self._ud_samples = 0
+        self._ud_history = self.history.samples()
+        return fx
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def _flush(self) -> list[Effect]:
+        if not self._out:
+            return []
+        fx: list[Effect] = []
+        batches: dict[str, list] = {}
+        for via, to, msg in self._out:
+            if via is None:
+                fx.append(Send(to, msg))
+            else:
+                batches.setdefault(via, []).append(msg)
+        for via, items in batches.items():
+            fx.append(Send(via, ProxyReply(self.epoch, tuple(items))))
+        self._out = []
+        return fx
+
+    def _ignored(self, m, why: str, **fields) -> list[Effect]:
+        return [Emit("controller.ignored", {"message": type(m).__name__, "why": why, "server": getattr(m, "server", None),
+                                            **fields})]
