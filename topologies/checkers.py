@@ -459,3 +459,7 @@ class NoDeliveryAcrossPartition:
 register(NoCrashOnBadInput())
 register(RequestsAnswered())
 register(NoDeliveryAcrossPartition())
+
+
+# Protocol checkers register themselves when their module is imported.
+import topologies.workflow_checks  # noqa: E402,F401

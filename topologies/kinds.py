@@ -10,7 +10,10 @@ and parameters that name other actors (``addresses``) pointing nowhere.
 
 The same factory runs in both places: wrapped in a ``StateMachineActor`` in a
 real node process, or added to the deterministic simulator. A factory that
-takes an ``rng`` parameter gets a seeded ``random.Random`` from its host.
+takes an ``rng`` parameter gets a seeded ``random.Random`` from its host, one
+that takes ``address`` gets the actor's own address. A kind whose machine
+returns host effects names a ``host`` (see :mod:`topologies.hosts`), with its
+own parameters (``host_params``) in the same ``params`` table.
 
 Each protocol issue registers its kinds here (topologies may import
 protocols; protocols never import topologies).
@@ -26,6 +29,11 @@ from typing import Any, Callable
 import attrs
 
 from protocols.pingpong import Pinger, Ponger
+from protocols.workflow.controller import ResourceController
+from protocols.workflow.proxy import Proxy
+from protocols.workflow.server import Server
+from protocols.workflow.workflow_controller import WorkflowController
+from topologies.hosts import BootHost
 
 __all__ = ["KINDS", "Kind", "Param", "register"]
 
@@ -48,41 +56,74 @@ class Kind:
     addresses: tuple[str, ...] = ()  # params whose values are actor addresses (str or list of str)
     takes_rng: bool = False
     doc: str = ""
+    takes_address: bool = False
+    host: Callable[..., Any] | None = None  # host(rng=..., **host params) -> object with on_effect(effect, api)
+    host_params: tuple[str, ...] = ()
 
-    def build(self, params: dict, rng: random.Random | None = None) -> Any:
-        kwargs = dict(params)
+    def build(self, params: dict, rng: random.Random | None = None, address: str = "") -> Any:
+        kwargs = {k: v for k, v in params.items() if k not in self.host_params}
         if self.takes_rng:
             kwargs["rng"] = rng if rng is not None else random.Random(0)
+        if self.takes_address:
+            kwargs["address"] = address
         return self.factory(**kwargs)
+
+    def build_host(self, params: dict, rng: random.Random) -> Any:
+        """The simulated host of one actor of this kind (None if the kind needs none)."""
+        if self.host is None:
+            return None
+        return self.host(rng=rng, **{k: v for k, v in params.items() if k in self.host_params})
 
 
 KINDS: dict[str, Kind] = {}
 
 
-def register(name: str, factory: Callable[..., Any], *, addresses: tuple[str, ...] = (), doc: str = "") -> Kind:
-    """Make ``factory`` available to topology files as ``kind = name``."""
-    if name in KINDS and KINDS[name].factory is not factory:
-        raise ValueError(f"actor kind {name!r} is already registered")
-    target = factory.__init__ if isinstance(factory, type) else factory
+def _signature(fn: Callable[..., Any]) -> tuple[dict, bool, bool]:
+    target = fn.__init__ if isinstance(fn, type) else fn
     sig = inspect.signature(target)
     hints = typing.get_type_hints(target)
-    params = {}
-    takes_rng = False
+    params, takes_rng, takes_address = {}, False, False
     for p in sig.parameters.values():
         if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if p.name == "rng":
             takes_rng = True
             continue
+        if p.name == "address":
+            takes_address = True
+            continue
         required = p.default is inspect.Parameter.empty
         params[p.name] = Param(p.name, hints.get(p.name, Any), required, None if required else p.default)
+    return params, takes_rng, takes_address
+
+
+def register(name: str, factory: Callable[..., Any], *, addresses: tuple[str, ...] = (), doc: str = "",
+             host: Callable[..., Any] | None = None) -> Kind:
+    """Make ``factory`` available to topology files as ``kind = name`` (``host``: its simulated hardware)."""
+    if name in KINDS and KINDS[name].factory is not factory:
+        raise ValueError(f"actor kind {name!r} is already registered")
+    params, takes_rng, takes_address = _signature(factory)
+    host_params: tuple[str, ...] = ()
+    if host is not None:
+        hparams, _, _ = _signature(host)
+        clash = set(hparams) & set(params)
+        if clash:
+            raise ValueError(f"kind {name!r}: host parameters {sorted(clash)} clash with the machine's")
+        params.update(hparams)
+        host_params = tuple(hparams)
     for a in addresses:
         if a not in params:
             raise ValueError(f"kind {name!r}: address parameter {a!r} is not a parameter of {factory!r}")
-    kind = Kind(name, factory, params, tuple(addresses), takes_rng, doc or (factory.__doc__ or "").strip().split("\n")[0])
+    kind = Kind(name, factory, params, tuple(addresses), takes_rng,
+                doc or (factory.__doc__ or "").strip().split("\n")[0], takes_address, host, host_params)
     KINDS[name] = kind
     return kind
 
 
 register("pingpong.pinger", Pinger, addresses=("peer",), doc="plays ping-pong rounds against a ponger")
 register("pingpong.ponger", Ponger, doc="answers every ping")
+register("workflow.workflow", WorkflowController, doc="hands booting servers their workflows")
+register("workflow.resource", ResourceController, doc="admission control for one resource")
+register("workflow.proxy", Proxy, doc="forwards and aggregates servers' requests")
+register("workflow.server", Server, addresses=("workflow_controller",), host=BootHost,
+         doc="a booting server (simulated hardware: BootHost)")

@@ -68,27 +68,52 @@ class RunResult:
         return d
 
 
+def event_matcher(spec: str | None) -> Callable[[str, dict], bool] | None:
+    """``kind`` or ``kind[field=value]`` (the run table's progress/done syntax) as a predicate."""
+    if not spec:
+        return None
+    kind, _, test = spec.partition("[")
+    if not test:
+        return lambda k, f: k == kind
+    field, _, value = test.rstrip("]").partition("=")
+    return lambda k, f: k == kind and str(f.get(field)) == value
+
+
 class _Tally:
-    """Counts the progress and done events of a topology as lines stream in."""
+    """Counts a topology's progress and done events, and actors per state, as events stream in."""
 
     def __init__(self, topo: Topology):
-        self.progress_kind = topo.run.progress
-        self.done_kind = topo.run.done
+        self.is_progress = event_matcher(topo.run.progress)
+        self.is_done = event_matcher(topo.run.done)
         self.done_needed = topo.run.done_count
+        self.states_kind = topo.run.states
         self.progress = 0
         self.done = 0
         self.kinds: Counter[str] = Counter()
+        self.state_of: dict[tuple[str, str], str] = {}
+        self.states: Counter[str] = Counter()
 
-    def see(self, kind: str) -> None:
+    def see(self, kind: str, fields: dict | None = None, node: str = "", actor: str = "") -> None:
         self.kinds[kind] += 1
-        if kind == self.progress_kind:
+        f = fields or {}
+        if self.is_progress is not None and self.is_progress(kind, f):
             self.progress += 1
-        if kind == self.done_kind:
+        if self.is_done is not None and self.is_done(kind, f):
             self.done += 1
+        if kind == self.states_kind and "to" in f:
+            key = (node, actor)
+            old = self.state_of.get(key)
+            if old is not None:
+                self.states[old] -= 1
+            self.state_of[key] = f["to"]
+            self.states[f["to"]] += 1
+
+    def state_line(self) -> str:
+        return ", ".join(f"{s} {n}" for s, n in sorted(self.states.items()) if n)
 
     @property
     def finished(self) -> bool:
-        return self.done_kind is not None and self.done >= self.done_needed
+        return self.is_done is not None and self.done >= self.done_needed
 
 
 class _TallyLog(EventLog):
@@ -100,7 +125,7 @@ class _TallyLog(EventLog):
 
     def emit(self, time: float, node: str, actor: str, kind: str, fields: dict | None = None) -> None:
         super().emit(time, node, actor, kind, fields)
-        self.tally.see(kind)
+        self.tally.see(kind, fields, node, actor)
 
 
 class _Progress:
@@ -264,8 +289,9 @@ def merge_events(files: list[Path], out: Path) -> int:
 
 
 def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, quiet: bool = False,
-             hook: Callable[[dict, float], None] | None = None, stop: threading.Event | None = None) -> RunResult:
-    """Run every node as a process until done, the duration, or ``stop``/Ctrl-C."""
+             hook: Callable[[dict, float], None] | None = None, stop: threading.Event | None = None,
+             min_seconds: float = 0.0) -> RunResult:
+    """Run every node as a process until done (not before ``min_seconds``), the duration, or ``stop``/Ctrl-C."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ports = {n.name: (n.port or _free_port(n.host)) for n in topo.nodes}
     resolved = topo.with_ports(ports)
@@ -297,11 +323,13 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
         t0 = time.monotonic()
         while True:
             for e in tail.read():
-                tally.see(e.get("kind", ""))
+                tally.see(e.get("kind", ""), e.get("fields"), e.get("node", ""), e.get("actor", ""))
             elapsed = time.monotonic() - t0
             alive = sum(p.alive() for p in procs.values())
-            progress.update(tally.progress, f"{alive}/{len(procs)} nodes, {sum(tally.kinds.values())} events")
-            if tally.finished:
+            states = tally.state_line()
+            progress.update(tally.progress, f"{alive}/{len(procs)} nodes, {sum(tally.kinds.values())} events"
+                            + (f"; {states}" if states else ""))
+            if tally.finished and elapsed >= min_seconds:
                 reason = "done"
                 break
             if stop.is_set():
@@ -347,6 +375,7 @@ def build_simulator(topo: Topology, seed: int, events: EventLog, *, trace: bool 
         s = spec(ln.latency or topo.network.latency, ln.loss, ln.duplicate, ln.reorder)
         net.set_link(ln.src, ln.dst, s, both=ln.both)
     sim = Simulator(seed, network=net, event_log=events, trace_messages=trace)
+    from topologies.hosts import sim_api
     factories: dict[str, Callable[[], Any]] = {}
     for n in topo.nodes:
         for a in n.actors:
@@ -354,14 +383,16 @@ def build_simulator(topo: Topology, seed: int, events: EventLog, *, trace: bool 
             kind = KINDS[a.kind]
 
             def factory(kind=kind, params=a.params, address=address):
-                return kind.build(params, sim.rng(address))
+                return kind.build(params, sim.rng(address), address)
             factories[address] = factory
-            sim.add(address, factory())
+            host = kind.build_host(a.params, sim.rng(address + "/host"))
+            sim.add(address, factory(),
+                    host=(lambda eff, addr, s, host=host: host.on_effect(eff, sim_api(s, addr))) if host else None)
     return sim, factories
 
 
 def run_sim(topo: Topology, run_dir: Path, seed: int, *, duration: float | None = None, quiet: bool = False,
-            trace: bool = False, setup: Callable[[Any, dict], None] | None = None) -> RunResult:
+            trace: bool = False, setup: Callable[[Any, dict], None] | None = None, min_seconds: float = 0.0) -> RunResult:
     """Run the topology in the deterministic simulator, from ``seed``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "topology.json").write_text(json.dumps(topo.to_dict(), indent=1))
@@ -380,8 +411,9 @@ def run_sim(topo: Topology, run_dir: Path, seed: int, *, duration: float | None 
         while t < limit:
             t = min(limit, t + step)
             sim.run(until=t)
-            progress.update(tally.progress, f"virtual {sim.now:.2f}s, {events.count} events")
-            if tally.finished:
+            states = tally.state_line()
+            progress.update(tally.progress, f"virtual {sim.now:.2f}s, {events.count} events" + (f"; {states}" if states else ""))
+            if tally.finished and sim.now >= min_seconds:
                 reason = "done"
                 break
             if not sim.pending():

@@ -35,6 +35,8 @@ from topologies.model import (
 __all__ = ["Problem", "TopologyError", "load_topology", "parse_topology"]
 
 RESERVED_NODES = {"chaosctl", "sim", "launcher"}
+_EVENT_MATCH = re.compile(r"^[A-Za-z0-9_.$-]+(\[[A-Za-z0-9_]+=[^\]]*\])?$")
+MAX_COUNT = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -226,14 +228,19 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     description = c.string(top, "description", (), "") or ""
     seed = c.number(top, "seed", (), 1, integer=True)
 
-    run_t = c.table(top.get("run", {}), ("run",), {"duration", "progress", "progress_total", "done", "done_count"})
+    run_t = c.table(top.get("run", {}), ("run",), {"duration", "progress", "progress_total", "done", "done_count", "states"})
     run = RunSpec(
         duration=c.number(run_t, "duration", ("run",), 60.0, above=0),
         progress=c.string(run_t, "progress", ("run",)),
         progress_total=c.number(run_t, "progress_total", ("run",), None, integer=True, minimum=1),
         done=c.string(run_t, "done", ("run",)),
         done_count=c.number(run_t, "done_count", ("run",), 1, integer=True, minimum=1),
+        states=c.string(run_t, "states", ("run",)),
     )
+    for key in ("progress", "done"):
+        v = getattr(run, key)
+        if v is not None and not _EVENT_MATCH.match(v):
+            c.bad(("run", key), f"expected an event kind, optionally with one field test: kind or kind[field=value], got {v!r}")
     tr_t = c.table(top.get("transport", {}), ("transport",), {"heartbeat", "liveness"})
     transport = TransportSpec(
         heartbeat=c.number(tr_t, "heartbeat", ("transport",), 0.5, above=0),
@@ -286,12 +293,15 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         seen_actors: set[str] = set()
         for j, ad in enumerate(actors_raw):
             apath = path + ("actors", j)
-            ad = c.table(ad, apath, {"name", "kind", "params"})
+            ad = c.table(ad, apath, {"name", "kind", "params", "count"})
             aname = c.name(ad, apath, "actor")
+            count = c.number(ad, "count", apath, 1, integer=True, minimum=1, maximum=MAX_COUNT)
+            names = [aname] if count == 1 else [f"{aname}{i}" for i in range(count)]
             if aname is not None:
-                if aname in seen_actors:
-                    c.bad(apath + ("name",), f"duplicate actor name {aname!r} on node {nname!r}")
-                seen_actors.add(aname)
+                for one in names:
+                    if one in seen_actors:
+                        c.bad(apath + ("name",), f"duplicate actor name {one!r} on node {nname!r}")
+                    seen_actors.add(one)
             kind_name = c.string(ad, "kind", apath, required=True)
             params = ad.get("params", {})
             if not isinstance(params, dict):
@@ -301,8 +311,9 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
             if kind_name and kind is None:
                 c.bad(apath + ("kind",), f"unknown actor kind {kind_name!r} (known: {', '.join(sorted(KINDS))})")
             if kind is not None:
-                _check_params(c, kind, params, apath + ("params",), pending_refs)
-            actors.append(ActorSpec(aname or "?", kind_name or "?", dict(params)))
+                _check_params(c, kind, _instance(params, 0, nname or ""), apath + ("params",), pending_refs)
+            for i, one in enumerate(names):
+                actors.append(ActorSpec(one or "?", kind_name or "?", _instance(params, i, nname or "") if count > 1 else dict(params)))
         nodes.append(NodeSpec(nname or "?", host or "127.0.0.1", port, tuple(actors)))
 
     addresses = {f"{n.name}/{a.name}" for n in nodes for a in n.actors}
@@ -384,6 +395,19 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     if c.problems:
         raise TopologyError(source, c.problems)
     return Topology(name, description, seed, run, transport, network, tuple(nodes), tuple(links), keys, tuple(chaos), source)
+
+
+def _instance(params: dict, i: int, node: str) -> dict:
+    """The params of the i-th of ``count`` actors: ``{i}`` and ``{node}`` in strings filled in."""
+    def fill(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace("{i}", str(i)).replace("{node}", node)
+        if isinstance(v, list):
+            return [fill(x) for x in v]
+        if isinstance(v, dict):
+            return {k: fill(x) for k, x in v.items()}
+        return v
+    return {k: fill(v) for k, v in params.items()}
 
 
 def _check_params(c: _Checker, kind: Kind, params: dict, path: tuple, refs: list) -> None:

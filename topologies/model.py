@@ -41,6 +41,7 @@ class RunSpec:
     progress_total: int | None = None   # how many progress events make 100 %
     done: str | None = None             # event kind that marks completion ...
     done_count: int = 1                 # ... once seen this many times
+    states: str | None = None           # event kind whose "to" field is an actor's new state (live counts, report)
 
 
 @attrs.frozen

@@ -140,13 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         if topo.keys:
             k = topo.keys[args.name]
             curve = CurveConfig(k["public"], k["secret"], {n: v["public"] for n, v in topo.keys.items() if n != args.name})
+        from topologies.hosts import actor_api
         for a in me.actors:
             kind = KINDS[a.kind]
             address = f"{args.name}/{a.name}"
 
             def factory(kind=kind, params=a.params, address=address):
-                return kind.build(params, random.Random(f"{topo.seed}/{address}"))
-            spawns.append((a.name, StateMachineActor, (factory,), {}))
+                return kind.build(params, random.Random(f"{topo.seed}/{address}"), address)
+            host = kind.build_host(a.params, random.Random(f"{topo.seed}/{address}/host"))
+            on_effect = (lambda eff, actor, host=host: host.on_effect(eff, actor_api(actor))) if host else None
+            spawns.append((a.name, StateMachineActor, (factory,), {"on_effect": on_effect}))
     if args.curve is not None:
         try:
             spec = json.loads(args.curve.read_text())

@@ -14,7 +14,9 @@ reported again later (``fleetplane report RUNDIR``). It writes:
   active against the rate while none was.
 * ``report.html``: one self-contained page (inline SVG, no scripts, nothing
   fetched) with a timeline of fault periods and the topology's progress over
-  time, plus the tables above.
+  time; actors per state over time when the topology names a state event
+  (``[run] states``, e.g. servers per state); holders against the limit in
+  force when the log has admission events carrying both; plus the tables above.
 
 Fault periods come from the nemesis events (``nemesis.*``): a fault op opens a
 period, the matching heal op closes it.
@@ -99,7 +101,9 @@ def make_report(run_dir: str | Path, checkers: list[str] | None = None) -> dict:
             if s is not None and e["fields"].get("outcome") == "reply":
                 latencies.append(e["time"] - s)
 
-    progress_times = [e["time"] for e in events if e["kind"] == progress_kind] if progress_kind else []
+    from topologies.launcher import event_matcher
+    is_progress = event_matcher(progress_kind)
+    progress_times = [e["time"] for e in events if is_progress(e["kind"], e.get("fields") or {})] if is_progress else []
     periods = fault_periods(events, t1)
     availability = []
     for p in periods:
@@ -128,19 +132,107 @@ def make_report(run_dir: str | Path, checkers: list[str] | None = None) -> dict:
         "messages_per_progress": round(messages / len(progress_times), 3) if progress_times and messages else None,
         "availability": {"healthy_rate_per_s": round(healthy_n / healthy_span, 3), "fault_periods": availability},
     }
+    states_kind = _topology(run_dir).get("run", {}).get("states")
+    extra = []
+    if states_kind:
+        series = _state_series(events, states_kind)
+        if series:
+            extra.append((f"Actors per state ({states_kind})", _lines_svg(series, periods, t0, t1)))
+    hl = _holders_series(events)
+    if hl:
+        extra.append(("Holders and the limit in force", _lines_svg(hl, periods, t0, t1)))
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    (run_dir / "report.html").write_text(_html(results, events, periods, progress_times, t0, t1), encoding="utf-8")
+    (run_dir / "report.html").write_text(_html(results, events, periods, progress_times, t0, t1, extra), encoding="utf-8")
     return results
 
 
+def _topology(run_dir: Path) -> dict:
+    f = run_dir / "topology.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def _state_series(events: list[dict], kind: str) -> dict[str, list[tuple[float, float]]]:
+    """state -> [(time, actors in that state)] from the ``to`` field of ``kind`` events."""
+    state_of: dict[tuple[str, str], str] = {}
+    counts: Counter[str] = Counter()
+    series: dict[str, list[tuple[float, float]]] = {}
+    for e in events:
+        if e["kind"] != kind or "to" not in (e.get("fields") or {}):
+            continue
+        key = (e["node"], e["actor"])
+        old = state_of.get(key)
+        new = e["fields"]["to"]
+        state_of[key] = new
+        for st, delta in ((old, -1), (new, +1)):
+            if st is None:
+                continue
+            counts[st] += delta
+            series.setdefault(st, []).append((e["time"], counts[st]))
+    return series
+
+
+def _holders_series(events: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """'holders' and 'limit' over time, summed over every controller that reports both."""
+    holders: dict[str, float] = {}
+    limits: dict[str, float] = {}
+    out: dict[str, list[tuple[float, float]]] = {"holders": [], "limit": []}
+    for e in events:
+        f = e.get("fields") or {}
+        if "holders" not in f or "limit" not in f and "new" not in f:
+            continue
+        c = f"{e['node']}/{e['actor']}"
+        holders[c] = f["holders"]
+        limits[c] = f.get("new", f.get("limit"))
+        out["holders"].append((e["time"], sum(holders.values())))
+        out["limit"].append((e["time"], sum(limits.values())))
+    return out if out["holders"] else {}
+
+
+_PALETTE = ["#1f6feb", "#d73a49", "#28a745", "#6f42c1", "#e36209", "#17a2b8", "#6a737d", "#b08800"]
+
+
+def _lines_svg(series: dict[str, list[tuple[float, float]]], periods: list[dict], t0: float, t1: float) -> str:
+    W, H, PAD, RIGHT = 900, 220, 40, 100  # RIGHT: room for the legend
+    span = max(t1 - t0, 1e-9)
+    top = max((v for pts in series.values() for _, v in pts), default=1) or 1
+
+    def x(t: float) -> float:
+        return PAD + (t - t0) / span * (W - PAD - RIGHT)
+
+    def y(v: float) -> float:
+        return H - PAD - v / top * (H - 2 * PAD)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img">',
+           f'<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>']
+    for p in periods:
+        out.append(f'<rect x="{x(p["start"]):.1f}" y="{PAD / 2:.0f}" width="{max(1.0, x(p["end"]) - x(p["start"])):.1f}" '
+                   f'height="{H - PAD * 1.5:.0f}" fill="#eee"/>')
+    for i, (name, pts) in enumerate(sorted(series.items())):
+        colour = _PALETTE[i % len(_PALETTE)]
+        step = []
+        prev = 0.0
+        for t, v in pts:  # step lines: a count holds until it changes
+            step += [(x(t), y(prev)), (x(t), y(v))]
+            prev = v
+        step.append((x(t1), y(prev)))
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="'
+                   + " ".join(f"{a:.1f},{b:.1f}" for a, b in step) + '"/>')
+        out.append(f'<text x="{W - RIGHT + 6}" y="{PAD + 14 * i}" font-size="11" fill="{colour}">{html.escape(name)}</text>')
+    out.append(f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - RIGHT}" y2="{H - PAD}" stroke="#333"/>')
+    out.append(f'<text x="4" y="{PAD}" font-size="11">{top:g}</text>')
+    for k in range(6):
+        t = t0 + span * k / 5
+        out.append(f'<text x="{x(t):.1f}" y="{H - PAD + 16}" font-size="11" text-anchor="middle">{t - t0:.2f}s</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
 def _progress_kind(run_dir: Path) -> str | None:
-    topo = run_dir / "topology.json"
-    if topo.exists():
-        return json.loads(topo.read_text()).get("run", {}).get("progress")
-    return None
+    return _topology(run_dir).get("run", {}).get("progress")
 
 
-def _html(results: dict, events: list[dict], periods: list[dict], progress: list[float], t0: float, t1: float) -> str:
+def _html(results: dict, events: list[dict], periods: list[dict], progress: list[float], t0: float, t1: float,
+          extra: list[tuple[str, str]] = ()) -> str:
     W, H, PAD = 900, 220, 40
     span = max(t1 - t0, 1e-9)
 
@@ -184,6 +276,7 @@ tr.valid td{{background:#e3f6e3}} tr.unknown td{{background:#f3f3f3}} h1{{font-s
 <p>{"All checkers valid or unknown." if results["valid"] else "<b>At least one invariant is INVALID.</b>"}
  {results["events"]} events over {results["span"]:.3f} s; progress {results["progress"]}.</p>
 <h2>Timeline</h2>{"".join(svg)}
+{"".join(f"<h2>{html.escape(title)}</h2>{chart}" for title, chart in extra)}
 <h2>Invariants</h2><table><tr><th>checker</th><th>verdict</th><th>summary</th><th>evidence</th></tr>{verdict_rows}</table>
 <h2>Figures</h2><table>{rows([("ask latency (s)", results["ask_latency_s"] or "no traced asks"),
                               ("ask outcomes", results["ask_outcomes"] or "-"),

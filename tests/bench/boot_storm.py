@@ -1,0 +1,272 @@
+"""Benchmark: a 10,000-server boot storm in the simulator, admission-controlled vs fixed-limit vs naive.
+
+How this works
+--------------
+One workload, four fleets, all in the deterministic simulator (harness:
+``tests/workflow_sim.py``; naive fleet: ``tests/naive_fleet.py``):
+
+* workload: N servers (``--servers``, default 10,000) power on uniformly over
+  [0, 2] s and each runs one stage needing resource ``r0``; the stage's work
+  is ``stage_time * lognormvariate(-sigma^2/2, sigma)`` seconds at nominal
+  speed (lognormal, mean ``--stage-time`` = 30 s, ``--stage-sigma`` = 0.25),
+  drawn per server from the seed. The store is processor sharing with a
+  per-client cap: ``C`` (``--capacity``, default 100) concurrent transfers
+  run at full speed, more slow everyone down. The ideal makespan lower bound
+  is the harness's: sum of stage work / C.
+* **adaptive** (the default ``build_storm``): servers ask the resource
+  controller (AIMD limit starting at C), wait pending / parking / dormant as
+  directed. Figures: makespan / ideal (target <= 1.10); peak holders and the
+  limit in force, from the event log via ``check_admission``
+  (``peak_holders_over_limit`` = max over time of holders - limit in force,
+  0 when never above); controller inbound messages per server; energy:
+  server-seconds waiting pending / parking / dormant, weighted 1 / parking
+  power (0.4) / 0, against an all-pending baseline (every waiting second at
+  full power).
+* **proxied**: the same with ``--proxies`` (4) proxies, proxy-first:
+  ``proxy_reduction`` = controller inbound without proxies / with.
+* **fixed**: ``adaptive=False``, limit = C (no adaptation).
+* **naive**: no controller; each server starts its transfer and, when the
+  store refuses it (``fail_above=1.0``: a start while C are in flight fails
+  after 1 s), retries after ``uniform(0, min(cap, base * 2**attempt))``
+  (exponential backoff, full jitter; ``--naive-base`` 1 s, ``--naive-cap``
+  64 s). Its messages are its transfer attempts.
+
+``--quick``: N = 1,000, C = 50 (unless given). Prints progress while each
+scenario runs, then one figure per line with its baseline, then one JSON
+object (last line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path, where transport.py (the
+# transport benchmark) would shadow the transport package: use the project root.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parents[1]))
+
+from tests.naive_fleet import build_naive_fleet  # noqa: E402
+from tests.workflow_sim import (  # noqa: E402
+    SERVER_INBOUND_TAGS,
+    build_storm,
+    check_admission,
+    check_no_grant_while_dormant,
+)
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def _ratio(x: float | None) -> str:
+    return "n/a (not every server finished)" if x is None else f"{x:.4f}"
+
+
+def run_with_progress(label: str, fleet, every: float) -> float:
+    """``fleet.run()`` (same chunking: 10 s of sim time, stop once every server finished), with progress lines."""
+    sim = fleet.sim
+    until = fleet.params["time_limit"]
+    n = len(fleet.servers)
+    t0 = last = time.perf_counter()
+    while sim.now < until:
+        sim.run(until=min(sim.now + 10.0, until))
+        if fleet.finished():
+            break
+        if time.perf_counter() - last >= every:
+            last = time.perf_counter()
+            states = Counter(sim.machine(a).state.value for a in fleet.servers)
+            extra = ""
+            if hasattr(fleet, "controllers"):
+                c = fleet.controller(0)
+                extra = f"  holders {c.holders}/limit {c.limit}"
+            else:
+                extra = f"  attempts {sum(sim.machine(a).attempts for a in fleet.servers)}"
+            shown = "  ".join(f"{s} {states[s]}" for s in ("running", "pending", "parking", "dormant") if states[s])
+            print(f"  [{label}] sim {sim.now:7.0f} s  done {states['done']:>6}/{n}  {shown}{extra}  "
+                  f"wall {last - t0:5.1f} s", flush=True)
+    seconds = time.perf_counter() - t0
+    print(f"  [{label}] ran to sim {sim.now:.0f} s in {seconds:.1f} s wall", flush=True)
+    return seconds
+
+
+def limit_range(events: list[dict]) -> tuple[int | None, int | None]:
+    """Lowest and highest limit in force over the run (controller.start, then limit.changed)."""
+    vals = [e["fields"]["limit"] for e in events if e["kind"] == "controller.start"]
+    vals += [e["fields"]["new"] for e in events if e["kind"] == "limit.changed"]
+    return (min(vals), max(vals)) if vals else (None, None)
+
+
+def storm_scenario(label: str, args, every: float, **kw) -> dict:
+    t0 = time.perf_counter()
+    print(f"{label}: building ...", flush=True)
+    storm = build_storm(args.seed, servers=args.servers, capacity=args.capacity, stage_time=args.stage_time,
+                        stage_sigma=args.stage_sigma, **kw)
+    run_with_progress(label, storm, every)
+    f = storm.figures()
+    storm.drain()  # leases whose release was lost expire: check_admission's "outstanding" is then exact
+    events = storm.events()
+    a = check_admission(events)
+    f["admission"] = a
+    f["dormant_grants"] = len(check_no_grant_while_dormant(events))
+    f["limit_range"] = limit_range(events)
+    f["changes"] = Counter(e["fields"]["reason"] for e in events if e["kind"] == "limit.changed")
+    f["work"] = list(storm.work.values())
+    f["wall_s"] = time.perf_counter() - t0
+    if f["unfinished"] or f["failed"]:
+        print(f"  [{label}] WARNING: {f['unfinished']} unfinished, {f['failed']} failed", flush=True)
+    return f
+
+
+def naive_scenario(args, every: float) -> dict:
+    t0 = time.perf_counter()
+    print("naive: building ...", flush=True)
+    fleet = build_naive_fleet(args.seed, servers=args.servers, capacity=args.capacity, stage_time=args.stage_time,
+                              stage_sigma=args.stage_sigma, fail_above=1.0, base=args.naive_base, cap=args.naive_cap)
+    run_with_progress("naive", fleet, every)
+    f = fleet.figures()
+    f["work"] = list(fleet.work.values())
+    f["wall_s"] = time.perf_counter() - t0
+    if f["unfinished"] or f["failed"]:
+        print(f"  [naive] WARNING: {f['unfinished']} unfinished, {f['failed']} failed", flush=True)
+    return f
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--servers", type=int, default=None, help="N (default 10,000; 1,000 with --quick)")
+    ap.add_argument("--capacity", type=int, default=None, help="C (default 100; 50 with --quick)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="N = 1,000, C = 50")
+    ap.add_argument("--stage-time", type=float, default=30.0, help="mean stage work, seconds")
+    ap.add_argument("--stage-sigma", type=float, default=0.25, help="sigma of the lognormal stage work")
+    ap.add_argument("--proxies", type=int, default=4)
+    ap.add_argument("--naive-base", type=float, default=1.0, help="full-jitter backoff base, seconds")
+    ap.add_argument("--naive-cap", type=float, default=64.0, help="full-jitter backoff cap, seconds")
+    args = ap.parse_args(argv)
+    if args.servers is None:
+        args.servers = 1_000 if args.quick else 10_000
+    if args.capacity is None:
+        args.capacity = 50 if args.quick else 100
+    if args.servers < 1 or args.capacity < 1 or args.proxies < 1:
+        ap.error("need --servers, --capacity and --proxies >= 1")
+    n, c = args.servers, args.capacity
+    every = 1.0 if args.quick else 3.0
+
+    print(f"boot storm: N={n} servers, C={c} (one resource r0, one store), seed {args.seed}", flush=True)
+    print(f"stage work: lognormal, mean {args.stage_time} s, sigma {args.stage_sigma} "
+          f"(work = {args.stage_time} * lognormvariate(-sigma^2/2, sigma), one draw per server); "
+          f"servers power on uniformly over [0, 2] s", flush=True)
+    print(f"store: processor sharing, full speed up to C={c} concurrent transfers, slower beyond "
+          f"(naive run: starts above C fail after 1 s)", flush=True)
+    t_all = time.perf_counter()
+
+    ad = storm_scenario("adaptive", args, every)
+    px = storm_scenario("proxied", args, every, proxies=args.proxies, proxy_first=True)
+    fx = storm_scenario("fixed", args, every, adaptive=False, limit=c)
+    nv = naive_scenario(args, every)
+    total_wall = time.perf_counter() - t_all
+
+    work = ad["work"]
+    for other in (px, fx, nv):
+        assert other["work"] == work, "the scenarios did not get the same workload"
+    q = statistics.quantiles(work, n=20)
+    ideal = ad["ideal"]
+    a = ad["admission"]
+    lo, hi = ad["limit_range"]
+    by = ad["ctrl_inbound_by"]
+    proxy_reduction = ad["ctrl_inbound"] / px["ctrl_inbound"] if px["ctrl_inbound"] else math.inf
+    ws = ad["waiting_seconds"]
+    waited = sum(ws.values())
+    pp = 0.4
+    energy = ws["pending"] + pp * ws["parking"]
+    naive_wait = nv["state_seconds"].get("pending", 0.0)
+
+    print()
+    print(f"stage work drawn: mean {statistics.fmean(work):.2f} s, median {statistics.median(work):.2f} s, "
+          f"p5 {q[0]:.2f} s, p95 {q[-1]:.2f} s, total {sum(work):.0f} s")
+    print(f"ideal: {ideal:.1f} s (sum of stage work / C = {sum(work):.0f} / {c})")
+    print(f"makespan_ratio: {_ratio(ad['makespan_ratio'])} (adaptive: makespan {ad['makespan'] or float('nan'):.1f} s "
+          f"vs ideal {ideal:.1f} s; target <= 1.10: {'met' if (ad['makespan_ratio'] or 9) <= 1.10 else 'MISSED'})")
+    print(f"peak_holders: {a['peak_holders']} vs limit in force {lo}..{hi} over the run (C={c}; "
+          f"limit changes {dict(ad['changes']) or 'none'}; store peak {ad['store_peak']} concurrent transfers)")
+    print(f"peak_holders_over_limit: {a['max_holders_over_limit']} (baseline 0 = never above; check_admission "
+          f"{'ok' if a['ok'] else 'VIOLATED'}, {len(a['violations'])} violations, {ad['dormant_grants']} grants while "
+          f"dormant, {len(a['outstanding'])} leases outstanding after drain)")
+    print(f"ctrl_msgs_per_server: {ad['ctrl_inbound_per_server']:.2f} (controller inbound {ad['ctrl_inbound']}: "
+          + ", ".join(f"{t} {by[t]}" for t in SERVER_INBOUND_TAGS if by[t])
+          + f"; baseline: naive fleet {nv['attempts_per_server']:.2f} attempts per server)")
+    print(f"proxy_reduction: {proxy_reduction:.1f}x (controller inbound {ad['ctrl_inbound']} without proxies vs "
+          f"{px['ctrl_inbound']} with {args.proxies} proxies, proxy-first; issue target >= 10x; proxied makespan "
+          f"ratio {_ratio(px['makespan_ratio'])}, limit {px['limit_range'][0]}..{px['limit_range'][1]}, "
+          f"peak holders {px['admission']['peak_holders']}, store peak {px['store_peak']})")
+    print(f"fixed_makespan_ratio: {_ratio(fx['makespan_ratio'])} (limit fixed at C={c}; vs adaptive "
+          f"{_ratio(ad['makespan_ratio'])}); fixed ctrl_msgs_per_server {fx['ctrl_inbound_per_server']:.2f}, "
+          f"peak holders {fx['admission']['peak_holders']}")
+    print(f"naive_makespan_ratio: {_ratio(nv['makespan_ratio'])} (no controller, full-jitter backoff base "
+          f"{args.naive_base:g} s cap {args.naive_cap:g} s, store fails starts above C; vs adaptive "
+          f"{_ratio(ad['makespan_ratio'])})")
+    print(f"naive_failed_attempts: {nv['failed_attempts']} (up to {nv['max_failures_one_server']} for one server; "
+          f"baseline: {ad['store_failed']} store failures under the controller)")
+    print(f"naive_msgs_per_server: {nv['attempts_per_server']:.2f} ({nv['attempts']} transfer attempts; vs "
+          f"ctrl_msgs_per_server {ad['ctrl_inbound_per_server']:.2f})")
+    print(f"waiting server-seconds (adaptive): pending {ws['pending']:.0f}, parking {ws['parking']:.0f}, "
+          f"dormant {ws['dormant']:.0f}; total {waited:.0f}")
+    ratio_e = energy / waited if waited else None
+    print(f"waiting_energy_ratio: {_ratio(ratio_e)} (pending x1 + parking x{pp} + dormant x0 = {energy:.0f} "
+          f"full-power server-seconds vs all-pending baseline {waited:.0f}); naive fleet waited {naive_wait:.0f} "
+          f"server-seconds, all at full power ({naive_wait / energy if energy else math.inf:.0f}x the adaptive "
+          f"waiting energy)")
+    walls = {"adaptive": ad["wall_s"], "proxied": px["wall_s"], "fixed": fx["wall_s"], "naive": nv["wall_s"]}
+    print("wall: " + ", ".join(f"{k} {v:.1f} s" for k, v in walls.items()) + f"; total {total_wall:.1f} s")
+
+    fig = {
+        "servers": n,
+        "capacity": c,
+        "seed": args.seed,
+        "stage_work": {"distribution": "lognormal", "mean": args.stage_time, "sigma": args.stage_sigma},
+        "ideal_s": _r(ideal, 2),
+        "makespan_s": _r(ad["makespan"], 2),
+        "makespan_ratio": _r(ad["makespan_ratio"]),
+        "peak_holders": a["peak_holders"],
+        "limit_min": lo,
+        "limit_max": hi,
+        "peak_holders_over_limit": a["max_holders_over_limit"],
+        "admission_ok": a["ok"],
+        "ctrl_msgs_per_server": _r(ad["ctrl_inbound_per_server"]),
+        "ctrl_inbound": ad["ctrl_inbound"],
+        "proxies": args.proxies,
+        "ctrl_inbound_proxied": px["ctrl_inbound"],
+        "proxy_reduction": _r(proxy_reduction, 2),
+        "proxied_makespan_ratio": _r(px["makespan_ratio"]),
+        "proxied_limit_max": px["limit_range"][1],
+        "fixed_makespan_ratio": _r(fx["makespan_ratio"]),
+        "fixed_ctrl_msgs_per_server": _r(fx["ctrl_inbound_per_server"]),
+        "naive_makespan_ratio": _r(nv["makespan_ratio"]),
+        "naive_failed_attempts": nv["failed_attempts"],
+        "naive_attempts": nv["attempts"],
+        "naive_msgs_per_server": _r(nv["attempts_per_server"]),
+        "naive_backoff": {"base_s": args.naive_base, "cap_s": args.naive_cap, "jitter": "full"},
+        "waiting_pending_s": round(ws["pending"], 1),
+        "waiting_parking_s": round(ws["parking"], 1),
+        "waiting_dormant_s": round(ws["dormant"], 1),
+        "waiting_all_pending_baseline_s": round(waited, 1),
+        "waiting_energy_ratio": _r(ratio_e),
+        "naive_waiting_full_power_s": round(naive_wait, 1),
+        "all_done": all(x["unfinished"] == 0 and x["failed"] == 0 for x in (ad, px, fx, nv)),
+        "wall_s": {k: round(v, 2) for k, v in walls.items()},
+        "total_wall_s": round(total_wall, 2),
+    }
+    print(json.dumps(fig))
+    return fig
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,109 @@
+"""Simulated host agents: what carries out a protocol's host effects in a topology run.
+
+How this works
+--------------
+A protocol machine returns host effects (``RunStage``, ``PowerOff``, ...); an
+embedder plugs in real ones. A topology run has no real hardware, so an actor
+kind may name a *host*: a small object whose ``on_effect(effect, api)`` plays
+the hardware. It acts only through a :class:`HostApi` - ``now``, ``later(delay,
+msg)`` (deliver ``msg`` to the actor itself after ``delay`` seconds) and
+``emit(kind, fields)`` - so the same host runs in a node process (timers of the
+actor) and in the simulator (injected deliveries at virtual times).
+
+:class:`BootHost` is the booting server's hardware: a stage takes
+``stage_time`` seconds at nominal speed times a lognormal factor (sigma
+``stage_sigma``, mean 1) drawn from the host's rng, then ``StageDone``;
+``AbortStage`` makes the run's completion stale (the server ignores it by run
+id); power effects become ``host.power`` events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any, Protocol
+
+from protocols.workflow.server import AbortStage, PowerOff, PowerOn, RunStage, SetPower
+from protocols.workflow.messages import StageDone
+
+__all__ = ["BootHost", "HostApi", "actor_api", "sim_api"]
+
+
+class HostApi(Protocol):
+    @property
+    def now(self) -> float: ...
+
+    def later(self, delay: float, msg: Any) -> None: ...
+
+    def emit(self, kind: str, fields: dict) -> None: ...
+
+
+class _ActorApi:
+    _keys = itertools.count(1)
+
+    def __init__(self, actor: Any):
+        self.actor = actor
+
+    @property
+    def now(self) -> float:
+        return self.actor.now
+
+    def later(self, delay: float, msg: Any) -> None:
+        self.actor.set_timer(f"$host{next(self._keys)}", delay, msg)
+
+    def emit(self, kind: str, fields: dict) -> None:
+        self.actor.emit(kind, **fields)
+
+
+class _SimApi:
+    def __init__(self, sim: Any, address: str):
+        self.sim, self.address = sim, address
+        self.node, _, self.actor = address.partition("/")
+
+    @property
+    def now(self) -> float:
+        return self.sim.now
+
+    def later(self, delay: float, msg: Any) -> None:
+        self.sim.send(self.address, msg, sender=self.address, at=self.sim.now + max(0.0, delay))
+
+    def emit(self, kind: str, fields: dict) -> None:
+        self.sim.event_log.emit(self.sim.now, self.node, self.actor, kind, fields)
+
+
+def actor_api(actor: Any) -> HostApi:
+    """The HostApi of a StateMachineActor in a node process."""
+    return _ActorApi(actor)
+
+
+def sim_api(sim: Any, address: str) -> HostApi:
+    """The HostApi of a simulator participant."""
+    return _SimApi(sim, address)
+
+
+class BootHost:
+    """A booting server's hardware, simulated (see the module docstring)."""
+
+    def __init__(self, rng: random.Random, stage_time: float = 1.0, stage_sigma: float = 0.25):
+        if not stage_time > 0 or stage_sigma < 0:
+            raise ValueError(f"stage_time must be > 0 and stage_sigma >= 0, got {stage_time}, {stage_sigma}")
+        self.rng = rng
+        self.stage_time = stage_time
+        self.stage_sigma = stage_sigma
+
+    def on_effect(self, effect: Any, api: HostApi) -> None:
+        c = type(effect)
+        if c is RunStage:
+            s = self.stage_sigma
+            work = self.stage_time * (self.rng.lognormvariate(-s * s / 2, s) if s else 1.0)
+            api.later(work, StageDone(effect.stage, effect.run))
+        elif c is AbortStage:
+            pass  # the completion, when it comes, carries a stale run id and is ignored
+        elif c is SetPower:
+            api.emit("host.power", {"mode": "full" if effect.level >= 1.0 else "parked", "level": effect.level})
+        elif c is PowerOff:
+            api.emit("host.power", {"mode": "off"})
+        elif c is PowerOn:
+            api.emit("host.power", {"mode": "full"})
+        else:
+            raise TypeError(f"BootHost cannot carry out {effect!r}")
