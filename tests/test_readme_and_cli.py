@@ -22,7 +22,7 @@ def _command_after(marker: str) -> str:
 def test_readme_has_the_two_commands():
     run = _command_after("run-command")
     test = _command_after("test-command")
-    assert "pip install" in run and "fleetplane run topologies/pingpong.toml" in run
+    assert "pip install" in run and "fleetplane run topologies/boot_storm.toml" in run
     assert "pip install" in test and "'.[test]'" in test and "pytest" in test
 
 

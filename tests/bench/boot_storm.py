@@ -53,8 +53,8 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parents[1]))
 
-from tests.naive_fleet import build_naive_fleet  # noqa: E402
-from tests.workflow_sim import (  # noqa: E402
+from tests.naive_fleet import build_naive_fleet
+from tests.workflow_sim import (
     SERVER_INBOUND_TAGS,
     build_storm,
     check_admission,
@@ -88,7 +88,8 @@ def run_with_progress(label: str, fleet, every: float) -> float:
                 c = fleet.controller(0)
                 extra = f"  holders {c.holders}/limit {c.limit}"
             else:
-                extra = f"  attempts {sum(sim.machine(a).attempts for a in fleet.servers)}"
+                extra = (f"  store in flight {len(fleet.stores[0].active)}  "
+                         f"attempts {sum(sim.machine(a).attempts for a in fleet.servers)}")
             shown = "  ".join(f"{s} {states[s]}" for s in ("running", "pending", "parking", "dormant") if states[s])
             print(f"  [{label}] sim {sim.now:7.0f} s  done {states['done']:>6}/{n}  {shown}{extra}  "
                   f"wall {last - t0:5.1f} s", flush=True)
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.servers < 1 or args.capacity < 1 or args.proxies < 1:
         ap.error("need --servers, --capacity and --proxies >= 1")
     n, c = args.servers, args.capacity
-    every = 1.0 if args.quick else 3.0
+    every = 0.25 if args.quick else 3.0
 
     print(f"boot storm: N={n} servers, C={c} (one resource r0, one store), seed {args.seed}", flush=True)
     print(f"stage work: lognormal, mean {args.stage_time} s, sigma {args.stage_sigma} "

@@ -1,0 +1,61 @@
+"""The boot storm as a topology: 1,000 servers over 4 processes, in the simulator, as real
+processes, and under chaos with the controller node isolated (issue 5, "Must show")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors.eventlog import read_events
+from topologies.chaos import run_chaos
+from topologies.launcher import run_real, run_sim
+from topologies.loader import load_topology
+from topologies.report import make_report
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOT_STORM = ROOT / "topologies" / "boot_storm.toml"
+WORKFLOW_CHECKERS = ("admission-limit", "leases-end", "servers-done", "no-grant-while-dormant")
+
+
+@pytest.fixture(scope="module")
+def topo():
+    t = load_topology(BOOT_STORM)
+    servers = [a for n in t.nodes for a in n.actors if a.kind == "workflow.server"]
+    server_nodes = {n.name for n in t.nodes if any(a.kind == "workflow.server" for a in n.actors)}
+    assert len(servers) >= 1000 and len(server_nodes) >= 4, "the must-show needs 1,000 servers over 4 processes"
+    return t
+
+
+def verdicts(run_dir: Path) -> dict[str, str]:
+    return {v["checker"]: v["status"] for v in make_report(run_dir)["verdicts"]}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_boot_storm_in_the_simulator(topo, tmp_path, seed):
+    result = run_sim(topo, tmp_path, seed, quiet=True)
+    assert result.ok and result.progress == 1000, f"seed {seed}: {result.summary()}"
+    v = verdicts(tmp_path)
+    assert all(v[c] == "valid" for c in WORKFLOW_CHECKERS), f"seed {seed}: {v}"
+    states = {e["fields"]["to"] for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "server.state"}
+    assert {"pending", "parking", "dormant", "running", "done"} <= states, f"seed {seed}: states seen {states}"
+
+
+@pytest.mark.timeout(300)
+def test_boot_storm_as_real_processes(topo, tmp_path):
+    result = run_real(topo, tmp_path, quiet=True)
+    assert result.ok and result.reason == "done" and result.progress == 1000, result.summary()
+    assert all(info["exit"] == 0 for info in result.nodes.values())
+    v = verdicts(tmp_path)
+    assert all(v[c] == "valid" for c in WORKFLOW_CHECKERS), v
+
+
+@pytest.mark.timeout(300)
+def test_boot_storm_under_chaos_with_the_controller_isolated(topo, tmp_path):
+    result = run_chaos(topo, tmp_path, seed=1, nemesis="one", overrides={"target": "ctl", "start": 1.0, "duration": 3.0},
+                       quiet=True)
+    assert result.run.done == 1000, result.run.summary()
+    v = {x["checker"]: x["status"] for x in result.verdicts}
+    assert all(v[c] == "valid" for c in WORKFLOW_CHECKERS), result.verdicts
+    kinds = [e["kind"] for e in read_events(tmp_path / "events.jsonl")]
+    assert "nemesis.grudge" in kinds and "nemesis.heal" in kinds
