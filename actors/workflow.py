@@ -1,0 +1,60 @@
+"""Thin actors for the boot-workflow protocol: what a host agent embeds.
+
+How this works
+--------------
+:class:`ServerActor` runs the :class:`~protocols.workflow.server.Server` state
+machine for the machine the host agent lives on and hands its host effects to
+the agent's callbacks:
+
+* ``on_stage(stage, report)``: run boot stage ``stage`` (a ``RunStage``: name,
+  run id, resources held, expected seconds). Start the work and return; when it
+  ends, call ``report(True)`` or ``report(False, "why")`` from any thread - it
+  tells the actor ``StageDone`` / ``StageFailed`` for that run.
+* ``on_power(level)``: 1.0 full power, a fraction to park, 0.0 to power off
+  (``SetPower``, ``PowerOff``, ``PowerOn``).
+* ``on_abort(stage_name, run)`` (optional): a running stage lost its lease; stop it
+  (its late report is ignored anyway, by run id).
+
+Everything else - asking controllers, waiting pending / parking / dormant,
+renewing leases, proxies - is the state machine's. The resource controllers,
+the workflow controller and proxies need no host and run in a plain
+``StateMachineActor``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+from actors.statemachine import StateMachineActor
+from protocols.workflow.messages import StageDone, StageFailed
+from protocols.workflow.server import AbortStage, PowerOff, PowerOn, RunStage, Server, SetPower
+
+__all__ = ["ServerActor"]
+
+
+class ServerActor(StateMachineActor):
+    def __init__(self, workflow_controller: str, *, on_stage: Callable[[RunStage, Callable[..., None]], Any],
+                 on_power: Callable[[float], Any] | None = None, on_abort: Callable[[str, int], Any] | None = None,
+                 seed: int | str | None = None, **server_kwargs: Any):
+        address = self.address  # set by the runtime before __init__
+        rng = random.Random(seed if seed is not None else address)
+        super().__init__(lambda: Server(address, workflow_controller, rng=rng, **server_kwargs), on_effect=self._host)
+        self._on_stage, self._on_power, self._on_abort = on_stage, on_power, on_abort
+
+    def _host(self, effect: Any, actor: StateMachineActor) -> None:
+        c = type(effect)
+        if c is RunStage:
+            node, me, stage, run = self.node, self.address, effect.stage, effect.run
+
+            def report(ok: bool = True, reason: str = "") -> None:
+                node.tell(me, StageDone(stage, run) if ok else StageFailed(stage, run, reason or "failed"), me)
+            self._on_stage(effect, report)
+        elif c is AbortStage:
+            if self._on_abort is not None:
+                self._on_abort(effect.stage, effect.run)
+        elif c in (SetPower, PowerOff, PowerOn):
+            if self._on_power is not None:
+                self._on_power(effect.level if c is SetPower else (0.0 if c is PowerOff else 1.0))
+        else:
+            raise TypeError(f"{self.address}: ServerActor cannot carry out {effect!r}")
