@@ -54,7 +54,6 @@ its event log alone (they rebuild holders, reservations and limits from
 
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from collections.abc import Iterable
