@@ -44,7 +44,7 @@ from typing import Any
 from actors.simulator import Simulator
 from protocols.core import Effect, Emit, SetTimer, TimerFired
 from protocols.workflow import RunStage, ServerState, StageDone, StageFailed
-from tests.workflow_sim import SimStore, server_address
+from tests.workflow_sim import SimStore, draw_workload, server_address
 from transport.sim import LinkSpec, SimNetwork, Uniform
 
 __all__ = ["NaiveFleet", "NaiveServer", "backoff_delay", "build_naive_fleet"]
@@ -269,17 +269,15 @@ def build_naive_fleet(
     if servers < 1 or capacity < 1 or resources < 1:
         raise ValueError("need servers, capacity and resources >= 1")
     sim = Simulator(seed, SimNetwork(default=LinkSpec(latency=Uniform(0.001, 0.005))))
-    rng = random.Random(f"{seed}/storm")  # the same stream, drawn in the same order, as build_storm
     res_names = [f"r{k}" for k in range(resources)]
     stage_names = [f"s{k}" for k in range(resources)]
+    work, starts = draw_workload(seed, servers, stage_names, stage_time, stage_sigma, start_spread)  # build_storm's
     params = {"capacity": capacity, "local_stage": local_stage, "base": base, "cap": cap,
               "stage_time": stage_time, "stage_sigma": stage_sigma}
     fleet = NaiveFleet(sim, params)
     fleet.servers = [server_address(i) for i in range(servers)]
     fleet.index = {a: i for i, a in enumerate(fleet.servers)}
-    for i in range(servers):
-        for st in stage_names:
-            fleet.work[(i, st)] = stage_time * rng.lognormvariate(-stage_sigma ** 2 / 2, stage_sigma)
+    fleet.work.update(work)
     params["time_limit"] = time_limit if time_limit is not None else 20 * fleet.ideal() + 600.0
     for r in res_names:
         store = SimStore(sim, r, f"store-{r}/store", capacity, fail_above=fail_above, fail_delay=fail_delay)
@@ -296,7 +294,7 @@ def build_naive_fleet(
 
     for i, addr in enumerate(fleet.servers):
         sim.network.add_node(addr.partition("/")[0])
-        at = rng.uniform(0.0, start_spread) if start_spread > 0 else 0.0
+        at = starts[i]
         if at == 0.0:
             start(i)
         else:

@@ -405,6 +405,20 @@ class Storm:
         }
 
 
+def draw_workload(seed: int, servers: int, stage_names: list[str], stage_time: float, stage_sigma: float,
+                  start_spread: float) -> tuple[dict[tuple[int, str], float], list[float]]:
+    """The storm's workload from its seed: each server's work per stage, and its power-on time.
+
+    Shared by every fleet built for one seed (the controlled storm, the naive fleet), so
+    they all face exactly the same work.
+    """
+    rng = random.Random(f"{seed}/storm")
+    work = {(i, st): stage_time * rng.lognormvariate(-stage_sigma ** 2 / 2, stage_sigma)
+            for i in range(servers) for st in stage_names}
+    starts = [rng.uniform(0.0, start_spread) if start_spread > 0 else 0.0 for _ in range(servers)]
+    return work, starts
+
+
 def build_storm(
     seed: int,
     servers: int = 1000,
@@ -444,9 +458,9 @@ def build_storm(
         raise ValueError("need servers, capacity and resources >= 1 and proxies >= 0")
     network = SimNetwork(default=link if link is not None else LinkSpec(latency=Uniform(0.001, 0.005)))
     sim = Simulator(seed, network, event_log=event_log, trace_messages=trace_messages)
-    rng = random.Random(f"{seed}/storm")
     res_names = [f"r{k}" for k in range(resources)]
     stage_names = [f"s{k}" for k in range(resources)]
+    work, starts = draw_workload(seed, servers, stage_names, stage_time, stage_sigma, start_spread)
     params = {"capacity": capacity, "local_stage": local_stage, "parking_power": parking_power,
               "stage_time": stage_time, "stage_sigma": stage_sigma, "ttl": ttl}
     storm = Storm(sim, params)
@@ -454,9 +468,7 @@ def build_storm(
     storm.proxies = [proxy_address(j) for j in range(proxies)]
     storm.servers = [server_address(i) for i in range(servers)]
     storm.index = {a: i for i, a in enumerate(storm.servers)}
-    for i in range(servers):
-        for st in stage_names:
-            storm.work[(i, st)] = stage_time * rng.lognormvariate(-stage_sigma ** 2 / 2, stage_sigma)
+    storm.work.update(work)
     params["time_limit"] = time_limit if time_limit is not None else 20 * storm.ideal() + 600.0
 
     # the workflow controller and its catalogue
@@ -513,7 +525,7 @@ def build_storm(
 
     for i, addr in enumerate(storm.servers):
         sim.network.add_node(addr.partition("/")[0])
-        at = rng.uniform(0.0, start_spread) if start_spread > 0 else 0.0
+        at = starts[i]
         if at == 0.0:
             start(i)
         else:
