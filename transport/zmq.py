@@ -514,13 +514,13 @@ class ZmqTransport:
                 self._bad(peer, "oversized", f"payload of {len(payload)} bytes over the limit of {max_frame}")
                 continue
             batch.append(Envelope(to, sender, corr, payload))
+        if batch:  # deliver first: the bookkeeping below is off the latency path
+            self._deliver(batch)  # type: ignore[misc]
         if heard:
             now = self._clock()
             for peer in heard:
                 for change in self.detector.heard(peer, now):
                     self._changed(change)
-        if batch:
-            self._deliver(batch)  # type: ignore[misc]
 
     def _route_of(self, header: bytes) -> tuple[str, str, str] | None:
         """Parse (to, sender, peer) from a message header; None (counted) if it is bad."""
