@@ -121,6 +121,18 @@ def check_safety(cluster: Cluster) -> dict[str, object]:
     for m, node in cluster.nodes().items():
         for inst, v in node.chosen_values().items():
             chosen[inst].add(json.dumps(v, sort_keys=True))
+    # Ground truth, whatever any learner heard: a value is chosen once a quorum of
+    # acceptors has accepted it in one ballot (each acceptor's paxos.accepted event).
+    quorum = cluster.quorum or len(cluster.members) // 2 + 1
+    voters: dict[tuple, set] = defaultdict(set)
+    for e in evs:
+        if e["kind"] == "paxos.accepted":
+            f = e["fields"]
+            key = (f["instance"], json.dumps(f["ballot"], sort_keys=True), json.dumps(f["value"], sort_keys=True))
+            voters[key].add(f"{e['node']}/{e['actor']}")
+    for (inst, _, value), who in voters.items():
+        if len(who) >= quorum:
+            chosen[inst].add(value)
     bad = {i: vs for i, vs in chosen.items() if len(vs) > 1}
     assert not bad, f"seed={seed}: two values chosen for one instance: {bad}"
     return {i: json.loads(next(iter(vs))) for i, vs in chosen.items()}
