@@ -56,6 +56,14 @@ which two quorums could be disjoint are refused. Without a quorum nothing is
 chosen: the proposer keeps retrying, and the host keeps (or reverts to) its
 default assumption.
 
+Member groups: by default every instance has the node's ``members`` and
+``quorum``. A host that runs several groups through one node (the rack
+monitors: a sector, a data center, the fleet) passes ``members_of(instance)
+-> Quorum | None`` instead; each instance's group is resolved once, when the
+node first meets it, and never changes (so any two quorums of one instance
+intersect: the property Paxos's safety rests on). Messages for an instance
+whose group does not include this node are ignored.
+
 Illegal or stale (phase, message) pairs - a promise for an old ballot, a
 message from a non-member, a promise while idle - are ignored, each with a
 ``paxos.ignored`` event saying why. Events: ``paxos.propose``,
@@ -69,7 +77,7 @@ from __future__ import annotations
 
 import enum
 import random
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 
@@ -127,6 +135,7 @@ class InstanceState:
         "name",
         "phase",
         "promised",
+        "quorum",
         "promises",
         "seen_round",
         "unconfirmed",
@@ -134,8 +143,9 @@ class InstanceState:
         "want",
     )
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, quorum: Quorum) -> None:
         self.name = name
+        self.quorum = quorum  # the instance's members and quorum size (fixed for its life)
         # acceptor (durable)
         self.promised: Ballot | None = None
         self.accepted: tuple[Ballot, Any] | None = None
@@ -184,8 +194,9 @@ class PaxosNode:
         max_backoff: float = 8.0,
         announce_every: float = 0.2,
         durable: dict[str, Any] | None = None,
+        members_of: Callable[[str], Quorum | None] | None = None,
     ) -> None:
-        if address not in members:
+        if members_of is None and address not in members:
             raise ValueError(f"{address!r} is not among the members {list(members)!r}")
         lo, hi = retry_timeout
         if not 0 < lo <= hi:
@@ -197,8 +208,9 @@ class PaxosNode:
         if not isinstance(rng, random.Random):
             raise TypeError(f"rng must be a random.Random (inject it), got {rng!r}")
         self.address = address
-        self.quorum = Quorum(tuple(members), quorum)
-        self.members = self.quorum.members
+        self.quorum = Quorum(tuple(members), quorum) if members else None
+        self.members = self.quorum.members if self.quorum is not None else ()
+        self.members_of = members_of
         self.rng = rng
         self.retry_timeout = (float(lo), float(hi))
         self.max_backoff = float(max_backoff)
@@ -212,7 +224,10 @@ class PaxosNode:
                 self.round = int(data.get("round", 0))
                 self.pending = dict(data.get("pending", {}))
             elif key.startswith("instance/"):
-                self._inst(key[len("instance/"):]).load(data)
+                st = self._inst(key[len("instance/"):])
+                if st is None:
+                    raise ValueError(f"durable state for instance {key!r}, which has no member group")
+                st.load(data)
             else:
                 raise ValueError(f"unknown durable key {key!r}")
 
@@ -248,6 +263,8 @@ class PaxosNode:
         if not isinstance(instance, str) or not instance:
             raise ValueError(f"an instance id must be a non-empty str, got {instance!r}")
         st = self._inst(instance)
+        if st is None:
+            raise ValueError(f"{self.address} is not a member of instance {instance!r}'s group")
         if st.chosen is not None:
             return [Emit("paxos.propose", {"instance": instance, "value": value, "outcome": "already-chosen",
                                            "chosen": st.chosen[1]})]
@@ -271,11 +288,11 @@ class PaxosNode:
         for instance, st in sorted(self.instances.items()):
             if st.chosen is not None:
                 st.phase = Phase.DONE
-                st.unconfirmed = set(self.members) - {self.address}
+                st.unconfirmed = set(st.quorum.members) - {self.address}
                 effects += self._announce(st, now, sorted(st.unconfirmed))
         for instance, value in sorted(self.pending.items()):
             st = self._inst(instance)
-            if st.chosen is not None:
+            if st is None or st.chosen is not None:
                 continue
             st.want = value
             effects.append(Emit("paxos.propose", {"instance": instance, "value": value, "outcome": "resumed"}))
@@ -292,9 +309,12 @@ class PaxosNode:
         handler = self._handlers.get(type(msg))
         if handler is None:
             return [self._ignored(None, msg, sender, "not a paxos message")]
-        if sender not in self.members:
+        st = self._inst(msg.instance)
+        if st is None:
+            return [self._ignored(msg.instance, msg, sender, "no member group of this node for the instance")]
+        if sender not in st.quorum.members:
             return [self._ignored(msg.instance, msg, sender, "sender is not a member")]
-        return handler(self, self._inst(msg.instance), msg, sender, now)
+        return handler(self, st, msg, sender, now)
 
     # acceptor --------------------------------------------------------------------------
 
@@ -333,7 +353,7 @@ class PaxosNode:
         effects.append(Emit("paxos.accepted", {"instance": st.name, "ballot": _b(m.ballot), "value": m.value,
                                                "from": sender, "repeat": repeat}))
         out = Accepted(st.name, m.ballot, m.value)
-        effects += [Send(to, out) for to in self.members]
+        effects += [Send(to, out) for to in st.quorum.members]
         return effects
 
     def _nack(self, st: InstanceState, ballot: Ballot, sender: str, what: str) -> list[Effect]:
@@ -347,7 +367,7 @@ class PaxosNode:
         if st.phase is not Phase.PREPARING or m.ballot != st.ballot:
             return [self._ignored(st.name, m, sender, f"promise for {m.ballot} while {st.phase.value} at {st.ballot}")]
         st.promises[sender] = (m.accepted_ballot, m.accepted_value)
-        if not self.quorum.reached(st.promises):
+        if not st.quorum.reached(st.promises):
             return []
         reported = [(b, v) for b, v in st.promises.values() if b is not None]
         if reported:
@@ -360,7 +380,7 @@ class PaxosNode:
                                              "adopted": adopted, "adopted_from": _b(top_b),
                                              "promises": sorted(st.promises)}))
         out = Accept(st.name, st.ballot, value)
-        effects += [Send(to, out) for to in self.members]
+        effects += [Send(to, out) for to in st.quorum.members]
         return effects
 
     def _on_nack(self, st: InstanceState, m: Nack, sender: str, now: float) -> list[Effect]:
@@ -381,7 +401,7 @@ class PaxosNode:
         effects: list[Effect] = [Persist(PROPOSER_KEY, self._proposer_data())]
         effects += self._become(st, Phase.PREPARING, "new ballot")
         out = Prepare(st.name, ballot)
-        effects += [Send(to, out) for to in self.members]
+        effects += [Send(to, out) for to in st.quorum.members]
         lo, hi = self.retry_timeout
         scale = min(2.0 ** (st.attempts - 1), self.max_backoff)
         effects.append(SetTimer(f"retry/{st.name}", now + scale * self.rng.uniform(lo, hi)))
@@ -415,7 +435,7 @@ class PaxosNode:
             return [Emit("paxos.conflict", {"instance": st.name, "ballot": _b(m.ballot), "first": value,
                                             "then": m.value, "from": sender})]
         voters.add(sender)
-        if not self.quorum.reached(voters):
+        if not st.quorum.reached(voters):
             return []
         return self._learn(st, m.ballot, m.value, now, via="quorum", voters=sorted(voters))
 
@@ -448,7 +468,7 @@ class PaxosNode:
         if was_proposing and st.phase is not Phase.DONE:
             effects += self._become(st, Phase.DONE, f"value learned ({via})")
             # Propagate to every learner until each acknowledges.
-            st.unconfirmed = set(self.members) - {self.address}
+            st.unconfirmed = set(st.quorum.members) - {self.address}
             if via == "chosen":
                 st.unconfirmed.discard(voters[0])
             effects += self._announce(st, now, sorted(st.unconfirmed))
@@ -473,10 +493,19 @@ class PaxosNode:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _inst(self, name: str) -> InstanceState:
+    def _inst(self, name: str) -> InstanceState | None:
+        """The instance's state, created on first use; None if this node is not in its group."""
         st = self.instances.get(name)
         if st is None:
-            st = self.instances[name] = InstanceState(name)
+            if self.members_of is None:
+                q = self.quorum
+            else:
+                q = self.members_of(name)
+                if q is not None and self.address not in q.members:
+                    q = None
+            if q is None:
+                return None
+            st = self.instances[name] = InstanceState(name, q)
         return st
 
     def _proposer_data(self) -> dict:

@@ -1,0 +1,84 @@
+"""The rack control component: manages its hosts and reports their status to its monitor.
+
+How this works
+--------------
+Every ``report_every`` seconds (a timer) the control sends its monitor a
+``Status`` with the current metrics: processor load, OS error count, network
+loss, power supply level, temperature. The metrics are a dict the harness (or
+a real agent) changes with ``SetMetrics``; the defaults describe a healthy
+rack. A ``Reboot`` reboots the hosts: the control emits ``rack.reboot``, is
+silent for ``reboot_time`` seconds (no reports while its hosts restart), then
+resumes with its metrics reset to healthy. Power loss is the process (or
+simulated participant) dying: the monitor, on its own supply, keeps running.
+
+Events: ``rack.status_sent`` (only the first and every change of metrics, not
+every report), ``rack.metrics`` (changed by SetMetrics), ``rack.reboot``,
+``rack.rebooted``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocols.core import Effect, Emit, Send, SetTimer, TimerFired
+from protocols.rack.messages import Reboot, SetMetrics, Status
+
+__all__ = ["HEALTHY", "RackControl"]
+
+HEALTHY = {"cpu": 0.35, "os_errors": 0, "net_loss": 0.0, "power": 1.0, "temp": 38.0, "psu_faults": 0}
+
+
+class RackControl:
+    tick_interval = None
+
+    def __init__(self, rack: str, monitor: str, report_every: float = 0.1, reboot_time: float = 0.5,
+                 metrics: dict | None = None, address: str = "") -> None:
+        if not (isinstance(report_every, (int, float)) and report_every > 0):
+            raise ValueError(f"report_every must be > 0, got {report_every!r}")
+        self.rack = rack
+        self.monitor = monitor
+        self.address = address
+        self.report_every = float(report_every)
+        self.reboot_time = float(reboot_time)
+        self.metrics = dict(HEALTHY)
+        self.metrics.update(metrics or {})
+        self.seq = 0
+        self.rebooting_until: float | None = None
+        self.reboots = 0
+
+    def tick(self, now: float) -> list[Effect]:
+        return [Emit("rack.start", {"rack": self.rack, "metrics": dict(self.metrics)})] + self._report(now)
+
+    def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
+        if isinstance(msg, TimerFired):
+            if msg.key == "report":
+                return self._report(now)
+            if msg.key == "rebooted":
+                self.rebooting_until = None
+                self.metrics = dict(HEALTHY)
+                return [Emit("rack.rebooted", {"rack": self.rack, "reboots": self.reboots})] + self._report(now)
+            return []
+        if isinstance(msg, SetMetrics):
+            if not isinstance(msg.metrics, dict):
+                return [Emit("rack.bad_input", {"reason": "metrics must be a map", "from": sender})]
+            self.metrics.update({k: v for k, v in msg.metrics.items() if isinstance(k, str)})
+            return [Emit("rack.metrics", {"rack": self.rack, "metrics": dict(self.metrics), "from": sender})]
+        if isinstance(msg, Reboot):
+            if msg.rack != self.rack:
+                return [Emit("rack.bad_input", {"reason": f"reboot for rack {msg.rack}", "from": sender})]
+            if self.rebooting_until is not None:
+                return [Emit("rack.reboot", {"rack": self.rack, "decision": msg.decision, "by": msg.by,
+                                             "outcome": "already-rebooting"})]
+            self.reboots += 1
+            self.rebooting_until = now + self.reboot_time
+            return [Emit("rack.reboot", {"rack": self.rack, "decision": msg.decision, "by": msg.by,
+                                         "outcome": "rebooting"}),
+                    SetTimer("rebooted", self.rebooting_until)]
+        return [Emit("rack.bad_input", {"reason": f"unexpected {type(msg).__name__}", "from": sender})]
+
+    def _report(self, now: float) -> list[Effect]:
+        effects: list[Effect] = [SetTimer("report", now + self.report_every)]
+        if self.rebooting_until is not None:
+            return effects
+        self.seq += 1
+        return [Send(self.monitor, Status(self.rack, self.seq, dict(self.metrics)))] + effects

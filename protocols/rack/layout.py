@@ -1,0 +1,140 @@
+"""Where every rack, monitor and group sits: the fleet -> data center -> sector -> rack tree.
+
+How this works
+--------------
+A :class:`Layout` is pure arithmetic over three counts (data centers, sectors
+per data center, racks per sector). Racks are named ``d{d}s{s}r{r}``, sectors
+``d{d}s{s}``, data centers ``d{d}``, and the root is ``fleet``. Each rack has
+one rack control and one monitor; their actor addresses come from two format
+strings with a ``{rack}`` field, so a topology file decides which process hosts
+them (defaults: ``mon-{rack}/monitor`` and ``rack-{rack}/control``).
+
+Groups and their seats (FIGS. 4A-4C of the seed document):
+
+* a sector's members are the monitors of its racks (fixed);
+* a data center's seats are its sectors, each held by that sector's authority;
+* the fleet's seats are the data centers, each held by the data center's authority.
+
+Seat holders change when authorities change, so the member list of an upper
+group is not fixed: see :mod:`protocols.rack.monitor` for how a consensus
+instance binds the holders it was started with.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+__all__ = ["FLEET", "Layout"]
+
+FLEET = "fleet"
+_RACK = re.compile(r"^d(\d+)s(\d+)r(\d+)$")
+_SECTOR = re.compile(r"^d(\d+)s(\d+)$")
+_DC = re.compile(r"^d(\d+)$")
+
+
+def _positive(_inst, attr, v) -> None:
+    if v.__class__ is bool or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{attr.name} must be a positive int, got {v!r}")
+
+
+def _fmt(_inst, attr, v) -> None:
+    if not isinstance(v, str) or "{rack}" not in v or v.count("/") != 1:
+        raise ValueError(f"{attr.name} must be a 'node/actor' format with a {{rack}} field, got {v!r}")
+
+
+@attrs.frozen
+class Layout:
+    dcs: int = attrs.field(validator=_positive)
+    sectors: int = attrs.field(validator=_positive)  # per data center
+    racks: int = attrs.field(validator=_positive)  # per sector
+    monitor_fmt: str = attrs.field(default="mon-{rack}/monitor", validator=_fmt)
+    control_fmt: str = attrs.field(default="rack-{rack}/control", validator=_fmt)
+
+    # -- names -------------------------------------------------------------------------
+    def all_racks(self) -> list[str]:
+        return [f"d{d}s{s}r{r}" for d in range(self.dcs) for s in range(self.sectors) for r in range(self.racks)]
+
+    def sectors_of(self, dc: str) -> list[str]:
+        return [f"{dc}s{s}" for s in range(self.sectors)]
+
+    def all_dcs(self) -> list[str]:
+        return [f"d{d}" for d in range(self.dcs)]
+
+    def racks_of(self, sector: str) -> list[str]:
+        return [f"{sector}r{r}" for r in range(self.racks)]
+
+    def monitor(self, rack: str) -> str:
+        return self.monitor_fmt.format(rack=rack)
+
+    def control(self, rack: str) -> str:
+        return self.control_fmt.format(rack=rack)
+
+    def all_monitors(self) -> list[str]:
+        return [self.monitor(r) for r in self.all_racks()]
+
+    # -- the tree ----------------------------------------------------------------------
+    def check_rack(self, rack: str) -> tuple[int, int, int]:
+        m = _RACK.match(rack) if isinstance(rack, str) else None
+        if m is None:
+            raise ValueError(f"not a rack id: {rack!r} (expected d<D>s<S>r<R>)")
+        d, s, r = (int(x) for x in m.groups())
+        if d >= self.dcs or s >= self.sectors or r >= self.racks:
+            raise ValueError(f"rack {rack!r} is outside the layout {self.dcs}x{self.sectors}x{self.racks}")
+        return d, s, r
+
+    def sector_of(self, rack: str) -> str:
+        d, s, _ = self.check_rack(rack)
+        return f"d{d}s{s}"
+
+    def dc_of(self, rack_or_sector: str) -> str:
+        m = _RACK.match(rack_or_sector) or _SECTOR.match(rack_or_sector)
+        if m is None:
+            raise ValueError(f"not a rack or sector id: {rack_or_sector!r}")
+        return f"d{m.group(1)}"
+
+    def level(self, group: str) -> str:
+        """``sector``, ``dc`` or ``fleet`` for a valid group id; ValueError otherwise."""
+        if group == FLEET:
+            return "fleet"
+        m = _DC.match(group)
+        if m and int(m.group(1)) < self.dcs:
+            return "dc"
+        m = _SECTOR.match(group)
+        if m and int(m.group(1)) < self.dcs and int(m.group(2)) < self.sectors:
+            return "sector"
+        raise ValueError(f"not a group of this layout: {group!r}")
+
+    def parent(self, group: str) -> str | None:
+        lvl = self.level(group)
+        if lvl == "sector":
+            return self.dc_of(group)
+        if lvl == "dc":
+            return FLEET
+        return None
+
+    def seats(self, group: str) -> list[str]:
+        """The child groups whose authorities hold the seats of an upper group."""
+        lvl = self.level(group)
+        if lvl == "dc":
+            return self.sectors_of(group)
+        if lvl == "fleet":
+            return self.all_dcs()
+        raise ValueError(f"{group!r} is a sector: its members are monitors, not seats")
+
+    def sector_members(self, sector: str) -> list[str]:
+        if self.level(sector) != "sector":
+            raise ValueError(f"not a sector: {sector!r}")
+        return [self.monitor(r) for r in self.racks_of(sector)]
+
+    def rack_of_monitor(self, address: str) -> str | None:
+        pre, _, post = self.monitor_fmt.partition("{rack}")
+        if not (isinstance(address, str) and address.startswith(pre) and address.endswith(post)):
+            return None
+        rack = address[len(pre):len(address) - len(post)] if post else address[len(pre):]
+        try:
+            self.check_rack(rack)
+        except ValueError:
+            return None
+        return rack

@@ -1,0 +1,102 @@
+"""Messages of the rack-monitor protocol (tags ``rack.*``).
+
+How this works
+--------------
+Main network (rack control <-> its monitor): ``Status`` every
+``report_every`` seconds; ``Reboot`` from the authoritative monitor carrying
+out a control decision. Harness/operator input: ``SetMetrics`` (to a rack
+control: the values its next reports carry).
+
+Monitor channel (monitor <-> monitor): the Paxos messages of
+``protocols.consensus`` (instances named ``<group>|<kind>|<id>``), plus
+``Heartbeat``/``HeartbeatAck`` (an authority renewing its lease with a quorum
+of its group), ``Seat`` (an authority announcing itself to the group above),
+``Fact``/``FactAck`` (a condition agreed fleet-wide, pushed down the tree) and
+``SyncRequest``/``SyncReply`` (a monitor that regained its quorum catching up).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transport.codec import message
+
+__all__ = ["Fact", "FactAck", "Heartbeat", "HeartbeatAck", "Reboot", "Seat", "SetMetrics", "Status",
+           "SyncReply", "SyncRequest"]
+
+
+@message("rack.Status")
+class Status:
+    """A rack control's periodic report: processor, OS, network and power metrics."""
+
+    rack: str
+    seq: int
+    metrics: dict  # name -> float, e.g. {"cpu": 0.4, "os_errors": 0, "net_loss": 0.0, "power": 1.0, "temp": 40.0}
+
+
+@message("rack.SetMetrics")
+class SetMetrics:
+    """Harness input to a rack control: report these metric values from now on (merged)."""
+
+    metrics: dict
+
+
+@message("rack.Reboot")
+class Reboot:
+    """A control decision carried out: reboot the hosts of ``rack``."""
+
+    rack: str
+    decision: str
+    by: str
+
+
+@message("rack.Heartbeat")
+class Heartbeat:
+    """An authority's lease renewal to the members of its group instance."""
+
+    group: str  # the instance group, e.g. "d0s1" or "d0@d0s0r1,d0s1r0,d0s2r2,d0s3r0"
+    term: int
+    holder: str  # rack id of the authority's monitor
+    sent: float  # the authority's clock when sent (echoed back in the ack)
+    quorum_ok: bool = True  # the sender's last renewal reached a quorum
+
+
+@message("rack.HeartbeatAck")
+class HeartbeatAck:
+    group: str
+    term: int
+    sent: float
+
+
+@message("rack.Seat")
+class Seat:
+    """``holder`` (a rack id) is the authority of ``child`` (a sector or data center) at ``term``."""
+
+    child: str
+    term: int
+    holder: str
+
+
+@message("rack.Fact")
+class Fact:
+    """A condition agreed at ``level``; ``value`` is the fact (see monitor.py)."""
+
+    level: str
+    value: dict
+
+
+@message("rack.FactAck")
+class FactAck:
+    subject: str
+    seq: int
+
+
+@message("rack.SyncRequest")
+class SyncRequest:
+    pass
+
+
+@message("rack.SyncReply")
+class SyncReply:
+    facts: list  # fleet-level facts, each a dict
+    extra: Any = None

@@ -1,0 +1,768 @@
+"""RackMonitor: a rack's state monitor, and its part in the monitors' hierarchical consensus.
+
+How this works
+--------------
+One :class:`RackMonitor` per rack, on its own power and its own channel (the
+monitor mesh). It has four jobs.
+
+**1. Watch its rack control (FIG. 5).** A :class:`~protocols.rack.detector.FaultDetector`
+turns every ``Status`` into ``non-fault`` or a fault kind by thresholds, and
+silence for ``status_deadline`` seconds into ``powered-off``. Every change
+raises the monitor's condition counter (durable) and is shown as an
+indicator (colour, pattern): ``monitor.condition``. The monitor keeps running
+when its rack control and hosts die.
+
+**2. Agree on conditions, bottom-up (FIGS. 3, 4A-4C, 6, 7).** A change is
+proposed, by Paxos (one :class:`~protocols.consensus.PaxosNode` per monitor,
+many instances), to the monitor's *sector* (the monitors of its racks): the
+instance ``<sector>|condition|<rack>|<seq>``. Once chosen there, the sector's
+authority proposes the same fact to its *data center*, whose seats are held
+by the sector authorities; the data center's authority proposes it to the
+*fleet*, whose seats are held by the data-center authorities. A fact chosen
+at the fleet level is pushed down the tree (``Fact``, acked and retried) to
+every monitor: ``rack.known`` with ``level = "fleet"`` marks the moment each
+monitor knows it. Facts are ``{"subject", "seq", "condition", "indicator",
+"reason"}``; a higher ``seq`` replaces a lower one (the seed's "accept only
+the most recent value").
+
+**3. Designate authorities, one per group at a time.** Authority of group
+``B`` at term ``t`` is the Paxos instance ``<gid>|authority|<t>`` whose value
+is the holder's rack id. An authority holds a *lease*: every
+``heartbeat_every`` it sends ``Heartbeat(sent)``; once a quorum of the group
+has acked one, it may act until ``sent + lease``. A member that acks promises
+not to help designate anyone else for ``B`` until ``ack time + lease``
+(it refuses ``Prepare``/``Accept`` of designations meanwhile). A member that
+hears no heartbeat for ``lease`` seconds stands as candidate for ``t + 1``
+after a stagger of ``rank * stagger`` (ranks rotate with the term). Acting
+intervals of two authorities of one group never overlap: the new one is
+chosen by a quorum that intersects the old one's last ack quorum, and the
+member in the intersection refused until the old lease had run out.
+
+Upper groups have changing members (seat holders change with sector and data
+center authorities), so an upper instance *binds its members in its name*:
+``gid = "d0@d0s0r1,d0s1r0,,d0s3r5"`` lists the holder of each seat (empty:
+unknown) and every instance of that gid keeps exactly those members, with a
+quorum of a majority of the seats (:meth:`members_of`). Two views of the
+seats give two gids, hence two independent instances: safety per instance is
+Paxos's; the lease rule above keeps authorities apart across gids, with two
+more rules: a monitor takes part in its upper group (acks, designations) only
+while it is the *acting* authority of its seat and not before ``lease``
+seconds after it became so (the seat's quiet period, which outlasts every
+promise its predecessor made), and a restarted monitor refuses designations
+for ``lease`` seconds (its promises were volatile).
+
+**4. Control decisions.** When a sector agrees on a condition listed in
+``reboot_on`` for one of its racks, the sector's acting authority proposes
+``<sector>|control|reboot:<rack>:<seq>`` naming itself executor; the chosen
+decision is carried out once, by the executor, only while it holds its lease,
+and recorded durably (``control.executed``); a decision whose executor lost
+its lease is skipped (``control.skipped``): at most once, never twice.
+
+Without a quorum (no heartbeat from the sector's authority for
+``quorum_timeout``) nothing is chosen; the monitor says so
+(``monitor.no_quorum``) and, per ``on_no_quorum``, keeps its view of the other
+data centers (``"keep"``) or reverts it to ``default_assumption``
+(``"revert"``, e.g. "not-operational"), until its quorum returns
+(``monitor.assume``); it then asks its authority for the facts it missed.
+
+Durable state (``Persist`` effects, written before later sends): Paxos's, plus
+``monitor`` = the condition counter and the executed decisions. Timers:
+``mon|deadline`` (status silence) and ``mon|beat`` (everything periodic).
+
+Events: ``monitor.start``, ``monitor.condition``, ``monitor.no_quorum``,
+``monitor.quorum``, ``monitor.assume``, ``authority.candidate``,
+``authority.designated``, ``authority.acting``, ``authority.lease``,
+``authority.lapsed``, ``authority.refused``, ``rack.known``, ``fact.propose``,
+``control.proposed``, ``control.executed``, ``control.skipped`` and the
+``paxos.*`` events of the embedded node.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from protocols.consensus import Accept, PaxosNode, Persist, Prepare, Quorum
+from protocols.consensus.quorum import majority
+from protocols.core import Effect, Emit, Send, SetTimer, TimerFired
+from protocols.rack.detector import NON_FAULT, FaultDetector
+from protocols.rack.layout import FLEET, Layout
+from protocols.rack.messages import (
+    Fact,
+    FactAck,
+    Heartbeat,
+    HeartbeatAck,
+    Reboot,
+    Seat,
+    Status,
+    SyncReply,
+    SyncRequest,
+)
+
+__all__ = ["LEVELS", "MONITOR_KEY", "RackMonitor", "split_instance"]
+
+MONITOR_KEY = "monitor"
+LEVELS = {"sector": 1, "dc": 2, "fleet": 3}
+_MINE = "mon|"
+
+
+def split_instance(instance: str) -> tuple[str, str, str, str]:
+    """``(base group, gid, kind, rest)`` of an instance name ``<gid>|<kind>|<rest>``."""
+    gid, _, tail = instance.partition("|")
+    kind, _, rest = tail.partition("|")
+    return gid.partition("@")[0], gid, kind, rest
+
+
+class _Auth:
+    """What a monitor knows of one group's authority (the highest term it has seen)."""
+
+    __slots__ = ("gid", "holder", "term")
+
+    def __init__(self, term: int = 0, holder: str = "", gid: str = "") -> None:
+        self.term, self.holder, self.gid = term, holder, gid
+
+
+class RackMonitor:
+    tick_interval = None
+
+    def __init__(
+        self,
+        rack: str,
+        layout: dict,
+        address: str,
+        rng: random.Random,
+        status_deadline: float = 0.6,
+        rules: list | None = None,
+        indicators: dict | None = None,
+        heartbeat_every: float = 0.05,
+        lease: float = 0.25,
+        stagger: float = 0.04,
+        seat_every: float = 0.5,
+        quorum_timeout: float = 1.0,
+        on_no_quorum: str = "keep",
+        default_assumption: str = "not-operational",
+        reboot_on: list | None = None,
+        retry_timeout: list | None = None,
+        durable: dict | None = None,
+    ) -> None:
+        self.layout = Layout(**layout) if isinstance(layout, dict) else layout
+        self.layout.check_rack(rack)
+        if self.layout.monitor(rack) != address:
+            raise ValueError(f"monitor of rack {rack} must be at {self.layout.monitor(rack)!r}, not {address!r}")
+        if on_no_quorum not in ("keep", "revert"):
+            raise ValueError(f"on_no_quorum must be 'keep' or 'revert', got {on_no_quorum!r}")
+        if not 0 < heartbeat_every < lease:
+            raise ValueError(f"need 0 < heartbeat_every < lease, got {heartbeat_every!r}, {lease!r}")
+        self.rack = rack
+        self.address = address
+        self.sector = self.layout.sector_of(rack)
+        self.dc = self.layout.dc_of(rack)
+        self.rng = rng
+        self.detector = FaultDetector(status_deadline, rules, indicators)
+        self.heartbeat_every = float(heartbeat_every)
+        self.lease = float(lease)
+        self.stagger = float(stagger)
+        self.seat_every = float(seat_every)
+        self.quorum_timeout = float(quorum_timeout)
+        self.on_no_quorum = on_no_quorum
+        self.default_assumption = str(default_assumption)
+        self.reboot_on = list(["needs-troubleshooting"] if reboot_on is None else reboot_on)
+        durable = dict(durable or {})
+        mine = durable.pop(MONITOR_KEY, None) or {}
+        self.cond_seq = int(mine.get("cond_seq", 0))
+        self.executed: set[str] = set(mine.get("executed", []))
+        lo, hi = retry_timeout or (0.02, 0.06)
+        self.paxos = PaxosNode(address, (), rng, retry_timeout=(lo, hi), announce_every=0.1,
+                               members_of=self.members_of, durable=durable)
+        self.started_at: float | None = None
+        self.restarted = bool(durable) or bool(mine)
+        # authority knowledge, per base group (sector / dc / fleet)
+        self.auth: dict[str, _Auth] = {}
+        self.last_hb: dict[str, float] = {}
+        self.promise_until: dict[str, float] = {}
+        self.candidate_at: dict[str, float] = {}
+        self.seen_design: dict[str, tuple[int, str]] = {}  # base -> highest (term, gid) voted on
+        # my own authority (holder side)
+        self.holding: dict[str, _Auth] = {}  # base -> the term I was designated for
+        self.lease_until: dict[str, float] = {}
+        self.acting_since: dict[str, float] = {}
+        self.acks: dict[tuple[str, float], set[str]] = {}
+        self.next_seat_at = 0.0
+        # seats of the upper groups: base -> child -> (term, holder rack)
+        self.seats: dict[str, dict[str, tuple[int, str]]] = {}
+        # facts
+        self.known: dict[str, tuple[int, int, dict]] = {}  # subject -> (seq, level rank, value)
+        self.up: dict[str, dict[str, tuple[dict, str]]] = {}  # base -> subject -> (value, gid proposed in)
+        self.down: dict[tuple[str, int], set[str]] = {}  # (subject, seq) -> recipients yet to ack
+        self.no_quorum = False
+        self.assumed: dict[str, str] = {}
+
+    # -- group membership --------------------------------------------------------------
+
+    def members_of(self, instance: str) -> Quorum | None:
+        """The fixed members (and quorum) of an instance, from its name; None if malformed."""
+        base, gid, _kind, _rest = split_instance(instance)
+        try:
+            level = self.layout.level(base)
+        except ValueError:
+            return None
+        if level == "sector":
+            if gid != base:
+                return None
+            return Quorum(tuple(self.layout.sector_members(base)))
+        if "@" not in gid:
+            return None
+        holders = gid.partition("@")[2].split(",")
+        seats = self.layout.seats(base)
+        if len(holders) != len(seats):
+            return None
+        members = []
+        for seat, h in zip(seats, holders):
+            if not h:
+                continue
+            try:
+                inside = (self.layout.sector_of(h) if level == "dc" else self.layout.dc_of(h)) == seat
+            except ValueError:
+                return None
+            if not inside:
+                return None
+            members.append(self.layout.monitor(h))
+        q = majority(len(seats))
+        if len(members) < q:
+            return None
+        return Quorum(tuple(members), q)
+
+    def gid(self, base: str) -> str:
+        """The instance group of ``base`` as this monitor sees its seats now."""
+        if self.layout.level(base) == "sector":
+            return base
+        seats = self.seats.get(base, {})
+        return base + "@" + ",".join(seats.get(child, (0, ""))[1] for child in self.layout.seats(base))
+
+    def _bases(self) -> list[str]:
+        """The groups this monitor may take part in now: its sector, and the upper ones it holds a seat in."""
+        out = [self.sector]
+        if self.acting(self.sector):
+            out.append(self.dc)
+            if self.acting(self.dc):
+                out.append(FLEET)
+        return out
+
+    def acting(self, base: str, now: float | None = None) -> bool:
+        if base not in self.acting_since:
+            return False
+        return now is None or now < self.lease_until.get(base, 0.0)
+
+    def _seat_ready(self, base: str, now: float) -> bool:
+        """May this monitor take part in ``base`` (its quiet periods are over)?"""
+        if self.started_at is None or (self.restarted and now < self.started_at + self.lease):
+            return False
+        level = self.layout.level(base)
+        if level == "sector":
+            return True
+        child = self.sector if level == "dc" else self.dc
+        since = self.acting_since.get(child)
+        return since is not None and now < self.lease_until.get(child, 0.0) and now >= since + self.lease
+
+    # -- state machine API -------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Effect]:
+        if self.started_at is not None:
+            return []
+        self.started_at = now
+        self.assumed = {d: "as-agreed" for d in self.layout.all_dcs() if d != self.dc}
+        effects: list[Effect] = [Emit("monitor.start", {
+            "rack": self.rack, "sector": self.sector, "dc": self.dc, "restarted": self.restarted,
+            "condition": self.detector.state, "indicator": self.detector.indicator(),
+            "deadline": self.detector.deadline, "lease": self.lease, "heartbeat_every": self.heartbeat_every})]
+        effects += self._paxos(self.paxos.tick(now), now)
+        effects.append(SetTimer(_MINE + "deadline", self.detector.due(now)))
+        effects.append(SetTimer(_MINE + "beat", now + self.heartbeat_every))
+        self.last_hb.setdefault(self.sector, now)
+        return effects
+
+    def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
+        if isinstance(msg, TimerFired):
+            if msg.key == _MINE + "deadline":
+                return self._on_deadline(now)
+            if msg.key == _MINE + "beat":
+                return self._on_beat(now)
+            return self._paxos(self.paxos.handle(msg, sender, now), now)
+        h = self._handlers.get(type(msg))
+        if h is not None:
+            return h(self, msg, sender, now)
+        if isinstance(msg, (Prepare, Accept)):
+            refused = self._refuse_designation(msg.instance, now)
+            if refused:
+                return [Emit("authority.refused", {"instance": msg.instance, "from": sender, "reason": refused})]
+            base, gid, kind, rest = split_instance(msg.instance)
+            if kind == "authority" and rest.isdigit():
+                self.seen_design[base] = max(self.seen_design.get(base, (0, "")), (int(rest), gid))
+        return self._paxos(self.paxos.handle(msg, sender, now), now)
+
+    # -- 1. the rack's status ----------------------------------------------------------
+
+    def _on_status(self, msg: Status, sender: str, now: float) -> list[Effect]:
+        if msg.rack != self.rack or sender != self.layout.control(self.rack):
+            return [Emit("monitor.bad_input", {"reason": f"status for {msg.rack} from {sender}"})]
+        changed = self.detector.on_status(msg.metrics, now)
+        effects: list[Effect] = [SetTimer(_MINE + "deadline", self.detector.due(self.started_at or now))]
+        if changed:
+            effects += self._condition_changed(now)
+        return effects
+
+    def _on_deadline(self, now: float) -> list[Effect]:
+        started = self.started_at if self.started_at is not None else now
+        if self.detector.on_silence(now, started):
+            last = self.detector.last_status
+            effects = self._condition_changed(now, silence=None if last is None else now - last)
+        else:
+            effects = []
+        nxt = self.detector.due(started)
+        return effects + [SetTimer(_MINE + "deadline", nxt if nxt > now else now + self.detector.deadline)]
+
+    def _condition_changed(self, now: float, silence: float | None = None) -> list[Effect]:
+        det = self.detector
+        self.cond_seq += 1
+        value = {"subject": self.rack, "seq": self.cond_seq, "condition": det.state,
+                 "indicator": det.indicator(), "reason": det.reason}
+        effects: list[Effect] = [
+            self._persist_mine(),
+            Emit("monitor.condition", {"rack": self.rack, "seq": self.cond_seq, "condition": det.state,
+                                       "fault": det.state != NON_FAULT, "indicator": det.indicator(),
+                                       "reason": det.reason, "last_status": det.last_status, "silence": silence,
+                                       "deadline": det.deadline}),
+        ]
+        return effects + self._propose_fact(self.sector, value, now)
+
+    # -- 2. facts up and down the tree -------------------------------------------------
+
+    def _propose_fact(self, base: str, value: dict, now: float) -> list[Effect]:
+        gid = self.gid(base)
+        if self.members_of(gid) is None:
+            self.up.setdefault(base, {})[value["subject"]] = (value, "")
+            return []
+        self.up.setdefault(base, {})[value["subject"]] = (value, gid)
+        inst = f"{gid}|condition|{value['subject']}|{value['seq']}"
+        effects: list[Effect] = [Emit("fact.propose", {"instance": inst, "level": self.layout.level(base),
+                                                       "subject": value["subject"], "seq": value["seq"]})]
+        return effects + self._paxos(self.paxos.propose(inst, value, now), now)
+
+    def _learn_fact(self, value: dict, level: str, now: float) -> list[Effect]:
+        subject, seq, rank = value.get("subject"), value.get("seq"), LEVELS[level]
+        if not isinstance(subject, str) or not isinstance(seq, int):
+            return [Emit("monitor.bad_input", {"reason": f"malformed fact {value!r}"})]
+        old = self.known.get(subject)
+        if old is not None and (old[0], old[1]) >= (seq, rank):
+            return []
+        if old is not None and old[0] > seq:
+            return []
+        self.known[subject] = (seq, rank, value)
+        return [Emit("rack.known", {"subject": subject, "seq": seq, "level": level,
+                                    "condition": value.get("condition"), "indicator": value.get("indicator")})]
+
+    def _on_chosen(self, instance: str, value: Any, now: float) -> list[Effect]:
+        base, gid, kind, rest = split_instance(instance)
+        level = self.layout.level(base)
+        if kind == "authority":
+            return self._on_designated(base, gid, int(rest), value, now)
+        if kind == "control":
+            return self._on_decision(rest, value, now)
+        if kind != "condition" or not isinstance(value, dict):
+            return []
+        effects = self._learn_fact(value, level, now)
+        pending = self.up.get(base, {}).get(value.get("subject"))
+        if pending is not None and pending[0].get("seq", -1) <= value.get("seq", -1):
+            del self.up[base][value["subject"]]
+        parent = self.layout.parent(base)
+        if level == "sector" and value.get("condition") in self.reboot_on and self.acting(base, now):
+            effects += self._propose_reboot(value, now)
+        if parent is not None and self.acting(base, now):
+            effects += self._propose_fact(parent, value, now)
+        if level == "fleet":
+            effects += self._push_down(value, now)
+        return effects
+
+    def _push_down(self, value: dict, now: float) -> list[Effect]:
+        """A fleet-level fact: to my data center's sector authorities (as DC authority) or my sector."""
+        key = (value["subject"], value["seq"])
+        to: set[str] = set()
+        if self.acting(self.dc, now):
+            to |= {self.layout.monitor(h) for _t, h in self.seats.get(self.dc, {}).values() if h}
+        if self.acting(self.sector, now):
+            to |= set(self.layout.sector_members(self.sector))
+        to.discard(self.address)
+        if not to:
+            return []
+        self.down[key] = self.down.get(key, set()) | to
+        out = Fact("fleet", value)
+        return [Send(m, out) for m in sorted(to)]
+
+    def _on_fact(self, msg: Fact, sender: str, now: float) -> list[Effect]:
+        if msg.level != "fleet" or not isinstance(msg.value, dict):
+            return [Emit("monitor.bad_input", {"reason": f"fact at level {msg.level!r}", "from": sender})]
+        effects = self._learn_fact(msg.value, "fleet", now)
+        v = msg.value
+        if isinstance(v.get("subject"), str) and isinstance(v.get("seq"), int):
+            effects.append(Send(sender, FactAck(v["subject"], v["seq"])))
+            if effects[:-1] and self.acting(self.sector, now):  # new to me: on down to my sector
+                effects += self._push_down(v, now)
+        return effects
+
+    def _on_fact_ack(self, msg: FactAck, sender: str, now: float) -> list[Effect]:
+        waiting = self.down.get((msg.subject, msg.seq))
+        if waiting is not None:
+            waiting.discard(sender)
+            if not waiting:
+                del self.down[(msg.subject, msg.seq)]
+        return []
+
+    def _on_sync_request(self, msg: SyncRequest, sender: str, now: float) -> list[Effect]:
+        facts = [v for _s, rank, v in self.known.values() if rank == LEVELS["fleet"]]
+        return [Send(sender, SyncReply(facts))]
+
+    def _on_sync_reply(self, msg: SyncReply, sender: str, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for v in msg.facts if isinstance(msg.facts, list) else []:
+            if isinstance(v, dict):
+                new = self._learn_fact(v, "fleet", now)
+                effects += new
+                if new and self.acting(self.sector, now) and isinstance(v.get("seq"), int):
+                    effects += self._push_down(v, now)
+        return effects
+
+    # -- 3. authorities ----------------------------------------------------------------
+
+    def _refuse_designation(self, instance: str, now: float) -> str | None:
+        base, gid, kind, rest = split_instance(instance)
+        if kind != "authority":
+            return None
+        try:
+            term = int(rest)
+            self.layout.level(base)
+        except ValueError:
+            return None  # Paxos ignores it (no member group)
+        if self.paxos.chosen(instance) is not None:
+            return None  # Paxos answers with the chosen value
+        if not self._seat_ready(base, now):
+            return "quiet period (restart or new seat)"
+        if now < self.promise_until.get(base, 0.0):
+            return "lease promised to the current authority"
+        known = self.auth.get(base)
+        if known is not None and (term < known.term or (term == known.term and gid != known.gid)):
+            return f"stale term {term} (known {known.term})"
+        seen = self.seen_design.get(base)
+        if seen is not None and (term < seen[0] or (term == seen[0] and gid != seen[1])):
+            return f"term {term} already voted on in another configuration"
+        return None
+
+    def _on_designated(self, base: str, gid: str, term: int, holder: Any, now: float) -> list[Effect]:
+        known = self.auth.get(base)
+        if not isinstance(holder, str):
+            return []
+        effects: list[Effect] = [Emit("authority.designated", {"group": base, "gid": gid, "term": term,
+                                                               "holder": holder, "level": self.layout.level(base)})]
+        if known is None or term > known.term:
+            self.auth[base] = _Auth(term, holder, gid)
+            self.candidate_at.pop(base, None)
+            if self.layout.level(base) == "sector" or base == self.dc:
+                parent = self.layout.parent(base)
+                if parent is not None:
+                    self._set_seat(parent, base, term, holder)
+        if holder == self.rack and (known is None or term >= known.term):
+            self.holding[base] = _Auth(term, holder, gid)
+            effects += self._send_heartbeats(base, now)
+        return effects
+
+    def _set_seat(self, parent: str, child: str, term: int, holder: str) -> None:
+        seats = self.seats.setdefault(parent, {})
+        old = seats.get(child)
+        if old is None or term > old[0]:
+            seats[child] = (term, holder)
+
+    def _send_heartbeats(self, base: str, now: float) -> list[Effect]:
+        mine = self.holding.get(base)
+        if mine is None:
+            return []
+        q = self.members_of(mine.gid)
+        if q is None:
+            return []
+        self.acks[(base, now)] = set()
+        quorum_ok = now < self.lease_until.get(base, 0.0)
+        hb = Heartbeat(mine.gid, mine.term, self.rack, now, quorum_ok)
+        return [Send(m, hb) for m in q.members]
+
+    def _on_heartbeat(self, msg: Heartbeat, sender: str, now: float) -> list[Effect]:
+        base = msg.group.partition("@")[0]
+        q = self.members_of(msg.group)
+        if q is None or self.address not in q.members or sender not in q.members:
+            return [Emit("monitor.bad_input", {"reason": f"heartbeat of {msg.group} from {sender}"})]
+        if sender != self.layout.monitor(msg.holder):
+            return [Emit("monitor.bad_input", {"reason": f"heartbeat for holder {msg.holder} from {sender}"})]
+        if sender != self.address:
+            if not self._seat_ready(base, now):
+                return []
+            known = self.auth.get(base)
+            if known is not None and (msg.term < known.term or (msg.term == known.term and msg.holder != known.holder)):
+                return []
+            if known is None or msg.term > known.term:
+                self.auth[base] = _Auth(msg.term, msg.holder, msg.group)
+                if base == self.sector or base == self.dc:
+                    parent = self.layout.parent(base)
+                    if parent is not None:
+                        self._set_seat(parent, base, msg.term, msg.holder)
+            self.promise_until[base] = max(self.promise_until.get(base, 0.0), now + self.lease)
+        effects: list[Effect] = []
+        gap = now - self.last_hb.get(base, now)
+        self.last_hb[base] = now
+        self.candidate_at.pop(base, None)
+        if base == self.sector and msg.quorum_ok and self.no_quorum:
+            effects += self._quorum_back(now, sender)
+        elif base == self.sector and gap > self.quorum_timeout and sender != self.address:
+            effects.append(Send(sender, SyncRequest()))
+        return effects + [Send(sender, HeartbeatAck(msg.group, msg.term, msg.sent))]
+
+    def _on_heartbeat_ack(self, msg: HeartbeatAck, sender: str, now: float) -> list[Effect]:
+        base = msg.group.partition("@")[0]
+        mine = self.holding.get(base)
+        voters = self.acks.get((base, msg.sent))
+        if mine is None or voters is None or mine.term != msg.term or mine.gid != msg.group:
+            return []
+        voters.add(sender)
+        q = self.members_of(mine.gid)
+        if q is None or not q.reached(voters):
+            return []
+        del self.acks[(base, msg.sent)]
+        until = msg.sent + self.lease
+        if until <= self.lease_until.get(base, 0.0) or until <= now:
+            return []
+        was = self.acting(base, now)
+        self.lease_until[base] = until
+        effects: list[Effect] = [Emit("authority.lease", {"group": base, "gid": mine.gid, "term": mine.term,
+                                                          "holder": self.rack, "until": until})]
+        if not was:
+            self.acting_since[base] = now
+            effects.append(Emit("authority.acting", {"group": base, "gid": mine.gid, "term": mine.term,
+                                                     "holder": self.rack, "until": until,
+                                                     "level": self.layout.level(base)}))
+            effects += self._on_start_acting(base, now)
+        return effects
+
+    def _on_start_acting(self, base: str, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        parent = self.layout.parent(base)
+        if parent is not None:
+            self._set_seat(parent, base, self.holding[base].term, self.rack)
+            effects += self._announce_seat(base, now)
+            # push up every fact this group agreed on that the parent may not know yet
+            for subject, (seq, rank, value) in sorted(self.known.items()):
+                if rank == LEVELS[self.layout.level(base)] and self._in_group(subject, base):
+                    effects += self._propose_fact(parent, value, now)
+        # catch up on fleet facts from the authority above (it may have pushed them to my predecessor)
+        above = self.seats.get(FLEET, {}).get(self.dc) if self.layout.level(base) == "sector" else None
+        peers = [above[1]] if above else []
+        if self.layout.level(base) == "dc":
+            peers = [h for _t, h in self.seats.get(FLEET, {}).values() if h]
+        effects += [Send(self.layout.monitor(h), SyncRequest()) for h in sorted(set(peers)) if h != self.rack]
+        return effects
+
+    def _in_group(self, subject: str, base: str) -> bool:
+        try:
+            if self.layout.level(base) == "sector":
+                return self.layout.sector_of(subject) == base
+            return self.layout.dc_of(subject) == base
+        except ValueError:
+            return False
+
+    def _announce_seat(self, base: str, now: float) -> list[Effect]:
+        """Tell everyone who could hold a seat of the parent group that I hold ``base``'s seat."""
+        parent = self.layout.parent(base)
+        mine = self.holding.get(base)
+        if parent is None or mine is None:
+            return []
+        racks = self.layout.all_racks() if parent == FLEET else [
+            r for s in self.layout.sectors_of(parent) for r in self.layout.racks_of(s)]
+        out = Seat(base, mine.term, self.rack)
+        return [Send(self.layout.monitor(r), out) for r in racks if r != self.rack]
+
+    def _on_seat(self, msg: Seat, sender: str, now: float) -> list[Effect]:
+        try:
+            parent = self.layout.parent(msg.child)
+            ok = parent is not None and self.layout.monitor(msg.holder) == sender and self._in_group(msg.holder, msg.child)
+        except ValueError:
+            ok = False
+        if not ok or not isinstance(msg.term, int):
+            return [Emit("monitor.bad_input", {"reason": f"seat {msg.child} for {msg.holder} from {sender}"})]
+        self._set_seat(parent, msg.child, msg.term, msg.holder)
+        return []
+
+    def _candidacy(self, base: str, now: float) -> list[Effect]:
+        """Stand for ``base``'s authority when it has been silent for a lease."""
+        if base in self.holding and self.acting(base) and now < self.lease_until.get(base, 0.0) + self.lease:
+            return []
+        last = self.last_hb.get(base)
+        if last is None:
+            self.last_hb[base] = last = now
+        if now < last + self.lease or not self._seat_ready(base, now):
+            return []
+        known = self.auth.get(base) or _Auth()
+        term = known.term + 1
+        gid = self.gid(base)
+        q = self.members_of(gid)
+        if q is None:
+            return []
+        at = self.candidate_at.get(base)
+        if at is None:
+            order = sorted(q.members)
+            k = term % len(order)
+            rank = (order[k:] + order[:k]).index(self.address)
+            self.candidate_at[base] = at = now + rank * self.stagger
+        if now < at:
+            return []
+        inst = f"{gid}|authority|{term}"
+        self.candidate_at[base] = now + self.lease + self.rng.uniform(0, self.lease)  # next try if this stalls
+        if self.paxos.chosen(inst) is not None:
+            return self._on_designated(base, gid, term, self.paxos.chosen(inst)[1], now)
+        effects: list[Effect] = [Emit("authority.candidate", {"group": base, "gid": gid, "term": term,
+                                                              "silent_for": now - last})]
+        return effects + self._paxos(self.paxos.propose(inst, self.rack, now), now)
+
+    # -- 4. control decisions ----------------------------------------------------------
+
+    def _propose_reboot(self, value: dict, now: float) -> list[Effect]:
+        decision = f"reboot:{value['subject']}:{value['seq']}"
+        inst = f"{self.sector}|control|{decision}"
+        plan = {"action": "reboot", "rack": value["subject"], "executor": self.rack,
+                "term": self.holding[self.sector].term}
+        return [Emit("control.proposed", {"decision": decision, **plan})] + self._paxos(
+            self.paxos.propose(inst, plan, now), now)
+
+    def _on_decision(self, decision: str, plan: Any, now: float) -> list[Effect]:
+        if not isinstance(plan, dict) or plan.get("executor") != self.rack or decision in self.executed:
+            return []
+        if not self.acting(self.sector, now) or self.holding[self.sector].term != plan.get("term"):
+            return [Emit("control.skipped", {"decision": decision, "reason": "executor no longer holds its lease"})]
+        self.executed.add(decision)
+        return [self._persist_mine(),
+                Emit("control.executed", {"decision": decision, "action": plan.get("action"),
+                                          "rack": plan.get("rack"), "term": plan.get("term"),
+                                          "lease_until": self.lease_until.get(self.sector)}),
+                Send(self.layout.control(plan["rack"]), Reboot(plan["rack"], decision, self.rack))]
+
+    # -- the periodic beat -------------------------------------------------------------
+
+    def _on_beat(self, now: float) -> list[Effect]:
+        effects: list[Effect] = [SetTimer(_MINE + "beat", now + self.heartbeat_every)]
+        for base in list(self.holding):
+            if self.holding[base].term < (self.auth.get(base) or _Auth()).term:
+                del self.holding[base]  # superseded
+                self.acting_since.pop(base, None)
+                continue
+            if base in self.acting_since and now >= self.lease_until.get(base, 0.0):
+                effects.append(Emit("authority.lapsed", {"group": base, "term": self.holding[base].term,
+                                                         "holder": self.rack, "until": self.lease_until[base]}))
+                del self.acting_since[base]
+            if base != self.sector and base not in self._bases():
+                continue  # my seat below is gone: stop speaking for the upper group
+            effects += self._send_heartbeats(base, now)
+        stale = [k for k in self.acks if k[1] < now - self.lease]
+        for k in stale:
+            del self.acks[k]
+        for base in self._bases():
+            effects += self._candidacy(base, now)
+        if now >= self.next_seat_at:
+            self.next_seat_at = now + self.seat_every
+            for base in (self.sector, self.dc):
+                if self.acting(base, now):
+                    effects += self._announce_seat(base, now)
+        effects += self._retry_up(now)
+        effects += self._retry_down(now)
+        effects += self._check_quorum(now)
+        return effects
+
+    def _retry_up(self, now: float) -> list[Effect]:
+        """Facts waiting for an upper group whose seats have changed since: propose again there."""
+        effects: list[Effect] = []
+        for base, facts in list(self.up.items()):
+            child = self.sector if self.layout.level(base) == "dc" else self.dc
+            if base != self.sector and not self.acting(child, now):
+                continue
+            gid = self.gid(base)
+            for _subject, (value, used) in sorted(facts.items()):
+                if used != gid:
+                    effects += self._propose_fact(base, value, now)
+        return effects
+
+    def _retry_down(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for (subject, seq), waiting in sorted(self.down.items()):
+            known = self.known.get(subject)
+            if known is None or known[0] != seq:
+                continue
+            out = Fact("fleet", known[2])
+            effects += [Send(m, out) for m in sorted(waiting)]
+        return effects
+
+    def _check_quorum(self, now: float) -> list[Effect]:
+        last = self.last_hb.get(self.sector, now)
+        if self.no_quorum or now - last < self.quorum_timeout or self.acting(self.sector, now):
+            return []
+        self.no_quorum = True
+        effects: list[Effect] = [Emit("monitor.no_quorum", {"group": self.sector, "silent_for": now - last,
+                                                            "policy": self.on_no_quorum})]
+        if self.on_no_quorum == "revert":
+            for d in sorted(self.assumed):
+                self.assumed[d] = self.default_assumption
+                effects.append(Emit("monitor.assume", {"group": d, "condition": self.default_assumption,
+                                                       "reason": "no quorum"}))
+        return effects
+
+    def _quorum_back(self, now: float, authority: str) -> list[Effect]:
+        self.no_quorum = False
+        effects: list[Effect] = [Emit("monitor.quorum", {"group": self.sector, "authority": authority})]
+        if self.on_no_quorum == "revert":
+            for d in sorted(self.assumed):
+                self.assumed[d] = "as-agreed"
+                effects.append(Emit("monitor.assume", {"group": d, "condition": "as-agreed",
+                                                       "reason": "quorum regained"}))
+        if authority != self.address:
+            effects.append(Send(authority, SyncRequest()))
+        return effects
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _paxos(self, effects: list[Effect], now: float) -> list[Effect]:
+        """Pass the embedded Paxos node's effects through, reacting to every value it learns."""
+        out: list[Effect] = []
+        for eff in effects:
+            out.append(eff)
+            if eff.__class__ is Emit and eff.kind == "paxos.chosen":
+                out += self._on_chosen(eff.fields["instance"], eff.fields["value"], now)
+        return out
+
+    def _persist_mine(self) -> Persist:
+        return Persist(MONITOR_KEY, {"cond_seq": self.cond_seq, "executed": sorted(self.executed)})
+
+    def state(self) -> dict:
+        """All durable state, as written by Persist effects so far."""
+        out = self.paxos.state()
+        out[MONITOR_KEY] = {"cond_seq": self.cond_seq, "executed": sorted(self.executed)}
+        return out
+
+    def view(self) -> dict:
+        """A snapshot for reports and tests: indicator, authorities, known facts."""
+        return {"rack": self.rack, "condition": self.detector.state, "indicator": self.detector.indicator(),
+                "authorities": {b: (a.term, a.holder) for b, a in self.auth.items()},
+                "acting": sorted(self.acting_since), "known": {s: v[2] for s, v in self.known.items()},
+                "assumed": dict(self.assumed), "no_quorum": self.no_quorum}
+
+    _handlers = {
+        Status: _on_status,
+        Heartbeat: _on_heartbeat,
+        HeartbeatAck: _on_heartbeat_ack,
+        Seat: _on_seat,
+        Fact: _on_fact,
+        FactAck: _on_fact_ack,
+        SyncRequest: _on_sync_request,
+        SyncReply: _on_sync_reply,
+    }

@@ -1,0 +1,94 @@
+"""A simulated fleet of racks and monitors for the rack-monitor tests and the consensus benchmark.
+
+``RackFleet(seed, dcs, sectors, racks)`` puts every rack control at
+``rack-<rack>/control`` and every monitor at ``mon-<rack>/monitor`` in one
+deterministic simulator. Monitors' ``Persist`` effects go to a per-monitor
+dict (the disk) in effect order; ``crash_monitor``/``restart_monitor`` lose
+everything but the disk. ``main_net``/``monitor_net`` are the node names of
+the two channels, so a test can cut one and leave the other up.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+
+from actors.simulator import Simulator
+from protocols.consensus import Persist
+from protocols.rack import Layout, RackControl, RackMonitor
+from protocols.rack.messages import SetMetrics
+from transport.sim import LinkSpec, SimNetwork, Uniform
+
+CLEAN = LinkSpec(latency=Uniform(0.0005, 0.002))
+
+
+class RackFleet:
+    def __init__(self, seed: int, dcs: int = 3, sectors: int = 4, racks: int = 6, *, link: LinkSpec = CLEAN,
+                 trace: bool = False, **monitor_params) -> None:
+        self.seed = seed
+        self.layout = Layout(dcs, sectors, racks)
+        self.layout_dict = {"dcs": dcs, "sectors": sectors, "racks": racks}
+        self.monitor_params = monitor_params
+        self.sim = Simulator(seed, SimNetwork(default=link), trace_messages=trace)
+        self.disk: dict[str, dict] = defaultdict(dict)
+        self.racks = self.layout.all_racks()
+        for r in self.racks:
+            self.sim.add(self.layout.control(r), RackControl(r, self.layout.monitor(r), address=self.layout.control(r)))
+            m = self.layout.monitor(r)
+            self.sim.add(m, self._monitor(r), host=self._persist)
+
+    @property
+    def main_net(self) -> list[str]:
+        return [self.layout.control(r).split("/")[0] for r in self.racks]
+
+    @property
+    def monitor_net(self) -> list[str]:
+        return [self.layout.monitor(r).split("/")[0] for r in self.racks]
+
+    def _monitor(self, rack: str) -> RackMonitor:
+        m = self.layout.monitor(rack)
+        return RackMonitor(rack, self.layout_dict, m, self.sim.rng(m + f"#{len(self.disk[m])}"),
+                           durable=copy.deepcopy(self.disk[m]), **self.monitor_params)
+
+    def _persist(self, effect, address, sim):
+        assert isinstance(effect, Persist), effect
+        self.disk[address][effect.key] = copy.deepcopy(effect.data)
+
+    # faults and commands (call now or from sim.schedule callbacks)
+    def at(self, t: float, fn, *args) -> None:
+        self.sim.schedule(t, lambda: fn(*args))
+
+    def power_off(self, rack: str) -> None:
+        """The rack control and its hosts lose power; the monitor keeps running."""
+        self.sim.crash(self.layout.control(rack))
+
+    def power_on(self, rack: str) -> None:
+        c = self.layout.control(rack)
+        if not self.sim.alive(c):
+            self.sim.restart(c, RackControl(rack, self.layout.monitor(rack), address=c))
+
+    def set_metrics(self, rack: str, **metrics) -> None:
+        self.sim.send(self.layout.control(rack), SetMetrics(metrics))
+
+    def crash_monitor(self, rack: str) -> None:
+        self.sim.crash(self.layout.monitor(rack))
+
+    def restart_monitor(self, rack: str) -> None:
+        m = self.layout.monitor(rack)
+        if not self.sim.alive(m):
+            self.sim.restart(m, self._monitor(rack))
+
+    def monitor(self, rack: str) -> RackMonitor:
+        return self.sim.machine(self.layout.monitor(rack))
+
+    def run(self, until: float) -> None:
+        self.sim.run(until=until)
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        evs = self.sim.event_log.events()
+        return evs if kind is None else [e for e in evs if e["kind"] == kind]
+
+    def authority(self, group: str) -> list[str]:
+        """Racks whose monitors are acting authority of ``group`` now."""
+        now = self.sim.now
+        return [r for r in self.racks if self.sim.alive(self.layout.monitor(r)) and self.monitor(r).acting(group, now)]
