@@ -1,0 +1,963 @@
+"""The edge node: self-evaluation, assent, role holding, and the isolated local control plane.
+
+How this works
+--------------
+Source: ``shared/seeds/004_726d366e1cefdd53.txt`` [0066]-[0099], FIGS. 3A-3B.
+One :class:`EdgeNode` per data processing system. Its rules, in prose:
+
+**Connected.** The node learns the intermediate representation and the
+deployment's membership from the manager's :class:`Deploy`, answers every
+:class:`Heartbeat` with a :class:`HeartbeatAck` (the plan it follows, what it
+holds) and answers :class:`FitRequest` with a :class:`FitReport`: per role its
+capability as a ratio of the role's metric (the default evaluation,
+:func:`synthetic_fit`, is pluggable through ``evaluate``), per management role
+its objective score if it meets the role's criteria. Final roles are held under
+the manager's lease: each heartbeat extends it to ``now + isolation_after``.
+
+**Isolation.** A deployed node that hears no heartbeat for
+``isolation_after`` seconds declares isolation (``edge.isolation_declared``),
+gives up its final roles (their lease expired) and starts an election.
+
+**Election (bully by fit, with terms).** The node moves to ``term + 1`` (one
+above every term it has seen) and sends :class:`Announce` (term, its
+leadership score: the ``leader`` role's objective function) to every member of
+the deployment. For ``gather_window`` seconds it collects the announcements of
+that term; the nodes heard form its *view*. The best of the view by (score,
+address) is the candidate: if that is this node it sends :class:`VoteRequest`
+(term, view) to the view. A node grants at most one vote per term, only to a
+candidate whose view contains it and that is the best it heard itself, and
+only while it is isolated and follows no live leader. A candidate with votes
+from a strict majority of its view becomes leader (``plane.leader``). With no
+leader by ``election_timeout`` the node starts again one term higher.
+*Safety*: a node votes once per term and a leader needs a majority of its own
+view, so two leaders of one term have disjoint electorates. Within one
+*connected island* - the nodes that can reach one another during the gather
+window, judged by the checker from the network partition events - every node
+hears every announcement (the window is longer than the latency), so the
+views are equal and at most one leader per island per term emerges. A node
+that hears a live leader follows it (the higher term if two).
+
+**The plane (leader).** The leader sends :class:`FitRequest` for the isolated
+role set and the management roles to its view, waits ``fit_timeout`` (or all
+reports), then negotiates the roles (:class:`Negotiation`) under the isolated
+governance rules with the reporters as the electorate. Its
+:class:`LeaderHeartbeat` (every tick) carries the plan's assignments - the
+temporary subscriptions - and a lease of ``leader_lease`` seconds; members
+answer :class:`LeaderAck`. A member silent for ``leader_lease +
+heartbeat_interval`` is dropped from the plane; once the last lease sent to it
+has run out its roles are negotiated again (``plane.holder_lost``), so a role
+never has two holders in one plan. A relinquished role is negotiated again
+the same way.
+
+**Holding roles.** A member takes the roles the complete plan gives it
+(``edge.role_assigned``, temporary) and holds them while the leader's lease
+runs; when it expires (the leader died or the island split) it gives them up
+(``edge.role_relinquished``) and elects again, one term higher: an island that
+splits forms its own plane on each side. A :class:`Propose` for itself is
+accepted when the role's load fits in its free resources after the roles it
+already committed to in that plan; a proposal for another node is voted
+against when this node distrusts that node (it served it badly).
+
+**Validator and reporter.** The validator holder probes every service holder
+each ``validate_every`` seconds (:class:`Probe` -> :class:`ProbeResult`),
+judges the measured ratio against the subscription's ``min_ratio`` and sends
+:class:`Validation` to the leader and the reporter; a holder measuring itself
+below it relinquishes. The reporter records plan versions and verdicts.
+
+**Reconnect.** A heartbeat from the manager ends isolation
+(``edge.isolation_ended``); the leader sends its :class:`PlanReport`, the
+reporter its :class:`ReporterRecord`, and everybody keeps its temporary roles
+(the leader keeps beating) until the manager's :class:`Release` (give up all
+but ``keep``) and :class:`Commit` (hold exactly these final roles) arrive.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from typing import Any, Callable
+
+import attrs
+
+from protocols.core import CancelTimer, Effect, Emit, Send, SetTimer, TimerFired
+from protocols.localplane.ir import meets_criteria, objective, synthetic_fit
+from protocols.localplane.messages import (
+    Announce,
+    Answer,
+    Assignment,
+    Commit,
+    Committed,
+    Deploy,
+    FitReport,
+    FitRequest,
+    Heartbeat,
+    HeartbeatAck,
+    IntermediateRepresentation,
+    LeaderAck,
+    LeaderHeartbeat,
+    PlanReport,
+    Probe,
+    ProbeResult,
+    Propose,
+    Release,
+    Released,
+    Relinquish,
+    ReporterRecord,
+    RoleSpec,
+    Validation,
+    Vote,
+    VoteRequest,
+    Withdraw,
+)
+from protocols.localplane.negotiation import Negotiation, _adict, role_key
+
+__all__ = ["EdgeNode", "PlaneRole"]
+
+
+class PlaneRole(enum.Enum):
+    NONE = "none"  # connected, or not yet deployed
+    ELECTING = "electing"  # gathering announcements / waiting for a candidate
+    CANDIDATE = "candidate"
+    FOLLOWER = "follower"
+    LEADER = "leader"
+
+
+class _Holding:
+    __slots__ = ("a", "plan_id", "temporary", "term")
+
+    def __init__(self, a: Assignment, plan_id: str, temporary: bool, term: int) -> None:
+        self.a = a
+        self.plan_id = plan_id
+        self.temporary = temporary
+        self.term = term
+
+
+class EdgeNode:
+    """One edge node (see the module docstring). Constructor arguments are plain values (a topology file builds it)."""
+
+    def __init__(
+        self,
+        address: str,
+        manager: str,
+        capability: dict | None = None,
+        free: float = 1.0,
+        criteria: dict | None = None,
+        rng: random.Random | None = None,
+        *,
+        heartbeat_interval: float = 0.1,
+        isolation_after: float = 0.5,
+        gather_window: float = 0.1,
+        election_timeout: float = 0.4,
+        fit_timeout: float = 0.1,
+        proposal_timeout: float = 0.1,
+        leader_lease: float = 0.5,
+        validate_every: float = 0.5,
+        fit_noise: float = 0.03,
+        distrust: list | None = None,
+        evaluate: Callable[[RoleSpec], float] | None = None,
+    ) -> None:
+        self.address = address
+        self.node = address.partition("/")[0]
+        self.manager = manager
+        self.capability = {k: float(v) for k, v in (capability or {}).items()}
+        self.free = float(free)
+        self.criteria = {k: float(v) for k, v in (criteria or {}).items()}
+        self.criteria.setdefault("free", self.free)
+        self.rng = rng if rng is not None else random.Random(address)
+        self.heartbeat_interval = heartbeat_interval
+        self.tick_interval = heartbeat_interval
+        self.isolation_after = isolation_after
+        self.gather_window = gather_window
+        self.election_timeout = election_timeout
+        self.fit_timeout = fit_timeout
+        self.proposal_timeout = proposal_timeout
+        self.leader_lease = leader_lease
+        self.member_timeout = leader_lease + heartbeat_interval
+        self.validate_every = validate_every
+        self.fit_noise = fit_noise
+        self.distrust = set(distrust or ())
+        self.evaluate = evaluate
+
+        self.ir: IntermediateRepresentation | None = None
+        self.members: list[str] = []
+        self.epoch = -1
+        self.isolated = False
+        self.isolated_at: float | None = None
+        self.last_heartbeat: float | None = None
+        self.term = 0
+        self.voted: dict[int, str] = {}
+        self.early: dict[str, tuple[int, float, float]] = {}  # announcements heard while still connected
+        self.heard: dict[str, float] = {}  # announcements of the current term: address -> score
+        self.view: list[str] = []
+        self.votes: set[str] = set()
+        self.role = PlaneRole.NONE
+        self.leader = ""
+        self.leader_term = 0
+        self.leader_until = -math.inf
+        self.plan_id = ""  # the temporary plan this node follows
+        self.plan_version = -1
+        self.plan: list[Assignment] = []  # the followed plan's assignments (validator/reporter need them)
+        self.holdings: dict[str, _Holding] = {}
+        self.commitments: dict[str, dict[str, float]] = {}  # plan_id -> role -> load
+        self.record: list[dict[str, Any]] = []  # the reporter's record
+        self.next_validate = 0.0
+        self.lead: _Lead | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _emit(self, event_kind: str, /, **fields: Any) -> Emit:
+        return Emit(event_kind, fields)
+
+    def _peers(self) -> list[str]:
+        return [m for m in self.members if m != self.address]
+
+    def leader_score(self) -> float:
+        spec = self._mgmt("leader")
+        if spec is None:
+            return 0.0
+        return objective(spec, self.criteria) if meets_criteria(spec, self.criteria) else -1e9
+
+    def _mgmt(self, name: str) -> RoleSpec | None:
+        if self.ir is None:
+            return None
+        for r in self.ir.management:
+            if r.name == name:
+                return r
+        return None
+
+    def fit_for(self, spec: RoleSpec) -> float | None:
+        """Self-evaluated fit for one role: a capability ratio (service) or objective score (management)."""
+        if spec.kind == "management":
+            return objective(spec, self.criteria) if meets_criteria(spec, self.criteria) else None
+        if self.evaluate is not None:
+            return float(self.evaluate(spec))
+        return synthetic_fit(spec, self.capability, self.rng, self.fit_noise)
+
+    def holding_keys(self) -> list[str]:
+        return sorted(self.holdings)
+
+    # -- the sans-I/O entry points -------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if self.role is PlaneRole.LEADER and self.lead is not None:
+            out += self.lead.tick(now)
+        if now >= self.next_validate and self.plan_id and self._holds("validator"):
+            self.next_validate = now + self.validate_every
+            for a in self.plan:
+                if a.kind == "service":
+                    out.append(Send(a.holder, Probe(plan_id=self.plan_id, role=a.role, share=a.share)))
+        return out
+
+    def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
+        h = _HANDLERS.get(type(msg))
+        if h is None:
+            return [self._emit("edge.ignored", what=type(msg).__name__, sender=sender, why="unknown message")]
+        return h(self, msg, sender, now)
+
+    # -- connected operation --------------------------------------------------------------------
+
+    def _on_deploy(self, msg: Deploy, sender: str, now: float) -> list[Effect]:
+        if sender != self.manager:
+            return []
+        first = self.ir is None or msg.ir.version != self.ir.version
+        self.ir = msg.ir
+        self.members = sorted(msg.members)
+        self.epoch = msg.epoch
+        out: list[Effect] = []
+        if first:
+            out.append(self._emit("edge.deployed", intent=msg.ir.intent, version=msg.ir.version, members=len(self.members)))
+        return out + self._heard_manager(now)
+
+    def _on_heartbeat(self, msg: Heartbeat, sender: str, now: float) -> list[Effect]:
+        if sender != self.manager or self.ir is None:
+            return []
+        self.epoch = max(self.epoch, msg.epoch)
+        out = self._heard_manager(now)
+        temporary = any(h.temporary for h in self.holdings.values()) or bool(self.plan_id)
+        final = next((h.plan_id for h in self.holdings.values() if not h.temporary), "")
+        out.append(Send(self.manager, HeartbeatAck(
+            epoch=msg.epoch, seq=msg.seq, plan_id=self.plan_id if temporary else final, temporary=temporary,
+            term=self.leader_term, leader=self.leader, holding=self.holding_keys())))
+        return out
+
+    def _heard_manager(self, now: float) -> list[Effect]:
+        self.last_heartbeat = now
+        out: list[Effect] = [SetTimer("manager", now + self.isolation_after)]
+        if self.isolated:
+            self.isolated = False
+            out.append(self._emit("edge.isolation_ended", term=self.leader_term, plan_id=self.plan_id,
+                                  leader=self.leader, isolated_for=round(now - (self.isolated_at or now), 6)))
+            if self.role in (PlaneRole.ELECTING, PlaneRole.CANDIDATE):
+                self.role = PlaneRole.NONE
+                out += [CancelTimer("gather"), CancelTimer("election")]
+            if self.role is PlaneRole.LEADER and self.lead is not None:
+                out += self.lead.report(now)
+            if self._holds("reporter"):
+                out.append(self._reporter_record())
+        return out
+
+    def _manager_lost(self, now: float) -> list[Effect]:
+        if self.isolated or self.ir is None:
+            return []
+        self.isolated = True
+        self.isolated_at = now
+        out: list[Effect] = [self._emit("edge.isolation_declared", last_heartbeat=self.last_heartbeat,
+                                        after=self.isolation_after, term=self.term)]
+        for key in [k for k, h in self.holdings.items() if not h.temporary]:
+            out += self._relinquish(key, "manager_lease_expired", now, tell=False)
+        if self.role is PlaneRole.NONE:
+            out += self._start_election(now)
+        return out
+
+    def _on_fit_request(self, msg: FitRequest, sender: str, now: float) -> list[Effect]:
+        if self.ir is None:
+            return []
+        if msg.isolated:
+            if not self._follows(sender, msg.term):
+                return [self._emit("edge.ignored", what="FitRequest", sender=sender, why="not my leader")]
+        elif sender != self.manager:
+            return []
+        fits: dict[str, float] = {}
+        for spec in msg.roles:
+            f = self.fit_for(spec)
+            if f is not None:
+                fits[spec.name] = f
+        rep = FitReport(plan_id=msg.plan_id, fits=fits, criteria=dict(self.criteria), free=self._free(msg.plan_id),
+                        holding=self.holding_keys())
+        return [Send(sender, rep), self._emit("edge.fit_reported", plan_id=msg.plan_id, to=sender, fits=fits)]
+
+    def _free(self, plan_id: str) -> float:
+        return round(self.free - sum(self.commitments.get(plan_id, {}).values()), 6)
+
+    def _on_propose(self, msg: Propose, sender: str, now: float) -> list[Effect]:
+        if self.ir is None:
+            return []
+        if msg.candidate == self.address:
+            committed = self.commitments.setdefault(msg.plan_id, {})
+            free = self.free - sum(v for r, v in committed.items() if r != msg.role)
+            yes = msg.load <= free + 1e-9
+            reason = "fits" if yes else f"needs {msg.load:.3f}, free {free:.3f}"
+            if yes:
+                committed[msg.role] = msg.load
+            role = "assignee"
+        else:
+            yes = msg.candidate not in self.distrust
+            reason = "" if yes else "candidate does not serve me well"
+            role = "voter"
+        out: list[Effect] = [Send(sender, Answer(plan_id=msg.plan_id, round=msg.round, yes=yes, reason=reason)),
+                             self._emit("edge.answer", plan_id=msg.plan_id, round=msg.round, role=msg.role,
+                                        share=msg.share, candidate=msg.candidate, yes=yes, reason=reason, **{"as": role})]
+        return out
+
+    def _on_withdraw(self, msg: Withdraw, sender: str, now: float) -> list[Effect]:
+        self.commitments.get(msg.plan_id, {}).pop(msg.role, None)
+        return []
+
+    def _on_release(self, msg: Release, sender: str, now: float) -> list[Effect]:
+        if sender != self.manager:
+            return []
+        out: list[Effect] = []
+        keep = set(msg.keep)
+        for key in [k for k in self.holdings if k not in keep]:
+            out += self._relinquish(key, "released_for_final_plan", now, tell=False)
+        out.append(Send(sender, Released(plan_id=msg.plan_id)))
+        return out
+
+    def _on_commit(self, msg: Commit, sender: str, now: float) -> list[Effect]:
+        if sender != self.manager:
+            return []
+        out: list[Effect] = []
+        mine = {role_key(a.role, a.share, a.shares): a for a in msg.assignments if a.holder == self.address}
+        already = all(k in self.holdings and self.holdings[k].plan_id == msg.plan_id for k in mine)
+        if not (already and len(mine) == len(self.holdings)):
+            for key in [k for k in self.holdings if k not in mine]:
+                out += self._relinquish(key, "final_plan", now, tell=False)
+            for key, a in sorted(mine.items()):
+                h = self.holdings.get(key)
+                if h is not None and h.plan_id == msg.plan_id:
+                    continue
+                converted = h is not None
+                self.holdings[key] = _Holding(a, msg.plan_id, False, 0)
+                out.append(self._emit("edge.role_assigned", role=a.role, share=a.share, shares=a.shares, key=key,
+                                      plan_id=msg.plan_id, term=0, temporary=False, target=a.target,
+                                      kind=a.kind, converted=converted, ratified=msg.ratified))
+        # the temporary plane ends here
+        if self.role is PlaneRole.LEADER:
+            out.append(self._emit("plane.stepdown", term=self.leader_term, plan_id=self.plan_id,
+                                  reason="final plan committed"))
+            self.lead = None
+        if self.plan_id:
+            out += [CancelTimer("leader"), CancelTimer("gather"), CancelTimer("election")]
+        self.role = PlaneRole.NONE
+        self.plan_id = ""
+        self.plan = list(msg.assignments)
+        self.plan_version = -1
+        self.leader = ""
+        self.leader_until = -math.inf
+        self.commitments = {msg.plan_id: self.commitments.get(msg.plan_id, {})}
+        out.append(Send(sender, Committed(plan_id=msg.plan_id)))
+        return out
+
+    # -- holdings ----------------------------------------------------------------------------------
+
+    def _holds(self, role: str) -> bool:
+        return any(h.a.role == role for h in self.holdings.values())
+
+    def _relinquish(self, key: str, reason: str, now: float, tell: bool) -> list[Effect]:
+        h = self.holdings.pop(key, None)
+        if h is None:
+            return []
+        out: list[Effect] = [self._emit("edge.role_relinquished", role=h.a.role, share=h.a.share, shares=h.a.shares,
+                                        key=key, plan_id=h.plan_id, temporary=h.temporary, reason=reason)]
+        if tell and self.leader and self.leader != self.address:
+            out.append(Send(self.leader, Relinquish(plan_id=h.plan_id, role=h.a.role, share=h.a.share, reason=reason)))
+        elif tell and self.lead is not None:
+            out += self.lead.on_relinquish(Relinquish(plan_id=h.plan_id, role=h.a.role, share=h.a.share, reason=reason),
+                                           self.address, now)
+        return out
+
+    def _adopt_plan(self, msg: LeaderHeartbeat, now: float) -> list[Effect]:
+        """Hold exactly this node's assignments in the leader's complete plan."""
+        out: list[Effect] = []
+        self.plan = list(msg.assignments)
+        self.plan_version = msg.version
+        mine = {role_key(a.role, a.share, a.shares): a for a in msg.assignments if a.holder == self.address}
+        for key, h in list(self.holdings.items()):
+            if key not in mine or h.plan_id != msg.plan_id:
+                out += self._relinquish(key, "replanned" if h.plan_id == msg.plan_id else "new_plane", now, tell=False)
+        for key, a in sorted(mine.items()):
+            if key in self.holdings:
+                continue
+            self.holdings[key] = _Holding(a, msg.plan_id, True, msg.term)
+            out.append(self._emit("edge.role_assigned", role=a.role, share=a.share, shares=a.shares, key=key,
+                                  plan_id=msg.plan_id, term=msg.term, temporary=True, target=a.target, kind=a.kind,
+                                  converted=False, ratified=False))
+        if self._holds("reporter"):
+            self._note({"what": "plan", "plan_id": msg.plan_id, "version": msg.version, "time": now,
+                        "assignments": [_adict(a) for a in msg.assignments]})
+        return out
+
+    # -- election ------------------------------------------------------------------------------------
+
+    def _start_election(self, now: float) -> list[Effect]:
+        recent = {a: (t, sc) for a, (t, sc, at) in self.early.items() if now - at <= self.gather_window + self.heartbeat_interval}
+        self.early = {}
+        self.term = max([self.term + 1] + [t for t, _ in recent.values()])
+        self.role = PlaneRole.ELECTING
+        self.heard = {self.address: self.leader_score()}
+        self.heard.update({a: sc for a, (t, sc) in recent.items() if t == self.term})
+        self.votes = set()
+        self.view = []
+        jitter = self.rng.uniform(0, self.heartbeat_interval * 0.2)
+        out: list[Effect] = [Send(p, Announce(term=self.term, score=self.heard[self.address])) for p in self._peers()]
+        out.append(SetTimer("gather", now + self.gather_window + jitter))
+        out.append(SetTimer("election", now + self.election_timeout + jitter))
+        out.append(self._emit("plane.announce", term=self.term, score=self.heard[self.address]))
+        return out
+
+    def _live_leader(self, now: float) -> bool:
+        return bool(self.leader) and now < self.leader_until
+
+    def _on_announce(self, msg: Announce, sender: str, now: float) -> list[Effect]:
+        if self.ir is None:
+            return []
+        if not self.isolated:
+            # a neighbour lost the manager a moment before us: keep its announcement for our own election
+            self.early[sender] = (msg.term, msg.score, now)
+            return []
+        if self.role is PlaneRole.LEADER and self.lead is not None:
+            return self.lead.on_announce(sender, now)
+        if self._live_leader(now):
+            return []  # it will hear our leader once the leader adds it
+        if msg.term > self.term:
+            # join the newer election
+            self.term = msg.term - 1
+            out = self._start_election(now)
+            self.heard[sender] = msg.score
+            return out
+        if msg.term == self.term and self.role in (PlaneRole.ELECTING, PlaneRole.CANDIDATE):
+            self.heard[sender] = msg.score
+        return []
+
+    def _best_heard(self) -> str:
+        return max(self.heard.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+    def _on_gather(self, now: float) -> list[Effect]:
+        if self.role is not PlaneRole.ELECTING:
+            return []
+        best = self._best_heard()
+        if best != self.address:
+            return [self._emit("plane.gathered", term=self.term, view=len(self.heard), best=best)]
+        self.role = PlaneRole.CANDIDATE
+        self.view = sorted(self.heard)
+        self.votes = {self.address}
+        self.voted[self.term] = self.address
+        out: list[Effect] = [self._emit("plane.candidate", term=self.term, view=self.view, score=self.heard[self.address])]
+        if len(self.votes) * 2 > len(self.view):
+            return out + self._become_leader(now)
+        req = VoteRequest(term=self.term, score=self.heard[self.address], view=self.view)
+        return out + [Send(p, req) for p in self.view if p != self.address]
+
+    def _on_vote_request(self, msg: VoteRequest, sender: str, now: float) -> list[Effect]:
+        if self.ir is None:
+            return []
+        granted, why = False, ""
+        extra: list[Effect] = []
+        if not self.isolated:
+            why = "connected"
+        elif self._live_leader(now):
+            why = "following a live leader"
+        elif msg.term < self.term:
+            why = "stale term"
+        elif self.address not in msg.view:
+            why = "not in the candidate's view"
+        else:
+            if msg.term > self.term:
+                self.term = msg.term
+                self.heard = {self.address: self.leader_score()}
+                self.role = PlaneRole.ELECTING
+                extra.append(SetTimer("election", now + self.election_timeout))
+            self.heard[sender] = msg.score
+            prior = self.voted.get(msg.term)
+            if prior not in (None, sender):
+                why = f"already voted for {prior}"
+            elif self._best_heard() != sender:
+                why = f"{self._best_heard()} is better"
+            else:
+                granted = True
+                self.voted[msg.term] = sender
+        out: list[Effect] = [Send(sender, Vote(term=msg.term, granted=granted)),
+                             self._emit("plane.vote", term=msg.term, candidate=sender, granted=granted, why=why)]
+        return extra + out
+
+    def _on_vote(self, msg: Vote, sender: str, now: float) -> list[Effect]:
+        if self.role is not PlaneRole.CANDIDATE or msg.term != self.term or sender not in self.view or not msg.granted:
+            return []
+        self.votes.add(sender)
+        if len(self.votes) * 2 > len(self.view):
+            return self._become_leader(now)
+        return []
+
+    def _on_election_timeout(self, now: float) -> list[Effect]:
+        if not self.isolated or self.role in (PlaneRole.LEADER, PlaneRole.FOLLOWER) or self._live_leader(now):
+            return []
+        return [self._emit("plane.election_failed", term=self.term, heard=len(self.heard))] + self._start_election(now)
+
+    def _become_leader(self, now: float) -> list[Effect]:
+        assert self.ir is not None
+        self.role = PlaneRole.LEADER
+        self.leader = self.address
+        self.leader_term = self.term
+        self.leader_until = math.inf
+        out: list[Effect] = [CancelTimer("election"), CancelTimer("gather"), CancelTimer("leader"),
+                             self._emit("plane.leader", term=self.term, voters=sorted(self.votes), view=self.view,
+                                        score=self.heard.get(self.address, 0.0),
+                                        since_isolation=round(now - (self.isolated_at or now), 6))]
+        # holdings of an older plane lapse: this node now answers to itself
+        for key in [k for k, h in self.holdings.items() if h.temporary]:
+            out += self._relinquish(key, "new_plane", now, tell=False)
+        self.lead = _Lead(self, now)
+        self.plan_id = self.lead.plan_id
+        return out + self.lead.start(now)
+
+    def _follows(self, sender: str, term: int) -> bool:
+        return sender == self.leader and term == self.leader_term
+
+    def _on_leader_heartbeat(self, msg: LeaderHeartbeat, sender: str, now: float) -> list[Effect]:
+        if self.ir is None or sender == self.address:
+            return []
+        out: list[Effect] = []
+        if sender != self.leader or msg.term != self.leader_term:
+            if self.role is PlaneRole.NONE and not self.plan_id:
+                return []  # connected and in no plane: not ours
+            if self.role is PlaneRole.LEADER:
+                if msg.term <= self.leader_term:
+                    return []
+                out.append(self._emit("plane.stepdown", term=self.leader_term, plan_id=self.plan_id,
+                                      reason=f"leader {sender} of term {msg.term}"))
+                self.lead = None
+            elif self._live_leader(now) and msg.term <= self.leader_term:
+                return []
+            self.leader = sender
+            self.leader_term = msg.term
+            self.term = max(self.term, msg.term)
+            self.role = PlaneRole.FOLLOWER
+            self.plan_id = msg.plan_id
+            self.plan_version = -1
+            out += [CancelTimer("gather"), CancelTimer("election"),
+                    self._emit("plane.follow", term=msg.term, leader=sender, plan_id=msg.plan_id)]
+        self.leader_until = msg.lease_until
+        out.append(SetTimer("leader", msg.lease_until))
+        if msg.complete and msg.version != self.plan_version:
+            out += self._adopt_plan(msg, now)
+        out.append(Send(sender, LeaderAck(term=msg.term, version=msg.version)))
+        return out
+
+    def _on_leader_lost(self, now: float) -> list[Effect]:
+        if self.role is not PlaneRole.FOLLOWER or now < self.leader_until:
+            return []
+        out: list[Effect] = [self._emit("plane.leader_lost", term=self.leader_term, leader=self.leader,
+                                        plan_id=self.plan_id)]
+        for key in [k for k, h in self.holdings.items() if h.temporary]:
+            out += self._relinquish(key, "leader_lease_expired", now, tell=False)
+        self.leader = ""
+        self.role = PlaneRole.NONE
+        self.plan_id = ""
+        self.plan = []
+        self.plan_version = -1
+        if self.isolated:
+            out += self._start_election(now)
+        return out
+
+    # -- plane members' duties ------------------------------------------------------------------
+
+    def _on_probe(self, msg: Probe, sender: str, now: float) -> list[Effect]:
+        key = next((k for k, h in self.holdings.items()
+                    if h.a.role == msg.role and h.a.share == msg.share and h.plan_id == msg.plan_id), None)
+        if key is None:
+            return []
+        h = self.holdings[key]
+        spec = RoleSpec(name=h.a.role, metric=self._metric(h.a.role), target=h.a.target)
+        measured = self.fit_for(spec) or 0.0
+        out: list[Effect] = [Send(sender, ProbeResult(plan_id=msg.plan_id, role=msg.role, share=msg.share,
+                                                      measured=measured))]
+        if measured < h.a.min_ratio:
+            out += self._relinquish(key, f"measured {measured:.2f} below {h.a.min_ratio}", now, tell=True)
+        return out
+
+    def _metric(self, role: str) -> str:
+        assert self.ir is not None
+        for r in list(self.ir.isolated_roles) + list(self.ir.roles):
+            if r.name == role:
+                return r.metric
+        return ""
+
+    def _on_probe_result(self, msg: ProbeResult, sender: str, now: float) -> list[Effect]:
+        if msg.plan_id != self.plan_id or not self._holds("validator"):
+            return []
+        a = next((a for a in self.plan if a.role == msg.role and a.share == msg.share and a.holder == sender), None)
+        if a is None:
+            return []
+        ok = msg.measured >= a.min_ratio
+        v = Validation(plan_id=msg.plan_id, role=msg.role, share=msg.share, holder=sender, ratio=msg.measured, ok=ok)
+        out: list[Effect] = [self._emit("plane.validated", plan_id=msg.plan_id, role=msg.role, share=msg.share,
+                                        holder=sender, ratio=msg.measured, ok=ok)]
+        reporter = next((a.holder for a in self.plan if a.role == "reporter"), "")
+        for to in {self.leader, reporter} - {""}:
+            out.append(Send(to, v))
+        return out
+
+    def _on_validation(self, msg: Validation, sender: str, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if self._holds("reporter"):
+            self._note({"what": "validation", "plan_id": msg.plan_id, "role": msg.role, "share": msg.share,
+                        "holder": msg.holder, "ratio": msg.ratio, "ok": msg.ok, "time": now})
+            out.append(self._emit("plane.recorded", what="validation", plan_id=msg.plan_id, role=msg.role,
+                                  holder=msg.holder, ok=msg.ok, entries=len(self.record)))
+        if self.lead is not None:
+            out += self.lead.on_validation(msg, now)
+        return out
+
+    def _note(self, entry: dict[str, Any]) -> None:
+        self.record.append(entry)
+        if len(self.record) > 1000:
+            del self.record[: len(self.record) - 1000]
+
+    def _reporter_record(self) -> Send:
+        vals = [e for e in self.record if e["what"] == "validation"]
+        metrics = {"validations": float(len(vals)), "failures": float(sum(1 for e in vals if not e["ok"])),
+                   "mean_ratio": round(sum(e["ratio"] for e in vals) / len(vals), 4) if vals else 0.0,
+                   "plan_versions": float(sum(1 for e in self.record if e["what"] == "plan"))}
+        return Send(self.manager, ReporterRecord(plan_id=self.plan_id, reporter=self.address,
+                                                 entries=self.record[-200:], metrics=metrics))
+
+    def _on_relinquish(self, msg: Relinquish, sender: str, now: float) -> list[Effect]:
+        if self.lead is None:
+            return []
+        return self.lead.on_relinquish(msg, sender, now)
+
+    def _on_fit_report(self, msg: FitReport, sender: str, now: float) -> list[Effect]:
+        if self.lead is None:
+            return []
+        return self.lead.on_fit_report(msg, sender, now)
+
+    def _on_answer(self, msg: Answer, sender: str, now: float) -> list[Effect]:
+        if self.lead is None:
+            return []
+        return self.lead.on_answer(msg, sender, now)
+
+    def _on_leader_ack(self, msg: LeaderAck, sender: str, now: float) -> list[Effect]:
+        if self.lead is None or msg.term != self.leader_term:
+            return []
+        return self.lead.on_ack(sender, now)
+
+    def _on_timer(self, msg: TimerFired, sender: str, now: float) -> list[Effect]:
+        k = msg.key
+        if k == "manager":
+            return self._manager_lost(now)
+        if k == "gather":
+            return self._on_gather(now)
+        if k == "election":
+            return self._on_election_timeout(now)
+        if k == "leader":
+            return self._on_leader_lost(now)
+        if self.lead is not None:
+            return self.lead.on_timer(k, now)
+        return []
+
+
+class _Lead:
+    """The leader's side of an isolated plane (owned by an :class:`EdgeNode`)."""
+
+    def __init__(self, node: EdgeNode, now: float) -> None:
+        self.n = node
+        self.term = node.term
+        self.plan_id = f"T{node.term}@{node.node}"
+        self.started = now
+        self.members: set[str] = set(node.view) | {node.address}
+        self.last_ack: dict[str, float] = {m: now for m in self.members}
+        self.lease_sent: dict[str, float] = {}
+        self.lost: dict[str, float] = {}  # member dropped -> when its last lease ends
+        self.fits: dict[str, FitReport] = {}
+        self.phase = "collect"
+        self.neg: Negotiation | None = None
+        self.rounds = 0
+        self.assignments: list[Assignment] = [Assignment(role="leader", holder=node.address, target=0.0, kind="management")]
+        self.version = 0
+        self.complete = False
+        self.pending: list[RoleSpec] = []  # roles to negotiate again
+        self.lowered: dict[str, float] = {}
+        self.splits: dict[str, int] = {}
+        self.unfilled: list[str] = []
+        self.msgs = 0
+        self.failed_validations: dict[str, int] = {}
+
+    def _roles(self) -> list[RoleSpec]:
+        ir = self.n.ir
+        assert ir is not None
+        return [r for r in ir.management if r.name != "leader"] + list(ir.isolated_roles)
+
+    def start(self, now: float) -> list[Effect]:
+        n = self.n
+        req = FitRequest(plan_id=self.plan_id, term=self.term, roles=self._roles(), isolated=True)
+        out: list[Effect] = self._beat(now)
+        out += [Send(m, req) for m in sorted(self.members) if m != n.address]
+        out.append(SetTimer("fits", now + n.fit_timeout))
+        self.msgs += len(self.members) - 1
+        own = n._on_fit_request(req, n.address, now)
+        for e in own:
+            if isinstance(e, Send) and isinstance(e.msg, FitReport):
+                self.fits[n.address] = e.msg
+        return out + [e for e in own if isinstance(e, Emit)] + self._maybe_negotiate(now)
+
+    def _beat(self, now: float) -> list[Effect]:
+        n = self.n
+        until = now + n.leader_lease
+        hb = LeaderHeartbeat(term=self.term, plan_id=self.plan_id, version=self.version, lease_until=until,
+                             assignments=list(self.assignments), complete=self.complete)
+        out: list[Effect] = []
+        for m in sorted(self.members):
+            if m == n.address:
+                continue
+            self.lease_sent[m] = until
+            out.append(Send(m, hb))
+        return out
+
+    def tick(self, now: float) -> list[Effect]:
+        n = self.n
+        out: list[Effect] = []
+        for m in sorted(self.members - {n.address}):
+            if now - self.last_ack.get(m, now) > n.member_timeout:
+                self.members.discard(m)
+                self.lost[m] = self.lease_sent.get(m, now)
+                out.append(n._emit("plane.member_lost", term=self.term, plan_id=self.plan_id, member=m,
+                                   lease_ends=self.lost[m]))
+        for m, until in sorted(self.lost.items()):
+            if now >= until:
+                del self.lost[m]
+                out += self._reassign(m, now, "holder_lost")
+        out += self._beat(now)
+        return out
+
+    def _reassign(self, holder: str, now: float, why: str, role: str | None = None, share: int | None = None) -> list[Effect]:
+        n = self.n
+        out: list[Effect] = []
+        keep = []
+        for a in self.assignments:
+            if a.holder == holder and (role is None or (a.role == role and a.share == share)) and a.role != "leader":
+                out.append(n._emit("plane.holder_lost", term=self.term, plan_id=self.plan_id, role=a.role,
+                                   share=a.share, holder=holder, why=why))
+                if not any(p.name == a.role for p in self.pending):
+                    spec = next((r for r in self._roles() if r.name == a.role), None)
+                    if spec is not None:
+                        self.pending.append(spec)
+            else:
+                keep.append(a)
+        if len(keep) == len(self.assignments):
+            return out
+        # a split role is negotiated again as a whole: drop its other shares too
+        again = {p.name for p in self.pending}
+        self.assignments = [a for a in keep if a.role not in again]
+        rep = self.fits.get(holder)
+        if why == "holder_lost":
+            self.fits.pop(holder, None)
+        elif rep is not None and role is not None:  # do not offer it the role it gave up again
+            self.fits[holder] = attrs.evolve(rep, fits={k: v for k, v in rep.fits.items() if k != role})
+        self.version += 1
+        out += self._beat(now)  # the remaining holders of re-negotiated roles give them up now
+        if self.phase == "done":
+            out += self._renegotiate(now)
+        return out
+
+    def _renegotiate(self, now: float) -> list[Effect]:
+        n = self.n
+        assert n.ir is not None
+        if not self.pending:
+            return []
+        fits = {m: r for m, r in self.fits.items() if m in self.members}
+        if not fits:
+            return []
+        roles, self.pending = self.pending, []
+        self.phase = "negotiate"
+        # holders give the previous share of these roles up with the version bump (break before make)
+        self.neg = Negotiation(plan_id=self.plan_id, owner=n.address, roles=roles, fits=fits, gov=n.ir.governance,
+                               isolated=True, timeout=n.proposal_timeout, prefix="plane", leader=n.address,
+                               first_round=self.rounds)
+        return self.neg.start(now) + self._check_done(now)
+
+    def on_announce(self, sender: str, now: float) -> list[Effect]:
+        """A node of this island lost its leader (or came back): take it in."""
+        n = self.n
+        out: list[Effect] = []
+        if sender not in self.members:
+            self.members.add(sender)
+            self.lost.pop(sender, None)
+            out.append(n._emit("plane.member_joined", term=self.term, plan_id=self.plan_id, member=sender))
+        self.last_ack[sender] = now
+        until = now + n.leader_lease
+        self.lease_sent[sender] = until
+        out.append(Send(sender, LeaderHeartbeat(term=self.term, plan_id=self.plan_id, version=self.version,
+                                                lease_until=until, assignments=list(self.assignments),
+                                                complete=self.complete)))
+        return out
+
+    def on_ack(self, sender: str, now: float) -> list[Effect]:
+        self.last_ack[sender] = now
+        if sender not in self.members and sender not in self.lost:
+            self.members.add(sender)
+        return []
+
+    def on_fit_report(self, msg: FitReport, sender: str, now: float) -> list[Effect]:
+        if msg.plan_id != self.plan_id or sender not in self.members:
+            return []
+        self.msgs += 1
+        self.fits[sender] = msg
+        self.last_ack[sender] = now
+        return self._maybe_negotiate(now)
+
+    def _maybe_negotiate(self, now: float, force: bool = False) -> list[Effect]:
+        if self.phase != "collect":
+            return []
+        if not force and not self.members <= set(self.fits):
+            return []
+        n = self.n
+        assert n.ir is not None
+        self.phase = "negotiate"
+        out: list[Effect] = [CancelTimer("fits"), n._emit("plane.fits_collected", term=self.term, plan_id=self.plan_id,
+                                                          members=sorted(self.fits), view=len(self.members))]
+        self.members &= set(self.fits) | {n.address}
+        self.neg = Negotiation(plan_id=self.plan_id, owner=n.address, roles=self._roles(), fits=dict(self.fits),
+                               gov=n.ir.governance, isolated=True, timeout=n.proposal_timeout, prefix="plane",
+                               leader=n.address)
+        return out + self.neg.start(now) + self._check_done(now)
+
+    def on_timer(self, key: str, now: float) -> list[Effect]:
+        if key == "fits":
+            return self._maybe_negotiate(now, force=True)
+        if self.neg is not None and key == self.neg.timer_key:
+            return self.neg.on_timeout(now) + self._check_done(now)
+        return []
+
+    def on_answer(self, msg: Answer, sender: str, now: float) -> list[Effect]:
+        if self.neg is None:
+            return []
+        return self.neg.on_answer(msg, sender, now) + self._check_done(now)
+
+    def _check_done(self, now: float) -> list[Effect]:
+        neg = self.neg
+        if neg is None or not neg.done or self.phase != "negotiate":
+            return []
+        n = self.n
+        self.rounds = neg.round
+        self.msgs += neg.messages
+        self.assignments = [a for a in self.assignments if a.role not in {x.role for x in neg.assignments}]
+        self.assignments += neg.assignments
+        for r in {a.role for a in neg.assignments} | set(neg.unfilled):
+            self.lowered.pop(r, None)
+            self.splits.pop(r, None)
+            if r in self.unfilled:
+                self.unfilled.remove(r)
+        self.lowered.update(neg.lowered)
+        self.splits.update(neg.splits)
+        self.unfilled += neg.unfilled
+        self.neg = None
+        self.phase = "done"
+        self.complete = True
+        self.version += 1
+        roles = sum(1 for a in self.assignments if a.role != "leader")
+        out: list[Effect] = [CancelTimer(neg.timer_key), n._emit(
+            "plane.plan_complete", term=self.term, plan_id=self.plan_id, version=self.version,
+            members=sorted(self.members), electorate=len(neg.electorate), rule=neg.rule,
+            assignments=[_adict(a) for a in self.assignments], lowered=dict(self.lowered), splits=dict(self.splits),
+            unfilled=list(self.unfilled), negotiation_msgs=neg.messages, roles=roles,
+            since_isolation=round(now - (n.isolated_at or now), 6), since_leader=round(now - self.started, 6))]
+        out += self._beat(now)
+        # the leader holds its own assignments (leader, and any role it took)
+        hb = LeaderHeartbeat(term=self.term, plan_id=self.plan_id, version=self.version, lease_until=math.inf,
+                             assignments=list(self.assignments), complete=True)
+        out += n._adopt_plan(hb, now)
+        if self.pending:
+            out += self._renegotiate(now)
+        return out
+
+    def on_relinquish(self, msg: Relinquish, sender: str, now: float) -> list[Effect]:
+        if msg.plan_id != self.plan_id:
+            return []
+        return self._reassign(sender, now, f"relinquished: {msg.reason}", role=msg.role, share=msg.share)
+
+    def on_validation(self, msg: Validation, now: float) -> list[Effect]:
+        return []
+
+    def report(self, now: float) -> list[Effect]:
+        n = self.n
+        rep = PlanReport(plan_id=self.plan_id, term=self.term, leader=n.address, members=sorted(self.members),
+                         assignments=list(self.assignments) if self.complete else [], lowered=dict(self.lowered),
+                         splits=dict(self.splits), unfilled=list(self.unfilled),
+                         fits={m: dict(r.fits) for m, r in sorted(self.fits.items())})
+        return [Send(n.manager, rep), n._emit("plane.report_sent", term=self.term, plan_id=self.plan_id,
+                                              complete=self.complete, assignments=len(rep.assignments))]
+
+
+_HANDLERS: dict[type, Callable[[EdgeNode, Any, str, float], list[Effect]]] = {
+    Deploy: EdgeNode._on_deploy,
+    Heartbeat: EdgeNode._on_heartbeat,
+    FitRequest: EdgeNode._on_fit_request,
+    FitReport: EdgeNode._on_fit_report,
+    Propose: EdgeNode._on_propose,
+    Answer: EdgeNode._on_answer,
+    Withdraw: EdgeNode._on_withdraw,
+    Release: EdgeNode._on_release,
+    Commit: EdgeNode._on_commit,
+    Announce: EdgeNode._on_announce,
+    VoteRequest: EdgeNode._on_vote_request,
+    Vote: EdgeNode._on_vote,
+    LeaderHeartbeat: EdgeNode._on_leader_heartbeat,
+    LeaderAck: EdgeNode._on_leader_ack,
+    Relinquish: EdgeNode._on_relinquish,
+    Probe: EdgeNode._on_probe,
+    ProbeResult: EdgeNode._on_probe_result,
+    Validation: EdgeNode._on_validation,
+    TimerFired: EdgeNode._on_timer,
+}

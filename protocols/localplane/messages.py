@@ -1,0 +1,354 @@
+"""Messages of the partition-triggered local control plane (tags ``localplane.X``).
+
+How this works
+--------------
+Source: ``shared/seeds/004_726d366e1cefdd53.txt`` (FIGS. 2A-2F, 3A-3B). Three
+conversations share these messages:
+
+* manager <-> edge node (connected operation): :class:`Deploy` hands every
+  edge node the intermediate representation and the deployment's membership;
+  :class:`Heartbeat` (with a lease) proves the manager is reachable and is
+  answered by :class:`HeartbeatAck` (which plan the node follows, what it
+  holds). Roles are negotiated with :class:`FitRequest` / :class:`FitReport`
+  and :class:`Propose` / :class:`Answer`; a final plan is installed by
+  :class:`Release` / :class:`Released` (break) then :class:`Commit` /
+  :class:`Committed` (make).
+* edge node <-> edge node (isolated operation): the election
+  (:class:`Announce`, :class:`VoteRequest`, :class:`Vote`); the leader's
+  :class:`LeaderHeartbeat` carries the plan's assignments (the temporary
+  subscriptions) and a lease, answered by :class:`LeaderAck`; negotiation
+  reuses :class:`FitRequest` / :class:`FitReport` / :class:`Propose` /
+  :class:`Answer` / :class:`Withdraw`; the validator sends :class:`Probe`
+  and gets :class:`ProbeResult`, and reports :class:`Validation`; a holder
+  that gives a role up says :class:`Relinquish`.
+* reconnect: the island's leader sends :class:`PlanReport` and its reporter
+  sends :class:`ReporterRecord` (the record and the metric bundle) to the
+  manager, which ratifies or replaces the plan.
+
+Staleness: election and plane messages carry the ``term``; plan messages carry
+the ``plan_id`` (``"T{term}@{leader node}"`` for a temporary plan,
+``"F{n}@{manager node}"`` for a final one) and negotiation answers the
+``round`` they answer. Anything for another term, plan or round is ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from transport.codec import message
+
+__all__ = [
+    "Announce",
+    "Answer",
+    "Assignment",
+    "Commit",
+    "Committed",
+    "Deploy",
+    "FitReport",
+    "FitRequest",
+    "Governance",
+    "Heartbeat",
+    "HeartbeatAck",
+    "IntermediateRepresentation",
+    "LeaderAck",
+    "LeaderHeartbeat",
+    "PlanReport",
+    "Probe",
+    "ProbeResult",
+    "Propose",
+    "Release",
+    "Released",
+    "Relinquish",
+    "ReporterRecord",
+    "RoleSpec",
+    "Validation",
+    "Vote",
+    "VoteRequest",
+    "Withdraw",
+]
+
+
+# -- the intermediate representation ---------------------------------------------
+
+
+@message("localplane.RoleSpec")
+class RoleSpec:
+    """One role of the intermediate representation.
+
+    ``kind`` is ``"service"`` (provides a functionality; ``metric``/``target``
+    such as ``tx_per_s`` >= 100) or ``"management"`` (leader, validator,
+    reporter: ``target`` is the share of a node's resources it takes, and
+    ``weights``/``criteria`` are the objective function and the minimums it is
+    selected by). ``min_ratio``: the lowest fraction of ``target`` the role may
+    be lowered to when nobody accepts it; ``max_split``: how many nodes it may
+    be split across (1: never split).
+    """
+
+    name: str
+    kind: str = "service"
+    metric: str = ""
+    target: float = 1.0
+    min_ratio: float = 1.0
+    max_split: int = 1
+    weights: dict[str, float] = attrs.field(factory=dict)
+    criteria: dict[str, float] = attrs.field(factory=dict)
+
+
+@message("localplane.Governance")
+class Governance:
+    """How much assent a role assignment needs (rules: ``assignee``, ``unanimous``, ``majority``, ``ratio:R``).
+
+    Connected operation uses ``connected_rule``; an isolated plane of ``n``
+    members uses ``isolated_below`` when ``n < size_threshold`` else
+    ``isolated_above``.
+    """
+
+    size_threshold: int = 8
+    connected_rule: str = "assignee"
+    isolated_below: str = "unanimous"
+    isolated_above: str = "ratio:0.67"
+
+
+@message("localplane.IntermediateRepresentation")
+class IntermediateRepresentation:
+    """What the deployment manager distributes (FIG. 2A): roles for connected and isolated operation."""
+
+    intent: str
+    version: int
+    roles: list[RoleSpec]
+    isolated_roles: list[RoleSpec]
+    management: list[RoleSpec]
+    governance: Governance
+    limits: dict[str, Any] = attrs.field(factory=dict)
+
+
+@message("localplane.Assignment")
+class Assignment:
+    """One role share and its holder: the subscription (``target`` to meet, relinquish below ``min_ratio`` of it)."""
+
+    role: str
+    holder: str
+    target: float
+    share: int = 0
+    shares: int = 1
+    kind: str = "service"
+    min_ratio: float = 0.9
+
+
+# -- manager <-> edge ------------------------------------------------------------------
+
+
+@message("localplane.Deploy")
+class Deploy:
+    ir: IntermediateRepresentation
+    members: list[str]
+    epoch: int
+
+
+@message("localplane.Heartbeat")
+class Heartbeat:
+    epoch: int
+    seq: int
+    lease_until: float
+    plan_id: str = ""
+
+
+@message("localplane.HeartbeatAck")
+class HeartbeatAck:
+    epoch: int
+    seq: int
+    plan_id: str = ""
+    temporary: bool = False
+    term: int = 0
+    leader: str = ""
+    holding: list[str] = attrs.field(factory=list)
+
+
+@message("localplane.Release")
+class Release:
+    """Break: give up every role except ``keep`` (role keys ``role#share``) before ``plan_id`` is committed."""
+
+    plan_id: str
+    keep: list[str]
+
+
+@message("localplane.Released")
+class Released:
+    plan_id: str
+
+
+@message("localplane.Commit")
+class Commit:
+    """Make: the final plan; every node holds exactly its own assignments in it."""
+
+    plan_id: str
+    assignments: list[Assignment]
+    lease_until: float
+    source: str = ""
+    ratified: bool = False
+
+
+@message("localplane.Committed")
+class Committed:
+    plan_id: str
+
+
+@message("localplane.PlanReport")
+class PlanReport:
+    """The leader's temporary plan, sent to the manager on reconnect (FIG. 2E)."""
+
+    plan_id: str
+    term: int
+    leader: str
+    members: list[str]
+    assignments: list[Assignment]
+    lowered: dict[str, float] = attrs.field(factory=dict)
+    splits: dict[str, int] = attrs.field(factory=dict)
+    unfilled: list[str] = attrs.field(factory=list)
+    fits: dict[str, dict[str, float]] = attrs.field(factory=dict)
+
+
+@message("localplane.ReporterRecord")
+class ReporterRecord:
+    """The reporter's record of the isolated period and its metric bundle (FIG. 2F)."""
+
+    plan_id: str
+    reporter: str
+    entries: list[dict[str, Any]]
+    metrics: dict[str, float] = attrs.field(factory=dict)
+
+
+# -- negotiation (leader or manager <-> edge) ---------------------------------------------
+
+
+@message("localplane.FitRequest")
+class FitRequest:
+    plan_id: str
+    term: int
+    roles: list[RoleSpec]
+    isolated: bool
+
+
+@message("localplane.FitReport")
+class FitReport:
+    """Role fit data (FIG. 2B): capability per role as a ratio of its metric (management: objective score)."""
+
+    plan_id: str
+    fits: dict[str, float]
+    criteria: dict[str, float]
+    free: float
+    holding: list[str] = attrs.field(factory=list)
+
+
+@message("localplane.Propose")
+class Propose:
+    """A provisional proposal: ``candidate`` to hold ``role`` share ``share`` of ``shares`` at ``target``.
+
+    Sent to the candidate (it accepts or rejects) and, when governance asks for
+    more than the assignee's assent, to every member of the electorate (they vote).
+    """
+
+    plan_id: str
+    round: int
+    role: str
+    candidate: str
+    target: float
+    load: float
+    share: int = 0
+    shares: int = 1
+    kind: str = "service"
+
+
+@message("localplane.Answer")
+class Answer:
+    plan_id: str
+    round: int
+    yes: bool
+    reason: str = ""
+
+
+@message("localplane.Withdraw")
+class Withdraw:
+    """A proposal the candidate accepted did not get enough assent: forget the commitment."""
+
+    plan_id: str
+    role: str
+
+
+# -- election and the plane --------------------------------------------------------------
+
+
+@message("localplane.Announce")
+class Announce:
+    """I am isolated and start (or join) the election of ``term`` with this leadership score."""
+
+    term: int
+    score: float
+
+
+@message("localplane.VoteRequest")
+class VoteRequest:
+    term: int
+    score: float
+    view: list[str]
+
+
+@message("localplane.Vote")
+class Vote:
+    term: int
+    granted: bool
+
+
+@message("localplane.LeaderHeartbeat")
+class LeaderHeartbeat:
+    """The leader's beat: the plan's current assignments (the temporary subscriptions) and a lease."""
+
+    term: int
+    plan_id: str
+    version: int
+    lease_until: float
+    assignments: list[Assignment] = attrs.field(factory=list)
+    complete: bool = False
+
+
+@message("localplane.LeaderAck")
+class LeaderAck:
+    term: int
+    version: int
+
+
+@message("localplane.Relinquish")
+class Relinquish:
+    plan_id: str
+    role: str
+    share: int
+    reason: str
+
+
+@message("localplane.Probe")
+class Probe:
+    plan_id: str
+    role: str
+    share: int
+
+
+@message("localplane.ProbeResult")
+class ProbeResult:
+    plan_id: str
+    role: str
+    share: int
+    measured: float
+
+
+@message("localplane.Validation")
+class Validation:
+    """The validator's verdict on one holder (sent to the leader and the reporter)."""
+
+    plan_id: str
+    role: str
+    share: int
+    holder: str
+    ratio: float
+    ok: bool
