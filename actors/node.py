@@ -415,6 +415,7 @@ class Node:
         self._counts: Counter[str] = Counter()
         self._closed = False
         self._sys = f"{name}/$sys"
+        self._ask_prefix = f"{name}/{ASK_PREFIX}"  # + id: an ask's reply address
         self.transport = transport
         if transport is not None:
             transport.start(name, self._deliver, self._on_peer, self._transport_event)
@@ -502,7 +503,7 @@ class Node:
             return
         if node == self.name:
             if actor.startswith(ASK_PREFIX):
-                self._complete_ask(to, actor, msg, sender)
+                self._complete_ask(to, msg, sender)
             elif actor == "$sys":
                 self._system(msg, sender)
             else:
@@ -511,11 +512,13 @@ class Node:
         if self.transport is None:
             self._dead_letter(to, msg, sender, "no transport to other nodes")
             return
+        self._send_remote(to, msg, sender, _ask_id(to) or _ask_id(sender))
+
+    def _send_remote(self, to: str, msg: Any, sender: str | None, corr: int) -> None:
         payload = encode(msg)  # EncodeError is our bug: loud
-        corr = _ask_id(to) or _ask_id(sender)
         try:
             # Anonymous senders (code outside any actor) travel as this node's $sys address.
-            self.transport.send(Envelope(to, sender or self._sys, corr, payload))
+            self.transport.send(Envelope(to, sender or self._sys, corr, payload))  # type: ignore[union-attr]
         except Undeliverable as e:
             self._dead_letter(to, msg, sender, str(e) or "node unreachable")
         else:
@@ -529,6 +532,7 @@ class Node:
         """
         groups: dict[str, list] = {}
         tells = self._tells
+        ask_prefix = self._ask_prefix
         for env in batch:
             to = getattr(env, "to", None)
             if not isinstance(to, str) or to.partition("/")[0] != self.name:
@@ -545,8 +549,10 @@ class Node:
                 if group is None:
                     group = groups[to] = []
                 group.append((msg, sender))
+            elif to.startswith(ask_prefix):  # the reply to one of our asks
+                self._complete_ask(to, msg, sender)
             else:
-                self.tell(to, msg, sender)  # asks, $sys, dead letters
+                self.tell(to, msg, sender)  # $sys, dead letters
         self._counts["received_remote"] += len(batch)
         for to, items in groups.items():
             tell = tells.get(to)
@@ -590,8 +596,8 @@ class Node:
         entry = self._asks.pop(cid, None) if cid else None
         if entry is None:
             return False
+        _settle(entry[0], result, exc)  # first: the waiter wakes while we tidy up
         entry[1].cancel()
-        _settle(entry[0], result, exc)
         if self.trace_asks:
             self.events.emit(self.clock.now(), self.name, "$ask", "runtime.ask_end", {"id": cid, "outcome": outcome})
         return True
@@ -604,14 +610,19 @@ class Node:
         cid = next(self._ask_ids)
         fut: Future = Future()
         timer = self.clock.call_later(timeout, self._expire_ask, cid, to, timeout)
-        self._asks[cid] = (fut, timer, node_name_of(to))
+        tnode, _, actor = to.partition("/") if isinstance(to, str) else ("", "", "")
+        self._asks[cid] = (fut, timer, tnode)
         if self.trace_asks:
             self.events.emit(self.clock.now(), self.name, "$ask", "runtime.ask",
                              {"id": cid, "to": to, "message": _tag(msg), "deadline": timer.when})
-        self.tell(to, msg, f"{self.name}/{ASK_PREFIX}{cid}")
+        sender = self._ask_prefix + str(cid)
+        if tnode == self.name or not actor or self.transport is None:
+            self.tell(to, msg, sender)
+        else:  # to another node: what _tell_slow would do, without parsing what we know
+            self._send_remote(to, msg, sender, cid)
         return fut
 
-    def _complete_ask(self, to: str, actor: str, msg: Any, sender: str | None) -> None:
+    def _complete_ask(self, to: str, msg: Any, sender: str | None) -> None:
         if not self._end_ask(_ask_id(to), "reply", result=msg):
             self._counts["late_replies"] += 1
             self._dead_letter(to, msg, sender, "reply to an ask that already ended")

@@ -315,3 +315,40 @@ def test_fault_partition_cuts_both_ways_until_cleared(pair):
     assert [m.n for m in box] == [3]
     kinds = [e["kind"] for e in a.events.events()]
     assert kinds.count("transport.faults") == 2, "every fault change is in the event log"
+
+
+def test_message_traffic_alone_keeps_a_peer_up_and_silence_still_takes_it_down(mesh):
+    """An UP peer's messages are noted per batch and told to the detector at the next tick."""
+    a, b = mesh("a"), mesh("b")
+    box = []
+    a.spawn(Box, box, name="box")
+    a.subscribe_peers("a/box")
+    wait_for(lambda: a.transport.peers().get("b") == "up", what="b up")
+    b.transport._heartbeat = lambda now: None  # b stops heartbeating: only its messages speak for it
+    bound = a.transport.detector.bound
+    stop = threading.Event()
+    for i in range(int(5 * bound / 0.01)):  # five detector bounds of tells, one per 10 ms
+        b.tell("a/box", Ping(i))
+        stop.wait(0.01)
+    assert not [m for m in box if isinstance(m, PeerDown)], "messages are a sign of life"
+    assert a.transport.peers()["b"] == "up"
+    down = wait_for(lambda: [m for m in box if isinstance(m, PeerDown)], timeout=10 * bound, what="PeerDown(b)")
+    assert down[0].reason == "silent"
+
+
+def test_traffic_noted_before_a_goodbye_does_not_bring_the_peer_back(mesh):
+    a, b = mesh("a"), mesh("b")
+    box = []
+    a.spawn(Box, box, name="box")
+    a.subscribe_peers("a/box")
+    wait_for(lambda: a.transport.peers().get("b") == "up", what="b up")
+    for i in range(50):
+        b.tell("a/box", Ping(i))
+    b.shutdown()  # the goodbye follows the tells on the same connection
+    wait_for(lambda: [m for m in box if isinstance(m, PeerDown)], what="PeerDown(b)")
+    threading.Event().wait(4 * a.transport.heartbeat_interval)  # several ticks apply what was noted
+    assert a.transport.peers()["b"] == "down"
+    changes = [m for m in box if isinstance(m, (PeerUp, PeerDown))]
+    first_down = next(i for i, m in enumerate(changes) if isinstance(m, PeerDown))
+    assert changes[first_down:] == [changes[first_down]] and changes[first_down].reason == "left"
+    assert len([m for m in box if isinstance(m, Ping)]) == 50

@@ -45,7 +45,11 @@ a gigantic frame before it is ever buffered.
 every known peer (carrying this node's name, incarnation and endpoint, so a
 peer that did not know us connects back) and asks the
 :class:`~transport.liveness.FailureDetector` who has been silent too long. Any
-traffic counts as a sign of life. Peer changes reach the Node through the
+traffic counts as a sign of life: for a peer already UP a batch only notes
+the time (the detector is told at the next heartbeat tick, before it judges
+who is silent), so the I/O thread goes straight back to ``zmq_poll`` after a
+delivery and releases the GIL that the woken actor or asker is waiting for; a
+peer not yet UP is reported at once. Peer changes reach the Node through the
 ``peer_event`` callback (``PeerUp`` / ``PeerDown`` messages to subscribers).
 When a peer goes down its DEALER is closed (queued messages discarded with
 LINGER 0, so they never reach a later incarnation) and a fresh one connects.
@@ -57,7 +61,10 @@ zmq send on the caller's thread and no thread hop. The I/O thread drains up to
 1,000 inbound messages per wake-up and hands them to the Node as one batch
 (liveness and counters are updated once per batch), so a busy actor is woken
 once per batch rather than once per message. Address frames are cached both
-ways, so a steady flow between two actors encodes no addresses at all.
+ways, so a steady flow between two actors encodes no addresses at all. On the
+latency path the I/O thread calls ``zmq.zmq_poll`` and the Cython
+``Socket.send`` directly (pyzmq's Python wrappers add nothing a ROUTER or
+DEALER uses) and asks ``RCVMORE`` only where a frame count is in doubt.
 
 **Security.** With :class:`CurveConfig` the ROUTER is a CURVE server that
 accepts only the listed client public keys (``zmq.auth`` ThreadAuthenticator
@@ -100,8 +107,12 @@ _F_NB = int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+# The Cython send itself: pyzmq's Python-level Socket.send only adds routing-id and
+# group handling (draft sockets), which a DEALER never uses.
+_send = zmq.backend.Socket.send
 _CACHE = 4096  # address pairs remembered per direction
-_ASK = "/$ask/"  # the runtime's per-ask reply addresses are "<node>/$ask/<corr>"
+_ASK = "/$ask/"
+_UP, _DOWN = PeerState.UP, PeerState.DOWN  # the runtime's per-ask reply addresses are "<node>/$ask/<corr>"
 
 
 def message_frames(to: str, sender: str, corr: int, payload: bytes) -> list[bytes]:
@@ -180,6 +191,7 @@ class ZmqTransport:
         self._auth = None
         self._out_cache: dict[tuple[str, str], bytes] = {}  # (to, sender) -> header tail
         self._in_cache: dict[bytes, tuple[str, str, str]] = {}  # header tail -> (to, sender, peer)
+        self._quiet: dict[str, float] = {}  # UP peer -> last heard, applied at the next heartbeat tick
 
     # -- lifecycle -------------------------------------------------------------
     def start(self, node: str, deliver: Callable[[list[Envelope]], None],
@@ -312,7 +324,7 @@ class ZmqTransport:
         p = self._peers.get(dst)
         if p is None:
             raise Undeliverable(f"no known endpoint for node {dst!r}")
-        if self.detector.state(dst) is PeerState.DOWN:
+        if self.detector.state(dst) is _DOWN:
             p.counts["refused_down"] += 1
             raise Undeliverable(f"node {dst!r} is down")
         sender = env.sender
@@ -349,11 +361,11 @@ class ZmqTransport:
             if sock is None:
                 raise Undeliverable(f"transport to {p.name!r} is closed")
             try:
-                sock.send(header, _F_MORE)
+                _send(sock, header, _F_MORE)
             except zmq.Again:
                 p.counts["dropped_queue_full"] += 1
                 raise Undeliverable(f"outbound queue to {p.name!r} is full ({self.sndhwm} messages)") from None
-            sock.send(payload, _F_NB, copy=len(payload) < 16384)  # a multipart message is atomic
+            _send(sock, payload, _F_NB, len(payload) < 16384)  # copy small ones; a multipart message is atomic
         c = p.counts
         c["msgs_out"] += 1
         c["bytes_out"] += len(payload)
@@ -379,16 +391,15 @@ class ZmqTransport:
     def _loop(self, wake_rx: zmq.Socket) -> None:
         router = self._router
         assert router is not None
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(wake_rx, zmq.POLLIN)
+        items = [(router, _POLLIN), (wake_rx, _POLLIN)]
         next_beat = self._clock()
         clock = self._clock
-        poll = poller.poll
+        poll = zmq.zmq_poll  # what zmq.Poller.poll wraps, without its per-call Python
         try:
             while self._running:
                 now = clock()
                 if now >= next_beat:
+                    self._apply_quiet()
                     self._heartbeat(now)
                     next_beat = now + self.heartbeat_interval
                 due = next_beat
@@ -396,7 +407,7 @@ class ZmqTransport:
                     with self._delayed_lock:
                         if self._delayed:
                             due = min(due, self._delayed[0][0])
-                for sock, _ in poll(max(0.0, due - now) * 1000):
+                for sock, _ in poll(items, int(max(0.0, due - now) * 1000)):
                     if sock is router:
                         self._drain(router)
                     else:  # woken: commands or delayed messages are waiting
@@ -413,6 +424,14 @@ class ZmqTransport:
         finally:
             wake_rx.close(0)
             router.close(0)
+
+    def _apply_quiet(self) -> None:
+        """Tell the failure detector when UP peers were last heard (noted by _drain)."""
+        quiet, self._quiet = self._quiet, {}
+        detector = self.detector
+        for peer, when in quiet.items():
+            if detector.state(peer) is _UP:  # not if it left or went down since
+                detector.heard(peer, when)  # an UP peer's only change: last_heard
 
     def _heartbeat(self, now: float) -> None:
         beat = [_HB, self.node.encode(), self.incarnation.to_bytes(8, "big"), self.endpoint.encode()]  # type: ignore[union-attr]
@@ -459,6 +478,9 @@ class ZmqTransport:
         """Read what is waiting (at most 1,000 messages) and deliver it as one batch."""
         batch: list[Envelope] = []
         heard: set[str] = set()
+        quiet = self._quiet
+        state = self.detector.state
+        now = self._clock()
         peers = self._peers
         cache = self._in_cache
         faults = self.faults
@@ -470,16 +492,23 @@ class ZmqTransport:
             # than pay for an exception; under load, read on until zmq.Again.
             if i == 1 and not opt(_EVENTS) & _POLLIN:
                 break
+            # recv_multipart by hand: int flags, no enum arithmetic, and RCVMORE asked
+            # only where a frame count is in doubt (a ROUTER's identity frame always has more).
             try:
-                frames = [recv(_F_NB)]  # recv_multipart by hand: int flags, no enum arithmetic
+                ident = recv(_F_NB)
             except zmq.Again:
                 break
-            while opt(_RCVMORE):
-                frames.append(recv(_F_NB))
-            if len(frames) != 3 or frames[1][:1] != _MSG:
+            header = recv(_F_NB)
+            if not opt(_RCVMORE):
+                self._incoming_other([ident, header])
+                continue
+            payload = recv(_F_NB)
+            if opt(_RCVMORE) or header[:1] != _MSG:
+                frames = [ident, header, payload]
+                while opt(_RCVMORE):
+                    frames.append(recv(_F_NB))
                 self._incoming_other(frames)
                 continue
-            header, payload = frames[1], frames[2]
             route = cache.get(header[9:])
             if route is None:
                 route = self._route_of(header)
@@ -504,7 +533,12 @@ class ZmqTransport:
                         self._later(d, ("in", peer, Envelope(to, sender, corr, payload)))
                     continue
             if p is not None:  # only known peers are watched; strangers may still talk
-                heard.add(peer)
+                if peer not in heard:
+                    heard.add(peer)
+                    if state(peer) is _UP:  # only last_heard moves: note it for the next tick
+                        quiet[peer] = now
+                    else:  # a state change (rare): at once, in order with goodbyes in this batch
+                        self._heard(peer, None)
                 c = p.counts
                 c["msgs_in"] += 1
                 c["bytes_in"] += len(payload)
@@ -514,13 +548,8 @@ class ZmqTransport:
                 self._bad(peer, "oversized", f"payload of {len(payload)} bytes over the limit of {max_frame}")
                 continue
             batch.append(Envelope(to, sender, corr, payload))
-        if batch:  # deliver first: the bookkeeping below is off the latency path
-            self._deliver(batch)  # type: ignore[misc]
-        if heard:
-            now = self._clock()
-            for peer in heard:
-                for change in self.detector.heard(peer, now):
-                    self._changed(change)
+        if batch:  # last: the thread goes straight back to poll, releasing the GIL the woken
+            self._deliver(batch)  # type: ignore[misc]  # actor or asker is waiting for
 
     def _route_of(self, header: bytes) -> tuple[str, str, str] | None:
         """Parse (to, sender, peer) from a message header; None (counted) if it is bad."""
@@ -586,6 +615,7 @@ class ZmqTransport:
             self._bad("", "frames", f"kind {kind[:8]!r} with {n - 1} frames")
 
     def _heard(self, peer: str, incarnation: int | None) -> None:
+        self._quiet.pop(peer, None)  # superseded by this (later) time
         for change in self.detector.heard(peer, self._clock(), incarnation):
             self._changed(change)
 
