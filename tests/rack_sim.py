@@ -36,6 +36,19 @@ class RackFleet:
             self.sim.add(self.layout.control(r), RackControl(r, self.layout.monitor(r), address=self.layout.control(r)))
             m = self.layout.monitor(r)
             self.sim.add(m, self._monitor(r), host=self._persist)
+            # the rack-local link (control -> its monitor) is neither the main network nor the mesh
+            self.sim.set_link(f"rack-{r}", f"mon-{r}", CLEAN, both=True)
+
+    def pair(self, monitors: list[str]) -> list[str]:
+        """Monitor nodes plus their racks' control nodes (a mesh island keeps its rack-local links)."""
+        return [n for m in monitors for n in (m, "rack-" + m.removeprefix("mon-"))]
+
+    def cut_main_network(self) -> None:
+        """Every rack control loses the main network (to every other control); the mesh and local links stay."""
+        for a in self.main_net:
+            for b in self.main_net:
+                if a != b:
+                    self.sim.cut(a, b)
 
     @property
     def main_net(self) -> list[str]:
@@ -55,8 +68,8 @@ class RackFleet:
         self.disk[address][effect.key] = copy.deepcopy(effect.data)
 
     # faults and commands (call now or from sim.schedule callbacks)
-    def at(self, t: float, fn, *args) -> None:
-        self.sim.schedule(t, lambda: fn(*args))
+    def at(self, t: float, fn, *args, **kwargs) -> None:
+        self.sim.schedule(t, lambda: fn(*args, **kwargs))
 
     def power_off(self, rack: str) -> None:
         """The rack control and its hosts lose power; the monitor keeps running."""

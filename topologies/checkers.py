@@ -463,3 +463,5 @@ register(NoDeliveryAcrossPartition())
 
 # Protocol checkers register themselves when their module is imported.
 import topologies.workflow_checks  # noqa: E402,F401
+import topologies.rack_checks  # noqa: E402,F401
+import topologies.edge_checks  # noqa: E402,F401

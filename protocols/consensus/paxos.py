@@ -277,6 +277,20 @@ class PaxosNode:
         effects: list[Effect] = [Emit("paxos.propose", {"instance": instance, "value": value, "outcome": "started"})]
         return effects + self._new_ballot(st, now)
 
+    def abandon(self, instance: str, now: float) -> list[Effect]:
+        """Stop proposing on ``instance`` (the host no longer wants it); acceptor and learner duties go on.
+
+        Safe at any point: a proposer may always stop. Its ballot may still be
+        accepted by acceptors that received it, and another proposer then finishes it.
+        """
+        st = self.instances.get(instance)
+        if st is None or st.phase not in (Phase.PREPARING, Phase.ACCEPTING):
+            return []
+        self.pending.pop(instance, None)
+        st.want = None
+        return [Persist(PROPOSER_KEY, self._proposer_data()), CancelTimer(f"retry/{instance}"),
+                *self._become(st, Phase.IDLE, "abandoned by the host")]
+
     def tick(self, now: float) -> list[Effect]:
         """The start tick: re-announce known values, resume proposals unfinished when the node went down."""
         if self.started:
@@ -351,7 +365,7 @@ class PaxosNode:
             st.accepted = (m.ballot, m.value)
         effects: list[Effect] = [] if repeat else [Persist(instance_key(st.name), st.durable())]
         effects.append(Emit("paxos.accepted", {"instance": st.name, "ballot": _b(m.ballot), "value": m.value,
-                                               "from": sender, "repeat": repeat}))
+                                               "from": sender, "repeat": repeat, "quorum": st.quorum.size}))
         out = Accepted(st.name, m.ballot, m.value)
         effects += [Send(to, out) for to in st.quorum.members]
         return effects

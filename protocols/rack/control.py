@@ -11,8 +11,8 @@ silent for ``reboot_time`` seconds (no reports while its hosts restart), then
 resumes with its metrics reset to healthy. Power loss is the process (or
 simulated participant) dying: the monitor, on its own supply, keeps running.
 
-Events: ``rack.status_sent`` (only the first and every change of metrics, not
-every report), ``rack.metrics`` (changed by SetMetrics), ``rack.reboot``,
+Events: ``rack.report`` (every status sent: the fault-detection checker
+needs each one), ``rack.metrics`` (changed by SetMetrics), ``rack.reboot``,
 ``rack.rebooted``.
 """
 
@@ -31,7 +31,7 @@ HEALTHY = {"cpu": 0.35, "os_errors": 0, "net_loss": 0.0, "power": 1.0, "temp": 3
 class RackControl:
     tick_interval = None
 
-    def __init__(self, rack: str, monitor: str, report_every: float = 0.1, reboot_time: float = 0.5,
+    def __init__(self, rack: str, monitor: str, report_every: float = 0.2, reboot_time: float = 0.5,
                  metrics: dict | None = None, address: str = "") -> None:
         if not (isinstance(report_every, (int, float)) and report_every > 0):
             raise ValueError(f"report_every must be > 0, got {report_every!r}")
@@ -81,4 +81,5 @@ class RackControl:
         if self.rebooting_until is not None:
             return effects
         self.seq += 1
-        return [Send(self.monitor, Status(self.rack, self.seq, dict(self.metrics)))] + effects
+        return [Send(self.monitor, Status(self.rack, self.seq, dict(self.metrics))),
+                Emit("rack.report", {"rack": self.rack, "seq": self.seq})] + effects

@@ -22,7 +22,7 @@ from typing import Any
 from transport.codec import message
 
 __all__ = ["Fact", "FactAck", "Heartbeat", "HeartbeatAck", "Reboot", "Seat", "SetMetrics", "Status",
-           "SyncReply", "SyncRequest"]
+           "SyncReply", "SyncRequest", "TermHint"]
 
 
 @message("rack.Status")
@@ -59,6 +59,7 @@ class Heartbeat:
     holder: str  # rack id of the authority's monitor
     sent: float  # the authority's clock when sent (echoed back in the ack)
     quorum_ok: bool = True  # the sender's last renewal reached a quorum
+    digest: int = 0  # a checksum of the fleet-level facts the sender knows (anti-entropy)
 
 
 @message("rack.HeartbeatAck")
@@ -91,9 +92,19 @@ class FactAck:
     seq: int
 
 
+@message("rack.TermHint")
+class TermHint:
+    """An acceptor refused a designation: ``group`` has seen designations up to ``term``."""
+
+    group: str
+    term: int
+
+
 @message("rack.SyncRequest")
 class SyncRequest:
-    pass
+    """Send me the fleet-level facts you know; here are mine (both sides merge, newest seq wins)."""
+
+    facts: list = []
 
 
 @message("rack.SyncReply")

@@ -80,6 +80,7 @@ Events: ``monitor.start``, ``monitor.condition``, ``monitor.no_quorum``,
 from __future__ import annotations
 
 import random
+import zlib
 from typing import Any
 
 from protocols.consensus import Accept, PaxosNode, Persist, Prepare, Quorum
@@ -97,6 +98,7 @@ from protocols.rack.messages import (
     Status,
     SyncReply,
     SyncRequest,
+    TermHint,
 )
 
 __all__ = ["LEVELS", "MONITOR_KEY", "RackMonitor", "split_instance"]
@@ -182,6 +184,9 @@ class RackMonitor:
         self.promise_until: dict[str, float] = {}
         self.candidate_at: dict[str, float] = {}
         self.seen_design: dict[str, tuple[int, str]] = {}  # base -> highest (term, gid) voted on
+        self.hints: dict[str, int] = {}  # base -> highest designation term others told me of
+        self.accepted_design: dict[str, int] = {}  # base -> highest designation term I accepted (phase 2)
+        self.renewed_at: dict[str, float] = {}  # base -> when my authority last got (or started) a lease
         # my own authority (holder side)
         self.holding: dict[str, _Auth] = {}  # base -> the term I was designated for
         self.lease_until: dict[str, float] = {}
@@ -196,6 +201,8 @@ class RackMonitor:
         self.down: dict[tuple[str, int], set[str]] = {}  # (subject, seq) -> recipients yet to ack
         self.no_quorum = False
         self.assumed: dict[str, str] = {}
+        self._digest: int | None = None
+        self.synced_at: dict[str, float] = {}  # base -> when I last asked its authority to sync
 
     # -- group membership --------------------------------------------------------------
 
@@ -236,8 +243,16 @@ class RackMonitor:
         """The instance group of ``base`` as this monitor sees its seats now."""
         if self.layout.level(base) == "sector":
             return base
-        seats = self.seats.get(base, {})
+        seats = dict(self.seats.get(base, {}))
+        mine = self.sector if self.layout.level(base) == "dc" else self.dc
+        if mine in self.holding and self.acting(mine):
+            seats[mine] = (self.holding[mine].term, self.rack)  # my own seat: I know best
         return base + "@" + ",".join(seats.get(child, (0, ""))[1] for child in self.layout.seats(base))
+
+    def _member(self, gid: str) -> Quorum | None:
+        """The group of ``gid`` if this monitor is in it, else None."""
+        q = self.members_of(gid)
+        return q if q is not None and self.address in q.members else None
 
     def _bases(self) -> list[str]:
         """The groups this monitor may take part in now: its sector, and the upper ones it holds a seat in."""
@@ -294,10 +309,18 @@ class RackMonitor:
         if isinstance(msg, (Prepare, Accept)):
             refused = self._refuse_designation(msg.instance, now)
             if refused:
-                return [Emit("authority.refused", {"instance": msg.instance, "from": sender, "reason": refused})]
+                out: list[Effect] = [Emit("authority.refused", {"instance": msg.instance, "from": sender,
+                                                                "reason": refused})]
+                base = split_instance(msg.instance)[0]
+                top = max((self.auth[base].term if base in self.auth else 0), self.seen_design.get(base, (0, ""))[0])
+                if top and sender != self.address:
+                    out.append(Send(sender, TermHint(base, top)))
+                return out
             base, gid, kind, rest = split_instance(msg.instance)
             if kind == "authority" and rest.isdigit():
                 self.seen_design[base] = max(self.seen_design.get(base, (0, "")), (int(rest), gid))
+                if isinstance(msg, Accept) and self.paxos.chosen(msg.instance) is None:
+                    self.accepted_design[base] = max(self.accepted_design.get(base, 0), int(rest))
         return self._paxos(self.paxos.handle(msg, sender, now), now)
 
     # -- 1. the rack's status ----------------------------------------------------------
@@ -339,11 +362,13 @@ class RackMonitor:
 
     def _propose_fact(self, base: str, value: dict, now: float) -> list[Effect]:
         gid = self.gid(base)
-        if self.members_of(gid) is None:
+        if self._member(gid) is None:
             self.up.setdefault(base, {})[value["subject"]] = (value, "")
             return []
         self.up.setdefault(base, {})[value["subject"]] = (value, gid)
         inst = f"{gid}|condition|{value['subject']}|{value['seq']}"
+        if self.paxos.chosen(inst) is not None or inst in self.paxos.pending:
+            return []
         effects: list[Effect] = [Emit("fact.propose", {"instance": inst, "level": self.layout.level(base),
                                                        "subject": value["subject"], "seq": value["seq"]})]
         return effects + self._paxos(self.paxos.propose(inst, value, now), now)
@@ -358,6 +383,8 @@ class RackMonitor:
         if old is not None and old[0] > seq:
             return []
         self.known[subject] = (seq, rank, value)
+        if rank == LEVELS["fleet"]:
+            self._digest = None
         return [Emit("rack.known", {"subject": subject, "seq": seq, "level": level,
                                     "condition": value.get("condition"), "indicator": value.get("indicator")})]
 
@@ -417,9 +444,22 @@ class RackMonitor:
                 del self.down[(msg.subject, msg.seq)]
         return []
 
+    def _fleet_facts(self) -> list[dict]:
+        return [v for _s, rank, v in self.known.values() if rank == LEVELS["fleet"]]
+
+    def _sync_request(self) -> SyncRequest:
+        return SyncRequest(self._fleet_facts())
+
+    def digest(self) -> int:
+        """A checksum of the fleet-level facts known here (subjects and seqs), cached until they change."""
+        if self._digest is None:
+            text = ";".join(f"{s}:{v[0]}" for s, v in sorted(self.known.items()) if v[1] == LEVELS["fleet"])
+            self._digest = zlib.crc32(text.encode())
+        return self._digest
+
     def _on_sync_request(self, msg: SyncRequest, sender: str, now: float) -> list[Effect]:
-        facts = [v for _s, rank, v in self.known.values() if rank == LEVELS["fleet"]]
-        return [Send(sender, SyncReply(facts))]
+        effects = self._on_sync_reply(SyncReply(msg.facts), sender, now)
+        return effects + [Send(sender, SyncReply(self._fleet_facts()))]
 
     def _on_sync_reply(self, msg: SyncReply, sender: str, now: float) -> list[Effect]:
         effects: list[Effect] = []
@@ -448,6 +488,8 @@ class RackMonitor:
             return "quiet period (restart or new seat)"
         if now < self.promise_until.get(base, 0.0):
             return "lease promised to the current authority"
+        if self.layout.level(base) != "sector" and gid != self.gid(base):
+            return "its seats differ from the ones I know"
         known = self.auth.get(base)
         if known is not None and (term < known.term or (term == known.term and gid != known.gid)):
             return f"stale term {term} (known {known.term})"
@@ -471,14 +513,41 @@ class RackMonitor:
                     self._set_seat(parent, base, term, holder)
         if holder == self.rack and (known is None or term >= known.term):
             self.holding[base] = _Auth(term, holder, gid)
+            self.renewed_at[base] = now
             effects += self._send_heartbeats(base, now)
         return effects
 
     def _set_seat(self, parent: str, child: str, term: int, holder: str) -> None:
         seats = self.seats.setdefault(parent, {})
         old = seats.get(child)
-        if old is None or term > old[0]:
+        if old is None or (term, holder) > old:  # (term, holder): every monitor converges on one view
             seats[child] = (term, holder)
+
+    def _on_term_hint(self, msg: TermHint, sender: str, now: float) -> list[Effect]:
+        if isinstance(msg.term, int) and isinstance(msg.group, str):
+            self.hints[msg.group] = max(self.hints.get(msg.group, 0), msg.term)
+        return []
+
+    def _sweep_proposals(self, now: float) -> list[Effect]:
+        """Abandon my proposals that can no longer matter: stale designations, upper facts in old seats."""
+        effects: list[Effect] = []
+        bases = self._bases()
+        for inst in sorted(self.paxos.pending):
+            base, gid, kind, rest = split_instance(inst)
+            try:
+                level = self.layout.level(base)
+            except ValueError:
+                continue
+            stale = False
+            if level != "sector" and (base not in bases or gid != self.gid(base)):
+                stale = True
+            elif kind == "authority":
+                known = self.auth.get(base)
+                stale = (known is not None and rest.isdigit() and known.term >= int(rest)) or \
+                    now - self.last_hb.get(base, -1e9) < self.lease  # an authority is alive after all
+            if stale:
+                effects += self.paxos.abandon(inst, now)
+        return effects
 
     def _send_heartbeats(self, base: str, now: float) -> list[Effect]:
         mine = self.holding.get(base)
@@ -489,7 +558,7 @@ class RackMonitor:
             return []
         self.acks[(base, now)] = set()
         quorum_ok = now < self.lease_until.get(base, 0.0)
-        hb = Heartbeat(mine.gid, mine.term, self.rack, now, quorum_ok)
+        hb = Heartbeat(mine.gid, mine.term, self.rack, now, quorum_ok, self.digest())
         return [Send(m, hb) for m in q.members]
 
     def _on_heartbeat(self, msg: Heartbeat, sender: str, now: float) -> list[Effect]:
@@ -499,28 +568,41 @@ class RackMonitor:
             return [Emit("monitor.bad_input", {"reason": f"heartbeat of {msg.group} from {sender}"})]
         if sender != self.layout.monitor(msg.holder):
             return [Emit("monitor.bad_input", {"reason": f"heartbeat for holder {msg.holder} from {sender}"})]
+        accepted = self.accepted_design.get(base)
+        alive = True  # the authority is alive: no need to stand as candidate, and a peer to sync with
+        ack = accepted is None or msg.term >= accepted  # after accepting a later designation I must not
+        # help renew the old lease (that designation may have been chosen without my hearing of it)
         if sender != self.address:
-            if not self._seat_ready(base, now):
-                return []
             known = self.auth.get(base)
             if known is not None and (msg.term < known.term or (msg.term == known.term and msg.holder != known.holder)):
-                return []
+                return []  # an old authority that has not heard of its successor
+            promised_elsewhere = (now < self.promise_until.get(base, 0.0) and known is not None
+                                  and (known.term, known.holder) != (msg.term, msg.holder))
             if known is None or msg.term > known.term:
                 self.auth[base] = _Auth(msg.term, msg.holder, msg.group)
                 if base == self.sector or base == self.dc:
                     parent = self.layout.parent(base)
                     if parent is not None:
                         self._set_seat(parent, base, msg.term, msg.holder)
+            # a new authority is acked once my promise to the old one has run out; in a quiet
+            # period (restart, new seat) I ack nobody
+            ack = ack and not promised_elsewhere and self._seat_ready(base, now)
+        if ack:
+            # the authority's own ack counts toward its quorum too, so it promises like any member
             self.promise_until[base] = max(self.promise_until.get(base, 0.0), now + self.lease)
         effects: list[Effect] = []
-        gap = now - self.last_hb.get(base, now)
-        self.last_hb[base] = now
-        self.candidate_at.pop(base, None)
-        if base == self.sector and msg.quorum_ok and self.no_quorum:
-            effects += self._quorum_back(now, sender)
-        elif base == self.sector and gap > self.quorum_timeout and sender != self.address:
-            effects.append(Send(sender, SyncRequest()))
-        return effects + [Send(sender, HeartbeatAck(msg.group, msg.term, msg.sent))]
+        if alive:
+            self.last_hb[base] = now
+            self.candidate_at.pop(base, None)
+            if base == self.sector and msg.quorum_ok and self.no_quorum:
+                effects += self._quorum_back(now, sender)
+            elif sender != self.address and msg.digest != self.digest() and \
+                    now - self.synced_at.get(base, -1e9) >= 4 * self.heartbeat_every:
+                self.synced_at[base] = now  # we know different fleet facts: merge both ways
+                effects.append(Send(sender, self._sync_request()))
+        if ack:
+            effects.append(Send(sender, HeartbeatAck(msg.group, msg.term, msg.sent)))
+        return effects
 
     def _on_heartbeat_ack(self, msg: HeartbeatAck, sender: str, now: float) -> list[Effect]:
         base = msg.group.partition("@")[0]
@@ -538,6 +620,7 @@ class RackMonitor:
             return []
         was = self.acting(base, now)
         self.lease_until[base] = until
+        self.renewed_at[base] = now
         effects: list[Effect] = [Emit("authority.lease", {"group": base, "gid": mine.gid, "term": mine.term,
                                                           "holder": self.rack, "until": until})]
         if not was:
@@ -556,14 +639,14 @@ class RackMonitor:
             effects += self._announce_seat(base, now)
             # push up every fact this group agreed on that the parent may not know yet
             for subject, (seq, rank, value) in sorted(self.known.items()):
-                if rank == LEVELS[self.layout.level(base)] and self._in_group(subject, base):
+                if rank < LEVELS["fleet"] and self._in_group(subject, base):
                     effects += self._propose_fact(parent, value, now)
         # catch up on fleet facts from the authority above (it may have pushed them to my predecessor)
         above = self.seats.get(FLEET, {}).get(self.dc) if self.layout.level(base) == "sector" else None
         peers = [above[1]] if above else []
         if self.layout.level(base) == "dc":
             peers = [h for _t, h in self.seats.get(FLEET, {}).values() if h]
-        effects += [Send(self.layout.monitor(h), SyncRequest()) for h in sorted(set(peers)) if h != self.rack]
+        effects += [Send(self.layout.monitor(h), self._sync_request()) for h in sorted(set(peers)) if h != self.rack]
         return effects
 
     def _in_group(self, subject: str, base: str) -> bool:
@@ -606,9 +689,13 @@ class RackMonitor:
         if now < last + self.lease or not self._seat_ready(base, now):
             return []
         known = self.auth.get(base) or _Auth()
-        term = known.term + 1
         gid = self.gid(base)
-        q = self.members_of(gid)
+        voted = self.seen_design.get(base, (0, ""))
+        if voted[1] == gid and voted[0] > known.term:
+            term = voted[0]  # a designation in my configuration is under way: join it (Paxos picks one value)
+        else:
+            term = max(known.term, voted[0], self.hints.get(base, 0)) + 1
+        q = self._member(gid)
         if q is None:
             return []
         at = self.candidate_at.get(base)
@@ -662,6 +749,12 @@ class RackMonitor:
                 effects.append(Emit("authority.lapsed", {"group": base, "term": self.holding[base].term,
                                                          "holder": self.rack, "until": self.lease_until[base]}))
                 del self.acting_since[base]
+            if base not in self.acting_since and now - self.renewed_at.get(base, now) > 2 * self.lease:
+                # no quorum renews my lease: stop heartbeating (and so promising) so others may be designated
+                effects.append(Emit("authority.resigned", {"group": base, "term": self.holding[base].term,
+                                                           "holder": self.rack}))
+                del self.holding[base]
+                continue
             if base != self.sector and base not in self._bases():
                 continue  # my seat below is gone: stop speaking for the upper group
             effects += self._send_heartbeats(base, now)
@@ -675,6 +768,12 @@ class RackMonitor:
             for base in (self.sector, self.dc):
                 if self.acting(base, now):
                     effects += self._announce_seat(base, now)
+                    # anti-entropy upwards: my group's facts until they are known fleet-wide (a seat
+                    # change above may have left a fact chosen in a group its authority is not in)
+                    for _subject, (_seq, rank, value) in sorted(self.known.items()):
+                        if rank < LEVELS["fleet"] and self._in_group(_subject, base):
+                            effects += self._propose_fact(self.layout.parent(base), value, now)
+        effects += self._sweep_proposals(now)
         effects += self._retry_up(now)
         effects += self._retry_down(now)
         effects += self._check_quorum(now)
@@ -726,7 +825,7 @@ class RackMonitor:
                 effects.append(Emit("monitor.assume", {"group": d, "condition": "as-agreed",
                                                        "reason": "quorum regained"}))
         if authority != self.address:
-            effects.append(Send(authority, SyncRequest()))
+            effects.append(Send(authority, self._sync_request()))
         return effects
 
     # -- plumbing ----------------------------------------------------------------------
@@ -765,4 +864,5 @@ class RackMonitor:
         FactAck: _on_fact_ack,
         SyncRequest: _on_sync_request,
         SyncReply: _on_sync_reply,
+        TermHint: _on_term_hint,
     }
