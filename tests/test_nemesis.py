@@ -411,6 +411,14 @@ def test_link_fault_schedules_cover_every_directed_link_then_clear():
     assert sched[-1] == (3.0, ClearLinkFaults())
 
 
+@pytest.mark.parametrize("name", ["flaky", "slow", "duplicate", "reorder"])
+def test_a_link_nemesis_with_a_target_hits_only_the_targets_links(name):
+    sched = make_schedule(name, N5, random.Random(0), NemesisSpec(target="n2"))
+    faults = [op for t, op in sched if t == 1.0]
+    assert {(f.src, f.dst) for f in faults} == {(a, b) for a, b in itertools.permutations(N5, 2) if "n2" in (a, b)}
+    assert sched[-1] == (3.0, ClearLinkFaults())
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: make_schedule("partition-everything", N5, random.Random(0)), r"unknown nemesis .*one, majority, majorities-ring"),
     (lambda: make_schedule("one", N5, random.Random(0), NemesisSpec(target="n9")), r"unknown target 'n9'"),
@@ -425,7 +433,7 @@ def test_link_fault_schedules_cover_every_directed_link_then_clear():
     (lambda: make_schedule("majority", ["n1", "n2"], random.Random(0)), r"at least 3 nodes"),
     (lambda: make_schedule("bridge", ["n1", "n2"], random.Random(0)), r"at least 3 nodes"),
     (lambda: make_schedule("one", ["n1", "n2", "n1"], random.Random(0)), r"node names repeat: \['n1'\]"),
-    (lambda: make_schedule("flaky", N5, random.Random(0), NemesisSpec(target="n1")), r"'flaky' takes no target"),
+    (lambda: make_schedule("random-halves", N5, random.Random(0), NemesisSpec(target="n1")), r"'random-halves' takes no target"),
     (lambda: make_schedule("one", ["n1", "a/b"], random.Random(0)), r"node name"),
     (lambda: Grudge({("n1", "n1")}), r"cannot be blocked from itself"),
     (lambda: LinkFault("n1", "n1"), r"same node"),

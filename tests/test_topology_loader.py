@@ -43,6 +43,24 @@ def test_defaults_fill_a_minimal_file():
     assert topo.node("a").port == 0
 
 
+def test_defaults_give_every_actor_of_a_kind_its_parameters_and_own_params_win():
+    text = GOOD.replace('params = { peer = "b/ponger" }', "") + """
+[[nodes]]
+name = "c"
+[[nodes.actors]]
+name = "pinger"
+kind = "pingpong.pinger"
+params = { rounds = 5 }
+[defaults."pingpong.pinger"]
+peer = "b/ponger"
+rounds = 9
+"""
+    topo = parse_topology(text)
+    assert topo.node("a").actors[0].params == {"peer": "b/ponger", "rounds": 9}
+    assert topo.node("c").actors[0].params == {"peer": "b/ponger", "rounds": 5}
+    assert topo.node("b").actors[0].params == {}  # another kind: untouched
+
+
 def problems_of(text: str) -> list:
     with pytest.raises(TopologyError) as info:
         parse_topology(text, "broken.toml")
@@ -54,7 +72,7 @@ BROKEN = {
     "no nodes": ('name = "t"\n', ["nodes: a topology needs at least one [[nodes]] entry"], None),
     "unknown top key": (GOOD + "colour = 'red'\n", ["unknown key 'colour'"], 14),
     "unknown kind": (GOOD.replace("pingpong.ponger", "pingpong.pnoger"),
-                     ["nodes[1].actors[0].kind: unknown actor kind 'pingpong.pnoger'", "known: pingpong.pinger, pingpong.ponger"], 13),
+                     ["nodes[1].actors[0].kind: unknown actor kind 'pingpong.pnoger'", "pingpong.pinger, pingpong.ponger"], 13),
     "duplicate node": (GOOD.replace('name = "b"', 'name = "a"'),
                        ["nodes[1].name: duplicate node name 'a'", "'b/ponger' names no actor"], 10),
     "duplicate actor": (GOOD.replace('[[nodes]]\nname = "b"\n[[nodes.actors]]\nname = "ponger"\nkind = "pingpong.ponger"\n',
@@ -85,6 +103,17 @@ BROKEN = {
                        ["chaos[0].interval: interval (2.0) must be longer than duration (5.0)"], None),
     "chaos target": (GOOD + "[[chaos]]\nnemesis = \"one\"\ntarget = \"zz\"\n", ["chaos[0].target: names no node"], None),
     "wrong table type": (GOOD.replace('name = "t"', 'name = "t"\nrun = 5'), ["run: expected a table, got integer"], 3),
+    "defaults for an unknown kind": (GOOD + '[defaults."pingpong.pnoger"]\nrounds = 3\n',
+                                     ["defaults.pingpong.pnoger: defaults for unknown actor kind 'pingpong.pnoger'"], 14),
+    "bad default type": (GOOD + '[defaults."pingpong.pinger"]\nrounds = "ten"\n',
+                         ["defaults.pingpong.pinger.rounds: expected int, got string 'ten'"], 15),
+    "unknown default param": (GOOD + '[defaults."pingpong.pinger"]\ncolour = 1\n',
+                              ["kind 'pingpong.pinger' takes no parameter 'colour'"], None),
+    "dangling default address": (GOOD.replace('params = { peer = "b/ponger" }', "") + '[defaults."pingpong.pinger"]\npeer = "c/x"\n',
+                                 ["defaults.pingpong.pinger.peer: 'c/x' names no actor"], None),
+    "excluded parameter": (GOOD.replace('kind = "pingpong.pinger"\nparams = { peer = "b/ponger" }',
+                                        'kind = "localplane.edge"\nparams = { manager = "b/ponger", evaluate = "x" }'),
+                           ["kind 'localplane.edge' takes no parameter 'evaluate'"], 8),
 }
 
 

@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--duration", type=positive_float, help="each fault lasts (s)")
     c.add_argument("--repeat", type=positive_int, help="how many faults")
     c.add_argument("--interval", type=positive_float, help="from one fault to the next (s)")
-    c.add_argument("--target", help="the node to hit (one, asymmetric, kill, pause, bridge, majority)")
+    c.add_argument("--target", help="the node to hit (one, asymmetric, kill, pause, bridge, majority; "
+                   "flaky/slow/duplicate/reorder: only its links)")
     c.add_argument("--loss", type=probability, help="flaky: loss probability")
     c.add_argument("--delay", type=non_negative_float, help="slow: added latency (s)")
     c.add_argument("--probability", type=probability, help="duplicate/reorder probability")

@@ -9,7 +9,10 @@ the events are those of ``protocols/localplane``):
   term. A *connected island* is a connected component of the network as the
   partition events describe it (``net.partition`` / ``net.heal`` from the
   simulator, ``nemesis.grudge`` / ``nemesis.heal`` from the chaos harness) at
-  the moment a leader is elected. Two ``plane.leader`` events of one term are a
+  the moment a leader is elected. A simulated chaos run logs both: the
+  harness's ``nemesis.*`` op and the simulator's ``net.heal`` + ``net.cut``
+  events that carry it out; when a log has ``net.*`` partition events they
+  alone describe the network. Two ``plane.leader`` events of one term are a
   violation if their electorates (``voters``) overlap, or if the later one was
   elected in the same island while the earlier one still led (no
   ``plane.stepdown``, crash or newer election of its node in between).
@@ -27,10 +30,15 @@ the events are those of ``protocols/localplane``):
 * ``ratified-after-heal`` - after the network heals (a ``net.heal`` or
   ``nemesis.heal`` ending a partition), a final plan (``manager.plan_final``)
   follows within ``bound`` seconds and every temporary role held at the heal
-  ends (relinquished or converted to final) by then; no final role is ever
+  ends (relinquished or converted to final) within ``bound`` of the heal (a
+  node whose link comes back after the first final plan is reconciled by a
+  later one); no final role is ever
   taken while another live node still holds any share of that role outside the
-  final plan (two holders after reconnect, the Nomad/KubeEdge failure); and a
-  role that moved was without a holder for at most ``handover_bound``.
+  final plan (two holders after reconnect, the Nomad/KubeEdge failure) - unless
+  that node's holding is a temporary one of an isolated plane it is still in
+  (between its ``edge.isolation_declared`` and ``edge.isolation_ended``: an
+  island on the other side of a partition serves on its own, by design); and
+  a role that moved was without a holder for at most ``handover_bound``.
 
 Each returns *unknown* when the log holds no local-plane events.
 """
@@ -62,17 +70,32 @@ def _addr(e: dict) -> str:
     return f"{e['node']}/{e['actor']}"
 
 
+_NET = ("net.partition", "net.cut", "net.heal")
+
+
+def _net_logged(events: list[dict]) -> bool:
+    """True if the simulator logged the network's changes (then ``nemesis.*`` ops only announce them)."""
+    return any(e["kind"] in _NET for e in events)
+
+
 class _Islands:
     """The network's connected components, replayed from partition events (node names)."""
 
-    def __init__(self) -> None:
+    def __init__(self, net_logged: bool = False) -> None:
         self.island: dict[str, int] | None = None  # None: fully connected
         self.blocked: set[tuple[str, str]] = set()
         self.nodes: set[str] = set()
+        self.net_logged = net_logged
 
     def update(self, e: dict) -> bool:
         k = e["kind"]
         f = e.get("fields") or {}
+        if self.net_logged and k in ("nemesis.grudge", "nemesis.heal"):
+            return True  # the net.* events that follow carry it out
+        if k == "net.cut":
+            self.blocked.add((f["src"], f["dst"]))
+            self.island = self._components()
+            return True
         if k == "net.partition":
             self.island = {}
             for i, isl in enumerate(f.get("islands", [])):
@@ -124,7 +147,7 @@ def _has_plane(events: list[dict]) -> bool:
 
 
 def check_leaders(events: list[dict]) -> dict[str, Any]:
-    islands = _Islands()
+    islands = _Islands(_net_logged(events))
     leading: dict[str, tuple[int, dict]] = {}  # node -> (term, leader event) while it leads
     by_term: dict[int, list[dict]] = defaultdict(list)
     violations: list[dict] = []
@@ -272,12 +295,18 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
     heals: list[tuple[float, dict]] = []  # (time, temporary holdings at heal)
     finals: list[dict] = []
     dead: set[str] = set()
+    isolated: set[str] = set()  # nodes between isolation_declared and isolation_ended
+    starts, ends_ = (("net.partition", "net.cut"), ("net.heal",)) if _net_logged(events) else (("nemesis.grudge",), ("nemesis.heal",))
     for e in events:
         k = e["kind"]
         f = e.get("fields") or {}
-        if k in ("net.partition", "nemesis.grudge"):
+        if k == "edge.isolation_declared":
+            isolated.add(_addr(e))
+        elif k == "edge.isolation_ended":
+            isolated.discard(_addr(e))
+        elif k in starts:
             partitioned = True
-        elif k in ("net.heal", "nemesis.heal"):
+        elif k in ends_:
             if partitioned:
                 temp = {(n, key) for n, hs in held.items() for key, h in hs.items() if h["temporary"] and n not in dead}
                 heals.append((e["time"], temp))
@@ -293,7 +322,8 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
             role = f["role"]
             if not f["temporary"]:
                 others = sorted(n for n, hs in held.items() if n != who and n not in dead
-                                for h in hs.values() if h["role"] == role and h["plan_id"] != f["plan_id"])
+                                for h in hs.values() if h["role"] == role and h["plan_id"] != f["plan_id"]
+                                and not (h["temporary"] and n in isolated))
                 if others:
                     violations.append({"why": f"final {role} taken by {who} while {others} still hold it",
                                        "event": e})
@@ -328,10 +358,13 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
                          "took": took})
         if took > bound:
             violations.append({"why": f"final plan {took:.3f}s after the heal (bound {bound}s)", "event": final})
+        deadline = max(final["time"], t + bound)  # a node that reconnects late is reconciled by a later plan
         for n, key in sorted(temp):
-            if n in dead or any(t <= x <= final["time"] + 1e-9 for x in ends[(n, key)]):
+            if n in dead or any(t <= x <= deadline + 1e-9 for x in ends[(n, key)]):
                 continue
-            violations.append({"why": f"temporary {key} of {n} neither ratified nor replaced by the final plan",
+            if last < deadline:
+                continue  # the log ends too early to tell
+            violations.append({"why": f"temporary {key} of {n} neither ratified nor replaced within {bound}s of the heal",
                                "time": t})
     return {"ok": not violations, "violations": violations, "heals": len(heals), "outcomes": outcomes}
 

@@ -28,7 +28,9 @@ from typing import Any, Callable
 
 import attrs
 
+from protocols.localplane import DeploymentManager, EdgeNode
 from protocols.pingpong import Pinger, Ponger
+from protocols.rack import RackControl, RackMonitor
 from protocols.workflow.controller import ResourceController
 from protocols.workflow.proxy import Proxy
 from protocols.workflow.server import Server
@@ -59,13 +61,17 @@ class Kind:
     takes_address: bool = False
     host: Callable[..., Any] | None = None  # host(rng=..., **host params) -> object with on_effect(effect, api)
     host_params: tuple[str, ...] = ()
+    takes_durable: bool = False  # the machine keeps durable state: Persist effects, restored through durable=
 
-    def build(self, params: dict, rng: random.Random | None = None, address: str = "") -> Any:
+    def build(self, params: dict, rng: random.Random | None = None, address: str = "",
+              durable: dict | None = None) -> Any:
         kwargs = {k: v for k, v in params.items() if k not in self.host_params}
         if self.takes_rng:
             kwargs["rng"] = rng if rng is not None else random.Random(0)
         if self.takes_address:
             kwargs["address"] = address
+        if self.takes_durable:
+            kwargs["durable"] = durable
         return self.factory(**kwargs)
 
     def build_host(self, params: dict, rng: random.Random) -> Any:
@@ -98,11 +104,24 @@ def _signature(fn: Callable[..., Any]) -> tuple[dict, bool, bool]:
 
 
 def register(name: str, factory: Callable[..., Any], *, addresses: tuple[str, ...] = (), doc: str = "",
-             host: Callable[..., Any] | None = None) -> Kind:
-    """Make ``factory`` available to topology files as ``kind = name`` (``host``: its simulated hardware)."""
+             host: Callable[..., Any] | None = None, exclude: tuple[str, ...] = ()) -> Kind:
+    """Make ``factory`` available to topology files as ``kind = name`` (``host``: its simulated hardware).
+
+    ``exclude`` names optional parameters a topology file cannot give (e.g. a
+    callable); the factory always gets their defaults.
+    """
     if name in KINDS and KINDS[name].factory is not factory:
         raise ValueError(f"actor kind {name!r} is already registered")
     params, takes_rng, takes_address = _signature(factory)
+    for x in exclude:
+        if x not in params:
+            raise ValueError(f"kind {name!r}: excluded parameter {x!r} is not a parameter of {factory!r}")
+        if params[x].required:
+            raise ValueError(f"kind {name!r}: parameter {x!r} is required, so it cannot be excluded")
+        del params[x]
+    takes_durable = "durable" in params and not params["durable"].required
+    if takes_durable:
+        del params["durable"]  # injected by the host from its store (topologies.durable), never from a file
     host_params: tuple[str, ...] = ()
     if host is not None:
         hparams, _, _ = _signature(host)
@@ -115,7 +134,8 @@ def register(name: str, factory: Callable[..., Any], *, addresses: tuple[str, ..
         if a not in params:
             raise ValueError(f"kind {name!r}: address parameter {a!r} is not a parameter of {factory!r}")
     kind = Kind(name, factory, params, tuple(addresses), takes_rng,
-                doc or (factory.__doc__ or "").strip().split("\n")[0], takes_address, host, host_params)
+                doc or (factory.__doc__ or "").strip().split("\n")[0], takes_address, host, host_params,
+                takes_durable)
     KINDS[name] = kind
     return kind
 
@@ -127,3 +147,11 @@ register("workflow.resource", ResourceController, doc="admission control for one
 register("workflow.proxy", Proxy, doc="forwards and aggregates servers' requests")
 register("workflow.server", Server, addresses=("workflow_controller",), host=BootHost,
          doc="a booting server (simulated hardware: BootHost)")
+register("localplane.manager", DeploymentManager, addresses=("edges",),
+         doc="the deployment manager of edge local control planes (intent -> IR, final plans, ratification)")
+register("localplane.edge", EdgeNode, addresses=("manager", "distrust"), exclude=("evaluate",),
+         doc="an edge node: self-evaluates fit, holds roles, runs a local control plane while isolated")
+register("rack.control", RackControl, addresses=("monitor",),
+         doc="a rack's control component: reports its hosts' status to its monitor, reboots them")
+register("rack.monitor", RackMonitor,
+         doc="a rack's state monitor: fault detection, Paxos on conditions and authorities (sector, DC, fleet)")

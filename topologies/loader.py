@@ -13,6 +13,10 @@ naming an unknown node). Each problem names its key path
 anything is wrong it raises :class:`TopologyError`, whose message lists them
 all; callers print it and exit with status 2 - never a traceback.
 
+A ``[defaults]`` table gives parameters per actor kind (``[defaults."kind"]``)
+that every actor of that kind gets unless its own ``params`` say otherwise;
+they are checked once, under their own key path.
+
 The file format is documented by ``topologies/pingpong.toml``.
 """
 
@@ -68,7 +72,7 @@ class _Lines:
         for i, line in enumerate(self.lines, start=1):
             m = re.match(r"^\s*\[\[?\s*([A-Za-z0-9_.\"-]+)\s*\]\]?", line)
             if m:
-                self.headers.append((i, m.group(1)))
+                self.headers.append((i, m.group(1).replace('"', "")))  # [defaults."kind.name"] -> defaults.kind.name
 
     def find(self, path: tuple) -> int | None:
         section_start, section_end = 1, len(self.lines) + 1
@@ -92,6 +96,8 @@ class _Lines:
             if header:
                 section_start = header[0]
                 continue
+            if rest and any(h.startswith(".".join(prefix) + ".") for ln, h in self.headers if section_start <= ln < section_end):
+                continue  # only a deeper table has a header ([defaults."kind"])
             for ln in range(section_start, min(section_end, len(self.lines) + 1)):
                 if re.match(rf"^\s*\"?{re.escape(part)}\"?\s*=", self.lines[ln - 1]) or re.search(rf"[{{,]\s*{re.escape(part)}\s*=", self.lines[ln - 1]):
                     return ln
@@ -223,7 +229,7 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         m = re.search(r"line (\d+)", str(e))
         raise TopologyError(source, [Problem("", f"not valid TOML: {e}", int(m.group(1)) if m else None)]) from None
     c = _Checker(source, text)
-    top = c.table(raw, (), {"name", "description", "seed", "run", "transport", "network", "nodes", "links", "keys", "chaos"})
+    top = c.table(raw, (), {"name", "description", "seed", "run", "transport", "network", "defaults", "nodes", "links", "keys", "chaos"})
     name = c.string(top, "name", (), required=True) or "?"
     description = c.string(top, "description", (), "") or ""
     seed = c.number(top, "seed", (), 1, integer=True)
@@ -241,10 +247,15 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         v = getattr(run, key)
         if v is not None and not _EVENT_MATCH.match(v):
             c.bad(("run", key), f"expected an event kind, optionally with one field test: kind or kind[field=value], got {v!r}")
-    tr_t = c.table(top.get("transport", {}), ("transport",), {"heartbeat", "liveness"})
+    tr_t = c.table(top.get("transport", {}), ("transport",), {"heartbeat", "liveness", "connect"})
+    connect = c.string(tr_t, "connect", ("transport",), "all") or "all"
+    if connect not in ("all", "on-demand"):
+        c.bad(("transport", "connect"), f"expected \"all\" or \"on-demand\", got {connect!r}")
+        connect = "all"
     transport = TransportSpec(
         heartbeat=c.number(tr_t, "heartbeat", ("transport",), 0.5, above=0),
         liveness=c.number(tr_t, "liveness", ("transport",), 4, integer=True, minimum=1),
+        connect=connect,
     )
     net_t = c.table(top.get("network", {}), ("network",), {"latency", "loss", "duplicate", "reorder"})
     network = NetworkSpec(
@@ -253,6 +264,22 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         duplicate=c.number(net_t, "duplicate", ("network",), 0.0, minimum=0, maximum=1),
         reorder=c.number(net_t, "reorder", ("network",), 0.0, minimum=0, maximum=1),
     )
+
+    # -- per-kind default parameters ---------------------------------------------------
+    defaults: dict[str, dict] = {}
+    defaults_raw = c.table(top.get("defaults", {}), ("defaults",), set(top.get("defaults", {})) if isinstance(top.get("defaults"), dict) else set())
+    pending_refs: list[tuple[tuple, str]] = []
+    for kname, dd in defaults_raw.items():
+        path = ("defaults", kname)
+        kind = KINDS.get(kname)
+        if kind is None:
+            c.bad(path, f"defaults for unknown actor kind {kname!r} (known: {', '.join(sorted(KINDS))})")
+            continue
+        if not isinstance(dd, dict):
+            c.bad(path, f"expected a table of {kname!r} parameters, got {_tname(dd)}")
+            continue
+        _check_params(c, kind, dd, path, pending_refs, supplied=set(kind.params))
+        defaults[kname] = dd
 
     # -- nodes and actors ------------------------------------------------------------
     nodes_raw = top.get("nodes")
@@ -264,7 +291,6 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         nodes_raw = []
     nodes: list[NodeSpec] = []
     seen_nodes: dict[str, int] = {}
-    pending_refs: list[tuple[tuple, str]] = []
     ports: dict[tuple[str, int], str] = {}
     for i, nd in enumerate(nodes_raw):
         path = ("nodes", i)
@@ -311,13 +337,15 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
             if kind_name and kind is None:
                 c.bad(apath + ("kind",), f"unknown actor kind {kind_name!r} (known: {', '.join(sorted(KINDS))})")
             if kind is not None:
-                _check_params(c, kind, _instance(params, 0, nname or ""), apath + ("params",), pending_refs)
+                _check_params(c, kind, _instance(params, 0, nname or ""), apath + ("params",), pending_refs,
+                              supplied=set(defaults.get(kind_name, {})))
+            params = {**defaults.get(kind_name or "", {}), **params}  # the actor's own parameters win
             for i, one in enumerate(names):
                 actors.append(ActorSpec(one or "?", kind_name or "?", _instance(params, i, nname or "") if count > 1 else dict(params)))
         nodes.append(NodeSpec(nname or "?", host or "127.0.0.1", port, tuple(actors)))
 
     addresses = {f"{n.name}/{a.name}" for n in nodes for a in n.actors}
-    for path, ref in pending_refs:
+    for path, ref in dict.fromkeys(pending_refs):
         if ref not in addresses:
             c.bad(path, f"{ref!r} names no actor in this topology (actors: {', '.join(sorted(addresses)) or 'none'})")
 
@@ -410,7 +438,8 @@ def _instance(params: dict, i: int, node: str) -> dict:
     return {k: fill(v) for k, v in params.items()}
 
 
-def _check_params(c: _Checker, kind: Kind, params: dict, path: tuple, refs: list) -> None:
+def _check_params(c: _Checker, kind: Kind, params: dict, path: tuple, refs: list, supplied: set = frozenset()) -> None:
+    """Check ``params`` against ``kind``; ``supplied``: parameters given elsewhere (``[defaults]``), not missing."""
     for k, v in params.items():
         p = kind.params.get(k)
         if p is None:
@@ -421,7 +450,7 @@ def _check_params(c: _Checker, kind: Kind, params: dict, path: tuple, refs: list
             for ref in (v if isinstance(v, list) else [v]):
                 refs.append((path + (k,), ref))
     for k, p in kind.params.items():
-        if p.required and k not in params:
+        if p.required and k not in params and k not in supplied:
             c.bad(path, f"kind {kind.name!r} needs parameter {k!r} ({_describe(p.type)})")
 
 

@@ -308,7 +308,9 @@ class NemesisSpec:
       start to the next (default ``2 * duration``; must exceed ``duration``).
     * ``target``: the node for ``one``, ``asymmetric``, ``kill``, ``pause``
       (random each time if unset), the bridge of ``bridge``, a member of the
-      minority in ``majority``. Other nemeses refuse a target.
+      minority in ``majority``; for the link nemeses (``flaky``, ``slow``,
+      ``duplicate``, ``reorder``) only the target's links are hit (every link
+      if unset). Other nemeses refuse a target.
     * ``loss`` (``flaky``), ``delay`` and ``jitter`` (``slow``; jitter
       defaults to half the delay), ``probability`` (``duplicate``, ``reorder``).
     * ``mix``: the nemeses ``mix`` draws from (default: every one that fits
@@ -350,8 +352,10 @@ class NemesisSpec:
 
 Nemesis = Callable[[list[str], random.Random, NemesisSpec], Schedule]
 
+#: the link nemeses: every link, or with ``spec.target`` only the target's links (both directions)
+LINK_NEMESES = frozenset({"flaky", "slow", "duplicate", "reorder"})
 #: the nemeses that use ``spec.target`` (the rest refuse one)
-TARGETED = frozenset({"one", "majority", "bridge", "asymmetric", "kill", "pause"})
+TARGETED = frozenset({"one", "majority", "bridge", "asymmetric", "kill", "pause"}) | LINK_NEMESES
 #: the smallest node count each nemesis makes sense for
 MIN_NODES = {"majority": 3, "bridge": 3, "majorities-ring": 5}
 
@@ -527,7 +531,8 @@ def _every_link(name: str, **fault: float) -> Nemesis:
     def nemesis(nodes: list[str], rng: random.Random, spec: NemesisSpec) -> Schedule:
         nodes = _check(name, nodes, rng, spec)
         values = {k: (v(spec) if callable(v) else v) for k, v in fault.items()}
-        ops: list[Op] = [LinkFault(a, b, **values) for a in nodes for b in nodes if a != b]
+        ops: list[Op] = [LinkFault(a, b, **values) for a in nodes for b in nodes
+                         if a != b and (spec.target is None or spec.target in (a, b))]
         return _times(spec, lambda _k: (ops, [ClearLinkFaults()]))
     nemesis.__name__ = name.replace("-", "_")
     return nemesis

@@ -16,7 +16,9 @@ reported again later (``fleetplane report RUNDIR``). It writes:
   fetched) with a timeline of fault periods and the topology's progress over
   time; actors per state over time when the topology names a state event
   (``[run] states``, e.g. servers per state); holders against the limit in
-  force when the log has admission events carrying both; plus the tables above.
+  force when the log has admission events carrying both; for edge deployments
+  (local control planes) connectivity, the leader of each island and the role
+  holders over time (:mod:`topologies.edge_report`); plus the tables above.
 
 Fault periods come from the nemesis events (``nemesis.*``): a fault op opens a
 period, the matching heal op closes it.
@@ -141,6 +143,10 @@ def make_report(run_dir: str | Path, checkers: list[str] | None = None) -> dict:
     hl = _holders_series(events)
     if hl:
         extra.append(("Holders and the limit in force", _lines_svg(hl, periods, t0, t1)))
+    from topologies.edge_report import edge_timeline
+    edge = edge_timeline(events, periods, t0, t1)
+    if edge:
+        extra.append(("Edge nodes: connectivity, leader per island, role holders", edge))
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (run_dir / "report.html").write_text(_html(results, events, periods, progress_times, t0, t1, extra), encoding="utf-8")
     return results

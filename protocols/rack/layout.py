@@ -69,7 +69,8 @@ class Layout:
         return self.monitor_fmt.format(rack=rack)
 
     def control(self, rack: str) -> str:
-        return self.control_fmt.format(rack=rack)
+        """The rack control's address; its format may also use ``{sector}`` and ``{dc}``."""
+        return self.control_fmt.format(rack=rack, sector=self.sector_of(rack), dc=self.dc_of(rack))
 
     def all_monitors(self) -> list[str]:
         return [self.monitor(r) for r in self.all_racks()]

@@ -18,10 +18,28 @@ event log:
   negotiation, beats) per role.
 
 The invariant checkers of ``topologies/edge_checks.py`` run on every log; a
-violation is printed. The timeout settings used are printed first. The last
-line is one JSON object (``isolation_to_plan_sim_p50_s``,
-``heal_to_ratified_sim_p50_s`` and ``msgs_per_role`` are for 32 nodes).
-Real-process figures (8 and 32 nodes over ZeroMQ) are not measured here.
+violation is printed. The timeout settings used are printed first.
+
+**Real processes** (``--real-sizes``, default 8 and 32; ``--no-real`` skips
+them): a topology is generated (:func:`real_topology`): the manager in its
+own process, the N edge nodes over ZeroMQ on 127.0.0.1 - one process per
+edge node up to 8 nodes, else 8 processes hosting N/8 edge-node actors each
+(33 Python processes are too many for a 2-core machine; the output says how
+they were hosted). The chaos harness (:func:`topologies.chaos.run_chaos`)
+runs it and isolates the manager ``--cycles`` times (the ``one`` nemesis:
+a control node sends every node its ``SetFaults`` plan through the
+transport's fault hooks, then an empty plan to heal). From the merged event
+log, per cycle: from the first ``edge.isolation_declared`` to the leader's
+``plane.plan_complete``, and from the heal to the manager's
+``manager.plan_final`` (ratified or replaced), plus negotiation messages per
+role. The edge checkers judge each run.
+
+The last line is one JSON object: ``isolation_to_plan_p50_s`` and
+``heal_to_ratified_p50_s`` (32 nodes, real processes; the heal figure over the
+cycles whose plan was ratified), ``msgs_per_role`` (32 nodes, simulated, as
+before; ``msgs_per_role_real`` from the real runs), the simulated keys
+``isolation_to_plan_sim_p50_s`` / ``heal_to_ratified_sim_p50_s``, and per-size
+details under ``sizes`` and ``real``.
 """
 
 from __future__ import annotations
@@ -30,6 +48,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,11 +113,109 @@ def one_run(seed: int, n: int) -> dict:
     }
 
 
+# -- real processes ------------------------------------------------------------------------------------
+
+REAL_EDGE = {"heartbeat_interval": 0.1, "isolation_after": 0.5, "gather_window": 0.1, "election_timeout": 0.4,
+             "fit_timeout": 0.1, "proposal_timeout": 0.1, "leader_lease": 0.5}
+REAL_MANAGER = {"heartbeat_interval": 0.1, "isolation_after": 0.5, "fit_timeout": 0.1, "proposal_timeout": 0.1,
+                "reconcile_wait": 0.3, "release_timeout": 0.3}
+REAL_TRANSPORT = {"heartbeat": 0.1, "liveness": 10}
+MAX_PROCESSES = 8  # edge-node processes; above this many edge nodes, several share a process
+CYCLE = {"start": 2.0, "duration": 2.0, "interval": 4.0}
+
+
+def real_topology(n: int, seed: int = 1):
+    """A manager process and ``n`` edge nodes over at most MAX_PROCESSES processes (random profiles)."""
+    import random
+
+    from tests.localplane_sim import DEFAULT_INTENT, random_profile
+    from topologies.model import ActorSpec, NodeSpec, RunSpec, Topology, TransportSpec
+
+    procs = min(n, MAX_PROCESSES)
+    fleet = random.Random(f"{seed}/fleet")
+    hosts: list[list[ActorSpec]] = [[] for _ in range(procs)]
+    edges = []
+    for i in range(n):
+        h = i % procs
+        name = "edge" if n <= procs else f"edge{i // procs}"
+        hosts[h].append(ActorSpec(name, "localplane.edge", {"manager": "mgr/manager", **random_profile(fleet), **REAL_EDGE}))
+        edges.append(f"h{h}/{name}")
+    mgr = ActorSpec("manager", "localplane.manager", {"edges": edges, "intent": DEFAULT_INTENT, **REAL_MANAGER})
+    nodes = (NodeSpec("mgr", actors=(mgr,)),) + tuple(NodeSpec(f"h{h}", actors=tuple(a)) for h, a in enumerate(hosts))
+    # no done condition and a short duration: the chaos run lasts its schedule plus the recovery
+    return Topology(f"edge-bench-{n}", seed=seed, run=RunSpec(duration=1.0), transport=TransportSpec(**REAL_TRANSPORT),
+                    nodes=nodes)
+
+
+def real_run(n: int, cycles: int, seed: int = 1) -> dict:
+    """Isolate the manager ``cycles`` times from ``n`` edge nodes as real processes; per-cycle figures."""
+    from actors.eventlog import read_events
+    from topologies.chaos import run_chaos
+
+    topo = real_topology(n, seed)
+    with tempfile.TemporaryDirectory(prefix=f"edge-bench-{n}-") as tmp:
+        t0 = time.perf_counter()
+        res = run_chaos(topo, Path(tmp), seed, nemesis="one", quiet=True,
+                        overrides={"target": "mgr", "repeat": cycles, **CYCLE})
+        wall = time.perf_counter() - t0
+        events = read_events(Path(tmp) / "events.jsonl")
+    bad = [f"{v['checker']}: {v['summary']}" for v in res.verdicts if v["status"] == "invalid"]
+    grudges = [e["time"] for e in events if e["kind"] == "nemesis.grudge"]
+    heals = [e["time"] for e in events if e["kind"] == "nemesis.heal"]
+    out = []
+    for k, (g, h) in enumerate(zip(grudges, heals)):
+        nxt = grudges[k + 1] if k + 1 < len(grudges) else float("inf")
+        det = [e["time"] for e in events if e["kind"] == "edge.isolation_declared" and g <= e["time"] < h]
+        plan = next((e for e in events if e["kind"] == "plane.plan_complete" and det and det[0] <= e["time"] < h), None)
+        final = next((e for e in events if e["kind"] == "manager.plan_final" and h <= e["time"] < nxt), None)
+        out.append({"iso_to_plan": plan["time"] - det[0] if plan else None,
+                    "heal_to_final": final["time"] - h if final else None,
+                    "ratified": bool(final and final["fields"]["ratified"]),
+                    "msgs_per_role": plan["fields"]["negotiation_msgs"] / max(1, plan["fields"]["roles"]) if plan else None,
+                    "unfilled": len(plan["fields"]["unfilled"]) if plan else None})
+    return {"cycles": out, "violations": bad, "wall": wall, "ok": res.ok,
+            "processes": 1 + min(n, MAX_PROCESSES), "per_process": -(-n // min(n, MAX_PROCESSES))}
+
+
+def real_figures(sizes: list[int], cycles: int) -> dict:
+    print(f"real processes (ZeroMQ on 127.0.0.1): edge timeouts {REAL_EDGE}; manager {REAL_MANAGER}; transport "
+          f"heartbeat {REAL_TRANSPORT['heartbeat']}s x liveness {REAL_TRANSPORT['liveness']}; the manager isolated "
+          f"{cycles}x for {CYCLE['duration']}s every {CYCLE['interval']}s from t={CYCLE['start']}s (nemesis one)")
+    fig: dict = {}
+    for n in sizes:
+        r = real_run(n, cycles)
+        cyc = r["cycles"]
+        iso = [c["iso_to_plan"] for c in cyc if c["iso_to_plan"] is not None]
+        rat = [c["heal_to_final"] for c in cyc if c["ratified"] and c["heal_to_final"] is not None]
+        fin = [c["heal_to_final"] for c in cyc if c["heal_to_final"] is not None]
+        mpr = [c["msgs_per_role"] for c in cyc if c["msgs_per_role"] is not None]
+        hosting = ("one process per edge node" if r["per_process"] == 1
+                   else f"{r['processes'] - 1} processes x {r['per_process']} edge-node actors")
+        f2 = lambda v: "n/a" if v is None else f"{v:.3f}s"  # noqa: E731
+        print(f"{n:4d} nodes real ({hosting}, + manager process): isolation->plan p50 {f2(pct(iso, .5))} "
+              f"max {f2(max(iso) if iso else None)}; heal->ratified p50 {f2(pct(rat, .5))} ({len(rat)}/{len(cyc)} "
+              f"ratified; heal->final p50 {f2(pct(fin, .5))}); negotiation msgs/role "
+              f"{statistics.mean(mpr) if mpr else float('nan'):.1f}; violations {len(r['violations'])}; wall {r['wall']:.1f}s")
+        for v in r["violations"][:3]:
+            print(f"     VIOLATION {v}")
+        fig[f"n{n}"] = {"isolation_to_plan_p50_s": round(pct(iso, .5), 4) if iso else None,
+                        "isolation_to_plan_max_s": round(max(iso), 4) if iso else None,
+                        "heal_to_ratified_p50_s": round(pct(rat, .5), 4) if rat else None,
+                        "heal_to_final_p50_s": round(pct(fin, .5), 4) if fin else None,
+                        "ratified": len(rat), "cycles": len(cyc), "msgs_per_role": round(statistics.mean(mpr), 2) if mpr else None,
+                        "processes": r["processes"], "edge_actors_per_process": r["per_process"],
+                        "violations": len(r["violations"])}
+    return fig
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="8,32,128")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per size (default 5; 2 with --quick)")
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="2 seeds per simulated size, 2 isolation cycles per real size")
+    ap.add_argument("--real-sizes", default="8,32", help="edge nodes as real processes (default 8,32)")
+    ap.add_argument("--cycles", type=int, default=None, help="isolations per real size (default 5; 2 with --quick)")
+    ap.add_argument("--no-real", action="store_true", help="simulated figures only")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     seeds = args.seeds or (2 if args.quick else 5)
@@ -135,6 +252,13 @@ def main() -> None:
     out = {"isolation_to_plan_sim_p50_s": fig[key]["isolation_to_plan_sim_p50_s"],
            "heal_to_ratified_sim_p50_s": fig[key]["heal_to_final_sim_p50_s"],
            "msgs_per_role": fig[key]["msgs_per_role"], "sizes": fig}
+    real = {} if args.no_real else real_figures([int(x) for x in args.real_sizes.split(",")],
+                                                args.cycles or (2 if args.quick else 5))
+    if real:
+        rkey = "n32" if "n32" in real else next(iter(real))
+        out = {"isolation_to_plan_p50_s": real[rkey]["isolation_to_plan_p50_s"],
+               "heal_to_ratified_p50_s": real[rkey]["heal_to_ratified_p50_s"],
+               "msgs_per_role_real": real[rkey]["msgs_per_role"], "real_nodes": int(rkey[1:]), **out, "real": real}
     print(json.dumps(out))
 
 
