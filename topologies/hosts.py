@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from protocols.workflow.server import AbortStage, PowerOff, PowerOn, RunStage, SetPower
 from protocols.workflow.messages import StageDone
 
-__all__ = ["BootHost", "HostApi", "actor_api", "sim_api"]
+__all__ = ["BootHost", "HostApi", "actor_api", "effect_router", "sim_api"]
 
 
 class HostApi(Protocol):
@@ -107,3 +107,23 @@ class BootHost:
             api.emit("host.power", {"mode": "full"})
         else:
             raise TypeError(f"BootHost cannot carry out {effect!r}")
+
+
+def effect_router(host: Any, store: Any, address: str):
+    """The callback carrying out one actor's host effects: ``Persist`` to ``store``, the rest to ``host``.
+
+    None when the actor has neither (then any host effect is an UnhandledEffect, raised by its host).
+    """
+    if host is None and store is None:
+        return None
+    from protocols.consensus.paxos import Persist
+    from protocols.core import UnhandledEffect
+
+    def route(effect: Any, api: Any) -> None:
+        if store is not None and effect.__class__ is Persist:
+            store.write(address, effect.key, effect.data)
+        elif host is not None:
+            host.on_effect(effect, api)
+        else:
+            raise UnhandledEffect(f"{address}: no host for effect {type(effect).__qualname__}")
+    return route

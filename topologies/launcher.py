@@ -69,14 +69,15 @@ class RunResult:
 
 
 def event_matcher(spec: str | None) -> Callable[[str, dict], bool] | None:
-    """``kind`` or ``kind[field=value]`` (the run table's progress/done syntax) as a predicate."""
+    """``kind`` or ``kind[field=value,field2=value2]`` (the run table's progress/done syntax) as a predicate."""
     if not spec:
         return None
     kind, _, test = spec.partition("[")
     if not test:
         return lambda k, f: k == kind
-    field, _, value = test.rstrip("]").partition("=")
-    return lambda k, f: k == kind and str(f.get(field)) == value
+    tests = [t.partition("=") for t in test.rstrip("]").split(",")]
+    pairs = [(field.strip(), value.strip()) for field, _, value in tests]
+    return lambda k, f: k == kind and all(str(f.get(field)) == value for field, value in pairs)
 
 
 class _Tally:
@@ -375,7 +376,9 @@ def build_simulator(topo: Topology, seed: int, events: EventLog, *, trace: bool 
         s = spec(ln.latency or topo.network.latency, ln.loss, ln.duplicate, ln.reorder)
         net.set_link(ln.src, ln.dst, s, both=ln.both)
     sim = Simulator(seed, network=net, event_log=events, trace_messages=trace)
-    from topologies.hosts import sim_api
+    from topologies.durable import MemoryStore
+    from topologies.hosts import effect_router, sim_api
+    store = MemoryStore()  # durable state survives the simulator's crash/restart of a participant
     factories: dict[str, Callable[[], Any]] = {}
     for n in topo.nodes:
         for a in n.actors:
@@ -383,11 +386,13 @@ def build_simulator(topo: Topology, seed: int, events: EventLog, *, trace: bool 
             kind = KINDS[a.kind]
 
             def factory(kind=kind, params=a.params, address=address):
-                return kind.build(params, sim.rng(address), address)
+                durable = store.load(address) if kind.takes_durable else None
+                return kind.build(params, sim.rng(address), address, durable=durable)
             factories[address] = factory
             host = kind.build_host(a.params, sim.rng(address + "/host"))
+            route = effect_router(host, store if kind.takes_durable else None, address)
             sim.add(address, factory(),
-                    host=(lambda eff, addr, s, host=host: host.on_effect(eff, sim_api(s, addr))) if host else None)
+                    host=(lambda eff, addr, s, route=route: route(eff, sim_api(s, addr))) if route else None)
     return sim, factories
 
 

@@ -48,6 +48,7 @@ class RunSpec:
 class TransportSpec:
     heartbeat: float = 0.5
     liveness: int = 4
+    connect: str = "all"  # "all": every node connects to every node at start; "on-demand": at first send
 
 
 @attrs.frozen

@@ -140,15 +140,19 @@ def main(argv: list[str] | None = None) -> int:
         if topo.keys:
             k = topo.keys[args.name]
             curve = CurveConfig(k["public"], k["secret"], {n: v["public"] for n, v in topo.keys.items() if n != args.name})
-        from topologies.hosts import actor_api
+        from topologies.durable import FileStore, MemoryStore
+        from topologies.hosts import actor_api, effect_router
+        store = FileStore(args.run_dir / "durable") if args.run_dir is not None else MemoryStore()
         for a in me.actors:
             kind = KINDS[a.kind]
             address = f"{args.name}/{a.name}"
 
             def factory(kind=kind, params=a.params, address=address):
-                return kind.build(params, random.Random(f"{topo.seed}/{address}"), address)
+                durable = store.load(address) if kind.takes_durable else None
+                return kind.build(params, random.Random(f"{topo.seed}/{address}"), address, durable=durable)
             host = kind.build_host(a.params, random.Random(f"{topo.seed}/{address}/host"))
-            on_effect = (lambda eff, actor, host=host: host.on_effect(eff, actor_api(actor))) if host else None
+            route = effect_router(host, store if kind.takes_durable else None, address)
+            on_effect = (lambda eff, actor, route=route: route(eff, actor_api(actor))) if route else None
             spawns.append((a.name, StateMachineActor, (factory,), {"on_effect": on_effect}))
     if args.curve is not None:
         try:
@@ -167,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
 
     events_path = args.events or (args.run_dir / f"{args.name}.events.jsonl" if args.run_dir else None)
     events = EventLog(events_path) if events_path else EventLog(maxlen=10_000)
-    transport = ZmqTransport(bind, peers, heartbeat_interval=heartbeat, liveness=liveness, curve=curve, seed=seed)
+    directory: dict[str, str] = {}
+    if topo is not None and topo.transport.connect == "on-demand":
+        directory, peers = peers, {}  # connect to a node when first sending to it; ready once bound
+    transport = ZmqTransport(bind, peers, heartbeat_interval=heartbeat, liveness=liveness, curve=curve, seed=seed,
+                             directory=directory)
     try:
         node = Node(args.name, transport=transport, event_log=events, trace_asks=topo is not None)
     except Exception as e:  # e.g. the port is taken

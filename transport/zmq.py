@@ -155,9 +155,12 @@ class ZmqTransport:
                  rcvhwm: int = 10_000, linger: float = 1.0, max_frame: int = DEFAULT_MAX_FRAME,
                  curve: CurveConfig | None = None, seed: int | None = None,
                  reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, directory: dict[str, str] | None = None):
         self.bind_to = bind
         self._initial_peers = dict(peers or {})
+        # endpoints of nodes we connect to only when we first send to them (a large topology
+        # where each node talks to a few others: no full mesh of sockets and heartbeats)
+        self._directory = dict(directory or {})
         self.detector = FailureDetector(heartbeat_interval, liveness)
         self.heartbeat_interval = heartbeat_interval
         self.sndhwm, self.rcvhwm = sndhwm, rcvhwm
@@ -323,7 +326,11 @@ class ZmqTransport:
         dst = to.partition("/")[0]
         p = self._peers.get(dst)
         if p is None:
-            raise Undeliverable(f"no known endpoint for node {dst!r}")
+            endpoint = self._directory.get(dst)
+            if endpoint is None:
+                raise Undeliverable(f"no known endpoint for node {dst!r}")
+            self.add_peer(dst, endpoint)  # on demand: first message to this node
+            p = self._peers[dst]
         if self.detector.state(dst) is _DOWN:
             p.counts["refused_down"] += 1
             raise Undeliverable(f"node {dst!r} is down")
