@@ -218,6 +218,9 @@ def random_faults(f: RackFleet, rng: random.Random, until: float) -> None:
     """Schedule mesh partitions, monitor crashes/restarts and rack power events up to ``until``."""
     t = 1.0
     mons = f.monitor_net
+    first = rng.choice(f.racks)  # at least one condition change to agree on
+    f.at(1.2, f.power_off, first)
+    f.at(1.2 + rng.uniform(0.5, 3.0), f.power_on, first)
     while t < until:
         t += rng.uniform(0.2, 0.8)
         what = rng.random()

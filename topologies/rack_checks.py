@@ -108,26 +108,29 @@ def _paxos_checker(events: list[dict]) -> Verdict:
 def check_authority(events: list[dict], clock_tolerance: float = 0.0) -> dict:
     by_instance: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
     by_term: dict[tuple[str, int], set] = defaultdict(set)
-    leases: dict[str, dict[tuple[str, int], list[float]]] = defaultdict(dict)  # group -> (holder, term) -> [start, end]
+    leases: dict[str, list[list]] = defaultdict(list)  # group -> [[start, end, holder, term], ...]
     for e in _ordered(events):
         k, f = e.get("kind"), _f(e)
         if k == "authority.designated":
             by_instance[(f.get("gid"), f.get("term"))].setdefault(f.get("holder"), e)
             by_term[(f.get("group"), f.get("term"))].add(f.get("holder"))
         elif k == "authority.lease":
-            key = (f.get("holder"), f.get("term"))
-            iv = leases[f.get("group")].get(key)
+            # one acting interval per unbroken run of renewals of one (holder, term)
             t, until = float(e.get("time", 0.0)), float(f.get("until", 0.0))
-            if iv is None:
-                leases[f.get("group")][key] = [t, until]
+            ivs = leases[f.get("group")]
+            last = next((iv for iv in reversed(ivs) if (iv[2], iv[3]) == (f.get("holder"), f.get("term"))), None)
+            if last is not None and t <= last[1]:
+                last[1] = max(last[1], until)
             else:
-                iv[1] = max(iv[1], until)
+                ivs.append([t, until, f.get("holder"), f.get("term")])
     two = [ev for holders in by_instance.values() if len(holders) > 1 for ev in holders.values()]
     overlaps = []
     for group, ivs in leases.items():
-        items = sorted(ivs.items(), key=lambda kv: kv[1][0])
-        for i, ((h1, t1), (s1, e1)) in enumerate(items):
-            for (h2, t2), (s2, e2) in items[i + 1:]:
+        items = sorted(ivs, key=lambda iv: iv[0])
+        for i, (s1, e1, h1, t1) in enumerate(items):
+            for s2, e2, h2, t2 in items[i + 1:]:
+                if s2 >= e1:
+                    break
                 if h1 != h2 and s2 < e1 - clock_tolerance and s1 < e2 - clock_tolerance:
                     overlaps.append({"group": group, "first": {"holder": h1, "term": t1, "from": s1, "until": e1},
                                      "second": {"holder": h2, "term": t2, "from": s2, "until": e2}})

@@ -44,7 +44,7 @@ def _fmt(_inst, attr, v) -> None:
         raise ValueError(f"{attr.name} must be a 'node/actor' format with a {{rack}} field, got {v!r}")
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Layout:
     dcs: int = attrs.field(validator=_positive)
     sectors: int = attrs.field(validator=_positive)  # per data center
@@ -66,7 +66,9 @@ class Layout:
         return [f"{sector}r{r}" for r in range(self.racks)]
 
     def monitor(self, rack: str) -> str:
-        return self.monitor_fmt.format(rack=rack)
+        """The monitor's address; its format may also use ``{sector}``, ``{dc}`` and ``{r}`` (the rack's index)."""
+        d, s, r = self.check_rack(rack)
+        return self.monitor_fmt.format(rack=rack, sector=f"d{d}s{s}", dc=f"d{d}", r=r)
 
     def control(self, rack: str) -> str:
         """The rack control's address; its format may also use ``{sector}`` and ``{dc}``."""
@@ -130,12 +132,9 @@ class Layout:
         return [self.monitor(r) for r in self.racks_of(sector)]
 
     def rack_of_monitor(self, address: str) -> str | None:
-        pre, _, post = self.monitor_fmt.partition("{rack}")
-        if not (isinstance(address, str) and address.startswith(pre) and address.endswith(post)):
-            return None
-        rack = address[len(pre):len(address) - len(post)] if post else address[len(pre):]
-        try:
-            self.check_rack(rack)
-        except ValueError:
-            return None
-        return rack
+        """The rack whose monitor is at ``address`` (None if none is)."""
+        table = self.__dict__.get("_by_monitor")
+        if table is None:
+            table = {self.monitor(r): r for r in self.all_racks()}
+            object.__setattr__(self, "_by_monitor", table)
+        return table.get(address)

@@ -319,6 +319,10 @@ class RackMonitor:
             base, gid, kind, rest = split_instance(msg.instance)
             if kind == "authority" and rest.isdigit():
                 self.seen_design[base] = max(self.seen_design.get(base, (0, "")), (int(rest), gid))
+                if sender != self.address:
+                    # someone else is campaigning: give it a lease's time before standing myself
+                    # (as a Raft follower resets its election timer when it votes)
+                    self.candidate_at[base] = max(self.candidate_at.get(base, 0.0), now + self.lease)
                 if isinstance(msg, Accept) and self.paxos.chosen(msg.instance) is None:
                     self.accepted_design[base] = max(self.accepted_design.get(base, 0), int(rest))
         return self._paxos(self.paxos.handle(msg, sender, now), now)
