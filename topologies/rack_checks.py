@@ -179,7 +179,15 @@ def check_fault_detection(events: list[dict], slack: float = 0.15) -> dict:
     blocked_reports: set[tuple[str, float]] = set()
     for e in evs:
         k, f, t = e.get("kind"), _f(e), float(e.get("time", 0.0))
-        reach.update(e)
+        if reach.update(e):
+            # a link that breaks now also drops the reports still in flight on it (sent < slack ago)
+            for r, times in reports.items():
+                mon, ctl = monitor_node.get(r), control_node.get(r)
+                if mon is not None and ctl is not None and reach.blocked_by(ctl, mon) is not None:
+                    for s in reversed(times):
+                        if s < t - slack:
+                            break
+                        blocked_reports.add((r, s))
         if k == "rack.report":
             r = f.get("rack")
             reports[r].append(t)
@@ -264,32 +272,37 @@ class _FaultChecker:
 
 # -- agreement ---------------------------------------------------------------------------
 
-def check_agreement(events: list[dict], settle: float = 3.0) -> dict:
+def check_agreement(events: list[dict], settle: float = 2.0) -> dict:
     evs = _ordered(events)
     if not evs:
         return {"status": "unknown", "why": "empty log"}
     end = evs[-1]["time"]
     last_fault = max((e["time"] for e in evs if str(e.get("kind")).startswith(FAULT_KINDS_OF_EVENTS)), default=None)
     latest: dict[str, tuple[int, float]] = {}
-    monitors: dict[str, str] = {}  # node -> rack
+    monitors: dict[str, str] = {}  # monitor address -> rack
     alive: dict[str, bool] = {}
-    known: dict[tuple[str, str], int] = {}  # (monitor node, subject) -> seq known at fleet level
+    known: dict[tuple[str, str], int] = {}  # (monitor address, subject) -> seq known at fleet level
+
+    def addr(e: dict) -> str:
+        return f"{e.get('node')}/{e.get('actor')}"
+
+    def on_node(node: str) -> list[str]:
+        return [a for a in monitors if a.partition("/")[0] == node]
     for e in evs:
         k, f = e.get("kind"), _f(e)
         if k == "monitor.start":
-            monitors[e["node"]] = f.get("rack")
-            alive[e["node"]] = True
+            monitors[addr(e)] = f.get("rack")
+            alive[addr(e)] = True
         elif k == "monitor.condition":
             latest[f.get("rack")] = (int(f.get("seq", 0)), e["time"])
         elif k == "rack.known" and f.get("level") == "fleet":
-            key = (e["node"], f.get("subject"))
+            key = (addr(e), f.get("subject"))
             known[key] = max(known.get(key, -1), int(f.get("seq", -1)))
-        elif k == "sim.crash" and e.get("node") in monitors:
-            alive[e["node"]] = False
-        elif k == "nemesis.kill" and f.get("node") in monitors:
-            alive[f.get("node")] = False
-        elif k == "nemesis.restart" and f.get("node") in monitors:
-            alive[f.get("node")] = False  # back only once its monitor.start is logged
+        elif k == "sim.crash" and addr(e) in monitors:
+            alive[addr(e)] = False
+        elif k in ("nemesis.kill", "nemesis.restart"):  # restarted: back once its monitor.start is logged
+            for a in on_node(f.get("node")):
+                alive[a] = False
     if not monitors or not latest:
         return {"status": "unknown", "why": "no monitors or no condition changes in the log"}
     quiet_from = max([last_fault or 0.0] + [t for _s, t in latest.values()])
@@ -319,7 +332,7 @@ def check_agreement(events: list[dict], settle: float = 3.0) -> dict:
 @attrs.frozen
 class _AgreementChecker:
     name: str = "fleet-agreement"
-    settle: float = 3.0
+    settle: float = 2.0
 
     def check(self, events: list[dict]) -> Verdict:
         r = check_agreement(events, self.settle)

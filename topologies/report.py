@@ -18,7 +18,9 @@ reported again later (``fleetplane report RUNDIR``). It writes:
   (``[run] states``, e.g. servers per state); holders against the limit in
   force when the log has admission events carrying both; for edge deployments
   (local control planes) connectivity, the leader of each island and the role
-  holders over time (:mod:`topologies.edge_report`); plus the tables above.
+  holders over time (:mod:`topologies.edge_report`); for rack monitors, each
+  rack's indicator and each group's authority over time
+  (:mod:`topologies.rack_report`); plus the tables above.
 
 Fault periods come from the nemesis events (``nemesis.*``): a fault op opens a
 period, the matching heal op closes it.
@@ -147,6 +149,10 @@ def make_report(run_dir: str | Path, checkers: list[str] | None = None) -> dict:
     edge = edge_timeline(events, periods, t0, t1)
     if edge:
         extra.append(("Edge nodes: connectivity, leader per island, role holders", edge))
+    from topologies.rack_report import rack_timeline
+    rack = rack_timeline(events, periods, t0, t1)
+    if rack:
+        extra.append(("Rack monitors: rack indicators and authorities", rack))
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (run_dir / "report.html").write_text(_html(results, events, periods, progress_times, t0, t1, extra), encoding="utf-8")
     return results
