@@ -67,6 +67,7 @@ class HeartbeatAck:
     group: str
     term: int
     sent: float
+    digest: int = 0  # the member's fleet-fact checksum (so the authority at the top syncs too)
 
 
 @message("rack.Seat")

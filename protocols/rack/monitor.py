@@ -83,7 +83,7 @@ import random
 import zlib
 from typing import Any
 
-from protocols.consensus import Accept, PaxosNode, Persist, Prepare, Quorum
+from protocols.consensus import Accept, Chosen, PaxosNode, Persist, Prepare, Quorum
 from protocols.consensus.quorum import majority
 from protocols.core import Effect, Emit, Send, SetTimer, TimerFired
 from protocols.rack.detector import NON_FAULT, FaultDetector
@@ -291,6 +291,9 @@ class RackMonitor:
             "condition": self.detector.state, "indicator": self.detector.indicator(),
             "deadline": self.detector.deadline, "lease": self.lease, "heartbeat_every": self.heartbeat_every})]
         effects += self._paxos(self.paxos.tick(now), now)
+        # what the restored Paxos state already knows (chosen before a restart) counts as learned now
+        for inst, value in sorted(self.paxos.chosen_values().items()):
+            effects += self._on_chosen(inst, value, now)
         effects.append(SetTimer(_MINE + "deadline", self.detector.due(now)))
         effects.append(SetTimer(_MINE + "beat", now + self.heartbeat_every))
         self.last_hb.setdefault(self.sector, now)
@@ -579,7 +582,7 @@ class RackMonitor:
         if sender != self.address:
             known = self.auth.get(base)
             if known is not None and (msg.term < known.term or (msg.term == known.term and msg.holder != known.holder)):
-                return []  # an old authority that has not heard of its successor
+                return self._tell_successor(base, known, sender, now)  # an old authority, unaware of its successor
             promised_elsewhere = (now < self.promise_until.get(base, 0.0) and known is not None
                                   and (known.term, known.holder) != (msg.term, msg.holder))
             if known is None or msg.term > known.term:
@@ -605,11 +608,31 @@ class RackMonitor:
                 self.synced_at[base] = now  # we know different fleet facts: merge both ways
                 effects.append(Send(sender, self._sync_request()))
         if ack:
-            effects.append(Send(sender, HeartbeatAck(msg.group, msg.term, msg.sent)))
+            effects.append(Send(sender, HeartbeatAck(msg.group, msg.term, msg.sent, self.digest())))
         return effects
+
+    def _tell_successor(self, base: str, known: _Auth, stale: str, now: float) -> list[Effect]:
+        """Tell an outdated authority (and the successor itself) of the designation it missed, once a lease."""
+        inst = f"{known.gid}|authority|{known.term}"
+        chosen = self.paxos.chosen(inst)
+        if chosen is None or now - self.synced_at.get("successor:" + base, -1e9) < self.lease:
+            return []
+        self.synced_at["successor:" + base] = now
+        out = Chosen(inst, chosen[0], chosen[1])
+        q = self.members_of(known.gid)
+        to = {stale} | ({self.layout.monitor(known.holder)} if known.holder else set())
+        return [Send(m, out) for m in sorted(to) if q is not None and m in q.members and m != self.address]
 
     def _on_heartbeat_ack(self, msg: HeartbeatAck, sender: str, now: float) -> list[Effect]:
         base = msg.group.partition("@")[0]
+        sync: list[Effect] = []
+        if sender != self.address and msg.digest and msg.digest != self.digest() and \
+                now - self.synced_at.get(sender, -1e9) >= 4 * self.heartbeat_every:
+            self.synced_at[sender] = now  # the member knows other fleet facts than I do: merge both ways
+            sync.append(Send(sender, self._sync_request()))
+        return sync + self._ack_lease(msg, base, sender, now)
+
+    def _ack_lease(self, msg: HeartbeatAck, base: str, sender: str, now: float) -> list[Effect]:
         mine = self.holding.get(base)
         voters = self.acks.get((base, msg.sent))
         if mine is None or voters is None or mine.term != msg.term or mine.gid != msg.group:
