@@ -12,6 +12,8 @@ capabilities, free resources and criteria are drawn from
 * :meth:`EdgeSim.isolate` partitions the manager away from every edge node
   (or from the given groups of edges, each its own island);
 * :meth:`EdgeSim.heal` heals the network;
+* :meth:`EdgeSim.flaky` makes the manager's links lossy (both ways, no
+  partition) and :meth:`EdgeSim.steady` makes them lossless again;
 * :meth:`EdgeSim.leader_of` / :meth:`EdgeSim.plans` read the plane's state
   from the event log.
 
@@ -60,6 +62,17 @@ class EdgeSim:
 
     def heal(self) -> None:
         self.sim.heal()
+
+    def flaky(self, loss: float, latency: tuple[float, float] = (0.001, 0.005)) -> None:
+        """Lossy links between the manager and every edge node, both ways (no partition)."""
+        spec = LinkSpec(latency=Uniform(*latency), loss=loss)
+        for e in self.edges:
+            self.sim.set_link("mgr", e.partition("/")[0], spec, both=True)
+
+    def steady(self, latency: tuple[float, float] = (0.001, 0.005)) -> None:
+        """The manager's links lose nothing again."""
+        for e in self.edges:
+            self.sim.set_link("mgr", e.partition("/")[0], LinkSpec(latency=Uniform(*latency)), both=True)
 
     def crash(self, address: str) -> None:
         self.sim.crash(address)

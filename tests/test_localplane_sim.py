@@ -315,3 +315,39 @@ def test_32_nodes_isolation_to_plan_and_heal_to_ratified_within_a_second(seed):
     assert plan["time"] - first <= 1.0, f"seed={seed}: isolation -> plan {plan['time'] - first:.3f}s"
     final = [e for e in events if e["kind"] == "manager.plan_final" and e["time"] > 3.0]
     assert final and final[0]["fields"]["ratified"] and final[0]["time"] - 3.0 <= 1.0, f"seed={seed}: {final}"
+
+
+# -- lossy manager links: a holder whose acks are lost must not keep its role (issue 7) -----------------
+
+# edge.toml's timing: the flaky nemesis against the manager's links broke "no role has two holders" there
+TOML_EDGE = {"heartbeat_interval": 0.2, "isolation_after": 1.0, "gather_window": 0.2, "election_timeout": 0.8,
+             "fit_timeout": 0.3, "proposal_timeout": 0.3, "leader_lease": 1.0, "validate_every": 1.0}
+TOML_MANAGER = {"heartbeat_interval": 0.2, "isolation_after": 1.0, "fit_timeout": 0.3, "proposal_timeout": 0.3,
+                "reconcile_wait": 0.8, "release_timeout": 0.6, "handover_bound": 0.5}
+FLAKY_SEEDS = tuple(range(1, 21))
+
+
+@pytest.mark.parametrize("loss", [0.3, 0.5])
+@pytest.mark.parametrize("seed", FLAKY_SEEDS)
+def test_lossy_manager_links_never_give_a_role_two_holders(seed, loss):
+    """The manager misses a holder's acks, counts it gone and plans the role elsewhere while the holder still
+    hears its beats: the holder's lease must end (it is renewed only by beats echoing its own acks) before
+    anyone else takes the role. After the links recover, every connected role is held again."""
+    s = build_edge(seed, 12, edge_params=TOML_EDGE, manager_params=TOML_MANAGER)
+    s.sim.schedule(2.0, lambda: s.flaky(loss))
+    s.sim.schedule(6.0, s.steady)
+    s.run(11.0)
+    events = assert_invariants(s)
+    r = check_ratified_after_heal(events, bound=2.0, handover_bound=0.5)
+    assert r["ok"], f"seed={seed} loss={loss}: {r['violations'][:2]}"
+    replans = [e for e in events if e["kind"] == "manager.plan_started" and 2.0 <= e["time"]]
+    m = s.manager()
+    assert m.phase == "idle" and m.final_id, f"seed={seed} loss={loss}: manager in {m.phase} ({len(replans)} replans)"
+    # the links are sound again: the plan in force covers the connected roles and its holders hold them
+    assert {a.role for a in m.final} == {r.name for r in m.ir.roles}, f"seed={seed} loss={loss}: {m.final}"
+    for a in m.final:
+        h = s.edge(a.holder).holdings
+        k = f"{a.role}#{a.share}/{a.shares}"
+        assert k in h and h[k].plan_id == m.final_id, f"seed={seed} loss={loss}: {a.holder} lacks {k}"
+    held = [(x, k) for x in s.edges for k, h in s.edge(x).holdings.items() if not h.temporary]
+    assert len(held) == len(m.final), f"seed={seed} loss={loss}: holdings {held} vs plan {m.final}"

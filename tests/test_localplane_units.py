@@ -94,7 +94,7 @@ def deployed(addr="e0/edge", members=("e0/edge", "e1/edge", "e2/edge"), **kw):
 
 def test_missing_heartbeats_declare_isolation_and_start_an_election():
     e = deployed()
-    out = e.handle(Heartbeat(epoch=7, seq=1, lease_until=0.5), M, 0.1)
+    out = e.handle(Heartbeat(epoch=7, seq=1), M, 0.1)
     assert sends(out, HeartbeatAck) and SetTimer("manager", 0.1 + e.isolation_after) in out
     out = e.handle(TimerFired("manager"), e.address, 0.6)
     assert kinds(out)[:2] == ["edge.isolation_declared", "plane.announce"]
@@ -126,7 +126,7 @@ def test_a_node_votes_once_per_term_and_only_for_the_best_it_heard():
 
 def test_a_connected_node_refuses_to_vote():
     e = deployed()
-    e.handle(Heartbeat(epoch=7, seq=1, lease_until=0.5), M, 0.1)
+    e.handle(Heartbeat(epoch=7, seq=1), M, 0.1)
     out = e.handle(VoteRequest(term=1, score=99.0, view=["e0/edge", "e1/edge"]), "e1/edge", 0.2)
     assert sends(out, Vote)[0].msg.granted is False
 

@@ -11,8 +11,17 @@ deployment's membership from the manager's :class:`Deploy`, answers every
 holds) and answers :class:`FitRequest` with a :class:`FitReport`: per role its
 capability as a ratio of the role's metric (the default evaluation,
 :func:`synthetic_fit`, is pluggable through ``evaluate``), per management role
-its objective score if it meets the role's criteria. Final roles are held under
-the manager's lease: each heartbeat extends it to ``now + isolation_after``.
+its objective score if it meets the role's criteria. Roles are held under the
+manager's lease, which only the manager extends: every ack carries the node's
+send time ``sent``; a heartbeat (or :class:`Commit`) echoes the newest ``sent``
+the manager received and grants a set of role keys, and a granted holding is
+extended to ``echo + lease`` - measured from this node's own send time, so a
+delayed or lost message never stretches it past what the manager accounts
+for. A grant never creates a holding, a holding whose lease runs out is given
+up (``manager_lease_expired``), and a :class:`Commit` is ignored when its lease
+is already over or a newer final plan was already released or committed here.
+So a node whose acks are lost loses its roles within ``lease`` even though it
+still hears heartbeats (the proof is in ``manager``'s module docstring).
 
 **Isolation.** A deployed node that hears no heartbeat for
 ``isolation_after`` seconds declares isolation (``edge.isolation_declared``),
@@ -64,11 +73,16 @@ judges the measured ratio against the subscription's ``min_ratio`` and sends
 :class:`Validation` to the leader and the reporter; a holder measuring itself
 below it relinquishes. The reporter records plan versions and verdicts.
 
-**Reconnect.** A heartbeat from the manager ends isolation
-(``edge.isolation_ended``); the leader sends its :class:`PlanReport`, the
-reporter its :class:`ReporterRecord`, and everybody keeps its temporary roles
-(the leader keeps beating) until the manager's :class:`Release` (give up all
-but ``keep``) and :class:`Commit` (hold exactly these final roles) arrive.
+**Reconnect.** The first heartbeat heard while isolated stops the node's
+electioneering, and the leader sends its :class:`PlanReport`, the reporter its
+:class:`ReporterRecord`. Isolation ends (``edge.isolation_ended``) only with a
+manager message that echoes an ack this node sent since it declared isolation
+(the manager has heard it since): then every temporary holding the message
+does not grant is given up, the others are held under the manager's lease,
+and the node takes no new temporary roles. The plane goes on (the leader
+keeps beating and takes in nodes that announce) until the manager's
+:class:`Release` (give up all but ``keep``) and :class:`Commit` (hold exactly
+these final roles) arrive.
 """
 
 from __future__ import annotations
@@ -124,13 +138,20 @@ class PlaneRole(enum.Enum):
 
 
 class _Holding:
-    __slots__ = ("a", "plan_id", "temporary", "term")
+    __slots__ = ("a", "lease", "plan_id", "temporary", "term")
 
-    def __init__(self, a: Assignment, plan_id: str, temporary: bool, term: int) -> None:
+    def __init__(self, a: Assignment, plan_id: str, temporary: bool, term: int, lease: float = math.inf) -> None:
         self.a = a
         self.plan_id = plan_id
         self.temporary = temporary
         self.term = term
+        self.lease = lease  # held until then under the manager's lease (inf: an isolated plane's holding)
+
+
+def _plan_no(plan_id: str) -> int:
+    """The number of a final plan ``F{n}@node`` (-1 for anything else)."""
+    head = plan_id.partition("@")[0]
+    return int(head[1:]) if head[:1] == "F" and head[1:].isdigit() else -1
 
 
 class EdgeNode:
@@ -184,6 +205,9 @@ class EdgeNode:
         self.epoch = -1
         self.isolated = False
         self.isolated_at: float | None = None
+        self.reported = False  # the plan report / record went out on the first heartbeat heard while isolated
+        self.hears_manager = False  # isolated, but beats arrive again (no longer electing; holdings wait for _fresh)
+        self.floor: tuple[int, int] = (-1, -1)  # (manager epoch, newest final plan number) released or committed
         self.last_heartbeat: float | None = None
         self.term = 0
         self.voted: dict[int, str] = {}
@@ -275,38 +299,113 @@ class EdgeNode:
             return []
         self.epoch = max(self.epoch, msg.epoch)
         out = self._heard_manager(now)
+        if self.isolated and self._fresh(msg.echo):
+            out += self._end_isolation(set(msg.grant), msg.echo, msg.lease, now)
+        elif not self.isolated:
+            out += self._renew(set(msg.grant), msg.echo, msg.lease, now)
         temporary = any(h.temporary for h in self.holdings.values()) or bool(self.plan_id)
         final = next((h.plan_id for h in self.holdings.values() if not h.temporary), "")
         out.append(Send(self.manager, HeartbeatAck(
             epoch=msg.epoch, seq=msg.seq, plan_id=self.plan_id if temporary else final, temporary=temporary,
-            term=self.leader_term, leader=self.leader, holding=self.holding_keys())))
+            term=self.leader_term, leader=self.leader, holding=self.holding_keys(), sent=now)))
         return out
 
     def _heard_manager(self, now: float) -> list[Effect]:
         self.last_heartbeat = now
         out: list[Effect] = [SetTimer("manager", now + self.isolation_after)]
         if self.isolated:
-            self.isolated = False
-            out.append(self._emit("edge.isolation_ended", term=self.leader_term, plan_id=self.plan_id,
-                                  leader=self.leader, isolated_for=round(now - (self.isolated_at or now), 6)))
+            # the manager is back in reach: report the isolated period now, so it can decide, and stop electing;
+            # the isolation itself ends only with a message that echoes an ack sent since (see _fresh)
+            self.hears_manager = True
             if self.role in (PlaneRole.ELECTING, PlaneRole.CANDIDATE):
                 self.role = PlaneRole.NONE
                 out += [CancelTimer("gather"), CancelTimer("election")]
-            if self.role is PlaneRole.LEADER and self.lead is not None:
-                out += self.lead.report(now)
-            if self._holds("reporter"):
-                out.append(self._reporter_record())
+            out += self._report(now)
         return out
 
-    def _manager_lost(self, now: float) -> list[Effect]:
-        if self.isolated or self.ir is None:
+    def _cut_off(self) -> bool:
+        """Isolated and hearing no beats: the node takes part in elections."""
+        return self.isolated and not self.hears_manager
+
+    def _report(self, now: float) -> list[Effect]:
+        if self.reported:
             return []
+        self.reported = True
+        out: list[Effect] = []
+        if self.role is PlaneRole.LEADER and self.lead is not None:
+            out += self.lead.report(now)
+        if self._holds("reporter"):
+            out.append(self._reporter_record())
+        return out
+
+    def _fresh(self, echo: float | None) -> bool:
+        """Does a manager message echo an ack this node sent since it declared isolation?"""
+        return echo is not None and self.isolated_at is not None and echo >= self.isolated_at
+
+    def _end_isolation(self, grant: set[str], echo: float | None, lease: float, now: float) -> list[Effect]:
+        """Connected again: from now on every holding is under the manager's lease, and only granted ones stay."""
+        self.isolated = False
+        self.hears_manager = False
+        out: list[Effect] = [self._emit("edge.isolation_ended", term=self.leader_term, plan_id=self.plan_id,
+                                        leader=self.leader, isolated_for=round(now - (self.isolated_at or now), 6))]
+        if self.role in (PlaneRole.ELECTING, PlaneRole.CANDIDATE):
+            self.role = PlaneRole.NONE
+            out += [CancelTimer("gather"), CancelTimer("election")]
+        out += self._report(now)  # if no beat got through before
+        until = echo + lease if echo is not None else -math.inf
+        for key, h in sorted(self.holdings.items()):
+            if key in grant and until > now:
+                h.lease = until
+            else:
+                out += self._relinquish(key, "not_granted_on_reconnect", now, tell=False)
+        return out + self._arm_lease(now)
+
+    def _renew(self, grant: set[str], echo: float | None, lease: float, now: float) -> list[Effect]:
+        """Extend the granted holdings to echo + lease (the echo is this node's own send time of an ack)."""
+        if echo is None:
+            return []
+        until = echo + lease
+        for key, h in self.holdings.items():
+            if key in grant and until > h.lease:
+                h.lease = until
+        return self._arm_lease(now)
+
+    def _arm_lease(self, now: float) -> list[Effect]:
+        ends = [h.lease for h in self.holdings.values() if h.lease < math.inf]
+        return [SetTimer("lease", min(ends))] if ends else []
+
+    def _lease_over(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        for key in sorted(k for k, h in self.holdings.items() if h.lease <= now):
+            out += self._relinquish(key, "manager_lease_expired", now, tell=False)
+        return out + self._arm_lease(now)
+
+    def _newer_plan(self, epoch: int, plan_id: str) -> bool:
+        """Record ``plan_id`` as seen; False if a newer final plan of this manager was already seen."""
+        n = _plan_no(plan_id)
+        if epoch == self.floor[0] and n < self.floor[1]:
+            return False
+        self.floor = (epoch, n)
+        return True
+
+    def _manager_lost(self, now: float) -> list[Effect]:
+        if self.ir is None:
+            return []
+        if self.isolated:
+            if not self.hears_manager:
+                return []
+            self.hears_manager = False  # only stale beats got through, and now none: elect again
+            return self._start_election(now) if self.role is PlaneRole.NONE else []
         self.isolated = True
         self.isolated_at = now
+        self.reported = False
+        self.hears_manager = False
         out: list[Effect] = [self._emit("edge.isolation_declared", last_heartbeat=self.last_heartbeat,
                                         after=self.isolation_after, term=self.term)]
         for key in [k for k, h in self.holdings.items() if not h.temporary]:
             out += self._relinquish(key, "manager_lease_expired", now, tell=False)
+        for h in self.holdings.values():
+            h.lease = math.inf  # the isolated plane's leases govern its temporary holdings
         if self.role is PlaneRole.NONE:
             out += self._start_election(now)
         return out
@@ -358,6 +457,7 @@ class EdgeNode:
     def _on_release(self, msg: Release, sender: str, now: float) -> list[Effect]:
         if sender != self.manager:
             return []
+        self._newer_plan(msg.epoch, msg.plan_id)  # from now on no Commit of an older plan is taken
         out: list[Effect] = []
         keep = set(msg.keep)
         for key in [k for k in self.holdings if k not in keep]:
@@ -368,21 +468,32 @@ class EdgeNode:
     def _on_commit(self, msg: Commit, sender: str, now: float) -> list[Effect]:
         if sender != self.manager:
             return []
-        out: list[Effect] = []
         mine = {role_key(a.role, a.share, a.shares): a for a in msg.assignments if a.holder == self.address}
-        already = all(k in self.holdings and self.holdings[k].plan_id == msg.plan_id for k in mine)
-        if not (already and len(mine) == len(self.holdings)):
-            for key in [k for k in self.holdings if k not in mine]:
-                out += self._relinquish(key, "final_plan", now, tell=False)
-            for key, a in sorted(mine.items()):
-                h = self.holdings.get(key)
-                if h is not None and h.plan_id == msg.plan_id:
-                    continue
-                converted = h is not None
-                self.holdings[key] = _Holding(a, msg.plan_id, False, 0)
-                out.append(self._emit("edge.role_assigned", role=a.role, share=a.share, shares=a.shares, key=key,
-                                      plan_id=msg.plan_id, term=0, temporary=False, target=a.target,
-                                      kind=a.kind, converted=converted, ratified=msg.ratified))
+        why = ""
+        if msg.echo is None or msg.echo + msg.lease <= now:
+            why = "its lease is already over"
+        elif self.isolated and not self._fresh(msg.echo):
+            why = "isolated, and it answers no ack sent since"
+        elif not self._newer_plan(msg.epoch, msg.plan_id):
+            why = "a newer final plan was released or committed"
+        if why:
+            return [self._emit("edge.ignored", what="Commit", sender=sender, why=why, plan_id=msg.plan_id)]
+        out: list[Effect] = []
+        if self.isolated:
+            out += self._end_isolation(set(mine), msg.echo, msg.lease, now)
+        until = msg.echo + msg.lease
+        for key in [k for k in self.holdings if k not in mine]:
+            out += self._relinquish(key, "final_plan", now, tell=False)
+        for key, a in sorted(mine.items()):
+            h = self.holdings.get(key)
+            if h is not None and h.plan_id == msg.plan_id:
+                h.lease = max(h.lease, until)
+                continue
+            converted = h is not None
+            self.holdings[key] = _Holding(a, msg.plan_id, False, 0, lease=until)
+            out.append(self._emit("edge.role_assigned", role=a.role, share=a.share, shares=a.shares, key=key,
+                                  plan_id=msg.plan_id, term=0, temporary=False, target=a.target,
+                                  kind=a.kind, converted=converted, ratified=msg.ratified))
         # the temporary plane ends here
         if self.role is PlaneRole.LEADER:
             out.append(self._emit("plane.stepdown", term=self.leader_term, plan_id=self.plan_id,
@@ -398,7 +509,7 @@ class EdgeNode:
         self.leader_until = -math.inf
         self.commitments = {msg.plan_id: self.commitments.get(msg.plan_id, {})}
         out.append(Send(sender, Committed(plan_id=msg.plan_id)))
-        return out
+        return out + self._arm_lease(now)
 
     # -- holdings ----------------------------------------------------------------------------------
 
@@ -428,8 +539,8 @@ class EdgeNode:
             if key not in mine or h.plan_id != msg.plan_id:
                 out += self._relinquish(key, "replanned" if h.plan_id == msg.plan_id else "new_plane", now, tell=False)
         for key, a in sorted(mine.items()):
-            if key in self.holdings:
-                continue
+            if key in self.holdings or not self.isolated:
+                continue  # a connected node takes new roles only from the manager (under its lease)
             self.holdings[key] = _Holding(a, msg.plan_id, True, msg.term)
             out.append(self._emit("edge.role_assigned", role=a.role, share=a.share, shares=a.shares, key=key,
                                   plan_id=msg.plan_id, term=msg.term, temporary=True, target=a.target, kind=a.kind,
@@ -463,12 +574,12 @@ class EdgeNode:
     def _on_announce(self, msg: Announce, sender: str, now: float) -> list[Effect]:
         if self.ir is None:
             return []
-        if not self.isolated:
+        if self.role is PlaneRole.LEADER and self.lead is not None:
+            return self.lead.on_announce(sender, now)  # even once reconnected: the plane lasts until a Commit
+        if not self._cut_off():
             # a neighbour lost the manager a moment before us: keep its announcement for our own election
             self.early[sender] = (msg.term, msg.score, now)
             return []
-        if self.role is PlaneRole.LEADER and self.lead is not None:
-            return self.lead.on_announce(sender, now)
         if self._live_leader(now):
             return []  # it will hear our leader once the leader adds it
         if msg.term > self.term:
@@ -505,7 +616,7 @@ class EdgeNode:
             return []
         granted, why = False, ""
         extra: list[Effect] = []
-        if not self.isolated:
+        if not self._cut_off():
             why = "connected"
         elif self._live_leader(now):
             why = "following a live leader"
@@ -541,7 +652,7 @@ class EdgeNode:
         return []
 
     def _on_election_timeout(self, now: float) -> list[Effect]:
-        if not self.isolated or self.role in (PlaneRole.LEADER, PlaneRole.FOLLOWER) or self._live_leader(now):
+        if not self._cut_off() or self.role in (PlaneRole.LEADER, PlaneRole.FOLLOWER) or self._live_leader(now):
             return []
         return [self._emit("plane.election_failed", term=self.term, heard=len(self.heard))] + self._start_election(now)
 
@@ -607,7 +718,7 @@ class EdgeNode:
         self.plan_id = ""
         self.plan = []
         self.plan_version = -1
-        if self.isolated:
+        if self._cut_off():
             out += self._start_election(now)
         return out
 
@@ -697,6 +808,8 @@ class EdgeNode:
         k = msg.key
         if k == "manager":
             return self._manager_lost(now)
+        if k == "lease":
+            return self._lease_over(now)
         if k == "gather":
             return self._on_gather(now)
         if k == "election":

@@ -12,20 +12,98 @@ Source: ``shared/seeds/004_726d366e1cefdd53.txt`` [0044]-[0047], [0056]-[0066],
   it sends each node a :class:`Heartbeat`; the :class:`HeartbeatAck` tells it
   which plan the node follows and what it holds, and marks the node reachable
   for ``isolation_after`` seconds.
+* **Leases (explicit, echoed).** Every role a connected node holds is held
+  under the manager's lease, and only the manager extends it. Each ack carries
+  the node's own send time ``sent``; the manager keeps the newest one per node
+  (``echo``) and when it arrived (``echo_at``, its own clock). A heartbeat
+  *grants* the node a set of role keys and echoes ``echo``; the node extends a
+  holding whose key is granted to ``echo + lease`` (its own clock) - a grant
+  never creates a holding, and a holding not named is not extended. A
+  :class:`Commit` creates holdings with the same lease (``echo + lease``; a
+  Commit whose lease is already over is ignored). What a heartbeat grants: in
+  idle, collect and negotiate phases the node's keys in the final plan in
+  force, plus the temporary keys a reconnected node reports holding unless
+  another node may hold a share of that role under another plan; while a new
+  plan is released, only what the node keeps in it; while it is committed,
+  the node's keys in it. Each grant or Commit sent to node ``x`` for key
+  ``k`` is accounted: ``bounds[x][k] >= echo_at[x] + lease``.
+* **Regrant.** A reachable holder of the plan in force that reports it lost a
+  share (its lease ran out while acks or beats were lost) gets the plan
+  committed to it again (``manager.regrant``), under the same accounting,
+  instead of a new negotiation; a plan that left a connected role unfilled
+  is re-planned at most every ``isolation_after``.
 * **Assign while connected.** A *final* plan ``F{n}@{manager}`` is built
   from the connected role set: :class:`FitRequest` to the reachable nodes,
   then a :class:`Negotiation` under the connected governance rule (by default
   the assignee's assent only).
 * **Install a final plan: break, then make.** Every node reachable when the
-  plan was started, and every member of a temporary plan it replaces (even
-  one whose ack was lost), is told
-  :class:`Release` (give up every role except those it keeps in the new plan)
-  and answers :class:`Released`; only when all have (or after
-  ``release_timeout``, retried each tick meanwhile) does the manager send
-  :class:`Commit`; nodes answer :class:`Committed`. So a role never has two
-  holders, and is without one only for the release round trip (bounded by
-  ``handover_bound``, which the checker judges). The subscription repository
-  (role share -> holder, plan, target, since) is updated at commit.
+  plan was started, every member of a temporary plan it replaces (even one
+  whose ack was lost), and every node that may still hold a share of a
+  connected role it does not keep (a live ``bounds`` entry; added each tick)
+  is told :class:`Release` (give up every role except the unsplit shares it
+  keeps in the new plan) and answers :class:`Released`. The manager sends
+  :class:`Commit` only when (a) all have answered or ``release_timeout`` has
+  passed (retried each tick meanwhile), and (b) *no node is blocking*: every
+  node that has not answered Released for this plan has every lease on a key
+  it does not keep certainly over - ``bounds[x][k] + lease_margin <= now``.
+  Nodes answer :class:`Committed`. The subscription repository (role share ->
+  holder, plan, target, since) is updated at commit. A ratified plan moves
+  nothing, so only blocking nodes get a Release (usually none: it commits
+  at once).
+
+Safety (no final role is taken while another connected node holds it)
+----------------------------------------------------------------------
+Assumptions: messages may be lost, duplicated, reordered or delayed without
+bound; clocks may have any offset, and their rates differ by less than
+``lease_margin`` over a lease (which also covers an edge's timer lag). Claim:
+when node ``y`` takes role ``r`` of final plan ``P`` (on a Commit of ``P``),
+no other node ``x`` that is not isolated (see ``edge``: between
+``edge.isolation_declared`` and the first manager message echoing an ack sent
+since) holds a share of ``r`` under another plan.
+
+1. *Every holding of a non-isolated node is under a manager lease.* Holdings
+   are created only by a Commit (leased) or, while isolated, by the island's
+   plane; when isolation ends, temporary holdings the ending message does not
+   grant are dropped and the others get that message's lease; a connected
+   node takes no new temporary holdings.
+2. *A lease ends before the manager's bound.* A grant or Commit sent to ``x``
+   at manager time ``t`` echoes ``sent`` of an ack that reached the manager at
+   ``echo_at[x] <= t``, so in real time ``sent`` precedes ``echo_at[x]``, and
+   ``x``'s lease from it ends by ``echo_at[x] + lease`` (+ drift) <=
+   ``bounds[x][k] + lease_margin``. A delayed or duplicated grant cannot reach
+   further: its echo is as old as the message.
+3. *No new lease on a key ``x`` does not keep during the install.* From the
+   Release of ``P`` until its Commit, grants to ``x`` are what it keeps in
+   ``P``; no Commit of another plan is sent. So ``bounds[x][k]`` for such
+   ``k`` no longer grows.
+4. *Released is final.* Having processed Release(``P``), ``x`` holds only its
+   kept shares (``P``'s own unsplit shares of ``x``: no other node takes
+   those), grants only extend existing holdings, and ``x`` ignores any Commit
+   of a plan older than ``P`` (plan-number floor per manager epoch).
+5. So at the Commit of ``P``, for each ``x`` other than ``y``: either ``x``
+   answered Released(``P``) (4), or every lease of ``x`` on a key of a
+   connected role it does not keep is over (2, 3, condition (b)) and it can
+   get no new one from this manager before ``P``'s Commit (3); an isolated
+   ``x`` regains only what a later, ``P``-aware grant gives it (1), and the
+   temporary-key grant refuses a role another node may hold under another
+   plan. Hence ``y`` is the only non-isolated holder of ``r`` outside ``P``:
+   never two. The manager never needs to hear from ``x`` - a lost ack only
+   means waiting for the lease.
+
+Without a holder (the bound)
+----------------------------
+A holder that cannot complete an ack -> heartbeat round trip within
+``lease`` gives its roles up (by design: it cannot know it still has them).
+If it stays reachable the manager regrants them at the next tick after its
+ack shows the loss. If it is unreachable (no ack for ``isolation_after``,
+which with the default ``lease = isolation_after`` is also when its lease is
+over) the manager re-plans, and the role is vacant for detection + fit
+collection (``fit_timeout``) + negotiation (``proposal_timeout`` per
+proposal) + release (at most ``max(release_timeout, lease + lease_margin)``
+after it starts) + one Commit delivery. On sound links that is about
+``isolation_after + fit_timeout + proposal_timeout + release_timeout``; under
+heavy loss the negotiation (sequential proposals, no retransmission)
+dominates.
 * **Reconnect: ratify or replace.** An ack from a node following a
   temporary plan (or a plan that is not the current final plan) starts
   reconciliation after ``reconcile_wait`` seconds (to let the island's leader
@@ -42,16 +120,20 @@ Source: ``shared/seeds/004_726d366e1cefdd53.txt`` [0044]-[0047], [0056]-[0066],
 * **Performance history.** Every reporter's metric bundle is appended to the
   performance history (``manager.metrics``).
 
+Parameters: ``lease`` (default ``isolation_after``) and ``lease_margin``
+(default ``heartbeat_interval``).
+
 Events: ``manager.deployed``, ``manager.plan_started``, ``manager.proposal``,
 ``manager.assent``, ``manager.metrics_lowered``, ``manager.role_split``,
 ``manager.role_unfilled``, ``manager.reconnect_seen``,
 ``manager.plan_report``, ``manager.metrics``, ``manager.ratified``,
 ``manager.replaced``, ``manager.release_sent``, ``manager.commit_sent``,
-``manager.plan_final``, ``manager.subscription``.
+``manager.regrant``, ``manager.plan_final``, ``manager.subscription``.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -98,6 +180,8 @@ class DeploymentManager:
         handover_bound: float = 0.5,
         plan_on_start: bool = True,
         epoch: int | None = None,
+        lease: float | None = None,
+        lease_margin: float | None = None,
     ) -> None:
         self.address = address
         self.node = address.partition("/")[0]
@@ -115,6 +199,9 @@ class DeploymentManager:
         self.handover_bound = handover_bound
         self.plan_on_start = plan_on_start
         self.epoch = epoch if epoch is not None else self.rng.randrange(1, 1 << 30)
+        # the lease a grant gives (from the echoed ack's send time) and the margin for clock drift / timer lag
+        self.lease = float(lease) if lease is not None else isolation_after
+        self.lease_margin = float(lease_margin) if lease_margin is not None else heartbeat_interval
 
         self.ir: IntermediateRepresentation | None = None
         self.seq = 0
@@ -146,6 +233,12 @@ class DeploymentManager:
         self.reconnect_first: float | None = None
         self.final_seq = 0
         self.final_at = 0.0
+        # leases: the newest ack's send time per node (its clock) and when it arrived (ours)
+        self.echo: dict[str, float] = {}
+        self.echo_at: dict[str, float] = {}
+        # node -> role key -> (latest end of any lease granted on it, our clock, bound by echo_at + lease; plan)
+        self.bounds: dict[str, dict[str, tuple[float, str]]] = {}
+        self.released: set[str] = set()  # nodes that answered Released for work_id
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -154,6 +247,88 @@ class DeploymentManager:
 
     def reachable(self, now: float) -> list[str]:
         return [e for e in self.edges if now - self.last_ack.get(e, -1e18) <= self.isolation_after]
+
+    # -- leases ---------------------------------------------------------------------------------------
+
+    def _record(self, node: str, keys: set[str] | list[str], plan_id: str) -> None:
+        """Account for a grant of ``keys`` sent to ``node`` now: the node holds none of them past echo_at + lease."""
+        at = self.echo_at.get(node)
+        if at is None:
+            return  # no echo to send: the grant renews nothing
+        until = at + self.lease
+        mine = self.bounds.setdefault(node, {})
+        for k in keys:
+            prev = mine.get(k)
+            if prev is None or until >= prev[0]:
+                mine[k] = (until, plan_id)
+
+    def _live(self, until: float, now: float) -> bool:
+        return until + self.lease_margin > now
+
+    def _plan_keys(self, assignments: list[Assignment]) -> dict[str, set[str]]:
+        keys: dict[str, set[str]] = {e: set() for e in self.edges}
+        for a in assignments:
+            if a.holder in keys:
+                keys[a.holder].add(role_key(a.role, a.share, a.shares))
+        return keys
+
+    def _keep(self) -> dict[str, set[str]]:
+        """What each node may keep through the release of the plan being installed: its unsplit shares in it."""
+        keys: dict[str, set[str]] = {e: set() for e in self.edges}
+        for a in self.work_assignments:
+            if a.holder in keys and a.shares == 1:
+                keys[a.holder].add(role_key(a.role, a.share, a.shares))
+        return keys
+
+    def _grants(self, now: float) -> dict[str, set[str]]:
+        """The role keys each node's heartbeat grants now (and their accounting in ``bounds``).
+
+        Idle, collecting or negotiating: the final plan's keys of the node, and the temporary keys
+        a reconnected node reports holding unless another node may hold a share of that role under
+        another plan. Releasing: only what the node keeps. Committing: its keys in the new plan.
+        """
+        for e in list(self.bounds):  # forget leases that are certainly over
+            self.bounds[e] = {k: v for k, v in self.bounds[e].items() if self._live(v[0], now)}
+        if self.phase == "release":
+            grants, plan = self._keep(), self.work_id
+        elif self.phase == "commit":
+            grants, plan = self._plan_keys(self.work_assignments), self.work_id
+        else:
+            grants, plan = self._plan_keys(self.final), self.final_id
+        for e in self.edges:
+            self._record(e, grants[e], plan)
+        if self.phase in ("release", "commit") or self.ir is None:
+            return grants
+        connected = {r.name for r in self.ir.roles}
+        for e in self.edges:
+            a = self.acks.get(e)
+            if a is None or not a.temporary or a.seq <= self.final_seq or e not in self.echo_at:
+                continue
+            for k in sorted(set(a.holding) - grants[e]):
+                role = k.partition("#")[0]
+                if role in connected and self._claimed(role, e, a.plan_id, now):
+                    continue
+                grants[e].add(k)
+                self._record(e, [k], a.plan_id)
+        return grants
+
+    def _claimed(self, role: str, node: str, plan_id: str, now: float) -> bool:
+        """May a node other than ``node`` hold a share of ``role`` under a plan other than ``plan_id``?"""
+        return any(x != node and k.partition("#")[0] == role and pid != plan_id and self._live(until, now)
+                   for x, ks in self.bounds.items() for k, (until, pid) in ks.items())
+
+    def _blocking(self, now: float) -> list[str]:
+        """Nodes that may still hold a share of a connected role they do not keep in the plan being installed.
+
+        The plan may be committed only when this is empty: each of them answered Released for it, or
+        every lease it was ever granted on such a key is certainly over.
+        """
+        assert self.ir is not None
+        connected = {r.name for r in self.ir.roles}
+        keep = self._keep()
+        return sorted(x for x, ks in self.bounds.items() if x not in self.released
+                      and any(k not in keep.get(x, set()) and k.partition("#")[0] in connected
+                              and self._live(until, now) for k, (until, _) in ks.items()))
 
     # -- the sans-I/O entry points ------------------------------------------------------------------
 
@@ -177,22 +352,23 @@ class DeploymentManager:
             d = Deploy(ir=self.ir, members=self.edges, epoch=self.epoch)
             out += [Send(e, d) for e in self.edges if now - self.last_ack.get(e, -1e18) > 2 * self.heartbeat_interval]
         self.seq += 1
-        hb = Heartbeat(epoch=self.epoch, seq=self.seq, lease_until=now + self.isolation_after, plan_id=self.final_id)
-        out += [Send(e, hb) for e in self.edges]
+        grants = self._grants(now)
+        out += [Send(e, Heartbeat(epoch=self.epoch, seq=self.seq, plan_id=self.final_id, grant=sorted(grants[e]),
+                                  echo=self.echo.get(e), lease=self.lease)) for e in self.edges]
+        if self.phase == "idle":
+            out += self._regrant(now)
         if self.phase == "idle" and self.reconcile_due is None and self._gaps(now):
             self.reconcile_due = now
         if self.reconcile_due is not None and now >= self.reconcile_due and self.phase == "idle":
             self.reconcile_due = None
             out += self._reconcile(now)
         if self.phase == "release":
-            if now >= self.release_deadline:
-                out += self._commit(now)
-            else:
-                rel = self._release_msgs()
-                out += [Send(e, rel[e]) for e in sorted(self.waiting)]
+            out += self._maybe_commit(now)
+            if self.phase == "release":
+                self.waiting |= set(self._blocking(now)) - self.released
+                out += [Send(e, self._release_msg(e)) for e in sorted(self.waiting)]
         elif self.phase == "commit":
-            c = self._commit_msg(now)
-            out += [Send(e, c) for e in sorted(self.waiting)]
+            out += [Send(e, self._commit_msg(e, now)) for e in sorted(self.waiting)]
             if now - self.released_at > self.release_timeout + self.handover_bound:
                 out += self._finish(now, complete=False)
         return out
@@ -212,6 +388,9 @@ class DeploymentManager:
         was = now - self.last_ack.get(sender, -1e18) <= self.isolation_after
         self.last_ack[sender] = now
         self.acks[sender] = msg
+        if msg.sent is not None and msg.sent > self.echo.get(sender, -math.inf):
+            self.echo[sender] = msg.sent
+            self.echo_at[sender] = now
         if msg.seq <= self.final_seq:
             return out  # an ack sent before the final plan was committed says nothing new
         stray = msg.temporary or (msg.plan_id and msg.plan_id != self.final_id and self.phase == "idle")
@@ -264,18 +443,52 @@ class DeploymentManager:
         return out + self._start_plan(now, f"replace: {why}", temp, reach)
 
     def _gaps(self, now: float) -> list[str]:
-        """Role shares of the final plan in force whose holder is gone or no longer holds them."""
+        """Role shares of the final plan in force whose holder is gone, or no longer holds them and cannot be
+        given them back (see :meth:`_regrant`), and connected roles the plan left unfilled (retried at most
+        every ``isolation_after``)."""
         if not self.final_id or now - self.final_at < self.isolation_after:
             return []
         reach = set(self.reachable(now))
         if not reach:
             return []
         out = []
+        regrant = self._regrantable(now)
         for a in self.final:
             k = role_key(a.role, a.share, a.shares)
             ack = self.acks.get(a.holder)
-            if a.holder not in reach or ack is None or (ack.seq > self.final_seq and k not in ack.holding):
+            if a.holder not in reach or ack is None or (ack.seq > self.final_seq and k not in ack.holding
+                                                         and k not in regrant.get(a.holder, ())):
                 out.append(k)
+        if self.ir is not None:
+            held = {a.role for a in self.final}
+            out += [f"{r.name}#unfilled" for r in self.ir.roles if r.name not in held]
+        return out
+
+    def _regrantable(self, now: float) -> dict[str, list[str]]:
+        """Shares of the final plan in force that their reachable holder reports it no longer holds (its lease
+        ran out while acks or beats were lost), and that no other node may hold under another plan."""
+        if not self.final_id or self.phase != "idle":
+            return {}
+        reach = set(self.reachable(now))
+        out: dict[str, list[str]] = {}
+        for e, keys in sorted(self._plan_keys(self.final).items()):
+            a = self.acks.get(e)
+            if not keys or e not in reach or e not in self.echo or a is None or a.seq <= self.final_seq or a.temporary:
+                continue
+            lost = sorted(k for k in keys if k not in a.holding)
+            if lost and not any(self._claimed(k.partition("#")[0], e, self.final_id, now) for k in lost):
+                out[e] = lost
+        return out
+
+    def _regrant(self, now: float) -> list[Effect]:
+        """Give a lapsed share back to its holder: the final plan in force is committed to it again (the same
+        lease accounting as any commit), instead of negotiating a new plan."""
+        out: list[Effect] = []
+        for e, lost in sorted(self._regrantable(now).items()):
+            self._record(e, self._plan_keys(self.final)[e], self.final_id)
+            out.append(Send(e, Commit(plan_id=self.final_id, assignments=list(self.final), echo=self.echo[e],
+                                      lease=self.lease, source="regrant", epoch=self.epoch)))
+            out.append(self._emit("manager.regrant", plan_id=self.final_id, node=e, keys=lost))
         return out
 
     def _ratifiable(self, temp: list[str], reach: list[str]) -> str | None:
@@ -329,9 +542,9 @@ class DeploymentManager:
         out: list[Effect] = [self._emit("manager.ratified", plan_id=self.work_id, source=rep.plan_id,
                                         since_reconnect=round(now - (self.reconnect_first or now), 6),
                                         assignments=[_adict(a) for a in self.work_assignments])]
-        # nothing moves: every holder keeps its share, so no release round is needed
-        self.released_at = now
-        return out + self._commit(now)
+        # nothing moves: every holder keeps its share, so only nodes that may hold a share of a connected role
+        # outside it (see _blocking) are told to release; with none, the plan is committed at once
+        return out + self._release(now, members=[])
 
     # -- building a final plan ------------------------------------------------------------------------
 
@@ -390,45 +603,47 @@ class DeploymentManager:
         self.work_assignments = list(neg.assignments)
         return [CancelTimer(neg.timer_key)] + self._release(now)
 
-    def _release_msgs(self) -> dict[str, Release]:
-        keep: dict[str, list[str]] = {e: [] for e in self.work_members}
-        for a in self.work_assignments:
-            k = role_key(a.role, a.share, a.shares)
-            held = self.acks.get(a.holder)
-            if held is not None and k in held.holding and a.holder in keep:
-                keep[a.holder].append(k)
-        return {e: Release(plan_id=self.work_id, keep=sorted(ks)) for e, ks in keep.items()}
+    def _release_msg(self, node: str) -> Release:
+        return Release(plan_id=self.work_id, keep=sorted(self._keep().get(node, set())), epoch=self.epoch)
 
-    def _release(self, now: float) -> list[Effect]:
+    def _release(self, now: float, members: list[str] | None = None) -> list[Effect]:
+        """Break: every member (default: the plan's) and every node that may hold a role it does not keep."""
         self.phase = "release"
-        rel = self._release_msgs()
-        self.waiting = set(rel)
+        self.released = set()
+        self.waiting = set(self.work_members if members is None else members) | set(self._blocking(now))
         self.release_deadline = now + self.release_timeout
-        out: list[Effect] = [self._emit("manager.release_sent", plan_id=self.work_id, nodes=len(rel))]
-        return out + [Send(e, m) for e, m in sorted(rel.items())]
+        out: list[Effect] = [self._emit("manager.release_sent", plan_id=self.work_id, nodes=len(self.waiting))]
+        out += [Send(e, self._release_msg(e)) for e in sorted(self.waiting)]
+        return out + self._maybe_commit(now)
 
     def _on_released(self, msg: Released, sender: str, now: float) -> list[Effect]:
         if self.phase != "release" or msg.plan_id != self.work_id:
             return []
         self.waiting.discard(sender)
-        if not self.waiting:
-            return self._commit(now)
-        return []
+        self.released.add(sender)
+        return self._maybe_commit(now)
 
-    def _commit_msg(self, now: float) -> Commit:
-        return Commit(plan_id=self.work_id, assignments=list(self.work_assignments),
-                      lease_until=now + self.isolation_after, source=",".join(self.work_sources),
-                      ratified=self.work_ratified)
+    def _maybe_commit(self, now: float) -> list[Effect]:
+        """Make, once it is safe: nobody that was told to release is silent before the deadline, and no node
+        that has not answered Released may still hold a share of a role it does not keep (its lease is over)."""
+        if self.phase != "release" or (self.waiting and now < self.release_deadline) or self._blocking(now):
+            return []
+        return self._commit(now)
+
+    def _commit_msg(self, node: str, now: float) -> Commit:
+        self._record(node, self._plan_keys(self.work_assignments)[node], self.work_id)
+        return Commit(plan_id=self.work_id, assignments=list(self.work_assignments), echo=self.echo.get(node),
+                      lease=self.lease, source=",".join(self.work_sources), ratified=self.work_ratified,
+                      epoch=self.epoch)
 
     def _commit(self, now: float) -> list[Effect]:
         unreleased = sorted(self.waiting) if self.phase == "release" else []
         self.phase = "commit"
         self.released_at = now
         self.waiting = set(self.work_members) | {a.holder for a in self.work_assignments}
-        c = self._commit_msg(now)
         out: list[Effect] = [self._emit("manager.commit_sent", plan_id=self.work_id, ratified=self.work_ratified,
                                         nodes=len(self.waiting), unreleased=unreleased)]
-        return out + [Send(e, c) for e in sorted(self.waiting)]
+        return out + [Send(e, self._commit_msg(e, now)) for e in sorted(self.waiting)]
 
     def _on_committed(self, msg: Committed, sender: str, now: float) -> list[Effect]:
         if self.phase != "commit" or msg.plan_id != self.work_id:

@@ -7,9 +7,11 @@ conversations share these messages:
 
 * manager <-> edge node (connected operation): :class:`Deploy` hands every
   edge node the intermediate representation and the deployment's membership;
-  :class:`Heartbeat` (with a lease) proves the manager is reachable and is
-  answered by :class:`HeartbeatAck` (which plan the node follows, what it
-  holds). Roles are negotiated with :class:`FitRequest` / :class:`FitReport`
+  :class:`Heartbeat` proves the manager is reachable, renews the lease of
+  the roles it grants the node (relative to the echoed send time of the
+  node's own newest ack that reached the manager) and is answered by
+  :class:`HeartbeatAck` (which plan the node follows, what it holds, when it
+  sent the ack). Roles are negotiated with :class:`FitRequest` / :class:`FitReport`
   and :class:`Propose` / :class:`Answer`; a final plan is installed by
   :class:`Release` / :class:`Released` (break) then :class:`Commit` /
   :class:`Committed` (make).
@@ -149,10 +151,22 @@ class Deploy:
 
 @message("localplane.Heartbeat")
 class Heartbeat:
+    """The manager's beat to one edge node, and the renewal of that node's lease.
+
+    ``grant``: the role keys the manager still lets this node hold; ``echo``:
+    the ``sent`` time of the newest :class:`HeartbeatAck` of this node the
+    manager has received (the node's own clock; ``None``: none yet). A holding
+    whose key is granted is extended to ``echo + lease`` - never created, and
+    never renewed from a grant that does not name it (see ``manager``'s
+    module docstring for why this bounds every holding).
+    """
+
     epoch: int
     seq: int
-    lease_until: float
     plan_id: str = ""
+    grant: list[str] = attrs.field(factory=list)
+    echo: float | None = None
+    lease: float = 0.0
 
 
 @message("localplane.HeartbeatAck")
@@ -164,6 +178,7 @@ class HeartbeatAck:
     term: int = 0
     leader: str = ""
     holding: list[str] = attrs.field(factory=list)
+    sent: float | None = None  # the node's clock when it sent this ack (echoed back by the manager)
 
 
 @message("localplane.Release")
@@ -172,6 +187,7 @@ class Release:
 
     plan_id: str
     keep: list[str]
+    epoch: int = 0
 
 
 @message("localplane.Released")
@@ -185,9 +201,11 @@ class Commit:
 
     plan_id: str
     assignments: list[Assignment]
-    lease_until: float
+    echo: float | None = None  # as in Heartbeat: the roles are held until echo + lease, then renewed by grants
+    lease: float = 0.0
     source: str = ""
     ratified: bool = False
+    epoch: int = 0
 
 
 @message("localplane.Committed")
