@@ -1,0 +1,104 @@
+"""Unit tests of the rack-monitor pieces, driven directly (no simulator): layout, detector (FIG. 5),
+rack control, instance groups and the lease rule of RackMonitor."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from protocols.consensus import Prepare
+from protocols.consensus.ballot import Ballot
+from protocols.core import Emit, Send, TimerFired
+from protocols.rack import FaultDetector, Layout, RackControl, RackMonitor
+from protocols.rack.messages import Heartbeat, HeartbeatAck, Reboot, SetMetrics, Status
+
+LAYOUT = {"dcs": 2, "sectors": 2, "racks": 3}
+
+
+def monitor(rack: str = "d0s0r0", **kw) -> RackMonitor:
+    L = Layout(**LAYOUT)
+    return RackMonitor(rack, LAYOUT, L.monitor(rack), random.Random(0), **kw)
+
+
+def test_layout_names_levels_and_seats():
+    L = Layout(**LAYOUT)
+    assert L.all_racks()[:3] == ["d0s0r0", "d0s0r1", "d0s0r2"] and len(L.all_racks()) == 12
+    assert (L.sector_of("d1s0r2"), L.dc_of("d1s0r2")) == ("d1s0", "d1")
+    assert [L.level(g) for g in ("d0s1", "d1", "fleet")] == ["sector", "dc", "fleet"]
+    assert L.seats("d1") == ["d1s0", "d1s1"] and L.seats("fleet") == ["d0", "d1"]
+    assert L.parent("d0s1") == "d0" and L.parent("d0") == "fleet" and L.parent("fleet") is None
+    with pytest.raises(ValueError, match="outside the layout"):
+        L.check_rack("d2s0r0")
+    with pytest.raises(ValueError):
+        L.level("d0s9")
+    packed = Layout(2, 2, 3, monitor_fmt="mon-{dc}c{r}/{rack}")
+    assert packed.monitor("d1s1r2") == "mon-d1c2/d1s1r2" and packed.rack_of_monitor("mon-d1c2/d1s1r2") == "d1s1r2"
+
+
+def test_detector_default_is_non_fault_and_rules_pick_the_kind():
+    d = FaultDetector(0.5)
+    assert d.state == "non-fault" and d.indicator() == ["green", "steady"]
+    assert d.on_status({"temp": 90.0}, 1.0) and d.state == "needs-repair" and d.indicator() == ["red", "steady"]
+    assert d.on_status({"os_errors": 9}, 1.1) and d.state == "needs-troubleshooting"
+    assert d.indicator() == ["amber", "steady"]
+    assert d.on_status({"cpu": 0.2}, 1.2) and d.state == "non-fault"
+    assert not d.on_silence(1.6, 0.0), "silence shorter than the deadline is no fault"
+    assert d.on_silence(1.7, 0.0) and d.state == "powered-off" and d.indicator() == ["red", "flashing"]
+
+
+@pytest.mark.parametrize("rules", [[["temp", "!", 1, "needs-repair"]], [["temp", ">", 1, "broken"]], "x",
+                                   [["temp", ">", float("nan"), "needs-repair"]]])
+def test_detector_rejects_bad_rules_clearly(rules):
+    with pytest.raises(ValueError, match="rule|rules"):
+        FaultDetector(0.5, rules)
+
+
+def test_rack_control_reports_and_reboots_once():
+    c = RackControl("d0s0r0", "mon-d0s0r0/monitor", report_every=0.2, reboot_time=0.5)
+    eff = c.tick(0.0)
+    sends = [e for e in eff if isinstance(e, Send)]
+    assert isinstance(sends[0].msg, Status) and sends[0].msg.metrics["power"] == 1.0
+    c.handle(SetMetrics({"temp": 99.0}), "x", 0.1)
+    assert c.handle(TimerFired("report"), "self", 0.2)[0].msg.metrics["temp"] == 99.0
+    eff = c.handle(Reboot("d0s0r0", "reboot:d0s0r0:1", "d0s0r1"), "m", 0.3)
+    assert any(isinstance(e, Emit) and e.fields.get("outcome") == "rebooting" for e in eff)
+    eff = c.handle(Reboot("d0s0r0", "reboot:d0s0r0:1", "d0s0r1"), "m", 0.35)
+    assert any(isinstance(e, Emit) and e.fields.get("outcome") == "already-rebooting" for e in eff)
+    assert not [e for e in c.handle(TimerFired("report"), "self", 0.4) if isinstance(e, Send)], "silent while rebooting"
+    c.handle(TimerFired("rebooted"), "self", 0.8)
+    assert c.metrics["temp"] < 85.0, "healthy after the reboot"
+
+
+def test_instance_groups_are_fixed_by_the_instance_name():
+    m = monitor()
+    assert m.members_of("d0s0|condition|d0s0r1|1").members == tuple(Layout(**LAYOUT).sector_members("d0s0"))
+    q = m.members_of("d0@d0s0r0,d0s1r2|authority|1")
+    assert q.members == ("mon-d0s0r0/monitor", "mon-d0s1r2/monitor") and q.size == 2
+    assert m.members_of("d0@d0s0r0,|authority|1") is None, "fewer known seats than a quorum: no group"
+    assert m.members_of("d0@d0s1r0,d0s1r2|authority|1") is None, "a holder in the wrong seat"
+    assert m.members_of("d0@d0s0r0,d0s1r2,d0s1r1|x|1") is None, "wrong number of seats"
+    assert m.members_of("nonsense|x|1") is None
+
+
+def test_a_member_refuses_to_designate_while_it_promised_a_lease():
+    m = monitor("d0s0r1", lease=0.25, heartbeat_every=0.05)
+    m.tick(0.0)
+    auth = "mon-d0s0r0/monitor"
+    eff = m.handle(Heartbeat("d0s0", 1, "d0s0r0", 0.5), auth, 0.5)
+    assert any(isinstance(e, Send) and isinstance(e.msg, HeartbeatAck) for e in eff)
+    other = "mon-d0s0r2/monitor"
+    eff = m.handle(Prepare("d0s0|authority|2", Ballot(3, other)), other, 0.6)
+    assert [e.fields["reason"] for e in eff if isinstance(e, Emit)] == ["lease promised to the current authority"]
+    eff = m.handle(Prepare("d0s0|authority|2", Ballot(3, other)), other, 0.8)
+    assert not any(isinstance(e, Emit) and e.kind == "authority.refused" for e in eff), "after the lease: a promise"
+    assert any(isinstance(e, Send) and type(e.msg).__name__ == "Promise" for e in eff)
+
+
+def test_a_restarted_monitor_keeps_quiet_for_a_lease():
+    m = monitor("d0s0r1", lease=0.25, durable={"monitor": {"cond_seq": 3, "executed": []}})
+    m.tick(10.0)
+    assert m.cond_seq == 3
+    other = "mon-d0s0r2/monitor"
+    eff = m.handle(Prepare("d0s0|authority|5", Ballot(9, other)), other, 10.1)
+    assert [e.fields["reason"] for e in eff if isinstance(e, Emit)] == ["quiet period (restart or new seat)"]
