@@ -148,7 +148,13 @@ class _Peer:
 
 
 class ZmqTransport:
-    """See the module docstring. ``peers`` maps node names to endpoints."""
+    """See the module docstring. ``peers`` maps node names to endpoints (connected at start).
+
+    ``directory`` maps more node names to endpoints that are connected only when a message is
+    first sent to them (``[transport] connect = "on-demand"``): a large topology where each node
+    talks to a few others then has no full mesh of sockets and heartbeats. A peer that connects
+    to us is known from its heartbeat either way.
+    """
 
     def __init__(self, bind: str = "tcp://127.0.0.1:*", peers: dict[str, str] | None = None, *,
                  heartbeat_interval: float = 0.5, liveness: int = 4, sndhwm: int = 10_000,
