@@ -63,6 +63,11 @@ def _ordered(events: list[dict]) -> list[dict]:
     return sorted(events, key=lambda e: e.get("time", 0.0))
 
 
+def _is_fault_event(kind: str | None) -> bool:
+    return kind in ("net.partition", "net.cut", "net.heal", "nemesis.grudge", "nemesis.heal", "nemesis.pause",
+                    "nemesis.resume")
+
+
 def _until_shutdown(events: list[dict]) -> list[dict]:
     """The events before the run's orderly shutdown began (the first ``node.stopped``; kills log none).
 
@@ -179,10 +184,13 @@ def _node(address: str) -> str:
     return address.partition("/")[0]
 
 
-def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float = 0.2) -> dict:
+def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float = 0.2,
+                          heal_lag: float = 1.0) -> dict:
     """``slack``: how late after ``deadline`` a fault may show (delivery, timer lateness on a loaded host);
     ``flight``: how long a report may take to arrive (a report sent earlier than that before a silence
-    fault should have been heard)."""
+    fault should have been heard); ``heal_lag``: how long after a logged heal a real node may still
+    drop (the chaos control node tells each node in turn, and a transport that declared the peer down
+    refuses to send to it until it hears the peer again: up to a heartbeat interval or two)."""
     evs = _until_shutdown(events)
     reports: dict[str, list[float]] = defaultdict(list)
     control_node: dict[str, str] = {}
@@ -194,8 +202,11 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
     end = evs[-1]["time"] if evs else 0.0
     reach = _Reach()
     blocked_reports: set[tuple[str, float]] = set()
+    healed_at: dict[str, float] = {}
     for e in evs:
         k, f, t = e.get("kind"), _f(e), float(e.get("time", 0.0))
+        before = {r: reach.blocked_by(control_node[r], monitor_node[r]) is not None
+                  for r in reports if r in monitor_node and r in control_node} if _is_fault_event(k) else {}
         if reach.update(e):
             # a link that breaks now also drops the reports still in flight on it (sent < flight ago)
             for r, times in reports.items():
@@ -205,12 +216,15 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
                         if s < t - flight:
                             break
                         blocked_reports.add((r, s))
+                elif before.get(r):
+                    healed_at[r] = t  # real nodes apply a heal a little after it is logged
         if k == "rack.report":
             r = f.get("rack")
             reports[r].append(t)
             control_node[r] = e.get("node")
             mon = monitor_node.get(r)
-            if mon is not None and reach.blocked_by(e.get("node"), mon) is not None:
+            if mon is not None and (reach.blocked_by(e.get("node"), mon) is not None
+                                    or t - healed_at.get(r, -1e18) < heal_lag):
                 blocked_reports.add((r, t))
         elif k == "monitor.start":
             r = f.get("rack")
