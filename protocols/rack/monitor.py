@@ -576,7 +576,6 @@ class RackMonitor:
         if sender != self.layout.monitor(msg.holder):
             return [Emit("monitor.bad_input", {"reason": f"heartbeat for holder {msg.holder} from {sender}"})]
         accepted = self.accepted_design.get(base)
-        alive = True  # the authority is alive: no need to stand as candidate, and a peer to sync with
         ack = accepted is None or msg.term >= accepted  # after accepting a later designation I must not
         # help renew the old lease (that designation may have been chosen without my hearing of it)
         if sender != self.address:
@@ -597,16 +596,16 @@ class RackMonitor:
         if ack:
             # the authority's own ack counts toward its quorum too, so it promises like any member
             self.promise_until[base] = max(self.promise_until.get(base, 0.0), now + self.lease)
+        # acked or not, the authority is alive: no need to stand as candidate, and a peer to sync with
         effects: list[Effect] = []
-        if alive:
-            self.last_hb[base] = now
-            self.candidate_at.pop(base, None)
-            if base == self.sector and msg.quorum_ok and self.no_quorum:
-                effects += self._quorum_back(now, sender)
-            elif sender != self.address and msg.digest != self.digest() and \
-                    now - self.synced_at.get(base, -1e9) >= 4 * self.heartbeat_every:
-                self.synced_at[base] = now  # we know different fleet facts: merge both ways
-                effects.append(Send(sender, self._sync_request()))
+        self.last_hb[base] = now
+        self.candidate_at.pop(base, None)
+        if base == self.sector and msg.quorum_ok and self.no_quorum:
+            effects += self._quorum_back(now, sender)
+        elif sender != self.address and msg.digest != self.digest() and \
+                now - self.synced_at.get(base, -1e9) >= 4 * self.heartbeat_every:
+            self.synced_at[base] = now  # we know different fleet facts: merge both ways
+            effects.append(Send(sender, self._sync_request()))
         if ack:
             effects.append(Send(sender, HeartbeatAck(msg.group, msg.term, msg.sent, self.digest())))
         return effects
