@@ -197,16 +197,23 @@ class _Restart:
         self.epoch = epoch
 
 
-class _Cell(pykka.ThreadingActor):
-    use_daemon_thread = True
+class _Stop:
+    __slots__ = ()
 
-    @staticmethod
-    def _create_actor_inbox():  # pykka's inbox hook: the C SimpleQueue puts and wakes faster
-        return queue.SimpleQueue()
 
-    def __init__(self, node: "Node", name: str, factory: type, args: tuple, kwargs: dict,
-                 policy: RestartPolicy, max_stash: int):
-        super().__init__()
+_STOP = _Stop()
+
+
+class _CellCore:
+    """Supervision, stash and timers: what both kinds of cell do the same way.
+
+    A concrete cell provides ``_post(item)`` (queue an item for itself),
+    ``_call_at(at, fn, item)`` (a cancellable timer in node-clock time),
+    ``_later(delay, fn, item)`` and ``stop()``.
+    """
+
+    def _init_core(self, node: "Node", name: str, factory: type, args: tuple, kwargs: dict,
+                   policy: RestartPolicy, max_stash: int) -> None:
         self.node = node
         self.name = name
         self.address = f"{node.name}/{name}"
@@ -214,7 +221,7 @@ class _Cell(pykka.ThreadingActor):
         self._budget = RestartBudget(policy)
         self._max_stash = max_stash
         self._stash: deque[tuple[Any, str | None]] = deque()
-        self._timers: dict[str, tuple[int, Timer]] = {}
+        self._timers: dict[str, tuple[int, Any]] = {}
         self._timer_gen = 0
         self._epoch = 0
         self._sender: str | None = None
@@ -223,9 +230,6 @@ class _Cell(pykka.ThreadingActor):
         self._receive: Callable[[Any, str | None], None] | None = None
         # First instance: built in the caller's thread so constructor errors reach spawn().
         self._pending_first: Actor | None = self._construct()
-        # Routable before the thread starts, so on_start may already tell itself.
-        node._local[self.address] = self.actor_ref
-        node._tells[self.address] = self.actor_ref.tell
 
     def _construct(self) -> Actor:
         inst = self._factory.__new__(self._factory)
@@ -233,8 +237,7 @@ class _Cell(pykka.ThreadingActor):
         inst.__init__(*self._args, **self._kwargs)
         return inst
 
-    # -- lifecycle (actor thread) -------------------------------------------
-    def on_start(self) -> None:
+    def _start_first(self) -> None:
         first, self._pending_first = self._pending_first, None
         self._become(first)
 
@@ -301,10 +304,10 @@ class _Cell(pykka.ThreadingActor):
                 "crashes": self._budget.recent, "window": self._budget.policy.window})
             logger.error("actor {} spent its restart budget; stopping", self.address)
             self._stop_reason = "failed"
-            self.stop()  # pykka: stop after what is already queued (stashed, then dead-lettered)
+            self.stop()  # stop after what is already queued (stashed, then dead-lettered)
             return
         self._epoch += 1
-        node.clock.call_later(delay, self._post, _Restart(self._epoch))
+        self._later(delay, self._post, _Restart(self._epoch))
 
     def _restart(self, epoch: int) -> None:
         if epoch != self._epoch or self.behaviour is not None:
@@ -324,46 +327,26 @@ class _Cell(pykka.ThreadingActor):
         while stash and self._receive is not None:
             self.on_receive(stash.popleft())
 
-    def on_stop(self) -> None:
+    def _stop_behaviour(self) -> None:
         inst = self.behaviour
         if inst is not None:
             try:
                 inst.on_stop()
             except Exception:
                 logger.exception("on_stop of {} raised", self.address)
-        self._finish()
 
-    def on_failure(self, exc_type, exc, tb) -> None:  # a bug in the cell itself
-        self._stop_reason = "failed"
-        self._finish()
-
-    def _finish(self) -> None:
+    def _finish_with(self, leftovers: list) -> None:
+        """Dead-letter what was never handled and tell the node (the cell's last act)."""
         self._drop_timers()
         self.behaviour = None
         self._receive = None
-        leftovers = list(self._stash)
+        leftovers = list(self._stash) + leftovers
         self._stash.clear()
-        while True:  # what is still queued would be dropped silently by pykka
-            try:
-                env = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
-            except Exception:
-                break
-            item = getattr(env, "message", None)
-            if item.__class__ is tuple:
-                leftovers.append(item)
-            elif getattr(env, "reply_to", None) is not None:
-                env.reply_to.set(None)
         for msg, sender in leftovers:
             self.node._dead_letter(self.address, msg, sender, "actor stopped")
         self.node._cell_stopped(self, self._stop_reason)
 
-    # -- timers (actor thread) -----------------------------------------------
-    def _post(self, item: Any) -> None:
-        try:
-            self.actor_ref.tell(item)
-        except pykka.ActorDeadError:
-            pass
-
+    # -- timers --------------------------------------------------------------
     def set_timer_at(self, key: str, at: float, msg: Any) -> None:
         old = self._timers.get(key)
         if old is not None:
@@ -371,7 +354,7 @@ class _Cell(pykka.ThreadingActor):
         self._timer_gen += 1
         gen = self._timer_gen
         payload = TimerFired(key) if msg is None else msg
-        self._timers[key] = (gen, self.node.clock.call_at(at, self._post, _TimerItem(key, gen, payload)))
+        self._timers[key] = (gen, self._call_at(at, self._post, _TimerItem(key, gen, payload)))
 
     def cancel_timer(self, key: str) -> None:
         old = self._timers.pop(key, None)
@@ -384,6 +367,161 @@ class _Cell(pykka.ThreadingActor):
         self._timers.clear()
 
 
+class _Cell(_CellCore, pykka.ThreadingActor):
+    """A cell on its own pykka thread (``dispatch="thread"``, the default)."""
+
+    use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox():  # pykka's inbox hook: the C SimpleQueue puts and wakes faster
+        return queue.SimpleQueue()
+
+    def __init__(self, node: "Node", name: str, factory: type, args: tuple, kwargs: dict,
+                 policy: RestartPolicy, max_stash: int):
+        super().__init__()
+        self._init_core(node, name, factory, args, kwargs, policy, max_stash)
+        # Routable before the thread starts, so on_start may already tell itself.
+        node._local[self.address] = self.actor_ref
+        node._tells[self.address] = self.actor_ref.tell
+
+    # -- lifecycle (actor thread) -------------------------------------------
+    def on_start(self) -> None:
+        self._start_first()
+
+    def on_stop(self) -> None:
+        self._stop_behaviour()
+        self._finish()
+
+    def on_failure(self, exc_type, exc, tb) -> None:  # a bug in the cell itself
+        self._stop_reason = "failed"
+        self._finish()
+
+    def _finish(self) -> None:
+        leftovers = []
+        while True:  # what is still queued would be dropped silently by pykka
+            try:
+                env = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
+            except Exception:
+                break
+            item = getattr(env, "message", None)
+            if item.__class__ is tuple:
+                leftovers.append(item)
+            elif getattr(env, "reply_to", None) is not None:
+                env.reply_to.set(None)
+        self._finish_with(leftovers)
+
+    def _post(self, item: Any) -> None:
+        try:
+            self.actor_ref.tell(item)
+        except pykka.ActorDeadError:
+            pass
+
+    def _call_at(self, at: float, fn: Callable, item: Any) -> Any:
+        return self.node.clock.call_at(at, fn, item)
+
+    def _later(self, delay: float, fn: Callable, item: Any) -> None:
+        self.node.clock.call_later(delay, fn, item)
+
+
+class _LoopCell(_CellCore):
+    """A cell run by the transport's I/O thread (``dispatch="loop"``): no thread of its own.
+
+    A message from another node is handled on the thread that read it off the
+    socket, and a reply goes out from there: no hand-over to an actor thread
+    and back. The mailbox is a deque; the cell asks the loop to run it when
+    the first item arrives and handles at most ``_FAIR`` items per turn, so
+    actors sharing the loop (and the loop's own I/O) take turns. Timers are
+    the loop's own (no clock thread). The price: a handler that blocks stalls
+    the node's I/O, heartbeats included, so loop dispatch is for quick,
+    non-blocking handlers (state machines). Semantics are the thread cell's:
+    one message at a time, in order, supervised, timers bound to the instance.
+    """
+
+    _FAIR = 64
+
+    def __init__(self, node: "Node", name: str, factory: type, args: tuple, kwargs: dict,
+                 policy: RestartPolicy, max_stash: int, loop: Any):
+        self._loop = loop
+        self._mbox: deque = deque()
+        self._lock = threading.Lock()
+        self._scheduled = True  # the start turn below is already queued
+        self._dead = False
+        self._stopped = threading.Event()
+        self._init_core(node, name, factory, args, kwargs, policy, max_stash)
+        node._local[self.address] = self  # type: ignore[assignment]  # its own ref (tell, stop)
+        node._tells[self.address] = self.tell
+        loop.call_soon(self._first_turn)
+
+    @property
+    def actor_ref(self) -> "_LoopCell":
+        return self
+
+    def tell(self, item: Any) -> None:
+        with self._lock:
+            if self._dead:
+                raise pykka.ActorDeadError(f"{self.address} is stopped")
+            self._mbox.append(item)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._loop.call_soon(self._turn)
+
+    def stop(self, block: bool = False, timeout: float | None = None) -> bool:
+        """Stop after the messages already queued; ``block`` waits for it (not on the loop itself)."""
+        try:
+            self.tell(_STOP)
+        except pykka.ActorDeadError:
+            if not block:
+                return False
+            raise
+        if block and not self._loop.in_loop():
+            return self._stopped.wait(timeout)
+        return True
+
+    def _first_turn(self) -> None:
+        self._start_first()
+        self._turn()
+
+    def _turn(self) -> None:
+        mbox = self._mbox
+        for _ in range(self._FAIR):
+            try:
+                item = mbox.popleft()
+            except IndexError:
+                with self._lock:
+                    if mbox:
+                        continue
+                    self._scheduled = False
+                return
+            if item is _STOP:
+                self._shut()
+                return
+            self.on_receive(item)
+        self._loop.call_soon(self._turn)  # more waiting: after the others have had a turn
+
+    def _shut(self) -> None:
+        with self._lock:
+            self._dead = True
+            leftovers = [i for i in self._mbox if i.__class__ is tuple]
+            leftovers += [one for i in self._mbox if i.__class__ is _Batch for one in i.items]
+            self._mbox.clear()
+        self._stop_behaviour()
+        self._finish_with(leftovers)
+        self._stopped.set()
+
+    def _post(self, item: Any) -> None:
+        try:
+            self.tell(item)
+        except pykka.ActorDeadError:
+            pass
+
+    def _call_at(self, at: float, fn: Callable, item: Any) -> Any:
+        return self._loop.call_later(at - self.node.clock.now(), fn, item)
+
+    def _later(self, delay: float, fn: Callable, item: Any) -> None:
+        self._loop.call_later(delay, fn, item)
+
+
 # ---------------------------------------------------------------------------
 # The node
 # ---------------------------------------------------------------------------
@@ -393,10 +531,11 @@ class Node:
 
     def __init__(self, name: str, *, transport: Transport | None = None, clock: Clock | None = None,
                  event_log: EventLog | None = None, restart: RestartPolicy = DEFAULT_RESTART,
-                 max_stash: int = 10_000, trace_asks: bool = False):
+                 max_stash: int = 10_000, trace_asks: bool = False, dispatch: str = "thread"):
         if not isinstance(name, str) or not name or "/" in name or name.startswith("$"):
             raise ValueError(f"node name must be a non-empty string without '/' (and not starting with '$'), got {name!r}")
         self.name = name
+        self.dispatch = self._check_dispatch(dispatch, transport)
         self._own_clock = clock is None
         self.clock: Clock = clock if clock is not None else RealClock(name)
         self.events = event_log if event_log is not None else EventLog(maxlen=10_000)
@@ -430,13 +569,26 @@ class Node:
         self.shutdown()
 
     # -- actors ----------------------------------------------------------------
+    @staticmethod
+    def _check_dispatch(dispatch: Any, transport: Any) -> str:
+        if dispatch not in ("thread", "loop"):
+            raise ValueError(f"dispatch must be 'thread' or 'loop', got {dispatch!r}")
+        if dispatch == "loop" and not callable(getattr(transport, "call_soon", None)):
+            raise ValueError("dispatch='loop' runs actors on the transport's I/O thread: it needs a transport "
+                             f"with an event loop (ZmqTransport), not {type(transport).__name__}")
+        return dispatch
+
     def spawn(self, actor_cls: type, *args: Any, name: str | None = None,
-              restart: RestartPolicy | None = None, **kwargs: Any) -> str:
+              restart: RestartPolicy | None = None, dispatch: str | None = None, **kwargs: Any) -> str:
         """Start ``actor_cls(*args, **kwargs)`` as ``node/name``; returns its address.
 
+        ``dispatch`` (default: the node's): ``"thread"`` gives the actor a pykka
+        thread of its own; ``"loop"`` runs it on the transport's I/O thread (for
+        quick, non-blocking handlers: see :class:`_LoopCell`).
         Raises ValueError for a bad or duplicate name, and whatever the
         constructor raises (it runs in this thread).
         """
+        dispatch = self.dispatch if dispatch is None else self._check_dispatch(dispatch, self.transport)
         if not (isinstance(actor_cls, type) and issubclass(actor_cls, Actor)):
             raise TypeError(f"spawn() needs an Actor subclass, got {actor_cls!r}")
         if self._closed:
@@ -451,7 +603,11 @@ class Node:
                 raise ValueError(f"an actor named {address!r} is already running")
             self._local[address] = None  # type: ignore[assignment]  # reserve the name
         try:
-            _Cell.start(self, name, actor_cls, args, kwargs, restart or self.restart_policy, self.max_stash)
+            if dispatch == "loop":
+                _LoopCell(self, name, actor_cls, args, kwargs, restart or self.restart_policy, self.max_stash,
+                          self.transport)
+            else:
+                _Cell.start(self, name, actor_cls, args, kwargs, restart or self.restart_policy, self.max_stash)
         except BaseException:
             with self._lock:
                 self._local.pop(address, None)
@@ -473,13 +629,14 @@ class Node:
         except pykka.ActorDeadError:
             return False
 
-    def _cell_stopped(self, cell: _Cell, reason: str) -> None:
+    def _cell_stopped(self, cell: _CellCore, reason: str) -> None:
         with self._lock:
             if self._local.get(cell.address) is cell.actor_ref:
                 del self._local[cell.address]
                 self._tells.pop(cell.address, None)
             watchers = self._watchers.pop(cell.address, ())
-        pykka.ActorRegistry.unregister(cell.actor_ref)
+        if isinstance(cell, _Cell):
+            pykka.ActorRegistry.unregister(cell.actor_ref)
         self.events.emit(self.clock.now(), self.name, cell.name, "actor.stopped", {"reason": reason})
         for w in sorted(watchers):
             self.tell(w, Terminated(cell.address, reason))

@@ -247,15 +247,20 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         v = getattr(run, key)
         if v is not None and not _EVENT_MATCH.match(v):
             c.bad(("run", key), f"expected an event kind, optionally with one field test: kind or kind[field=value], got {v!r}")
-    tr_t = c.table(top.get("transport", {}), ("transport",), {"heartbeat", "liveness", "connect"})
+    tr_t = c.table(top.get("transport", {}), ("transport",), {"heartbeat", "liveness", "connect", "dispatch"})
     connect = c.string(tr_t, "connect", ("transport",), "all") or "all"
     if connect not in ("all", "on-demand"):
         c.bad(("transport", "connect"), f"expected \"all\" or \"on-demand\", got {connect!r}")
         connect = "all"
+    dispatch = c.string(tr_t, "dispatch", ("transport",), "thread") or "thread"
+    if dispatch not in ("thread", "loop"):
+        c.bad(("transport", "dispatch"), f"expected \"thread\" or \"loop\", got {dispatch!r}")
+        dispatch = "thread"
     transport = TransportSpec(
         heartbeat=c.number(tr_t, "heartbeat", ("transport",), 0.5, above=0),
         liveness=c.number(tr_t, "liveness", ("transport",), 4, integer=True, minimum=1),
         connect=connect,
+        dispatch=dispatch,
     )
     net_t = c.table(top.get("network", {}), ("network",), {"latency", "loss", "duplicate", "reorder"})
     network = NetworkSpec(

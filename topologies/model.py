@@ -49,6 +49,7 @@ class TransportSpec:
     heartbeat: float = 0.5
     liveness: int = 4
     connect: str = "all"  # "all": every node connects to every node at start; "on-demand": at first send
+    dispatch: str = "thread"  # "thread": a pykka thread per actor; "loop": actors run on the transport's I/O thread
 
 
 @attrs.frozen

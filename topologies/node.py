@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     transport = ZmqTransport(bind, peers, heartbeat_interval=heartbeat, liveness=liveness, curve=curve, seed=seed,
                              directory=directory)
     try:
-        node = Node(args.name, transport=transport, event_log=events, trace_asks=topo is not None)
+        node = Node(args.name, transport=transport, event_log=events, trace_asks=topo is not None,
+                    dispatch=topo.transport.dispatch if topo is not None else "thread")
     except Exception as e:  # e.g. the port is taken
         print(f"error: cannot start node {args.name}: {e}", file=sys.stderr)
         return 1

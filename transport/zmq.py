@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import os
 import random
 import threading
@@ -96,7 +97,7 @@ from transport.codec import DEFAULT_MAX_FRAME
 from transport.faults import FaultPlan
 from transport.liveness import FailureDetector, PeerChange, PeerState
 
-__all__ = ["CurveConfig", "ZmqTransport"]
+__all__ = ["CurveConfig", "LoopTimer", "ZmqTransport"]
 
 _MSG = b"M"
 _HB = b"H"
@@ -134,6 +135,18 @@ class CurveConfig:
     def generate() -> tuple[bytes, bytes]:
         """A fresh (public, secret) key pair."""
         return zmq.curve_keypair()
+
+
+class LoopTimer:
+    """A callback scheduled on a transport's I/O thread (see ``ZmqTransport.call_later``)."""
+
+    __slots__ = ("when", "fn", "args", "cancelled")
+
+    def __init__(self, when: float, fn: Callable, args: tuple) -> None:
+        self.when, self.fn, self.args, self.cancelled = when, fn, args, False
+
+    def cancel(self) -> None:
+        self.cancelled = True  # dropped when it comes due (a heap entry is not worth a lookup)
 
 
 class _Peer:
@@ -194,6 +207,10 @@ class ZmqTransport:
         self._delayed_lock = threading.Lock()
         self._delay_seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._loop_ident: int | None = None
+        self._ready: deque[tuple[Callable, tuple]] = deque()  # call_soon: run on the I/O thread
+        self._timers: list[tuple[float, int, LoopTimer]] = []  # call_later: a heap, on the I/O thread
+        self._timer_lock = threading.Lock()
         self._running = False
         self.faults = FaultPlan()
         self._counts: dict[str, int] = defaultdict(int)
@@ -383,6 +400,52 @@ class ZmqTransport:
         c["msgs_out"] += 1
         c["bytes_out"] += len(payload)
 
+    # -- the loop: callbacks on the I/O thread (the runtime's loop-dispatched actors) ----------
+    def in_loop(self) -> bool:
+        """True on the I/O thread."""
+        return threading.get_ident() == self._loop_ident
+
+    def call_soon(self, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` on the I/O thread, after what is already queued; safe from any thread."""
+        self._ready.append((fn, args))
+        if threading.get_ident() != self._loop_ident:
+            self._wake()
+
+    def call_later(self, delay: float, fn: Callable, *args) -> LoopTimer:
+        """Run ``fn(*args)`` on the I/O thread after ``delay`` seconds (``.cancel()`` to forget it)."""
+        timer = LoopTimer(self._clock() + max(0.0, delay), fn, args)
+        with self._timer_lock:
+            heapq.heappush(self._timers, (timer.when, next(self._delay_seq), timer))
+            first = self._timers[0][2] is timer
+        if first and threading.get_ident() != self._loop_ident:
+            self._wake()  # the loop may be asleep until a later deadline
+        return timer
+
+    def _run_timers(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            with self._timer_lock:
+                if not timers or timers[0][0] > now:
+                    return
+                timer = heapq.heappop(timers)[2]
+            if not timer.cancelled:
+                timer.cancelled = True
+                self._call(timer.fn, timer.args)
+
+    def _run_ready(self) -> None:
+        ready = self._ready
+        for _ in range(len(ready)):  # what is queued now; later arrivals wait for one more poll
+            fn, args = ready.popleft()
+            self._call(fn, args)
+
+    @staticmethod
+    def _call(fn: Callable, args: tuple) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            from loguru import logger
+            logger.exception("loop callback {!r} raised", fn)
+
     # -- the I/O thread -------------------------------------------------------------------
     def _wake(self) -> None:
         with self._wake_lock:
@@ -408,6 +471,8 @@ class ZmqTransport:
         next_beat = self._clock()
         clock = self._clock
         poll = zmq.zmq_poll  # what zmq.Poller.poll wraps, without its per-call Python
+        self._loop_ident = threading.get_ident()
+        ready, timers = self._ready, self._timers
         try:
             while self._running:
                 now = clock()
@@ -420,7 +485,11 @@ class ZmqTransport:
                     with self._delayed_lock:
                         if self._delayed:
                             due = min(due, self._delayed[0][0])
-                for sock, _ in poll(items, int(max(0.0, due - now) * 1000)):
+                if timers:
+                    due = min(due, timers[0][0])
+                # ceil: never wake (and spin) before a deadline; ready callbacks: just look
+                timeout = 0 if ready else math.ceil(max(0.0, due - now) * 1000)
+                for sock, _ in poll(items, timeout):
                     if sock is router:
                         self._drain(router)
                     else:  # woken: commands or delayed messages are waiting
@@ -434,6 +503,10 @@ class ZmqTransport:
                             commands.popleft()()
                 if self._delayed:
                     self._release_delayed(clock())
+                if timers:
+                    self._run_timers(clock())
+                if ready:
+                    self._run_ready()
         finally:
             wake_rx.close(0)
             router.close(0)
