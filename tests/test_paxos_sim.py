@@ -63,8 +63,10 @@ class Host:
 
 
 class Cluster:
-    def __init__(self, seed: int, n: int, *, link: LinkSpec = FAULTY, quorum: int | None = None):
+    def __init__(self, seed: int, n: int, *, link: LinkSpec = FAULTY, quorum: int | None = None,
+                 learners: str = "all"):
         self.seed = seed
+        self.learners = learners
         self.members = [f"m{i}/paxos" for i in range(n)]
         self.sim = Simulator(seed, SimNetwork(default=link))
         self.disk: dict[str, dict] = {m: {} for m in self.members}
@@ -74,7 +76,8 @@ class Cluster:
         self.heal_at: float | None = None
 
     def _node(self, m):
-        return PaxosNode(m, self.members, self.sim.rng(m), quorum=self.quorum, durable=copy.deepcopy(self.disk[m]))
+        return PaxosNode(m, self.members, self.sim.rng(m), quorum=self.quorum, durable=copy.deepcopy(self.disk[m]),
+                         learners=self.learners)
 
     def _persist(self, effect, address, sim):
         assert isinstance(effect, Persist), effect
@@ -185,8 +188,8 @@ def random_faults(cluster: Cluster, rng: random.Random, *, until: float, propose
     cluster.at(until, cluster.heal_all)
 
 
-def run_seed(seed, n, *, proposers=3, instances=3, fault_time=8.0, link=FAULTY):
-    cluster = Cluster(seed, n, link=link)
+def run_seed(seed, n, *, proposers=3, instances=3, fault_time=8.0, link=FAULTY, learners="all"):
+    cluster = Cluster(seed, n, link=link, learners=learners)
     random_faults(cluster, random.Random(f"faults/{seed}"), until=fault_time, proposers=proposers,
                   instances=instances)
     cluster.sim.run(until=fault_time + LIVENESS_BOUND)
@@ -224,6 +227,13 @@ def test_seven_participants_many_seeds_safe_and_live_after_healing():
         times.append(took)
     times.sort()
     print(f"\n7 participants, {SEEDS_7} seeds: learn-after-heal p50={times[len(times) // 2]:.3f}s max={times[-1]:.3f}s")
+
+
+def test_distinguished_learner_many_seeds_safe_and_live_after_healing():
+    """learners="proposer" (votes to the proposer only, the rest learn from Chosen): same guarantees."""
+    for seed in range(500, 500 + SEEDS_7):
+        _, decided, took = run_seed(seed, 5, learners="proposer")
+        assert len(decided) == 3, f"seed={seed}: {decided}"
 
 
 def test_crashes_and_restarts_of_acceptors_with_restore_never_break_safety():
@@ -305,12 +315,13 @@ OP = st.one_of(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31), n=st.sampled_from([5, 7]), ops=st.lists(OP, max_size=25),
-       loss=st.sampled_from([0.0, 0.1, 0.3]), dup=st.sampled_from([0.0, 0.2]))
-def test_random_fault_schedules_keep_safety_and_heal_to_agreement(seed, n, ops, loss, dup):
-    note(f"seed={seed} n={n} loss={loss} dup={dup} ops={ops}")
+       loss=st.sampled_from([0.0, 0.1, 0.3]), dup=st.sampled_from([0.0, 0.2]),
+       learners=st.sampled_from(["all", "proposer"]))
+def test_random_fault_schedules_keep_safety_and_heal_to_agreement(seed, n, ops, loss, dup, learners):
+    note(f"seed={seed} n={n} loss={loss} dup={dup} learners={learners} ops={ops}")
     link = LinkSpec(latency=Uniform(0.001, 0.02), loss=loss, duplicate=dup, reorder=0.2,
                     reorder_delay=Uniform(0.01, 0.1))
-    cluster = Cluster(seed, n, link=link)
+    cluster = Cluster(seed, n, link=link, learners=learners)
     members = cluster.members
     cluster.at(0.0, cluster.propose, members[0], "authority/dc-1", "m0")
     for kind, t, who in ops:

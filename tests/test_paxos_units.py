@@ -173,6 +173,15 @@ def test_acceptor_accepts_at_or_above_its_promise_and_tells_every_learner():
     assert sends(eff, Accepted) and n.instances[I].promised == Ballot(3, A)
 
 
+def test_with_a_distinguished_learner_the_acceptor_tells_only_the_proposer():
+    n = node(C, learners="proposer")
+    n.handle(Prepare(I, Ballot(2, B)), B, 0.0)
+    eff = n.handle(Accept(I, Ballot(2, B), "powered-off"), B, 0.1)
+    assert [s.to for s in sends(eff, Accepted)] == [B]
+    with pytest.raises(ValueError, match="learners"):
+        node(C, learners="some")
+
+
 def test_acceptor_rejects_accept_below_its_promise():
     n = node(C)
     n.handle(Prepare(I, Ballot(3, D)), D, 0.0)
@@ -233,6 +242,7 @@ def test_proposer_sends_accept_only_with_a_quorum_of_promises():
 def test_proposer_adopts_the_highest_accepted_value_among_promises():
     n = node(A)
     n.propose(I, "mine", 0.0)
+    n.handle(Nack(I, Ballot(1, A), Ballot(1, E)), C, 0.1)  # preempted by 1.E
     n.handle(TimerFired(f"retry/{I}"), A, 0.2)  # ballot 2.A
     b = Ballot(2, A)
     n.handle(Promise(I, b, Ballot(1, D), "older"), B, 0.2)
@@ -251,6 +261,40 @@ def test_retry_uses_a_higher_ballot_than_any_nack_reported():
     eff = n.handle(TimerFired(f"retry/{I}"), A, 0.2)
     assert emits(eff, "paxos.retry")
     assert {s.msg.ballot for s in sends(eff)} == {Ballot(8, A)}
+
+
+def test_retry_without_a_nack_resends_the_same_ballot_to_members_that_have_not_answered():
+    """Late promises stay useful: a timeout alone never throws a ballot away."""
+    n = node(A)
+    n.propose(I, "v", 0.0)
+    b = Ballot(1, A)
+    n.handle(Promise(I, b), A, 0.01)
+    n.handle(Promise(I, b), B, 0.01)
+    eff = n.handle(TimerFired(f"retry/{I}"), A, 0.2)
+    assert emits(eff, "paxos.retry")[0].fields["resend"] is True
+    assert not persists(eff), "no new round, nothing to persist"
+    assert sorted(s.to for s in sends(eff)) == [C, D, E]
+    assert {s.msg for s in sends(eff)} == {Prepare(I, b)}
+    eff = n.handle(Promise(I, b), D, 0.25)  # a late promise for the same ballot completes the quorum
+    assert {s.msg for s in sends(eff)} == {Accept(I, b, "v")}
+    # phase 2: the Accept is resent to the members whose Accepted has not been heard
+    n.handle(Accepted(I, b, "v"), A, 0.26)
+    eff = n.handle(TimerFired(f"retry/{I}"), A, 0.5)
+    assert sorted(s.to for s in sends(eff)) == [B, C, D, E]
+    assert {s.msg for s in sends(eff)} == {Accept(I, b, "v")}
+    assert n.phase(I) is Phase.ACCEPTING
+
+
+def test_retry_after_a_nack_takes_a_new_ballot_in_either_phase():
+    n = node(A)
+    n.propose(I, "v", 0.0)
+    b = Ballot(1, A)
+    for m in (A, B, C):
+        n.handle(Promise(I, b), m, 0.01)
+    n.handle(Nack(I, b, Ballot(4, E)), D, 0.02)  # D promised 4.E meanwhile
+    eff = n.handle(TimerFired(f"retry/{I}"), A, 0.2)
+    assert emits(eff, "paxos.retry")[0].fields["resend"] is False
+    assert {s.msg for s in sends(eff)} == {Prepare(I, Ballot(5, A))} and n.phase(I) is Phase.PREPARING
 
 
 def test_retry_backs_off_exponentially_up_to_a_cap():
@@ -327,6 +371,7 @@ def test_illegal_pairs_are_ignored_with_an_event(msg, sender, why):
 def test_stale_promise_for_an_old_ballot_is_ignored():
     n = node(A)
     n.propose(I, "v", 0.0)
+    n.handle(Nack(I, Ballot(1, A), Ballot(1, E)), C, 0.1)
     n.handle(TimerFired(f"retry/{I}"), A, 0.2)
     (e,) = n.handle(Promise(I, Ballot(1, A)), B, 0.2)
     assert e.kind == "paxos.ignored"
@@ -388,7 +433,8 @@ def test_an_acceptor_restarted_without_its_state_would_break_its_promise():
 def test_restarted_proposer_never_reuses_a_ballot_and_resumes_its_proposal():
     n = node(A)
     eff = n.propose(I, "v", 0.0)
-    eff2 = n.handle(TimerFired(f"retry/{I}"), A, 0.2)
+    n.handle(Nack(I, Ballot(1, A), Ballot(1, E)), C, 0.1)
+    eff2 = n.handle(TimerFired(f"retry/{I}"), A, 0.2)  # a new ballot: round 2, persisted
     r = PaxosNode(A, M5, random.Random(5), durable=disk_of(eff, eff2))
     eff = r.tick(5.0)
     assert emits(eff, "paxos.propose")[0].fields["outcome"] == "resumed"
@@ -500,6 +546,40 @@ def test_lost_messages_are_recovered_by_retry():
     net.deliver(lambda s, d, m: isinstance(m, Accepted) and d != B, drop=True)  # only B learns
     net.stabilize()  # B's acked Chosen broadcast teaches the rest
     assert {n.chosen(I)[1] for n in net.nodes.values()} == {"x"}
+
+
+def test_distinguished_learner_transcript_everyone_learns_from_chosen_in_2n_votes():
+    """learners="proposer": n Accepted (not n*n), then the proposer's acked Chosen teaches the rest."""
+    net = Net(M5, learners="proposer")
+    net.propose(C, "needs-repair")
+    net.deliver(kind(Prepare))
+    net.deliver(kind(Promise))
+    net.deliver(kind(Accept))
+    votes = [(s, d) for s, d, m in net.pending if isinstance(m, Accepted)]
+    assert len(votes) == 5 and {d for _s, d in votes} == {C}
+    net.deliver(kind(Accepted))
+    assert net.nodes[C].chosen(I)[1] == "needs-repair"
+    assert all(net.nodes[m].chosen(I) is None for m in M5 if m != C), "the others learn one hop later"
+    net.deliver(lambda s, d, m: isinstance(m, Chosen) and d == D, drop=True)  # D misses it once
+    net.stabilize()
+    assert all(net.nodes[m].chosen(I) is None or m != D for m in M5)
+    net.now = 5.0
+    net.fire(C, f"announce/{I}")  # the announcement is retried until every member acks
+    net.stabilize()
+    assert {m: n.chosen(I)[1] for m, n in net.nodes.items()} == dict.fromkeys(M5, "needs-repair")
+
+
+def test_distinguished_learner_that_abandoned_its_ballot_still_announces_the_votes_it_counts():
+    """Only the ballot's proposer gets the votes: it must pass the value on even after abandoning."""
+    net = Net(M5, learners="proposer")
+    net.propose(C, "needs-repair")
+    net.deliver(kind(Prepare))
+    net.deliver(kind(Promise))
+    net.deliver(kind(Accept))
+    net._apply(C, net.nodes[C].abandon(I, net.now))
+    assert net.nodes[C].phase(I) is Phase.IDLE
+    net.stabilize()
+    assert {m: n.chosen(I)[1] for m, n in net.nodes.items()} == dict.fromkeys(M5, "needs-repair")
 
 
 def test_without_a_quorum_nothing_is_chosen():

@@ -14,15 +14,29 @@ each decides at most one value.
   value of the highest-ballot acceptance reported in those promises, or its
   own value if none was reported (the rule that makes Paxos safe). If no value
   is learned before a randomized timeout (drawn from the injected
-  ``random.Random``) it retries with a higher ballot; a ``Nack`` tells it the
-  ballot that beat it, so the retry jumps above that.
+  ``random.Random``, backing off exponentially) it retries. A retry that was
+  not preempted *resends* the same ``Prepare`` (or ``Accept``) to the members
+  that have not answered it: lost messages are repaired without throwing away
+  the promises already in flight (on a loaded host a fresh ballot per timeout
+  makes every late promise useless, and proposers livelock). Only a ``Nack``
+  (some acceptor promised a higher ballot) makes the next retry take a new
+  ballot, above the one that beat it. Resending is safe: an acceptor answers
+  a repeated ``Prepare``/``Accept`` of one ballot as it did the first time.
 * **Acceptor.** Keeps, per instance, only the highest ballot it promised and
   the last (ballot, value) it accepted. ``Prepare(b)``: promise if ``b`` is
   above the promise (a repeated ``Prepare`` of the promised ballot gets the
   same promise again), else ``Nack``. ``Accept(b, v)``: accept if ``b`` is at
-  least the promise, else ``Nack``. Accepting tells every member ``Accepted``.
+  least the promise, else ``Nack``. Accepting tells ``Accepted`` to every
+  member (``learners="all"``, the default) or only to the ballot's proposer
+  (``learners="proposer"``: Lamport's distinguished learner).
 * **Learner.** Counts ``Accepted`` per ballot; a quorum for one ballot means
-  that ballot's value is chosen. The node reports it once as
+  that ballot's value is chosen. With ``"all"`` every member learns one hop
+  after the acceptors, at n*n messages per instance; with ``"proposer"`` only
+  the proposer counts votes and the others learn from its ``Chosen``
+  (below): one more hop, but n messages instead of n*n, which is what a
+  loaded host wants. If that proposer dies between the votes and its
+  ``Chosen``, the others learn the value when any of them next proposes on
+  the instance (the promises report it). The node reports it once as
   ``Emit("paxos.chosen", {instance, value, ballot})``. The proposer that
   learned it propagates ``Chosen`` to every member until each answers
   ``Learned`` (retried every ``announce_every`` seconds, backing off), and any
@@ -36,7 +50,8 @@ Proposer phases per instance (:class:`Phase`; all changes go through
 ``_become``, which emits ``paxos.phase``)::
 
     IDLE --propose--> PREPARING --quorum of promises--> ACCEPTING
-      PREPARING/ACCEPTING --timeout--> PREPARING (higher ballot, paxos.retry)
+      PREPARING/ACCEPTING --timeout--> same phase, same ballot, resent (paxos.retry, resend)
+      PREPARING/ACCEPTING --nack, then timeout--> PREPARING (higher ballot, paxos.retry)
       any --value learned--> DONE
 
 Durable state and the order of effects (as in etcd raft: persist, then
@@ -134,11 +149,13 @@ class InstanceState:
         "chosen",
         "name",
         "phase",
+        "preempted",
         "promised",
         "quorum",
         "promises",
         "seen_round",
         "unconfirmed",
+        "value",
         "votes",
         "want",
     )
@@ -157,6 +174,8 @@ class InstanceState:
         self.want: Any = None
         self.ballot: Ballot | None = None
         self.promises: dict[str, tuple[Ballot | None, Any]] = {}
+        self.value: Any = None  # what this proposer's Accept at ``ballot`` carries (phase 2)
+        self.preempted = False  # a Nack for ``ballot`` came: the next retry takes a new ballot
         self.seen_round = 0
         self.attempts = 0
         self.unconfirmed: set[str] = set()
@@ -195,7 +214,10 @@ class PaxosNode:
         announce_every: float = 0.2,
         durable: dict[str, Any] | None = None,
         members_of: Callable[[str], Quorum | None] | None = None,
+        learners: str = "all",
     ) -> None:
+        if learners not in ("all", "proposer"):
+            raise ValueError(f"learners must be 'all' or 'proposer', got {learners!r}")
         if members_of is None and address not in members:
             raise ValueError(f"{address!r} is not among the members {list(members)!r}")
         lo, hi = retry_timeout
@@ -215,6 +237,7 @@ class PaxosNode:
         self.retry_timeout = (float(lo), float(hi))
         self.max_backoff = float(max_backoff)
         self.announce_every = float(announce_every)
+        self.learners = learners
         self.instances: dict[str, InstanceState] = {}
         self.round = 0  # highest round this node has used as a proposer (durable)
         self.pending: dict[str, Any] = {}  # unfinished proposals (durable): instance -> value
@@ -367,7 +390,10 @@ class PaxosNode:
         effects.append(Emit("paxos.accepted", {"instance": st.name, "ballot": _b(m.ballot), "value": m.value,
                                                "from": sender, "repeat": repeat, "quorum": st.quorum.size}))
         out = Accepted(st.name, m.ballot, m.value)
-        effects += [Send(to, out) for to in st.quorum.members]
+        if self.learners == "all":
+            effects += [Send(to, out) for to in st.quorum.members]
+        else:
+            effects.append(Send(sender, out))  # the proposer of this Accept (a member, checked above)
         return effects
 
     def _nack(self, st: InstanceState, ballot: Ballot, sender: str, what: str) -> list[Effect]:
@@ -389,6 +415,7 @@ class PaxosNode:
             adopted = True
         else:
             top_b, value, adopted = None, st.want, False
+        st.value = value
         effects = self._become(st, Phase.ACCEPTING, "quorum of promises")
         effects.append(Emit("paxos.accept", {"instance": st.name, "ballot": _b(st.ballot), "value": value,
                                              "adopted": adopted, "adopted_from": _b(top_b),
@@ -402,7 +429,9 @@ class PaxosNode:
         if st.phase not in (Phase.PREPARING, Phase.ACCEPTING) or m.ballot != st.ballot:
             return [self._ignored(st.name, m, sender, f"nack for {m.ballot} while {st.phase.value} at {st.ballot}")]
         # Preempted: keep waiting for the retry timer (a randomized backoff), so that
-        # duelling proposers fall out of step instead of outbidding each other forever.
+        # duelling proposers fall out of step instead of outbidding each other forever;
+        # that retry takes a new ballot.
+        st.preempted = True
         return [Emit("paxos.preempted", {"instance": st.name, "ballot": _b(m.ballot),
                                          "by": _b(m.promised), "from": sender})]
 
@@ -411,15 +440,31 @@ class PaxosNode:
         self.round = ballot.round
         st.ballot = ballot
         st.promises = {}
+        st.value = None
+        st.preempted = False
         st.attempts += 1
         effects: list[Effect] = [Persist(PROPOSER_KEY, self._proposer_data())]
         effects += self._become(st, Phase.PREPARING, "new ballot")
         out = Prepare(st.name, ballot)
         effects += [Send(to, out) for to in st.quorum.members]
+        effects.append(self._retry_timer(st, now))
+        return effects
+
+    def _retry_timer(self, st: InstanceState, now: float) -> SetTimer:
         lo, hi = self.retry_timeout
         scale = min(2.0 ** (st.attempts - 1), self.max_backoff)
-        effects.append(SetTimer(f"retry/{st.name}", now + scale * self.rng.uniform(lo, hi)))
-        return effects
+        return SetTimer(f"retry/{st.name}", now + scale * self.rng.uniform(lo, hi))
+
+    def _resend(self, st: InstanceState, now: float) -> list[Effect]:
+        """The same ballot again, to the members that have not answered it (nobody preempted it)."""
+        st.attempts += 1
+        if st.phase is Phase.PREPARING:
+            out: Any = Prepare(st.name, st.ballot)
+            answered = set(st.promises)
+        else:
+            out = Accept(st.name, st.ballot, st.value)
+            answered = st.votes.get(st.ballot, (None, set()))[1]
+        return [Send(to, out) for to in st.quorum.members if to not in answered] + [self._retry_timer(st, now)]
 
     def _on_timer(self, key: str, now: float) -> list[Effect]:
         kind, _, name = key.partition("/")
@@ -430,8 +475,9 @@ class PaxosNode:
             if st.phase not in (Phase.PREPARING, Phase.ACCEPTING):
                 return [self._ignored(name, TimerFired(key), self.address, f"retry timer while {st.phase.value}")]
             effects: list[Effect] = [Emit("paxos.retry", {"instance": name, "ballot": _b(st.ballot),
-                                                          "phase": st.phase.value, "attempt": st.attempts})]
-            return effects + self._new_ballot(st, now)
+                                                          "phase": st.phase.value, "attempt": st.attempts,
+                                                          "resend": not st.preempted})]
+            return effects + (self._new_ballot(st, now) if st.preempted else self._resend(st, now))
         if kind == "announce":
             if not st.unconfirmed or st.chosen is None:
                 return []
@@ -479,15 +525,18 @@ class PaxosNode:
         effects.append(Emit("paxos.chosen", {"instance": st.name, "value": value, "ballot": _b(ballot),
                                              "via": via, "voters": voters, "mine": st.want == value if was_proposing else None}))
         effects.append(CancelTimer(f"retry/{st.name}"))
-        if was_proposing and st.phase is not Phase.DONE:
+        # Who tells the others: a proposer that was still at it, and - with a distinguished
+        # learner - whoever counted the votes (a proposer that abandoned its ballot still gets
+        # them, and nobody else does).
+        announce = was_proposing or (via == "quorum" and self.learners == "proposer")
+        if st.phase is not Phase.DONE:
             effects += self._become(st, Phase.DONE, f"value learned ({via})")
+        if announce:
             # Propagate to every learner until each acknowledges.
             st.unconfirmed = set(st.quorum.members) - {self.address}
             if via == "chosen":
                 st.unconfirmed.discard(voters[0])
             effects += self._announce(st, now, sorted(st.unconfirmed))
-        elif st.phase is not Phase.DONE:
-            effects += self._become(st, Phase.DONE, f"value learned ({via})")  # a pure learner: nothing to announce
         return effects
 
     def _announce(self, st: InstanceState, now: float, to: list[str]) -> list[Effect]:
