@@ -85,7 +85,7 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
         out += [f'progress = "rack.known[subject={overheat},level=fleet]"', f"progress_total = {n}",
                 f'done = "rack.known[subject={overheat},level=fleet]"', f"done_count = {n}"]
     out += ['states = "monitor.condition"', "", "[transport]", "heartbeat = 0.5", "liveness = 4",
-            'connect = "on-demand"', "", "[network]", "latency = [0.0005, 0.002]", "",
+            'connect = "on-demand"', 'dispatch = "loop"', "", "[network]", "latency = [0.0005, 0.002]", "",
             '[defaults."rack.monitor"]', f"layout = {_v(layout)}"]
     out += [f"{k} = {_v(v)}" for k, v in MONITOR.items()]
     out.append("")

@@ -60,6 +60,7 @@ class Heartbeat:
     sent: float  # the authority's clock when sent (echoed back in the ack)
     quorum_ok: bool = True  # the sender's last renewal reached a quorum
     digest: int = 0  # a checksum of the fleet-level facts the sender knows (anti-entropy)
+    seats: dict = {}  # the sender's view of the upper groups' seats: {group: {child: [term, holder]}}
 
 
 @message("rack.HeartbeatAck")

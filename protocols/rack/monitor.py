@@ -33,7 +33,9 @@ has acked one, it may act until ``sent + lease``. A member that acks promises
 not to help designate anyone else for ``B`` until ``ack time + lease``
 (it refuses ``Prepare``/``Accept`` of designations meanwhile). A member that
 hears no heartbeat for ``lease`` seconds stands as candidate for ``t + 1``
-after a stagger of ``rank * stagger`` (ranks rotate with the term). Acting
+after a stagger of ``rank * stagger`` (ranks rotate with the term, and
+sibling groups start the rotation at different racks, so that first
+authorities are spread over the monitors' processes). Acting
 intervals of two authorities of one group never overlap: the new one is
 chosen by a quorum that intersects the old one's last ack quorum, and the
 member in the intersection refused until the old lease had run out.
@@ -42,7 +44,13 @@ Upper groups have changing members (seat holders change with sector and data
 center authorities), so an upper instance *binds its members in its name*:
 ``gid = "d0@d0s0r1,d0s1r0,,d0s3r5"`` lists the holder of each seat (empty:
 unknown) and every instance of that gid keeps exactly those members, with a
-quorum of a majority of the seats (:meth:`members_of`). Two views of the
+quorum of a majority of the seats (:meth:`members_of`). Seats travel three
+ways: a monitor that starts acting announces its seat (``Seat``) to every
+monitor that could hold a seat of the group above; every ``seat_every`` it
+repeats that, to the current seat holders only while the group above has a
+live authority (to everyone again while it has none); and every heartbeat carries
+the sender's view of the seats above, so the members of a group keep up with
+them at no extra message. Two views of the
 seats give two gids, hence two independent instances: safety per instance is
 Paxos's; the lease rule above keeps authorities apart across gids, with two
 more rules: a monitor takes part in its upper group (acks, designations) only
@@ -174,8 +182,10 @@ class RackMonitor:
         self.cond_seq = int(mine.get("cond_seq", 0))
         self.executed: set[str] = set(mine.get("executed", []))
         lo, hi = retry_timeout or (0.02, 0.06)
+        # learners="proposer": votes go to the proposer, which announces Chosen to the rest (2n
+        # messages per instance instead of n*n; sectors are 6 and more monitors)
         self.paxos = PaxosNode(address, (), rng, retry_timeout=(lo, hi), announce_every=0.1,
-                               members_of=self.members_of, durable=durable)
+                               members_of=self.members_of, durable=durable, learners="proposer")
         self.started_at: float | None = None
         self.restarted = bool(durable) or bool(mine)
         # authority knowledge, per base group (sector / dc / fleet)
@@ -195,6 +205,7 @@ class RackMonitor:
         self.next_seat_at = 0.0
         # seats of the upper groups: base -> child -> (term, holder rack)
         self.seats: dict[str, dict[str, tuple[int, str]]] = {}
+        self._seat_cache: dict | None = None
         # facts
         self.known: dict[str, tuple[int, int, dict]] = {}  # subject -> (seq, level rank, value)
         self.up: dict[str, dict[str, tuple[dict, str]]] = {}  # base -> subject -> (value, gid proposed in)
@@ -529,6 +540,35 @@ class RackMonitor:
         old = seats.get(child)
         if old is None or (term, holder) > old:  # (term, holder): every monitor converges on one view
             seats[child] = (term, holder)
+            self._seat_cache = None
+
+    def _seat_table(self) -> dict:
+        """My view of the upper groups' seats, as heartbeats carry it (cached until it changes)."""
+        if self._seat_cache is None:
+            self._seat_cache = {p: {c: [t, h] for c, (t, h) in sorted(tab.items())}
+                                for p, tab in sorted(self.seats.items()) if p in (self.dc, FLEET)}
+        return self._seat_cache
+
+    def _merge_seats(self, table: Any, sender: str) -> list[Effect]:
+        """Seats told in a heartbeat: each entry checked like a Seat message, then merged."""
+        if not isinstance(table, dict):
+            return [Emit("monitor.bad_input", {"reason": f"seat table {type(table).__name__}", "from": sender})]
+        bad = 0
+        for parent, tab in table.items():
+            if parent != self.dc and parent != FLEET:
+                continue  # (a fleet authority tells other data centers' monitors its own table)
+            for child, th in (tab.items() if isinstance(tab, dict) else [(None, None)]):
+                try:
+                    term, holder = th
+                    ok = (isinstance(term, int) and isinstance(holder, str) and isinstance(child, str)
+                          and self.layout.parent(child) == parent and self._in_group(holder, child))
+                except (TypeError, ValueError):
+                    ok = False
+                if ok:
+                    self._set_seat(parent, child, term, holder)
+                else:
+                    bad += 1
+        return [Emit("monitor.bad_input", {"reason": f"{bad} malformed seat entries", "from": sender})] if bad else []
 
     def _on_term_hint(self, msg: TermHint, sender: str, now: float) -> list[Effect]:
         if isinstance(msg.term, int) and isinstance(msg.group, str):
@@ -565,7 +605,7 @@ class RackMonitor:
             return []
         self.acks[(base, now)] = set()
         quorum_ok = now < self.lease_until.get(base, 0.0)
-        hb = Heartbeat(mine.gid, mine.term, self.rack, now, quorum_ok, self.digest())
+        hb = Heartbeat(mine.gid, mine.term, self.rack, now, quorum_ok, self.digest(), self._seat_table())
         return [Send(m, hb) for m in q.members]
 
     def _on_heartbeat(self, msg: Heartbeat, sender: str, now: float) -> list[Effect]:
@@ -575,6 +615,7 @@ class RackMonitor:
             return [Emit("monitor.bad_input", {"reason": f"heartbeat of {msg.group} from {sender}"})]
         if sender != self.layout.monitor(msg.holder):
             return [Emit("monitor.bad_input", {"reason": f"heartbeat for holder {msg.holder} from {sender}"})]
+        seat_effects = self._merge_seats(msg.seats, sender) if msg.seats else []
         accepted = self.accepted_design.get(base)
         ack = accepted is None or msg.term >= accepted  # after accepting a later designation I must not
         # help renew the old lease (that designation may have been chosen without my hearing of it)
@@ -597,7 +638,7 @@ class RackMonitor:
             # the authority's own ack counts toward its quorum too, so it promises like any member
             self.promise_until[base] = max(self.promise_until.get(base, 0.0), now + self.lease)
         # acked or not, the authority is alive: no need to stand as candidate, and a peer to sync with
-        effects: list[Effect] = []
+        effects: list[Effect] = seat_effects
         self.last_hb[base] = now
         self.candidate_at.pop(base, None)
         if base == self.sector and msg.quorum_ok and self.no_quorum:
@@ -683,14 +724,21 @@ class RackMonitor:
         except ValueError:
             return False
 
-    def _announce_seat(self, base: str, now: float) -> list[Effect]:
-        """Tell everyone who could hold a seat of the parent group that I hold ``base``'s seat."""
+    def _announce_seat(self, base: str, now: float, *, holders_only: bool = False) -> list[Effect]:
+        """Tell everyone who could hold a seat of the parent group that I hold ``base``'s seat.
+
+        ``holders_only``: just the parent's current seat holders (the periodic refresh;
+        everyone else hears the seats in their own authority's heartbeats).
+        """
         parent = self.layout.parent(base)
         mine = self.holding.get(base)
         if parent is None or mine is None:
             return []
-        racks = self.layout.all_racks() if parent == FLEET else [
-            r for s in self.layout.sectors_of(parent) for r in self.layout.racks_of(s)]
+        if holders_only:
+            racks = sorted({h for _t, h in self.seats.get(parent, {}).values() if h})
+        else:
+            racks = self.layout.all_racks() if parent == FLEET else [
+                r for s in self.layout.sectors_of(parent) for r in self.layout.racks_of(s)]
         out = Seat(base, mine.term, self.rack)
         return [Send(self.layout.monitor(r), out) for r in racks if r != self.rack]
 
@@ -727,7 +775,7 @@ class RackMonitor:
         at = self.candidate_at.get(base)
         if at is None:
             order = sorted(q.members)
-            k = term % len(order)
+            k = (term + self._spread(base)) % len(order)
             rank = (order[k:] + order[:k]).index(self.address)
             self.candidate_at[base] = at = now + rank * self.stagger
         if now < at:
@@ -739,6 +787,16 @@ class RackMonitor:
         effects: list[Effect] = [Emit("authority.candidate", {"group": base, "gid": gid, "term": term,
                                                               "silent_for": now - last})]
         return effects + self._paxos(self.paxos.propose(inst, self.rack, now), now)
+
+    def _spread(self, base: str) -> int:
+        """The group's place among its siblings: sibling groups start their rank rotation there.
+
+        Without it every sector's first authority is its rack 1, whose monitors
+        a column-packed topology puts in one process, which then carries every
+        sector's heartbeats and proposals.
+        """
+        parent = self.layout.parent(base)
+        return 0 if parent is None else self.layout.seats(parent).index(base)
 
     # -- 4. control decisions ----------------------------------------------------------
 
@@ -793,7 +851,12 @@ class RackMonitor:
             self.next_seat_at = now + self.seat_every
             for base in (self.sector, self.dc):
                 if self.acting(base, now):
-                    effects += self._announce_seat(base, now)
+                    # while the group above has a live authority (its heartbeats reach me) its
+                    # seat holders are all that need reminding; otherwise views of the seats
+                    # may have diverged (no gid in common, nobody designated): tell everyone
+                    parent = self.layout.parent(base)
+                    healthy = now - self.last_hb.get(parent, -1e9) < self.lease
+                    effects += self._announce_seat(base, now, holders_only=healthy)
                     # anti-entropy upwards: my group's facts until they are known fleet-wide (a seat
                     # change above may have left a fact chosen in a group its authority is not in)
                     for _subject, (_seq, rank, value) in sorted(self.known.items()):
