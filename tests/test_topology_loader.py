@@ -39,6 +39,8 @@ def test_builtin_topologies_load():
 def test_defaults_fill_a_minimal_file():
     topo = parse_topology(GOOD)
     assert topo.run.duration == 60.0 and topo.transport.heartbeat == 0.5 and topo.seed == 1
+    assert topo.transport.dispatch == "thread"
+    assert parse_topology(GOOD + '[transport]\ndispatch = "loop"\n').transport.dispatch == "loop"
     assert topo.addresses() == ["a/pinger", "b/ponger"]
     assert topo.node("a").port == 0
 
@@ -86,6 +88,8 @@ BROKEN = {
     "missing param": (GOOD.replace('params = { peer = "b/ponger" }', ""), ["needs parameter 'peer'"], None),
     "negative duration": (GOOD + "[run]\nduration = -5\n", ["run.duration: must be > 0, got -5"], 15),
     "nan heartbeat": (GOOD + "[transport]\nheartbeat = nan\n", ["transport.heartbeat: expected a finite number"], 15),
+    "bad dispatch": (GOOD + "[transport]\ndispatch = \"fibers\"\n",
+                     ['transport.dispatch: expected "thread" or "loop", got \'fibers\''], None),
     "bad probability": (GOOD + "[network]\nloss = 1.5\n", ["network.loss: must be <= 1, got 1.5"], 15),
     "bad latency": (GOOD + "[network]\nlatency = [0.5, 0.1]\n", ["network.latency: expected seconds >= 0 or [low, high]"], 15),
     "bad port": (GOOD.replace('name = "a"', 'name = "a"\nport = 70000'), ["nodes[0].port: must be <= 65535"], 5),

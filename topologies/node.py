@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--liveness", type=positive_int, default=4, help="missed intervals before a peer is down (default 4)")
     p.add_argument("--curve", type=Path, help="JSON file: {public_key, secret_key, peer_keys: {node: key}}")
     p.add_argument("--seed", type=int, help="seed for the fault-injection rng")
+    p.add_argument("--dispatch", choices=("thread", "loop"), default="thread",
+                   help="without --topology: where actors run (a thread each, or the transport's I/O loop)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                              directory=directory)
     try:
         node = Node(args.name, transport=transport, event_log=events, trace_asks=topo is not None,
-                    dispatch=topo.transport.dispatch if topo is not None else "thread")
+                    dispatch=topo.transport.dispatch if topo is not None else args.dispatch)
     except Exception as e:  # e.g. the port is taken
         print(f"error: cannot start node {args.name}: {e}", file=sys.stderr)
         return 1

@@ -423,13 +423,15 @@ def run(args, children: list, helpers: list) -> dict:
     py = sys.executable
     fp = Child("fleetplane receiver", [
         py, "-m", "topologies.node", "--name", "recv", "--bind", "tcp://127.0.0.1:*", "--log-level", "ERROR",
+        "--dispatch", args.dispatch,
         "--spawn", "counter=tests.bench.transport:Counter", "--spawn", "echo=tests.bench.transport:Echo"])
     children.append(fp)
     raw = Child("raw receiver", [py, str(Path(__file__).resolve()), "--raw-receiver", "tcp://127.0.0.1:*"])
     children.append(raw)
     fp_ep = fp.ready()["endpoint"]
     raw_ep = raw.ready()["endpoint"]
-    print(f"fleetplane receiver pid {fp.pid} at {fp_ep}; raw receiver pid {raw.pid} at {raw_ep}", flush=True)
+    print(f"fleetplane receiver pid {fp.pid} at {fp_ep} (dispatch {args.dispatch}); raw receiver pid {raw.pid} "
+          f"at {raw_ep}", flush=True)
 
     if args.profile:
         spy = shutil.which("py-spy", path=str(Path(py).parent) + os.pathsep + os.environ.get("PATH", ""))
@@ -522,6 +524,7 @@ def _measure(args, node, client: RawClient, fp: Child, raw: Child) -> dict:
     ra50 = med(pct(x, .5) for x in res["ra"]) * 1e6
     ra99 = med(pct(x, .99) for x in res["ra"]) * 1e6
     figures = {
+        "dispatch": args.dispatch,
         "messages": args.messages, "messages_10k": args.messages_10k, "asks": args.asks, "rounds": R,
         "chunk": args.chunk, "window": args.window,
         "small_bytes": small_size, "big_bytes": big_size,
@@ -558,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--asks", type=int, help="sequential asks per round (default 5,000; quick 500)")
     ap.add_argument("--chunk", type=int, default=1000, help="ask for an ack every CHUNK tells (default 1000)")
     ap.add_argument("--window", type=int, default=4, help="acks outstanding at most (default 4)")
+    ap.add_argument("--dispatch", choices=("thread", "loop"), default="loop",
+                    help="the receiver's actors: on the transport's I/O loop (default) or a thread each")
     ap.add_argument("--profile", type=Path, metavar="DIR", help="record both fleetplane processes with py-spy")
     ap.add_argument("--raw-receiver", metavar="BIND", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
