@@ -60,7 +60,10 @@ may call ``send``: a DEALER is guarded by its own lock, so a tell costs one
 zmq send on the caller's thread and no thread hop. The I/O thread drains up to
 1,000 inbound messages per wake-up and hands them to the Node as one batch
 (liveness and counters are updated once per batch), so a busy actor is woken
-once per batch rather than once per message. Address frames are cached both
+once per batch rather than once per message. The I/O thread is also a small
+event loop: ``call_soon`` / ``call_later`` run callbacks on it (the Node's
+loop-dispatched actors live there, so a message they get from another node
+is handled, and answered, without leaving this thread). Address frames are cached both
 ways, so a steady flow between two actors encodes no addresses at all. On the
 latency path the I/O thread calls ``zmq.zmq_poll`` and the Cython
 ``Socket.send`` directly (pyzmq's Python wrappers add nothing a ROUTER or
