@@ -15,6 +15,11 @@ list order:
   one (e.g. run a boot stage, lower the power); with none, the actor raises
   :class:`UnhandledEffect`, which is a bug and so a crash (supervised).
 
+``before_send``, if given, is called before each ``Send`` leaves: a durable
+store's ``sync``, so that whatever earlier effects wrote (``Persist``) is on
+disk before any message that may depend on it (one sync covers all the writes
+of a handler: group commit).
+
 It calls ``machine.tick(now)`` once at start and then every
 ``machine.tick_interval`` seconds when that is set.
 
@@ -44,10 +49,12 @@ _TICK_MSG = _Tick()
 
 class StateMachineActor(Actor):
     def __init__(self, machine: Callable[[], StateMachine] | StateMachine,
-                 on_effect: Callable[[Effect, "StateMachineActor"], None] | None = None):
+                 on_effect: Callable[[Effect, "StateMachineActor"], None] | None = None,
+                 before_send: Callable[[], None] | None = None):
         is_factory = isinstance(machine, type) or (callable(machine) and not hasattr(machine, "handle"))
         self.machine: StateMachine = machine() if is_factory else machine  # type: ignore[operator,assignment]
         self.on_effect = on_effect
+        self.before_send = before_send
         self._tick_interval: float | None = getattr(self.machine, "tick_interval", None)
 
     def on_start(self) -> None:
@@ -73,6 +80,8 @@ class StateMachineActor(Actor):
         for eff in effects:
             cls = eff.__class__
             if cls is Send:
+                if self.before_send is not None:
+                    self.before_send()
                 node.tell(eff.to, eff.msg, self.address)
             elif cls is SetTimer:
                 self.set_timer_at(eff.key, eff.at)

@@ -7,17 +7,26 @@ a crash: it returns ``Persist(key, data)`` before the sends that depend on it,
 and a restarted instance is built with ``durable={key: data, ...}`` (the last
 data written per key). A store keeps that mapping per actor address:
 
-* :class:`FileStore` - one JSON file per actor in a directory (a node
-  process's run directory), rewritten atomically on each write: the new
-  content goes to a temporary file that is flushed and ``fsync``-ed, then
-  renamed over the old one, so a SIGKILL leaves either the old or the new
-  state, never half of one. A restarted process (chaos ``restart``) or a
-  supervised restart of the actor reads it back.
+* :class:`FileStore` - one append-only log per actor in a directory (a node
+  process's run directory), ``<node>.<actor>.durable.jsonl``: one JSON line
+  ``[key, data]`` per write, handed to the OS at once (so a SIGKILL of the
+  process loses nothing written). ``sync(address)`` makes the log durable
+  (``fsync``) and is cheap when nothing was written since the last one: the
+  host calls it *before any message leaves the actor* (``before_send`` of
+  :class:`~actors.statemachine.StateMachineActor`), so one ``fsync`` covers
+  every ``Persist`` of a handler, however many it returned (group commit),
+  and no message ever reports state the disk does not hold.
+
+  Loading replays the log, last line per key wins. A torn last line (the
+  process died in the middle of a write) is dropped - it was never synced, so
+  no message depended on it; a bad line anywhere else is corruption and an
+  error. When the log holds more than ``compact_factor`` times as many lines
+  as live keys (and at least ``compact_min``), it is rewritten with one line
+  per key: to a temporary file, ``fsync``-ed, renamed over the log.
 * :class:`MemoryStore` - a dict, for the simulator, where "restart" rebuilds
   the machine in the same process.
 
-``persist_effect(store, address)`` returns the callback a host uses to carry
-out ``Persist`` effects in effect order (before any later effect of the list).
+Both keep ``writes`` and ``syncs`` counters (a figure for benchmarks).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import copy
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["FileStore", "MemoryStore"]
 
@@ -34,45 +43,141 @@ __all__ = ["FileStore", "MemoryStore"]
 class MemoryStore:
     def __init__(self) -> None:
         self.data: dict[str, dict[str, Any]] = {}
+        self.writes = 0
+        self.syncs = 0
 
     def load(self, address: str) -> dict[str, Any]:
         return copy.deepcopy(self.data.get(address, {}))
 
     def write(self, address: str, key: str, value: Any) -> None:
         self.data.setdefault(address, {})[key] = copy.deepcopy(value)
+        self.writes += 1
+
+    def sync(self, address: str) -> None:
+        pass
+
+
+class _Log:
+    __slots__ = ("path", "data", "lines", "file", "dirty")
+
+    def __init__(self, path: Path, data: dict[str, Any], lines: int):
+        self.path, self.data, self.lines = path, data, lines
+        self.file: IO[str] | None = None
+        self.dirty = False
 
 
 class FileStore:
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, *, fsync: bool = True, compact_factor: int = 4,
+                 compact_min: int = 256) -> None:
+        if compact_factor < 2 or compact_min < 1:
+            raise ValueError(f"FileStore: need compact_factor >= 2 and compact_min >= 1, "
+                             f"got {compact_factor!r}, {compact_min!r}")
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._cache: dict[str, dict[str, Any]] = {}
+        self.fsync = fsync
+        self.compact_factor, self.compact_min = compact_factor, compact_min
+        self._logs: dict[str, _Log] = {}
+        self.writes = 0
+        self.syncs = 0
+        self.compactions = 0
 
     def path(self, address: str) -> Path:
-        return self.dir / (address.replace("/", ".") + ".durable.json")
+        return self.dir / (address.replace("/", ".") + ".durable.jsonl")
 
     def load(self, address: str) -> dict[str, Any]:
+        """The last data written per key for ``address`` (an empty dict if it never wrote)."""
+        old = self._logs.pop(address, None)
+        if old is not None and old.file is not None:
+            old.file.close()
         p = self.path(address)
+        data: dict[str, Any] = {}
+        lines = 0
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            raw = p.read_bytes()
         except FileNotFoundError:
-            data = {}
-        except (OSError, ValueError) as e:
+            raw = b""
+        except OSError as e:
             raise RuntimeError(f"durable state of {address} in {p} is unreadable: {e}") from e
-        if not isinstance(data, dict):
-            raise RuntimeError(f"durable state of {address} in {p} is not a JSON object")
-        self._cache[address] = data
+        chunks = raw.split(b"\n")
+        for i, chunk in enumerate(chunks):
+            if not chunk:
+                continue
+            last = i == len(chunks) - 1  # no newline after it: the write was cut short
+            try:
+                entry = json.loads(chunk)
+                if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+                    raise ValueError(f"expected [key, data], got {chunk[:80]!r}")
+            except ValueError as e:
+                if last:
+                    break  # a torn tail: never synced, so nothing depended on it
+                raise RuntimeError(f"durable state of {address} in {p} is corrupt at line {i + 1}: {e}") from e
+            if last:
+                break  # complete JSON but no newline: still a torn write, drop it
+            data[entry[0]] = entry[1]
+            lines += 1
+        log = _Log(p, data, lines)
+        self._logs[address] = log
+        if raw and not raw.endswith(b"\n"):
+            self._rewrite(log)  # cut the torn tail off before appending after it
         return copy.deepcopy(data)
 
     def write(self, address: str, key: str, value: Any) -> None:
-        data = self._cache.get(address)
-        if data is None:
-            data = self.load(address)
-        data[key] = value
-        p = self.path(address)
-        tmp = p.with_suffix(".tmp")
+        """Append ``key = value`` to the log (to the OS at once; durable after the next :meth:`sync`)."""
+        log = self._logs.get(address)
+        if log is None:
+            self.load(address)
+            log = self._logs[address]
+        line = json.dumps([key, value], separators=(",", ":")) + "\n"
+        log.data[key] = json.loads(line)[1] if not _plain(value) else value
+        if log.lines + 1 > max(self.compact_min, self.compact_factor * len(log.data)):
+            self._rewrite(log)
+            self.compactions += 1
+        else:
+            if log.file is None:
+                log.file = open(log.path, "a", encoding="utf-8")
+            log.file.write(line)
+            log.file.flush()
+            log.lines += 1
+            log.dirty = True
+        self.writes += 1
+
+    def sync(self, address: str) -> None:
+        """Make everything written for ``address`` durable (a no-op when nothing was written since the last sync)."""
+        log = self._logs.get(address)
+        if log is None or not log.dirty:
+            return
+        if self.fsync and log.file is not None:
+            os.fsync(log.file.fileno())
+        log.dirty = False
+        self.syncs += 1
+
+    def close(self) -> None:
+        for log in self._logs.values():
+            if log.file is not None:
+                if log.dirty and self.fsync:
+                    os.fsync(log.file.fileno())
+                log.file.close()
+                log.file = None
+        self._logs.clear()
+
+    def _rewrite(self, log: _Log) -> None:
+        if log.file is not None:
+            log.file.close()
+            log.file = None
+        tmp = log.path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
+            for k, v in log.data.items():
+                f.write(json.dumps([k, v], separators=(",", ":")) + "\n")
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+            if self.fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, log.path)
+        log.lines = len(log.data)
+        log.dirty = False
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` reads back from JSON as itself (then no copy through JSON is needed)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return False

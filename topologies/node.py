@@ -39,6 +39,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 from pathlib import Path
 
 from loguru import logger
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     heartbeat, liveness, bind, peers, seed = args.heartbeat, args.liveness, args.bind, dict(args.peer), args.seed
     curve = None
     spawns: list[tuple[str, type, tuple, dict]] = []
+    store: Any = None  # the durable store of the topology's actors (Persist effects)
     topo = None
     if args.topology is not None:
         from topologies.kinds import KINDS
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             host = kind.build_host(a.params, random.Random(f"{topo.seed}/{address}/host"))
             route = effect_router(host, store if kind.takes_durable else None, address)
             on_effect = (lambda eff, actor, route=route: route(eff, actor_api(actor))) if route else None
-            spawns.append((a.name, StateMachineActor, (factory,), {"on_effect": on_effect}))
+            sync = (lambda address=address: store.sync(address)) if kind.takes_durable else None
+            spawns.append((a.name, StateMachineActor, (factory,), {"on_effect": on_effect, "before_send": sync}))
     if args.curve is not None:
         try:
             spec = json.loads(args.curve.read_text())
@@ -206,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         counters = node.counters()
         node.shutdown()
+        if store is not None:
+            counters.update({"durable.writes": store.writes, "durable.syncs": store.syncs})
+            if hasattr(store, "close"):
+                store.close()
         events.emit(node.clock.now(), args.name, "$node", "node.stopped", {"pid": os.getpid()})
         events.close()
         if args.run_dir is not None:
