@@ -14,7 +14,7 @@ import pytest
 
 from actors.eventlog import read_events
 from protocols.core import Emit
-from topologies.chaos import _first_difference, run_chaos
+from topologies.chaos import _first_difference, build_schedule, run_chaos
 from topologies.kinds import register
 from topologies.loader import load_topology, parse_topology
 from topologies.report import make_report
@@ -148,8 +148,39 @@ def test_report_of_a_run_directory(topo, tmp_path):
 def test_chaos_cli_rejects_bad_arguments(tmp_path):
     for args, msg in ((["--nemesis", "earthquake"], "unknown nemesis 'earthquake'"),
                       (["--nemesis", "one", "--target", "zeta"], "--target 'zeta' is not a node"),
-                      ([], "no --nemesis given")):
+                      ([], "no --nemesis given"),
+                      (["--nemesis", "one", "--nodes", "mon-*"], "'mon-*' matches no node"),
+                      (["--nemesis", "one", "--nodes", "a*,b*", "--target", "gamma"], "target 'gamma' is not among the selected")):
         proc = subprocess.run([sys.executable, "-m", "topologies.cli", "chaos", str(PINGPONG), "--sim", "-q",
                                "--out", str(tmp_path), *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert msg in proc.stderr and "Traceback" not in proc.stderr
+
+
+RACKS = ROOT / "topologies" / "racks.toml"
+
+
+def test_a_nemesis_restricted_to_some_nodes_never_touches_the_others():
+    topo = load_topology(RACKS)
+    mons = [n for n in topo.node_names if n.startswith("mon-")]
+    for seed in range(5):
+        sched = build_schedule(topo, seed, "majority", {"nodes": ["mon-*"]})
+        cuts = [op for _t, op in sched if op.kind == "grudge"]
+        assert cuts, "no partition scheduled"
+        for op in cuts:
+            touched = {x for pair in op.blocked for x in pair}
+            assert touched == set(mons), f"seed {seed}: the mesh cut touched {sorted(touched - set(mons))}"
+        # unrestricted, the same nemesis does cut rack controls from monitors
+        whole = [op for _t, op in build_schedule(topo, seed, "majority") if op.kind == "grudge"]
+        assert any(x.startswith("racks-") for op in whole for pair in op.blocked for x in pair)
+
+
+def test_racks_default_chaos_cuts_the_mesh_then_the_main_network():
+    topo = load_topology(RACKS)
+    assert topo.run.recovery >= 5.0
+    cuts = [(t, op) for t, op in build_schedule(topo, 1) if op.kind == "grudge"]
+    assert len(cuts) == 2
+    (t1, mesh), (t2, main) = cuts
+    assert t1 < t2
+    assert all(a.startswith("mon-") and b.startswith("mon-") for a, b in mesh.blocked)
+    assert all(a.startswith("racks-") and b.startswith("racks-") for a, b in main.blocked)

@@ -40,6 +40,7 @@ def test_defaults_fill_a_minimal_file():
     topo = parse_topology(GOOD)
     assert topo.run.duration == 60.0 and topo.transport.heartbeat == 0.5 and topo.seed == 1
     assert topo.transport.dispatch == "thread"
+    assert topo.run.recovery == 3.0 and parse_topology(GOOD + "[run]\nrecovery = 5\n").run.recovery == 5.0
     assert parse_topology(GOOD + '[transport]\ndispatch = "loop"\n').transport.dispatch == "loop"
     assert topo.addresses() == ["a/pinger", "b/ponger"]
     assert topo.node("a").port == 0
@@ -106,6 +107,13 @@ BROKEN = {
     "chaos interval": (GOOD + "[[chaos]]\nnemesis = \"one\"\nduration = 5.0\ninterval = 2.0\n",
                        ["chaos[0].interval: interval (2.0) must be longer than duration (5.0)"], None),
     "chaos target": (GOOD + "[[chaos]]\nnemesis = \"one\"\ntarget = \"zz\"\n", ["chaos[0].target: names no node"], None),
+    "chaos nodes match nothing": (GOOD + "[[chaos]]\nnemesis = \"one\"\nnodes = [\"mon-*\"]\n",
+                                  ["chaos[0].nodes: 'mon-*' matches no node in this topology"], None),
+    "chaos nodes not a list": (GOOD + "[[chaos]]\nnemesis = \"one\"\nnodes = \"a\"\n",
+                               ["chaos[0].nodes: expected a non-empty list of node names or glob patterns"], None),
+    "chaos target outside nodes": (GOOD + "[[chaos]]\nnemesis = \"one\"\nnodes = [\"a\"]\ntarget = \"b\"\n",
+                                   ["chaos[0].target: 'b' is not among the nodes the entry selects (a)"], None),
+    "negative recovery": (GOOD + "[run]\nrecovery = -1\n", ["run.recovery"], None),
     "wrong table type": (GOOD.replace('name = "t"', 'name = "t"\nrun = 5'), ["run: expected a table, got integer"], 3),
     "defaults for an unknown kind": (GOOD + '[defaults."pingpong.pnoger"]\nrounds = 3\n',
                                      ["defaults.pingpong.pnoger: defaults for unknown actor kind 'pingpong.pnoger'"], 14),

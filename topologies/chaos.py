@@ -28,6 +28,7 @@ import os
 import random
 import signal
 import time
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,6 @@ from topologies.report import make_report
 
 __all__ = ["ChaosResult", "build_schedule", "run_chaos"]
 
-RECOVERY = 3.0  # seconds after the last scheduled op that a chaos run goes on by default
 
 
 @attrs.define
@@ -61,17 +61,42 @@ class ChaosResult:
                 and not self.run.reason.startswith("failed"))
 
 
+def select_nodes(all_nodes: list[str], patterns: tuple[str, ...] | list[str] | None, target: str | None = None) -> list[str]:
+    """The nodes a nemesis may strike: those matching any glob in ``patterns`` (every node if none).
+
+    This is how a chaos run cuts one channel and not another: in ``racks.toml``
+    the monitor mesh is the links among the ``mon-*`` processes, so
+    ``nodes = ["mon-*"]`` partitions the mesh while every rack control keeps
+    reporting to its monitor; ``["racks-*"]`` cuts the main network between rack
+    controls and leaves the mesh up. Nodes outside the selection keep every link.
+    """
+    if not patterns:
+        return list(all_nodes)
+    for g in patterns:
+        if not any(fnmatchcase(n, g) for n in all_nodes):
+            raise ValueError(f"nodes: {g!r} matches no node (nodes: {', '.join(all_nodes)})")
+    chosen = [n for n in all_nodes if any(fnmatchcase(n, g) for g in patterns)]
+    if target is not None and target not in chosen:
+        raise ValueError(f"target {target!r} is not among the selected nodes ({', '.join(chosen)})")
+    return chosen
+
+
 def build_schedule(topo: Topology, seed: int, nemesis: str | None = None, overrides: dict | None = None) -> list:
-    """The fault schedule: ``nemesis`` with ``overrides``, or the topology's [[chaos]] entries."""
-    nodes = topo.node_names
+    """The fault schedule: ``nemesis`` with ``overrides``, or the topology's [[chaos]] entries.
+
+    ``overrides["nodes"]`` (glob patterns) restricts the nemesis to those nodes (see :func:`select_nodes`).
+    """
     rng = random.Random(f"{seed}:nemesis")
     if nemesis is not None:
-        return make_schedule(nemesis, nodes, rng, NemesisSpec(**(overrides or {})))
+        spec = dict(overrides or {})
+        nodes = select_nodes(topo.node_names, spec.pop("nodes", None), spec.get("target"))
+        return make_schedule(nemesis, nodes, rng, NemesisSpec(**spec))
     if not topo.chaos:
         raise ValueError(f"{topo.source or topo.name}: no --nemesis given and the topology has no [[chaos]] entries")
     schedule = []
     for entry in topo.chaos:
-        spec = {k: v for k, v in attrs.asdict(entry).items() if k != "nemesis" and v is not None}
+        spec = {k: v for k, v in attrs.asdict(entry).items() if k not in ("nemesis", "nodes") and v is not None}
+        nodes = select_nodes(topo.node_names, entry.nodes, entry.target)
         schedule += make_schedule(entry.nemesis, nodes, rng, NemesisSpec(**spec))
     return sorted(schedule, key=lambda item: item[0])
 
@@ -95,7 +120,7 @@ def run_chaos(topo: Topology, run_dir: Path, seed: int, *, nemesis: str | None =
     last_op = schedule[-1][0] if schedule else 0.0
     # The whole schedule plays out, then a recovery; the run ends once the topology is
     # done (liveness after the faults) or at its duration limit.
-    span = last_op + RECOVERY
+    span = last_op + topo.run.recovery
     limit = duration if duration is not None else max(topo.run.duration, span)
     if sim:
         result, same, diff = _chaos_sim(topo, run_dir, seed, schedule, limit, span, quiet)

@@ -223,6 +223,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         return 2
     overrides = {k: getattr(args, k) for k in ("start", "duration", "repeat", "interval", "target", "loss", "delay", "probability")
                  if getattr(args, k) is not None}
+    if args.nodes is not None:
+        overrides["nodes"] = [g.strip() for g in args.nodes.split(",") if g.strip()]
     if args.target is not None and args.target not in topo.node_names:
         print(f"error: --target {args.target!r} is not a node of {topo.name} ({', '.join(topo.node_names)})", file=sys.stderr)
         return 2
@@ -298,10 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--interval", type=positive_float, help="from one fault to the next (s)")
     c.add_argument("--target", help="the node to hit (one, asymmetric, kill, pause, bridge, majority; "
                    "flaky/slow/duplicate/reorder: only its links)")
+    c.add_argument("--nodes", help="strike only among these nodes: comma-separated names or glob patterns, e.g. "
+                   "'mon-*' (in racks.toml: cut the monitor mesh, not the rack controls' links)")
     c.add_argument("--loss", type=probability, help="flaky: loss probability")
     c.add_argument("--delay", type=non_negative_float, help="slow: added latency (s)")
     c.add_argument("--probability", type=probability, help="duplicate/reorder probability")
-    c.add_argument("--run-for", type=positive_float, help="total run length (default: the schedule plus 3 s)")
+    c.add_argument("--run-for", type=positive_float, help="total run length (default: the schedule plus the topology's [run] recovery, 3 s unless set)")
     c.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
     c.add_argument("-q", "--quiet", action="store_true", help="no live progress")
     c.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr")

@@ -65,6 +65,8 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
         "#   fleetplane run topologies/racks.toml --sim     # the deterministic simulator",
         f"#   fleetplane run topologies/racks.toml           # {len(by_node)} OS processes on 127.0.0.1",
         "#   fleetplane chaos topologies/racks.toml --nemesis majority",
+        "#   fleetplane chaos topologies/racks.toml         # the [[chaos]] entries below: mesh cut, then main network cut",
+        "#   fleetplane chaos topologies/racks.toml --nemesis majority --nodes 'mon-*'   # only the monitor mesh",
         "#",
         "# Processes (see topologies/gen_racks.py, --pack " + pack + "): "
         + ("mon-<dc>c<r> hosts the r-th monitor of every sector of a data center; racks-<dc> hosts its "
@@ -80,6 +82,7 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
         "",
         "[run]",
         f"duration = {duration}",
+        "recovery = 5.0  # chaos runs go on 5 s after the last fault op: agreement is judged after 2 s of quiet",
     ]
     if overheat:
         out += [f'progress = "rack.known[subject={overheat},level=fleet]"', f"progress_total = {n}",
@@ -93,6 +96,14 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
         out += ["[[nodes]]", f'name = "{node}"', ""]
         for name, kind, params in actors:
             out += ["[[nodes.actors]]", f'name = "{name}"', f'kind = "{kind}"', f"params = {_v(params)}", ""]
+    out += [
+        "# Default chaos (fleetplane chaos topologies/racks.toml): the two channels, one at a time.",
+        "# The monitor mesh (links among mon-* processes) split into a majority and a minority, while",
+        "# every rack control keeps reporting to its monitor; then the main network (links among the",
+        "# rack controls' racks-* processes) cut in two while the mesh stays up.",
+        "[[chaos]]", 'nemesis = "majority"', 'nodes = ["mon-*"]', "start = 1.0", "duration = 2.0", "",
+        "[[chaos]]", 'nemesis = "random-halves"', 'nodes = ["racks-*"]', "start = 5.0", "duration = 2.0", "",
+    ]
     return "\n".join(out)
 
 

@@ -26,6 +26,7 @@ import math
 import re
 import tomllib
 import typing
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,8 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     description = c.string(top, "description", (), "") or ""
     seed = c.number(top, "seed", (), 1, integer=True)
 
-    run_t = c.table(top.get("run", {}), ("run",), {"duration", "progress", "progress_total", "done", "done_count", "states"})
+    run_t = c.table(top.get("run", {}), ("run",), {"duration", "progress", "progress_total", "done", "done_count", "states",
+                                                            "recovery"})
     run = RunSpec(
         duration=c.number(run_t, "duration", ("run",), 60.0, above=0),
         progress=c.string(run_t, "progress", ("run",)),
@@ -242,6 +244,7 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         done=c.string(run_t, "done", ("run",)),
         done_count=c.number(run_t, "done_count", ("run",), 1, integer=True, minimum=1),
         states=c.string(run_t, "states", ("run",)),
+        recovery=c.number(run_t, "recovery", ("run",), 3.0, minimum=0),
     )
     for key in ("progress", "done"):
         v = getattr(run, key)
@@ -403,7 +406,8 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     known_nemeses = _known_nemeses()
     for i, ch in enumerate(chaos_raw):
         path = ("chaos", i)
-        ch = c.table(ch, path, {"nemesis", "start", "duration", "repeat", "interval", "target", "loss", "delay", "probability"})
+        ch = c.table(ch, path, {"nemesis", "start", "duration", "repeat", "interval", "target", "loss", "delay", "probability",
+                                "nodes"})
         nem = c.string(ch, "nemesis", path, required=True)
         if nem is not None and known_nemeses and nem not in known_nemeses:
             c.bad(path + ("nemesis",), f"unknown nemesis {nem!r} (known: {', '.join(sorted(known_nemeses))})")
@@ -420,7 +424,10 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
             loss=c.number(ch, "loss", path, None, minimum=0, maximum=1),
             delay=c.number(ch, "delay", path, None, minimum=0),
             probability=c.number(ch, "probability", path, None, minimum=0, maximum=1),
+            nodes=_node_patterns(c, ch.get("nodes"), path + ("nodes",), seen_nodes),
         )
+        if entry.nodes and target is not None and not any(fnmatchcase(target, g) for g in entry.nodes):
+            c.bad(path + ("target",), f"{target!r} is not among the nodes the entry selects ({', '.join(entry.nodes)})")
         if entry.interval is not None and entry.interval <= entry.duration:
             c.bad(path + ("interval",), f"interval ({entry.interval}) must be longer than duration ({entry.duration})")
         chaos.append(entry)
@@ -428,6 +435,19 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     if c.problems:
         raise TopologyError(source, c.problems)
     return Topology(name, description, seed, run, transport, network, tuple(nodes), tuple(links), keys, tuple(chaos), source)
+
+
+def _node_patterns(c: Any, raw: Any, path: tuple, nodes: Any) -> tuple[str, ...]:
+    """A [[chaos]] entry's ``nodes``: glob patterns (``"mon-*"``), each matching at least one node."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw or not all(isinstance(g, str) and g for g in raw):
+        c.bad(path, f"expected a non-empty list of node names or glob patterns (e.g. [\"mon-*\"]), got {raw!r}")
+        return ()
+    for g in raw:
+        if not any(fnmatchcase(n, g) for n in nodes):
+            c.bad(path, f"{g!r} matches no node in this topology")
+    return tuple(raw)
 
 
 def _instance(params: dict, i: int, node: str) -> dict:

@@ -42,6 +42,7 @@ class RunSpec:
     done: str | None = None             # event kind that marks completion ...
     done_count: int = 1                 # ... once seen this many times
     states: str | None = None           # event kind whose "to" field is an actor's new state (live counts, report)
+    recovery: float = 3.0               # chaos: seconds the run goes on after its last fault op (by default)
 
 
 @attrs.frozen
@@ -86,6 +87,7 @@ class ChaosEntry:
     loss: float | None = None
     delay: float | None = None
     probability: float | None = None
+    nodes: tuple[str, ...] = ()  # glob patterns: the nemesis strikes only among these nodes (all if empty)
 
 
 @attrs.frozen

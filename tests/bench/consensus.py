@@ -168,15 +168,18 @@ def real_runs(runs: int) -> dict:
                           f"({', '.join(sorted(lost))}); invalid checkers: {bad or 'none'}; "
                           f"{time.perf_counter() - t:.1f} s", flush=True)
                 else:
-                    faults = {e["fields"]["rack"]: e["time"] for e in evs if e["kind"] == "monitor.condition"
-                              and e["fields"]["condition"] == "powered-off" and e["time"] > kill}
-                    for rack, tf in faults.items():
-                        known = [e["time"] for e in evs if e["kind"] == "rack.known" and e["fields"]["subject"] == rack
-                                 and e["fields"]["level"] == "fleet" and e["time"] >= tf]
-                        if len({e["node"] + e["actor"] for e in evs if e["kind"] == "rack.known"
-                                and e["fields"]["subject"] == rack and e["fields"]["level"] == "fleet"
-                                and e["time"] >= tf}) == 72:
-                            f2f.append(max(known) - tf)
+                    faults = {e["fields"]["rack"]: (e["time"], e["fields"]["seq"]) for e in evs
+                              if e["kind"] == "monitor.condition" and e["fields"]["condition"] == "powered-off"
+                              and e["time"] > kill}
+                    for rack, (tf, seq) in faults.items():
+                        first: dict[str, float] = {}  # monitor -> when it first knew this fault (or a later fact)
+                        for e in evs:
+                            f = e["fields"]
+                            if (e["kind"] == "rack.known" and f["subject"] == rack and f["level"] == "fleet"
+                                    and f["seq"] >= seq):
+                                first.setdefault(e["node"] + "/" + e["actor"], e["time"])
+                        if len(first) == 72:
+                            f2f.append(max(first.values()) - tf)
                     print(f"  real run {i + 1}: killed {target}: {len(faults)} racks powered off; invalid checkers: "
                           f"{bad or 'none'}; {time.perf_counter() - t:.1f} s", flush=True)
     return {"failover": failover, "f2f": f2f}
