@@ -179,6 +179,32 @@ def test_cutting_the_monitor_mesh_stops_agreement_but_not_detection():
     verdicts(f)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_data_center_cut_off_while_the_tree_forms_joins_the_fleet_group_after_the_heal(seed):
+    """The fleet group forms without d0's seat (d0's monitors are cut from the rest of the mesh
+    from the start). After the heal its authority learns d0's seat holder and must make room for
+    it: otherwise d0 never votes or learns at fleet level, and a fault elsewhere never reaches d0."""
+    f = RackFleet(seed, dcs=3, sectors=2, racks=3)
+    d0 = [m for m in f.monitor_net if m.startswith("mon-d0")]
+    rest = [m for m in f.monitor_net if m not in d0]
+    f.sim.partition([f.pair(d0), f.pair(rest) + [n for n in f.main_net if n not in f.pair(d0)]])
+    f.run(2.0)
+    holder = f.authority("fleet")
+    assert len(holder) == 1, f"seed={seed}: the fleet designated without d0"
+    gid = f.monitor(holder[0]).holding["fleet"].gid
+    assert gid.split("@")[1].split(",")[0] == "", f"seed={seed}: d0's seat should be unknown in {gid}"
+    f.sim.heal()
+    f.run(5.0)
+    rack = "d1s1r2"
+    f.power_off(rack)
+    f.run(8.0)
+    assert known_fleetwide(f, rack, 1) == set(f.monitor_net), \
+        f"seed={seed}: missing {sorted(set(f.monitor_net) - known_fleetwide(f, rack, 1))}"
+    now = [f.monitor(r).holding["fleet"].gid for r in f.authority("fleet")]
+    assert len(now) == 1 and all(now[0].split("@")[1].split(",")), f"seed={seed}: fleet gid {now}"
+    verdicts(f)
+
+
 def test_keep_policy_keeps_the_view_without_quorum():
     f = RackFleet(7, dcs=2, sectors=2, racks=3, on_no_quorum="keep")
     f.run(1.5)

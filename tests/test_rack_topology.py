@@ -60,7 +60,7 @@ def test_a_plain_run_agrees_fleet_wide_on_the_overheated_rack(topo, tmp_path):
     assert "rack indicators" in html and "authorities" in html
 
 
-@pytest.mark.parametrize("nemesis", ["majority", "bridge", "kill"])
+@pytest.mark.parametrize("nemesis", ["majority", "bridge", "kill", None])  # None: the file's [[chaos]] (both channels)
 def test_chaos_in_the_simulator(topo, tmp_path, nemesis):
     out = run_chaos(topo, tmp_path, seed=3, nemesis=nemesis, sim=True, quiet=True,
                     overrides={"start": 2.0, "duration": 2.0})
@@ -79,4 +79,21 @@ def test_a_multi_process_chaos_run_with_a_monitor_process_killed(tmp_path):
     v = statuses(out.verdicts)
     assert all(v[c] != "invalid" for c in RACK_CHECKERS), [x for x in out.verdicts if x["checker"] in RACK_CHECKERS]
     assert v["paxos-one-value"] == "valid" and v["one-authority-per-ballot"] == "valid", out.verdicts
+    assert out.ok
+
+
+def test_a_multi_process_cut_of_the_monitor_mesh_alone(tmp_path):
+    """Only the mesh is split (2 monitor processes | 1): rack controls keep reporting, so no fault is
+    raised anywhere, no group has two acting authorities, and the fleet agrees again after the heal."""
+    small = parse_topology(render(1, 2, 3, "d0s1r2", 30.0), source="racks-1x2x3")
+    out = run_chaos(small, tmp_path, seed=4, nemesis="majority", quiet=True,
+                    overrides={"start": 2.0, "duration": 2.0, "nodes": ["mon-*"]})
+    blocked = {x for _t, op in out.schedule if op.kind == "grudge" for pair in op.blocked for x in pair}
+    assert blocked and all(x.startswith("mon-") for x in blocked), blocked
+    v = statuses(out.verdicts)
+    for c in ("paxos-one-value", "one-authority-per-ballot", "fault-detected-in-time", "fleet-agreement"):
+        assert v[c] == "valid", (c, [x for x in out.verdicts if x["checker"] == c])
+    evs = read_events(tmp_path / "events.jsonl")
+    raised = [e for e in evs if e["kind"] == "monitor.condition" and e["fields"]["rack"] != "d0s1r2"]
+    assert not raised, f"a mesh cut raised rack faults: {raised[:3]}"
     assert out.ok

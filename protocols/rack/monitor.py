@@ -44,7 +44,10 @@ Upper groups have changing members (seat holders change with sector and data
 center authorities), so an upper instance *binds its members in its name*:
 ``gid = "d0@d0s0r1,d0s1r0,,d0s3r5"`` lists the holder of each seat (empty:
 unknown) and every instance of that gid keeps exactly those members, with a
-quorum of a majority of the seats (:meth:`members_of`). Seats travel three
+quorum of a majority of the seats (:meth:`members_of`). An authority designated
+while a seat was unknown (its holder cut off) resigns once it learns that seat's
+holder, so the group is designated again with every seat in it (the holder
+would otherwise never vote or learn there). Seats travel three
 ways: a monitor that starts acting announces its seat (``Seat``) to every
 monitor that could hold a seat of the group above; every ``seat_every`` it
 repeats that, to the current seat holders only while the group above has a
@@ -259,6 +262,17 @@ class RackMonitor:
         if mine in self.holding and self.acting(mine):
             seats[mine] = (self.holding[mine].term, self.rack)  # my own seat: I know best
         return base + "@" + ",".join(seats.get(child, (0, ""))[1] for child in self.layout.seats(base))
+
+    def _filled_seats(self, base: str) -> list[str]:
+        """Seats of ``base`` empty in the gid I hold it under but known now (upper groups only)."""
+        mine = self.holding.get(base)
+        if mine is None or "@" not in mine.gid:
+            return []
+        old = mine.gid.partition("@")[2].split(",")
+        new = self.gid(base).partition("@")[2].split(",")
+        if len(old) != len(new):
+            return []
+        return [n for o, n in zip(old, new) if not o and n]
 
     def _member(self, gid: str) -> Quorum | None:
         """The group of ``gid`` if this monitor is in it, else None."""
@@ -841,6 +855,17 @@ class RackMonitor:
                 continue
             if base != self.sector and base not in self._bases():
                 continue  # my seat below is gone: stop speaking for the upper group
+            filled = self._filled_seats(base)
+            if filled:
+                # designated while a seat was unknown (e.g. its holder was cut off): the holder now
+                # known is no member of my gid, so it would never vote or learn here. Resign; once
+                # the members' promises run out (a lease) a designation in the full gid follows.
+                effects.append(Emit("authority.resigned", {"group": base, "term": self.holding[base].term,
+                                                           "holder": self.rack, "reason": "seats filled: "
+                                                           + ",".join(filled), "gid": self.gid(base)}))
+                del self.holding[base]
+                self.acting_since.pop(base, None)
+                continue
             effects += self._send_heartbeats(base, now)
         stale = [k for k in self.acks if k[1] < now - self.lease]
         for k in stale:
