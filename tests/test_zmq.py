@@ -177,6 +177,7 @@ def test_hostile_frames_are_counted_and_the_node_keeps_serving(mesh):
         msg(sender=""),                                               # no sender node
         [b"H", b"evil", b"\x00", b"tcp://x"],                         # heartbeat, bad incarnation
         [b"B", b"good", b"\x00" * 8],                                 # goodbye with a wrong incarnation
+        [b"B", b"stranger", (7).to_bytes(8, "big")],                  # goodbye from a node never tracked here
     ]
     for frames in hostile:
         raw.send_multipart(frames)
@@ -190,6 +191,7 @@ def test_hostile_frames_are_counted_and_the_node_keeps_serving(mesh):
     assert c["transport.bad_sender"] == 1
     assert c["transport.bad_heartbeat"] == 1
     assert c["transport.bad_goodbye"] == 1
+    assert c["transport.goodbyes_untracked"] == 1, "an untracked node's goodbye is noted, not counted as bad input"
     assert c["transport.bad_oversized"] == 1
     assert c["decode_errors"] == 4 and c["peer.evil.decode_errors"] == 4
     assert c["dead_letters"] == 1 and c["undeliverable_notices"] == 1  # no route back to "evil"

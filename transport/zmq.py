@@ -34,6 +34,9 @@ by ``PeerDown`` (pending asks to that node fail with ``PeerDownError``).
 * heartbeat: ``[b"H", node, incarnation (8 bytes), endpoint]``
 * goodbye:   ``[b"B", node, incarnation (8 bytes)]`` - sent on clean shutdown, so
   peers report ``PeerDown(reason="left")`` at once instead of after the timeout
+  (one from a node this side never heard a heartbeat from, e.g. one that only
+  sent to it on demand, is just counted as ``goodbyes_untracked``; one with a
+  zero or a different incarnation than the peer's is bad input)
 
 Anything else (wrong frame count, unknown kind, undecodable text, a payload
 over the size limit, an unknown tag, a well-formed message for an actor that
@@ -695,9 +698,14 @@ class ZmqTransport:
                 self._bad("", "goodbye", "goodbye frames are not UTF-8")
                 return
             inc = int.from_bytes(frames[3], "big") if len(frames[3]) == 8 else 0
-            if inc and inc == self.detector.incarnation(name):
+            known = self.detector.incarnation(name)
+            if inc and inc == known:
                 for change in self.detector.left(name):
                     self._changed(change)
+            elif inc and not known:  # 0: no heartbeat (so no incarnation) ever heard from it
+                # a node that sent to us (on-demand connect) but was never tracked here says
+                # goodbye on its way out: nothing to take down, and nothing wrong either
+                self._counts["goodbyes_untracked"] += 1
             else:
                 self._bad(name if name in self._peers else "", "goodbye", f"goodbye from {name!r:.40} with an unknown incarnation")
         else:
