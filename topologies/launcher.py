@@ -10,7 +10,7 @@ node has printed its ready line, each gets ``start`` on stdin; nodes wait for
 their peers, then start their actors. While it runs, the launcher tails the
 nodes' event logs for the topology's progress and completion events and shows
 live progress. It stops - on completion, at the duration limit, or on Ctrl-C
-- by sending SIGTERM to each node by its PID, then SIGKILL to any still alive
+- by sending SIGTERM to every node by its PID (all at once), then SIGKILL to any still alive
 after a grace period. Finally it merges the per-node event logs by time into
 ``RUNDIR/events.jsonl`` and writes ``RUNDIR/summary.json``.
 
@@ -217,6 +217,28 @@ def _readline(popen: subprocess.Popen, timeout: float) -> str:
     return out[0] if out else ""
 
 
+def _stop_all(popens: list[subprocess.Popen], grace: float) -> None:
+    """SIGTERM every node at once, then wait for all of them together (``grace`` in all), SIGKILL the rest."""
+    for popen in popens:
+        if popen.poll() is None:
+            try:
+                popen.send_signal(signal.SIGCONT)  # a paused node must be able to hear SIGTERM
+                popen.terminate()
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    for popen in popens:
+        try:
+            popen.wait(max(0.0, deadline - time.monotonic()))  # one SIGTERM each: a second one may kill it mid-exit
+        except subprocess.TimeoutExpired:
+            try:
+                popen.kill()
+            except ProcessLookupError:
+                pass
+            popen.wait(5)
+        _stop_process(popen, 0.0)  # it has exited: close its pipes
+
+
 def _stop_process(popen: subprocess.Popen, grace: float) -> int | None:
     if popen.poll() is None:
         try:
@@ -346,8 +368,9 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
         reason, seconds = f"failed: {e}", time.monotonic() - t0
     finally:
         nodes = {}
+        _stop_all([p.popen for p in procs.values()], 10.0)
         for name, p in procs.items():
-            code = _stop_process(p.popen, 10.0)
+            code = p.popen.returncode
             counters_file = run_dir / f"{name}.counters.json"
             nodes[name] = {"pid": p.pid, "exit": code, "endpoint": p.endpoint,
                            "counters": json.loads(counters_file.read_text()) if counters_file.exists() else None}

@@ -27,7 +27,7 @@ Each checker judges a run from its event log alone (DESIGN.md, "Invariants"):
   executor holding its lease (``control.executed``).
 
 Fault detection and agreement are judged up to the run's orderly shutdown
-(the first ``node.stopped``), which a launcher performs node by node.
+(the first ``node.stopped``): nodes never stop at quite the same instant.
 
 Each returns *unknown* when the log holds nothing for it to judge.
 """
@@ -71,7 +71,7 @@ def _is_fault_event(kind: str | None) -> bool:
 def _until_shutdown(events: list[dict]) -> list[dict]:
     """The events before the run's orderly shutdown began (the first ``node.stopped``; kills log none).
 
-    A launcher stops the nodes one after another: rack controls that stop before their monitors look
+    Nodes do not stop at the same instant: rack controls that stop before their monitors look
     like power losses, and monitors stopped mid-agreement look like lost facts. Neither is judged.
     """
     evs = _ordered(events)
