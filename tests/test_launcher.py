@@ -136,3 +136,11 @@ def test_run_with_curve_keys_encrypts_and_still_finishes(tmp_path):
     assert result.ok and result.done == 2, result.summary()
     kinds = [e["kind"] for e in read_events(tmp_path / "events.jsonl")]
     assert "transport.insecure" not in kinds, "with keys the nodes must not run in the clear"
+
+
+def test_ports_chosen_for_a_launch_are_distinct():
+    # a probe port released at once can be handed out again by the next probe: 21 racks.toml nodes once got one port
+    from topologies.launcher import _free_ports
+    for _ in range(20):
+        ports = _free_ports([(f"n{i}", "127.0.0.1") for i in range(60)])
+        assert len(set(ports.values())) == 60, sorted(ports.values())

@@ -164,10 +164,24 @@ class _Progress:
             self._rich.stop()
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def _free_ports(wanted: list[tuple[str, str]]) -> dict[str, int]:
+    """A distinct free port for each ``(node, host)``.
+
+    Every probe socket stays bound until all are chosen: a port released at once
+    may be handed out again by the very next probe (two nodes, one port).
+    """
+    held: list[socket.socket] = []
+    out: dict[str, int] = {}
+    try:
+        for name, host in wanted:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(s)
+            s.bind((host, 0))
+            out[name] = s.getsockname()[1]
+    finally:
+        for s in held:
+            s.close()
+    return out
 
 
 @attrs.define
@@ -316,7 +330,8 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
              min_seconds: float = 0.0) -> RunResult:
     """Run every node as a process until done (not before ``min_seconds``), the duration, or ``stop``/Ctrl-C."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    ports = {n.name: (n.port or _free_port(n.host)) for n in topo.nodes}
+    ports = {n.name: n.port for n in topo.nodes if n.port}
+    ports.update(_free_ports([(n.name, n.host) for n in topo.nodes if not n.port]))
     resolved = topo.with_ports(ports)
     topo_file = run_dir / "topology.json"
     topo_file.write_text(json.dumps(resolved.to_dict(), indent=1))
