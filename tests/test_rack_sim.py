@@ -109,6 +109,20 @@ def test_a_troubleshooting_fault_leads_to_one_reboot_by_the_authority():
     assert v["control-once"].status == "valid"
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_rack_faulty_before_its_sector_has_an_authority_is_still_rebooted_once(seed):
+    """The condition is agreed before anyone acts for the sector: the first authority decides it."""
+    f = RackFleet(seed, dcs=1, sectors=2, racks=3)
+    f.set_metrics("d0s1r2", os_errors=9)  # at t=0, before any designation
+    f.run(4.0)
+    executed = [e["fields"]["rack"] for e in f.events("control.executed")]
+    assert executed == ["d0s1r2"], f"seed={seed}: {executed}"
+    first_acting = min(e["time"] for e in f.events("authority.acting") if e["fields"]["group"] == "d0s1")
+    agreed = min(e["time"] for e in f.events("rack.known") if e["fields"]["subject"] == "d0s1r2")
+    assert agreed < first_acting, f"seed={seed}: the condition was not agreed before the first authority"
+    assert verdicts(f)["control-once"].status == "valid"
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_sector_authority_failover_within_lease_plus_stagger(seed):
     f = RackFleet(seed, dcs=2, sectors=2, racks=5)

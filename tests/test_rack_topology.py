@@ -32,8 +32,8 @@ def statuses(verdicts: list[dict]) -> dict[str, str]:
 
 
 def test_racks_toml_is_the_generated_3x4x6_fleet(topo):
-    assert RACKS.read_text() == render(3, 4, 6, "d1s2r3", 60.0), \
-        "racks.toml is stale: regenerate it with python -m topologies.gen_racks 3 4 6"
+    assert RACKS.read_text() == render(3, 4, 6, "d1s2r3", 60.0, troubleshoot="d0s2r1"), \
+        "racks.toml is stale: regenerate it with python -m topologies.gen_racks 3 4 6 --troubleshoot d0s2r1"
     monitors = [(n.name, a) for n in topo.nodes for a in n.actors if a.kind == "rack.monitor"]
     controls = [(n.name, a) for n in topo.nodes for a in n.actors if a.kind == "rack.control"]
     assert len(monitors) == len(controls) == 72
@@ -56,6 +56,9 @@ def test_a_plain_run_agrees_fleet_wide_on_the_overheated_rack(topo, tmp_path):
     v = statuses(make_report(tmp_path)["verdicts"])
     assert all(v[c] != "invalid" for c in RACK_CHECKERS), v
     assert v["paxos-one-value"] == "valid" and v["one-authority-per-ballot"] == "valid"
+    # d0s2r1 starts with OS errors: its sector's authority reboots it, once
+    assert [e["fields"]["rack"] for e in evs if e["kind"] == "control.executed"] == ["d0s2r1"]
+    assert v["control-once"] == "valid"
     html = (tmp_path / "report.html").read_text()
     assert "rack indicators" in html and "authorities" in html
 

@@ -19,7 +19,9 @@ processes (``--pack``):
 
 ``--overheat RACK`` starts that rack above its temperature threshold, so a
 plain run shows a fault agreed fleet-wide; the run is done when every
-monitor knows it at fleet level.
+monitor knows it at fleet level. ``--troubleshoot RACK`` starts one with OS
+errors past the threshold (needs-troubleshooting): its sector agrees to reboot
+it, and the sector's authority does so once (the ``control-once`` checker).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def _v(v) -> str:
     return json.dumps(v) if not isinstance(v, dict) else "{ " + ", ".join(f"{k} = {_v(x)}" for k, x in v.items()) + " }"
 
 
-def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: float, pack: str = "columns") -> str:
+def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: float, pack: str = "columns",
+           troubleshoot: str | None = None) -> str:
     if pack == "columns":
         layout = {"dcs": dcs, "sectors": sectors, "racks": racks,
                   "monitor_fmt": "mon-{dc}c{r}/{rack}", "control_fmt": "racks-{dc}/{rack}"}
@@ -52,11 +55,14 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
         params = {"rack": r, "monitor": L.monitor(r)}
         if r == overheat:
             params["metrics"] = {"temp": 96.0}
+        if r == troubleshoot:
+            params["metrics"] = {"os_errors": 9}
         by_node.setdefault(c_node, []).append((c_actor, "rack.control", params))
     for r in L.all_racks():
         m_node, m_actor = L.monitor(r).split("/")
         by_node.setdefault(m_node, []).append((m_actor, "rack.monitor", {"rack": r}))
     args = f"{dcs} {sectors} {racks}" + (f" --overheat {overheat}" if overheat else "") + \
+        (f" --troubleshoot {troubleshoot}" if troubleshoot else "") + \
         ("" if pack == "columns" else f" --pack {pack}")
     out = [
         f"# Rack monitors: {dcs} data centers x {sectors} sectors x {racks} racks = {n} racks (issue 6).",
@@ -74,6 +80,9 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
     ]
     if overheat:
         out.append(f"# Rack {overheat} starts overheated: its monitor raises needs-repair and the fleet agrees on it.")
+    if troubleshoot:
+        out.append(f"# Rack {troubleshoot} starts with OS errors: needs-troubleshooting, so its sector's authority "
+                   "reboots it, once.")
     out += [
         "",
         'name = "racks"',
@@ -113,14 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("sectors", type=int)
     ap.add_argument("racks", type=int)
     ap.add_argument("--overheat", default="d1s2r3", help="a rack that starts overheated ('' for none)")
+    ap.add_argument("--troubleshoot", default="", help="a rack that starts with OS errors (rebooted once by its "
+                    "sector's authority)")
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--pack", choices=("columns", "none"), default="columns",
                     help="how monitors and rack controls share processes (see the module doc)")
     a = ap.parse_args(argv)
-    overheat = a.overheat or None
-    if overheat:
-        Layout(a.dcs, a.sectors, a.racks).check_rack(overheat)
-    sys.stdout.write(render(a.dcs, a.sectors, a.racks, overheat, a.duration, a.pack))
+    overheat, troubleshoot = a.overheat or None, a.troubleshoot or None
+    for r in (overheat, troubleshoot):
+        if r:
+            Layout(a.dcs, a.sectors, a.racks).check_rack(r)
+    if overheat and overheat == troubleshoot:
+        ap.error("--overheat and --troubleshoot must name different racks")
+    sys.stdout.write(render(a.dcs, a.sectors, a.racks, overheat, a.duration, a.pack, troubleshoot))
     return 0
 
 

@@ -722,6 +722,15 @@ class RackMonitor:
             for subject, (seq, rank, value) in sorted(self.known.items()):
                 if rank < LEVELS["fleet"] and self._in_group(subject, base):
                     effects += self._propose_fact(parent, value, now)
+        if base == self.sector:
+            # a condition that needs a decision may have been agreed while the sector had no
+            # authority (e.g. a rack that starts faulty): decide it now (the instance is per
+            # rack and seq, so a decision already taken is not taken again)
+            for subject, (_seq, _rank, value) in sorted(self.known.items()):
+                if self._in_group(subject, base) and value.get("condition") in self.reboot_on:
+                    inst = f"{self.sector}|control|reboot:{subject}:{value.get('seq')}"
+                    if self.paxos.chosen(inst) is None and inst not in self.paxos.pending:
+                        effects += self._propose_reboot(value, now)
         # catch up on fleet facts from the authority above (it may have pushed them to my predecessor)
         above = self.seats.get(FLEET, {}).get(self.dc) if self.layout.level(base) == "sector" else None
         peers = [above[1]] if above else []
