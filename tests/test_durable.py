@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 
 import pytest
 
@@ -138,14 +138,16 @@ class _Persister:
 
 
 class _Sink:
-    def __init__(self, log):
-        self.log = log
+    def __init__(self, log, done, expect):
+        self.log, self.done, self.expect = log, done, expect
 
     def tick(self, now):
         return []
 
     def handle(self, msg, sender, now):
         self.log.append(msg)
+        if len(self.log) >= self.expect:
+            self.done.set()
         return []
 
 
@@ -164,17 +166,15 @@ def test_one_sync_before_the_first_send_covers_every_persist_of_a_handler(tmp_pa
         store.write(actor.address, eff.key, eff.data)
 
     seen: list = []
+    done = threading.Event()
     node = Node("n")
     try:
-        node.spawn(StateMachineActor, lambda: _Sink(seen), name="sink")
+        node.spawn(StateMachineActor, lambda: _Sink(seen, done, 6), name="sink")
         node.spawn(StateMachineActor, lambda: _Persister("n/sink"), name="p", on_effect=on_effect,
                    before_send=lambda: sync("n/p"))
         for i in range(3):
             node.tell("n/p", i)
-        for _ in range(500):  # waits for delivery; asserts nothing about time
-            if len(seen) >= 6:
-                break
-            time.sleep(0.01)
+        assert done.wait(10), f"only {seen} arrived"
     finally:
         node.shutdown()
     assert seen == [("got", 0), ("again", 0), ("got", 1), ("again", 1), ("got", 2), ("again", 2)]
