@@ -128,7 +128,7 @@ class FileStore:
             self.load(address)
             log = self._logs[address]
         line = json.dumps([key, value], separators=(",", ":")) + "\n"
-        log.data[key] = json.loads(line)[1] if not _plain(value) else value
+        log.data[key] = json.loads(line)[1]  # what the disk holds (a copy; tuples read back as lists)
         if log.lines + 1 > max(self.compact_min, self.compact_factor * len(log.data)):
             self._rewrite(log)
             self.compactions += 1
@@ -175,9 +175,3 @@ class FileStore:
         log.lines = len(log.data)
         log.dirty = False
 
-
-def _plain(value: Any) -> bool:
-    """Whether ``value`` reads back from JSON as itself (then no copy through JSON is needed)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    return False

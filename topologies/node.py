@@ -39,8 +39,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
