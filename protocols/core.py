@@ -36,6 +36,7 @@ __all__ = [
     "CancelTimer",
     "Effect",
     "Emit",
+    "Persist",
     "Send",
     "SetTimer",
     "StateMachine",
@@ -83,6 +84,19 @@ class Emit(Effect):
 
     kind: str
     fields: dict = attrs.field(factory=dict)
+
+
+@attrs.frozen(slots=True)
+class Persist(Effect):
+    """Write ``data`` under ``key`` to the participant's stable storage before any later effect.
+
+    The host writes it at once and syncs before the next message leaves (group
+    commit), so a send that depends on the state never overtakes it. On the
+    next start the machine gets everything written so far back (``durable=``).
+    """
+
+    key: str
+    data: Any
 
 
 class UnhandledEffect(TypeError):

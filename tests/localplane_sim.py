@@ -18,7 +18,7 @@ capabilities, free resources and criteria are drawn from
   from the event log.
 
 Everything a test asserts is read from the event log (``sim.event_log``), the
-same records the checkers in ``topologies/edge_checks.py`` judge.
+same records the checkers in ``topologies/edge/checks.py`` judge.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 from actors.eventlog import read_events
 from protocols.core import Emit
 from topologies.chaos import _first_difference, build_schedule, run_chaos
-from topologies.kinds import register
+from topologies.kinds import add_kind, make_kind
 from topologies.loader import load_topology, parse_topology
 from topologies.report import make_report
 
@@ -35,7 +35,10 @@ def test_every_nemesis_in_the_simulator_keeps_the_invariants_and_replays(topo, t
     result = run_chaos(topo, tmp_path, seed=11, nemesis=nemesis, overrides=spec, sim=True, quiet=True)
     assert result.replay_identical, f"seed 11, {nemesis}: {result.first_difference}"
     statuses = {v["checker"]: v["status"] for v in result.verdicts}
-    assert statuses["no-delivery-across-partition"] == "valid", (nemesis, result.verdicts)
+    # a nemesis that blocks links gives the partition checker something to judge; one that only
+    # degrades them (or kills a node) does not, and the checker must say so rather than "valid"
+    blocks = nemesis in ("one", "majority", "bridge", "random-halves", "asymmetric", "pause", "mix")
+    assert statuses["no-delivery-across-partition"] == ("valid" if blocks else "unknown"), (nemesis, result.verdicts)
     assert "invalid" not in statuses.values(), (nemesis, result.verdicts)
     assert result.run.done == 2, f"seed 11, {nemesis}: ping-pong must finish once the faults stop"
     kinds = [e["kind"] for e in read_events(tmp_path / "events.jsonl")]
@@ -64,7 +67,7 @@ class Flaky:
         return []
 
 
-register("test.flaky", Flaky)
+add_kind(make_kind("test.flaky", Flaky), owner="test")
 
 
 def test_nondeterminism_is_caught_and_the_first_differing_event_named(tmp_path):
@@ -132,16 +135,16 @@ def test_partition_real_processes_through_the_fault_hooks(topo, tmp_path):
 
 
 def test_report_of_a_run_directory(topo, tmp_path):
-    run_chaos(topo, tmp_path, seed=2, nemesis="flaky", sim=True, quiet=True)
+    run_chaos(topo, tmp_path, seed=2, nemesis="one", overrides={"target": "beta"}, sim=True, quiet=True)
     results = make_report(tmp_path)
     assert results["valid"] and results["progress"] == 40
-    assert results["availability"]["fault_periods"][0]["kind"] == "link_fault"
+    assert results["availability"]["fault_periods"][0]["kind"] == "grudge"
     assert results["messages_per_progress"] > 1
     page = (tmp_path / "report.html").read_text()
     assert "<svg" in page and "no-delivery-across-partition" in page and "<script" not in page
     proc = subprocess.run([sys.executable, "-m", "topologies.cli", "report", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "VALID" in proc.stdout
+    assert proc.returncode == 0 and "VALID    no-delivery-across-partition" in proc.stdout, proc.stdout
     assert json.loads((tmp_path / "results.json").read_text())["events"] == results["events"]
 
 

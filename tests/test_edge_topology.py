@@ -1,7 +1,7 @@
 """The edge topology (issue 7, deliverable 5 and "Must show"): topologies/edge.toml in the simulator,
 under the three nemeses in the simulator (each chaos run replayed from its seed and compared), and one
 multi-process chaos run with the manager isolated. The invariants are the checkers of
-topologies/edge_checks.py, registered with the chaos harness."""
+topologies/edge/checks.py, registered with the chaos harness."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Source: shared/seeds/004_726d366e1cefdd53.txt: [0068]-[0069] (isolation),
 assent, next candidate, lowering and splitting), [0090]-[0092] (temporary
 subscriptions), [0093]-[0099] (ratify or replace on reconnect, metric bundles).
 The harness is tests/localplane_sim.py; the invariants are the checkers of
-topologies/edge_checks.py, run on the event log of every scenario.
+topologies/edge/checks.py, run on the event log of every scenario.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from tests.localplane_sim import build_edge
-from topologies.edge_checks import (
+from topologies.edge.checks import (
     GovernanceApplied,
     OneLeaderPerIslandTerm,
     PlanHolders,

@@ -26,7 +26,7 @@ from protocols.localplane.messages import (
     Vote,
     VoteRequest,
 )
-from topologies.edge_checks import (
+from topologies.edge.checks import (
     GovernanceApplied,
     OneLeaderPerIslandTerm,
     PlanHolders,

@@ -6,7 +6,7 @@ status or thresholds, with indicators; Paxos on a group's condition and on
 the authoritative monitor, sector -> data center -> fleet; without a quorum
 nothing is accepted and the monitor keeps or reverts to its default.
 
-Every run is judged by the registered checkers (topologies/rack_checks.py)
+Every run is judged by the registered checkers (topologies/rack/checks.py)
 from its event log; every assertion names its seed.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from protocols.rack.monitor import RackMonitor
 from tests.rack_sim import RackFleet
 from topologies.checkers import run_checkers
-from topologies.rack_checks import check_authority, check_fault_detection
+from topologies.rack.checks import check_authority, check_fault_detection
 from transport.sim import LinkSpec, Uniform
 
 RACK_CHECKERS = ("paxos-one-value", "one-authority-per-ballot", "fault-detected-in-time", "fleet-agreement",

@@ -1,6 +1,6 @@
 """The rack topology (issue 6, deliverable 7 and "Must show"): topologies/racks.toml in the simulator, under
 the majority, bridge and kill nemeses in the simulator (each chaos run replayed from its seed and compared),
-and one multi-process chaos run. The invariants are the checkers of topologies/rack_checks.py."""
+and one multi-process chaos run. The invariants are the checkers of topologies/rack/checks.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from actors.eventlog import read_events
 from protocols.rack import Layout
 from topologies.chaos import run_chaos
-from topologies.gen_racks import render
+from topologies.rack.gen import render
 from topologies.launcher import run_sim
 from topologies.loader import load_topology, parse_topology
 from topologies.report import make_report
@@ -33,7 +33,7 @@ def statuses(verdicts: list[dict]) -> dict[str, str]:
 
 def test_racks_toml_is_the_generated_3x4x6_fleet(topo):
     assert RACKS.read_text() == render(3, 4, 6, "d1s2r3", 60.0, troubleshoot="d0s2r1"), \
-        "racks.toml is stale: regenerate it with python -m topologies.gen_racks 3 4 6 --troubleshoot d0s2r1"
+        "racks.toml is stale: regenerate it with python -m topologies.rack.gen 3 4 6 --troubleshoot d0s2r1"
     monitors = [(n.name, a) for n in topo.nodes for a in n.actors if a.kind == "rack.monitor"]
     controls = [(n.name, a) for n in topo.nodes for a in n.actors if a.kind == "rack.control"]
     assert len(monitors) == len(controls) == 72

@@ -533,6 +533,6 @@ def build_storm(
     return storm
 
 
-# The checkers over the event log live in topologies.workflow_checks (the chaos
+# The checkers over the event log live in topologies.workflow.checks (the chaos
 # harness registers them); re-exported here for the tests.
-from topologies.workflow_checks import check_admission, check_no_grant_while_dormant  # noqa: E402,F401
+from topologies.workflow.checks import check_admission, check_no_grant_while_dormant  # noqa: E402,F401

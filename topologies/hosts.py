@@ -10,11 +10,9 @@ msg)`` (deliver ``msg`` to the actor itself after ``delay`` seconds) and
 ``emit(kind, fields)`` - so the same host runs in a node process (timers of the
 actor) and in the simulator (injected deliveries at virtual times).
 
-:class:`BootHost` is the booting server's hardware: a stage takes
-``stage_time`` seconds at nominal speed times a lognormal factor (sigma
-``stage_sigma``, mean 1) drawn from the host's rng, then ``StageDone``;
-``AbortStage`` makes the run's completion stale (the server ignores it by run
-id); power effects become ``host.power`` events.
+The hosts themselves belong to the protocols' plug-ins (e.g.
+:class:`topologies.workflow.hosts.BootHost`); :func:`effect_router` sends a
+``Persist`` to the durable store and every other host effect to the host.
 """
 
 from __future__ import annotations
@@ -23,10 +21,9 @@ import itertools
 import random
 from typing import Any, Protocol
 
-from protocols.workflow.server import AbortStage, PowerOff, PowerOn, RunStage, SetPower
-from protocols.workflow.messages import StageDone
+from protocols.core import Persist, UnhandledEffect
 
-__all__ = ["BootHost", "HostApi", "actor_api", "effect_router", "sim_api"]
+__all__ = ["HostApi", "actor_api", "effect_router", "sim_api"]
 
 
 class HostApi(Protocol):
@@ -81,34 +78,6 @@ def sim_api(sim: Any, address: str) -> HostApi:
     return _SimApi(sim, address)
 
 
-class BootHost:
-    """A booting server's hardware, simulated (see the module docstring)."""
-
-    def __init__(self, rng: random.Random, stage_time: float = 1.0, stage_sigma: float = 0.25):
-        if not stage_time > 0 or stage_sigma < 0:
-            raise ValueError(f"stage_time must be > 0 and stage_sigma >= 0, got {stage_time}, {stage_sigma}")
-        self.rng = rng
-        self.stage_time = stage_time
-        self.stage_sigma = stage_sigma
-
-    def on_effect(self, effect: Any, api: HostApi) -> None:
-        c = type(effect)
-        if c is RunStage:
-            s = self.stage_sigma
-            work = self.stage_time * (self.rng.lognormvariate(-s * s / 2, s) if s else 1.0)
-            api.later(work, StageDone(effect.stage, effect.run))
-        elif c is AbortStage:
-            pass  # the completion, when it comes, carries a stale run id and is ignored
-        elif c is SetPower:
-            api.emit("host.power", {"mode": "full" if effect.level >= 1.0 else "parked", "level": effect.level})
-        elif c is PowerOff:
-            api.emit("host.power", {"mode": "off"})
-        elif c is PowerOn:
-            api.emit("host.power", {"mode": "full"})
-        else:
-            raise TypeError(f"BootHost cannot carry out {effect!r}")
-
-
 def effect_router(host: Any, store: Any, address: str):
     """The callback carrying out one actor's host effects: ``Persist`` to ``store``, the rest to ``host``.
 
@@ -116,9 +85,6 @@ def effect_router(host: Any, store: Any, address: str):
     """
     if host is None and store is None:
         return None
-    from protocols.consensus.paxos import Persist
-    from protocols.core import UnhandledEffect
-
     def route(effect: Any, api: Any) -> None:
         if store is not None and effect.__class__ is Persist:
             store.write(address, effect.key, effect.data)

@@ -15,8 +15,10 @@ that takes ``address`` gets the actor's own address. A kind whose machine
 returns host effects names a ``host`` (see :mod:`topologies.hosts`), with its
 own parameters (``host_params``) in the same ``params`` table.
 
-Each protocol issue registers its kinds here (topologies may import
-protocols; protocols never import topologies).
+Kinds come from the plug-ins (:mod:`topologies.plugin`): a plug-in builds
+its kinds with :func:`make_kind` and lists them in its ``PLUGIN``;
+:func:`topologies.plugin.load_plugins` adds them to :data:`KINDS`. This module
+knows no protocol.
 """
 
 from __future__ import annotations
@@ -28,16 +30,7 @@ from typing import Any, Callable
 
 import attrs
 
-from protocols.localplane import DeploymentManager, EdgeNode
-from protocols.pingpong import Pinger, Ponger
-from protocols.rack import RackControl, RackMonitor
-from protocols.workflow.controller import ResourceController
-from protocols.workflow.proxy import Proxy
-from protocols.workflow.server import Server
-from protocols.workflow.workflow_controller import WorkflowController
-from topologies.hosts import BootHost
-
-__all__ = ["KINDS", "Kind", "Param", "register"]
+__all__ = ["KINDS", "KIND_OWNER", "Kind", "Param", "add_kind", "make_kind"]
 
 _MISSING = object()
 
@@ -82,6 +75,7 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {}
+KIND_OWNER: dict[str, str] = {}  # kind name -> the plug-in that registered it
 
 
 def _signature(fn: Callable[..., Any]) -> tuple[dict, bool, bool]:
@@ -103,15 +97,14 @@ def _signature(fn: Callable[..., Any]) -> tuple[dict, bool, bool]:
     return params, takes_rng, takes_address
 
 
-def register(name: str, factory: Callable[..., Any], *, addresses: tuple[str, ...] = (), doc: str = "",
-             host: Callable[..., Any] | None = None, exclude: tuple[str, ...] = ()) -> Kind:
-    """Make ``factory`` available to topology files as ``kind = name`` (``host``: its simulated hardware).
+def make_kind(name: str, factory: Callable[..., Any], *, addresses: tuple[str, ...] = (), doc: str = "",
+              host: Callable[..., Any] | None = None, exclude: tuple[str, ...] = ()) -> Kind:
+    """The kind ``kind = name`` of a topology file: ``factory`` builds its machine (``host``: its simulated hardware).
 
     ``exclude`` names optional parameters a topology file cannot give (e.g. a
-    callable); the factory always gets their defaults.
+    callable); the factory always gets their defaults. Register it with
+    :func:`add_kind` (a plug-in lists it in its ``PLUGIN`` instead).
     """
-    if name in KINDS and KINDS[name].factory is not factory:
-        raise ValueError(f"actor kind {name!r} is already registered")
     params, takes_rng, takes_address = _signature(factory)
     for x in exclude:
         if x not in params:
@@ -133,25 +126,16 @@ def register(name: str, factory: Callable[..., Any], *, addresses: tuple[str, ..
     for a in addresses:
         if a not in params:
             raise ValueError(f"kind {name!r}: address parameter {a!r} is not a parameter of {factory!r}")
-    kind = Kind(name, factory, params, tuple(addresses), takes_rng,
+    return Kind(name, factory, params, tuple(addresses), takes_rng,
                 doc or (factory.__doc__ or "").strip().split("\n")[0], takes_address, host, host_params,
                 takes_durable)
-    KINDS[name] = kind
+
+
+def add_kind(kind: Kind, owner: str = "") -> Kind:
+    """Make ``kind`` available to topology files; ``owner``: the plug-in it belongs to."""
+    old = KINDS.get(kind.name)
+    if old is not None and old.factory is not kind.factory:
+        raise ValueError(f"actor kind {kind.name!r} is already registered (by {KIND_OWNER.get(kind.name) or '?'})")
+    KINDS[kind.name] = kind
+    KIND_OWNER[kind.name] = owner
     return kind
-
-
-register("pingpong.pinger", Pinger, addresses=("peer",), doc="plays ping-pong rounds against a ponger")
-register("pingpong.ponger", Ponger, doc="answers every ping")
-register("workflow.workflow", WorkflowController, doc="hands booting servers their workflows")
-register("workflow.resource", ResourceController, doc="admission control for one resource")
-register("workflow.proxy", Proxy, doc="forwards and aggregates servers' requests")
-register("workflow.server", Server, addresses=("workflow_controller",), host=BootHost,
-         doc="a booting server (simulated hardware: BootHost)")
-register("localplane.manager", DeploymentManager, addresses=("edges",),
-         doc="the deployment manager of edge local control planes (intent -> IR, final plans, ratification)")
-register("localplane.edge", EdgeNode, addresses=("manager", "distrust"), exclude=("evaluate",),
-         doc="an edge node: self-evaluates fit, holds roles, runs a local control plane while isolated")
-register("rack.control", RackControl, addresses=("monitor",),
-         doc="a rack's control component: reports its hosts' status to its monitor, reboots them")
-register("rack.monitor", RackMonitor,
-         doc="a rack's state monitor: fault detection, Paxos on conditions and authorities (sector, DC, fleet)")

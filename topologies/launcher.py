@@ -42,6 +42,7 @@ import attrs
 from actors.eventlog import EventLog
 from topologies.kinds import KINDS
 from topologies.model import Topology
+from topologies.plugin import load_plugins
 
 __all__ = ["NodeProcess", "RunResult", "merge_events", "run_real", "run_sim"]
 
@@ -329,6 +330,7 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
              hook: Callable[[dict, float], None] | None = None, stop: threading.Event | None = None,
              min_seconds: float = 0.0) -> RunResult:
     """Run every node as a process until done (not before ``min_seconds``), the duration, or ``stop``/Ctrl-C."""
+    load_plugins()
     run_dir.mkdir(parents=True, exist_ok=True)
     ports = {n.name: n.port for n in topo.nodes if n.port}
     ports.update(_free_ports([(n.name, n.host) for n in topo.nodes if not n.port]))
@@ -402,6 +404,7 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
 
 def build_simulator(topo: Topology, seed: int, events: EventLog, *, trace: bool = False):
     """The simulator and its participants for ``topo`` (used by run_sim and the chaos harness)."""
+    load_plugins()
     from actors.simulator import Simulator
     from transport.sim import LinkSpec, SimNetwork, Uniform
 

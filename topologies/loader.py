@@ -33,6 +33,7 @@ from typing import Any
 import attrs
 
 from topologies.kinds import KINDS, Kind
+from topologies.plugin import load_plugins
 from topologies.model import (
     ActorSpec, ChaosEntry, LinkFaultSpec, NetworkSpec, NodeSpec, RunSpec, Topology, TransportSpec,
 )
@@ -223,6 +224,7 @@ def _describe(tp: Any) -> str:
 
 
 def parse_topology(text: str, source: str = "<string>") -> Topology:
+    load_plugins()
     """Validate TOML text; raise TopologyError listing every problem."""
     try:
         raw = tomllib.loads(text)

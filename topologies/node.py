@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.topology is not None:
         from topologies.kinds import KINDS
         from topologies.model import Topology
+        from topologies.plugin import load_plugins
+
+        load_plugins()
         try:
             topo = Topology.from_dict(json.loads(args.topology.read_text()))
             me = topo.node(args.name)

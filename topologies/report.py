@@ -15,12 +15,15 @@ reported again later (``fleetplane report RUNDIR``). It writes:
 * ``report.html``: one self-contained page (inline SVG, no scripts, nothing
   fetched) with a timeline of fault periods and the topology's progress over
   time; actors per state over time when the topology names a state event
-  (``[run] states``, e.g. servers per state); holders against the limit in
-  force when the log has admission events carrying both; for edge deployments
-  (local control planes) connectivity, the leader of each island and the role
-  holders over time (:mod:`topologies.edge_report`); for rack monitors, each
-  rack's indicator and each group's authority over time
-  (:mod:`topologies.rack_report`); plus the tables above.
+  (``[run] states``, e.g. servers per state); the report sections of the
+  plug-ins the topology uses (:class:`topologies.plugin.ReportSection`: holders
+  against the limit, edge connectivity and leaders, rack indicators and
+  authorities), each drawn only when the log has its events; plus the tables
+  above.
+
+Verdicts: the core's runtime checkers and those of the plug-ins the topology
+uses (:func:`topologies.plugin.checkers_for`; every checker when the run
+directory has no ``topology.json``).
 
 Fault periods come from the nemesis events (``nemesis.*``): a fault op opens a
 period, the matching heal op closes it.
@@ -35,7 +38,7 @@ from pathlib import Path
 
 from actors.eventlog import read_events
 
-__all__ = ["fault_periods", "make_report"]
+__all__ = ["fault_periods", "lines_svg", "make_report"]
 
 _OPEN = {"nemesis.grudge": "nemesis.heal", "nemesis.link_fault": "nemesis.clear_link_faults",
          "nemesis.kill": "nemesis.restart", "nemesis.pause": "nemesis.resume"}
@@ -86,6 +89,12 @@ def make_report(run_dir: str | Path, checkers: list[str] | None = None) -> dict:
     kinds = Counter(e["kind"] for e in events)
 
     from topologies.checkers import run_checkers
+    from topologies.plugin import checkers_for, plugins_of
+
+    kinds_used = _kinds_used(run_dir)
+    plugins = plugins_of(kinds_used) if kinds_used is not None else None
+    if checkers is None:
+        checkers = checkers_for(kinds_used)
     verdicts = [v.as_dict() for v in run_checkers(events, checkers)]
 
     per_node: dict[str, Counter] = {}
@@ -141,21 +150,29 @@ def make_report(run_dir: str | Path, checkers: list[str] | None = None) -> dict:
     if states_kind:
         series = _state_series(events, states_kind)
         if series:
-            extra.append((f"Actors per state ({states_kind})", _lines_svg(series, periods, t0, t1)))
-    hl = _holders_series(events)
-    if hl:
-        extra.append(("Holders and the limit in force", _lines_svg(hl, periods, t0, t1)))
-    from topologies.edge_report import edge_timeline
-    edge = edge_timeline(events, periods, t0, t1)
-    if edge:
-        extra.append(("Edge nodes: connectivity, leader per island, role holders", edge))
-    from topologies.rack_report import rack_timeline
-    rack = rack_timeline(events, periods, t0, t1)
-    if rack:
-        extra.append(("Rack monitors: rack indicators and authorities", rack))
+            extra.append((f"Actors per state ({states_kind})", lines_svg(series, periods, t0, t1)))
+    for section in _sections(plugins):
+        chart = section.render(events, periods, t0, t1)
+        if chart:
+            extra.append((section.title, chart))
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (run_dir / "report.html").write_text(_html(results, events, periods, progress_times, t0, t1, extra), encoding="utf-8")
     return results
+
+
+def _kinds_used(run_dir: Path) -> set[str] | None:
+    """The actor kinds of the run's topology (None: no topology.json, so every plug-in applies)."""
+    topo = _topology(run_dir)
+    if not topo:
+        return None
+    return {a.get("kind") for n in topo.get("nodes", ()) for a in n.get("actors", ())}
+
+
+def _sections(plugins: list[str] | None) -> list:
+    from topologies.plugin import load_plugins
+
+    loaded = load_plugins()
+    return [s for name, p in loaded.items() if plugins is None or name in plugins for s in p.report]
 
 
 def _topology(run_dir: Path) -> dict:
@@ -183,27 +200,10 @@ def _state_series(events: list[dict], kind: str) -> dict[str, list[tuple[float, 
     return series
 
 
-def _holders_series(events: list[dict]) -> dict[str, list[tuple[float, float]]]:
-    """'holders' and 'limit' over time, summed over every controller that reports both."""
-    holders: dict[str, float] = {}
-    limits: dict[str, float] = {}
-    out: dict[str, list[tuple[float, float]]] = {"holders": [], "limit": []}
-    for e in events:
-        f = e.get("fields") or {}
-        if "holders" not in f or "limit" not in f and "new" not in f:
-            continue
-        c = f"{e['node']}/{e['actor']}"
-        holders[c] = f["holders"]
-        limits[c] = f.get("new", f.get("limit"))
-        out["holders"].append((e["time"], sum(holders.values())))
-        out["limit"].append((e["time"], sum(limits.values())))
-    return out if out["holders"] else {}
-
-
 _PALETTE = ["#1f6feb", "#d73a49", "#28a745", "#6f42c1", "#e36209", "#17a2b8", "#6a737d", "#b08800"]
 
 
-def _lines_svg(series: dict[str, list[tuple[float, float]]], periods: list[dict], t0: float, t1: float) -> str:
+def lines_svg(series: dict[str, list[tuple[float, float]]], periods: list[dict], t0: float, t1: float) -> str:
     W, H, PAD, RIGHT = 900, 220, 40, 100  # RIGHT: room for the legend
     span = max(t1 - t0, 1e-9)
     top = max((v for pts in series.values() for _, v in pts), default=1) or 1

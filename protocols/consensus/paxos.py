@@ -107,7 +107,7 @@ from protocols.consensus.messages import (
     Promise,
 )
 from protocols.consensus.quorum import Quorum
-from protocols.core import CancelTimer, Effect, Emit, Send, SetTimer, TimerFired
+from protocols.core import CancelTimer, Effect, Emit, Persist, Send, SetTimer, TimerFired
 
 __all__ = ["PROPOSER_KEY", "InstanceState", "Paxos", "PaxosNode", "Persist", "Phase", "instance_key"]
 
@@ -117,14 +117,6 @@ PROPOSER_KEY = "proposer"
 def instance_key(instance: str) -> str:
     """The durable key of one instance's acceptor/learner state."""
     return f"instance/{instance}"
-
-
-@attrs.frozen(slots=True)
-class Persist(Effect):
-    """Write ``data`` under ``key`` to stable storage before carrying out any later effect."""
-
-    key: str
-    data: Any
 
 
 class Phase(enum.Enum):

@@ -17,7 +17,7 @@ ratifies the temporary plan or replaces it, break-then-make.
 
 Modules: ``messages`` (wire messages, tags ``localplane.*``), ``ir`` (tables,
 ``build_ir``, governance arithmetic, fit), ``negotiation``, ``edge``,
-``manager``. Checkers of the invariants live in ``topologies/edge_checks.py``.
+``manager``. Checkers of the invariants live in ``topologies/edge/checks.py``.
 """
 
 from protocols.localplane.edge import EdgeNode, PlaneRole

@@ -20,7 +20,7 @@ How this works
   (``authority.acting``).
 
 **Real processes** (``topologies/racks.toml``: 21 processes on 127.0.0.1,
-monitors packed by column, see ``topologies/gen_racks.py``), ``--real-runs``
+monitors packed by column, see ``topologies/rack/gen.py``), ``--real-runs``
 chaos runs with the ``kill`` nemesis (SIGKILL at 4 s, restart 3 s later):
 ``mon-d<i>c1`` (the process of the first monitor to stand in each sector, so
 often of a sector's, a data center's or the fleet's authority), and, once per

@@ -17,7 +17,7 @@ event log:
   between isolation detection and the plan (election, fit reports,
   negotiation, beats) per role.
 
-The invariant checkers of ``topologies/edge_checks.py`` run on every log; a
+The invariant checkers of ``topologies/edge/checks.py`` run on every log; a
 violation is printed. The timeout settings used are printed first.
 
 **Real processes** (``--real-sizes``, default 8 and 32; ``--no-real`` skips
@@ -58,7 +58,7 @@ sys.path.insert(0, str(_HERE.parents[1]))
 
 from protocols.localplane import DeploymentManager, EdgeNode  # noqa: E402
 from tests.localplane_sim import build_edge  # noqa: E402
-from topologies.edge_checks import (  # noqa: E402
+from topologies.edge.checks import (  # noqa: E402
     GovernanceApplied,
     OneLeaderPerIslandTerm,
     PlanHolders,

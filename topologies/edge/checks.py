@@ -1,4 +1,4 @@
-"""Invariant checkers of the local-plane protocol (issue 7), registered with the chaos harness.
+"""Invariant checkers of the local-plane protocol (the ``edge`` plug-in).
 
 How this works
 --------------
@@ -52,7 +52,7 @@ import attrs
 
 from protocols.localplane.ir import required_assent, rule_for
 from protocols.localplane.messages import Governance
-from topologies.checkers import Verdict, register
+from topologies.checkers import Verdict
 
 __all__ = [
     "check_governance",
@@ -431,5 +431,4 @@ class RatifiedAfterHeal:
                                       "with no role held twice")
 
 
-for _c in (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal()):
-    register(_c)
+CHECKERS = (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal())

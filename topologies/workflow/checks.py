@@ -1,4 +1,4 @@
-"""Invariant checkers of the boot-workflow protocol (issue 5), registered with the chaos harness.
+"""Invariant checkers of the boot-workflow protocol (the ``workflow`` plug-in).
 
 How this works
 --------------
@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from topologies.checkers import Verdict, register
+from topologies.checkers import Verdict
 
 __all__ = ["check_admission", "check_no_grant_while_dormant"]
 
@@ -182,5 +182,4 @@ class NoGrantWhileDormant:
         return Verdict(self.name, "valid", "no grant went to a dormant server")
 
 
-for _checker in (AdmissionLimit(), LeasesEnd(), ServersDone(), NoGrantWhileDormant()):
-    register(_checker)
+CHECKERS = (AdmissionLimit(), LeasesEnd(), ServersDone(), NoGrantWhileDormant())

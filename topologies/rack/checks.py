@@ -1,4 +1,4 @@
-"""Invariant checkers of the rack monitors (issue 6), registered with the chaos harness.
+"""Invariant checkers of the rack monitors (the ``rack`` plug-in).
 
 How this works
 --------------
@@ -41,7 +41,7 @@ from typing import Any
 
 import attrs
 
-from topologies.checkers import Verdict, _Reach, register
+from topologies.checkers import Reach, Verdict
 
 __all__ = ["check_agreement", "check_authority", "check_control_once", "check_fault_detection",
            "check_paxos_one_value"]
@@ -200,7 +200,7 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
     down: dict[str, list[list[float]]] = defaultdict(list)  # node -> [start, end] intervals it was not running
     lossy: list[list[float]] = []  # any link fault in force: [start, end]
     end = evs[-1]["time"] if evs else 0.0
-    reach = _Reach()
+    reach = Reach()
     blocked_reports: set[tuple[str, float]] = set()
     healed_at: dict[str, float] = {}
     for e in evs:
@@ -406,10 +406,6 @@ class _ControlChecker:
         return Verdict(self.name, "valid", f"{r['decisions']} decisions, each executed once under a lease")
 
 
-for _checker in (_AuthorityChecker(), _FaultChecker(), _AgreementChecker(), _ControlChecker()):
-    register(_checker)
-
-
 @attrs.frozen
 class _PaxosChecker:
     name: str = "paxos-one-value"
@@ -418,4 +414,4 @@ class _PaxosChecker:
         return _paxos_checker(events)
 
 
-register(_PaxosChecker())
+CHECKERS = (_PaxosChecker(), _AuthorityChecker(), _FaultChecker(), _AgreementChecker(), _ControlChecker())

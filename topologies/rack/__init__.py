@@ -1,0 +1,30 @@
+"""The rack-monitor plug-in: rack controls and monitors agreeing by Paxos.
+
+Kinds ``rack.*``, the consensus and detection checkers
+(:mod:`topologies.rack.checks`), the indicators-and-authorities chart
+(:mod:`topologies.rack.report`) and the ``racks.toml`` generator
+(``python -m topologies.rack.gen``).
+"""
+
+from __future__ import annotations
+
+from protocols.rack import RackControl, RackMonitor
+from topologies.kinds import make_kind
+from topologies.plugin import Plugin, ReportSection
+from topologies.rack.checks import CHECKERS
+from topologies.rack.report import rack_timeline
+
+PLUGIN = Plugin(
+    name="rack",
+    protocols=("protocols.rack", "protocols.consensus"),
+    kinds=(
+        make_kind("rack.control", RackControl, addresses=("monitor",),
+                  doc="a rack's control component: reports its hosts' status to its monitor, reboots them"),
+        make_kind("rack.monitor", RackMonitor,
+                  doc="a rack's state monitor: fault detection, Paxos on conditions and authorities (sector, DC, fleet)"),
+    ),
+    checkers=CHECKERS,
+    report=(ReportSection("Rack monitors: rack indicators and authorities", rack_timeline),),
+    must_judge=("paxos-one-value", "one-authority-per-ballot", "fleet-agreement"),
+    doc="rack monitors with hierarchical Paxos",
+)

@@ -1,0 +1,35 @@
+"""The boot-workflow plug-in: servers, resource controllers, workflow controllers and proxies.
+
+Kinds ``workflow.*`` (the booting server's hardware is simulated by
+:class:`topologies.workflow.hosts.BootHost`), the admission checkers
+(:mod:`topologies.workflow.checks`) and the holders-against-limit chart
+(:mod:`topologies.workflow.report`).
+"""
+
+from __future__ import annotations
+
+from protocols.workflow.controller import ResourceController
+from protocols.workflow.proxy import Proxy
+from protocols.workflow.server import Server
+from protocols.workflow.workflow_controller import WorkflowController
+from topologies.kinds import make_kind
+from topologies.plugin import Plugin, ReportSection
+from topologies.workflow.checks import CHECKERS
+from topologies.workflow.hosts import BootHost
+from topologies.workflow.report import holders_chart
+
+PLUGIN = Plugin(
+    name="workflow",
+    protocols=("protocols.workflow",),
+    kinds=(
+        make_kind("workflow.workflow", WorkflowController, doc="hands booting servers their workflows"),
+        make_kind("workflow.resource", ResourceController, doc="admission control for one resource"),
+        make_kind("workflow.proxy", Proxy, doc="forwards and aggregates servers' requests"),
+        make_kind("workflow.server", Server, addresses=("workflow_controller",), host=BootHost,
+                  doc="a booting server (simulated hardware: BootHost)"),
+    ),
+    checkers=CHECKERS,
+    report=(ReportSection("Holders and the limit in force", holders_chart),),
+    must_judge=("admission-limit", "leases-end", "servers-done", "no-grant-while-dormant"),
+    doc="resource-dependent boot workflows",
+)

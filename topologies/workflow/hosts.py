@@ -1,0 +1,48 @@
+"""The booting server's simulated hardware (the host of kind ``workflow.server``).
+
+:class:`BootHost`: a stage takes ``stage_time`` seconds at nominal speed times
+a lognormal factor (sigma ``stage_sigma``, mean 1) drawn from the host's rng,
+then ``StageDone``; ``AbortStage`` makes the run's completion stale (the server
+ignores it by run id); power effects become ``host.power`` events. It acts only
+through a :class:`topologies.hosts.HostApi`, so it runs unchanged in a node
+process and in the simulator.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from protocols.workflow.messages import StageDone
+from protocols.workflow.server import AbortStage, PowerOff, PowerOn, RunStage, SetPower
+from topologies.hosts import HostApi
+
+__all__ = ["BootHost"]
+
+
+class BootHost:
+    """A booting server's hardware, simulated (see the module docstring)."""
+
+    def __init__(self, rng: random.Random, stage_time: float = 1.0, stage_sigma: float = 0.25):
+        if not stage_time > 0 or stage_sigma < 0:
+            raise ValueError(f"stage_time must be > 0 and stage_sigma >= 0, got {stage_time}, {stage_sigma}")
+        self.rng = rng
+        self.stage_time = stage_time
+        self.stage_sigma = stage_sigma
+
+    def on_effect(self, effect: Any, api: HostApi) -> None:
+        c = type(effect)
+        if c is RunStage:
+            s = self.stage_sigma
+            work = self.stage_time * (self.rng.lognormvariate(-s * s / 2, s) if s else 1.0)
+            api.later(work, StageDone(effect.stage, effect.run))
+        elif c is AbortStage:
+            pass  # the completion, when it comes, carries a stale run id and is ignored
+        elif c is SetPower:
+            api.emit("host.power", {"mode": "full" if effect.level >= 1.0 else "parked", "level": effect.level})
+        elif c is PowerOff:
+            api.emit("host.power", {"mode": "off"})
+        elif c is PowerOn:
+            api.emit("host.power", {"mode": "full"})
+        else:
+            raise TypeError(f"BootHost cannot carry out {effect!r}")
