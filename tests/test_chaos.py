@@ -41,6 +41,9 @@ def test_every_nemesis_in_the_simulator_keeps_the_invariants_and_replays(topo, t
     assert statuses["no-delivery-across-partition"] == ("valid" if blocks else "unknown"), (nemesis, result.verdicts)
     assert "invalid" not in statuses.values(), (nemesis, result.verdicts)
     assert result.run.done == 2, f"seed 11, {nemesis}: ping-pong must finish once the faults stop"
+    # the run finished, so the run and the chaos verdict say so (a quiescent simulator is not "duration")
+    assert result.run.ok and result.run.reason == "done", f"seed 11, {nemesis}: {result.run.reason}"
+    assert result.ok, f"seed 11, {nemesis}: {result.verdicts}"
     kinds = [e["kind"] for e in read_events(tmp_path / "events.jsonl")]
     assert any(k.startswith("nemesis.") for k in kinds), "every fault is in the event log"
     assert (tmp_path / "report.html").exists() and (tmp_path / "results.json").exists()

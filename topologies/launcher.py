@@ -55,7 +55,7 @@ class RunResult:
     mode: str                      # "real" or "sim"
     run_dir: Path
     ok: bool                       # the done condition was met (or none was set and nothing failed)
-    reason: str                    # "done", "duration", "interrupted", "failed: ..."
+    reason: str                    # "done", "duration", "stalled" (sim: nothing left to happen), "interrupted", "failed: ..."
     seconds: float                 # wall seconds (real) or virtual seconds (sim)
     progress: int
     done: int
@@ -463,6 +463,9 @@ def run_sim(topo: Topology, run_dir: Path, seed: int, *, duration: float | None 
                 reason = "done"
                 break
             if not sim.pending():
+                # nothing left to happen (fault ops are scheduled events, so they have all played out):
+                # the run is over - done if the topology finished, stalled if it never will
+                reason = "done" if tally.finished else "stalled"
                 break
     finally:
         progress.update(tally.progress, f"virtual {sim.now:.2f}s, {events.count} events, real {time.monotonic() - wall:.2f}s", force=True)
