@@ -190,3 +190,36 @@ def test_racks_default_chaos_cuts_the_mesh_then_the_main_network():
     assert t1 < t2
     assert all(a.startswith("mon-") and b.startswith("mon-") for a, b in mesh.blocked)
     assert all(a.startswith("racks-") and b.startswith("racks-") for a, b in main.blocked)
+
+
+def test_a_declared_checker_that_answers_unknown_fails_the_chaos_run(topo, tmp_path):
+    # ping-pong traces no asks in the simulator: requests-answered cannot judge, so a run that promised it fails
+    result = run_chaos(topo, tmp_path / "a", seed=7, nemesis="majority", sim=True, quiet=True,
+                       must_judge=["requests-answered", "no-delivery-across-partition"])
+    assert result.run.ok and result.replay_identical
+    assert result.unjudged == ("requests-answered",) and not result.ok
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())["chaos"]
+    assert summary["unjudged"] == ["requests-answered"] and summary["ok"] is False
+    # the same run, declaring only what it can judge, passes
+    result = run_chaos(topo, tmp_path / "b", seed=7, nemesis="majority", sim=True, quiet=True,
+                       must_judge=["no-delivery-across-partition"])
+    assert result.ok and result.unjudged == ()
+
+
+def test_chaos_cli_says_which_declared_checker_did_not_judge(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "chaos", str(PINGPONG), "--sim", "-q",
+                           "--nemesis", "majority", "--seed", "7", "--must-judge", "requests-answered",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "NOT JUDGED requests-answered" in proc.stdout and "chaos FAILED (not judged: requests-answered)" in proc.stdout
+    assert "(must judge)" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "chaos", str(PINGPONG), "--sim", "-q",
+                           "--nemesis", "majority", "--must-judge", "admission-limit", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "'admission-limit' is not a checker of this topology" in proc.stderr
+
+
+def test_a_run_shows_only_the_checkers_of_its_plugins(topo, tmp_path):
+    result = run_chaos(topo, tmp_path, seed=7, nemesis="majority", sim=True, quiet=True)
+    assert [v["checker"] for v in result.verdicts] == ["no-crash-on-bad-input", "requests-answered",
+                                                       "no-delivery-across-partition"]

@@ -388,3 +388,34 @@ def test_the_simulator_never_delivers_across_any_nemesis_partition(name, seed):
     events, _ = simulate(name, seed, NemesisSpec(start=0.5, duration=0.7, repeat=3, interval=1.5))
     v = checkers.NoDeliveryAcrossPartition().check(events)
     assert v.status == "valid", f"{name} seed={seed}: {v}"
+
+
+# --------------------------------------------------------------------------
+# The runtime checkers' cases for the registry test (tests/test_checker_registry.py):
+# a log breaking each invariant, with the events that must come back as evidence,
+# and a log with nothing for it to judge
+# --------------------------------------------------------------------------
+
+def _cases() -> dict:
+    bad_input = ev(1.0, "n1", "runtime.decode_error", error="not msgpack")
+    crash = ev(1.1, "n1", "actor.crashed", error="DecodeError: bad tag")
+    ask = ev(1.0, "n1", "runtime.ask", id=7, to="n2/b", deadline=2.0)
+    cut = ev(1.0, "sim", "net.partition", actor="net", islands=[["n1"], ["n2"]])
+    crossed = ev(1.5, "sim", "net.deliver", actor="net", src="n1/a", dst="n2/b")
+    return {
+        "no-crash-on-bad-input": {
+            "invalid": ([bad_input, crash, ev(2.0, "n1", "node.stopped")], [bad_input, crash]),
+            "unknown": [ev(1.0, "n1", "actor.started"), ev(2.0, "n1", "node.stopped")],
+        },
+        "requests-answered": {
+            "invalid": ([ask, ev(5.0, "n1", "tick")], [ask]),
+            "unknown": [ev(1.0, "n1", "actor.started")],
+        },
+        "no-delivery-across-partition": {
+            "invalid": ([cut, crossed, ev(3.0, "sim", "net.heal", actor="net")], [crossed]),
+            "unknown": [ev(1.0, "sim", "net.deliver", actor="net", src="n1/a", dst="n2/b")],
+        },
+    }
+
+
+CASES = _cases()

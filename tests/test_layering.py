@@ -6,6 +6,8 @@
   ``random.Random(seed)`` is the only randomness).
 * ``transport/`` never imports ``actors``, ``protocols``, ``pykka`` or ``topologies``.
 * ``actors/`` never imports ``topologies``.
+* ``topologies/``: the core imports no plug-in and no protocol but ``protocols.core``;
+  a plug-in imports the core, itself and its own protocols (see the section below).
 
 Sources are parsed with ``ast``; every failure lists the offending file:line.
 """
@@ -252,3 +254,101 @@ def test_relative_imports_are_resolved():
 def test_package_directories_exist_and_hold_sources(package):
     assert (ROOT / package / "__init__.py").is_file()
     assert sources(package)
+
+
+# --------------------------------------------------------------------------
+# topologies/: a core that knows no protocol, one plug-in folder per protocol
+# --------------------------------------------------------------------------
+#
+# * core modules (``topologies/*.py``) import no plug-in (``topologies.<plugin>``)
+#   and no protocol but the sans-I/O contract ``protocols.core``;
+# * a plug-in (``topologies/<plugin>/``) imports the core, itself, ``protocols.core``
+#   and the protocol packages its ``PLUGIN.protocols`` names - no other plug-in,
+#   no other protocol;
+# * every folder under ``topologies/`` is a listed plug-in and every listed
+#   plug-in is a folder (``topologies/plugins.py`` is the one list).
+
+
+def _plugin_names() -> tuple[str, ...]:
+    from topologies.plugins import PLUGINS
+    return PLUGINS
+
+
+def core_offences(tree: ast.AST, modname: str, is_package: bool, plugins: tuple[str, ...]) -> list[tuple[int, str]]:
+    found = []
+    for name, line in imports_of(tree, modname, is_package):
+        if any(matches(name, f"topologies.{p}") for p in plugins):
+            found.append((line, f"imports plug-in {name}"))
+        elif matches(name, "protocols") and not matches(name, "protocols.core") and name != "protocols":
+            found.append((line, f"imports protocol {name}"))
+    return found
+
+
+def plugin_offences(tree: ast.AST, modname: str, is_package: bool, plugin: str, plugins: tuple[str, ...],
+                    allowed_protocols: tuple[str, ...]) -> list[tuple[int, str]]:
+    found = []
+    for name, line in imports_of(tree, modname, is_package):
+        other = next((p for p in plugins if p != plugin and matches(name, f"topologies.{p}")), None)
+        if other is not None:
+            found.append((line, f"plug-in {plugin!r} imports plug-in {other!r} ({name})"))
+        elif matches(name, "protocols") and name != "protocols" and not matches(name, "protocols.core") \
+                and not any(matches(name, a) for a in allowed_protocols):
+            found.append((line, f"plug-in {plugin!r} imports {name}, not one of its protocols {list(allowed_protocols)}"))
+    return found
+
+
+def test_plugin_list_and_plugin_folders_agree():
+    plugins = set(_plugin_names())
+    folders = {p.name for p in (ROOT / "topologies").iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders == plugins, f"folders {sorted(folders)} vs topologies/plugins.py {sorted(plugins)}"
+    assert len(plugins) >= 4
+
+
+def test_topologies_core_imports_no_plugin_and_no_protocol():
+    plugins = _plugin_names()
+    core = [p for p in sources("topologies") if p.parent == ROOT / "topologies"]
+    assert len(core) >= 10, "the core modules were not found"
+    problems = []
+    for path in core:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for line, what in core_offences(tree, module_name(path, ROOT), path.name == "__init__.py", plugins):
+            problems.append(f"{path.relative_to(ROOT)}:{line}: {what}")
+    assert not problems, report("the topologies core names a plug-in or a protocol", problems)
+
+
+def test_plugins_import_the_core_themselves_and_their_own_protocols_only():
+    from topologies.plugin import load_plugins
+
+    loaded = load_plugins()
+    plugins = _plugin_names()
+    problems, scanned = [], 0
+    for plugin in plugins:
+        allowed = loaded[plugin].protocols
+        assert allowed and all(a.startswith("protocols.") for a in allowed), (plugin, allowed)
+        for path in sources(f"topologies/{plugin}"):
+            scanned += 1
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            for line, what in plugin_offences(tree, module_name(path, ROOT), path.name == "__init__.py", plugin,
+                                              plugins, allowed):
+                problems.append(f"{path.relative_to(ROOT)}:{line}: {what}")
+    assert scanned >= len(plugins)
+    assert not problems, report("a plug-in imports another plug-in or a foreign protocol", problems)
+
+
+def test_layering_rules_flag_what_they_should():
+    plugins = ("workflow", "rack")
+    bad_core = "import topologies.rack.checks\nfrom topologies.workflow import hosts\nfrom protocols.rack import RackMonitor\n" \
+               "import importlib\nimportlib.import_module('topologies.rack')\nfrom . import workflow\n"
+    found = core_offences(ast.parse(bad_core), "topologies.report", False, plugins)
+    assert sorted({line for line, _ in found}) == [1, 2, 3, 5, 6], found
+    good_core = "from topologies.kinds import KINDS\nfrom protocols.core import Persist\nfrom topologies import plugins\n"
+    assert core_offences(ast.parse(good_core), "topologies.launcher", False, plugins) == []
+    bad_plugin = "from topologies.rack.checks import Reach\nfrom protocols.localplane import EdgeNode\n" \
+                 "from ..rack import report\n"
+    found = plugin_offences(ast.parse(bad_plugin), "topologies.workflow.checks", False, "workflow", plugins,
+                            ("protocols.workflow",))
+    assert sorted({line for line, _ in found}) == [1, 2, 3], found
+    good_plugin = "from topologies.checkers import Verdict\nfrom protocols.workflow.server import Server\n" \
+                  "from . import hosts\nfrom protocols.core import Persist\n"
+    assert plugin_offences(ast.parse(good_plugin), "topologies.workflow.checks", False, "workflow", plugins,
+                           ("protocols.workflow",)) == []

@@ -158,3 +158,25 @@ def test_cli_reports_problems_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert "unknown actor kind 'nope'" in proc.stderr and "line 13" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_must_judge_names_checkers_of_the_topologys_plugins():
+    topo = parse_topology(GOOD.replace('name = "t"', 'name = "t"\n[run]\nmust_judge = ["requests-answered"]'))
+    assert topo.run.must_judge == ("requests-answered",)
+    assert parse_topology(GOOD).run.must_judge is None  # the plug-ins' defaults apply
+    for value, msg in (('["no-such-checker"]', "unknown checker 'no-such-checker'"),
+                       ('["admission-limit"]', "'admission-limit' belongs to a plug-in this topology does not use"),
+                       ('"requests-answered"', "expected a list of checker names")):
+        with pytest.raises(TopologyError) as e:
+            parse_topology(GOOD.replace('name = "t"', f'name = "t"\n[run]\nmust_judge = {value}'))
+        assert msg in str(e.value) and "run.must_judge" in str(e.value) and "line 4" in str(e.value), str(e.value)
+
+
+def test_builtin_topologies_declare_what_chaos_must_judge():
+    from topologies.chaos import must_judge_of
+
+    judged = {f.stem: must_judge_of(load_topology(f)) for f in sorted((ROOT / "topologies").glob("*.toml"))}
+    assert set(judged["boot_storm"]) == {"admission-limit", "leases-end", "servers-done", "no-grant-while-dormant"}
+    assert "control-once" in judged["racks"] and "paxos-one-value" in judged["racks"]
+    assert {"plan-holders", "governance"} <= set(judged["edge"])
+    assert judged["pingpong"] == ()

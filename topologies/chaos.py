@@ -16,9 +16,12 @@ seeded schedule of fault ops (:mod:`topologies.nemesis`). Then:
   ``pause`` / ``resume`` are SIGSTOP / SIGCONT. Every op is written to the
   event log as ``nemesis.<op>``.
 
-Afterwards the report (:mod:`topologies.report`) runs every registered checker
-over the merged event log and writes ``results.json`` and ``report.html``. The
-chaos run fails if a checker says *invalid* (or the replay differed).
+Afterwards the report (:mod:`topologies.report`) runs the runtime checkers and
+those of the topology's plug-ins over the merged event log and writes
+``results.json`` and ``report.html``. The chaos run fails if a checker says
+*invalid*, if the replay differed, or if a checker the topology declares in
+``[run] must_judge`` (by default: its plug-ins' ``must_judge``) answered
+*unknown*: a run that judged nothing it promised to judge proves nothing.
 """
 
 from __future__ import annotations
@@ -54,11 +57,28 @@ class ChaosResult:
     verdicts: list[dict]
     replay_identical: bool | None
     first_difference: str | None
+    must_judge: tuple[str, ...] = ()   # the checkers this run had to get a valid/invalid answer from
+    unjudged: tuple[str, ...] = ()     # ... those of them that answered unknown
 
     @property
     def ok(self) -> bool:
         return (all(v["status"] != "invalid" for v in self.verdicts) and self.replay_identical is not False
-                and not self.run.reason.startswith("failed"))
+                and not self.unjudged and not self.run.reason.startswith("failed"))
+
+
+def must_judge_of(topo: Topology) -> tuple[str, ...]:
+    """The checkers a chaos run of ``topo`` must get a verdict from: ``[run] must_judge``, else its plug-ins' defaults."""
+    from topologies.plugin import must_judge_for
+
+    if topo.run.must_judge is not None:
+        return tuple(topo.run.must_judge)
+    return tuple(must_judge_for({a.kind for n in topo.nodes for a in n.actors}))
+
+
+def unjudged_of(verdicts: list[dict], must: tuple[str, ...]) -> tuple[str, ...]:
+    """The declared checkers that did not judge: answered unknown, or did not run at all."""
+    status = {v["checker"]: v["status"] for v in verdicts}
+    return tuple(m for m in must if status.get(m, "unknown") == "unknown")
 
 
 def select_nodes(all_nodes: list[str], patterns: tuple[str, ...] | list[str] | None, target: str | None = None) -> list[str]:
@@ -113,8 +133,11 @@ def _first_difference(a: Path, b: Path) -> str | None:
 
 
 def run_chaos(topo: Topology, run_dir: Path, seed: int, *, nemesis: str | None = None, overrides: dict | None = None,
-              sim: bool = False, duration: float | None = None, quiet: bool = False) -> ChaosResult:
+              sim: bool = False, duration: float | None = None, quiet: bool = False,
+              must_judge: tuple[str, ...] | list[str] | None = None) -> ChaosResult:
+    """Run ``topo`` under the schedule and judge it; ``must_judge`` overrides the topology's declared checkers."""
     schedule = build_schedule(topo, seed, nemesis, overrides)
+    must = tuple(must_judge) if must_judge is not None else must_judge_of(topo)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "schedule.json").write_text(json.dumps([{"time": t, **op.describe()} for t, op in schedule], indent=1))
     last_op = schedule[-1][0] if schedule else 0.0
@@ -127,10 +150,11 @@ def run_chaos(topo: Topology, run_dir: Path, seed: int, *, nemesis: str | None =
     else:
         result, same, diff = _chaos_real(topo, run_dir, schedule, limit, span, quiet), None, None
     report = make_report(run_dir)
-    out = ChaosResult(result, schedule, report["verdicts"], same, diff)
+    out = ChaosResult(result, schedule, report["verdicts"], same, diff, must, unjudged_of(report["verdicts"], must))
     summary = json.loads((run_dir / "summary.json").read_text())
     summary.update({"chaos": {"nemesis": nemesis or [c.nemesis for c in topo.chaos], "seed": seed, "ops": len(schedule),
-                              "replay_identical": same, "first_difference": diff, "ok": out.ok}})
+                              "replay_identical": same, "first_difference": diff, "ok": out.ok,
+                              "must_judge": list(must), "unjudged": list(out.unjudged)}})
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return out
 

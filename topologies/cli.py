@@ -102,8 +102,18 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     print(f"fleetplane chaos {args.file}: nemesis {args.nemesis or 'from the file'}, seed {seed}, "
           f"{'simulator (run twice, logs compared)' if args.sim else 'real processes'}; run directory {run_dir}", flush=True)
     try:
+        must = None if args.must_judge is None else [x.strip() for x in args.must_judge.split(",") if x.strip()]
+        if must is not None:
+            from topologies.checkers import CHECKERS
+            from topologies.plugin import checkers_for
+
+            shown = checkers_for({a.kind for n in topo.nodes for a in n.actors})
+            for x in must:
+                if x not in shown:
+                    raise ValueError(f"--must-judge: {x!r} is not a checker of this topology ({', '.join(shown)})"
+                                     if x in CHECKERS else f"--must-judge: unknown checker {x!r}")
         result = run_chaos(topo, run_dir, seed, nemesis=args.nemesis, overrides=overrides, sim=args.sim,
-                           duration=args.run_for, quiet=args.quiet)
+                           duration=args.run_for, quiet=args.quiet, must_judge=must)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -111,12 +121,19 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     print(f"{len(result.schedule)} fault ops over {r.seconds} {'virtual ' if args.sim else ''}s; "
           f"{r.progress} progress events, done {r.done}/{topo.run.done_count if topo.run.done else '-'}")
     for v in result.verdicts:
-        print(f"  {v['status'].upper():8} {v['checker']}: {v['summary']}")
+        mark = " (must judge)" if v["checker"] in result.must_judge else ""
+        print(f"  {v['status'].upper():8} {v['checker']}{mark}: {v['summary']}")
+    for name in result.unjudged:
+        print(f"  NOT JUDGED {name}: the topology declares it in [run] must_judge, but it answered unknown")
     if result.replay_identical is not None:
         print("  replay from the same seed: " + ("identical" if result.replay_identical else f"DIFFERENT - {result.first_difference}"))
     print(f"report:  {run_dir / 'report.html'}")
     ok = result.ok and r.ok
-    print("chaos OK" if ok else "chaos FAILED" + ("" if result.ok else " (invariant broken)") + ("" if r.ok else " (did not finish)"))
+    broken = any(v["status"] == "invalid" for v in result.verdicts)
+    why = [w for w, bad in (("invariant broken", broken), ("replay differed", result.replay_identical is False),
+                            (f"not judged: {', '.join(result.unjudged)}", bool(result.unjudged)),
+                            ("did not finish", not r.ok)) if bad]
+    print("chaos OK" if ok else "chaos FAILED" + (f" ({'; '.join(why)})" if why else ""))
     return 0 if ok else 1
 
 
@@ -165,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--loss", type=probability, help="flaky: loss probability")
     c.add_argument("--delay", type=non_negative_float, help="slow: added latency (s)")
     c.add_argument("--probability", type=probability, help="duplicate/reorder probability")
+    c.add_argument("--must-judge", help="comma-separated checkers that must answer valid or invalid (unknown fails "
+                   "the run); default: the topology's [run] must_judge, else its plug-ins' defaults; '' for none")
     c.add_argument("--run-for", type=positive_float, help="total run length (default: the schedule plus the topology's [run] recovery, 3 s unless set)")
     c.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
     c.add_argument("-q", "--quiet", action="store_true", help="no live progress")

@@ -238,7 +238,7 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     seed = c.number(top, "seed", (), 1, integer=True)
 
     run_t = c.table(top.get("run", {}), ("run",), {"duration", "progress", "progress_total", "done", "done_count", "states",
-                                                            "recovery"})
+                                                            "recovery", "must_judge"})
     run = RunSpec(
         duration=c.number(run_t, "duration", ("run",), 60.0, above=0),
         progress=c.string(run_t, "progress", ("run",)),
@@ -248,6 +248,11 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         states=c.string(run_t, "states", ("run",)),
         recovery=c.number(run_t, "recovery", ("run",), 3.0, minimum=0),
     )
+    must_judge_raw = run_t.get("must_judge")
+    if must_judge_raw is not None and (not isinstance(must_judge_raw, list)
+                                       or not all(isinstance(x, str) and x for x in must_judge_raw)):
+        c.bad(("run", "must_judge"), f"expected a list of checker names, e.g. [\"admission-limit\"], got {must_judge_raw!r}")
+        must_judge_raw = None
     for key in ("progress", "done"):
         v = getattr(run, key)
         if v is not None and not _EVENT_MATCH.match(v):
@@ -434,6 +439,18 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
             c.bad(path + ("interval",), f"interval ({entry.interval}) must be longer than duration ({entry.duration})")
         chaos.append(entry)
 
+    if must_judge_raw is not None:
+        from topologies.checkers import CHECKERS
+        from topologies.plugin import checkers_for
+
+        shown = checkers_for({a.kind for n in nodes for a in n.actors})
+        for x in must_judge_raw:
+            if x not in CHECKERS:
+                c.bad(("run", "must_judge"), f"unknown checker {x!r} (known: {', '.join(CHECKERS)})")
+            elif x not in shown:
+                c.bad(("run", "must_judge"), f"checker {x!r} belongs to a plug-in this topology does not use "
+                                             f"(its checkers: {', '.join(shown)})")
+        run = attrs.evolve(run, must_judge=tuple(must_judge_raw))
     if c.problems:
         raise TopologyError(source, c.problems)
     return Topology(name, description, seed, run, transport, network, tuple(nodes), tuple(links), keys, tuple(chaos), source)

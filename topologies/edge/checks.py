@@ -86,6 +86,7 @@ class _Islands:
         self.blocked: set[tuple[str, str]] = set()
         self.nodes: set[str] = set()
         self.net_logged = net_logged
+        self.by_cuts = False  # island computed from cut links (net.cut, nemesis.grudge), not named islands
 
     def update(self, e: dict) -> bool:
         k = e["kind"]
@@ -95,8 +96,10 @@ class _Islands:
         if k == "net.cut":
             self.blocked.add((f["src"], f["dst"]))
             self.island = self._components()
+            self.by_cuts = True
             return True
         if k == "net.partition":
+            self.by_cuts = False
             self.island = {}
             for i, isl in enumerate(f.get("islands", [])):
                 for n in isl:
@@ -107,12 +110,18 @@ class _Islands:
         if k in ("net.heal", "nemesis.heal"):
             self.island = None
             self.blocked = set()
+            self.by_cuts = False
             return True
         if k == "nemesis.grudge":
             self.blocked = {tuple(p) for p in f.get("blocked", [])}
             self.island = self._components()
+            self.by_cuts = True
             return True
-        self.nodes.add(e["node"])
+        node = e["node"]
+        if node not in self.nodes:
+            self.nodes.add(node)
+            if self.by_cuts:  # a node first heard of after the cuts: it is with everyone it is not cut from
+                self.island = self._components()
         return False
 
     def _components(self) -> dict[str, int]:

@@ -96,7 +96,11 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
     if overheat:
         out += [f'progress = "rack.known[subject={overheat},level=fleet]"', f"progress_total = {n}",
                 f'done = "rack.known[subject={overheat},level=fleet]"', f"done_count = {n}"]
-    out += ['states = "monitor.condition"', "", "[transport]", "heartbeat = 0.5", "liveness = 4",
+    judged = ["paxos-one-value", "one-authority-per-ballot", "fleet-agreement"] + (["control-once"] if troubleshoot else [])
+    out += ['states = "monitor.condition"',
+            "# a chaos run fails if one of these answers unknown (fault-detected-in-time needs a silent rack: not here)",
+            "must_judge = [" + ", ".join(f'"{j}"' for j in judged) + "]",
+            "", "[transport]", "heartbeat = 0.5", "liveness = 4",
             'connect = "on-demand"', 'dispatch = "loop"', "", "[network]", "latency = [0.0005, 0.002]", "",
             '[defaults."rack.monitor"]', f"layout = {_v(layout)}"]
     out += [f"{k} = {_v(v)}" for k, v in MONITOR.items()]
