@@ -3,30 +3,46 @@
 How this works
 --------------
 Each checker judges a run from its event log alone (DESIGN.md, "Invariants";
-the events are those of ``protocols/localplane``):
+the events are those of ``protocols/localplane``). *Islands*: a connected
+island is a connected component of the network as the partition events
+describe it (``net.partition`` / ``net.cut`` / ``net.heal`` from the
+simulator, ``nemesis.grudge`` / ``nemesis.heal`` from the chaos harness),
+replayed by ``_Islands``. A simulated chaos run logs both: the harness's
+``nemesis.*`` op and the simulator's ``net.heal`` + ``net.cut`` events that
+carry it out; when a log has ``net.*`` partition events they alone describe
+the network. A crash (``sim.crash``) or a kill (``nemesis.kill``, every actor
+of the node) ends what the node led or held.
 
 * ``one-leader-per-island-term`` - at most one leader per connected island per
-  term. A *connected island* is a connected component of the network as the
-  partition events describe it (``net.partition`` / ``net.heal`` from the
-  simulator, ``nemesis.grudge`` / ``nemesis.heal`` from the chaos harness) at
-  the moment a leader is elected. A simulated chaos run logs both: the
-  harness's ``nemesis.*`` op and the simulator's ``net.heal`` + ``net.cut``
-  events that carry it out; when a log has ``net.*`` partition events they
-  alone describe the network. Two ``plane.leader`` events of one term are a
-  violation if their electorates (``voters``) overlap, or if the later one was
-  elected in the same island while the earlier one still led (no
-  ``plane.stepdown``, crash or newer election of its node in between).
+  term. Two ``plane.leader`` events of one term are a violation if their
+  electorates (``voters``) overlap, or if the later one was elected in the
+  same island while the earlier one still led (no ``plane.stepdown``, crash,
+  kill or newer election of its node in between). Evidence: both
+  ``plane.leader`` events (``a``, ``b``).
 * ``plan-holders`` - every role in a complete plan (``plane.plan_complete``,
   ``manager.plan_final``) has exactly one holder per share, and a role with
   more than one share is a declared split (in the plan's ``splits``, or a
   final plan's shares); and, from the holders' own ``edge.role_assigned`` /
-  ``edge.role_relinquished`` events (a crash drops a node's roles), no role
-  share of one plan ever has two holders at once.
+  ``edge.role_relinquished`` events, at most one holder per role share within
+  a connected island, whatever plan each holds it under. Holdings are keyed by
+  role and share across plans: share ``s`` of ``n`` is the part
+  ``[s/n, (s+1)/n)`` of the role, so ``store#0/1`` of one plan and
+  ``store#1/2`` of another are two holders of the same part. Two holders of
+  one share under the *same* plan are a violation at once (one plan never
+  gives a share twice), wherever they are. Under different plans they are a
+  violation when they hold it in the same island, both at once, for longer
+  than ``settle`` seconds (default 0.5, the handover bound of
+  ``ratified-after-heal``: a merge after a heal, or a handover to a final
+  plan, must be resolved within it); an overlap still open when the log ends
+  counts up to the last event. Holders on opposite sides of a partition are
+  no violation (each island serves on its own, by design). Events of one
+  instant count as simultaneous. Evidence: the ``edge.role_assigned`` events
+  of both holders (``a``, ``b``), or the faulty plan (``event``).
 * ``governance`` - every assent decision (``plane.assent``, ``manager.assent``)
   used the rule the intermediate representation prescribes for the
   electorate's size and the plane's state (connected or isolated; the rules
   come from ``manager.deployed``), required the right number of yes votes,
-  and its outcome follows from the votes.
+  and its outcome follows from the votes. Evidence: the decision (``event``).
 * ``ratified-after-heal`` - after the network heals (a ``net.heal`` or
   ``nemesis.heal`` ending a partition), a final plan (``manager.plan_final``)
   follows within ``bound`` seconds and every temporary role held at the heal
@@ -39,8 +55,17 @@ the events are those of ``protocols/localplane``):
   (between its ``edge.isolation_declared`` and ``edge.isolation_ended``: an
   island on the other side of a partition serves on its own, by design); and
   a role that moved was without a holder for at most ``handover_bound``.
+  Evidence: the offending ``edge.role_assigned`` or ``manager.plan_final``
+  (``event``), the other holding (``other``), the relinquish that left the
+  role vacant (``vacated``), the heal (``heal``).
 
-Each returns *unknown* when the log holds no local-plane events.
+Verdicts: ``invalid`` with one evidence item per violation: a dict with its
+``why`` and the offending event records, as the log holds them, as values.
+``unknown`` when there is nothing to judge: no local-plane events at all, or
+no ``plane.leader`` (leaders), no plan and no role taken (holders), no assent
+decision (governance), no heal after a partition (ratified-after-heal) - never
+``valid`` for an empty judgement. ``tests/test_edge_checkers.py`` (``CASES``)
+shows each one failing and each one unable to judge.
 """
 
 from __future__ import annotations
@@ -155,6 +180,14 @@ def _has_plane(events: list[dict]) -> bool:
 # -- one leader per island and term ------------------------------------------------------------------
 
 
+def _killed(e: dict) -> str | None:
+    """The node a ``nemesis.kill`` took down (every actor of it), else None."""
+    if e["kind"] != "nemesis.kill":
+        return None
+    node = (e.get("fields") or {}).get("node")
+    return node if isinstance(node, str) else None
+
+
 def check_leaders(events: list[dict]) -> dict[str, Any]:
     islands = _Islands(_net_logged(events))
     leading: dict[str, tuple[int, dict]] = {}  # node -> (term, leader event) while it leads
@@ -171,15 +204,19 @@ def check_leaders(events: list[dict]) -> dict[str, Any]:
                 if other["node"] == e["node"]:
                     continue
                 if voters & set(other["fields"].get("voters", [])):
-                    violations.append({"why": "overlapping electorates", "term": term, "a": other, "b": e})
+                    violations.append({"why": f"term {term}: leaders {other['node']} and {e['node']} "
+                                              "elected by overlapping electorates", "term": term, "a": other, "b": e})
                 elif leading.get(other["node"], (None, None))[1] is other and islands.same(other["node"], e["node"]):
-                    violations.append({"why": "two leaders in one island", "term": term, "a": other, "b": e})
+                    violations.append({"why": f"term {term}: {e['node']} elected in the island where {other['node']} "
+                                              "still leads", "term": term, "a": other, "b": e})
             by_term[term].append(e)
             leading[e["node"]] = (term, e)
         elif k in ("plane.stepdown", "sim.crash", "sim.restart"):
             leading.pop(e["node"], None)
         elif k == "edge.role_relinquished" and e["fields"].get("role") == "leader":
             leading.pop(e["node"], None)
+        elif _killed(e) is not None:
+            leading.pop(_killed(e), None)
     return {"ok": not violations, "violations": violations, "leaders": sum(len(v) for v in by_term.values()),
             "terms": len(by_term)}
 
@@ -196,57 +233,141 @@ def _plan_problems(e: dict) -> list[dict]:
         counts[a["role"]].add(a.get("shares", 1))
     bad = []
     splits = f.get("splits") or {}
+    plan = f.get("plan_id", "?")
     for role, by_share in shares.items():
         n = counts[role]
         if len(n) != 1:
-            bad.append({"why": f"role {role} has inconsistent share counts {sorted(n)}", "event": e})
+            bad.append({"why": f"plan {plan}: role {role} has inconsistent share counts {sorted(n)}", "event": e})
             continue
         k = n.pop()
         if sorted(by_share) != list(range(k)):
-            bad.append({"why": f"role {role} has shares {sorted(by_share)} of {k}", "event": e})
+            bad.append({"why": f"plan {plan}: role {role} has shares {sorted(by_share)} of {k}", "event": e})
         for s, holders in by_share.items():
             if len(holders) != 1:
-                bad.append({"why": f"role {role} share {s} has holders {holders}", "event": e})
+                bad.append({"why": f"plan {plan}: role {role} share {s} has holders {holders}", "event": e})
         if k > 1 and e["kind"] == "plane.plan_complete" and splits.get(role) != k:
-            bad.append({"why": f"role {role} split in {k} without a declared split", "event": e})
+            bad.append({"why": f"plan {plan}: role {role} split in {k} without a declared split", "event": e})
         if len({h for hs in by_share.values() for h in hs}) != sum(len(hs) for hs in by_share.values()):
-            bad.append({"why": f"role {role}: one node holds two shares", "event": e})
+            bad.append({"why": f"plan {plan}: role {role}: one node holds two shares", "event": e})
     return bad
 
 
-def check_plan_holders(events: list[dict]) -> dict[str, Any]:
+def _share_of(f: dict) -> tuple[str, int, int]:
+    """(role, share, shares) of a holding, from its fields or else its key ``"store#0/2"``."""
+    role, _, rest = str(f.get("key", "")).partition("#")
+    s, _, n = rest.partition("/")
+    share = f.get("share", int(s) if s.isdigit() else 0)
+    shares = f.get("shares", int(n) if n.isdigit() else 1)
+    return f.get("role", role), int(share), max(1, int(shares))
+
+
+def _overlap(a: tuple[str, int, int], b: tuple[str, int, int]) -> bool:
+    """Do two shares of one role cover a common part of it? Share s of n is the part [s/n, (s+1)/n)."""
+    (ra, sa, na), (rb, sb, nb) = a, b
+    return ra == rb and sa * nb < (sb + 1) * na and sb * na < (sa + 1) * nb
+
+
+_EPS = 1e-9
+
+
+def check_plan_holders(events: list[dict], settle: float = 0.5) -> dict[str, Any]:
+    """See the module docstring; ``settle``: the longest two holders of one role share may overlap in one island."""
+    ordered = _ordered(events)
+    islands = _Islands(_net_logged(ordered))
     violations: list[dict] = []
-    plans = 0
-    holders: dict[tuple[str, str], set[str]] = defaultdict(set)  # (plan, key) -> nodes
-    held: dict[str, set[tuple[str, str]]] = defaultdict(set)  # node -> (plan, key)
-    for e in _ordered(events):
+    plans = assignments = 0
+    held: dict[str, dict[str, tuple[int, dict]]] = defaultdict(dict)  # holder address -> key -> (index, assigned)
+    overlaps: dict[tuple[int, int], tuple[float, dict, dict]] = {}  # (index a, index b) -> (since, a, b)
+    reported: set[tuple[int, int]] = set()
+    longest = 0.0  # the longest overlap in one island that ended within the settle time
+    unsettled = 0  # overlaps still open at the end of the log, younger than the settle time
+    dirty: set[str] = set()  # roles whose holders or islands changed since the last settle point
+    everything = False
+
+    def holdings_of(role: str) -> list[tuple[str, int, dict, tuple[str, int, int]]]:
+        return [(who, i, ev, sh) for who, hs in held.items() for i, ev in hs.values()
+                if (sh := _share_of(ev["fields"]))[0] == role]
+
+    def close(pair: tuple[int, int], until: float, why: str) -> None:
+        nonlocal longest, unsettled
+        since, a, b = overlaps.pop(pair)
+        took = until - since
+        if took > settle + _EPS:
+            if pair not in reported:
+                reported.add(pair)
+                fa, fb = a["fields"], b["fields"]
+                violations.append({"why": f"{_share_of(fa)[0]}: {_addr(a)} holds {fa.get('key')} of "
+                                          f"{fa.get('plan_id')} and {_addr(b)} {fb.get('key')} of {fb.get('plan_id')}, "
+                                          f"in one island for {took:.3f}s{why} (settle {settle}s)",
+                                   "since": since, "a": a, "b": b})
+        elif why:
+            unsettled += 1  # still overlapping when the log ends, for less than the settle time: cannot tell
+        else:
+            longest = max(longest, took)
+
+    def settle_at(t: float) -> None:
+        nonlocal everything
+        roles = set(dirty)
+        if everything:  # the islands changed: every role held, and every overlap still open
+            roles |= {_share_of(ev["fields"])[0] for hs in held.values() for _, ev in hs.values()}
+            roles |= {_share_of(a["fields"])[0] for _, a, _ in overlaps.values()}
+        for role in sorted(roles):
+            hs = holdings_of(role)
+            now: set[tuple[int, int]] = set()
+            for x in range(len(hs)):
+                for y in range(x + 1, len(hs)):
+                    (wa, ia, ea, sa), (wb, ib, eb, sb) = sorted((hs[x], hs[y]), key=lambda h: h[1])
+                    if wa == wb or not _overlap(sa, sb):
+                        continue
+                    pair = (ia, ib)
+                    if ea["fields"].get("plan_id") == eb["fields"].get("plan_id"):
+                        if pair not in reported:  # one plan never gives a share to two nodes: no settle time
+                            reported.add(pair)
+                            violations.append({"why": f"{eb['fields'].get('key')} of {eb['fields'].get('plan_id')} "
+                                                      f"held by {wb} while {wa} holds it", "a": ea, "b": eb})
+                        continue
+                    if islands.same(ea["node"], eb["node"]):
+                        now.add(pair)
+                        overlaps.setdefault(pair, (t, ea, eb))
+            for pair in [p for p, (_, a, _) in overlaps.items() if _share_of(a["fields"])[0] == role and p not in now]:
+                close(pair, t, "")
+        dirty.clear()
+        everything = False
+
+    at = ordered[0]["time"] if ordered else 0.0
+    for n, e in enumerate(ordered):
+        if e["time"] > at:
+            if dirty or everything:
+                settle_at(at)
+            at = e["time"]
+        before = islands.island
+        if islands.update(e):
+            everything = everything or islands.island is not before
+            continue
+        if islands.island is not before:
+            everything = True
         k = e["kind"]
         f = e.get("fields") or {}
         if k in ("plane.plan_complete", "manager.plan_final"):
             plans += 1
             violations += _plan_problems(e)
         elif k == "edge.role_assigned":
-            who = _addr(e)
-            for pk in [x for x in held[who] if x[1] == f["key"]]:  # converted from another plan
-                held[who].discard(pk)
-                holders[pk].discard(who)
-            pk = (f["plan_id"], f["key"])
-            others = holders[pk] - {who}
-            if others:
-                violations.append({"why": f"{f['key']} of {f['plan_id']} taken by {who} while {sorted(others)} hold it",
-                                   "event": e})
-            holders[pk].add(who)
-            held[who].add(pk)
+            assignments += 1
+            held[_addr(e)][f["key"]] = (n, e)
+            dirty.add(_share_of(f)[0])
         elif k == "edge.role_relinquished":
-            who = _addr(e)
-            pk = (f["plan_id"], f["key"])
-            holders[pk].discard(who)
-            held[who].discard(pk)
-        elif k == "sim.crash":
-            who = _addr(e)
-            for pk in held.pop(who, set()):
-                holders[pk].discard(who)
-    return {"ok": not violations, "violations": violations, "plans": plans}
+            if held[_addr(e)].pop(f["key"], None) is not None:
+                dirty.add(_share_of(f)[0])
+        elif k == "sim.crash" or _killed(e) is not None:
+            gone = [a for a in held if (a == _addr(e) if k == "sim.crash" else a.partition("/")[0] == _killed(e))]
+            for a in gone:
+                dirty.update(_share_of(ev["fields"])[0] for _, ev in held.pop(a).values())
+    if dirty or everything:
+        settle_at(at)
+    for pair in sorted(overlaps):
+        close(pair, at, " until the log ends")
+    return {"ok": not violations, "violations": violations, "plans": plans, "assignments": assignments,
+            "longest": longest, "unsettled": unsettled}
 
 
 # -- governance -----------------------------------------------------------------------------------------
@@ -299,9 +420,10 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
     events = _ordered(events)
     violations: list[dict] = []
     held: dict[str, dict[str, dict]] = defaultdict(dict)  # node -> key -> role_assigned fields
-    vacated: dict[str, float] = {}  # role -> when its last holder gave it up
+    assigned: dict[tuple[str, str], dict] = {}  # (node, key) -> the role_assigned event of its holding
+    vacated: dict[str, dict] = {}  # role -> the relinquish by which its last holder gave it up
     partitioned = False
-    heals: list[tuple[float, dict]] = []  # (time, temporary holdings at heal)
+    heals: list[tuple[dict, dict[tuple[str, str], dict]]] = []  # (heal event, temporary holdings at the heal)
     finals: list[dict] = []
     dead: set[str] = set()
     isolated: set[str] = set()  # nodes between isolation_declared and isolation_ended
@@ -317,8 +439,9 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
             partitioned = True
         elif k in ends_:
             if partitioned:
-                temp = {(n, key) for n, hs in held.items() for key, h in hs.items() if h["temporary"] and n not in dead}
-                heals.append((e["time"], temp))
+                temp = {(n, key): assigned[(n, key)] for n, hs in held.items() for key, h in hs.items()
+                        if h["temporary"] and n not in dead}
+                heals.append((e, temp))
             partitioned = False
         elif k == "sim.crash":
             who = _addr(e)
@@ -326,28 +449,35 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
             held.pop(who, None)
         elif k == "sim.restart":
             dead.discard(_addr(e))
+        elif _killed(e) is not None:  # a real run's kill: every actor of the node, with its holdings
+            for who in [n for n in held if n.partition("/")[0] == _killed(e)]:
+                dead.add(who)
+                held.pop(who, None)
+        elif k == "nemesis.restart":
+            dead -= {n for n in dead if n.partition("/")[0] == f.get("node")}
         elif k == "edge.role_assigned":
             who = _addr(e)
             role = f["role"]
             if not f["temporary"]:
-                others = sorted(n for n, hs in held.items() if n != who and n not in dead
-                                for h in hs.values() if h["role"] == role and h["plan_id"] != f["plan_id"]
+                others = sorted((n, key) for n, hs in held.items() if n != who and n not in dead
+                                for key, h in hs.items() if h["role"] == role and h["plan_id"] != f["plan_id"]
                                 and not (h["temporary"] and n in isolated))
-                if others:
-                    violations.append({"why": f"final {role} taken by {who} while {others} still hold it",
-                                       "event": e})
+                for n, key in others:
+                    violations.append({"why": f"final {role} taken by {who} while {n} still holds {key} "
+                                              f"of {held[n][key]['plan_id']}", "event": e, "other": assigned[(n, key)]})
                 if role in vacated and not f.get("converted") and heals:
-                    gap = e["time"] - vacated[role]
+                    gap = e["time"] - vacated[role]["time"]
                     if gap > handover_bound:
                         violations.append({"why": f"{role} had no holder for {gap:.3f}s during the handover",
-                                           "event": e})
+                                           "event": e, "vacated": vacated[role]})
             held[who][f["key"]] = {**f, "time": e["time"]}
+            assigned[(who, f["key"])] = e
             vacated.pop(role, None)
         elif k == "edge.role_relinquished":
             who = _addr(e)
             h = held[who].pop(f["key"], None)
             if h is not None and not any(x["role"] == f["role"] for hs in held.values() for x in hs.values()):
-                vacated[f["role"]] = e["time"]
+                vacated[f["role"]] = e
         elif k == "manager.plan_final":
             finals.append(e)
     ends: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -356,25 +486,27 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
             ends[(_addr(e), e["fields"]["key"])].append(e["time"])
     last = events[-1]["time"] if events else 0.0
     outcomes = []
-    for t, temp in heals:
+    for heal, temp in heals:
+        t = heal["time"]
         final = next((x for x in finals if x["time"] >= t), None)
         if final is None:
             if last - t > bound:
-                violations.append({"why": f"no final plan within {bound}s of the heal at {t:.3f}", "time": t})
+                violations.append({"why": f"no final plan within {bound}s of the heal at {t:.3f}", "heal": heal})
             continue
         took = final["time"] - t
         outcomes.append({"heal": t, "plan_id": final["fields"]["plan_id"], "ratified": final["fields"]["ratified"],
                          "took": took})
         if took > bound:
-            violations.append({"why": f"final plan {took:.3f}s after the heal (bound {bound}s)", "event": final})
+            violations.append({"why": f"final plan {took:.3f}s after the heal (bound {bound}s)", "event": final,
+                               "heal": heal})
         deadline = max(final["time"], t + bound)  # a node that reconnects late is reconciled by a later plan
-        for n, key in sorted(temp):
+        for (n, key), held_ev in sorted(temp.items(), key=lambda kv: kv[0]):
             if n in dead or any(t <= x <= deadline + 1e-9 for x in ends[(n, key)]):
                 continue
             if last < deadline:
                 continue  # the log ends too early to tell
             violations.append({"why": f"temporary {key} of {n} neither ratified nor replaced within {bound}s of the heal",
-                               "time": t})
+                               "event": held_ev, "heal": heal})
     return {"ok": not violations, "violations": violations, "heals": len(heals), "outcomes": outcomes}
 
 
@@ -382,10 +514,15 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
 
 
 def _verdict(name: str, r: dict, what: str) -> Verdict:
-    if r["violations"]:
-        return Verdict(name, "invalid", f"{len(r['violations'])} violations: {r['violations'][0].get('why', '')}",
-                       [v.get("event", v) if isinstance(v.get("event"), dict) else {"why": v.get("why")}
-                        for v in r["violations"]])
+    """``invalid`` with one evidence item per violation (first :data:`MAX_EVIDENCE`), else ``valid``.
+
+    An evidence item is the violation itself: ``why`` and the offending event records as values
+    (``event``, ``a`` / ``b``, ``other``, ``vacated``, ``heal``), exactly as the log holds them.
+    """
+    v = r["violations"]
+    if v:
+        whys = "; ".join(x.get("why", "") for x in v[:3]) + ("; ..." if len(v) > 3 else "")
+        return Verdict(name, "invalid", f"{len(v)} violation{'s' if len(v) != 1 else ''}: {whys}", v)
     return Verdict(name, "valid", what)
 
 
@@ -397,18 +534,27 @@ class OneLeaderPerIslandTerm:
         if not _has_plane(events):
             return Verdict(self.name, "unknown", "no local-plane events in this log")
         r = check_leaders(events)
+        if not r["leaders"]:
+            return Verdict(self.name, "unknown", "no leader was elected in this log (no plane.leader): nothing to judge")
         return _verdict(self.name, r, f"{r['leaders']} leaders over {r['terms']} terms, never two in one island and term")
 
 
 @attrs.frozen
 class PlanHolders:
     name: str = "plan-holders"
+    settle: float = 0.5  # as RatifiedAfterHeal.handover_bound
 
     def check(self, events: list[dict]) -> Verdict:
         if not _has_plane(events):
             return Verdict(self.name, "unknown", "no local-plane events in this log")
-        r = check_plan_holders(events)
-        return _verdict(self.name, r, f"{r['plans']} plans, every role share with exactly one holder")
+        r = check_plan_holders(events, self.settle)
+        if not r["violations"] and not r["plans"] and not r["assignments"]:
+            return Verdict(self.name, "unknown", "no plan and no role taken in this log "
+                                                 "(no plane.plan_complete, manager.plan_final or edge.role_assigned)")
+        tail = f"; {r['unsettled']} overlaps still open at the end, younger than {self.settle}s" if r["unsettled"] else ""
+        return _verdict(self.name, r, f"{r['plans']} plans and {r['assignments']} role holdings: every share of a plan "
+                                      "with one holder, never two holders of a role share in one island for more "
+                                      f"than {self.settle}s (longest overlap {r['longest']:.3f}s){tail}")
 
 
 @attrs.frozen

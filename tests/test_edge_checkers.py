@@ -1,0 +1,311 @@
+"""The local-plane checkers (topologies/edge/checks.py) can fail, and say unknown when there is nothing to judge.
+
+``CASES`` holds, for each of the four checkers, a hand-made log breaking its
+invariant (with the offending events, which must come back in the evidence)
+and one with nothing to judge; the registry test imports it. The focused tests
+below pin down ``plan-holders`` (holders keyed by role share across plans,
+within one island, after a settle time) and ``one-leader-per-island-term``
+with no leader. Events use the field names ``protocols/localplane`` emits.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from topologies.checkers import CHECKERS
+from topologies.edge.checks import PlanHolders, check_plan_holders
+from topologies.plugin import load_plugins
+
+load_plugins()
+
+EDGE_CHECKERS = ("one-leader-per-island-term", "plan-holders", "governance", "ratified-after-heal")
+GOVERNANCE = {"size_threshold": 8, "connected": "assignee", "isolated_below": "unanimous",
+              "isolated_above": "ratio:0.67"}
+
+
+# -- event builders (the fields the protocol emits) ------------------------------------------------------
+
+
+def ev(t: float, node: str, kind: str, /, actor: str | None = None, **fields) -> dict:
+    if actor is None:
+        actor = {"mgr": "manager", "sim": "net", "chaos": "nemesis"}.get(node, "edge")
+    return {"time": t, "node": node, "actor": actor, "kind": kind, "fields": fields}
+
+
+def deployed(t: float = 0.0) -> dict:
+    return ev(t, "mgr", "manager.deployed", intent="shop", version=1, edges=4, roles=["store", "frontend"],
+              isolated_roles=["store", "frontend"], governance=dict(GOVERNANCE))
+
+
+def edge_deployed(t: float, node: str) -> dict:
+    return ev(t, node, "edge.deployed", intent="shop", version=1, members=4)
+
+
+def assigned(t: float, node: str, role: str, plan_id: str, *, share: int = 0, shares: int = 1, term: int = 0,
+             temporary: bool | None = None, converted: bool = False) -> dict:
+    temp = plan_id.startswith("T") if temporary is None else temporary
+    return ev(t, node, "edge.role_assigned", role=role, share=share, shares=shares, key=f"{role}#{share}/{shares}",
+              plan_id=plan_id, term=term, temporary=temp, target=100.0, kind="service", converted=converted,
+              ratified=False)
+
+
+def relinquished(t: float, node: str, role: str, plan_id: str, *, share: int = 0, shares: int = 1,
+                 reason: str = "final_plan") -> dict:
+    return ev(t, node, "edge.role_relinquished", role=role, share=share, shares=shares, key=f"{role}#{share}/{shares}",
+              plan_id=plan_id, temporary=plan_id.startswith("T"), reason=reason)
+
+
+def leader(t: float, node: str, term: int, voters: list[str]) -> dict:
+    return ev(t, node, "plane.leader", term=term, voters=sorted(voters), view=sorted(voters), score=1.0,
+              since_isolation=0.5)
+
+
+def partition(t: float, *islands: list[str], rest: list[str] | None = None) -> dict:
+    return ev(t, "sim", "net.partition", islands=[sorted(i) for i in islands], rest=rest or [])
+
+
+def heal(t: float) -> dict:
+    return ev(t, "sim", "net.heal")
+
+
+def fit_reported(t: float, node: str, plan_id: str) -> dict:
+    return ev(t, node, "edge.fit_reported", plan_id=plan_id, to="e0/edge", fits={"store": 1.2})
+
+
+def assent(t: float, node: str, *, rule: str, electorate: int, required: int, yes: int, isolated: bool = True,
+           outcome: str = "agreed") -> dict:
+    return ev(t, node, "plane.assent", plan_id="T1@e0", round=1, role="store", share=0, shares=1,
+              candidate="e1/edge", rule=rule, isolated=isolated, electorate=electorate, required=required, yes=yes,
+              no=electorate - yes, missing=0, accepted=True, outcome=outcome, timeout=False)
+
+
+def plan_final(t: float, plan_id: str, assignments: list[dict], ratified: bool = False) -> dict:
+    return ev(t, "mgr", "manager.plan_final", plan_id=plan_id, ratified=ratified, sources=["T1@e1"],
+              reason="replaced", complete=True, unacked=[], assignments=assignments, took=0.2, since_reconnect=0.2)
+
+
+def a(role: str, holder: str, share: int = 0, shares: int = 1) -> dict:
+    return {"role": role, "share": share, "shares": shares, "holder": holder, "target": 100.0, "kind": "service"}
+
+
+# -- the invalid and unknown logs of every checker -------------------------------------------------------
+
+# one-leader-per-island-term: e0 and e2 both lead term 1 in one island (disjoint electorates, no partition)
+_LEAD_A = leader(1.0, "e0", 1, ["e0/edge", "e1/edge"])
+_LEAD_B = leader(1.1, "e2", 1, ["e2/edge", "e3/edge"])
+_LEADERS_BAD = [deployed(), edge_deployed(0.01, "e0"), _LEAD_A, _LEAD_B]
+# no leader ever elected: elections were tried, and failed
+_LEADERS_NONE = [deployed(), edge_deployed(0.01, "e0"),
+                 ev(1.0, "e0", "edge.isolation_declared", last_heartbeat=0.4, after=0.5, term=0),
+                 ev(1.0, "e0", "plane.announce", term=1, score=1.0),
+                 ev(1.8, "e0", "plane.election_failed", term=1, heard=1)]
+
+# plan-holders: e1 holds store#0/1 of the temporary T1@e1 and e2 store#0/1 of the final F2@mgr, in one
+# island, for 1.4 s (settle 0.5 s)
+_HOLD_A = assigned(1.0, "e1", "store", "T1@e1", term=1)
+_HOLD_B = assigned(1.1, "e2", "store", "F2@mgr")
+_HOLDERS_BAD = [deployed(), _HOLD_A, _HOLD_B, fit_reported(2.5, "e3", "F3@mgr")]
+# nodes deployed and declared isolation, but no plan was ever complete and nobody took a role
+_HOLDERS_NONE = [deployed(), edge_deployed(0.01, "e1"), edge_deployed(0.01, "e2"),
+                 ev(1.0, "e1", "edge.isolation_declared", last_heartbeat=0.4, after=0.5, term=0)]
+
+# governance: 5 isolated members (below the threshold 8) must agree unanimously; a majority decided
+_LAX = assent(1.0, "e0", rule="majority", electorate=5, required=3, yes=3)
+_GOVERNANCE_BAD = [deployed(), assent(0.9, "e0", rule="unanimous", electorate=5, required=5, yes=5), _LAX]
+_GOVERNANCE_NONE = [deployed(), edge_deployed(0.01, "e0"), _LEAD_A]
+
+# ratified-after-heal: after the heal, e2 takes the final store while e1 (no longer isolated) still holds the
+# temporary one
+_TEMP = assigned(1.0, "e1", "store", "T1@e1", term=1)
+_FINAL = assigned(2.1, "e2", "store", "F2@mgr")
+_RATIFIED_BAD = [deployed(), partition(0.5, ["mgr"], ["e1", "e2"]), _TEMP, heal(2.0), _FINAL,
+                 plan_final(2.2, "F2@mgr", [a("store", "e2/edge")])]
+# a partition and a temporary plan, but the network never heals in this log
+_RATIFIED_NONE = [deployed(), partition(0.5, ["mgr"], ["e1", "e2"]),
+                  ev(1.0, "e1", "edge.isolation_declared", last_heartbeat=0.4, after=0.5, term=0),
+                  assigned(1.2, "e1", "store", "T1@e1", term=1)]
+
+CASES = {
+    "one-leader-per-island-term": {"invalid": (_LEADERS_BAD, [_LEAD_A, _LEAD_B]), "unknown": _LEADERS_NONE},
+    "plan-holders": {"invalid": (_HOLDERS_BAD, [_HOLD_A, _HOLD_B]), "unknown": _HOLDERS_NONE},
+    "governance": {"invalid": (_GOVERNANCE_BAD, [_LAX]), "unknown": _GOVERNANCE_NONE},
+    "ratified-after-heal": {"invalid": (_RATIFIED_BAD, [_TEMP, _FINAL]), "unknown": _RATIFIED_NONE},
+}
+
+
+def in_evidence(item: dict, evidence: list[dict]) -> bool:
+    return any(item == x or (isinstance(x, dict) and any(item == v for v in x.values())) for x in evidence)
+
+
+def test_cases_cover_every_local_plane_checker():
+    assert set(CASES) == set(EDGE_CHECKERS)
+    assert all(name in CHECKERS for name in CASES)
+
+
+@pytest.mark.parametrize("name", EDGE_CHECKERS)
+def test_each_checker_fails_on_its_bad_log_with_the_offending_events(name):
+    events, offending = CASES[name]["invalid"]
+    v = CHECKERS[name].check(events)
+    assert v.status == "invalid", v
+    missing = [o for o in offending if not in_evidence(o, v.evidence)]
+    assert not missing, f"{name}: {missing} not in the evidence {v.evidence}"
+
+
+@pytest.mark.parametrize("name", EDGE_CHECKERS)
+def test_each_checker_says_unknown_with_nothing_to_judge(name):
+    v = CHECKERS[name].check(CASES[name]["unknown"])
+    assert v.status == "unknown", v
+    assert CHECKERS[name].check([]).status == "unknown"
+
+
+# -- plan-holders: keyed by role share across plans, per island, after a settle time ---------------------
+
+
+def test_two_holders_of_one_share_under_different_plans_in_one_island_are_caught():
+    # the old checker keyed holders by (plan, key) and never compared T1@e1 with T1@e3
+    x = assigned(1.0, "e1", "store", "T1@e1", term=1)
+    y = assigned(1.0, "e3", "store", "T1@e3", term=1)
+    log = [x, y, fit_reported(2.0, "e0", "F2@mgr")]
+    v = PlanHolders().check(log)
+    assert v.status == "invalid", v
+    assert v.evidence[0]["a"] == x and v.evidence[0]["b"] == y
+    assert "store" in v.summary and "1.000s" in v.summary
+
+
+def test_a_share_of_a_split_overlaps_the_whole_role_of_another_plan():
+    whole = assigned(1.0, "e1", "store", "T1@e1", term=1)
+    second_half = assigned(1.0, "e2", "store", "F2@mgr", share=1, shares=2)
+    first_third = assigned(1.0, "e3", "cache", "F2@mgr", share=0, shares=3)
+    second_half_cache = assigned(1.0, "e4", "cache", "T1@e1", share=1, shares=2, term=1)  # [1/2, 1) vs [0, 1/3)
+    log = [whole, second_half, first_third, second_half_cache, fit_reported(2.0, "e0", "F3@mgr")]
+    r = check_plan_holders(log)
+    assert [(x["a"], x["b"]) for x in r["violations"]] == [(whole, second_half)], r["violations"]
+
+
+def test_holders_on_opposite_sides_of_a_partition_are_not_a_violation():
+    x = assigned(1.0, "e1", "store", "T1@e1", term=1)
+    y = assigned(1.0, "e3", "store", "T1@e3", term=1)
+    log = [partition(0.5, ["mgr"], ["e0", "e1"], ["e2", "e3"]), x, y, fit_reported(3.0, "e0", "T1@e1")]
+    v = PlanHolders().check(log)
+    assert v.status == "valid", v
+    # the same holders, when the partition heals and neither gives the role up, are caught after the settle time
+    healed = log[:-1] + [heal(2.0), fit_reported(3.0, "e0", "T1@e1")]
+    v = PlanHolders().check(healed)
+    assert v.status == "invalid" and v.evidence[0]["a"] == x and v.evidence[0]["b"] == y, v
+    # ... and not if one of them gives it up within it
+    settled = log[:-1] + [heal(2.0), relinquished(2.3, "e3", "store", "T1@e3", reason="new_plane"),
+                          fit_reported(3.0, "e0", "T1@e1")]
+    assert PlanHolders().check(settled).status == "valid"
+
+
+def test_an_island_from_cut_links_counts_a_node_with_only_its_uplink_cut():
+    # e3 lost only its link to the manager: it is still in one island with e1, so two store holders are caught
+    x = assigned(1.0, "e1", "store", "F1@mgr")
+    y = assigned(1.2, "e3", "store", "T1@e3", term=1)
+    cuts = [ev(0.5, "sim", "net.cut", src="mgr", dst="e3"), ev(0.5, "sim", "net.cut", src="e3", dst="mgr")]
+    log = [edge_deployed(0.0, "e1"), edge_deployed(0.0, "e3")] + cuts + [x, y, fit_reported(2.0, "e0", "F1@mgr")]
+    v = PlanHolders().check(log)
+    assert v.status == "invalid" and (v.evidence[0]["a"], v.evidence[0]["b"]) == (x, y), v
+    # cut from each other as well: two islands
+    apart = cuts + [ev(0.5, "sim", "net.cut", src="e1", dst="e3"), ev(0.5, "sim", "net.cut", src="e3", dst="e1")]
+    log = [edge_deployed(0.0, "e1"), edge_deployed(0.0, "e3")] + apart + [x, y, fit_reported(2.0, "e0", "F1@mgr")]
+    assert PlanHolders().check(log).status == "valid"
+
+
+def test_an_overlap_shorter_than_settle_during_a_handover_is_not_a_violation():
+    temp = assigned(1.0, "e1", "store", "T1@e1", term=1)
+    final = assigned(2.1, "e2", "store", "F2@mgr")
+    log = [temp, final, relinquished(2.4, "e1", "store", "T1@e1", reason="released_for_final_plan"),
+           fit_reported(4.0, "e0", "F2@mgr")]
+    v = PlanHolders().check(log)
+    assert v.status == "valid" and "longest overlap 0.300s" in v.summary, v
+    # the same overlap is too long for a tighter settle time
+    assert PlanHolders(settle=0.2).check(log).status == "invalid"
+    # and an overlap just starting when the log ends is not judged yet
+    young = [temp, final, fit_reported(2.3, "e0", "F2@mgr")]
+    v = PlanHolders().check(young)
+    assert v.status == "valid" and "1 overlaps still open" in v.summary, v
+
+
+def test_two_holders_of_one_share_in_one_plan_are_caught_at_once_even_across_islands():
+    x = assigned(1.0, "e1", "store", "T1@e0", term=1)
+    y = assigned(1.05, "e3", "store", "T1@e0", term=1)
+    log = [partition(0.5, ["e0", "e1"], ["e2", "e3"]), x, y, relinquished(1.1, "e1", "store", "T1@e0")]
+    v = PlanHolders().check(log)
+    assert v.status == "invalid" and v.evidence[0]["a"] == x and v.evidence[0]["b"] == y, v
+    # a handover inside one plan at one instant is not an overlap
+    swap = [x, relinquished(1.5, "e1", "store", "T1@e0", reason="replanned"), assigned(1.5, "e3", "store", "T1@e0")]
+    assert PlanHolders().check(swap).status == "valid"
+
+
+def test_a_crash_or_a_kill_drops_the_roles_of_the_node():
+    x = assigned(1.0, "e1", "store", "T1@e1", term=1)
+    y = assigned(1.2, "e2", "store", "F2@mgr")
+    crashed = [x, ev(1.1, "e1", "sim.crash"), y, fit_reported(3.0, "e0", "F2@mgr")]
+    assert PlanHolders().check(crashed).status == "valid"
+    killed = [x, ev(1.1, "chaos", "nemesis.kill", op="kill", node="e1"), y, fit_reported(3.0, "e0", "F2@mgr")]
+    assert PlanHolders().check(killed).status == "valid"
+    # without the crash it is two holders
+    assert PlanHolders().check([x, y, fit_reported(3.0, "e0", "F2@mgr")]).status == "invalid"
+
+
+def test_a_node_converting_its_own_holding_is_one_holder():
+    temp = assigned(1.0, "e1", "store", "T1@e1", term=1)
+    final = assigned(2.0, "e1", "store", "F2@mgr", converted=True)
+    v = PlanHolders().check([temp, final, fit_reported(4.0, "e0", "F2@mgr")])
+    assert v.status == "valid", v
+
+
+def test_a_plan_giving_one_share_to_two_nodes_is_caught_with_the_plan_as_evidence():
+    bad = ev(1.0, "e0", "plane.plan_complete", term=1, plan_id="T1@e0", version=1, members=["e0/edge", "e1/edge"],
+             electorate=2, rule="unanimous", assignments=[a("store", "e1/edge"), a("store", "e2/edge")], lowered={},
+             splits={}, unfilled=[], negotiation_msgs=4, roles=["store"], since_isolation=0.5, since_leader=0.2)
+    v = PlanHolders().check([bad])
+    assert v.status == "invalid" and v.evidence[0]["event"] == bad, v
+
+
+# -- one leader per island and term ------------------------------------------------------------------
+
+
+def test_zero_leaders_is_unknown_not_valid():
+    v = CHECKERS["one-leader-per-island-term"].check(_LEADERS_NONE)
+    assert v.status == "unknown" and "no leader" in v.summary, v
+
+
+def test_two_leaders_of_one_term_carry_both_leader_events():
+    v = CHECKERS["one-leader-per-island-term"].check(_LEADERS_BAD)
+    assert v.status == "invalid" and v.evidence[0]["a"] == _LEAD_A and v.evidence[0]["b"] == _LEAD_B, v
+    # the leader of a killed node no longer leads: a successor of the same term in its island is no violation
+    killed = [_LEAD_A, ev(1.05, "chaos", "nemesis.kill", op="kill", node="e0"), _LEAD_B]
+    assert CHECKERS["one-leader-per-island-term"].check(killed).status == "valid"
+
+
+# -- a correct log stays valid ---------------------------------------------------------------------------
+
+
+def test_a_correct_isolation_and_heal_is_valid_for_every_checker():
+    members = ["e0/edge", "e1/edge", "e2/edge"]
+    temp_plan = [a("leader", "e0/edge"), a("store", "e1/edge")]
+    log = [deployed(), *(edge_deployed(0.01, n) for n in ("e0", "e1", "e2")),
+           plan_final(0.3, "F1@mgr", [a("store", "e2/edge")], ratified=False),
+           assigned(0.3, "e2", "store", "F1@mgr"),
+           partition(1.0, ["mgr"], ["e0", "e1", "e2"]),
+           *(ev(1.5, n, "edge.isolation_declared", last_heartbeat=1.0, after=0.5, term=0) for n in ("e0", "e1", "e2")),
+           relinquished(1.5, "e2", "store", "F1@mgr", reason="manager_lease_expired"),
+           leader(1.8, "e0", 1, members),
+           assent(1.9, "e0", rule="unanimous", electorate=3, required=3, yes=3),
+           ev(2.0, "e0", "plane.plan_complete", term=1, plan_id="T1@e0", version=1, members=members, electorate=3,
+              rule="unanimous", assignments=temp_plan, lowered={}, splits={}, unfilled=[], negotiation_msgs=6,
+              roles=["leader", "store"], since_isolation=0.5, since_leader=0.2),
+           assigned(2.0, "e0", "leader", "T1@e0", term=1),
+           assigned(2.05, "e1", "store", "T1@e0", term=1),
+           heal(3.0),
+           ev(3.2, "e1", "edge.isolation_ended", term=1, plan_id="T1@e0", leader="e0/edge", isolated_for=1.7),
+           relinquished(3.3, "e0", "leader", "T1@e0", reason="final_plan"),
+           ev(3.3, "e0", "plane.stepdown", term=1, plan_id="T1@e0", reason="final plan committed"),
+           assigned(3.3, "e1", "store", "F2@mgr", converted=True),
+           plan_final(3.4, "F2@mgr", [a("store", "e1/edge")], ratified=True),
+           fit_reported(5.0, "e2", "F2@mgr")]
+    for name in EDGE_CHECKERS:
+        v = CHECKERS[name].check(log)
+        assert v.status == "valid", (name, v)
