@@ -28,10 +28,12 @@ import math
 import operator
 from typing import Any
 
-__all__ = ["DEFAULT_INDICATORS", "DEFAULT_RULES", "FAULT_KINDS", "NON_FAULT", "FaultDetector", "check_rules"]
+__all__ = ["DEFAULT_INDICATORS", "DEFAULT_RULES", "FAULT_KINDS", "NON_FAULT", "POWERED_OFF", "FaultDetector",
+           "check_rules"]
 
 NON_FAULT = "non-fault"
-FAULT_KINDS = ("needs-repair", "needs-troubleshooting", "powered-off")
+POWERED_OFF = "powered-off"  # the kind silence raises (on_silence)
+FAULT_KINDS = ("needs-repair", "needs-troubleshooting", POWERED_OFF)
 DEFAULT_INDICATORS = {
     NON_FAULT: ["green", "steady"],
     "needs-repair": ["red", "steady"],
@@ -112,7 +114,7 @@ class FaultDetector:
         """Called at a deadline; True if the state changed to powered-off."""
         if now < self.due(started):
             return False
-        return self._set("powered-off", f"no status for {self.deadline:g} s")
+        return self._set(POWERED_OFF, f"no status for {self.deadline:g} s")
 
     def _set(self, state: str, reason: str) -> bool:
         changed = state != self.state

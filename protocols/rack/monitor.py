@@ -314,7 +314,8 @@ class RackMonitor:
         effects: list[Effect] = [Emit("monitor.start", {
             "rack": self.rack, "sector": self.sector, "dc": self.dc, "restarted": self.restarted,
             "condition": self.detector.state, "indicator": self.detector.indicator(),
-            "deadline": self.detector.deadline, "lease": self.lease, "heartbeat_every": self.heartbeat_every})]
+            "deadline": self.detector.deadline, "lease": self.lease, "heartbeat_every": self.heartbeat_every,
+            "reboot_on": list(self.reboot_on)})]
         effects += self._paxos(self.paxos.tick(now), now)
         # what the restored Paxos state already knows (chosen before a restart) counts as learned now
         for inst, value in sorted(self.paxos.chosen_values().items()):

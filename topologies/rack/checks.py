@@ -2,34 +2,60 @@
 
 How this works
 --------------
-Each checker judges a run from its event log alone (DESIGN.md, "Invariants"):
+Each checker judges a run from its event log alone (DESIGN.md, "Invariants"),
+says *invalid* with the offending events (event records, or dicts holding them
+as values) in its evidence, and *unknown* - never *valid* - when the log holds
+nothing for it to judge:
 
-* ``paxos-one-value`` - at most one value is chosen per consensus instance.
-  Judged twice: from what learners report (``paxos.chosen``) and from the
-  ground truth, the acceptors' votes (``paxos.accepted``, each with its
-  instance's quorum size): a value is chosen when a quorum of distinct
-  acceptors accepted it in one ballot. Any Paxos user is judged, not only
-  monitors; ``paxos.conflict`` events are violations too.
+* ``paxos-one-value`` - every learned value is a value a quorum accepted, and
+  at most one value per consensus instance. The ground truth is the acceptors'
+  votes (``paxos.accepted``, each with its instance's ``quorum`` size): a value
+  is chosen when a quorum of distinct acceptors (``node/actor``) accepted it in
+  one ballot. *Invalid*: learners (``paxos.chosen``) disagree; a learner learned
+  a value while a quorum accepted a different one; a learner learned a value no
+  quorum accepted in one ballot; quorums accepted two values; any
+  ``paxos.conflict``. A SIGKILLed node loses its last ~0.2 s of buffered events,
+  so with a ``nemesis.kill`` at most ``flush_window`` after an instance was first
+  learned, a learned value short of a quorum of logged votes is *excused* (said
+  in the summary; *unknown* if nothing else was verified), never invalid on that
+  ground alone. ``paxos.accepted`` without the ``quorum`` field: *unknown*. Any
+  Paxos user is judged, not only monitors.
 * ``one-authority-per-ballot`` - one holder per designation instance
   (``<gid>|authority|<term>``, from ``authority.designated``), and two
   authorities of one group never act at once: the lease intervals
   ``[authority.lease time, until]`` of different holders do not overlap (up to
   ``clock_tolerance`` seconds, for processes' clocks; 0 in the simulator).
+  *Unknown* without designations.
 * ``fault-detected-in-time`` - when a rack control's reports (``rack.report``)
-  stop for longer than its monitor's deadline, the monitor shows a fault within
-  ``deadline + slack`` of the last report (unless the monitor itself was down);
-  and no silence fault is raised while reports were sent in time over a link
-  with no fault in force.
+  stop for longer than its monitor's deadline + ``slack`` while the monitor
+  runs (a *silence*), the monitor shows a fault of the **powered-off** kind
+  (``monitor.condition`` / ``monitor.start`` ``condition``, the kind
+  ``protocols.rack.detector`` raises on silence) by then; any other kind, or
+  none, is *invalid*. A silence fault raised while reports were sent in time
+  over a link with no fault in force is *invalid* too. *Unknown* when the log
+  has no silence and no such early fault.
 * ``fleet-agreement`` - once faults have stopped for ``settle`` seconds, every
   running monitor knows, at fleet level (``rack.known``), the latest condition
-  of every rack whose sector kept a quorum of running monitors.
+  of every rack whose sector kept a quorum of running monitors - by value, not
+  only by sequence number: a monitor that knows the latest ``seq`` with another
+  ``condition`` (or indicator) than the rack's last ``monitor.condition`` is
+  *invalid* (judged even before the log settles).
 * ``control-once`` - each control decision is executed at most once, by an
-  executor holding its lease (``control.executed``).
+  executor holding its lease (``control.executed``); on the rack side
+  (``rack.reboot``: rack, decision, by, outcome) a rack is rebooted at most once
+  per decision, and only for an executed decision (a reboot whose executor's
+  node was killed within ``flush_window`` is excused: its decision may be lost
+  with its buffered events); and a rack whose latest agreed condition
+  (``rack.known``) calls for a reboot (``reboot_on`` from ``monitor.start``,
+  default ``needs-troubleshooting``) was rebooted for it (a ``Reboot`` that
+  found the rack already rebooting counts, and is no second reboot), once the log runs
+  ``reboot_within`` seconds after the agreement and the last fault (a rack
+  whose control is down when the log ends is excused). *Unknown* only without
+  any such condition, decision or reboot.
 
-Fault detection and agreement are judged up to the run's orderly shutdown
-(the first ``node.stopped``): nodes never stop at quite the same instant.
-
-Each returns *unknown* when the log holds nothing for it to judge.
+Fault detection, agreement and the reboot bound are judged up to the run's
+orderly shutdown (the first ``node.stopped``): nodes never stop at quite the
+same instant.
 """
 
 from __future__ import annotations
@@ -41,13 +67,14 @@ from typing import Any
 
 import attrs
 
+from protocols.rack.detector import NON_FAULT, POWERED_OFF
 from topologies.checkers import Reach, Verdict
 
-__all__ = ["check_agreement", "check_authority", "check_control_once", "check_fault_detection",
-           "check_paxos_one_value"]
+__all__ = ["REBOOT_ON", "check_agreement", "check_authority", "check_control_once", "check_fault_detection",
+           "check_paxos_one_value", "reboot_decision"]
 
 _RACK = re.compile(r"^(d\d+s\d+)r\d+$")
-FAULT_KINDS_OF_EVENTS = ("nemesis.", "net.partition", "net.cut", "net.link", "sim.crash", "sim.restart")
+FAULT_KINDS_OF_EVENTS = ("nemesis.", "net.partition", "net.cut", "net.heal", "net.link", "sim.crash", "sim.restart")
 
 
 def _f(e: dict) -> dict:
@@ -81,45 +108,114 @@ def _until_shutdown(events: list[dict]) -> list[dict]:
 
 # -- paxos -------------------------------------------------------------------------------
 
-def check_paxos_one_value(events: list[dict]) -> dict:
-    learned: dict[str, dict[str, dict]] = defaultdict(dict)
-    votes: dict[tuple[str, str], dict[str, set]] = defaultdict(lambda: defaultdict(set))
+def check_paxos_one_value(events: list[dict], flush_window: float = 1.0) -> dict:
+    """Learned values (``paxos.chosen``) against the acceptors' votes (``paxos.accepted``).
+
+    A value is *chosen* in an instance when a quorum (the ``quorum`` field) of distinct
+    acceptors (``node/actor``) accepted it in one ballot. Every learned value must be one.
+    ``flush_window``: a SIGKILLed node loses the events it logged in its last flush period
+    (``actors.eventlog`` buffers, the node flushes every 0.2 s), so a learned value with too few
+    votes in the log is excused when some ``nemesis.kill`` came no later than ``flush_window``
+    after the instance was first learned (the lost votes came before the learning).
+    """
+    evs = _ordered(events)
+    learned: dict[str, dict[str, dict]] = defaultdict(dict)  # instance -> value -> first paxos.chosen
+    first_learned: dict[str, float] = {}
+    votes: dict[tuple[str, str], dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
     quorum: dict[str, int] = {}
+    no_quorum_field: dict[str, list[dict]] = defaultdict(list)
+    kills: list[float] = []
     conflicts = []
     n_chosen = 0
-    for e in events:
+    for e in evs:
         k, f = e.get("kind"), _f(e)
         if k == "paxos.chosen":
             n_chosen += 1
-            learned[f.get("instance")].setdefault(_key(f.get("value")), e)
-        elif k == "paxos.accepted" and "quorum" in f:
-            votes[(f.get("instance"), _key(f.get("ballot")))][_key(f.get("value"))].add(f"{e.get('node')}/{e.get('actor')}")
-            quorum[f.get("instance")] = f["quorum"]
+            inst = f.get("instance")
+            learned[inst].setdefault(_key(f.get("value")), e)
+            first_learned.setdefault(inst, float(e.get("time", 0.0)))
+        elif k == "paxos.accepted":
+            inst = f.get("instance")
+            q = f.get("quorum")
+            if q.__class__ is bool or not isinstance(q, int) or q < 1:
+                no_quorum_field[inst].append(e)
+                continue
+            voter = f"{e.get('node')}/{e.get('actor')}"
+            votes[(inst, _key(f.get("ballot")))][_key(f.get("value"))].setdefault(voter, e)
+            quorum[inst] = max(quorum.get(inst, 0), q)
         elif k == "paxos.conflict":
             conflicts.append(e)
-    truth: dict[str, set] = defaultdict(set)
+        elif k == "nemesis.kill":
+            kills.append(float(e.get("time", 0.0)))
+    # the ground truth: values a quorum accepted in one ballot (one accepted event each, for evidence)
+    truth: dict[str, dict[str, dict]] = defaultdict(dict)
     for (inst, _ballot), by_value in votes.items():
         for value, voters in by_value.items():
-            if len(voters) >= quorum.get(inst, 10**9):
-                truth[inst].add(value)
-    bad = [ev for inst, vals in learned.items() if len(vals) > 1 for ev in vals.values()]
-    bad_truth = sorted(inst for inst, vals in truth.items() if len(vals) > 1)
-    return {"instances": len(set(learned) | set(truth)), "chosen_events": n_chosen,
-            "learner_conflicts": bad, "acceptor_conflicts": bad_truth, "conflict_events": conflicts}
+            if len(voters) >= quorum[inst]:
+                truth[inst].setdefault(value, next(iter(voters.values())))
+    learner_conflicts = [ev for vals in learned.values() if len(vals) > 1 for ev in vals.values()]
+    acceptor_conflicts = {inst: list(vals.values()) for inst, vals in truth.items() if len(vals) > 1}
+    other, unsupported, excused, unverifiable, verified = [], [], [], [], 0
+    for inst, vals in learned.items():
+        for value, ev in vals.items():
+            if value in truth.get(inst, {}):
+                verified += 1
+            elif truth.get(inst):  # a quorum accepted a different value
+                other.append((ev, next(iter(truth[inst].values()))))
+            elif inst in no_quorum_field and inst not in quorum:
+                unverifiable.append(ev)
+            elif any(t <= first_learned[inst] + flush_window for t in kills):
+                excused.append(ev)
+            else:
+                partial = [a for (i, _b), by in votes.items() if i == inst for a in by.get(value, {}).values()]
+                unsupported.append((ev, partial))
+    return {"instances": len(set(learned) | set(truth)), "chosen_events": n_chosen, "verified": verified,
+            "quorum_instances": len(truth), "learner_conflicts": learner_conflicts,
+            "acceptor_conflicts": acceptor_conflicts, "conflict_events": conflicts,
+            "learned_other_value": other, "unsupported": unsupported, "excused": excused,
+            "unverifiable": unverifiable,
+            "accepted_without_quorum": sum(len(v) for v in no_quorum_field.values())}
 
 
-def _paxos_checker(events: list[dict]) -> Verdict:
-    r = check_paxos_one_value(events)
-    name = "paxos-one-value"
-    if not r["instances"] and not r["conflict_events"]:
-        return Verdict(name, "unknown", "no consensus instance in the log")
-    if r["learner_conflicts"] or r["acceptor_conflicts"] or r["conflict_events"]:
-        ev = r["learner_conflicts"] + r["conflict_events"] + [{"instance": i} for i in r["acceptor_conflicts"]]
-        return Verdict(name, "invalid", f"two values chosen: learners disagree on {len(r['learner_conflicts'])} "
-                       f"events, acceptors' quorums on {len(r['acceptor_conflicts'])} instances, "
-                       f"{len(r['conflict_events'])} conflict events", ev)
-    return Verdict(name, "valid", f"{r['instances']} instances, each with at most one value "
-                   f"({r['chosen_events']} paxos.chosen events agree with the acceptors' votes)")
+@attrs.frozen
+class _PaxosChecker:
+    name: str = "paxos-one-value"
+    flush_window: float = 1.0
+
+    def check(self, events: list[dict]) -> Verdict:
+        r = check_paxos_one_value(events, self.flush_window)
+        name = self.name
+        bad = (r["learner_conflicts"] or r["acceptor_conflicts"] or r["conflict_events"]
+               or r["learned_other_value"] or r["unsupported"])
+        if bad:
+            ev: list[dict] = list(r["learner_conflicts"])
+            for pair in r["learned_other_value"]:
+                ev.extend(pair)
+            ev += [chosen for chosen, _partial in r["unsupported"]]
+            ev += r["conflict_events"]
+            for accepted in r["acceptor_conflicts"].values():
+                ev.extend(accepted)
+            ev += [a for _c, partial in r["unsupported"] for a in partial]
+            return Verdict(name, "invalid",
+                           f"learners disagree in {len(r['learner_conflicts'])} paxos.chosen events; "
+                           f"{len(r['learned_other_value'])} learned values differ from the one a quorum accepted; "
+                           f"{len(r['unsupported'])} learned values no quorum of distinct acceptors accepted in "
+                           f"one ballot; {len(r['acceptor_conflicts'])} instances where quorums accepted two "
+                           f"values; {len(r['conflict_events'])} paxos.conflict events", ev)
+        notes = []
+        if r["excused"]:
+            notes.append(f"{len(r['excused'])} learned values excused (unknown): fewer votes in the log than "
+                         "a quorum, but a node was killed and may have lost its last buffered events")
+        if r["unverifiable"]:
+            return Verdict(name, "unknown", f"{len(r['unverifiable'])} learned values cannot be checked: their "
+                           f"instances' paxos.accepted events ({r['accepted_without_quorum']}) lack the quorum "
+                           "field" + ("; " + "; ".join(notes) if notes else ""))
+        if not r["verified"] and not r["quorum_instances"]:
+            return Verdict(name, "unknown", "no learned value backed by a quorum of votes and no quorum of votes "
+                           "in the log: nothing to judge" + ("; " + "; ".join(notes) if notes else ""))
+        return Verdict(name, "valid", f"{r['instances']} instances, each with at most one value; "
+                       f"{r['verified']} learned values each accepted by a quorum in one ballot "
+                       f"({r['chosen_events']} paxos.chosen events)" + ("; " + "; ".join(notes) if notes else ""))
 
 
 # -- authority ---------------------------------------------------------------------------
@@ -196,6 +292,7 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
     control_node: dict[str, str] = {}
     monitor_node: dict[str, str] = {}
     deadline: dict[str, float] = {}
+    report_events: dict[str, list[dict]] = defaultdict(list)  # rack -> its rack.report events (as ``reports``)
     timeline: dict[str, list[tuple[float, bool, dict]]] = defaultdict(list)  # rack -> (time, fault?, event)
     down: dict[str, list[list[float]]] = defaultdict(list)  # node -> [start, end] intervals it was not running
     lossy: list[list[float]] = []  # any link fault in force: [start, end]
@@ -221,6 +318,7 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
         if k == "rack.report":
             r = f.get("rack")
             reports[r].append(t)
+            report_events[r].append(e)
             control_node[r] = e.get("node")
             mon = monitor_node.get(r)
             if mon is not None and (reach.blocked_by(e.get("node"), mon) is not None
@@ -250,30 +348,36 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
     def was_down(node: str, a: float, b: float) -> bool:
         return any(s < b and a < e2 for s, e2 in down.get(node, []))
 
-    def fault_at(rack: str, t: float) -> bool:
-        state = False
-        for tt, fault, _e in timeline.get(rack, []):
+    def shown_at(rack: str, t: float) -> dict | None:
+        """The monitor's last monitor.start / monitor.condition event of ``rack`` at time ``t``."""
+        shown = None
+        for tt, _fault, e in timeline.get(rack, []):
             if tt > t:
                 break
-            state = fault
-        return state
+            shown = e
+        return shown
 
     late, early = [], []
-    windows = 0
+    windows = excused = 0
     for rack, times in reports.items():
         if rack not in deadline:
             continue
         d, mon = deadline[rack], monitor_node[rack]
         nxt = times[1:] + [None]
-        for t0, t1 in zip(times, nxt):
+        for i, (t0, t1) in enumerate(zip(times, nxt)):
             bound = t0 + d + slack
             if (t1 is not None and t1 <= bound) or (t1 is None and end <= bound):
                 continue
-            windows += 1
             if was_down(mon, t0, bound):
+                excused += 1
                 continue
-            if not fault_at(rack, bound):
-                late.append({"rack": rack, "last_report": t0, "bound": bound, "deadline": d})
+            windows += 1
+            shown = shown_at(rack, bound)
+            kind = _f(shown).get("condition", NON_FAULT) if shown is not None else NON_FAULT
+            if kind != POWERED_OFF:  # silence means the rack lost power or its network: powered-off
+                late.append({"rack": rack, "last_report": report_events[rack][i], "last_report_time": t0,
+                             "bound": bound, "deadline": d, "shown": shown, "shown_as": kind,
+                             "next_report": report_events[rack][i + 1] if t1 is not None else None})
         for tt, fault, e in timeline.get(rack, []):
             f = _f(e)
             if e.get("kind") != "monitor.condition" or not fault or f.get("silence") is None:
@@ -282,7 +386,7 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
             if any(lo <= s <= hi and (rack, s) not in blocked_reports for s in times) and \
                     not any(a < tt and tt - d < b for a, b in lossy) and not was_down(control_node.get(rack, ""), lo, tt):
                 early.append(e)
-    return {"racks": len(reports), "silences": windows, "late": late, "early": early}
+    return {"racks": len(reports), "silences": windows, "excused_silences": excused, "late": late, "early": early}
 
 
 @attrs.frozen
@@ -295,13 +399,24 @@ class _FaultChecker:
         if not r["racks"]:
             return Verdict(self.name, "unknown", "no rack reports in the log")
         if r["late"] or r["early"]:
-            return Verdict(self.name, "invalid", f"{len(r['late'])} silences not shown as a fault within the bound; "
+            kinds = sorted({x["shown_as"] for x in r["late"]})
+            return Verdict(self.name, "invalid", f"{len(r['late'])} silences not shown as a {POWERED_OFF} fault "
+                           f"within deadline + {self.slack} s (shown as: {kinds}); "
                            f"{len(r['early'])} silence faults while reports arrived in time", r["late"] + r["early"])
+        if not r["silences"]:
+            return Verdict(self.name, "unknown", f"{r['racks']} racks, but no report gap longer than the deadline "
+                           f"+ {self.slack} s while the monitor ran"
+                           + (f" ({r['excused_silences']} silences while the monitor was down)"
+                              if r["excused_silences"] else "")
+                           + ", and no silence fault raised early: nothing to judge")
         return Verdict(self.name, "valid", f"{r['racks']} racks; {r['silences']} silences longer than the deadline, "
-                       "each shown as a fault in time; no fault while reports arrived")
+                       f"each shown as a {POWERED_OFF} fault in time; no silence fault while reports arrived")
 
 
 # -- agreement ---------------------------------------------------------------------------
+
+_VALUE_FIELDS = ("condition", "indicator")  # what a rack.known says of the fact's value (monitor._learn_fact)
+
 
 def check_agreement(events: list[dict], settle: float = 2.0) -> dict:
     evs = _until_shutdown(events)
@@ -309,10 +424,11 @@ def check_agreement(events: list[dict], settle: float = 2.0) -> dict:
         return {"status": "unknown", "why": "empty log"}
     end = evs[-1]["time"]
     last_fault = max((e["time"] for e in evs if str(e.get("kind")).startswith(FAULT_KINDS_OF_EVENTS)), default=None)
-    latest: dict[str, tuple[int, float]] = {}
+    latest: dict[str, tuple[int, float, dict]] = {}  # rack -> (seq, time, its last monitor.condition)
     monitors: dict[str, str] = {}  # monitor address -> rack
     alive: dict[str, bool] = {}
-    known: dict[tuple[str, str], int] = {}  # (monitor address, subject) -> seq known at fleet level
+    known: dict[tuple[str, str], tuple[int, dict]] = {}  # (monitor, subject) -> (seq, rack.known) at fleet level
+    known_at: dict[tuple[str, str, int], list[dict]] = defaultdict(list)  # (monitor, subject, seq) -> rack.known events
 
     def addr(e: dict) -> str:
         return f"{e.get('node')}/{e.get('actor')}"
@@ -325,10 +441,13 @@ def check_agreement(events: list[dict], settle: float = 2.0) -> dict:
             monitors[addr(e)] = f.get("rack")
             alive[addr(e)] = True
         elif k == "monitor.condition":
-            latest[f.get("rack")] = (int(f.get("seq", 0)), e["time"])
+            latest[f.get("rack")] = (int(f.get("seq", 0)), e["time"], e)
         elif k == "rack.known" and f.get("level") == "fleet":
             key = (addr(e), f.get("subject"))
-            known[key] = max(known.get(key, -1), int(f.get("seq", -1)))
+            seq = int(f.get("seq", -1))
+            if seq > known.get(key, (-1, {}))[0]:
+                known[key] = (seq, e)
+            known_at[(addr(e), f.get("subject"), seq)].append(e)
         elif k == "sim.crash" and addr(e) in monitors:
             alive[addr(e)] = False
         elif k in ("nemesis.kill", "nemesis.restart"):  # restarted: back once its monitor.start is logged
@@ -336,9 +455,28 @@ def check_agreement(events: list[dict], settle: float = 2.0) -> dict:
                 alive[a] = False
     if not monitors or not latest:
         return {"status": "unknown", "why": "no monitors or no condition changes in the log"}
-    quiet_from = max([last_fault or 0.0] + [t for _s, t in latest.values()])
+    # by value: whoever knows (at fleet level) a rack's latest seq must know the value its monitor raised
+    wrong, uncompared = [], 0
+    for (mon, subject, seq), knowns in sorted(known_at.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2])):
+        if subject not in latest or latest[subject][0] != seq:
+            continue
+        cond = _f(latest[subject][2])
+        for e in knowns:
+            kf = _f(e)
+            fields = [x for x in _VALUE_FIELDS if x in kf and x in cond]
+            if "condition" not in fields:
+                uncompared += 1
+                continue
+            diff = [x for x in fields if kf[x] != cond[x]]
+            if diff:
+                wrong.append({"monitor": mon, "subject": subject, "seq": seq,
+                              "knows": {x: kf[x] for x in fields}, "latest_value": {x: cond[x] for x in fields},
+                              "known": e, "latest": latest[subject][2]})
+    quiet_from = max([last_fault or 0.0] + [t for _s, t, _e in latest.values()])
     if end - quiet_from < settle:
-        return {"status": "unknown", "why": f"the log ends {end - quiet_from:.2f} s after the last fault or "
+        return {"status": "invalid" if wrong else "unknown", "wrong": wrong, "missing": [],
+                "subjects": len(latest), "monitors": 0, "skipped": [],
+                "why": f"the log ends {end - quiet_from:.2f} s after the last fault or "
                 f"condition change; agreement is judged after {settle} s of quiet"}
     sector_members: dict[str, list[str]] = defaultdict(list)
     for node, rack in monitors.items():
@@ -347,17 +485,21 @@ def check_agreement(events: list[dict], settle: float = 2.0) -> dict:
             sector_members[m.group(1)].append(node)
     missing, skipped = [], []
     running = sorted(n for n, up in alive.items() if up)
-    for subject, (seq, _t) in sorted(latest.items()):
+    for subject, (seq, _t, cond_ev) in sorted(latest.items()):
         m = _RACK.match(subject or "")
         members = sector_members.get(m.group(1), []) if m else []
         if sum(alive.get(n, False) for n in members) * 2 <= len(members):
             skipped.append(subject)  # its sector has no quorum of running monitors: nothing can be agreed
             continue
         for n in running:
-            if known.get((n, subject), -1) < seq:
-                missing.append({"monitor": n, "subject": subject, "seq": seq, "knows": known.get((n, subject))})
-    return {"status": "invalid" if missing else "valid", "subjects": len(latest), "monitors": len(running),
-            "missing": missing, "skipped": skipped}
+            k_seq, k_ev = known.get((n, subject), (-1, None))
+            if k_seq < seq:
+                missing.append({"monitor": n, "subject": subject, "seq": seq,
+                                "knows": k_seq if k_ev is not None else None, "known": k_ev, "latest": cond_ev})
+    return {"status": "invalid" if missing or wrong else ("unknown" if uncompared else "valid"),
+            "subjects": len(latest), "monitors": len(running), "missing": missing, "wrong": wrong,
+            "skipped": skipped, "uncompared": uncompared,
+            "why": f"{uncompared} rack.known events of a latest seq carry no condition: values cannot be compared"}
 
 
 @attrs.frozen
@@ -369,49 +511,158 @@ class _AgreementChecker:
         r = check_agreement(events, self.settle)
         if r["status"] == "unknown":
             return Verdict(self.name, "unknown", r["why"])
-        if r["missing"]:
-            return Verdict(self.name, "invalid", f"{len(r['missing'])} (monitor, rack) pairs lack the rack's latest "
-                           "condition at fleet level after the faults healed", r["missing"])
+        if r["status"] == "invalid":
+            return Verdict(self.name, "invalid", f"{len(r['wrong'])} monitors know a rack's latest seq at fleet "
+                           "level with another value than its monitor raised; "
+                           f"{len(r['missing'])} (monitor, rack) pairs lack the rack's latest condition at fleet "
+                           "level after the faults healed", r["wrong"] + r["missing"])
         return Verdict(self.name, "valid", f"all {r['monitors']} running monitors know the latest condition of "
-                       f"{r['subjects'] - len(r['skipped'])} racks fleet-wide"
+                       f"{r['subjects'] - len(r['skipped'])} racks fleet-wide, by seq and by value"
                        + (f" ({len(r['skipped'])} racks skipped: their sector lost its quorum)" if r["skipped"] else ""))
 
 
 # -- control decisions -------------------------------------------------------------------
 
-def check_control_once(events: list[dict]) -> dict:
+REBOOT_ON = ("needs-troubleshooting",)  # RackMonitor's default reboot_on (monitor.start logs the one in use)
+
+
+def reboot_decision(rack: str, seq: Any) -> str:
+    """The decision a sector takes on rack ``rack``'s condition ``seq`` (``RackMonitor._propose_reboot``)."""
+    return f"reboot:{rack}:{seq}"
+
+
+def check_control_once(events: list[dict], reboot_within: float = 3.0, reboot_on: tuple = REBOOT_ON,
+                       flush_window: float = 1.0) -> dict:
+    """Decisions (``control.executed``, monitor side) against reboots (``rack.reboot``, rack side).
+
+    ``reboot_within``: how long after a rack's latest agreed condition calling for a reboot (or
+    after the last fault, if later) the log must run before a missing reboot is a violation.
+    ``flush_window``: a reboot whose executor's monitor node was SIGKILLed that close to it may
+    have lost its ``control.executed`` (the node's buffered events): excused, not judged.
+    """
+    evs = _ordered(events)
+    judged = _until_shutdown(events)
+    end = judged[-1]["time"] if judged else 0.0
+    faults = FAULT_KINDS_OF_EVENTS  # a heal too (net.heal is one): the quiet starts there
+    last_fault = max((e["time"] for e in judged if str(e.get("kind")).startswith(faults)), default=None)
     runs: dict[str, list[dict]] = defaultdict(list)
     unleased = []
-    for e in events:
-        if e.get("kind") == "control.executed":
-            f = _f(e)
+    reboots: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (rack, decision) -> rack.reboot events
+    agreed: dict[str, dict[int, dict]] = defaultdict(dict)  # rack -> seq -> its first rack.known
+    monitor_node: dict[str, str] = {}  # rack -> node of its monitor
+    sector_of: dict[str, str] = {}
+    reboot_on_of: dict[str, tuple] = {}  # rack -> its monitor's reboot_on (monitor.start)
+    kills: dict[str, list[float]] = defaultdict(list)
+    control_node: dict[str, str] = {}  # rack -> node of its control (rack.start, rack.report)
+    node_up: dict[str, bool] = {}  # node -> running at the end of the judged log
+    for e in evs:
+        k, f = e.get("kind"), _f(e)
+        if e.get("time", 0.0) <= end:
+            if k in ("sim.crash", "nemesis.kill", "nemesis.pause"):
+                node_up[e.get("node") if k == "sim.crash" else f.get("node")] = False
+            elif k in ("sim.restart", "nemesis.restart", "nemesis.resume"):
+                node_up[e.get("node") if k == "sim.restart" else f.get("node")] = True
+        if k in ("rack.start", "rack.report"):
+            control_node[f.get("rack")] = e.get("node")
+        if k == "control.executed":
             runs[f.get("decision")].append(e)
             if f.get("lease_until") is None or float(f["lease_until"]) <= float(e.get("time", 0.0)):
                 unleased.append(e)
-    twice = [e for evs in runs.values() if len(evs) > 1 for e in evs]
-    return {"decisions": len(runs), "twice": twice, "unleased": unleased}
+        elif k == "rack.reboot":
+            reboots[(f.get("rack"), f.get("decision"))].append(e)
+        elif k == "rack.known":
+            seq = f.get("seq")
+            if isinstance(seq, int):
+                agreed[f.get("subject")].setdefault(seq, e)
+        elif k == "monitor.start":
+            monitor_node[f.get("rack")] = e.get("node")
+            sector_of[f.get("rack")] = f.get("sector")
+            if isinstance(f.get("reboot_on"), list):
+                reboot_on_of[f.get("rack")] = tuple(f["reboot_on"])
+        elif k == "nemesis.kill":
+            kills[f.get("node")].append(float(e.get("time", 0.0)))
+
+    def calls_for_reboot(rack: str, condition: Any) -> bool:
+        # the sector's authority decides with its own reboot_on: every monitor of the sector must list it
+        mine = [v for r, v in reboot_on_of.items() if sector_of.get(r) == sector_of.get(rack)] \
+            if rack in sector_of else []
+        return all(condition in v for v in mine) if mine else condition in reboot_on
+
+    twice = [e for evs_ in runs.values() if len(evs_) > 1 for e in evs_]
+    rebooted_twice, orphans, excused = [], [], []
+    for (rack, decision), evs_ in reboots.items():
+        done = [e for e in evs_ if _f(e).get("outcome", "rebooting") == "rebooting"]
+        if len(done) > 1:
+            rebooted_twice += done
+        for e in evs_:
+            executed = [x for x in runs.get(decision, []) if _f(x).get("rack") == rack]
+            if executed:
+                continue
+            t = float(e.get("time", 0.0))
+            node = monitor_node.get(_f(e).get("by"))
+            near = [k for n, ts in kills.items() if node is None or n == node for k in ts
+                    if abs(k - t) <= flush_window]
+            (excused if near else orphans).append(e)
+    never, pending, down, judged_conditions = [], [], [], 0
+    for rack, by_seq in agreed.items():
+        seq = max(by_seq)
+        fact = by_seq[seq]
+        if not calls_for_reboot(rack, _f(fact).get("condition")):
+            continue
+        decision = reboot_decision(rack, seq)
+        if reboots.get((rack, decision)):
+            judged_conditions += 1
+            continue
+        since = max(float(fact.get("time", 0.0)), last_fault if last_fault is not None else 0.0)
+        if not node_up.get(control_node.get(rack, ""), True):
+            down.append(rack)  # its control is down when the log ends: nothing to reboot
+        elif end - since >= reboot_within:
+            judged_conditions += 1
+            never.append({"rack": rack, "seq": seq, "decision": decision, "agreed": fact,
+                          "executed": (runs.get(decision) or [None])[0], "log_runs_for": end - since})
+        else:
+            pending.append(rack)
+    return {"decisions": len(runs), "twice": twice, "unleased": unleased, "reboots": sum(map(len, reboots.values())),
+            "rebooted_twice": rebooted_twice, "orphan_reboots": orphans, "excused_reboots": excused,
+            "never_rebooted": never, "pending": sorted(pending), "control_down": sorted(down),
+            "conditions": judged_conditions}
 
 
 @attrs.frozen
 class _ControlChecker:
     name: str = "control-once"
+    reboot_within: float = 3.0
+    reboot_on: tuple = REBOOT_ON
+    flush_window: float = 1.0
 
     def check(self, events: list[dict]) -> Verdict:
-        r = check_control_once(events)
-        if not r["decisions"]:
-            return Verdict(self.name, "unknown", "no control decision was executed")
-        if r["twice"] or r["unleased"]:
-            return Verdict(self.name, "invalid", f"{len(r['twice'])} executions of decisions run twice; "
-                           f"{len(r['unleased'])} executions without a lease", r["twice"] + r["unleased"])
-        return Verdict(self.name, "valid", f"{r['decisions']} decisions, each executed once under a lease")
-
-
-@attrs.frozen
-class _PaxosChecker:
-    name: str = "paxos-one-value"
-
-    def check(self, events: list[dict]) -> Verdict:
-        return _paxos_checker(events)
+        r = check_control_once(events, self.reboot_within, self.reboot_on, self.flush_window)
+        if r["twice"] or r["unleased"] or r["rebooted_twice"] or r["orphan_reboots"] or r["never_rebooted"]:
+            return Verdict(self.name, "invalid",
+                           f"{len(r['twice'])} executions of decisions run twice; {len(r['unleased'])} executions "
+                           f"without a lease; {len(r['rebooted_twice'])} reboots of a rack for a decision it was "
+                           f"already rebooted for; {len(r['orphan_reboots'])} reboots with no executed decision; "
+                           f"{len(r['never_rebooted'])} racks whose latest agreed condition calls for a reboot "
+                           f"never rebooted within {self.reboot_within} s",
+                           r["twice"] + r["unleased"] + r["rebooted_twice"] + r["orphan_reboots"]
+                           + r["never_rebooted"])
+        notes = []
+        if r["pending"]:
+            notes.append(f"racks {r['pending']}: latest agreed condition calls for a reboot, but the log ends "
+                         f"less than {self.reboot_within} s after it (or after the last fault)")
+        if r["control_down"]:
+            notes.append(f"racks {r['control_down']}: latest agreed condition calls for a reboot, but their "
+                         "control is down when the log ends")
+        if r["excused_reboots"]:
+            notes.append(f"{len(r['excused_reboots'])} reboots without a logged decision excused: the executor's "
+                         "node was killed and may have lost its last buffered events")
+        note = ("; " + "; ".join(notes)) if notes else ""
+        if not r["decisions"] and not r["reboots"] and not r["conditions"]:
+            return Verdict(self.name, "unknown", "no control decision, no reboot and no agreed condition calling "
+                           "for one" + note)
+        return Verdict(self.name, "valid", f"{r['decisions']} decisions, each executed once under a lease; "
+                       f"{r['reboots']} rack.reboot events, each for an executed decision, none twice; "
+                       f"{r['conditions']} latest agreed conditions calling for a reboot, each rebooted" + note)
 
 
 CHECKERS = (_PaxosChecker(), _AuthorityChecker(), _FaultChecker(), _AgreementChecker(), _ControlChecker())
