@@ -122,6 +122,11 @@ def test_kill_and_pause_real_processes_and_recover(topo, tmp_path, nemesis):
         starts = [e for e in events if e["kind"] == "node.started" and e["node"] == "beta"]
         assert len(starts) == 2 and starts[0]["fields"]["incarnation"] != starts[1]["fields"]["incarnation"]
     assert "invalid" not in {v["status"] for v in result.verdicts}
+    statuses = {v["checker"]: v["status"] for v in result.verdicts}
+    if nemesis == "kill":  # a restart is judged: a new incarnation
+        assert statuses["fresh-incarnations"] == "valid" and result.ok, result.verdicts
+    else:  # a real pause of ping-pong leaves no runtime checker anything to judge, and the run says so
+        assert set(statuses.values()) == {"unknown"} and not result.judged and not result.ok, result.verdicts
 
 
 @pytest.mark.timeout(120)
@@ -222,4 +227,5 @@ def test_chaos_cli_says_which_declared_checker_did_not_judge(tmp_path):
 def test_a_run_shows_only_the_checkers_of_its_plugins(topo, tmp_path):
     result = run_chaos(topo, tmp_path, seed=7, nemesis="majority", sim=True, quiet=True)
     assert [v["checker"] for v in result.verdicts] == ["no-crash-on-bad-input", "requests-answered",
-                                                       "no-delivery-across-partition"]
+                                                       "no-delivery-across-partition", "deliveries-match-sends",
+                                                       "fresh-incarnations"]

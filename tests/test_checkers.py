@@ -402,7 +402,21 @@ def _cases() -> dict:
     ask = ev(1.0, "n1", "runtime.ask", id=7, to="n2/b", deadline=2.0)
     cut = ev(1.0, "sim", "net.partition", actor="net", islands=[["n1"], ["n2"]])
     crossed = ev(1.5, "sim", "net.deliver", actor="net", src="n1/a", dst="n2/b")
+    send = ev(1.0, "n1", "net.send", src="n1/a", dst="n2/b", tag="t.M", copies=1)
+    twice = [ev(1.2, "n2", "net.deliver", actor="b", src="n1/a", dst="n2/b", tag="t.M", sent=1.0),
+             ev(1.3, "n2", "net.deliver", actor="b", src="n1/a", dst="n2/b", tag="t.M", sent=1.0)]
+    forged = ev(2.0, "n2", "net.deliver", actor="b", src="n3/c", dst="n2/b", tag="t.M", sent=1.9)
+    first = ev(0.0, "beta", "node.started", actor="$node", pid=10, incarnation=77)
+    again = ev(5.0, "beta", "node.started", actor="$node", pid=11, incarnation=77)
     return {
+        "deliveries-match-sends": {
+            "invalid": ([send, *twice, forged], [send, *twice, forged]),
+            "unknown": [send, ev(1.0, "n1", "net.drop", src="n1/a", dst="n2/b", tag="t.M", reason="loss")],
+        },
+        "fresh-incarnations": {
+            "invalid": ([first, ev(4.0, "chaos", "nemesis.kill", actor="nemesis", node="beta"), again], [first, again]),
+            "unknown": [first, ev(0.0, "alpha", "node.started", actor="$node", pid=12, incarnation=5)],
+        },
         "no-crash-on-bad-input": {
             "invalid": ([bad_input, crash, ev(2.0, "n1", "node.stopped")], [bad_input, crash]),
             "unknown": [ev(1.0, "n1", "actor.started"), ev(2.0, "n1", "node.stopped")],
@@ -419,3 +433,38 @@ def _cases() -> dict:
 
 
 CASES = _cases()
+
+
+def test_deliveries_match_sends_counts_copies_the_network_made():
+    c = CHECKERS["deliveries-match-sends"]
+    send = ev(1.0, "n1", "net.send", src="n1/a", dst="n2/b", tag="t.M", copies=2)  # the network duplicated it
+    d = [ev(1.1 + i / 10, "n2", "net.deliver", actor="b", src="n1/a", dst="n2/b", tag="t.M", sent=1.0) for i in range(2)]
+    v = c.check([send, *d])
+    assert v.status == "valid" and "2 deliveries" in v.summary, v
+    v = c.check([send, *d, ev(1.5, "n2", "net.deliver", actor="b", src="n1/a", dst="n2/b", tag="t.M", sent=1.0)])
+    assert v.status == "invalid" and "delivered more often than copied" in v.summary, v
+
+
+def test_fresh_incarnations_judges_real_and_simulated_restarts():
+    c = CHECKERS["fresh-incarnations"]
+    starts = [ev(0.0, "beta", "node.started", actor="$node", incarnation=1),
+              ev(5.0, "beta", "node.started", actor="$node", incarnation=2)]
+    assert c.check(starts).status == "valid"
+    sim = [ev(1.0, "n1", "sim.crash"), ev(2.0, "n1", "sim.restart", incarnation=2)]
+    v = c.check(sim)
+    assert v.status == "valid" and "1 participant" in v.summary, v
+    v = c.check(sim + [ev(3.0, "n1", "sim.restart", incarnation=2)])
+    assert v.status == "invalid" and "n1/a started again as incarnation 2" in v.summary, v
+
+
+def test_a_simulated_chaos_run_is_judged_by_the_message_trace_and_restarts(tmp_path):
+    from pathlib import Path
+
+    from topologies.chaos import run_chaos
+    from topologies.loader import load_topology
+
+    topo = load_topology(Path(__file__).resolve().parents[1] / "topologies" / "pingpong.toml")
+    out = run_chaos(topo, tmp_path, seed=5, nemesis="kill", overrides={"target": "beta"}, sim=True, quiet=True)
+    v = {x["checker"]: x for x in out.verdicts}
+    assert v["deliveries-match-sends"]["status"] == "valid", v["deliveries-match-sends"]
+    assert v["fresh-incarnations"]["status"] == "valid", v["fresh-incarnations"]

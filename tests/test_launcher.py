@@ -94,7 +94,7 @@ def test_ctrl_c_stops_every_node_process(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 1, out + err  # interrupted: not OK, but clean
+    assert proc.returncode == 130, out + err  # interrupted: exit 130, as a shell reports Ctrl-C
     assert "interrupted" in out
     wait_for(lambda: not any(_alive(p) for p in pids.values()), timeout=10, what="node processes gone")
     assert json.loads((run_dir / "summary.json").read_text())["reason"] == "interrupted"
@@ -144,3 +144,38 @@ def test_ports_chosen_for_a_launch_are_distinct():
     for _ in range(20):
         ports = _free_ports([(f"n{i}", "127.0.0.1") for i in range(60)])
         assert len(set(ports.values())) == 60, sorted(ports.values())
+
+
+def test_stop_all_reports_the_node_it_had_to_sigkill():
+    from topologies.launcher import _stop_all
+
+    deaf = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                             "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    polite = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        assert deaf.stdout.readline().strip() == "ready"
+        killed = _stop_all([deaf, polite], grace=1.0)
+    finally:
+        for p in (deaf, polite):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert killed == [deaf]
+    assert deaf.returncode == -signal.SIGKILL and polite.returncode == -signal.SIGTERM
+
+
+@pytest.mark.timeout(120)
+def test_a_node_sigkilled_at_shutdown_fails_the_run_and_is_named(tmp_path, monkeypatch):
+    import topologies.launcher as launcher
+
+    real_stop_all = launcher._stop_all
+
+    def beta_hangs(popens, grace):  # the nodes stop, but pretend beta ignored SIGTERM
+        real_stop_all(popens, grace)
+        return [p for p in popens if p.args[p.args.index("--name") + 1] == "beta"]
+
+    monkeypatch.setattr(launcher, "_stop_all", beta_hangs)
+    result = run_real(load_topology(PINGPONG), tmp_path, quiet=True)
+    assert not result.ok and result.reason.startswith("failed: beta did not stop"), result.reason
+    assert "SIGKILLed" in result.reason and result.nodes["beta"]["sigkilled_at_shutdown"]
+    assert not result.nodes["alpha"]["sigkilled_at_shutdown"]

@@ -21,7 +21,8 @@ those of the topology's plug-ins over the merged event log and writes
 ``results.json`` and ``report.html``. The chaos run fails if a checker says
 *invalid*, if the replay differed, or if a checker the topology declares in
 ``[run] must_judge`` (by default: its plug-ins' ``must_judge``) answered
-*unknown*: a run that judged nothing it promised to judge proves nothing.
+*unknown*, or if every checker answered *unknown*: a run that judged nothing
+(or nothing it promised to judge) proves nothing.
 """
 
 from __future__ import annotations
@@ -61,9 +62,14 @@ class ChaosResult:
     unjudged: tuple[str, ...] = ()     # ... those of them that answered unknown
 
     @property
+    def judged(self) -> bool:
+        """Some checker answered valid or invalid: the run was judged at all."""
+        return any(v["status"] != "unknown" for v in self.verdicts)
+
+    @property
     def ok(self) -> bool:
         return (all(v["status"] != "invalid" for v in self.verdicts) and self.replay_identical is not False
-                and not self.unjudged and not self.run.reason.startswith("failed"))
+                and not self.unjudged and self.judged and not self.run.reason.startswith("failed"))
 
 
 def must_judge_of(topo: Topology) -> tuple[str, ...]:

@@ -80,6 +80,9 @@ class Verdict:
 
 @runtime_checkable
 class Checker(Protocol):
+    """``name``; ``check(events) -> Verdict``; optionally ``liveness = True`` for a checker that needs
+    something to *happen* (servers finish, agreement is reached): an interrupted run leaves it unknown."""
+
     name: str
 
     def check(self, events: list[dict]) -> Verdict: ...
@@ -473,7 +476,118 @@ class NoDeliveryAcrossPartition:
                        f"{_plural(delivers, 'delivery', 'deliveries')} ({during} while a fault was in force), none across a blocked link")
 
 
-RUNTIME_CHECKERS = (NoCrashOnBadInput(), RequestsAnswered(), NoDeliveryAcrossPartition())
+# --------------------------------------------------------------------------
+# deliveries-match-sends
+# --------------------------------------------------------------------------
+
+@attrs.frozen
+class DeliveriesMatchSends:
+    """The network never invents a message: every delivery was sent, and no more copies arrive than were sent.
+
+    Reads the simulator's message trace: ``net.send`` (fields ``src``, ``dst``,
+    ``tag``, ``copies``: how many copies the network decided to carry, after
+    loss and duplication) and ``net.deliver`` (``src``, ``dst``, ``tag``,
+    ``sent``: the send's time). Deliveries are matched to sends by (src, dst,
+    tag, send time).
+
+    **invalid** for a delivery with no matching send, or more deliveries of one
+    send than its copies (evidence: those deliveries and the send);
+    **unknown** if the log has no ``net.deliver`` (message tracing off, or a
+    real run); **valid** otherwise.
+    """
+
+    name: str = "deliveries-match-sends"
+
+    def check(self, events: list[dict]) -> Verdict:
+        sends: dict[tuple, list] = {}  # key -> [copies, [send events]]
+        delivered: dict[tuple, list[dict]] = {}
+        n = 0
+        for ev in _ordered(events):
+            kind = ev.get("kind")
+            if kind == "net.send":
+                f = _fields(ev)
+                key = (f.get("src"), f.get("dst"), f.get("tag"), ev.get("time"))
+                entry = sends.setdefault(key, [0, []])
+                copies = f.get("copies", 1)
+                entry[0] += copies if isinstance(copies, int) and copies.__class__ is not bool else 1
+                entry[1].append(ev)
+            elif kind == "net.deliver":
+                n += 1
+                f = _fields(ev)
+                delivered.setdefault((f.get("src"), f.get("dst"), f.get("tag"), f.get("sent")), []).append(ev)
+        if not n:
+            return Verdict(self.name, "unknown", "no net.deliver events in this log (message tracing is a "
+                                                 "simulator feature: fleetplane chaos --sim, or run --sim --trace)")
+        invented, extra = [], []
+        for key, evs in delivered.items():
+            entry = sends.get(key)
+            if entry is None:
+                invented.extend(evs)
+            elif len(evs) > entry[0]:
+                extra.append({"why": f"{len(evs)} deliveries of {entry[0]} copies sent", "send": entry[1][0],
+                              **{f"delivery{i}": e for i, e in enumerate(evs)}})
+        if invented or extra:
+            first = invented[0] if invented else extra[0]["send"]
+            return Verdict(self.name, "invalid",
+                           f"{_plural(len(invented), 'delivery', 'deliveries')} never sent and "
+                           f"{_plural(len(extra), 'send')} delivered more often than copied; first: {_at(first)}",
+                           invented + extra)
+        return Verdict(self.name, "valid", f"{_plural(n, 'delivery', 'deliveries')}, each of a message sent, "
+                                           "never more copies than the network carried")
+
+
+# --------------------------------------------------------------------------
+# fresh-incarnations
+# --------------------------------------------------------------------------
+
+@attrs.frozen
+class FreshIncarnations:
+    """Every start of a participant is a new incarnation (DESIGN.md, "Identity, durability, restarts").
+
+    Reads ``node.started`` (a node process started; fields ``incarnation``)
+    and ``sim.restart`` (a simulated participant restarted; ``incarnation``).
+    **invalid** if a node (or a simulated participant) starts again with an
+    incarnation it had already used (evidence: both starts); **unknown** if
+    nothing started twice (no restart to judge); **valid** otherwise.
+    """
+
+    name: str = "fresh-incarnations"
+
+    def check(self, events: list[dict]) -> Verdict:
+        seen: dict[str, dict] = {}  # (who, incarnation) -> first start
+        starts: dict[str, int] = {}
+        sim_restarted: set[str] = set()
+        reused: list[dict] = []
+        for ev in _ordered(events):
+            kind = ev.get("kind")
+            if kind == "node.started":
+                who = str(ev.get("node"))
+            elif kind == "sim.restart":
+                who = f"{ev.get('node')}/{ev.get('actor')}"
+            else:
+                continue
+            inc = _fields(ev).get("incarnation")
+            starts[who] = starts.get(who, 0) + 1
+            if kind == "sim.restart":
+                sim_restarted.add(who)
+            key = f"{who}\0{inc!r}"
+            if key in seen:
+                reused.append({"why": f"{who} started again as incarnation {inc!r}", "first": seen[key], "again": ev})
+            else:
+                seen[key] = ev
+        # a node's first node.started is its first start; every sim.restart is a restart
+        restarted = sorted({w for w, n in starts.items() if n > 1} | sim_restarted)
+        if reused:
+            return Verdict(self.name, "invalid", f"{_plural(len(reused), 'restart')} reused an incarnation; first: "
+                                                 f"{reused[0]['why']}", reused)
+        if not restarted:
+            return Verdict(self.name, "unknown", "nothing restarted in this log: no incarnation to compare")
+        return Verdict(self.name, "valid", f"{_plural(len(restarted), 'participant')} restarted, each time "
+                                           "as a new incarnation")
+
+
+RUNTIME_CHECKERS = (NoCrashOnBadInput(), RequestsAnswered(), NoDeliveryAcrossPartition(), DeliveriesMatchSends(),
+                    FreshIncarnations())
 for _c in RUNTIME_CHECKERS:
     register(_c)
 

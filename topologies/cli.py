@@ -22,7 +22,11 @@ from loguru import logger
 
 from topologies.argtypes import non_negative_float, positive_float, positive_int, probability
 
-__all__ = ["build_parser", "main", "run_dir_for", "setup_logging"]
+__all__ = ["EXIT_INTERRUPTED", "build_parser", "main", "run_dir_for", "setup_logging"]
+
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C (128 + SIGINT)
+EXIT_CODES = """exit status: 0 ok; 1 failed, an invariant broken, or (chaos) a declared checker not judged;
+2 usage or configuration error; 130 interrupted (Ctrl-C)"""
 
 
 def run_dir_for(base: str, label: str) -> Path:
@@ -78,8 +82,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             c = info.get("counters") or {}
             print(f"  {name:12} pid {info['pid']:>7}  exit {info['exit']}  sent {c.get('sent_remote', 0)}  "
                   f"received {c.get('received_remote', 0)}  dead letters {c.get('dead_letters', 0)}")
+    from topologies.report import make_report
+
+    report = make_report(run_dir)
+    for v in report["verdicts"]:
+        if v["status"] != "unknown":
+            print(f"  {v['status'].upper():8} {v['checker']}: {v['summary']}")
+    judged = sum(v["status"] != "unknown" for v in report["verdicts"])
+    print(f"  ({len(report['verdicts']) - judged} more checkers had nothing to judge in this run; "
+          f"all verdicts: {run_dir / 'results.json'})")
     print(f"events:  {run_dir / 'events.jsonl'}")
     print(f"summary: {run_dir / 'summary.json'}")
+    print(f"report:  {run_dir / 'report.html'}")
+    if result.reason == "interrupted":
+        return EXIT_INTERRUPTED
+    if not report["valid"]:
+        print("NOT OK: an invariant is broken (see the INVALID lines above)")
+        return 1
     return 0 if result.ok else 1
 
 
@@ -132,8 +151,11 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     broken = any(v["status"] == "invalid" for v in result.verdicts)
     why = [w for w, bad in (("invariant broken", broken), ("replay differed", result.replay_identical is False),
                             (f"not judged: {', '.join(result.unjudged)}", bool(result.unjudged)),
+                            ("nothing judged: every checker answered unknown", not result.judged),
                             ("did not finish", not r.ok)) if bad]
     print("chaos OK" if ok else "chaos FAILED" + (f" ({'; '.join(why)})" if why else ""))
+    if r.reason == "interrupted":
+        return EXIT_INTERRUPTED
     return 0 if ok else 1
 
 
@@ -152,8 +174,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if results["valid"] else 1
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fleetplane")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fleetplane", description="fleetplane: an actor runtime for data-center control planes")
+    p = argparse.ArgumentParser(prog="fleetplane", description="fleetplane: an actor runtime for data-center control planes",
+                                epilog=EXIT_CODES + "\nREADME.md has every command with its output.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a topology file: every node as a process, or --sim")
     r.add_argument("file", help="topology file (TOML), e.g. topologies/pingpong.toml")

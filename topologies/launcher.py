@@ -47,6 +47,7 @@ from topologies.plugin import load_plugins
 __all__ = ["NodeProcess", "RunResult", "merge_events", "run_real", "run_sim"]
 
 ROOT = Path(__file__).resolve().parents[1]
+SHUTDOWN_GRACE = 10.0  # seconds every node together gets to stop after SIGTERM before SIGKILL
 
 
 @attrs.define
@@ -232,8 +233,12 @@ def _readline(popen: subprocess.Popen, timeout: float) -> str:
     return out[0] if out else ""
 
 
-def _stop_all(popens: list[subprocess.Popen], grace: float) -> None:
-    """SIGTERM every node at once, then wait for all of them together (``grace`` in all), SIGKILL the rest."""
+def _stop_all(popens: list[subprocess.Popen], grace: float) -> list[subprocess.Popen]:
+    """SIGTERM every node at once, then wait for all of them together (``grace`` in all), SIGKILL the rest.
+
+    Returns the processes that had to be SIGKILLed (a node that does not stop on SIGTERM is a bug).
+    """
+    killed: list[subprocess.Popen] = []
     for popen in popens:
         if popen.poll() is None:
             try:
@@ -246,12 +251,14 @@ def _stop_all(popens: list[subprocess.Popen], grace: float) -> None:
         try:
             popen.wait(max(0.0, deadline - time.monotonic()))  # one SIGTERM each: a second one may kill it mid-exit
         except subprocess.TimeoutExpired:
+            killed.append(popen)
             try:
                 popen.kill()
             except ProcessLookupError:
                 pass
             popen.wait(5)
         _stop_process(popen, 0.0)  # it has exited: close its pipes
+    return killed
 
 
 def _stop_process(popen: subprocess.Popen, grace: float) -> int | None:
@@ -385,17 +392,23 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
         reason, seconds = f"failed: {e}", time.monotonic() - t0
     finally:
         nodes = {}
-        _stop_all([p.popen for p in procs.values()], 10.0)
+        killed = _stop_all([p.popen for p in procs.values()], SHUTDOWN_GRACE)
         for name, p in procs.items():
             code = p.popen.returncode
             counters_file = run_dir / f"{name}.counters.json"
             nodes[name] = {"pid": p.pid, "exit": code, "endpoint": p.endpoint,
-                           "counters": json.loads(counters_file.read_text()) if counters_file.exists() else None}
+                           "counters": json.loads(counters_file.read_text()) if counters_file.exists() else None,
+                           "sigkilled_at_shutdown": p.popen in killed}
         progress.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     files = sorted(run_dir.glob("*.events.jsonl"))
     count = merge_events(files, run_dir / "events.jsonl")
+    hung = sorted(n for n, info in nodes.items() if info["sigkilled_at_shutdown"])
+    if hung and not reason.startswith("failed"):
+        # a node that ignores SIGTERM loses its counters and its last events: the run cannot be trusted
+        reason = (f"failed: {', '.join(hung)} did not stop within {SHUTDOWN_GRACE:g} s of SIGTERM and "
+                  f"{'was' if len(hung) == 1 else 'were'} SIGKILLed" + ("" if reason == "done" else f" (run: {reason})"))
     ok = reason == "done" or (reason == "duration" and topo.run.done is None)
     result = RunResult(topo.name, "real", run_dir, ok, reason, round(seconds, 3), tally.progress, tally.done, count, nodes)
     (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=1, default=str))

@@ -96,6 +96,8 @@ def make_report(run_dir: str | Path, checkers: list[str] | None = None) -> dict:
     if checkers is None:
         checkers = checkers_for(kinds_used)
     verdicts = [v.as_dict() for v in run_checkers(events, checkers)]
+    if summary.get("reason") == "interrupted":
+        verdicts = [_interrupted(v) for v in verdicts]
 
     per_node: dict[str, Counter] = {}
     for e in events:
@@ -158,6 +160,17 @@ def make_report(run_dir: str | Path, checkers: list[str] | None = None) -> dict:
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (run_dir / "report.html").write_text(_html(results, events, periods, progress_times, t0, t1, extra), encoding="utf-8")
     return results
+
+
+def _interrupted(v: dict) -> dict:
+    """An interrupted run judges safety on what it has; a liveness checker that did not see its
+    outcome happen says unknown (the run was stopped before it could), never invalid."""
+    from topologies.checkers import CHECKERS
+
+    if not getattr(CHECKERS.get(v["checker"]), "liveness", False) or v["status"] == "valid":
+        return v
+    return {**v, "status": "unknown", "evidence": [],
+            "summary": f"the run was interrupted, so liveness is not judged (on the truncated log: {v['summary']})"}
 
 
 def _kinds_used(run_dir: Path) -> set[str] | None:

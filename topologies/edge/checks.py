@@ -71,7 +71,7 @@ shows each one failing and each one unable to judge.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -573,6 +573,7 @@ class GovernanceApplied:
 @attrs.frozen
 class RatifiedAfterHeal:
     name: str = "ratified-after-heal"
+    liveness: ClassVar[bool] = True  # something must happen: an interrupted run cannot say it did not
     bound: float = 2.0
     handover_bound: float = 0.5
 

@@ -63,7 +63,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -505,6 +505,7 @@ def check_agreement(events: list[dict], settle: float = 2.0) -> dict:
 @attrs.frozen
 class _AgreementChecker:
     name: str = "fleet-agreement"
+    liveness: ClassVar[bool] = True  # something must happen: an interrupted run cannot say it did not
     settle: float = 2.0
 
     def check(self, events: list[dict]) -> Verdict:

@@ -91,7 +91,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -537,6 +537,7 @@ class LeasesEnd:
     """
 
     name: str = "leases-end"
+    liveness: ClassVar[bool] = True  # something must happen: an interrupted run cannot say it did not
     slack: float = 5.0
 
     def check(self, events: list[dict]) -> Verdict:
@@ -638,6 +639,7 @@ class ServersDone:
     """
 
     name: str = "servers-done"
+    liveness: ClassVar[bool] = True  # something must happen: an interrupted run cannot say it did not
     settle: float = 60.0
 
     def check(self, events: list[dict]) -> Verdict:
