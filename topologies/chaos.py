@@ -127,6 +127,43 @@ def build_schedule(topo: Topology, seed: int, nemesis: str | None = None, overri
     return sorted(schedule, key=lambda item: item[0])
 
 
+def describe_ops(ops: list) -> str:
+    """What a batch of fault ops (taken at one moment) does, in words: "grudge majority; kill beta"."""
+    words: list[str] = []
+    links = [op.describe() for op in ops if isinstance(op, LinkFault)]
+    for op in ops:
+        d = op.describe()
+        kind = d["op"]
+        if isinstance(op, LinkFault):
+            continue
+        if isinstance(op, Grudge):
+            words.append(f"partition {d.get('label') or ''} ({len(d['blocked'])} directed links cut)".replace("  ", " "))
+        elif isinstance(op, Heal):
+            words.append("heal the partition")
+        elif isinstance(op, ClearLinkFaults):
+            words.append("clear the link faults")
+        else:
+            words.append(f"{kind} {d.get('node')}")
+    if links:
+        what = [f"{k} {links[0][k]:g}" for k in ("loss", "delay", "duplicate", "reorder") if links[0].get(k)]
+        nodes = sorted({x["src"] for x in links} | {x["dst"] for x in links})
+        words.append(f"link faults on {len(links)} directed links among {len(nodes)} nodes ({', '.join(what) or 'none'})")
+    return "; ".join(words)
+
+
+def schedule_lines(schedule: list) -> list[str]:
+    """The schedule grouped by time: one line per moment."""
+    out, batch, at = [], [], None
+    for t, op in schedule + [(None, None)]:
+        if t != at and batch:
+            out.append(f"{at:8.2f} s  {describe_ops(batch)}")
+            batch = []
+        at = t
+        if op is not None:
+            batch.append(op)
+    return out
+
+
 def _first_difference(a: Path, b: Path) -> str | None:
     la = a.read_text(encoding="utf-8").splitlines()
     lb = b.read_text(encoding="utf-8").splitlines()
@@ -151,6 +188,10 @@ def run_chaos(topo: Topology, run_dir: Path, seed: int, *, nemesis: str | None =
     # done (liveness after the faults) or at its duration limit.
     span = last_op + topo.run.recovery
     limit = duration if duration is not None else max(topo.run.duration, span)
+    if not quiet:
+        print(f"fault schedule ({'virtual ' if sim else ''}seconds from the start):", flush=True)
+        for line in schedule_lines(schedule) or ["    (no fault op)"]:
+            print(f"  {line}", flush=True)
     if sim:
         result, same, diff = _chaos_sim(topo, run_dir, seed, schedule, limit, span, quiet)
     else:
@@ -203,8 +244,10 @@ def _chaos_real(topo: Topology, run_dir: Path, schedule: list, limit: float, spa
 
     def hook(procs: dict, elapsed: float) -> None:
         node = control(procs)
+        now: list = []
         while pending and pending[0][0] <= elapsed:
             _, op = pending.pop(0)
+            now.append(op)
             state.apply(op)
             c = op.__class__
             if c in (Grudge, Heal, LinkFault, ClearLinkFaults):
@@ -225,6 +268,8 @@ def _chaos_real(topo: Topology, run_dir: Path, schedule: list, limit: float, spa
                 send_plans(node)  # the new incarnation starts with the plan in force
             events.emit(time.time(), "chaos", "nemesis", f"nemesis.{op.kind}", op.describe())
             events.flush()
+        if now and not quiet:
+            print(f"[chaos] {elapsed:6.2f} s: {describe_ops(now)}", flush=True)
 
     try:
         result = run_real(topo, run_dir, duration=limit, quiet=quiet, hook=hook, min_seconds=span)

@@ -102,6 +102,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+_OPTION_NEMESES = {"loss": ("flaky",), "delay": ("slow",), "probability": ("duplicate", "reorder")}
+
+
+def _irrelevant_options(args: argparse.Namespace) -> str | None:
+    """An option the chosen nemesis ignores is refused, not silently dropped."""
+    if args.nemesis is None or args.nemesis == "mix":
+        return None
+    for option, users in _OPTION_NEMESES.items():
+        if getattr(args, option) is not None and args.nemesis not in users:
+            return (f"--{option} applies only to --nemesis {' or '.join(users)}; "
+                    f"the {args.nemesis!r} nemesis does not use it")
+    return None
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
     from topologies.chaos import run_chaos
 
@@ -116,6 +130,17 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         print(f"error: --target {args.target!r} is not a node of {topo.name} ({', '.join(topo.node_names)})", file=sys.stderr)
         return 2
     seed = args.seed if args.seed is not None else topo.seed
+    problem = _irrelevant_options(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from topologies.chaos import build_schedule
+
+    try:  # every check before a run directory exists: a refused command leaves nothing behind
+        build_schedule(topo, seed, args.nemesis, overrides)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     run_dir = run_dir_for(args.out, f"{topo.name}-chaos-{args.nemesis or 'file'}{'-sim' if args.sim else ''}")
     setup_logging(run_dir, args.verbose)
     print(f"fleetplane chaos {args.file}: nemesis {args.nemesis or 'from the file'}, seed {seed}, "
@@ -205,17 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
                                      "flaky, slow, duplicate, reorder, kill, pause, mix (default: the file's [[chaos]])")
     c.add_argument("--seed", type=int, help="seed for the nemesis and the simulator (default: the topology's)")
     c.add_argument("--sim", action="store_true", help="in the deterministic simulator (each run is replayed and compared)")
-    c.add_argument("--start", type=non_negative_float, help="first fault at (s)")
-    c.add_argument("--duration", type=positive_float, help="each fault lasts (s)")
-    c.add_argument("--repeat", type=positive_int, help="how many faults")
-    c.add_argument("--interval", type=positive_float, help="from one fault to the next (s)")
+    c.add_argument("--start", type=non_negative_float, metavar="S", help="the first fault starts at S seconds (default 1)")
+    c.add_argument("--duration", type=positive_float, metavar="S",
+                   help="each fault stays in force S seconds (default 2); NOT the run's length: see --run-for")
+    c.add_argument("--repeat", type=positive_int, metavar="N", help="how many faults (default 1)")
+    c.add_argument("--interval", type=positive_float, metavar="S",
+                   help="S seconds from one fault's start to the next (default twice --duration)")
     c.add_argument("--target", help="the node to hit (one, asymmetric, kill, pause, bridge, majority; "
                    "flaky/slow/duplicate/reorder: only its links)")
     c.add_argument("--nodes", help="strike only among these nodes: comma-separated names or glob patterns, e.g. "
                    "'mon-*' (in racks.toml: cut the monitor mesh, not the rack controls' links)")
-    c.add_argument("--loss", type=probability, help="flaky: loss probability")
-    c.add_argument("--delay", type=non_negative_float, help="slow: added latency (s)")
-    c.add_argument("--probability", type=probability, help="duplicate/reorder probability")
+    c.add_argument("--loss", type=probability, help="flaky only: each message is lost with this probability (default 0.3)")
+    c.add_argument("--delay", type=non_negative_float, metavar="S", help="slow only: S seconds of added latency (default 0.2)")
+    c.add_argument("--probability", type=probability,
+                   help="duplicate / reorder only: each message is duplicated / held back with this probability (default 0.5)")
     c.add_argument("--must-judge", help="comma-separated checkers that must answer valid or invalid (unknown fails "
                    "the run); default: the topology's [run] must_judge, else its plug-ins' defaults; '' for none")
     c.add_argument("--run-for", type=positive_float, help="total run length (default: the schedule plus the topology's [run] recovery, 3 s unless set)")
@@ -229,8 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
             cp = sub.add_parser(command.name, help=command.help)
             command.setup(cp)
             cp.set_defaults(func=command.run)
-    rp = sub.add_parser("report", help="(re)write results.json and report.html for a run directory")
-    rp.add_argument("run_dir", type=Path)
+    rp = sub.add_parser("report", help="(re)write results.json and report.html for a run directory",
+                        description="Judge a run directory again: run the checkers of its topology's plug-ins over "
+                                    "its events.jsonl, rewrite results.json and report.html, print the verdicts. "
+                                    "Exit 1 if a checker says invalid.")
+    rp.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/boot_storm-real-20261203-062441")
     rp.set_defaults(func=cmd_report)
     return p
 
