@@ -161,11 +161,15 @@ def test_chaos_cli_rejects_bad_arguments(tmp_path):
                       (["--nemesis", "one", "--target", "zeta"], "--target 'zeta' is not a node"),
                       ([], "no --nemesis given"),
                       (["--nemesis", "one", "--nodes", "mon-*"], "'mon-*' matches no node"),
-                      (["--nemesis", "one", "--nodes", "a*,b*", "--target", "gamma"], "target 'gamma' is not among the selected")):
+                      (["--nemesis", "one", "--nodes", "a*,b*", "--target", "gamma"], "target 'gamma' is not among the selected"),
+                      (["--nemesis", "one", "--loss", "0.5"], "--loss applies only to --nemesis flaky"),
+                      (["--nemesis", "flaky", "--probability", "0.5"], "--probability applies only to --nemesis duplicate or reorder"),
+                      (["--nemesis", "majorities-ring"], "needs at least 5 nodes")):
         proc = subprocess.run([sys.executable, "-m", "topologies.cli", "chaos", str(PINGPONG), "--sim", "-q",
                                "--out", str(tmp_path), *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert msg in proc.stderr and "Traceback" not in proc.stderr
+        assert not any(tmp_path.iterdir()), f"{args}: a refused command left a run directory behind"
 
 
 RACKS = ROOT / "topologies" / "racks.toml"
@@ -229,3 +233,26 @@ def test_a_run_shows_only_the_checkers_of_its_plugins(topo, tmp_path):
     assert [v["checker"] for v in result.verdicts] == ["no-crash-on-bad-input", "requests-answered",
                                                        "no-delivery-across-partition", "deliveries-match-sends",
                                                        "fresh-incarnations"]
+
+
+def test_an_interrupted_run_leaves_liveness_unknown_and_still_judges_safety(tmp_path):
+    def ev(t, node, actor, kind, **f):
+        return json.dumps({"time": t, "node": node, "actor": actor, "kind": kind, "fields": f})
+
+    lines = [ev(0.0, "ctl", "store", "controller.start", limit=1, epoch=1),
+             ev(0.1, "srv", "s1", "server.state", **{"from": "invalid", "to": "pending"}),
+             ev(0.2, "ctl", "store", "admission.grant", server="srv/s1", lease="L1", holders=1, limit=1),
+             ev(0.3, "ctl", "store", "admission.grant", server="srv/s2", lease="L2", holders=2, limit=1),
+             ev(100.0, "srv", "s2", "tick")]
+    for name, reason in (("interrupted", "interrupted"), ("whole", "duration")):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "events.jsonl").write_text("\n".join(lines) + "\n")
+        (d / "summary.json").write_text(json.dumps({"reason": reason}))
+        verdicts = {v["checker"]: v for v in make_report(d)["verdicts"]}
+        assert verdicts["admission-limit"]["status"] == "invalid", (name, verdicts["admission-limit"])  # safety: judged
+        if reason == "interrupted":
+            assert verdicts["servers-done"]["status"] == "unknown", verdicts["servers-done"]
+            assert "interrupted" in verdicts["servers-done"]["summary"]
+        else:
+            assert verdicts["servers-done"]["status"] == "invalid", verdicts["servers-done"]
