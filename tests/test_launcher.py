@@ -179,3 +179,14 @@ def test_a_node_sigkilled_at_shutdown_fails_the_run_and_is_named(tmp_path, monke
     assert not result.ok and result.reason.startswith("failed: beta did not stop"), result.reason
     assert "SIGKILLed" in result.reason and result.nodes["beta"]["sigkilled_at_shutdown"]
     assert not result.nodes["alpha"]["sigkilled_at_shutdown"]
+
+
+@pytest.mark.timeout(120)
+def test_fleetplane_run_works_from_any_directory(tmp_path):
+    """Node processes start in the repository: a relative run directory must still be found (found by the README test)."""
+    (tmp_path / "topologies").symlink_to(ROOT / "topologies")
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "run", "topologies/pingpong.toml", "-q"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=110,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK: done" in proc.stdout and any((tmp_path / "runs").glob("pingpong-real-*/report.html"))

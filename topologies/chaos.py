@@ -181,6 +181,7 @@ def run_chaos(topo: Topology, run_dir: Path, seed: int, *, nemesis: str | None =
     """Run ``topo`` under the schedule and judge it; ``must_judge`` overrides the topology's declared checkers."""
     schedule = build_schedule(topo, seed, nemesis, overrides)
     must = tuple(must_judge) if must_judge is not None else must_judge_of(topo)
+    run_dir = Path(run_dir).resolve()  # restarted nodes run in the repository, not in the caller's directory
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "schedule.json").write_text(json.dumps([{"time": t, **op.describe()} for t, op in schedule], indent=1))
     last_op = schedule[-1][0] if schedule else 0.0

@@ -338,6 +338,7 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
              min_seconds: float = 0.0) -> RunResult:
     """Run every node as a process until done (not before ``min_seconds``), the duration, or ``stop``/Ctrl-C."""
     load_plugins()
+    run_dir = Path(run_dir).resolve()  # node processes run in the repository, not in the caller's directory
     run_dir.mkdir(parents=True, exist_ok=True)
     ports = {n.name: n.port for n in topo.nodes if n.port}
     ports.update(_free_ports([(n.name, n.host) for n in topo.nodes if not n.port]))
