@@ -352,7 +352,8 @@ class RequestsAnswered:
                            f"{_plural(len(problems), 'problem')} in {_plural(asks, 'ask')}: " + "; ".join(problems[:5]),
                            evidence)
         if asks == 0:
-            return Verdict(self.name, "unknown", "no runtime.ask events in this log (ask tracing off?): nothing to judge")
+            return Verdict(self.name, "unknown", "no ask in this log: nothing to judge (node processes of a topology "
+                           "trace every ask; these actors asked nothing, or the run was not traced)")
         if pending:
             return Verdict(self.name, "unknown",
                            f"{_plural(len(pending), 'ask')} without an end, but the log of the asking node stops "
@@ -461,7 +462,8 @@ class NoDeliveryAcrossPartition:
                     first_cause = cause
         if not delivers:
             return Verdict(self.name, "unknown",
-                           "no net.deliver events in this log (run the simulator with trace_messages=True)")
+                           "no message trace in this log (message tracing is a simulator feature: "
+                           "fleetplane chaos --sim, or fleetplane run --sim --trace)")
         if crossed:
             first = crossed[0]
             return Verdict(self.name, "invalid",
