@@ -509,3 +509,29 @@ def test_controller_restarted_without_grace_over_admits_and_is_caught(seed):
     # the store confirms it: more transfers at once than its capacity
     assert storm.stores[0].peak > 20, f"seed={seed}: store peak {storm.stores[0].peak}"
     assert not check_admission(events)["ok"]
+
+
+def test_servers_done_counts_the_servers_the_topology_has():
+    """The run.topology event says how many servers the run holds: one that never logged a state is not forgotten."""
+    from topologies.plugin import load_plugins
+    from topologies.checkers import CHECKERS
+
+    load_plugins()
+    c = CHECKERS["servers-done"]
+
+    def e(t, actor, kind, **f):
+        return {"time": t, "node": "srv", "actor": actor, "kind": kind, "fields": f}
+
+    topo = {"time": 0.0, "node": "launcher", "actor": "$run", "kind": "run.topology",
+            "fields": {"topology": "t", "nodes": 1, "actors": {"workflow.server": 3}}}
+    done = [e(1.0, "s0", "server.state", **{"from": "running", "to": "done"}),
+            e(2.0, "s1", "server.state", **{"from": "running", "to": "done"})]
+    later = {"time": 100.0, "node": "ctl", "actor": "store", "kind": "tick", "fields": {}}
+    v = c.check([topo, *done, later])
+    assert v.status == "invalid" and "1 of 3 servers did not finish" in v.summary, v
+    assert "never logged a state" in v.summary
+    v = c.check([topo, *done, e(5.0, "s1", "tick")])  # the log ends soon after: too early to tell
+    assert v.status == "unknown" and "of the topology's 3 servers" in v.summary, v
+    assert c.check(done + [later]).status == "valid"  # without run.topology: the servers seen
+    v = c.check([topo])
+    assert v.status == "unknown" and "the topology has 3 servers" in v.summary, v

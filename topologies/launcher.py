@@ -70,6 +70,16 @@ class RunResult:
         return d
 
 
+RUN_NODE, RUN_ACTOR = "launcher", "$run"
+
+
+def topology_fields(topo: Topology) -> dict:
+    """The ``run.topology`` event: how many actors of each kind the run holds, so checkers count
+    what the topology has, not only what happened to log something."""
+    kinds = Counter(a.kind for n in topo.nodes for a in n.actors)
+    return {"topology": topo.name, "nodes": len(topo.nodes), "actors": dict(sorted(kinds.items()))}
+
+
 def event_matcher(spec: str | None) -> Callable[[str, dict], bool] | None:
     """``kind`` or ``kind[field=value,field2=value2]`` (the run table's progress/done syntax) as a predicate."""
     if not spec:
@@ -349,6 +359,9 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
     procs: dict[str, NodeProcess] = {}
     tally = _Tally(topo)
+    launcher_log = EventLog(run_dir / f"{RUN_NODE}.events.jsonl")  # what the run was meant to hold
+    launcher_log.emit(time.time(), RUN_NODE, RUN_ACTOR, "run.topology", topology_fields(topo))
+    launcher_log.close()
     progress = _Progress(topo, "real", quiet)
     reason = "duration"
     t0 = time.monotonic()
@@ -458,6 +471,7 @@ def run_sim(topo: Topology, run_dir: Path, seed: int, *, duration: float | None 
     (run_dir / "topology.json").write_text(json.dumps(topo.to_dict(), indent=1))
     tally = _Tally(topo)
     events = _TallyLog(run_dir / "events.jsonl", tally)
+    events.emit(0.0, RUN_NODE, RUN_ACTOR, "run.topology", topology_fields(topo))
     sim, factories = build_simulator(topo, seed, events, trace=trace)
     if setup is not None:
         setup(sim, factories)

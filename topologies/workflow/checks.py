@@ -162,6 +162,18 @@ def _plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
 
 
+SERVER_KIND = "workflow.server"
+
+
+def _expected(ordered: list[dict], kind: str) -> int | None:
+    """How many actors of ``kind`` the run's topology holds (its ``run.topology`` event), if the log says."""
+    for e in ordered:
+        if e.get("kind") == "run.topology":
+            n = (_fields(e).get("actors") or {}).get(kind)
+            return n if isinstance(n, int) else None
+    return None
+
+
 def _names(xs: list[str], most: int = 10) -> str:
     xs = sorted(xs)
     return ", ".join(xs[:most]) + (f" and {len(xs) - most} more" if len(xs) > most else "")
@@ -651,7 +663,11 @@ class ServersDone:
                 a = _addr(e)
                 last[a] = e
                 where[a] = i
+        expected = _expected(ordered, SERVER_KIND)  # from the run's run.topology event, if it has one
         if not last:
+            if expected:
+                return Verdict(self.name, "unknown", f"the topology has {expected} servers but none logged a state "
+                                                     "(the run stopped before they started?): nothing to judge")
             return Verdict(self.name, "unknown", "no server in this log (no server.state events): nothing to judge")
         servers = set(last)
         end = max(e.get("time", 0.0) for e in ordered)
@@ -692,8 +708,21 @@ class ServersDone:
                 stuck.append((e, seen_until - quiet_since))
             else:
                 waiting.append(e)
-        if failed or stuck:
+        total = max(len(last), expected or 0)
+        silent = total - len(last)  # servers of the topology that never logged a state
+        silent_stuck = silent_waiting = 0
+        if silent:
+            k = bisect.bisect_right(activity, end)
+            quiet = end - (activity[k - 1] if k else -math.inf)
+            quiet = min(quiet, end - fault_times[-1]) if fault_times else quiet
+            if quiet >= self.settle and not (in_force and in_force[-1]):
+                silent_stuck = silent
+            else:
+                silent_waiting = silent
+        if failed or stuck or silent_stuck:
             parts = []
+            if silent_stuck:
+                parts.append(f"{_plural(silent_stuck, 'server')} of the topology never logged a state")
             if failed:
                 parts.append(f"{_plural(len(failed), 'server')} failed: {_names([_addr(e) for e in failed])}")
             if stuck:
@@ -703,13 +732,18 @@ class ServersDone:
                              f"for {quiet:.1f}s or more before the log ended, no fault in force): "
                              f"{_names([_addr(e) for e, _ in stuck])}")
             extra = f"; {len(waiting)} more unfinished, not judged" if waiting else ""
-            return Verdict(self.name, "invalid", f"{len(failed) + len(stuck)} of {len(last)} servers did not finish: "
+            return Verdict(self.name, "invalid", f"{len(failed) + len(stuck) + silent_stuck} of {total} servers did not finish: "
                            + "; ".join(parts) + extra, failed + [e for e, _ in stuck])
-        if waiting:
+        if waiting or silent_waiting:
+            if not waiting:
+                return Verdict(self.name, "unknown", f"{silent_waiting} of the topology's {total} servers logged no "
+                                                     "state yet when the log ended: cannot tell whether they would "
+                                                     "have finished")
             states = Counter(_fields(e).get("to") for e in waiting)
             n_stopped = sum(1 for e in waiting if _addr(e) in stopped)
             return Verdict(self.name, "unknown",
-                           f"{len(waiting)} of {len(last)} servers unfinished ({dict(states)}; {n_stopped} stopped "
+                           f"{len(waiting) + silent_waiting} of {total} servers unfinished ({dict(states)}"
+                           f"{f', {silent_waiting} with no state yet' if silent_waiting else ''}; {n_stopped} stopped "
                            f"before finishing), but the log ended, or they were stopped, while servers were still "
                            f"active or faults in force (less than {self.settle}s of quiet): cannot tell whether they "
                            f"would have finished: {_names([_addr(e) for e in waiting])}", waiting)
