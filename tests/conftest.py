@@ -36,3 +36,38 @@ def nodes():
     yield made
     for n in made:
         n.shutdown()
+
+
+# --------------------------------------------------------------------------
+# The slow tier: real processes, whole chaos runs, large seeded simulations.
+# `pytest -m "not slow"` leaves them out for quick feedback; CI runs everything.
+# --------------------------------------------------------------------------
+
+SLOW_MODULES = {
+    "test_rack_topology",       # racks.toml: simulated chaos of 144 actors and multi-process runs
+    "test_boot_storm_topology",  # 1,000 servers as processes and in the simulator
+    "test_edge_topology",       # 21 processes
+    "test_launcher",            # every test starts node processes
+    "test_multiprocess",        # node processes killed and restarted
+    "test_readme_commands",     # every README command, real runs included
+    "test_rack_sim",            # 102 seeded simulations of monitor fleets
+}
+SLOW_TESTS = {
+    "test_kill_and_pause_real_processes_and_recover",
+    "test_partition_real_processes_through_the_fault_hooks",
+    "test_chaos_cli_rejects_bad_arguments",            # one CLI process per case
+    "test_chaos_cli_says_which_declared_checker_did_not_judge",
+    "test_boot_storm_1000_servers_capacity_50",
+    "test_proxy_aggregation_cuts_controller_inbound_messages_10x",
+    "test_limit_rises_to_the_capacity_with_headroom_and_falls_when_latency_sags",
+    "test_demo_exits_zero_and_leaves_event_logs",
+    "test_readme_embedding_examples_run_when_pasted",
+    "test_fleetplane_run_works_from_any_directory",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if module in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
