@@ -71,3 +71,40 @@ def test_cli_rejects_bad_arguments_clearly(tmp_path):
     assert proc.returncode == 2
     assert "expected a whole number" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_keys_generate_prints_key_tables_a_topology_accepts(tmp_path):
+    from topologies.loader import parse_topology
+
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "keys", "generate", "--topology",
+                           str(ROOT / "topologies" / "pingpong.toml")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    topo = parse_topology((ROOT / "topologies" / "pingpong.toml").read_text() + "\n" + proc.stdout)
+    assert sorted(topo.keys) == ["alpha", "beta", "gamma"]
+    assert len({k["public"] for k in topo.keys.values()}) == 3 and all(len(k["secret"]) == 40 for k in topo.keys.values())
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "keys", "generate"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "name the nodes" in proc.stderr
+
+
+def test_runs_prune_keeps_the_newest_run_directories(tmp_path):
+    import os
+
+    for i in range(4):
+        d = tmp_path / f"pingpong-sim-{i}"
+        d.mkdir()
+        (d / "summary.json").write_text("{}")
+        os.utime(d, (1000 + i, 1000 + i))
+    (tmp_path / "notes").mkdir()  # not a run directory: never touched
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "runs", "prune", "--keep", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "pingpong-sim-3"]
+    assert "3 removed" in proc.stdout
+
+
+def test_version_and_exit_codes_in_help():
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("fleetplane ")
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert "130 interrupted" in proc.stdout and "2 usage or configuration error" in proc.stdout

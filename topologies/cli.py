@@ -199,6 +199,52 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if results["valid"] else 1
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Print CurveZMQ key pairs as a topology's [keys] tables (one per node)."""
+    from transport.zmq import CurveConfig
+
+    names = list(args.nodes)
+    if args.topology:
+        topo = _load(args.topology)
+        if topo is None:
+            return 2
+        names += [n for n in topo.node_names if n not in names]
+    if not names:
+        print("error: name the nodes (fleetplane keys generate alpha beta) or give --topology FILE", file=sys.stderr)
+        return 2
+    print("# CurveZMQ key pairs: paste into the topology file. The secret keys are secrets: keep the file private.")
+    for name in names:
+        public, secret = CurveConfig.generate()
+        print(f"[keys.{json.dumps(name) if not name.replace('-', '').replace('_', '').isalnum() else name}]")
+        print(f'public = "{public.decode()}"')
+        print(f'secret = "{secret.decode()}"')
+    return 0
+
+
+def cmd_runs_prune(args: argparse.Namespace) -> int:
+    """Delete all but the newest ``--keep`` run directories under ``--out``."""
+    import shutil
+
+    if args.keep < 0:
+        print(f"error: --keep must be 0 or more, got {args.keep}", file=sys.stderr)
+        return 2
+    base = Path(args.out)
+    if not base.is_dir():
+        print(f"nothing to prune: {base} is not a directory")
+        return 0
+    runs = sorted((d for d in base.iterdir() if d.is_dir() and ((d / "summary.json").exists()
+                                                                 or (d / "fleetplane.log").exists())),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    doomed = runs[args.keep:]
+    for d in doomed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {d}")
+        if not args.dry_run:
+            shutil.rmtree(d)
+    print(f"{len(runs) - len(doomed)} run directories kept, {len(doomed)} "
+          f"{'to remove (dry run)' if args.dry_run else 'removed'} in {base}")
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -251,6 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no live progress")
     c.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr")
     c.set_defaults(func=cmd_chaos)
+    k = sub.add_parser("keys", help="CurveZMQ keys for a topology's [keys] table")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kg = ksub.add_parser("generate", help="print a fresh key pair per node as [keys.NODE] tables (TOML)")
+    kg.add_argument("nodes", nargs="*", help="node names")
+    kg.add_argument("--topology", metavar="FILE", help="a key pair for every node of this topology file")
+    kg.set_defaults(func=cmd_keys)
+    rn = sub.add_parser("runs", help="manage run directories")
+    rsub = rn.add_subparsers(dest="runs_command", required=True)
+    rpr = rsub.add_parser("prune", help="delete all but the newest run directories")
+    rpr.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest run directories to keep")
+    rpr.add_argument("--out", default="runs", help="the folder holding the run directories (default ./runs)")
+    rpr.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    rpr.set_defaults(func=cmd_runs_prune)
     from topologies.plugin import load_plugins
     for plugin in load_plugins().values():
         for command in plugin.commands:
