@@ -47,6 +47,7 @@ __all__ = [
     "Reach",
     "RequestsAnswered",
     "Verdict",
+    "plural",
     "register",
     "run_checkers",
 ]
@@ -168,8 +169,12 @@ def _killed_node(ev: dict) -> str | None:
     return _fields(ev).get("node") if ev.get("kind") == "nemesis.kill" else None
 
 
-def _plural(n: int, word: str, many: str | None = None) -> str:
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 leader``, ``2 leaders`` (``many``: an irregular plural)."""
     return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
+
+
+_plural = plural
 
 
 # --------------------------------------------------------------------------

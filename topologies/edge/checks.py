@@ -77,7 +77,7 @@ import attrs
 
 from protocols.localplane.ir import required_assent, rule_for
 from protocols.localplane.messages import Governance
-from topologies.checkers import Verdict
+from topologies.checkers import Verdict, plural
 
 __all__ = [
     "check_governance",
@@ -536,7 +536,7 @@ class OneLeaderPerIslandTerm:
         r = check_leaders(events)
         if not r["leaders"]:
             return Verdict(self.name, "unknown", "no leader was elected in this log (no plane.leader): nothing to judge")
-        return _verdict(self.name, r, f"{r['leaders']} leaders over {r['terms']} terms, never two in one island and term")
+        return _verdict(self.name, r, f"{plural(r['leaders'], 'leader')} over {plural(r['terms'], 'term')}, never two in one island and term")
 
 
 @attrs.frozen
@@ -552,7 +552,7 @@ class PlanHolders:
             return Verdict(self.name, "unknown", "no plan and no role taken in this log "
                                                  "(no plane.plan_complete, manager.plan_final or edge.role_assigned)")
         tail = f"; {r['unsettled']} overlaps still open at the end, younger than {self.settle}s" if r["unsettled"] else ""
-        return _verdict(self.name, r, f"{r['plans']} plans and {r['assignments']} role holdings: every share of a plan "
+        return _verdict(self.name, r, f"{plural(r['plans'], 'plan')} and {plural(r['assignments'], 'role holding')}: every share of a plan "
                                       "with one holder, never two holders of a role share in one island for more "
                                       f"than {self.settle}s (longest overlap {r['longest']:.3f}s){tail}")
 
@@ -583,7 +583,7 @@ class RatifiedAfterHeal:
         r = check_ratified_after_heal(events, self.bound, self.handover_bound)
         if not r["violations"] and not r["heals"]:
             return Verdict(self.name, "unknown", "no heal after a partition in this log")
-        return _verdict(self.name, r, f"{r['heals']} heals, each followed by a final plan within {self.bound}s "
+        return _verdict(self.name, r, f"{plural(r['heals'], 'heal')}, each followed by a final plan within {self.bound}s "
                                       "with no role held twice")
 
 

@@ -68,7 +68,7 @@ from typing import Any, ClassVar
 import attrs
 
 from protocols.rack.detector import NON_FAULT, POWERED_OFF
-from topologies.checkers import Reach, Verdict
+from topologies.checkers import Reach, Verdict, plural
 
 __all__ = ["REBOOT_ON", "check_agreement", "check_authority", "check_control_once", "check_fault_detection",
            "check_paxos_one_value", "reboot_decision"]
@@ -213,7 +213,7 @@ class _PaxosChecker:
         if not r["verified"] and not r["quorum_instances"]:
             return Verdict(name, "unknown", "no learned value backed by a quorum of votes and no quorum of votes "
                            "in the log: nothing to judge" + ("; " + "; ".join(notes) if notes else ""))
-        return Verdict(name, "valid", f"{r['instances']} instances, each with at most one value; "
+        return Verdict(name, "valid", f"{plural(r['instances'], 'instance')}, each with at most one value; "
                        f"{r['verified']} learned values each accepted by a quorum in one ballot "
                        f"({r['chosen_events']} paxos.chosen events)" + ("; " + "; ".join(notes) if notes else ""))
 
@@ -268,8 +268,8 @@ class _AuthorityChecker:
                            f"{len(r['overlaps'])} pairs of authorities of one group acted at once",
                            r["two_holders"] + r["overlaps"])
         reused = r["terms_reused_across_configs"]
-        return Verdict(self.name, "valid", f"{r['designations']} designations, one holder each; "
-                       f"{r['lease_intervals']} lease intervals in {r['groups']} groups, none overlapping"
+        return Verdict(self.name, "valid", f"{plural(r['designations'], 'designation')}, one holder each; "
+                       f"{plural(r['lease_intervals'], 'lease interval')} in {plural(r['groups'], 'group')}, none overlapping"
                        + (f" (terms designated in two seat configurations, one after the other: {reused[:5]})"
                           if reused else ""))
 
@@ -409,7 +409,7 @@ class _FaultChecker:
                            + (f" ({r['excused_silences']} silences while the monitor was down)"
                               if r["excused_silences"] else "")
                            + ", and no silence fault raised early: nothing to judge")
-        return Verdict(self.name, "valid", f"{r['racks']} racks; {r['silences']} silences longer than the deadline, "
+        return Verdict(self.name, "valid", f"{plural(r['racks'], 'rack')}; {plural(r['silences'], 'silence')} longer than the deadline, "
                        f"each shown as a {POWERED_OFF} fault in time; no silence fault while reports arrived")
 
 
@@ -518,7 +518,7 @@ class _AgreementChecker:
                            f"{len(r['missing'])} (monitor, rack) pairs lack the rack's latest condition at fleet "
                            "level after the faults healed", r["wrong"] + r["missing"])
         return Verdict(self.name, "valid", f"all {r['monitors']} running monitors know the latest condition of "
-                       f"{r['subjects'] - len(r['skipped'])} racks fleet-wide, by seq and by value"
+                       f"{plural(r['subjects'] - len(r['skipped']), 'rack')} fleet-wide, by seq and by value"
                        + (f" ({len(r['skipped'])} racks skipped: their sector lost its quorum)" if r["skipped"] else ""))
 
 
@@ -661,7 +661,7 @@ class _ControlChecker:
         if not r["decisions"] and not r["reboots"] and not r["conditions"]:
             return Verdict(self.name, "unknown", "no control decision, no reboot and no agreed condition calling "
                            "for one" + note)
-        return Verdict(self.name, "valid", f"{r['decisions']} decisions, each executed once under a lease; "
+        return Verdict(self.name, "valid", f"{plural(r['decisions'], 'decision')}, each executed once under a lease; "
                        f"{r['reboots']} rack.reboot events, each for an executed decision, none twice; "
                        f"{r['conditions']} latest agreed conditions calling for a reboot, each rebooted" + note)
 

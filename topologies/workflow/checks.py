@@ -95,7 +95,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from topologies.checkers import Verdict
+from topologies.checkers import Verdict, plural
 
 __all__ = [
     "CHECKERS",
@@ -536,7 +536,7 @@ class AdmissionLimit:
                     if r.restarts else "")
         unjudged = f"; not judged (no limit known): {_names(sorted(r.unjudged))}" if r.unjudged else ""
         return Verdict(self.name, "valid",
-                       f"{r.granted} grants, peak {r.peak} holders, never above the limit "
+                       f"{plural(r.granted, 'grant')}, peak {plural(r.peak, 'holder')}, never above the limit "
                        f"(holders above a lowered limit: at most {max(0, r.over)}){restarts}{unjudged}")
 
 
@@ -771,7 +771,7 @@ class NoGrantWhileDormant:
         if not dormant:
             return Verdict(self.name, "unknown", f"{_plural(grants, 'grant')}, but no server was ever dormant: "
                                                  "nothing to judge")
-        return Verdict(self.name, "valid", f"no grant went to a dormant server ({grants} grants, "
+        return Verdict(self.name, "valid", f"no grant went to a dormant server ({plural(grants, 'grant')}, "
                                            f"{_plural(dormant, 'server')} dormant at some time)")
 
 
