@@ -197,12 +197,14 @@ def run_chaos(topo: Topology, run_dir: Path, seed: int, *, nemesis: str | None =
         result, same, diff = _chaos_sim(topo, run_dir, seed, schedule, limit, span, quiet)
     else:
         result, same, diff = _chaos_real(topo, run_dir, schedule, limit, span, quiet), None, None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    chaos = {"nemesis": nemesis or [c.nemesis for c in topo.chaos], "seed": seed, "ops": len(schedule),
+             "replay_identical": same, "first_difference": diff, "must_judge": list(must)}
+    summary["chaos"] = chaos  # before the report, which names the nemesis and seed in its header
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     report = make_report(run_dir)
     out = ChaosResult(result, schedule, report["verdicts"], same, diff, must, unjudged_of(report["verdicts"], must))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary.update({"chaos": {"nemesis": nemesis or [c.nemesis for c in topo.chaos], "seed": seed, "ops": len(schedule),
-                              "replay_identical": same, "first_difference": diff, "ok": out.ok,
-                              "must_judge": list(must), "unjudged": list(out.unjudged)}})
+    chaos.update({"ok": out.ok, "unjudged": list(out.unjudged)})
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return out
 

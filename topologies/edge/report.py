@@ -3,8 +3,9 @@
 How this works
 --------------
 :func:`edge_timeline` reads the local-plane events (``protocols/localplane``)
-of a run and draws one inline SVG (no scripts), in the style of the other
-report charts (fault periods shaded, time axis from the first event):
+of a run and draws one inline SVG (no scripts) in the report's shared frame
+(:func:`topologies.report.chart_svg`: the same time axis and fault marks as
+every other chart):
 
 * **connectivity and leaders** - one row per edge node: thin grey while it
   follows the manager, a coloured bar while it is isolated
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import html
 import re
+
+from topologies.report import TimeAxis, chart_svg
 
 __all__ = ["edge_timeline"]
 
@@ -141,30 +144,25 @@ def edge_timeline(events: list[dict], periods: list[dict], t0: float, t1: float)
                  for i, row in enumerate(lanes[key])]
 
     # -- drawing ------------------------------------------------------------------------------------
-    W, LEFT, RIGHT, ROW, TOP = 900, 80, 20, 12, 30
-    span = max(t1 - t0, 1e-9)
-    gap = 26
+    axis = TimeAxis(t0, t1)
+    ROW, TOP = 12, 40
+    gap = 30
     h_conn = len(nodes) * ROW
     h_roles = max(1, len(role_rows)) * ROW
-    H = TOP + h_conn + gap + h_roles + 40
-
-    def x(t: float) -> float:
-        return LEFT + (t - t0) / span * (W - LEFT - RIGHT)
+    bottom = TOP + h_conn + gap + h_roles + 4
+    x = axis.x
+    LEFT, width = axis.left, axis.right - axis.left
 
     def esc(s: object) -> str:
         return html.escape(str(s))
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img" aria-label="edge timeline">',
-           f'<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>']
-    for p in periods:
-        out.append(f'<rect x="{x(p["start"]):.1f}" y="{TOP - 4}" width="{max(1.0, x(p["end"]) - x(p["start"])):.1f}" '
-                   f'height="{H - TOP - 30}" fill="#eee"><title>{esc(p["kind"])}: {esc(p["label"])}</title></rect>')
-    out.append(f'<text x="4" y="{TOP - 12}" font-size="12">connectivity per edge node (grey: follows the manager; '
+    out = []
+    out.append(f'<text x="4" y="{TOP - 22}" font-size="12">connectivity per edge node (grey: follows the manager; '
                f'colour: isolated, in the island of that leader; red: isolated, no leader yet; dark band: leader)</text>')
     for i, n in enumerate(nodes):
         y = TOP + i * ROW
         out.append(f'<text x="{LEFT - 6}" y="{y + ROW - 3}" font-size="10" text-anchor="end">{esc(n)}</text>')
-        out.append(f'<rect x="{LEFT}" y="{y + ROW / 2 - 1:.1f}" width="{W - LEFT - RIGHT}" height="2" fill="#ccc"/>')
+        out.append(f'<rect x="{LEFT}" y="{y + ROW / 2 - 1:.1f}" width="{width}" height="2" fill="#ccc"/>')
         for s0, s1, leader in iso[n]:
             c = colour_of.get(leader, _NO_LEADER) if leader else _NO_LEADER
             who = f"island of {leader}" if leader else "no leader"
@@ -192,10 +190,4 @@ def edge_timeline(events: list[dict], periods: list[dict], t0: float, t1: float)
                        f'<title>{esc(key)}: {esc(s["node"])} ({kind}, {esc(s["plan"])}) {s["start"] - t0:.3f}-{s["end"] - t0:.3f}s</title></rect>')
             if w > 6 * len(s["node"]) + 4:
                 out.append(f'<text x="{x(s["start"]) + 2:.1f}" y="{y + ROW - 3}" font-size="9" fill="#fff">{esc(s["node"])}</text>')
-    axis = H - 30
-    out.append(f'<line x1="{LEFT}" y1="{axis}" x2="{W - RIGHT}" y2="{axis}" stroke="#333"/>')
-    for k in range(6):
-        t = t0 + span * k / 5
-        out.append(f'<text x="{x(t):.1f}" y="{axis + 16}" font-size="11" text-anchor="middle">{t - t0:.2f}s</text>')
-    out.append("</svg>")
-    return "".join(out)
+    return chart_svg(axis, periods, out, top=TOP, bottom=bottom, label="edge timeline")

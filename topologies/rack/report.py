@@ -3,13 +3,15 @@
 How this works
 --------------
 :func:`rack_timeline` reads the rack-monitor events (``protocols/rack``) of a
-run and draws one inline SVG (no scripts), in the style of the other report
-charts (fault periods shaded, time from the first event):
+run and draws one inline SVG (no scripts) in the report's shared frame
+(:func:`topologies.report.chart_svg`: the same time axis and fault marks as
+every other chart):
 
 * **rack indicators** - one thin row per rack: its monitor's indicator colour
   from ``monitor.start`` / ``monitor.condition`` (green, amber, red); a
   flashing indicator (powered-off) is drawn hatched. Hover for the condition
-  and its reason.
+  and its reason. Every 6th rack is labelled, and every rack that was not
+  green all along (in bold).
 * **authorities** - one row per group (sectors, data centers, the fleet): a
   segment per unbroken lease (``authority.lease``), labelled with the
   holder's rack id and term; alternating shades show a change of holder.
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import html
 import re
+
+from topologies.report import TimeAxis, chart_svg
 
 __all__ = ["rack_timeline"]
 
@@ -57,40 +61,40 @@ def rack_timeline(events: list[dict], periods: list[dict], t0: float, t1: float)
                 ivs.append([t, f.get("until", t), f.get("holder"), f.get("term")])
     if not racks:
         return None
-    span = max(t1 - t0, 1e-9)
-    W, LEFT, ROW, AROW = 1000, 90, 5, 14
+    axis = TimeAxis(t0, t1)
+    ROW, AROW = 5, 14
     rack_names = sorted(racks, key=_natural)
     groups = sorted(leases, key=_group_key)
-    top1 = 24
-    top2 = top1 + len(rack_names) * ROW + 40
-    H = top2 + len(groups) * AROW + 30
-
-    def x(t: float) -> float:
-        return LEFT + (min(max(t, t0), t1) - t0) / span * (W - LEFT - 10)
-
+    top1 = 40
+    top2 = top1 + len(rack_names) * ROW + 36
+    bottom = top2 + len(groups) * AROW + 6
+    x = axis.x
     esc = html.escape
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif">',
-           '<defs><pattern id="flash" width="6" height="6" patternUnits="userSpaceOnUse" '
+    out = ['<defs><pattern id="flash" width="6" height="6" patternUnits="userSpaceOnUse" '
            'patternTransform="rotate(45)"><rect width="3" height="6" fill="#cf222e"/>'
            '<rect x="3" width="3" height="6" fill="#ffd7d5"/></pattern></defs>']
-    for p in periods:
-        out.append(f'<rect x="{x(p["start"]):.1f}" y="{top1 - 4}" width="{max(1.0, x(p["end"]) - x(p["start"])):.1f}" '
-                   f'height="{H - top1 - 20}" fill="#eee"><title>{esc(p["kind"])}: {esc(p["label"])}</title></rect>')
-    out.append(f'<text x="4" y="{top1 - 8}" font-size="12">rack indicators (green: non-fault; amber: '
-               f'needs troubleshooting; red: needs repair; hatched: powered off, flashing)</text>')
+    out.append(f'<text x="4" y="{top1 - 22}" font-size="12">rack indicators, one row per rack (green: non-fault; '
+               f'amber: needs troubleshooting; red: needs repair; hatched: powered off, flashing)</text>')
+    odd = {i for i, r in enumerate(rack_names)
+           if any(colour != _COLOURS["green"] or pattern == "flashing" for _, _, colour, pattern, _ in racks[r])}
+    # every rack that was not green all along is labelled (bold); every 6th rack too, where there is room
+    labelled = odd | {i for i in range(0, len(rack_names), 6) if not any(abs(i - j) < 3 for j in odd)}
     for i, r in enumerate(rack_names):
         y = top1 + i * ROW
-        if i % 6 == 0:
-            out.append(f'<text x="4" y="{y + ROW}" font-size="8">{esc(r)}</text>')
-        for s, e_, colour, pattern, title in racks[r]:
+        segs = racks[r]
+        if i in labelled:
+            weight = ' font-weight="bold"' if i in odd else ""
+            out.append(f'<text x="{axis.left - 6}" y="{y + ROW}" font-size="9" text-anchor="end"{weight}>'
+                       f'{esc(r)}</text>')
+        for s, e_, colour, pattern, title in segs:
             fill = "url(#flash)" if pattern == "flashing" else colour
             out.append(f'<rect x="{x(s):.1f}" y="{y}" width="{max(0.5, x(e_ if e_ is not None else t1) - x(s)):.1f}" '
                        f'height="{ROW - 1}" fill="{fill}"><title>{esc(r)} {esc(title)}</title></rect>')
-    out.append(f'<text x="4" y="{top2 - 8}" font-size="12">authorities per group (a segment per lease; '
+    out.append(f'<text x="4" y="{top2 - 8}" font-size="12">authorities, one row per group (a segment per lease; '
                f'label: holder rack, term)</text>')
     for i, g in enumerate(groups):
         y = top2 + i * AROW
-        out.append(f'<text x="4" y="{y + 10}" font-size="10">{esc(g)}</text>')
+        out.append(f'<text x="{axis.left - 6}" y="{y + 10}" font-size="10" text-anchor="end">{esc(g)}</text>')
         last, shade = None, 0
         for s, e_, holder, term in leases[g]:
             if holder != last:
@@ -101,6 +105,4 @@ def rack_timeline(events: list[dict], periods: list[dict], t0: float, t1: float)
             if w > 60:
                 out.append(f'<text x="{x(s) + 2:.1f}" y="{y + 9}" font-size="8" fill="#fff">{esc(str(holder))} '
                            f't{term}</text>')
-    out.append(f'<text x="{LEFT}" y="{H - 6}" font-size="10">0 s</text>'
-               f'<text x="{W - 60}" y="{H - 6}" font-size="10">{span:.1f} s</text></svg>')
-    return "".join(out)
+    return chart_svg(axis, periods, out, top=top1, bottom=bottom, label="rack indicators and authorities")
