@@ -309,3 +309,16 @@ def test_a_correct_isolation_and_heal_is_valid_for_every_checker():
     for name in EDGE_CHECKERS:
         v = CHECKERS[name].check(log)
         assert v.status == "valid", (name, v)
+
+
+def test_run_bookkeeping_events_are_not_a_node_that_bridges_islands():
+    """A run's own run.topology event (node "launcher") is no network node: it must not join two islands cut by a grudge."""
+    x = assigned(1.0, "e1", "store", "T1@e1", term=1)
+    y = assigned(1.0, "e3", "store", "T1@e3", term=1)
+    topo = ev(0.0, "launcher", "run.topology", actor="$run", topology="edge", nodes=3,
+              actors={"localplane.edge": 2, "localplane.manager": 1})
+    blocked = [[s, d] for s, d in (("e1", "e3"), ("e3", "e1"), ("e1", "mgr"), ("mgr", "e1"), ("e3", "mgr"), ("mgr", "e3"))]
+    grudge = ev(0.5, "chaos", "nemesis.grudge", actor="nemesis", label="random-halves", blocked=blocked)
+    log = [topo, edge_deployed(0.0, "e1"), edge_deployed(0.0, "e3"), grudge, x, y, fit_reported(3.0, "e1", "T1@e1")]
+    v = PlanHolders().check(log)
+    assert v.status == "valid", v

@@ -103,6 +103,9 @@ def _net_logged(events: list[dict]) -> bool:
     return any(e["kind"] in _NET for e in events)
 
 
+_PLANE_KINDS = ("edge.", "plane.", "manager.", "sim.")
+
+
 class _Islands:
     """The network's connected components, replayed from partition events (node names)."""
 
@@ -143,6 +146,8 @@ class _Islands:
             self.by_cuts = True
             return True
         node = e["node"]
+        if not str(k).startswith(_PLANE_KINDS):
+            return False  # only local-plane nodes are members (not the launcher, nor the chaos control node)
         if node not in self.nodes:
             self.nodes.add(node)
             if self.by_cuts:  # a node first heard of after the cuts: it is with everyone it is not cut from
