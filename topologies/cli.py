@@ -102,6 +102,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _done_text(done: int, topo) -> str:
+    """``done 2/2``; a done event seen more often than needed (a final plan replaced) says so."""
+    if not topo.run.done:
+        return "no done condition"
+    need = topo.run.done_count
+    if done > need:
+        return f"done {need}/{need} ({topo.run.done} seen {done} times)"
+    return f"done {done}/{need}"
+
+
 _OPTION_NEMESES = {"loss": ("flaky",), "delay": ("slow",), "probability": ("duplicate", "reorder")}
 
 
@@ -163,7 +173,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         return 2
     r = result.run
     print(f"{len(result.schedule)} fault ops over {r.seconds} {'virtual ' if args.sim else ''}s; "
-          f"{r.progress} progress events, done {r.done}/{topo.run.done_count if topo.run.done else '-'}")
+          f"{r.progress} progress events, {_done_text(r.done, topo)}")
     for v in result.verdicts:
         mark = " (must judge)" if v["checker"] in result.must_judge else ""
         print(f"  {v['status'].upper():8} {v['checker']}{mark}: {v['summary']}")
