@@ -5,9 +5,20 @@ How this works
 **Real processes** (:func:`run_real`). The launcher gives every node with
 ``port = 0`` a free port on its host, writes the resolved topology to
 ``RUNDIR/topology.json`` and starts one ``python -m topologies.node`` per node
-(``--wait-start``, ``--parent-pid`` so none outlives the launcher). When every
-node has printed its ready line, each gets ``start`` on stdin; nodes wait for
-their peers, then start their actors. While it runs, the launcher tails the
+(``--wait-start``, ``--parent-pid`` so none outlives the launcher). Every node
+runs on this machine: a ``host`` that is not one of its addresses is refused
+before anything starts (the loader already refuses it in a topology file).
+Nodes run in process groups of their own and ignore SIGINT, so a Ctrl-C in a
+terminal reaches only the launcher, which owns the shutdown. The launcher
+reads every node's ready line at once; when all are ready, each gets
+``start`` on stdin (nodes wait for their peers first, then start their actors
+on ``start``). A node that cannot start (e.g. its port is taken) says why in
+a JSON line at once: the launcher then stops every node it started, at once,
+and the run fails with that one line as its reason; Ctrl-C during the start
+does the same and the run is ``interrupted``. Without CurveZMQ keys the
+launcher says once, before progress starts, that the nodes run in the clear;
+the nodes (and a chaos control node in this process) then say it only in
+their log files. While it runs, the launcher tails the
 nodes' event logs for the topology's progress and completion events and shows
 live progress. It stops - on completion, at the duration limit, or on Ctrl-C
 - by sending SIGTERM to every node by its PID (all at once), then SIGKILL to any still alive
@@ -27,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -38,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import attrs
+from loguru import logger
 
 from actors.eventlog import EventLog
 from topologies.kinds import KINDS
@@ -48,6 +61,15 @@ __all__ = ["NodeProcess", "RunResult", "merge_events", "run_real", "run_sim"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHUTDOWN_GRACE = 10.0  # seconds every node together gets to stop after SIGTERM before SIGKILL
+READY_TIMEOUT = 30.0  # seconds in which no node printed its ready line: the start has failed
+
+
+class StartInterrupted(Exception):
+    """``stop`` (Ctrl-C) was set while the nodes were starting."""
+
+
+class NodeStartError(RuntimeError):
+    """A node process did not start; the message says which and why, in one line."""
 
 
 @attrs.define
@@ -216,18 +238,21 @@ def spawn_node(topo_file: Path, name: str, run_dir: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "topologies.node", "--topology", str(topo_file), "--name", name,
            "--run-dir", str(run_dir), "--wait-start", "--parent-pid", str(os.getpid())]
     with open(run_dir / f"{name}.stderr", "ab") as errf:
-        return subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf, text=True)
+        # a process group of its own: a terminal's Ctrl-C goes to the launcher only, even while the node's
+        # interpreter starts (before it can ignore SIGINT); the launcher stops it with SIGTERM
+        return subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf, text=True,
+                                process_group=0)
 
 
-def await_node(popen: subprocess.Popen, name: str, run_dir: Path, timeout: float = 30.0) -> NodeProcess:
-    """Read the ready line of a node started by :func:`spawn_node`."""
-    err = run_dir / f"{name}.stderr"
-    line = _readline(popen, timeout)
-    if not line:
+def await_node(popen: subprocess.Popen, name: str, run_dir: Path, timeout: float = READY_TIMEOUT) -> NodeProcess:
+    """Read the ready line of a node started by :func:`spawn_node`; NodeStartError (stopped) if it does not start."""
+    ready: dict[str, NodeProcess] = {}
+    try:
+        _await_ready({name: popen}, run_dir, ready, timeout=timeout)
+    except BaseException:
         _stop_process(popen, 5.0)
-        raise RuntimeError(f"node {name} did not start: {err.read_text()[-1000:] if err.exists() else 'no output'}")
-    info = json.loads(line)
-    return NodeProcess(name, popen, info["pid"], info["endpoint"], info["incarnation"], err)
+        raise
+    return ready[name]
 
 
 def start_node(topo_file: Path, name: str, run_dir: Path) -> NodeProcess:
@@ -235,12 +260,77 @@ def start_node(topo_file: Path, name: str, run_dir: Path) -> NodeProcess:
     return await_node(spawn_node(topo_file, name, run_dir), name, run_dir)
 
 
-def _readline(popen: subprocess.Popen, timeout: float) -> str:
-    out: list[str] = []
-    t = threading.Thread(target=lambda: out.append(popen.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-    t.start()
-    t.join(timeout)
-    return out[0] if out else ""
+def _await_ready(popens: dict[str, subprocess.Popen], run_dir: Path, ready: dict[str, NodeProcess],
+                 stop: threading.Event | None = None, timeout: float = READY_TIMEOUT) -> None:
+    """Read every node's ready line at once, into ``ready``; the first node that cannot start fails the start.
+
+    Raises :class:`NodeStartError` (which node, and why in one line) as soon as one node fails, whichever
+    it is - not after the nodes before it, which may be waiting for it as a peer - and
+    :class:`StartInterrupted` as soon as ``stop`` is set. ``timeout``: seconds in which no node got ready.
+    """
+    lines: queue.Queue[tuple[str, str]] = queue.Queue()
+    for name, popen in popens.items():
+        threading.Thread(target=lambda n=name, p=popen: lines.put((n, _read_line(p))), name=f"ready-{name}",
+                         daemon=True).start()
+    waiting = [n for n in popens if n not in ready]
+    deadline = time.monotonic() + timeout
+    while waiting:
+        if stop is not None and stop.is_set():
+            raise StartInterrupted()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NodeStartError(f"node {waiting[0]} did not start: no ready line within {timeout:g} s "
+                                 f"(see {run_dir / f'{waiting[0]}.stderr'})")
+        try:
+            name, line = lines.get(timeout=min(0.05, left))
+        except queue.Empty:
+            continue
+        ready[name] = _ready(popens[name], name, run_dir, line)
+        waiting.remove(name)
+        deadline = time.monotonic() + timeout
+    in_order = {n: ready.pop(n) for n in popens}  # the topology's order, not the order they got ready in
+    ready.update(in_order)
+
+
+def _read_line(popen: subprocess.Popen) -> str:
+    try:
+        return popen.stdout.readline()  # type: ignore[union-attr]
+    except (OSError, ValueError):  # closed: the node is being stopped
+        return ""
+
+
+def _ready(popen: subprocess.Popen, name: str, run_dir: Path, line: str) -> NodeProcess:
+    """The node of a ready line; NodeStartError if the line is the node's error line, or no ready line."""
+    try:
+        info = json.loads(line) if line.strip() else None
+    except json.JSONDecodeError:
+        info = None
+    if isinstance(info, dict) and "error" in info:
+        raise NodeStartError(f"node {name} did not start: {info['error']}")
+    if not isinstance(info, dict) or not {"pid", "endpoint", "incarnation"} <= info.keys():
+        raise NodeStartError(f"node {name} did not start: {_why_not_ready(popen, run_dir / f'{name}.stderr', line)}")
+    return NodeProcess(name, popen, info["pid"], info["endpoint"], info["incarnation"], run_dir / f"{name}.stderr")
+
+
+def _why_not_ready(popen: subprocess.Popen, err: Path, line: str) -> str:
+    """One line on why a node closed its stdout without a ready line: its ``error:`` line, else the exception."""
+    try:
+        code: int | None = popen.wait(2)  # its stdout is closed: it is exiting
+    except subprocess.TimeoutExpired:
+        code = None
+    text = err.read_text(errors="replace") if err.exists() else ""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    said = [ln.split("error: ", 1)[1].strip() for ln in lines if "error: " in ln and " | " not in ln]  # not a log line
+    if said:
+        return said[-1]
+    if line.strip():
+        return f"unexpected output {line.strip()[:200]!r} (see {err})"
+    status = ("still running" if code is None else f"exit status {code}" if code >= 0
+              else f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}")
+    if "Traceback (most recent call last):" in text:
+        exception = next((ln for ln in reversed(lines) if not ln.startswith((" ", "\t"))), "")
+        return f"{exception.strip()[:300]} ({status}; see {err})"
+    return f"no ready line ({status}; see {err})"
 
 
 def _stop_all(popens: list[subprocess.Popen], grace: float) -> list[subprocess.Popen]:
@@ -348,6 +438,12 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
              min_seconds: float = 0.0) -> RunResult:
     """Run every node as a process until done (not before ``min_seconds``), the duration, or ``stop``/Ctrl-C."""
     load_plugins()
+    from topologies.loader import host_problem
+
+    problems = {host: host_problem(host) for host in {n.host for n in topo.nodes}}
+    for n in topo.nodes:  # before anything starts (a topology file's hosts were checked by the loader)
+        if problems[n.host]:
+            raise ValueError(f"node {n.name}: {problems[n.host]}")
     run_dir = Path(run_dir).resolve()  # node processes run in the repository, not in the caller's directory
     run_dir.mkdir(parents=True, exist_ok=True)
     ports = {n.name: n.port for n in topo.nodes if n.port}
@@ -362,19 +458,29 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
     launcher_log = EventLog(run_dir / f"{RUN_NODE}.events.jsonl")  # what the run was meant to hold
     launcher_log.emit(time.time(), RUN_NODE, RUN_ACTOR, "run.topology", topology_fields(topo))
     launcher_log.close()
+    from transport.zmq import set_insecure_log_level
+
+    if not topo.keys:  # said once for the run, before progress starts; each node says it in its own log file
+        logger.warning("topology {} has no CurveZMQ keys ([keys]): every node's transport runs in the clear", topo.name)
     progress = _Progress(topo, "real", quiet)
     reason = "duration"
     t0 = time.monotonic()
     limit = duration if duration is not None else topo.run.duration
+    start_killed: list[subprocess.Popen] = []
+    # a node in this process (the chaos control node) says it only in the log file, too
+    insecure_level = None if topo.keys else set_insecure_log_level("INFO")
     try:
-        popens = {n.name: spawn_node(topo_file, n.name, run_dir) for n in resolved.nodes}
+        popens: dict[str, subprocess.Popen] = {}
         try:
-            for name, popen in popens.items():
-                procs[name] = await_node(popen, name, run_dir)
-        finally:
-            for name, popen in popens.items():  # a node that failed to come up is still stopped
-                if name not in procs:
-                    _stop_process(popen, 5.0)
+            for n in resolved.nodes:
+                if stop.is_set():
+                    raise StartInterrupted()
+                popens[n.name] = spawn_node(topo_file, n.name, run_dir)
+            _await_ready(popens, run_dir, procs, stop)
+        except BaseException:
+            # a node that cannot start, or Ctrl-C: every node started so far stops now, ready or not
+            start_killed.extend(_stop_all(list(popens.values()), SHUTDOWN_GRACE))
+            raise
         (run_dir / "pids.json").write_text(json.dumps({n: p.pid for n, p in procs.items()}))
         for p in procs.values():
             p.popen.stdin.write("start\n")  # type: ignore[union-attr]
@@ -402,11 +508,13 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
                 hook(procs, elapsed)
             time.sleep(0.05)
         seconds = time.monotonic() - t0
+    except StartInterrupted:
+        reason, seconds = "interrupted", time.monotonic() - t0
     except Exception as e:
         reason, seconds = f"failed: {e}", time.monotonic() - t0
     finally:
         nodes = {}
-        killed = _stop_all([p.popen for p in procs.values()], SHUTDOWN_GRACE)
+        killed = start_killed + _stop_all([p.popen for p in procs.values()], SHUTDOWN_GRACE)
         for name, p in procs.items():
             code = p.popen.returncode
             counters_file = run_dir / f"{name}.counters.json"
@@ -416,6 +524,8 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
         progress.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        if insecure_level is not None:
+            set_insecure_log_level(insecure_level)
     files = sorted(run_dir.glob("*.events.jsonl"))
     count = merge_events(files, run_dir / "events.jsonl")
     hung = sorted(n for n, info in nodes.items() if info["sigkilled_at_shutdown"])

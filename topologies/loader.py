@@ -17,6 +17,13 @@ A ``[defaults]`` table gives parameters per actor kind (``[defaults."kind"]``)
 that every actor of that kind gets unless its own ``params`` say otherwise;
 they are checked once, under their own key path.
 
+A node's ``host`` must be this machine: ``127.0.0.1`` (the default),
+``localhost`` or another IPv4 address of this machine (one it can bind to).
+The launcher starts every node here; there is no remote launching. The
+simulator ignores hosts, but a file is checked the same way for both modes
+(a file that runs in ``--sim`` runs for real too); ``local_hosts=False``
+skips the check for a caller that only simulates.
+
 The file format is documented by ``topologies/pingpong.toml``.
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import tomllib
 import typing
 from fnmatch import fnmatchcase
@@ -38,7 +46,7 @@ from topologies.model import (
     ActorSpec, ChaosEntry, LinkFaultSpec, NetworkSpec, NodeSpec, RunSpec, Topology, TransportSpec,
 )
 
-__all__ = ["Problem", "TopologyError", "load_topology", "parse_topology"]
+__all__ = ["Problem", "TopologyError", "host_problem", "load_topology", "parse_topology"]
 
 RESERVED_NODES = {"chaosctl", "sim", "launcher"}
 _EVENT_MATCH = re.compile(r"^[A-Za-z0-9_.$-]+(\[[A-Za-z0-9_]+=[^\]]*\])?$")
@@ -223,9 +231,34 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def parse_topology(text: str, source: str = "<string>") -> Topology:
+def host_problem(host: str) -> str | None:
+    """Why the launcher cannot start a node on ``host``, or None: it must be an IPv4 address of this machine.
+
+    A host is this machine's if a socket can bind to (one of) its IPv4 address(es).
+    """
+    why = ""
+    try:
+        addresses = sorted({ai[4][0] for ai in socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)})
+    except (socket.gaierror, UnicodeError, ValueError):
+        addresses, why = [], " (IPv6 is not supported)" if ":" in host else " (no such host name)"
+    for address in addresses:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((address, 0))
+                return None
+            except OSError:
+                continue
+    return ("the launcher starts every node on this machine: host must be 127.0.0.1, localhost or an address "
+            f"of this machine; got {host or repr(host)}{why}")
+
+
+def parse_topology(text: str, source: str = "<string>", *, local_hosts: bool = True) -> Topology:
+    """Validate TOML text; raise TopologyError listing every problem.
+
+    ``local_hosts``: every node's host must be this machine (see the module doc); False for a
+    caller that only simulates (the simulator ignores hosts).
+    """
     load_plugins()
-    """Validate TOML text; raise TopologyError listing every problem."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -307,6 +340,7 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     nodes: list[NodeSpec] = []
     seen_nodes: dict[str, int] = {}
     ports: dict[tuple[str, int], str] = {}
+    hosts_seen: dict[str, str | None] = {}  # host -> its problem (each host checked once)
     for i, nd in enumerate(nodes_raw):
         path = ("nodes", i)
         nd = c.table(nd, path, {"name", "host", "port", "actors"})
@@ -318,6 +352,11 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
                 c.bad(path + ("name",), f"duplicate node name {nname!r} (also nodes[{seen_nodes[nname]}])")
             seen_nodes.setdefault(nname, i)
         host = c.string(nd, "host", path, "127.0.0.1")
+        if local_hosts and host:  # an empty host means the default, 127.0.0.1
+            if host not in hosts_seen:
+                hosts_seen[host] = host_problem(host)
+            if hosts_seen[host]:
+                c.bad(path + ("host",), hosts_seen[host])
         port = c.number(nd, "port", path, 0, integer=True, minimum=0, maximum=65535)
         if port and host is not None:
             other = ports.get((host, port))
@@ -506,8 +545,8 @@ def _known_nemeses() -> set[str]:
     return set(NEMESES)
 
 
-def load_topology(path: str | Path) -> Topology:
-    """Read and validate a topology file; TopologyError lists every problem."""
+def load_topology(path: str | Path, *, local_hosts: bool = True) -> Topology:
+    """Read and validate a topology file; TopologyError lists every problem (``local_hosts``: see parse_topology)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -515,4 +554,4 @@ def load_topology(path: str | Path) -> Topology:
         raise TopologyError(str(p), [Problem("", "no such file")]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise TopologyError(str(p), [Problem("", f"cannot read the file: {e}")]) from None
-    return parse_topology(text, str(p))
+    return parse_topology(text, str(p), local_hosts=local_hosts)

@@ -4,10 +4,19 @@ How this works
 --------------
 The process builds a :class:`~actors.Node` on a
 :class:`~transport.zmq.ZmqTransport` and prints one JSON line to stdout once
-its endpoint is bound: ``{"node", "endpoint", "pid", "incarnation"}``. The
-launcher (and tests) read it to learn the port when ``--bind`` asked for an
-automatic one. SIGTERM or SIGINT stops it cleanly: actors stopped, sockets
-closed, logs flushed, counters written, exit status 0.
+its endpoint is bound: ``{"node", "endpoint", "pid", "incarnation", "peers"}``.
+The launcher (and tests) read it to learn the port when ``--bind`` asked for
+an automatic one. A node that cannot start (its port is taken, a bad
+argument file, an actor class that does not load) prints
+``{"error": "..."}`` there instead, says ``error: ...`` on stderr and exits
+with status 1 (2 for bad arguments), at once: before it waits for any peer.
+SIGTERM or SIGINT stops it cleanly: actors stopped, sockets closed, logs
+flushed, counters written, exit status 0 - also while it waits for its peers
+or for ``start``. With ``--parent-pid`` (a launcher's node) it ignores
+SIGINT: the launcher owns the shutdown (it sends SIGTERM), and a Ctrl-C in a
+terminal, which reaches a whole process group, is the launcher's to handle
+(the launcher also starts each node in a process group of its own, so the
+node is safe from it even before it can ignore it).
 
 Two ways to say what it hosts:
 
@@ -26,6 +35,11 @@ Two ways to say what it hosts:
 ``<node>.counters.json`` there. ``--parent-pid`` makes the process stop when
 that process dies (Linux parent-death signal), so a killed launcher leaves no
 orphans. Bad arguments exit with status 2 and a one-line message.
+
+A launcher's node (``--topology`` and ``--run-dir``) logs "no CurveZMQ keys
+configured" at INFO, so it stays in ``<node>.log`` and off stderr: the
+launcher says it once for the whole run. A node run by hand says it at
+WARNING.
 """
 
 from __future__ import annotations
@@ -73,24 +87,87 @@ def _spawn(s: str) -> tuple[str, str, str, dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m topologies.node", description="run one fleetplane node")
-    p.add_argument("--name", required=True)
-    p.add_argument("--topology", type=Path, help="resolved topology (JSON, written by the launcher)")
-    p.add_argument("--wait-start", action="store_true", help="start actors after a 'start' line on stdin")
-    p.add_argument("--run-dir", type=Path, help="where events, logs and counters go")
-    p.add_argument("--parent-pid", type=int, help="stop when this process dies")
-    p.add_argument("--bind", default="tcp://127.0.0.1:*")
-    p.add_argument("--peer", type=_peer, action="append", default=[], metavar="NAME=ENDPOINT")
-    p.add_argument("--spawn", type=_spawn, action="append", default=[], metavar="NAME=module:Class[:JSON]")
-    p.add_argument("--events", type=Path, help="event log path (JSON lines)")
-    p.add_argument("--heartbeat", type=positive_float, default=0.5, help="heartbeat interval, s (default 0.5)")
-    p.add_argument("--liveness", type=positive_int, default=4, help="missed intervals before a peer is down (default 4)")
-    p.add_argument("--curve", type=Path, help="JSON file: {public_key, secret_key, peer_keys: {node: key}}")
-    p.add_argument("--seed", type=int, help="seed for the fault-injection rng")
+    p = argparse.ArgumentParser(
+        prog="python -m topologies.node", description="Run one fleetplane node in this process. It prints one JSON "
+        "line on stdout once it serves ({\"node\", \"endpoint\", \"pid\", \"incarnation\", \"peers\"}), or "
+        "{\"error\": ...} if it cannot start; SIGTERM stops it cleanly (exit 0).",
+        epilog="example: python -m topologies.node --name east --bind tcp://127.0.0.1:7001 "
+               "--peer west=tcp://127.0.0.1:7002 --spawn upper=mymodule:Upper --events east.jsonl")
+    p.add_argument("--name", required=True, help="this node's name (letters, digits, '_', '.', '-'; no '/'): "
+                   "its actors are NAME/ACTOR, and peers know it by this name")
+    p.add_argument("--topology", type=Path, metavar="FILE.json",
+                   help="resolved topology (JSON, written by the launcher to RUNDIR/topology.json): the node binds "
+                        "its host and port from it, has every other node as a peer and builds its actors from their "
+                        "kinds; --bind, --peer, --heartbeat, --liveness and --seed are then taken from the file")
+    p.add_argument("--wait-start", action="store_true",
+                   help="first wait for every peer to be up (10 s at most), then print the ready line and start the "
+                        "actors only after a 'start' line on stdin (the launcher's protocol)")
+    p.add_argument("--run-dir", type=Path, metavar="DIR",
+                   help="write NAME.events.jsonl, NAME.log (every level) and, at exit, NAME.counters.json here "
+                        "(default: none; events only in memory unless --events)")
+    p.add_argument("--parent-pid", type=int, metavar="PID",
+                   help="stop (SIGTERM) when process PID dies (Linux parent-death signal), and ignore SIGINT: that "
+                        "process owns the shutdown (default: none)")
+    p.add_argument("--bind", default="tcp://127.0.0.1:*", metavar="ENDPOINT",
+                   help="endpoint to bind, tcp://HOST:PORT; PORT '*' picks a free one, printed in the ready line "
+                        "(default tcp://127.0.0.1:*)")
+    p.add_argument("--peer", type=_peer, action="append", default=[], metavar="NAME=ENDPOINT",
+                   help="a peer node and its endpoint, e.g. west=tcp://127.0.0.1:7002 (repeatable; default: none; "
+                        "a peer that connects to this node is known from its heartbeats either way)")
+    p.add_argument("--spawn", type=_spawn, action="append", default=[], metavar="NAME=module:Class[:JSON]",
+                   help="run an actor named NAME of class module:Class, with keyword arguments from an optional "
+                        "JSON object, e.g. upper=mymodule:Upper or echo=m:Echo:{\"n\": 1} (repeatable; default: none)")
+    p.add_argument("--events", type=Path, metavar="FILE",
+                   help="event log path, JSON lines (default: DIR/NAME.events.jsonl with --run-dir, else in memory)")
+    p.add_argument("--heartbeat", type=positive_float, default=0.5, metavar="S",
+                   help="heartbeat interval in seconds (default 0.5)")
+    p.add_argument("--liveness", type=positive_int, default=4, metavar="N",
+                   help="missed heartbeat intervals before a peer is down (default 4)")
+    p.add_argument("--curve", type=Path, metavar="FILE",
+                   help="CurveZMQ keys, a JSON file: {public_key, secret_key, peer_keys: {node: key}} "
+                        "(default: none: traffic in the clear, said once at WARNING)")
+    p.add_argument("--seed", type=int, help="seed for the fault-injection rng (default: a random one)")
     p.add_argument("--dispatch", choices=("thread", "loop"), default="thread",
-                   help="without --topology: where actors run (a thread each, or the transport's I/O loop)")
-    p.add_argument("--log-level", default="WARNING")
+                   help="without --topology: where actors run, a thread each or the transport's I/O loop "
+                        "(default thread)")
+    p.add_argument("--log-level", default="WARNING", metavar="LEVEL",
+                   help="stderr log level: DEBUG, INFO, WARNING or ERROR (default WARNING; DIR/NAME.log gets DEBUG)")
     return p
+
+
+def _fail(message: str, status: int = 1) -> int:
+    """Say why the node cannot start: one JSON line on stdout (for a launcher), one line on stderr (for a person)."""
+    print(json.dumps({"error": message}), flush=True)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def _bind_error(bind: str, e: Exception) -> str:
+    import errno
+
+    import zmq
+
+    if isinstance(e, zmq.ZMQError) and e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EINVAL,
+                                                   errno.ENODEV):
+        return f"cannot bind {bind}: {os.strerror(e.errno)}"
+    return str(e)
+
+
+def _wait_for_start(stop: threading.Event) -> bool:
+    """Wait for the launcher's 'start' line on stdin; False if ``stop`` is set first (SIGTERM) or stdin says otherwise."""
+    line: list[str] = []
+    arrived = threading.Event()
+
+    def read() -> None:
+        try:
+            line.append(sys.stdin.readline())
+        finally:
+            arrived.set()
+    threading.Thread(target=read, name="wait-start", daemon=True).start()  # a signal cannot interrupt a read
+    while not stop.is_set():
+        if arrived.wait(0.05):
+            return bool(line) and line[0].strip() == "start"
+    return False
 
 
 def _die_with_parent(pid: int) -> None:
@@ -107,23 +184,25 @@ def _die_with_parent(pid: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # a launcher's node leaves Ctrl-C to the launcher, which stops every node with SIGTERM
+    signal.signal(signal.SIGINT, signal.SIG_IGN if args.parent_pid else lambda *_: stop.set())
     logger.remove()
     logger.add(sys.stderr, level=args.log_level.upper(), backtrace=False, diagnose=False)
     if args.run_dir is not None:
         args.run_dir.mkdir(parents=True, exist_ok=True)
         logger.add(args.run_dir / f"{args.name}.log", level="DEBUG", backtrace=False, diagnose=False)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     if args.parent_pid:
         _die_with_parent(args.parent_pid)
 
     from actors import EventLog, Node, StateMachineActor
-    from transport.zmq import CurveConfig, ZmqTransport
+    from transport.zmq import CurveConfig, ZmqTransport, set_insecure_log_level
 
+    if args.topology is not None and args.run_dir is not None:
+        set_insecure_log_level("INFO")  # in NAME.log; the launcher says it once for the run
     if "/" in args.name or not args.name:
-        print(f"error: bad node name {args.name!r}", file=sys.stderr)
-        return 2
+        return _fail(f"bad node name {args.name!r}", 2)
     heartbeat, liveness, bind, peers, seed = args.heartbeat, args.liveness, args.bind, dict(args.peer), args.seed
     curve = None
     spawns: list[tuple[str, type, tuple, dict]] = []
@@ -139,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             topo = Topology.from_dict(json.loads(args.topology.read_text()))
             me = topo.node(args.name)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            print(f"error: cannot use topology {args.topology} for node {args.name!r}: {e}", file=sys.stderr)
-            return 2
+            return _fail(f"cannot use topology {args.topology} for node {args.name!r}: {e}", 2)
         heartbeat, liveness, seed = topo.transport.heartbeat, topo.transport.liveness, topo.seed
         bind = f"tcp://{me.host}:{me.port}"
         peers.update({n.name: n.endpoint for n in topo.nodes if n.name != args.name})
@@ -167,14 +245,12 @@ def main(argv: list[str] | None = None) -> int:
             spec = json.loads(args.curve.read_text())
             curve = CurveConfig(spec["public_key"], spec["secret_key"], spec.get("peer_keys", {}))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            print(f"error: cannot read CURVE keys from {args.curve}: {e}", file=sys.stderr)
-            return 2
+            return _fail(f"cannot read CURVE keys from {args.curve}: {e}", 2)
     for name, module, cls_name, kwargs in args.spawn:
         try:
             cls = getattr(importlib.import_module(module), cls_name)
         except (ImportError, AttributeError) as e:
-            print(f"error: cannot load actor class {module}:{cls_name}: {e}", file=sys.stderr)
-            return 2
+            return _fail(f"cannot load actor class {module}:{cls_name}: {e}", 2)
         spawns.append((name, cls, (), kwargs))
 
     events_path = args.events or (args.run_dir / f"{args.name}.events.jsonl" if args.run_dir else None)
@@ -187,9 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         node = Node(args.name, transport=transport, event_log=events, trace_asks=topo is not None,
                     dispatch=topo.transport.dispatch if topo is not None else args.dispatch)
-    except Exception as e:  # e.g. the port is taken
-        print(f"error: cannot start node {args.name}: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:  # e.g. the port is taken: fail now, before waiting for any peer
+        return _fail(_bind_error(bind, e))
     try:
         if args.wait_start:  # ready = bound and every peer heard from (or 10 s passed)
             deadline = time.monotonic() + 10.0
@@ -200,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop.wait(0.01)
         print(json.dumps({"node": args.name, "endpoint": transport.endpoint, "pid": os.getpid(),
                           "incarnation": transport.incarnation, "peers": transport.peers()}), flush=True)
-        if args.wait_start and sys.stdin.readline().strip() != "start":
+        if args.wait_start and not _wait_for_start(stop):
             stop.set()
         if not stop.is_set():
             events.emit(node.clock.now(), args.name, "$node", "node.started",

@@ -75,7 +75,11 @@ DEALER uses) and asks ``RCVMORE`` only where a frame count is in doubt.
 **Security.** With :class:`CurveConfig` the ROUTER is a CURVE server that
 accepts only the listed client public keys (``zmq.auth`` ThreadAuthenticator
 with a credentials callback) and each DEALER authenticates the peer by its
-public key. Without keys traffic is in the clear, logged once at WARNING.
+public key. Without keys traffic is in the clear, logged once at WARNING
+(once the endpoint is bound). A program that starts many nodes and says it
+once itself (the fleetplane launcher and its node processes) lowers that to
+INFO with :func:`set_insecure_log_level`: still in its log files, not on the
+console once per node.
 
 **Faults.** :class:`~transport.faults.FaultPlan` rules (drop, delay,
 duplicate, reorder, partition) apply per peer to outbound and inbound
@@ -103,7 +107,22 @@ from transport.codec import DEFAULT_MAX_FRAME
 from transport.faults import FaultPlan
 from transport.liveness import FailureDetector, PeerChange, PeerState
 
-__all__ = ["CurveConfig", "LoopTimer", "ZmqTransport"]
+__all__ = ["CurveConfig", "LoopTimer", "ZmqTransport", "set_insecure_log_level"]
+
+_insecure_level = "WARNING"  # the loguru level of "no CurveZMQ keys configured" (see set_insecure_log_level)
+
+
+def set_insecure_log_level(level: str) -> str:
+    """Set the loguru level at which a transport without keys says it runs in the clear; return the old one.
+
+    "WARNING" by default: an embedder's node says it once, on the console. A program that starts many
+    nodes and says it once itself - the fleetplane launcher, for its nodes and the chaos control node,
+    and the node processes it starts - sets "INFO": the message stays in the log files.
+    """
+    global _insecure_level
+    old, _insecure_level = _insecure_level, level
+    return old
+
 
 _MSG = b"M"
 _HB = b"H"
@@ -247,9 +266,10 @@ class ZmqTransport:
             router.curve_publickey = self.curve.public_key
         else:
             self._emit("transport.insecure", {"detail": "no CurveZMQ keys given: traffic is not encrypted or authenticated"})
-            from loguru import logger
-            logger.warning("node {}: no CurveZMQ keys configured; transport runs in the clear", node)
         router.bind(self.bind_to)
+        if self.curve is None:  # said once it is bound: a node that cannot bind never ran in the clear
+            from loguru import logger
+            logger.log(_insecure_level, "node {}: no CurveZMQ keys configured; transport runs in the clear", node)
         self.endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
         wake_rx = ctx.socket(zmq.PAIR)
         wake_addr = f"inproc://wake-{id(self)}"

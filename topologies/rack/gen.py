@@ -31,6 +31,7 @@ import json
 import sys
 
 from protocols.rack.layout import Layout
+from topologies.argtypes import positive_float, positive_int
 
 MONITOR = {"status_deadline": 0.6, "heartbeat_every": 0.1, "lease": 0.4, "stagger": 0.05, "seat_every": 1.0,
            "quorum_timeout": 2.0, "on_no_quorum": "revert", "default_assumption": "not-operational"}
@@ -120,17 +121,39 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("dcs", type=int)
-    ap.add_argument("sectors", type=int)
-    ap.add_argument("racks", type=int)
-    ap.add_argument("--overheat", default="d1s2r3", help="a rack that starts overheated ('' for none)")
-    ap.add_argument("--troubleshoot", default="", help="a rack that starts with OS errors (rebooted once by its "
-                    "sector's authority)")
-    ap.add_argument("--duration", type=float, default=60.0)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m topologies.rack.gen",
+        description="Write a rack-monitor topology file (TOML) to stdout: DCS data centers x SECTORS sectors x RACKS "
+                    "racks, each rack with its monitor (rack.monitor) and its rack control (rack.control). Racks are "
+                    "named d<dc>s<sector>r<rack>, counting from 0.",
+        epilog="example (the built-in file): python -m topologies.rack.gen 3 4 6 --troubleshoot d0s2r1 > "
+               "topologies/racks.toml")
+    ap.add_argument("dcs", type=positive_int, help="number of data centers, e.g. 3")
+    ap.add_argument("sectors", type=positive_int, help="sectors per data center, e.g. 4 (each sector's monitors "
+                    "form its quorum)")
+    ap.add_argument("racks", type=positive_int, help="racks per sector, e.g. 6 (3 4 6: 72 racks, 144 actors)")
+    ap.add_argument("--overheat", default="d1s2r3", metavar="RACK",
+                    help="a rack that starts above its temperature threshold: its monitor raises needs-repair, the "
+                         "fleet agrees on it and the run is done when every monitor knows it at fleet level "
+                         "(default d1s2r3; '' for none: the run then has no done condition)")
+    ap.add_argument("--troubleshoot", default="", metavar="RACK",
+                    help="a rack that starts with OS errors past the threshold (needs-troubleshooting): its sector's "
+                         "authority reboots it, once (default: none)")
+    ap.add_argument("--duration", type=positive_float, default=60.0, metavar="S",
+                    help="the file's [run] duration: a run stops after S seconds, virtual seconds with --sim "
+                         "(default 60)")
     ap.add_argument("--pack", choices=("columns", "none"), default="columns",
-                    help="how monitors and rack controls share processes (see the module doc)")
+                    help="how actors share OS processes. columns (default; fits a 2-core machine): one process per "
+                         "data center and rack index, mon-<dc>c<r>, hosting the r-th monitor of each of its "
+                         "sectors, plus one per data center for its rack controls, racks-<dc> (3 4 6: 21 processes). "
+                         "none: one process per monitor, mon-<rack>, plus one per sector for its rack controls, "
+                         "racks-<sector> (3 4 6: 84 processes)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     a = ap.parse_args(argv)
     overheat, troubleshoot = a.overheat or None, a.troubleshoot or None
     for r in (overheat, troubleshoot):
