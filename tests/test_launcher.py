@@ -190,3 +190,15 @@ def test_fleetplane_run_works_from_any_directory(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK: done" in proc.stdout and any((tmp_path / "runs").glob("pingpong-real-*/report.html"))
+
+
+@pytest.mark.timeout(120)
+def test_verbose_shows_every_nodes_log(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "topologies.cli", "run", str(PINGPONG), "-q", "-v", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for node in ("alpha", "beta", "gamma"):
+        assert f"[{node}] " in proc.stderr, proc.stderr
+    quiet = subprocess.run([sys.executable, "-m", "topologies.cli", "run", str(PINGPONG), "-q", "--out", str(tmp_path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert "[alpha] " not in quiet.stderr

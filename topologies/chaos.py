@@ -177,7 +177,7 @@ def _first_difference(a: Path, b: Path) -> str | None:
 
 def run_chaos(topo: Topology, run_dir: Path, seed: int, *, nemesis: str | None = None, overrides: dict | None = None,
               sim: bool = False, duration: float | None = None, quiet: bool = False,
-              must_judge: tuple[str, ...] | list[str] | None = None) -> ChaosResult:
+              must_judge: tuple[str, ...] | list[str] | None = None, verbose: bool = False) -> ChaosResult:
     """Run ``topo`` under the schedule and judge it; ``must_judge`` overrides the topology's declared checkers."""
     schedule = build_schedule(topo, seed, nemesis, overrides)
     must = tuple(must_judge) if must_judge is not None else must_judge_of(topo)
@@ -196,7 +196,7 @@ def run_chaos(topo: Topology, run_dir: Path, seed: int, *, nemesis: str | None =
     if sim:
         result, same, diff = _chaos_sim(topo, run_dir, seed, schedule, limit, span, quiet)
     else:
-        result, same, diff = _chaos_real(topo, run_dir, schedule, limit, span, quiet), None, None
+        result, same, diff = _chaos_real(topo, run_dir, schedule, limit, span, quiet, verbose), None, None
     summary = json.loads((run_dir / "summary.json").read_text())
     chaos = {"nemesis": nemesis or [c.nemesis for c in topo.chaos], "seed": seed, "ops": len(schedule),
              "replay_identical": same, "first_difference": diff, "must_judge": list(must)}
@@ -222,7 +222,8 @@ def _chaos_sim(topo: Topology, run_dir: Path, seed: int, schedule: list, limit: 
     return first, diff is None, diff
 
 
-def _chaos_real(topo: Topology, run_dir: Path, schedule: list, limit: float, span: float, quiet: bool) -> RunResult:
+def _chaos_real(topo: Topology, run_dir: Path, schedule: list, limit: float, span: float, quiet: bool,
+                verbose: bool = False) -> RunResult:
     if topo.keys:
         raise ValueError("chaos against real processes with CurveZMQ keys is not supported yet (the control node has no key)")
     from actors import Node
@@ -275,7 +276,7 @@ def _chaos_real(topo: Topology, run_dir: Path, schedule: list, limit: float, spa
             print(f"[chaos] {elapsed:6.2f} s: {describe_ops(now)}", flush=True)
 
     try:
-        result = run_real(topo, run_dir, duration=limit, quiet=quiet, hook=hook, min_seconds=span)
+        result = run_real(topo, run_dir, duration=limit, quiet=quiet, hook=hook, min_seconds=span, verbose=verbose)
     finally:
         if "node" in ctl:
             ctl["node"].shutdown()

@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.sim:
         result = run_sim(topo, run_dir, seed, duration=args.duration, quiet=args.quiet, trace=args.trace)
     else:
-        result = run_real(topo, run_dir, duration=args.duration, quiet=args.quiet)
+        result = run_real(topo, run_dir, duration=args.duration, quiet=args.quiet, verbose=args.verbose)
     unit = "virtual s" if args.sim else "s"
     total = f"/{topo.run.progress_total}" if topo.run.progress_total else ""
     print(f"{'OK' if result.ok else 'NOT OK'}: {result.reason} after {result.seconds} {unit}; "
@@ -167,7 +167,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
                     raise ValueError(f"--must-judge: {x!r} is not a checker of this topology ({', '.join(shown)})"
                                      if x in CHECKERS else f"--must-judge: unknown checker {x!r}")
         result = run_chaos(topo, run_dir, seed, nemesis=args.nemesis, overrides=overrides, sim=args.sim,
-                           duration=args.run_for, quiet=args.quiet, must_judge=must)
+                           duration=args.run_for, quiet=args.quiet, must_judge=must,
+                           verbose=args.verbose)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -278,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", action="store_true", help="--sim: log every message send/deliver/drop")
     r.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
     r.add_argument("-q", "--quiet", action="store_true", help="no live progress")
-    r.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr")
+    r.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr (real runs: every node's log as it grows)")
     r.set_defaults(func=cmd_run)
     c = sub.add_parser("chaos", help="run a topology under a nemesis and check the invariants")
     c.add_argument("file", help="topology file (TOML)")
@@ -305,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--run-for", type=positive_float, help="total run length (default: the schedule plus the topology's [run] recovery, 3 s unless set)")
     c.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
     c.add_argument("-q", "--quiet", action="store_true", help="no live progress")
-    c.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr")
+    c.add_argument("-v", "--verbose", action="store_true", help="show debug logs on stderr (real runs: every node's log as it grows)")
     c.set_defaults(func=cmd_chaos)
     k = sub.add_parser("keys", help="CurveZMQ keys for a topology's [keys] table")
     ksub = k.add_subparsers(dest="keys_command", required=True)

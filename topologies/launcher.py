@@ -410,6 +410,27 @@ class _Tail:
         return out
 
 
+class _LogEcho:
+    """``-v``: the nodes' own logs (debug level) on stderr as they grow, each line prefixed by its node."""
+
+    def __init__(self, files: dict[str, Path]):
+        self.files = files
+        self.offsets = {n: 0 for n in files}
+
+    def echo(self) -> None:
+        for name, f in self.files.items():
+            try:
+                with open(f, "rb") as fh:
+                    fh.seek(self.offsets[name])
+                    data = fh.read()
+            except FileNotFoundError:
+                continue
+            end = data.rfind(b"\n") + 1
+            self.offsets[name] += end
+            for line in data[:end].decode("utf-8", "replace").splitlines():
+                print(f"[{name}] {line}", file=sys.stderr, flush=True)
+
+
 def merge_events(files: list[Path], out: Path) -> int:
     """Merge per-node JSON-lines logs by time (stable), into ``out``; returns the count."""
     rows = []
@@ -435,8 +456,11 @@ def merge_events(files: list[Path], out: Path) -> int:
 
 def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, quiet: bool = False,
              hook: Callable[[dict, float], None] | None = None, stop: threading.Event | None = None,
-             min_seconds: float = 0.0) -> RunResult:
-    """Run every node as a process until done (not before ``min_seconds``), the duration, or ``stop``/Ctrl-C."""
+             min_seconds: float = 0.0, verbose: bool = False) -> RunResult:
+    """Run every node as a process until done (not before ``min_seconds``), the duration, or ``stop``/Ctrl-C.
+
+    ``verbose``: echo every node's log (``RUNDIR/<node>.log``, debug level) to stderr as it grows.
+    """
     load_plugins()
     from topologies.loader import host_problem
 
@@ -487,8 +511,11 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
             p.popen.stdin.flush()  # type: ignore[union-attr]
         progress.update(0, f"{len(procs)} nodes up", force=True)
         tail = _Tail([run_dir / f"{n}.events.jsonl" for n in procs])
+        logs = _LogEcho({n: run_dir / f"{n}.log" for n in procs}) if verbose else None
         t0 = time.monotonic()
         while True:
+            if logs is not None:
+                logs.echo()
             for e in tail.read():
                 tally.see(e.get("kind", ""), e.get("fields"), e.get("node", ""), e.get("actor", ""))
             elapsed = time.monotonic() - t0
