@@ -14,8 +14,17 @@ capabilities, free resources and criteria are drawn from
 * :meth:`EdgeSim.heal` heals the network;
 * :meth:`EdgeSim.flaky` makes the manager's links lossy (both ways, no
   partition) and :meth:`EdgeSim.steady` makes them lossless again;
+* :meth:`EdgeSim.lossy_site` makes the links among the edge nodes lossy (both
+  ways): loss *inside* a site, e.g. while it is isolated;
 * :meth:`EdgeSim.leader_of` / :meth:`EdgeSim.plans` read the plane's state
-  from the event log.
+  from the event log; :func:`held_at` / :func:`all_held_since` replay the
+  holders' own ``edge.role_assigned`` / ``edge.role_relinquished`` events
+  (who holds which role share when, and from when on every role was held).
+
+:func:`toml_timings` reads the timeouts of ``topologies/edge.toml`` (the edge
+nodes' defaults and the manager's params) and :func:`toml_profiles` its edge
+nodes' profiles, so a simulated scenario runs with exactly the timing (and,
+with 20 nodes, the fleet) of the chaos runs of that file.
 
 Everything a test asserts is read from the event log (``sim.event_log``), the
 same records the checkers in ``topologies/edge/checks.py`` judge.
@@ -25,6 +34,8 @@ from __future__ import annotations
 
 import json
 import random
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from actors.simulator import Simulator
@@ -73,6 +84,15 @@ class EdgeSim:
         """The manager's links lose nothing again."""
         for e in self.edges:
             self.sim.set_link("mgr", e.partition("/")[0], LinkSpec(latency=Uniform(*latency)), both=True)
+
+    def lossy_site(self, loss: float, latency: tuple[float, float] = (0.001, 0.005),
+                   edges: list[str] | None = None) -> None:
+        """Lossy links among the edge nodes (every pair, both ways); the manager's links are left alone."""
+        nodes = [e.partition("/")[0] for e in (edges or self.edges)]
+        spec = LinkSpec(latency=Uniform(*latency), loss=loss)
+        for i, a in enumerate(nodes):
+            for b in nodes[i + 1:]:
+                self.sim.set_link(a, b, spec, both=True)
 
     def crash(self, address: str) -> None:
         self.sim.crash(address)
@@ -124,3 +144,93 @@ def build_edge(
     mp = dict(manager_params or {})
     sim.add(MANAGER, DeploymentManager(MANAGER, edges, intent or DEFAULT_INTENT, tables, rng=sim.rng(MANAGER), **mp))
     return EdgeSim(sim, edges, {"n": n, "intent": intent or DEFAULT_INTENT, "edge_params": ep, "manager_params": mp})
+
+
+# -- edge.toml's timing ------------------------------------------------------------------------------
+
+EDGE_TOML = Path(__file__).resolve().parents[1] / "topologies" / "edge.toml"
+_TIMING = ("heartbeat_interval", "isolation_after", "gather_window", "election_timeout", "fit_timeout",
+           "proposal_timeout", "leader_lease", "validate_every", "reconcile_wait", "release_timeout", "handover_bound")
+
+
+def toml_profiles(path: Path = EDGE_TOML) -> list[dict[str, Any]]:
+    """The edge nodes' profiles (capability, free, criteria) in ``edge.toml``, in file order."""
+    doc = tomllib.loads(path.read_text())
+    return [{k: a["params"][k] for k in ("capability", "free", "criteria")}
+            for n in doc["nodes"] for a in n.get("actors", []) if a["kind"] == "localplane.edge"]
+
+
+def toml_timings(path: Path = EDGE_TOML) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(edge params, manager params): the timeouts ``edge.toml`` gives its edge nodes and its manager."""
+    doc = tomllib.loads(path.read_text())
+    edge = {k: v for k, v in doc["defaults"]["localplane.edge"].items() if k in _TIMING}
+    mgr = next(a["params"] for n in doc["nodes"] for a in n.get("actors", []) if a["kind"] == "localplane.manager")
+    return edge, {k: v for k, v in mgr.items() if k in _TIMING}
+
+
+# -- holders, replayed from the event log ----------------------------------------------------------------
+
+
+def _apply(held: dict[tuple[str, str], dict], e: dict) -> bool:
+    """Apply one event to ``held`` ((holder, key) -> role_assigned fields); True if it was a holder's event."""
+    f = e.get("fields") or {}
+    who = f"{e['node']}/{e['actor']}"
+    if e["kind"] == "edge.role_assigned":
+        held[(who, f["key"])] = f
+    elif e["kind"] == "edge.role_relinquished":
+        held.pop((who, f["key"]), None)
+    elif e["kind"] == "sim.crash":
+        for k in [k for k in held if k[0] == who]:
+            del held[k]
+    else:
+        return False
+    return True
+
+
+def _complete(held: dict[tuple[str, str], dict], role: str) -> bool:
+    """Is every share of ``role`` held, under one plan?"""
+    by_plan: dict[str, set[tuple[int, int]]] = {}
+    for f in held.values():
+        if f["role"] == role:
+            by_plan.setdefault(f["plan_id"], set()).add((f["share"], f["shares"]))
+    return any(len({n for _, n in sh}) == 1 and {s for s, _ in sh} == set(range(next(iter(sh))[1]))
+               for sh in by_plan.values())
+
+
+def held_at(events: list[dict], t: float) -> dict[str, list[tuple[str, str, str]]]:
+    """role -> [(holder, key, plan_id)] held at time ``t``, from the holders' own events."""
+    held: dict[tuple[str, str], dict] = {}
+    for e in events:
+        if e["time"] > t:
+            break
+        _apply(held, e)
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for (who, key), f in sorted(held.items()):
+        out.setdefault(f["role"], []).append((who, key, f["plan_id"]))
+    return out
+
+
+def all_held_since(events: list[dict], roles: set[str], since: float) -> float | None:
+    """The first time at or after ``since`` from which every role in ``roles`` stays held to the end of the log
+    (every share of it, under one plan), or None if that never happens."""
+    held: dict[tuple[str, str], dict] = {}
+    first: float | None = None
+    changed_at: float | None = None
+
+    def judge(t: float) -> None:
+        nonlocal first
+        if all(_complete(held, r) for r in roles):
+            if first is None:
+                first = max(t, since)
+        else:
+            first = None
+
+    for e in events:
+        if changed_at is not None and e["time"] > changed_at:
+            judge(changed_at)
+            changed_at = None
+        if _apply(held, e):
+            changed_at = e["time"]
+    if changed_at is not None:
+        judge(changed_at)
+    return first

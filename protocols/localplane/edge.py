@@ -23,6 +23,16 @@ is already over or a newer final plan was already released or committed here.
 So a node whose acks are lost loses its roles within ``lease`` even though it
 still hears heartbeats (the proof is in ``manager``'s module docstring).
 
+**Renewal requests (loss).** A lost beat or ack is not a lost manager. The
+node asks for a beat itself - a :class:`HeartbeatAck` with ``renew`` every
+``retry_every`` seconds, answered at once by a heartbeat for it alone (same
+grants, same lease accounting) - while a leased holding has missed a renewal,
+while a share lapsed not long ago (``lapsed``: the manager commits it again
+at once, a regrant), once no beat came for half of ``isolation_after``, and
+while it is isolated but hears the manager again (so the isolation ends
+quickly). One ``edge.renew_requested`` per chain of requests and reason.
+Requests to a manager known down (isolated, hearing nothing) are not sent.
+
 **Isolation.** A deployed node that hears no heartbeat for
 ``isolation_after`` seconds declares isolation (``edge.isolation_declared``),
 gives up its final roles (their lease expired) and starts an election.
@@ -43,20 +53,39 @@ view, so two leaders of one term have disjoint electorates. Within one
 *connected island* - the nodes that can reach one another during the gather
 window, judged by the checker from the network partition events - every node
 hears every announcement (the window is longer than the latency), so the
-views are equal and at most one leader per island per term emerges. A node
-that hears a live leader follows it (the higher term if two).
+views are equal and at most one leader per island per term emerges. *Loss*:
+while gathering, the announcement goes out again every ``retry_every`` to
+each peer not heard from in the term, and a candidate sends its vote request
+again to each member of its view that has neither voted nor refused; a node
+that heard nobody gathers again (``gather_retries``, ``plane.gather_retry``)
+before it leads a plane of one. A node that hears a live leader follows it.
+
+**Merging planes.** While the manager is away a leader beats every peer of the
+deployment, not only its members. A node whose plane is smaller than the
+beating leader's (members, then term, then address) - or that follows no
+live leader - follows that leader once its beats kept coming for two beat
+intervals (a heal that brings the manager back as well is left to the
+manager); a leader that yields says ``plane.stepdown``. So planes split by
+lost announcements, or by a partition inside the site, merge into one.
 
 **The plane (leader).** The leader sends :class:`FitRequest` for the isolated
-role set and the management roles to its view, waits ``fit_timeout`` (or all
-reports), then negotiates the roles (:class:`Negotiation`) under the isolated
-governance rules with the reporters as the electorate. Its
-:class:`LeaderHeartbeat` (every tick) carries the plan's assignments - the
-temporary subscriptions - and a lease of ``leader_lease`` seconds; members
-answer :class:`LeaderAck`. A member silent for ``leader_lease +
-heartbeat_interval`` is dropped from the plane; once the last lease sent to it
+role set and the management roles to its view - again every ``retry_every``
+to the members that have not reported - waits ``fit_timeout`` (or all
+reports), then negotiates the roles (:class:`Negotiation`, proposals sent
+again to silent voters until the round's timeout) under the isolated
+governance rules with the reporters as the electorate. A member that did
+not report stays a member and is asked again once a beat, as is a node that
+joins later (``plane.fit_requested``). Its :class:`LeaderHeartbeat` (every
+tick) carries the plan's assignments - the temporary subscriptions - and a
+lease of ``leader_lease`` seconds; members answer :class:`LeaderAck`, and a
+member whose ack is late is beaten again every ``retry_every``. A member
+silent for ``leader_lease + heartbeat_interval`` is dropped from the plane
+(its open votes are no longer waited for); once the last lease sent to it
 has run out its roles are negotiated again (``plane.holder_lost``), so a role
 never has two holders in one plan. A relinquished role is negotiated again
-the same way.
+the same way. Roles left unfilled are negotiated again every
+``refill_every`` and when a member reports its fit late
+(``plane.unfilled_retry``): the plane grows back as nodes return.
 
 **Holding roles.** A member takes the roles the complete plan gives it
 (``edge.role_assigned``, temporary) and holds them while the leader's lease
@@ -64,8 +93,12 @@ runs; when it expires (the leader died or the island split) it gives them up
 (``edge.role_relinquished``) and elects again, one term higher: an island that
 splits forms its own plane on each side. A :class:`Propose` for itself is
 accepted when the role's load fits in its free resources after the roles it
-already committed to in that plan; a proposal for another node is voted
-against when this node distrusts that node (it served it badly).
+already committed to in that plan (a proposal that names the roles it holds
+agreed, ``agreed``, makes it forget any other commitment: a lost
+:class:`Withdraw`); a proposal for another node is voted against when this
+node distrusts that node (it served it badly). A request sent again is
+answered the same, without a new decision: the answer to a proposal is kept
+per plan and round, the fit evaluation per requester and plan.
 
 **Validator and reporter.** The validator holder probes every service holder
 each ``validate_every`` seconds (:class:`Probe` -> :class:`ProbeResult`),
@@ -75,7 +108,11 @@ below it relinquishes. The reporter records plan versions and verdicts.
 
 **Reconnect.** The first heartbeat heard while isolated stops the node's
 electioneering, and the leader sends its :class:`PlanReport`, the reporter its
-:class:`ReporterRecord`. Isolation ends (``edge.isolation_ended``) only with a
+:class:`ReporterRecord`, each again every ``retry_every`` while the manager is
+in reach until the manager confirms it (:class:`ReportReceived`), at most
+``resend_limit`` times (``plane.report_confirmed`` /
+``plane.report_unconfirmed``; the plan report is moot once a final plan is
+committed, the record is not: it feeds the performance history). Isolation ends (``edge.isolation_ended``) only with a
 manager message that echoes an ack this node sent since it declared isolation
 (the manager has heard it since): then every temporary holding the message
 does not grant is given up, the others are held under the manager's lease,
@@ -83,6 +120,12 @@ and the node takes no new temporary roles. The plane goes on (the leader
 keeps beating and takes in nodes that announce) until the manager's
 :class:`Release` (give up all but ``keep``) and :class:`Commit` (hold exactly
 these final roles) arrive.
+
+Loss parameters: ``retry_every`` (default ``heartbeat_interval / 6``: how
+often an unanswered request goes out again), ``resend_limit`` (default 10:
+plan report and record sends, and once-a-beat fit requests to a late member),
+``gather_retries`` (default 1) and ``refill_every`` (default
+``election_timeout``).
 """
 
 from __future__ import annotations
@@ -117,6 +160,7 @@ from protocols.localplane.messages import (
     Release,
     Released,
     Relinquish,
+    ReportReceived,
     ReporterRecord,
     RoleSpec,
     Validation,
@@ -177,6 +221,10 @@ class EdgeNode:
         fit_noise: float = 0.03,
         distrust: list | None = None,
         evaluate: Callable[[RoleSpec], float] | None = None,
+        retry_every: float | None = None,
+        resend_limit: int = 10,
+        gather_retries: int = 1,
+        refill_every: float | None = None,
     ) -> None:
         self.address = address
         self.node = address.partition("/")[0]
@@ -199,6 +247,11 @@ class EdgeNode:
         self.fit_noise = fit_noise
         self.distrust = set(distrust or ())
         self.evaluate = evaluate
+        # loss tolerance: requests go out again this often until answered (or the target is known down)
+        self.retry_every = float(retry_every) if retry_every else heartbeat_interval / 6
+        self.resend_limit = int(resend_limit)  # once-a-beat resends (plan report, record, a late member's fit)
+        self.gather_retries = int(gather_retries)  # gathers again before leading alone when it heard nobody
+        self.refill_every = float(refill_every) if refill_every else election_timeout  # unfilled roles retried
 
         self.ir: IntermediateRepresentation | None = None
         self.members: list[str] = []
@@ -227,6 +280,21 @@ class EdgeNode:
         self.record: list[dict[str, Any]] = []  # the reporter's record
         self.next_validate = 0.0
         self.lead: _Lead | None = None
+        # answers and fit reports already given, replayed for a duplicate request (plan id + round / plan id)
+        self.answered: dict[tuple, Answer] = {}
+        self.fitted: dict[tuple[str, str], dict[str, float]] = {}
+        # the manager's lease: its length, the last beat's seq, shares that lapsed while connected (key -> when)
+        self.lease_len = isolation_after
+        self.last_beat = (-1, 0)  # (epoch, seq) of the newest manager beat heard: what a renewal request names
+        self.lapsed: dict[str, float] = {}
+        self.renew_at: float | None = None  # when the pending "renew" timer fires
+        self.renewing = ""  # why a chain of renewal requests is running (one every retry_every), "" if none
+        self.report_due: dict[str, int] = {}  # "plan" / "record" -> sends left until the manager confirms
+        self.report_paused = False  # reports are due but the manager went out of reach
+        self.gathers = 0  # gather retries in this term
+        self.refused: set[str] = set()  # voters that refused this candidate in this term
+        self.leader_size = 0  # members of the followed leader's plane (from its beats)
+        self.rival: tuple[str, float, float] | None = None  # another plane's leader heard: (address, since, last)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -303,12 +371,82 @@ class EdgeNode:
             out += self._end_isolation(set(msg.grant), msg.echo, msg.lease, now)
         elif not self.isolated:
             out += self._renew(set(msg.grant), msg.echo, msg.lease, now)
+        if (msg.epoch, msg.seq) != self.last_beat:
+            self.last_beat = (msg.epoch, max(msg.seq, self.last_beat[1]) if msg.epoch == self.last_beat[0] else msg.seq)
+        if msg.lease > 0:
+            self.lease_len = msg.lease
+        out.append(self._ack(msg.epoch, msg.seq, now, renew=False))
+        return out + self._arm_renew(now)
+
+    def _ack(self, epoch: int, seq: int, now: float, renew: bool) -> Send:
         temporary = any(h.temporary for h in self.holdings.values()) or bool(self.plan_id)
         final = next((h.plan_id for h in self.holdings.values() if not h.temporary), "")
-        out.append(Send(self.manager, HeartbeatAck(
-            epoch=msg.epoch, seq=msg.seq, plan_id=self.plan_id if temporary else final, temporary=temporary,
-            term=self.leader_term, leader=self.leader, holding=self.holding_keys(), sent=now)))
-        return out
+        return Send(self.manager, HeartbeatAck(
+            epoch=epoch, seq=seq, plan_id=self.plan_id if temporary else final, temporary=temporary,
+            term=self.leader_term, leader=self.leader, holding=self.holding_keys(), sent=now, renew=renew))
+
+    # -- renewal requests: a lease running low, a lapsed share, a reconnect ------------------------------
+
+    def _renew_time(self, now: float) -> float | None:
+        """When this node must ask the manager for a beat (None: no need): while isolated but hearing the manager
+        (to end the isolation), while a share lapsed not long ago (to get it regranted), from the moment a leased
+        holding missed a renewal, and once no beat came for half of ``isolation_after`` (silence is not taken
+        for isolation before the requests went unanswered too). A beat echoes the ack of the beat before, so
+        right before each beat a lease has ``lease - 2 beats`` left; below ``lease - 2.25 beats`` one was missed."""
+        if self.ir is None:
+            return None
+        if self.isolated:
+            return now if self.hears_manager else None
+        for k in [k for k, t in self.lapsed.items() if now - t > self.isolation_after or k in self.holdings]:
+            del self.lapsed[k]
+        if self.lapsed:
+            return now
+        due = [self.last_heartbeat + self.isolation_after / 2] if self.last_heartbeat is not None else []
+        due += [h.lease - (self.lease_len - 2.25 * self.heartbeat_interval)
+                for h in self.holdings.values() if h.lease < math.inf]
+        return max(now, min(due)) if due else None
+
+    def _renew_why(self, now: float) -> str:
+        if self.isolated:
+            return "reconnect"
+        if self.lapsed:
+            return "lapsed"
+        ends = [h.lease for h in self.holdings.values() if h.lease < math.inf]
+        if ends and min(ends) - now < self.lease_len - 2.25 * self.heartbeat_interval:
+            return "lease_low"
+        return "quiet"
+
+    def _arm_renew(self, now: float) -> list[Effect]:
+        """(Re)arm the "renew" timer for the next renewal request (none needed: cancel it)."""
+        t = self._renew_time(now)
+        if t is None or t > now + 1e-9:
+            self.renewing = ""
+        if t is None:
+            if self.renew_at is None:
+                return []
+            self.renew_at = None
+            return [CancelTimer("renew")]
+        if self.renewing and self.renew_at is not None:
+            return []  # a renewal chain is running: its timer stays
+        if self.renew_at == t:
+            return []
+        self.renew_at = t
+        return [SetTimer("renew", t)]
+
+    def _on_renew_timer(self, now: float) -> list[Effect]:
+        self.renew_at = None
+        t = self._renew_time(now)
+        if t is None or t > now + 1e-9:
+            return self._arm_renew(now)
+        out: list[Effect] = []
+        why = self._renew_why(now)
+        if self.renewing != why:  # one event per chain of requests (and reason), not per request
+            self.renewing = why
+            ends = [h.lease for h in self.holdings.values() if h.lease < math.inf]
+            out.append(self._emit("edge.renew_requested", why=why, lapsed=sorted(self.lapsed),
+                                  lease_left=round(min(ends) - now, 6) if ends else None))
+        self.renew_at = now + self.retry_every
+        return out + [self._ack(*self.last_beat, now, renew=True), SetTimer("renew", self.renew_at)]
 
     def _heard_manager(self, now: float) -> list[Effect]:
         self.last_heartbeat = now
@@ -321,6 +459,10 @@ class EdgeNode:
                 self.role = PlaneRole.NONE
                 out += [CancelTimer("gather"), CancelTimer("election")]
             out += self._report(now)
+            out += self._arm_renew(now)
+        if self.report_paused:
+            self.report_paused = False
+            out.append(SetTimer("report", now))
         return out
 
     def _cut_off(self) -> bool:
@@ -328,15 +470,53 @@ class EdgeNode:
         return self.isolated and not self.hears_manager
 
     def _report(self, now: float) -> list[Effect]:
+        """Send the plan report (leader) and the record (reporter); both go out again until the manager confirms."""
         if self.reported:
             return []
         self.reported = True
+        self.report_due = {}
         out: list[Effect] = []
         if self.role is PlaneRole.LEADER and self.lead is not None:
+            self.report_due["plan"] = (self.lead.plan_id, self.resend_limit)
             out += self.lead.report(now)
         if self._holds("reporter"):
+            self.report_due["record"] = (self.plan_id, self.resend_limit)
             out.append(self._reporter_record())
+        if self.report_due:
+            out.append(SetTimer("report", now + self.retry_every))
         return out
+
+    def _resend_reports(self, now: float) -> list[Effect]:
+        """Every ``retry_every``: send an unconfirmed report again while the manager is in reach (at most
+        ``resend_limit`` times; a new isolation starts over)."""
+        if not self.report_due or (self.isolated and not self.hears_manager):
+            self.report_paused = bool(self.report_due)  # the manager is out of reach again: resumed when heard
+            return []
+        out: list[Effect] = []
+        for what, (plan_id, left) in sorted(self.report_due.items()):
+            if left <= 0 or (what == "plan" and (self.lead is None or self.lead.plan_id != plan_id)):
+                del self.report_due[what]
+                if left <= 0:
+                    out.append(self._emit("plane.report_unconfirmed", what=what, plan_id=plan_id,
+                                          sends=self.resend_limit + 1))
+                continue
+            self.report_due[what] = (plan_id, left - 1)
+            if what == "plan":
+                assert self.lead is not None
+                out.append(Send(self.manager, self.lead.report_msg()))
+            else:
+                out.append(self._reporter_record(plan_id))
+        return out + ([SetTimer("report", now + self.retry_every)] if self.report_due else [])
+
+    def _on_report_received(self, msg: ReportReceived, sender: str, now: float) -> list[Effect]:
+        if sender != self.manager:
+            return []
+        due = self.report_due.get(msg.what)
+        if due is None or due[0] != msg.plan_id:
+            return []  # a duplicate or late confirmation
+        del self.report_due[msg.what]
+        return [self._emit("plane.report_confirmed", what=msg.what, plan_id=msg.plan_id,
+                           sends=self.resend_limit + 1 - due[1])]
 
     def _fresh(self, echo: float | None) -> bool:
         """Does a manager message echo an ack this node sent since it declared isolation?"""
@@ -372,11 +552,13 @@ class EdgeNode:
 
     def _arm_lease(self, now: float) -> list[Effect]:
         ends = [h.lease for h in self.holdings.values() if h.lease < math.inf]
-        return [SetTimer("lease", min(ends))] if ends else []
+        return ([SetTimer("lease", min(ends))] if ends else []) + self._arm_renew(now)
 
     def _lease_over(self, now: float) -> list[Effect]:
         out: list[Effect] = []
         for key in sorted(k for k, h in self.holdings.items() if h.lease <= now):
+            if not self.isolated and not self.holdings[key].temporary:
+                self.lapsed[key] = now  # ask for it back at once (a regrant), while the manager still counts on it
             out += self._relinquish(key, "manager_lease_expired", now, tell=False)
         return out + self._arm_lease(now)
 
@@ -395,17 +577,21 @@ class EdgeNode:
             if not self.hears_manager:
                 return []
             self.hears_manager = False  # only stale beats got through, and now none: elect again
-            return self._start_election(now) if self.role is PlaneRole.NONE else []
+            out = self._arm_renew(now)
+            return out + (self._start_election(now) if self.role is PlaneRole.NONE else [])
         self.isolated = True
         self.isolated_at = now
         self.reported = False
+        self.report_due = {}
         self.hears_manager = False
+        self.lapsed = {}
         out: list[Effect] = [self._emit("edge.isolation_declared", last_heartbeat=self.last_heartbeat,
                                         after=self.isolation_after, term=self.term)]
         for key in [k for k, h in self.holdings.items() if not h.temporary]:
             out += self._relinquish(key, "manager_lease_expired", now, tell=False)
         for h in self.holdings.values():
             h.lease = math.inf  # the isolated plane's leases govern its temporary holdings
+        out += self._arm_renew(now)  # the manager is known down: no renewal requests
         if self.role is PlaneRole.NONE:
             out += self._start_election(now)
         return out
@@ -418,13 +604,22 @@ class EdgeNode:
                 return [self._emit("edge.ignored", what="FitRequest", sender=sender, why="not my leader")]
         elif sender != self.manager:
             return []
+        known = self.fitted.get((sender, msg.plan_id))
         fits: dict[str, float] = {}
-        for spec in msg.roles:
-            f = self.fit_for(spec)
-            if f is not None:
-                fits[spec.name] = f
+        if known is not None:
+            fits = dict(known)  # a request sent again: the same evaluation (no new test run), nothing new to log
+        else:
+            for spec in msg.roles:
+                f = self.fit_for(spec)
+                if f is not None:
+                    fits[spec.name] = f
+            self.fitted[(sender, msg.plan_id)] = dict(fits)
+            while len(self.fitted) > 16:
+                del self.fitted[next(iter(self.fitted))]
         rep = FitReport(plan_id=msg.plan_id, fits=fits, criteria=dict(self.criteria), free=self._free(msg.plan_id),
                         holding=self.holding_keys())
+        if known is not None:
+            return [Send(sender, rep)]
         return [Send(sender, rep), self._emit("edge.fit_reported", plan_id=msg.plan_id, to=sender, fits=fits)]
 
     def _free(self, plan_id: str) -> float:
@@ -433,8 +628,15 @@ class EdgeNode:
     def _on_propose(self, msg: Propose, sender: str, now: float) -> list[Effect]:
         if self.ir is None:
             return []
+        asked = (sender, msg.plan_id, msg.round, msg.role, msg.candidate, msg.share, msg.shares, msg.target)
+        done = self.answered.get(asked)
+        if done is not None:
+            return [Send(sender, done)]  # a proposal sent again: the same answer, no new commitment
         if msg.candidate == self.address:
             committed = self.commitments.setdefault(msg.plan_id, {})
+            if msg.agreed is not None:  # forget commitments the negotiator no longer counts (a lost Withdraw)
+                for r in [r for r in committed if r not in msg.agreed and r != msg.role]:
+                    del committed[r]
             free = self.free - sum(v for r, v in committed.items() if r != msg.role)
             yes = msg.load <= free + 1e-9
             reason = "fits" if yes else f"needs {msg.load:.3f}, free {free:.3f}"
@@ -445,7 +647,11 @@ class EdgeNode:
             yes = msg.candidate not in self.distrust
             reason = "" if yes else "candidate does not serve me well"
             role = "voter"
-        out: list[Effect] = [Send(sender, Answer(plan_id=msg.plan_id, round=msg.round, yes=yes, reason=reason)),
+        ans = Answer(plan_id=msg.plan_id, round=msg.round, yes=yes, reason=reason)
+        self.answered[asked] = ans
+        while len(self.answered) > 256:
+            del self.answered[next(iter(self.answered))]
+        out: list[Effect] = [Send(sender, ans),
                              self._emit("edge.answer", plan_id=msg.plan_id, round=msg.round, role=msg.role,
                                         share=msg.share, candidate=msg.candidate, yes=yes, reason=reason, **{"as": role})]
         return out
@@ -458,6 +664,7 @@ class EdgeNode:
         if sender != self.manager:
             return []
         self._newer_plan(msg.epoch, msg.plan_id)  # from now on no Commit of an older plan is taken
+        self.lapsed = {}  # a new plan is being installed: nothing to get back
         out: list[Effect] = []
         keep = set(msg.keep)
         for key in [k for k in self.holdings if k not in keep]:
@@ -508,6 +715,8 @@ class EdgeNode:
         self.leader = ""
         self.leader_until = -math.inf
         self.commitments = {msg.plan_id: self.commitments.get(msg.plan_id, {})}
+        self.lapsed = {}
+        self.report_due.pop("plan", None)  # the manager has decided; the record still goes to the history
         out.append(Send(sender, Committed(plan_id=msg.plan_id)))
         return out + self._arm_lease(now)
 
@@ -561,12 +770,30 @@ class EdgeNode:
         self.heard.update({a: sc for a, (t, sc) in recent.items() if t == self.term})
         self.votes = set()
         self.view = []
+        self.gathers = 0
+        self.refused = set()
         jitter = self.rng.uniform(0, self.heartbeat_interval * 0.2)
         out: list[Effect] = [Send(p, Announce(term=self.term, score=self.heard[self.address])) for p in self._peers()]
         out.append(SetTimer("gather", now + self.gather_window + jitter))
         out.append(SetTimer("election", now + self.election_timeout + jitter))
+        out.append(SetTimer("elect_retry", now + self.retry_every))
         out.append(self._emit("plane.announce", term=self.term, score=self.heard[self.address]))
         return out
+
+    def _on_elect_retry(self, now: float) -> list[Effect]:
+        """Lost election messages are sent again: while gathering, the announcement to every peer not heard from
+        in this term; as a candidate, the vote request to every member of the view that has not answered."""
+        if not self._cut_off() or self._live_leader(now):
+            return []
+        if self.role is PlaneRole.ELECTING:
+            a = Announce(term=self.term, score=self.heard[self.address])
+            out: list[Effect] = [Send(p, a) for p in self._peers() if p not in self.heard]
+        elif self.role is PlaneRole.CANDIDATE:
+            req = VoteRequest(term=self.term, score=self.heard[self.address], view=self.view)
+            out = [Send(p, req) for p in self.view if p not in self.votes and p not in self.refused]
+        else:
+            return []
+        return out + [SetTimer("elect_retry", now + self.retry_every)]
 
     def _live_leader(self, now: float) -> bool:
         return bool(self.leader) and now < self.leader_until
@@ -601,6 +828,13 @@ class EdgeNode:
         best = self._best_heard()
         if best != self.address:
             return [self._emit("plane.gathered", term=self.term, view=len(self.heard), best=best)]
+        if len(self.heard) == 1 and self._peers() and self.gathers < self.gather_retries:
+            # heard nobody: silence may be loss, not absence - announce again before leading a plane of one
+            self.gathers += 1
+            a = Announce(term=self.term, score=self.heard[self.address])
+            return [self._emit("plane.gather_retry", term=self.term, attempt=self.gathers),
+                    SetTimer("gather", now + self.gather_window), SetTimer("elect_retry", now + self.retry_every)
+                    ] + [Send(p, a) for p in self._peers()]
         self.role = PlaneRole.CANDIDATE
         self.view = sorted(self.heard)
         self.votes = {self.address}
@@ -644,7 +878,10 @@ class EdgeNode:
         return extra + out
 
     def _on_vote(self, msg: Vote, sender: str, now: float) -> list[Effect]:
-        if self.role is not PlaneRole.CANDIDATE or msg.term != self.term or sender not in self.view or not msg.granted:
+        if self.role is not PlaneRole.CANDIDATE or msg.term != self.term or sender not in self.view:
+            return []
+        if not msg.granted:
+            self.refused.add(sender)  # not asked again in this term
             return []
         self.votes.add(sender)
         if len(self.votes) * 2 > len(self.view):
@@ -663,6 +900,7 @@ class EdgeNode:
         self.leader_term = self.term
         self.leader_until = math.inf
         out: list[Effect] = [CancelTimer("election"), CancelTimer("gather"), CancelTimer("leader"),
+                             CancelTimer("elect_retry"),
                              self._emit("plane.leader", term=self.term, voters=sorted(self.votes), view=self.view,
                                         score=self.heard.get(self.address, 0.0),
                                         since_isolation=round(now - (self.isolated_at or now), 6))]
@@ -680,16 +918,20 @@ class EdgeNode:
         if self.ir is None or sender == self.address:
             return []
         out: list[Effect] = []
+        theirs = (msg.members, msg.term, sender)
         if sender != self.leader or msg.term != self.leader_term:
             if self.role is PlaneRole.NONE and not self.plan_id:
                 return []  # connected and in no plane: not ours
             if self.role is PlaneRole.LEADER:
-                if msg.term <= self.leader_term:
+                assert self.lead is not None
+                if not self._merge(theirs, (len(self.lead.members), self.leader_term, self.address), now):
                     return []
                 out.append(self._emit("plane.stepdown", term=self.leader_term, plan_id=self.plan_id,
-                                      reason=f"leader {sender} of term {msg.term}"))
+                                      reason=f"merged into the plane of {sender} (term {msg.term}, "
+                                             f"{msg.members} members)"))
                 self.lead = None
-            elif self._live_leader(now) and msg.term <= self.leader_term:
+            elif self._live_leader(now) and not self._merge(theirs, (self.leader_size, self.leader_term, self.leader),
+                                                            now):
                 return []
             self.leader = sender
             self.leader_term = msg.term
@@ -697,14 +939,32 @@ class EdgeNode:
             self.role = PlaneRole.FOLLOWER
             self.plan_id = msg.plan_id
             self.plan_version = -1
-            out += [CancelTimer("gather"), CancelTimer("election"),
+            out += [CancelTimer("gather"), CancelTimer("election"), CancelTimer("elect_retry"),
                     self._emit("plane.follow", term=msg.term, leader=sender, plan_id=msg.plan_id)]
         self.leader_until = msg.lease_until
+        self.leader_size = msg.members
         out.append(SetTimer("leader", msg.lease_until))
         if msg.complete and msg.version != self.plan_version:
             out += self._adopt_plan(msg, now)
         out.append(Send(sender, LeaderAck(term=msg.term, version=msg.version)))
         return out
+
+    def _merge(self, theirs: tuple[int, int, str], mine: tuple[int, int, str], now: float) -> bool:
+        """Two planes in reach of each other while the manager is away merge: the one with more members (then the
+        higher term, then the higher address) stays. The other leader's beats must keep coming for two beat
+        intervals first, so a heal that brings the manager back as well leaves the reconciliation to it."""
+        if not self._cut_off() or theirs <= mine:
+            return False
+        sender = theirs[2]
+        seen = self.rival if self.rival is not None and self.rival[0] == sender else None
+        if seen is None or now - seen[2] > self.leader_lease:
+            self.rival = (sender, now, now)
+            return False
+        self.rival = (sender, seen[1], now)
+        if now - seen[1] < 2 * self.heartbeat_interval:
+            return False
+        self.rival = None
+        return True
 
     def _on_leader_lost(self, now: float) -> list[Effect]:
         if self.role is not PlaneRole.FOLLOWER or now < self.leader_until:
@@ -776,13 +1036,13 @@ class EdgeNode:
         if len(self.record) > 1000:
             del self.record[: len(self.record) - 1000]
 
-    def _reporter_record(self) -> Send:
+    def _reporter_record(self, plan_id: str | None = None) -> Send:
         vals = [e for e in self.record if e["what"] == "validation"]
         metrics = {"validations": float(len(vals)), "failures": float(sum(1 for e in vals if not e["ok"])),
                    "mean_ratio": round(sum(e["ratio"] for e in vals) / len(vals), 4) if vals else 0.0,
                    "plan_versions": float(sum(1 for e in self.record if e["what"] == "plan"))}
-        return Send(self.manager, ReporterRecord(plan_id=self.plan_id, reporter=self.address,
-                                                 entries=self.record[-200:], metrics=metrics))
+        return Send(self.manager, ReporterRecord(plan_id=self.plan_id if plan_id is None else plan_id,
+                                                 reporter=self.address, entries=self.record[-200:], metrics=metrics))
 
     def _on_relinquish(self, msg: Relinquish, sender: str, now: float) -> list[Effect]:
         if self.lead is None:
@@ -816,13 +1076,27 @@ class EdgeNode:
             return self._on_election_timeout(now)
         if k == "leader":
             return self._on_leader_lost(now)
+        if k == "renew":
+            return self._on_renew_timer(now)
+        if k == "report":
+            return self._resend_reports(now)
+        if k == "elect_retry":
+            return self._on_elect_retry(now)
         if self.lead is not None:
             return self.lead.on_timer(k, now)
         return []
 
 
 class _Lead:
-    """The leader's side of an isolated plane (owned by an :class:`EdgeNode`)."""
+    """The leader's side of an isolated plane (owned by an :class:`EdgeNode`).
+
+    Loss tolerance (a lost message is not an answer): the :class:`FitRequest` goes out again every
+    ``retry_every`` to the members that have not reported, until ``fit_timeout``; the plan is then negotiated
+    among the reporters, but a silent member stays a member - it is beaten, and asked for its fit once a beat
+    (at most ``resend_limit`` times) like a node that joins later. A member whose acks stop is beaten again
+    every ``retry_every`` before it is counted lost. Roles left unfilled are negotiated again every
+    ``refill_every`` and whenever a member reports its fit late, so the plane grows back as nodes return.
+    """
 
     def __init__(self, node: EdgeNode, now: float) -> None:
         self.n = node
@@ -834,6 +1108,8 @@ class _Lead:
         self.lease_sent: dict[str, float] = {}
         self.lost: dict[str, float] = {}  # member dropped -> when its last lease ends
         self.fits: dict[str, FitReport] = {}
+        self.fit_asks: dict[str, int] = {}  # member -> fit requests sent to it since it (re)joined
+        self.fit_deadline = now + node.fit_timeout
         self.phase = "collect"
         self.neg: Negotiation | None = None
         self.rounds = 0
@@ -844,6 +1120,7 @@ class _Lead:
         self.lowered: dict[str, float] = {}
         self.splits: dict[str, int] = {}
         self.unfilled: list[str] = []
+        self.refill_at = math.inf  # when unfilled roles are negotiated again
         self.msgs = 0
         self.failed_validations: dict[str, int] = {}
 
@@ -852,27 +1129,37 @@ class _Lead:
         assert ir is not None
         return [r for r in ir.management if r.name != "leader"] + list(ir.isolated_roles)
 
+    def _fit_request(self) -> FitRequest:
+        return FitRequest(plan_id=self.plan_id, term=self.term, roles=self._roles(), isolated=True)
+
     def start(self, now: float) -> list[Effect]:
         n = self.n
-        req = FitRequest(plan_id=self.plan_id, term=self.term, roles=self._roles(), isolated=True)
+        req = self._fit_request()
         out: list[Effect] = self._beat(now)
-        out += [Send(m, req) for m in sorted(self.members) if m != n.address]
-        out.append(SetTimer("fits", now + n.fit_timeout))
-        self.msgs += len(self.members) - 1
+        asked = sorted(m for m in self.members if m != n.address)
+        out += [Send(m, req) for m in asked]
+        self.fit_asks.update({m: 1 for m in asked})
+        out.append(SetTimer("fits", min(self.fit_deadline, now + n.retry_every)))
+        out.append(SetTimer("beat_retry", now + n.retry_every))
+        self.msgs += len(asked)
         own = n._on_fit_request(req, n.address, now)
         for e in own:
             if isinstance(e, Send) and isinstance(e.msg, FitReport):
                 self.fits[n.address] = e.msg
         return out + [e for e in own if isinstance(e, Emit)] + self._maybe_negotiate(now)
 
-    def _beat(self, now: float) -> list[Effect]:
+    def _beat(self, now: float, only: list[str] | None = None) -> list[Effect]:
+        """Beat the plane's members and, while the manager is away, every other peer of the deployment (``only``:
+        just these): a node in reach that follows a smaller plane, or none, joins this one (see
+        ``EdgeNode._on_leader_heartbeat``)."""
         n = self.n
         until = now + n.leader_lease
         hb = LeaderHeartbeat(term=self.term, plan_id=self.plan_id, version=self.version, lease_until=until,
-                             assignments=list(self.assignments), complete=self.complete)
+                             assignments=list(self.assignments), complete=self.complete, members=len(self.members))
         out: list[Effect] = []
-        for m in sorted(self.members):
-            if m == n.address:
+        everyone = set(n._peers()) if n._cut_off() else set()
+        for m in sorted(everyone | self.members) if only is None else only:
+            if m == n.address or m in self.lost:
                 continue
             self.lease_sent[m] = until
             out.append(Send(m, hb))
@@ -887,12 +1174,60 @@ class _Lead:
                 self.lost[m] = self.lease_sent.get(m, now)
                 out.append(n._emit("plane.member_lost", term=self.term, plan_id=self.plan_id, member=m,
                                    lease_ends=self.lost[m]))
+                if self.neg is not None:
+                    out += self.neg.member_down(m, now)
+        if self.neg is not None:
+            out += self._check_done(now)
         for m, until in sorted(self.lost.items()):
             if now >= until:
                 del self.lost[m]
                 out += self._reassign(m, now, "holder_lost")
         out += self._beat(now)
+        out += self._ask_fits(now)
+        if self.phase == "done" and self.unfilled and now >= self.refill_at:
+            out += self._refill(now, "periodic")
         return out
+
+    def on_beat_retry(self, now: float) -> list[Effect]:
+        """Members whose acks stopped are beaten again (a lost beat or a lost ack is not a lost member)."""
+        n = self.n
+        silent = [m for m in sorted(self.members - {n.address})
+                  if now - self.last_ack.get(m, now) > 1.5 * n.heartbeat_interval]
+        return (self._beat(now, only=silent) if silent else []) + [SetTimer("beat_retry", now + n.retry_every)]
+
+    def _ask_fits(self, now: float) -> list[Effect]:
+        """Once a beat after the collection: members without a fit report (silent, or joined later) are asked."""
+        n = self.n
+        if self.phase == "collect":
+            return []
+        ask = [m for m in sorted(self.members - set(self.fits) - {n.address})
+               if self.fit_asks.get(m, 0) <= n.resend_limit]
+        if not ask:
+            return []
+        new = [m for m in ask if not self.fit_asks.get(m)]
+        req = self._fit_request()
+        for m in ask:
+            self.fit_asks[m] = self.fit_asks.get(m, 0) + 1
+        self.msgs += len(ask)
+        out: list[Effect] = [Send(m, req) for m in ask]
+        if new:
+            out.append(n._emit("plane.fit_requested", term=self.term, plan_id=self.plan_id, members=new, late=True))
+        return out
+
+    def _refill(self, now: float, why: str) -> list[Effect]:
+        """Negotiate the unfilled roles again (with the members whose fit is known now)."""
+        n = self.n
+        if self.phase != "done":
+            return []
+        specs = [r for r in self._roles() if r.name in self.unfilled and all(p.name != r.name for p in self.pending)]
+        if not specs:
+            return []
+        self.pending += specs
+        self.refill_at = math.inf
+        out: list[Effect] = [n._emit("plane.unfilled_retry", term=self.term, plan_id=self.plan_id,
+                                     roles=[r.name for r in specs], why=why,
+                                     electorate=len([m for m in self.fits if m in self.members]))]
+        return out + self._renegotiate(now)
 
     def _reassign(self, holder: str, now: float, why: str, role: str | None = None, share: int | None = None) -> list[Effect]:
         n = self.n
@@ -937,7 +1272,7 @@ class _Lead:
         # holders give the previous share of these roles up with the version bump (break before make)
         self.neg = Negotiation(plan_id=self.plan_id, owner=n.address, roles=roles, fits=fits, gov=n.ir.governance,
                                isolated=True, timeout=n.proposal_timeout, prefix="plane", leader=n.address,
-                               first_round=self.rounds)
+                               first_round=self.rounds, retry_every=n.retry_every, held=self.assignments)
         return self.neg.start(now) + self._check_done(now)
 
     def on_announce(self, sender: str, now: float) -> list[Effect]:
@@ -945,30 +1280,35 @@ class _Lead:
         n = self.n
         out: list[Effect] = []
         if sender not in self.members:
-            self.members.add(sender)
+            out += self._join(sender, now)
             self.lost.pop(sender, None)
-            out.append(n._emit("plane.member_joined", term=self.term, plan_id=self.plan_id, member=sender))
         self.last_ack[sender] = now
-        until = now + n.leader_lease
-        self.lease_sent[sender] = until
-        out.append(Send(sender, LeaderHeartbeat(term=self.term, plan_id=self.plan_id, version=self.version,
-                                                lease_until=until, assignments=list(self.assignments),
-                                                complete=self.complete)))
-        return out
+        return out + self._beat(now, only=[sender])
+
+    def _join(self, member: str, now: float) -> list[Effect]:
+        self.members.add(member)
+        if member not in self.fits:
+            self.fit_asks[member] = 0  # asked for its fit at the next beat
+        return [self.n._emit("plane.member_joined", term=self.term, plan_id=self.plan_id, member=member)]
 
     def on_ack(self, sender: str, now: float) -> list[Effect]:
         self.last_ack[sender] = now
         if sender not in self.members and sender not in self.lost:
-            self.members.add(sender)
+            return self._join(sender, now)
         return []
 
     def on_fit_report(self, msg: FitReport, sender: str, now: float) -> list[Effect]:
         if msg.plan_id != self.plan_id or sender not in self.members:
             return []
+        late = sender in self.fits
         self.msgs += 1
         self.fits[sender] = msg
         self.last_ack[sender] = now
-        return self._maybe_negotiate(now)
+        if self.phase == "collect":
+            return self._maybe_negotiate(now)
+        if self.phase == "done" and self.unfilled and not late:
+            return self._refill(now, f"{sender} reported its fit")
+        return []
 
     def _maybe_negotiate(self, now: float, force: bool = False) -> list[Effect]:
         if self.phase != "collect":
@@ -978,20 +1318,40 @@ class _Lead:
         n = self.n
         assert n.ir is not None
         self.phase = "negotiate"
+        silent = sorted(self.members - set(self.fits))
         out: list[Effect] = [CancelTimer("fits"), n._emit("plane.fits_collected", term=self.term, plan_id=self.plan_id,
-                                                          members=sorted(self.fits), view=len(self.members))]
-        self.members &= set(self.fits) | {n.address}
+                                                          members=sorted(self.fits), view=len(self.members),
+                                                          silent=silent)]
+        # a silent member stays a member: it is beaten and asked for its fit again (see _ask_fits)
         self.neg = Negotiation(plan_id=self.plan_id, owner=n.address, roles=self._roles(), fits=dict(self.fits),
                                gov=n.ir.governance, isolated=True, timeout=n.proposal_timeout, prefix="plane",
-                               leader=n.address)
+                               leader=n.address, retry_every=n.retry_every)
         return out + self.neg.start(now) + self._check_done(now)
 
     def on_timer(self, key: str, now: float) -> list[Effect]:
         if key == "fits":
-            return self._maybe_negotiate(now, force=True)
+            return self._on_fits_timer(now)
+        if key == "beat_retry":
+            return self.on_beat_retry(now)
         if self.neg is not None and key == self.neg.timer_key:
             return self.neg.on_timeout(now) + self._check_done(now)
         return []
+
+    def _on_fits_timer(self, now: float) -> list[Effect]:
+        """Ask the members that have not reported again; at ``fit_timeout`` negotiate with the reporters."""
+        n = self.n
+        if self.phase != "collect":
+            return []
+        missing = sorted(self.members - set(self.fits) - {n.address})
+        if not missing or now + 1e-9 >= self.fit_deadline:
+            return self._maybe_negotiate(now, force=True)
+        req = self._fit_request()
+        for m in missing:
+            self.fit_asks[m] = self.fit_asks.get(m, 0) + 1
+        self.msgs += len(missing)
+        return [Send(m, req) for m in missing] + [
+            SetTimer("fits", min(self.fit_deadline, now + n.retry_every)),
+            n._emit("plane.fit_retry", term=self.term, plan_id=self.plan_id, members=missing)]
 
     def on_answer(self, msg: Answer, sender: str, now: float) -> list[Effect]:
         if self.neg is None:
@@ -1015,6 +1375,7 @@ class _Lead:
         self.lowered.update(neg.lowered)
         self.splits.update(neg.splits)
         self.unfilled += neg.unfilled
+        self.refill_at = now + n.refill_every if self.unfilled else math.inf
         self.neg = None
         self.phase = "done"
         self.complete = True
@@ -1043,12 +1404,15 @@ class _Lead:
     def on_validation(self, msg: Validation, now: float) -> list[Effect]:
         return []
 
+    def report_msg(self) -> PlanReport:
+        return PlanReport(plan_id=self.plan_id, term=self.term, leader=self.n.address, members=sorted(self.members),
+                          assignments=list(self.assignments) if self.complete else [], lowered=dict(self.lowered),
+                          splits=dict(self.splits), unfilled=list(self.unfilled),
+                          fits={m: dict(r.fits) for m, r in sorted(self.fits.items())})
+
     def report(self, now: float) -> list[Effect]:
         n = self.n
-        rep = PlanReport(plan_id=self.plan_id, term=self.term, leader=n.address, members=sorted(self.members),
-                         assignments=list(self.assignments) if self.complete else [], lowered=dict(self.lowered),
-                         splits=dict(self.splits), unfilled=list(self.unfilled),
-                         fits={m: dict(r.fits) for m, r in sorted(self.fits.items())})
+        rep = self.report_msg()
         return [Send(n.manager, rep), n._emit("plane.report_sent", term=self.term, plan_id=self.plan_id,
                                               complete=self.complete, assignments=len(rep.assignments))]
 
@@ -1072,5 +1436,6 @@ _HANDLERS: dict[type, Callable[[EdgeNode, Any, str, float], list[Effect]]] = {
     Probe: EdgeNode._on_probe,
     ProbeResult: EdgeNode._on_probe_result,
     Validation: EdgeNode._on_validation,
+    ReportReceived: EdgeNode._on_report_received,
     TimerFired: EdgeNode._on_timer,
 }

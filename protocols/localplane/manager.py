@@ -22,16 +22,32 @@ Source: ``shared/seeds/004_726d366e1cefdd53.txt`` [0044]-[0047], [0056]-[0066],
   :class:`Commit` creates holdings with the same lease (``echo + lease``; a
   Commit whose lease is already over is ignored). What a heartbeat grants: in
   idle, collect and negotiate phases the node's keys in the final plan in
-  force, plus the temporary keys a reconnected node reports holding unless
-  another node may hold a share of that role under another plan; while a new
-  plan is released, only what the node keeps in it; while it is committed,
-  the node's keys in it. Each grant or Commit sent to node ``x`` for key
-  ``k`` is accounted: ``bounds[x][k] >= echo_at[x] + lease``.
+  force that it may still hold (its newest ack says it does, or a lease
+  granted on the key may not be over: a grant never creates a holding, so a
+  holder whose lease ended while it was cut off is not accounted on the key
+  again), plus the temporary keys a reconnected node reports holding unless
+  another node may hold a share of that role under another plan; while a
+  new plan is released, only what the node keeps in it; while it is
+  committed, the node's keys in it. Each grant or Commit sent to node ``x``
+  for key ``k`` is accounted: ``bounds[x][k] >= echo_at[x] + lease``.
 * **Regrant.** A reachable holder of the plan in force that reports it lost a
   share (its lease ran out while acks or beats were lost) gets the plan
   committed to it again (``manager.regrant``), under the same accounting,
-  instead of a new negotiation; a plan that left a connected role unfilled
-  is re-planned at most every ``isolation_after``.
+  instead of a new negotiation - at the next tick, or at once when its
+  renewal request says so; a plan that left a connected role unfilled is
+  re-planned at most every ``isolation_after``.
+* **Loss (a missing answer is not a refusal).** A :class:`HeartbeatAck` with
+  ``renew`` (see ``edge``) is answered at once with a heartbeat for that node
+  (same grants and accounting) and, if a share of the plan in force (or of
+  the plan being committed) lapsed, with its Commit again. Fit requests go
+  out again every ``retry_every`` to the reachable members that have not
+  reported, until ``fit_timeout`` (the plan is negotiated as soon as every
+  reachable member reported); proposals go out again to silent voters until
+  the round's timeout, and a voter the manager stops hearing is not waited
+  for; :class:`Release` and :class:`Commit` go out again every
+  ``retry_every``. A plan report or record is answered with
+  :class:`ReportReceived` (a copy that arrives again changes nothing, and a
+  newer copy of a record replaces its entry in the history).
 * **Assign while connected.** A *final* plan ``F{n}@{manager}`` is built
   from the connected role set: :class:`FitRequest` to the reachable nodes,
   then a :class:`Negotiation` under the connected governance rule (by default
@@ -43,9 +59,10 @@ Source: ``shared/seeds/004_726d366e1cefdd53.txt`` [0044]-[0047], [0056]-[0066],
   is told :class:`Release` (give up every role except the unsplit shares it
   keeps in the new plan) and answers :class:`Released`. The manager sends
   :class:`Commit` only when (a) all have answered or ``release_timeout`` has
-  passed (retried each tick meanwhile), and (b) *no node is blocking*: every
-  node that has not answered Released for this plan has every lease on a key
-  it does not keep certainly over - ``bounds[x][k] + lease_margin <= now``.
+  passed (retried every ``retry_every`` meanwhile), and (b) *no node is
+  blocking*: every node that has not answered Released for this plan has
+  every lease on a key it does not keep certainly over -
+  ``bounds[x][k] + lease_margin <= now``.
   Nodes answer :class:`Committed`. The subscription repository (role share ->
   holder, plan, target, since) is updated at commit. A ratified plan moves
   nothing, so only blocking nodes get a Release (usually none: it commits
@@ -102,8 +119,8 @@ collection (``fit_timeout``) + negotiation (``proposal_timeout`` per
 proposal) + release (at most ``max(release_timeout, lease + lease_margin)``
 after it starts) + one Commit delivery. On sound links that is about
 ``isolation_after + fit_timeout + proposal_timeout + release_timeout``; under
-heavy loss the negotiation (sequential proposals, no retransmission)
-dominates.
+heavy loss the retransmissions keep each step near its sound-link time, and
+the renewal requests keep the holder's lease from lapsing in the first place.
 * **Reconnect: ratify or replace.** An ack from a node following a
   temporary plan (or a plan that is not the current final plan) starts
   reconciliation after ``reconcile_wait`` seconds (to let the island's leader
@@ -116,19 +133,30 @@ dominates.
   lowered, split or unfilled) whose reported fit meets the connected metric,
   no other reachable node holds a role, and the reporter recorded no failed
   validation. Otherwise the manager **replaces** it: a fresh final plan from
-  the connected role set, installed break-then-make.
+  the connected role set, installed break-then-make. Before it decides, it
+  waits (``manager.report_awaited``, at most ``2 * heartbeat_interval`` past
+  ``reconcile_wait``) for what the plane still owes and may just have lost:
+  the leader's plan report (a reachable member's ack names the leader), the
+  named reporter's record, a first ack from each holder of a connected role.
+  A temporary plan a final plan ratified or replaced is *settled*: a member
+  that still follows it (its Commit was lost) gets the final plan in force
+  committed to it again (``manager.catch_up``) instead of starting a new
+  reconciliation.
 * **Performance history.** Every reporter's metric bundle is appended to the
   performance history (``manager.metrics``).
 
-Parameters: ``lease`` (default ``isolation_after``) and ``lease_margin``
-(default ``heartbeat_interval``).
+Parameters: ``lease`` (default ``isolation_after``), ``lease_margin``
+(default ``heartbeat_interval``) and ``retry_every`` (default
+``heartbeat_interval / 6``).
 
 Events: ``manager.deployed``, ``manager.plan_started``, ``manager.proposal``,
 ``manager.assent``, ``manager.metrics_lowered``, ``manager.role_split``,
 ``manager.role_unfilled``, ``manager.reconnect_seen``,
 ``manager.plan_report``, ``manager.metrics``, ``manager.ratified``,
 ``manager.replaced``, ``manager.release_sent``, ``manager.commit_sent``,
-``manager.regrant``, ``manager.plan_final``, ``manager.subscription``.
+``manager.regrant``, ``manager.plan_final``, ``manager.subscription``,
+``manager.fit_retry``, ``manager.proposal_retry``, ``manager.report_awaited``,
+``manager.catch_up``.
 """
 
 from __future__ import annotations
@@ -153,6 +181,7 @@ from protocols.localplane.messages import (
     PlanReport,
     Released,
     Release,
+    ReportReceived,
     ReporterRecord,
 )
 from protocols.localplane.negotiation import Negotiation, _adict, role_key
@@ -182,6 +211,7 @@ class DeploymentManager:
         epoch: int | None = None,
         lease: float | None = None,
         lease_margin: float | None = None,
+        retry_every: float | None = None,
     ) -> None:
         self.address = address
         self.node = address.partition("/")[0]
@@ -202,6 +232,8 @@ class DeploymentManager:
         # the lease a grant gives (from the echoed ack's send time) and the margin for clock drift / timer lag
         self.lease = float(lease) if lease is not None else isolation_after
         self.lease_margin = float(lease_margin) if lease_margin is not None else heartbeat_interval
+        # loss tolerance: fit requests, proposals, Release and Commit go out again this often until answered
+        self.retry_every = float(retry_every) if retry_every else heartbeat_interval / 6
 
         self.ir: IntermediateRepresentation | None = None
         self.seq = 0
@@ -224,6 +256,8 @@ class DeploymentManager:
         self.work_started = 0.0
         self.work_members: list[str] = []
         self.fits: dict[str, FitReport] = {}
+        self.fit_deadline = 0.0
+        self.retry_at: float | None = None  # the pending "retry" timer (Release / Commit sent again)
         self.neg: Negotiation | None = None
         self.work_assignments: list[Assignment] = []
         self.waiting: set[str] = set()
@@ -231,6 +265,11 @@ class DeploymentManager:
         self.released_at = 0.0
         self.reconcile_due: float | None = None
         self.reconnect_first: float | None = None
+        self.awaiting: list[str] = []  # reports the reconciliation waits for (see _awaited)
+        # temporary plans a final plan ratified or replaced -> when (a straggler of one gets the final plan; a plan
+        # id can recur after an edge restarts, so they are forgotten after a while)
+        self.settled: dict[str, float] = {}
+        self.caught: set[tuple[str, str]] = set()  # (node, settled plan) told the final plan again
         self.final_seq = 0
         self.final_at = 0.0
         # leases: the newest ack's send time per node (its clock) and when it arrived (ours)
@@ -280,8 +319,9 @@ class DeploymentManager:
                 keys[a.holder].add(role_key(a.role, a.share, a.shares))
         return keys
 
-    def _grants(self, now: float) -> dict[str, set[str]]:
-        """The role keys each node's heartbeat grants now (and their accounting in ``bounds``).
+    def _grants(self, now: float, only: str | None = None) -> dict[str, set[str]]:
+        """The role keys each node's heartbeat grants now (and their accounting in ``bounds``); ``only``: for
+        that node alone (a beat answering its renewal request).
 
         Idle, collecting or negotiating: the final plan's keys of the node, and the temporary keys
         a reconnected node reports holding unless another node may hold a share of that role under
@@ -295,14 +335,26 @@ class DeploymentManager:
             grants, plan = self._plan_keys(self.work_assignments), self.work_id
         else:
             grants, plan = self._plan_keys(self.final), self.final_id
-        for e in self.edges:
+        nodes = self.edges if only is None else [only]
+        if self.phase not in ("release", "commit"):
+            # a key of the plan in force is granted only to a node that may still hold it: its newest ack says so,
+            # or a lease granted on it may not be over (a grant never creates a holding). A holder whose lease
+            # ended while it was cut off is no longer accounted on it, so it does not block the temporary holder
+            # of that role from keeping it on reconnect (see _claimed).
+            for e in nodes:
+                a = self.acks.get(e)
+                held = set(a.holding) if a is not None else set()
+                live = {k for k, (until, _) in self.bounds.get(e, {}).items() if self._live(until, now)}
+                grants[e] = {k for k in grants[e] if k in held or k in live}
+        for e in nodes:
             self._record(e, grants[e], plan)
         if self.phase in ("release", "commit") or self.ir is None:
             return grants
         connected = {r.name for r in self.ir.roles}
-        for e in self.edges:
+        for e in nodes:
             a = self.acks.get(e)
-            if a is None or not a.temporary or a.seq <= self.final_seq or e not in self.echo_at:
+            if (a is None or not a.temporary or a.seq <= self.final_seq or e not in self.echo_at
+                    or self._settled(a.plan_id, now)):
                 continue
             for k in sorted(set(a.holding) - grants[e]):
                 role = k.partition("#")[0]
@@ -355,23 +407,19 @@ class DeploymentManager:
         grants = self._grants(now)
         out += [Send(e, Heartbeat(epoch=self.epoch, seq=self.seq, plan_id=self.final_id, grant=sorted(grants[e]),
                                   echo=self.echo.get(e), lease=self.lease)) for e in self.edges]
-        if self.phase == "idle":
+        if self.phase in ("idle", "collect", "negotiate"):
             out += self._regrant(now)
         if self.phase == "idle" and self.reconcile_due is None and self._gaps(now):
             self.reconcile_due = now
         if self.reconcile_due is not None and now >= self.reconcile_due and self.phase == "idle":
             self.reconcile_due = None
             out += self._reconcile(now)
-        if self.phase == "release":
-            out += self._maybe_commit(now)
-            if self.phase == "release":
-                self.waiting |= set(self._blocking(now)) - self.released
-                out += [Send(e, self._release_msg(e)) for e in sorted(self.waiting)]
-        elif self.phase == "commit":
-            out += [Send(e, self._commit_msg(e, now)) for e in sorted(self.waiting)]
-            if now - self.released_at > self.release_timeout + self.handover_bound:
-                out += self._finish(now, complete=False)
-        return out
+        if self.neg is not None:  # a voter the manager no longer hears is not waited for
+            reach = set(self.reachable(now))
+            for v in [v for v in self.neg.voters if v not in reach]:
+                out += self.neg.member_down(v, now)
+            out += self._check_negotiated(now)
+        return out + self._resend(now)
 
     def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
         h = _HANDLERS.get(type(msg))
@@ -387,12 +435,19 @@ class DeploymentManager:
         out: list[Effect] = []
         was = now - self.last_ack.get(sender, -1e18) <= self.isolation_after
         self.last_ack[sender] = now
-        self.acks[sender] = msg
+        newer = sender not in self.acks or msg.sent is None or msg.sent >= (self.acks[sender].sent or -math.inf)
+        if newer:  # a late or duplicated ack does not undo what a newer one said
+            self.acks[sender] = msg
         if msg.sent is not None and msg.sent > self.echo.get(sender, -math.inf):
             self.echo[sender] = msg.sent
             self.echo_at[sender] = now
+        if msg.renew and newer:
+            out += self._answer_renewal(sender, now)
         if msg.seq <= self.final_seq:
             return out  # an ack sent before the final plan was committed says nothing new
+        if msg.temporary and self._settled(msg.plan_id, now):
+            # a member of a plane already reconciled whose Commit was lost: the final plan in force, not a new one
+            return out + (self._catch_up(sender, msg.plan_id, now) if self.phase == "idle" else [])
         stray = msg.temporary or (msg.plan_id and msg.plan_id != self.final_id and self.phase == "idle")
         if stray and self.phase == "idle":
             if self.reconcile_due is None:
@@ -405,17 +460,69 @@ class DeploymentManager:
             pass  # a node back with nothing: it simply joins the reachable set
         return out
 
+    def _settled(self, plan_id: str, now: float) -> bool:
+        at = self.settled.get(plan_id)
+        return at is not None and now - at <= 4 * self.isolation_after
+
+    def _catch_up(self, node: str, plan_id: str, now: float) -> list[Effect]:
+        """Commit the final plan in force to a node still in a temporary plan it replaced or ratified (the same lease
+        accounting as any commit): the node ends its plane and holds exactly its share of the final plan."""
+        if not self.final_id or node not in self.echo:
+            return []
+        self._record(node, self._plan_keys(self.final)[node], self.final_id)
+        out: list[Effect] = [Send(node, Commit(plan_id=self.final_id, assignments=list(self.final),
+                                               echo=self.echo[node], lease=self.lease, source="catch-up",
+                                               epoch=self.epoch))]
+        if (node, plan_id) not in self.caught:
+            self.caught.add((node, plan_id))
+            out.append(self._emit("manager.catch_up", plan_id=self.final_id, node=node, settled=plan_id))
+        return out
+
+    def _answer_renewal(self, node: str, now: float) -> list[Effect]:
+        """A node asked for a beat (its lease runs low, a share lapsed, or it reconnects): a heartbeat for it alone,
+        under the same grant rules and lease accounting as the periodic ones, and the regrant of a lapsed share."""
+        grant = self._grants(now, only=node)[node]
+        out: list[Effect] = [Send(node, Heartbeat(epoch=self.epoch, seq=self.seq, plan_id=self.final_id,
+                                                  grant=sorted(grant), echo=self.echo.get(node), lease=self.lease))]
+        if self.phase == "commit":  # a share of the plan being committed lapsed already: commit it again
+            a = self.acks.get(node)
+            keys = self._plan_keys(self.work_assignments)[node]
+            if a is not None and keys - set(a.holding):
+                out.append(Send(node, self._commit_msg(node, now)))
+            return out
+        return out + self._regrant(now, only=node)
+
     def _on_plan_report(self, msg: PlanReport, sender: str, now: float) -> list[Effect]:
+        out: list[Effect] = [Send(sender, ReportReceived(plan_id=msg.plan_id, what="plan"))]
+        if self.reports.get(msg.plan_id) == msg:
+            return out  # sent again: already known
         self.reports[msg.plan_id] = msg
-        return [self._emit("manager.plan_report", plan_id=msg.plan_id, term=msg.term, leader=msg.leader,
-                           members=len(msg.members), assignments=[_adict(a) for a in msg.assignments],
-                           lowered=dict(msg.lowered), splits=dict(msg.splits), unfilled=list(msg.unfilled))]
+        out.append(self._emit("manager.plan_report", plan_id=msg.plan_id, term=msg.term, leader=msg.leader,
+                              members=len(msg.members), assignments=[_adict(a) for a in msg.assignments],
+                              lowered=dict(msg.lowered), splits=dict(msg.splits), unfilled=list(msg.unfilled)))
+        return out + self._awaited_arrived(now)
+
+    def _awaited_arrived(self, now: float) -> list[Effect]:
+        """A report the reconciliation waits for arrived: decide now rather than at the next tick."""
+        if not self.awaiting or self.phase != "idle" or self.reconcile_due is None or now < self.reconcile_due:
+            return []
+        self.reconcile_due = None
+        return self._reconcile(now)
 
     def _on_record(self, msg: ReporterRecord, sender: str, now: float) -> list[Effect]:
+        out: list[Effect] = [Send(sender, ReportReceived(plan_id=msg.plan_id, what="record"))]
+        if self.records.get(msg.plan_id) == msg:
+            return out  # sent again: already in the performance history
         self.records[msg.plan_id] = msg
         bundle = {"plan_id": msg.plan_id, "reporter": msg.reporter, "time": now, **msg.metrics}
-        self.history.append(bundle)
-        return [self._emit("manager.metrics", **bundle, entries=len(msg.entries))]
+        at = next((i for i, b in enumerate(self.history)
+                   if b["plan_id"] == msg.plan_id and b["reporter"] == msg.reporter), None)
+        if at is None:
+            self.history.append(bundle)
+        else:  # a newer copy of a record already in the history replaces it (it is not a second period)
+            self.history[at] = bundle
+        out.append(self._emit("manager.metrics", **bundle, entries=len(msg.entries), updated=at is not None))
+        return out + self._awaited_arrived(now)
 
     def _reconcile(self, now: float) -> list[Effect]:
         """Decide between ratifying the temporary plan and replacing it (or make the first plan)."""
@@ -425,7 +532,7 @@ class DeploymentManager:
             self.reconcile_due = now + self.reconcile_wait
             return []
         fresh = {e: self.acks[e] for e in reach if e in self.acks and self.acks[e].seq > self.final_seq}
-        temp = sorted({a.plan_id for a in fresh.values() if a.temporary})
+        temp = sorted({a.plan_id for a in fresh.values() if a.temporary and not self._settled(a.plan_id, now)})
         if not temp:
             if not self.final_id:
                 return self._start_plan(now, "initial", [], reach)
@@ -435,12 +542,45 @@ class DeploymentManager:
                 self.reconnect_first = None
                 return []
             return self._start_plan(now, f"holders lost: {gaps[:3]}" if gaps else f"stray plans {stray}", stray, reach)
+        awaited = self._awaited(temp, reach)
+        since = self.reconnect_first if self.reconnect_first is not None else now
+        if awaited and now < since + self.reconcile_wait + 2 * self.heartbeat_interval:
+            # a report still on its way is not a missing report: wait for it a little (it is sent again until
+            # confirmed), then decide without it
+            out: list[Effect] = []
+            if self.awaiting != awaited:
+                self.awaiting = awaited
+                out.append(self._emit("manager.report_awaited", sources=temp, awaited=awaited,
+                                      since_reconnect=round(now - since, 6)))
+            self.reconcile_due = now
+            return out
+        self.awaiting = []
         why = self._ratifiable(temp, reach)
         if why is None:
             return self._ratify(now, self.reports[temp[0]])
-        out: list[Effect] = [self._emit("manager.replaced", sources=temp, reason=why,
+        out = [self._emit("manager.replaced", sources=temp, reason=why,
                                         since_reconnect=round(now - (self.reconnect_first or now), 6))]
         return out + self._start_plan(now, f"replace: {why}", temp, reach)
+
+    def _awaited(self, temp: list[str], reach: list[str]) -> list[str]:
+        """What a reconnected plane still owes the manager, while it may just be lost on the way: the leader's
+        plan report (its plane is alive: a reachable member's ack names it), the record of the reporter the report
+        names, and a first ack from each holder of a connected role in it."""
+        assert self.ir is not None
+        out = []
+        connected = {r.name for r in self.ir.roles}
+        for pid in temp:
+            rep = self.reports.get(pid)
+            if rep is None:
+                if any(self.acks[e].plan_id == pid and self.acks[e].leader for e in reach if e in self.acks):
+                    out.append(f"plan report {pid}")
+                continue
+            reporter = next((a.holder for a in rep.assignments if a.role == "reporter"), "")
+            if pid not in self.records and reporter in rep.members:
+                out.append(f"record {pid}")
+            out += sorted({f"ack of {a.holder}" for a in rep.assignments
+                           if a.role in connected and a.holder not in reach and a.holder in self.edges})
+        return out
 
     def _gaps(self, now: float) -> list[str]:
         """Role shares of the final plan in force whose holder is gone, or no longer holds them and cannot be
@@ -464,14 +604,17 @@ class DeploymentManager:
             out += [f"{r.name}#unfilled" for r in self.ir.roles if r.name not in held]
         return out
 
-    def _regrantable(self, now: float) -> dict[str, list[str]]:
+    def _regrantable(self, now: float, only: str | None = None) -> dict[str, list[str]]:
         """Shares of the final plan in force that their reachable holder reports it no longer holds (its lease
-        ran out while acks or beats were lost), and that no other node may hold under another plan."""
-        if not self.final_id or self.phase != "idle":
+        ran out while acks or beats were lost), and that no other node may hold under another plan. Not while a
+        new plan is released or committed (its Release fixes what each node keeps)."""
+        if not self.final_id or self.phase not in ("idle", "collect", "negotiate"):
             return {}
         reach = set(self.reachable(now))
         out: dict[str, list[str]] = {}
         for e, keys in sorted(self._plan_keys(self.final).items()):
+            if only is not None and e != only:
+                continue
             a = self.acks.get(e)
             if not keys or e not in reach or e not in self.echo or a is None or a.seq <= self.final_seq or a.temporary:
                 continue
@@ -480,11 +623,11 @@ class DeploymentManager:
                 out[e] = lost
         return out
 
-    def _regrant(self, now: float) -> list[Effect]:
+    def _regrant(self, now: float, only: str | None = None) -> list[Effect]:
         """Give a lapsed share back to its holder: the final plan in force is committed to it again (the same
         lease accounting as any commit), instead of negotiating a new plan."""
         out: list[Effect] = []
-        for e, lost in sorted(self._regrantable(now).items()):
+        for e, lost in sorted(self._regrantable(now, only).items()):
             self._record(e, self._plan_keys(self.final)[e], self.final_id)
             out.append(Send(e, Commit(plan_id=self.final_id, assignments=list(self.final), echo=self.echo[e],
                                       lease=self.lease, source="regrant", epoch=self.epoch)))
@@ -566,16 +709,33 @@ class DeploymentManager:
         out: list[Effect] = [self._emit("manager.plan_started", plan_id=self.work_id, reason=reason, sources=sources,
                                         members=len(reach))]
         out += [Send(e, req) for e in self.work_members]
-        out.append(SetTimer("fits", now + self.fit_timeout))
+        self.fit_deadline = now + self.fit_timeout
+        out.append(SetTimer("fits", min(self.fit_deadline, now + self.retry_every)))
         return out
 
     def _on_fit_report(self, msg: FitReport, sender: str, now: float) -> list[Effect]:
         if self.phase != "collect" or msg.plan_id != self.work_id or sender not in self.work_members:
             return []
         self.fits[sender] = msg
-        if set(self.work_members) <= set(self.fits):
+        if not self._fits_missing(now):
             return self._negotiate(now)
         return []
+
+    def _fits_missing(self, now: float) -> list[str]:
+        """Members of the plan being built that have not reported their fit and are not known down."""
+        reach = set(self.reachable(now))
+        return [e for e in self.work_members if e not in self.fits and e in reach]
+
+    def _on_fits_timer(self, now: float) -> list[Effect]:
+        """Ask the reachable members that have not reported again; at ``fit_timeout`` negotiate with the reporters."""
+        missing = self._fits_missing(now)
+        if not missing or now + 1e-9 >= self.fit_deadline:
+            return self._negotiate(now)
+        assert self.ir is not None
+        req = FitRequest(plan_id=self.work_id, term=0, roles=list(self.ir.roles), isolated=False)
+        return [Send(e, req) for e in missing] + [
+            SetTimer("fits", min(self.fit_deadline, now + self.retry_every)),
+            self._emit("manager.fit_retry", plan_id=self.work_id, members=missing)]
 
     def _negotiate(self, now: float) -> list[Effect]:
         assert self.ir is not None
@@ -587,7 +747,8 @@ class DeploymentManager:
         self.phase = "negotiate"
         # the electorate is who reported; release and commit still go to every node reachable at the start
         self.neg = Negotiation(plan_id=self.work_id, owner=self.address, roles=list(self.ir.roles), fits=dict(self.fits),
-                               gov=self.ir.governance, isolated=False, timeout=self.proposal_timeout, prefix="manager")
+                               gov=self.ir.governance, isolated=False, timeout=self.proposal_timeout, prefix="manager",
+                               retry_every=self.retry_every)
         return out + self.neg.start(now) + self._check_negotiated(now)
 
     def _on_answer(self, msg: Answer, sender: str, now: float) -> list[Effect]:
@@ -614,7 +775,7 @@ class DeploymentManager:
         self.release_deadline = now + self.release_timeout
         out: list[Effect] = [self._emit("manager.release_sent", plan_id=self.work_id, nodes=len(self.waiting))]
         out += [Send(e, self._release_msg(e)) for e in sorted(self.waiting)]
-        return out + self._maybe_commit(now)
+        return out + self._maybe_commit(now) + self._arm_retry(now)
 
     def _on_released(self, msg: Released, sender: str, now: float) -> list[Effect]:
         if self.phase != "release" or msg.plan_id != self.work_id:
@@ -643,7 +804,7 @@ class DeploymentManager:
         self.waiting = set(self.work_members) | {a.holder for a in self.work_assignments}
         out: list[Effect] = [self._emit("manager.commit_sent", plan_id=self.work_id, ratified=self.work_ratified,
                                         nodes=len(self.waiting), unreleased=unreleased)]
-        return out + [Send(e, self._commit_msg(e, now)) for e in sorted(self.waiting)]
+        return out + [Send(e, self._commit_msg(e, now)) for e in sorted(self.waiting)] + self._arm_retry(now)
 
     def _on_committed(self, msg: Committed, sender: str, now: float) -> list[Effect]:
         if self.phase != "commit" or msg.plan_id != self.work_id:
@@ -674,6 +835,13 @@ class DeploymentManager:
         self.waiting = set()
         self.reconnect_first = None
         self.final_seq = self.seq
+        self.seq += 1  # every beat from now on (a renewal's answer too) is newer than the plan
+        self.settled.update(dict.fromkeys(self.work_sources, now))
+        for pid in [pid for pid, at in self.settled.items() if now - at > 4 * self.isolation_after]:
+            del self.settled[pid]
+        while len(self.settled) > 64:  # the oldest first
+            del self.settled[next(iter(self.settled))]
+        self.caught = {c for c in self.caught if c[1] in self.settled}
         self.final_at = now
         for pid in self.work_sources:
             self.reports.pop(pid, None)
@@ -681,10 +849,34 @@ class DeploymentManager:
 
     def _on_timer(self, msg: TimerFired, sender: str, now: float) -> list[Effect]:
         if msg.key == "fits" and self.phase == "collect":
-            return self._negotiate(now)
+            return self._on_fits_timer(now)
+        if msg.key == "retry":
+            self.retry_at = None
+            return self._resend(now)
         if self.neg is not None and msg.key == self.neg.timer_key:
             return self.neg.on_timeout(now) + self._check_negotiated(now)
         return []
+
+    def _resend(self, now: float) -> list[Effect]:
+        """Release and Commit go out again every ``retry_every`` (and on each tick) to the nodes that have not
+        answered; the commit is tried again as soon as the last blocking lease may be over."""
+        out: list[Effect] = []
+        if self.phase == "release":
+            out += self._maybe_commit(now)
+            if self.phase == "release":
+                self.waiting |= set(self._blocking(now)) - self.released
+                out += [Send(e, self._release_msg(e)) for e in sorted(self.waiting)]
+        elif self.phase == "commit":
+            out += [Send(e, self._commit_msg(e, now)) for e in sorted(self.waiting)]
+            if now - self.released_at > self.release_timeout + self.handover_bound:
+                out += self._finish(now, complete=False)
+        return out + self._arm_retry(now)
+
+    def _arm_retry(self, now: float) -> list[Effect]:
+        if self.phase not in ("release", "commit") or self.retry_at is not None:
+            return []
+        self.retry_at = now + self.retry_every
+        return [SetTimer("retry", self.retry_at)]
 
 
 _HANDLERS = {

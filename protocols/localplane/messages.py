@@ -25,7 +25,13 @@ conversations share these messages:
   that gives a role up says :class:`Relinquish`.
 * reconnect: the island's leader sends :class:`PlanReport` and its reporter
   sends :class:`ReporterRecord` (the record and the metric bundle) to the
-  manager, which ratifies or replaces the plan.
+  manager, which confirms each (:class:`ReportReceived`) and ratifies or
+  replaces the plan.
+
+Loss: every request is sent again until answered or its target is known down
+(``HeartbeatAck.renew`` asks the manager for a beat); receivers answer a copy
+the same way and match answers by plan id and round, so duplicates and late
+answers are harmless.
 
 Staleness: election and plane messages carry the ``term``; plan messages carry
 the ``plan_id`` (``"T{term}@{leader node}"`` for a temporary plan,
@@ -63,6 +69,7 @@ __all__ = [
     "Release",
     "Released",
     "Relinquish",
+    "ReportReceived",
     "ReporterRecord",
     "RoleSpec",
     "Validation",
@@ -171,6 +178,10 @@ class Heartbeat:
 
 @message("localplane.HeartbeatAck")
 class HeartbeatAck:
+    """The answer to a :class:`Heartbeat`; with ``renew`` a request of the node's own (its lease runs low, a
+    lease lapsed, or it hears the manager again while isolated), which the manager answers at once with a
+    :class:`Heartbeat` (and a regrant :class:`Commit` when a share lapsed); sent again until answered."""
+
     epoch: int
     seq: int
     plan_id: str = ""
@@ -179,6 +190,7 @@ class HeartbeatAck:
     leader: str = ""
     holding: list[str] = attrs.field(factory=list)
     sent: float | None = None  # the node's clock when it sent this ack (echoed back by the manager)
+    renew: bool = False
 
 
 @message("localplane.Release")
@@ -238,6 +250,15 @@ class ReporterRecord:
     metrics: dict[str, float] = attrs.field(factory=dict)
 
 
+@message("localplane.ReportReceived")
+class ReportReceived:
+    """The manager's answer to a :class:`PlanReport` (``what="plan"``) or :class:`ReporterRecord`
+    (``what="record"``) of ``plan_id``: the sender stops sending it again. Duplicates are answered again."""
+
+    plan_id: str
+    what: str
+
+
 # -- negotiation (leader or manager <-> edge) ---------------------------------------------
 
 
@@ -265,7 +286,12 @@ class Propose:
     """A provisional proposal: ``candidate`` to hold ``role`` share ``share`` of ``shares`` at ``target``.
 
     Sent to the candidate (it accepts or rejects) and, when governance asks for
-    more than the assignee's assent, to every member of the electorate (they vote).
+    more than the assignee's assent, to every member of the electorate (they vote);
+    sent again to whoever has not answered (the answer is matched by plan id and
+    round, so a duplicate is answered the same and changes nothing). ``agreed``:
+    the roles of this plan the candidate holds agreed (``None``: not said); the
+    candidate forgets any other commitment it made in the plan (a lost
+    :class:`Withdraw`).
     """
 
     plan_id: str
@@ -277,6 +303,7 @@ class Propose:
     share: int = 0
     shares: int = 1
     kind: str = "service"
+    agreed: list[str] | None = None
 
 
 @message("localplane.Answer")
@@ -321,7 +348,11 @@ class Vote:
 
 @message("localplane.LeaderHeartbeat")
 class LeaderHeartbeat:
-    """The leader's beat: the plan's current assignments (the temporary subscriptions) and a lease."""
+    """The leader's beat: the plan's current assignments (the temporary subscriptions) and a lease.
+
+    ``members``: how many members the leader's plane has; a leader that hears another leader's beat yields
+    to the larger plane (then the higher term, then the higher address), so planes of one island merge.
+    """
 
     term: int
     plan_id: str
@@ -329,6 +360,7 @@ class LeaderHeartbeat:
     lease_until: float
     assignments: list[Assignment] = attrs.field(factory=list)
     complete: bool = False
+    members: int = 0
 
 
 @message("localplane.LeaderAck")

@@ -23,10 +23,18 @@ time, in order (management roles first, then service roles):
    accepts or rejects by its free resources; its acceptance counts as its yes.
 3. The round is decided as soon as the outcome is certain: *agreed* when the
    candidate accepted and the yes votes reach :func:`required_assent`;
-   *rejected* when the candidate refused or too many voted no; at the round's
-   timeout missing answers count as no. A rejected round after the
-   candidate accepted sends it :class:`Withdraw` so it forgets the
-   commitment. Next candidate on rejection.
+   *rejected* when the candidate refused or too many voted no. A lost
+   message is not a refusal: while the round is open the proposal is sent
+   again every ``retry_every`` seconds to each voter that has not answered
+   (``{prefix}.proposal_retry``), and a voter's silence counts as no only at
+   the round's ``timeout`` (the retries are spent), or at once when its owner
+   reports the voter down (:meth:`Negotiation.member_down`: the candidate
+   down rejects the round, a voter down counts as no). Answers are matched
+   by plan id and round: a duplicate or a late answer changes nothing. A
+   rejected round after the candidate accepted sends it :class:`Withdraw`
+   so it forgets the commitment; every proposal also names the roles the
+   candidate holds agreed in the plan (``agreed``), so a lost Withdraw
+   leaves no stale commitment behind. Next candidate on rejection.
 4. When every candidate refused: lower the role's metric by ``lower_factor``
    while it stays at or above ``min_ratio`` of the target; then split the role
    into one more share (each ``target / shares``, the full metric) up to
@@ -34,7 +42,8 @@ time, in order (management roles first, then service roles):
    role from its first share (withdrawing shares already agreed).
 
 Events (prefix ``plane.`` for a leader, ``manager.`` for the manager):
-``proposal``, ``assent`` (rule, electorate size, required, yes, no, missing,
+``proposal``, ``proposal_retry`` (round, attempt, the voters asked again),
+``assent`` (rule, electorate size, required, yes, no, missing, down,
 accepted, outcome), ``metrics_lowered``, ``role_split``, ``role_unfilled``.
 """
 
@@ -72,6 +81,8 @@ class Negotiation:
         lower_factor: float = 0.85,
         relinquish_below: float = 0.9,
         first_round: int = 0,
+        retry_every: float | None = None,
+        held: list[Assignment] | None = None,
     ) -> None:
         if not fits:
             raise ValueError("a negotiation needs at least one member")
@@ -82,6 +93,9 @@ class Negotiation:
         self.gov = gov
         self.isolated = isolated
         self.timeout = timeout
+        # retransmit to silent voters this often while a round is open (None: never, silence waits for timeout)
+        self.retry_every = retry_every if retry_every is not None and 0 < retry_every < timeout else None
+        self.held = list(held or ())  # assignments of the plan made outside this negotiation (for ``agreed``)
         self.prefix = prefix
         self.leader = leader
         self.lower_factor = lower_factor
@@ -103,12 +117,16 @@ class Negotiation:
         self.votes: dict[str, bool] = {}
         self.candidate = ""
         self.proposal: Propose | None = None
+        self.down: set[str] = set()  # members the owner knows are down: no more waiting for them
+        self.deadline = 0.0  # when the open round's silent voters count as no
+        self.attempt = 0  # transmissions of the open round's proposal
+        self.retransmissions = 0
 
     # -- figures -----------------------------------------------------------------------
 
     @property
     def messages(self) -> int:
-        return self.proposals + self.answers + self.withdraws
+        return self.proposals + self.retransmissions + self.answers + self.withdraws
 
     @property
     def timer_key(self) -> str:
@@ -129,9 +147,36 @@ class Negotiation:
         return self._decide(now, final=False)
 
     def on_timeout(self, now: float) -> list[Effect]:
+        """The round's timer: retransmit to the silent voters, or (the retries spent) decide with silence as no."""
         if self.done or self.proposal is None:
             return []
+        if now + 1e-9 < self.deadline and self.retry_every is not None:
+            return self._retransmit(now)
         return self._decide(now, final=True)
+
+    def member_down(self, node: str, now: float) -> list[Effect]:
+        """The owner knows ``node`` is down (a lost plane member, an unreachable edge): stop waiting for it."""
+        if node in self.down:
+            return []
+        self.down.add(node)
+        if self.done or self.proposal is None or node not in self.voters or node in self.votes:
+            return []
+        return self._decide(now, final=False)
+
+    def _retransmit(self, now: float) -> list[Effect]:
+        p = self.proposal
+        assert p is not None and self.retry_every is not None
+        silent = [v for v in self.voters if v not in self.votes and v not in self.down]
+        out: list[Effect] = [SetTimer(self.timer_key, min(self.deadline, now + self.retry_every))]
+        if not silent:
+            return out
+        self.attempt += 1
+        self.retransmissions += len(silent)
+        out += [Send(v, p) for v in silent]
+        out.append(Emit(f"{self.prefix}.proposal_retry", {
+            "plan_id": self.plan_id, "round": self.round, "role": p.role, "share": p.share, "candidate": p.candidate,
+            "attempt": self.attempt, "to": silent}))
+        return out
 
     # -- internals ------------------------------------------------------------------------
 
@@ -170,7 +215,7 @@ class Negotiation:
         for node in self.electorate:
             rep = self.fits[node]
             fit = rep.fits.get(s.name)
-            if fit is None or node in taken:
+            if fit is None or node in taken or node in self.down:
                 continue
             if s.kind == "management":
                 rank = fit
@@ -205,14 +250,20 @@ class Negotiation:
         self.candidate = candidate
         target = self._target()
         load = role_load(s.kind, target, self.fits[candidate].fits.get(s.name, 0.0), s.target)
+        agreed = sorted({a.role for a in self.held + self.assignments if a.holder == candidate})
         self.proposal = Propose(plan_id=self.plan_id, round=self.round, role=s.name, candidate=candidate,
-                                target=target, load=load, share=self.share, shares=self.shares, kind=s.kind)
+                                target=target, load=load, share=self.share, shares=self.shares, kind=s.kind,
+                                agreed=agreed)
         self.voters = [candidate] if self.rule == "assignee" else list(self.electorate)
         self.required = required_assent(self.rule, len(self.voters))
         self.votes = {}
-        self.proposals += len(self.voters)
-        out: list[Effect] = [Send(v, self.proposal) for v in self.voters]
-        out.append(SetTimer(self.timer_key, now + self.timeout))
+        self.attempt = 1
+        self.deadline = now + self.timeout
+        asked = [v for v in self.voters if v not in self.down]
+        self.proposals += len(asked)
+        out: list[Effect] = [Send(v, self.proposal) for v in asked]
+        first = now + self.retry_every if self.retry_every is not None else self.deadline
+        out.append(SetTimer(self.timer_key, min(first, self.deadline)))
         out.append(Emit(f"{self.prefix}.proposal", {
             "plan_id": self.plan_id, "round": self.round, "role": s.name, "share": self.share,
             "shares": self.shares, "candidate": candidate, "target": target, "rule": self.rule,
@@ -226,10 +277,12 @@ class Negotiation:
         accepted = self.votes.get(self.candidate)
         yes = sum(1 for v in self.votes.values() if v)
         no = sum(1 for v in self.votes.values() if not v)
+        gone = sorted(v for v in self.voters if v not in self.votes and v in self.down)
         n = len(self.voters)
         if accepted and yes >= self.required:
             outcome = "agreed"
-        elif accepted is False or no > n - self.required or final:
+        elif (accepted is False or no + len(gone) > n - self.required or self.candidate in gone
+              or final or len(self.votes) + len(gone) == n):
             outcome = "rejected"
         else:
             return []
@@ -237,7 +290,8 @@ class Negotiation:
             "plan_id": self.plan_id, "round": self.round, "role": s.name, "share": self.share,
             "shares": self.shares, "candidate": self.candidate, "rule": self.rule, "isolated": self.isolated,
             "electorate": n, "required": self.required, "yes": yes, "no": no, "missing": n - yes - no,
-            "accepted": bool(accepted), "outcome": outcome, "timeout": final})]
+            "down": gone, "accepted": bool(accepted), "outcome": outcome, "timeout": final,
+            "attempts": self.attempt})]
         self.proposal = None
         if outcome == "agreed":
             self.assignments.append(Assignment(role=s.name, holder=self.candidate, target=p.target, share=self.share,
