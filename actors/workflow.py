@@ -15,6 +15,11 @@ the agent's callbacks:
 * ``on_abort(stage_name, run)`` (optional): a running stage lost its lease; stop it
   (its late report is ignored anyway, by run id).
 
+Every start of the actor (a new process, a supervised restart) is a new
+incarnation: the machine's rng mixes ``seed`` (default: the address) with a
+fresh random nonce and a start count, so its boot nonce is new and a restarted
+server is answered, not ignored as a stale one (DESIGN.md, "Incarnations").
+
 Everything else - asking controllers, waiting pending / parking / dormant,
 renewing leases, proxies - is the state machine's. The resource controllers,
 the workflow controller and proxies need no host and run in a plain
@@ -23,6 +28,8 @@ the workflow controller and proxies need no host and run in a plain
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 from typing import Any, Callable
 
@@ -38,8 +45,13 @@ class ServerActor(StateMachineActor):
                  on_power: Callable[[float], Any] | None = None, on_abort: Callable[[str, int], Any] | None = None,
                  seed: int | str | None = None, **server_kwargs: Any):
         address = self.address  # set by the runtime before __init__
-        rng = random.Random(seed if seed is not None else address)
-        super().__init__(lambda: Server(address, workflow_controller, rng=rng, **server_kwargs), on_effect=self._host)
+        base = seed if seed is not None else address
+        starts = itertools.count(1)
+
+        def machine() -> Server:  # every start (this one, each supervised restart) is a new incarnation
+            rng = random.Random(f"{base}/{os.urandom(8).hex()}/{next(starts)}")
+            return Server(address, workflow_controller, rng=rng, **server_kwargs)
+        super().__init__(machine, on_effect=self._host)
         self._on_stage, self._on_power, self._on_abort = on_stage, on_power, on_abort
 
     def _host(self, effect: Any, actor: StateMachineActor) -> None:

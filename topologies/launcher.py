@@ -569,6 +569,8 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
 def build_simulator(topo: Topology, seed: int, events: EventLog, *, trace: bool = False):
     """The simulator and its participants for ``topo`` (used by run_sim and the chaos harness)."""
     load_plugins()
+    import random
+
     from actors.simulator import Simulator
     from transport.sim import LinkSpec, SimNetwork, Uniform
 
@@ -585,14 +587,21 @@ def build_simulator(topo: Topology, seed: int, events: EventLog, *, trace: bool 
     from topologies.hosts import effect_router, sim_api
     store = MemoryStore()  # durable state survives the simulator's crash/restart of a participant
     factories: dict[str, Callable[[], Any]] = {}
+    starts: dict[str, int] = {}  # address -> machines built (incarnations)
     for n in topo.nodes:
         for a in n.actors:
             address = f"{n.name}/{a.name}"
             kind = KINDS[a.kind]
 
             def factory(kind=kind, params=a.params, address=address):
+                # every start is a new incarnation (DESIGN.md, "Incarnations"): a seeded value per incarnation,
+                # so a restarted machine draws fresh nonces (boot, epoch, lease ids) and a replay is identical
                 durable = store.load(address) if kind.takes_durable else None
-                return kind.build(params, sim.rng(address), address, durable=durable)
+                k = starts[address] = starts.get(address, 0) + 1
+                rng = sim.rng(address) if k == 1 else random.Random(f"{seed}/{address}/incarnation {k}")
+                # the simulator knows whether an earlier incarnation ran (restart safety: ResourceController)
+                p = {**params, "first_start": k == 1} if "first_start" in kind.params else params
+                return kind.build(p, rng, address, durable=durable)
             factories[address] = factory
             host = kind.build_host(a.params, sim.rng(address + "/host"))
             route = effect_router(host, store if kind.takes_durable else None, address)

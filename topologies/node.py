@@ -23,11 +23,12 @@ Two ways to say what it hosts:
 * ``--topology FILE.json --name N``: a resolved topology written by the
   launcher. The node binds its own endpoint, knows every peer's, and builds
   each of its actors from the actor kind (a protocol state machine in a
-  ``StateMachineActor``, with an rng seeded from the topology seed and the
-  actor's address). With ``--wait-start`` it first waits for its peers to
-  come up (10 s at most), then prints its ready line and starts its actors
-  when a ``start`` line arrives on stdin - the launcher sends it to every
-  node at once, so every protocol begins with the network in place.
+  ``StateMachineActor``, with an rng seeded from the topology seed, the
+  actor's address and a fresh nonce per start: :class:`Incarnations`). With
+  ``--wait-start`` it first waits for its peers to come up (10 s at most),
+  then prints its ready line and starts its actors when a ``start`` line
+  arrives on stdin - the launcher sends it to every node at once, so every
+  protocol begins with the network in place.
 * ``--spawn NAME=module:Class[:JSON]`` (repeatable), plus ``--peer`` and
   ``--bind``: any Actor class, for tests and ad-hoc setups.
 
@@ -60,7 +61,7 @@ from loguru import logger
 
 from topologies.argtypes import positive_float, positive_int
 
-__all__ = ["main"]
+__all__ = ["Incarnations", "actor_factory", "main"]
 
 
 def _peer(s: str) -> tuple[str, str]:
@@ -84,6 +85,75 @@ def _spawn(s: str) -> tuple[str, str, str, dict]:
         if not isinstance(kwargs, dict):
             raise argparse.ArgumentTypeError(f"JSON arguments in {s!r} must be an object")
     return name, parts[0], parts[1], kwargs
+
+
+class Incarnations:
+    """The rngs of a node process's actors: every start of an actor is a new incarnation.
+
+    DESIGN.md, "Incarnations": the nonces a machine draws from its rng (a server's
+    boot nonce, a controller's epoch and so its lease ids) must differ on every
+    start, so the seed of each start mixes the topology seed and the address with
+    this process's ``nonce`` (random: a process restarted by chaos or by hand is
+    a new incarnation) and a per-address start count (an in-process supervised
+    restart, which calls the actor's factory again, is one too). Never the
+    topology seed and the address alone.
+
+    ``record`` (a launcher's node: ``RUNDIR/NODE.starts.jsonl``, kept across the
+    node's restarts) logs the starts of the actors that ask, so the host knows
+    whether such an actor had an earlier incarnation in this run
+    (:meth:`earlier`); without a record it cannot know, and says so (None).
+    """
+
+    def __init__(self, seed: int | str | None, nonce: str | None = None, record: Path | None = None) -> None:
+        self.seed = seed
+        self.nonce = nonce if nonce is not None else os.urandom(8).hex()
+        self.starts: dict[str, int] = {}
+        self.record = record
+        self._before: dict[str, int] | None = {}  # address -> starts recorded by earlier processes (None: unreadable)
+        if record is not None and record.exists():
+            try:
+                for line in record.read_text(encoding="utf-8").splitlines():
+                    a = json.loads(line)["address"]
+                    self._before[a] = self._before.get(a, 0) + 1
+            except (OSError, ValueError, KeyError, TypeError):
+                self._before = None  # a torn or foreign record: every start counts as a restart
+
+    def earlier(self, address: str) -> int | None:
+        """Earlier incarnations of ``address`` this host knows of (None: it cannot know)."""
+        mine = self.starts.get(address, 0)
+        if self.record is None or self._before is None:
+            return mine or None
+        return self._before.get(address, 0) + mine
+
+    def rng(self, address: str, record: bool = True) -> random.Random:
+        """A fresh rng for the next start of the actor at ``address`` (with ``record``, the start is recorded
+        first, synced: only actors whose host must tell a restart from a first start need it)."""
+        n = self.starts[address] = self.starts.get(address, 0) + 1
+        if record and self.record is not None:
+            try:
+                with open(self.record, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"address": address, "nonce": self.nonce, "start": n}) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                logger.warning("cannot record the start of {} in {}: {} (later starts count as restarts)",
+                               address, self.record, e)
+                self._before = None
+        return random.Random(f"{self.seed}/{address}/{self.nonce}/{n}")
+
+
+def actor_factory(kind: Any, params: dict, address: str, store: Any, incarnations: Incarnations):
+    """The factory of a topology actor in a node process: each call (the first start, every supervised
+    restart) builds the machine with a fresh incarnation's rng and the actor's durable state. A kind that
+    takes ``first_start`` (a resource controller: restart safety) is told whether this host knows that no
+    earlier incarnation ran (never from the topology file: a start the host cannot vouch for is a restart)."""
+    def factory() -> Any:
+        durable = store.load(address) if kind.takes_durable else None
+        if "first_start" in kind.params:
+            first = incarnations.earlier(address) == 0
+            return kind.build({**params, "first_start": first}, incarnations.rng(address), address, durable=durable)
+        return kind.build(params, incarnations.rng(address, record=False), address, durable=durable)
+    return factory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,13 +298,14 @@ def main(argv: list[str] | None = None) -> int:
         from topologies.durable import FileStore, MemoryStore
         from topologies.hosts import actor_api, effect_router
         store = FileStore(args.run_dir / "durable") if args.run_dir is not None else MemoryStore()
+        # this process's start: a fresh nonce (DESIGN.md, "Incarnations"); the record tells a restart from a first start
+        incarnations = Incarnations(topo.seed, record=args.run_dir / f"{args.name}.starts.jsonl"
+                                    if args.run_dir is not None else None)
         for a in me.actors:
             kind = KINDS[a.kind]
             address = f"{args.name}/{a.name}"
 
-            def factory(kind=kind, params=a.params, address=address):
-                durable = store.load(address) if kind.takes_durable else None
-                return kind.build(params, random.Random(f"{topo.seed}/{address}"), address, durable=durable)
+            factory = actor_factory(kind, a.params, address, store, incarnations)
             host = kind.build_host(a.params, random.Random(f"{topo.seed}/{address}/host"))
             route = effect_router(host, store if kind.takes_durable else None, address)
             on_effect = (lambda eff, actor, route=route: route(eff, actor_api(actor))) if route else None

@@ -44,7 +44,23 @@ Restart safety: a controller started with ``grace > 0`` (default: ``ttl``)
 begins ``recovering``: it grants nothing for ``grace`` seconds, and adopts
 leases of an earlier epoch that holders keep renewing (while the limit allows),
 so a restarted controller never over-admits. ``grace=0`` starts ``active``
-(a fresh cluster start).
+(only safe when no earlier incarnation can have holders). ``first_start=True``
+is the *host's* word that no earlier incarnation of this controller ran (the
+simulator knows it; a node process knows it from its record of starts in the
+run directory): there is nothing to recover and it starts ``active``. Hosts
+set it on every start, never from a topology file; the default (False) treats
+a start nobody can vouch for as a restart.
+
+Why ``grace = ttl``: a holder stops using a lease by its holder deadline,
+less than ``ttl`` after the last renewal it saw confirmed
+(:func:`policy.holder_deadline`), and no earlier incarnation confirms anything
+after this one started; so ``ttl`` seconds after the start every lease of an
+earlier incarnation has either been renewed here (adopted, counted against
+the limit) or is no longer used. A shorter grace may grant next to holders
+whose renewals were lost; a longer one only delays. Adoption needs the epoch
+of each incarnation to be new: the host seeds the rng afresh on every start
+(DESIGN.md, "Incarnations"), and a lease id (``epoch << 24 | counter``) is
+never one of a live lease, adopted ones included.
 
 Adaptive limit (``adaptive=True``): once per ``window`` the window's metrics
 (release outcomes; :class:`ResourceReport` latency, bandwidth use, error rate)
@@ -220,6 +236,7 @@ class ResourceController:
         serve_proxies_first: bool = True,
         history_size: int = 256,
         underdelivery_window: float = 30.0,
+        first_start: bool = False,
     ) -> None:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -250,7 +267,9 @@ class ResourceController:
         self.serve_proxies_first = serve_proxies_first
         self.underdelivery_window = underdelivery_window
 
-        self.state = ControllerState.RECOVERING if self.grace > 0 else ControllerState.ACTIVE
+        self.first_start = bool(first_start)
+        self.state = (ControllerState.RECOVERING if self.grace > 0 and not self.first_start
+                      else ControllerState.ACTIVE)
         self.started_at: float | None = None
         self.recover_until = 0.0
         self.leases: dict[int, _Lease] = {}
@@ -311,7 +330,7 @@ class ResourceController:
             self._w_start = self._ud_start = now
             fx.append(Emit("controller.start", {"resource": self.resource, "limit": self.limit, "ttl": self.ttl,
                                                 "epoch": self.epoch, "state": self.state.value,
-                                                "grace": self.grace}))
+                                                "grace": self.grace, "first_start": self.first_start}))
         if self.state is ControllerState.RECOVERING and now >= self.recover_until:
             fx += self._become(ControllerState.ACTIVE, now, "grace over")
         for lease in [x for x in self.leases.values() if now > lease_expires_at(x.renewed_at, self.ttl)]:
@@ -504,8 +523,11 @@ class ResourceController:
         return fx
 
     def _grant(self, w: _Waiter, now: float, reserved: bool = False) -> list[Effect]:
-        self._lease_counter = (self._lease_counter + 1) % (1 << 24)
-        lid = (self.epoch << 24) | self._lease_counter
+        while True:  # never a live lease's id (an adopted one included)
+            self._lease_counter = (self._lease_counter + 1) % (1 << 24)
+            lid = (self.epoch << 24) | self._lease_counter
+            if lid not in self.leases:
+                break
         lease = _Lease(lid, self.epoch, w.server, w.boot, w.seq, w.stage, w.via, now, w.stamp)
         self.leases[lid] = lease
         self.lease_of[w.server] = lid
@@ -550,7 +572,7 @@ class ResourceController:
                                                           m.stamp)))
             return []
         if (self.state is ControllerState.RECOVERING and m.epoch != self.epoch and m.server not in self.lease_of
-                and self.busy < self.limit):
+                and m.lease not in self.leases and self.busy < self.limit):
             lease = _Lease(m.lease, m.epoch, m.server, m.boot, -1, "", via, now, m.stamp)
             self.leases[m.lease] = lease
             self.lease_of[m.server] = m.lease
