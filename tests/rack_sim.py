@@ -4,7 +4,8 @@
 ``rack-<rack>/control`` and every monitor at ``mon-<rack>/monitor`` in one
 deterministic simulator. Monitors' ``Persist`` effects go to a per-monitor
 dict (the disk) in effect order; ``crash_monitor``/``restart_monitor`` lose
-everything but the disk. ``main_net``/``monitor_net`` are the node names of
+everything but the disk; ``restart_monitor(rack, wipe=True)`` also empties
+its disk first (a replaced drive or a new machine). ``main_net``/``monitor_net`` are the node names of
 the two channels, so a test can cut one and leave the other up.
 """
 
@@ -31,6 +32,7 @@ class RackFleet:
         self.monitor_params = monitor_params
         self.sim = Simulator(seed, SimNetwork(default=link), trace_messages=trace)
         self.disk: dict[str, dict] = defaultdict(dict)
+        self.wipes: dict[str, int] = {}  # monitor -> disks lost (keeps each incarnation's rng distinct)
         self.racks = self.layout.all_racks()
         for r in self.racks:
             self.sim.add(self.layout.control(r), RackControl(r, self.layout.monitor(r), address=self.layout.control(r)))
@@ -60,7 +62,8 @@ class RackFleet:
 
     def _monitor(self, rack: str) -> RackMonitor:
         m = self.layout.monitor(rack)
-        return RackMonitor(rack, self.layout_dict, m, self.sim.rng(m + f"#{len(self.disk[m])}"),
+        name = m + f"#{len(self.disk[m])}" + (f"w{self.wipes[m]}" if m in self.wipes else "")
+        return RackMonitor(rack, self.layout_dict, m, self.sim.rng(name),
                            durable=copy.deepcopy(self.disk[m]), **self.monitor_params)
 
     def _persist(self, effect, address, sim):
@@ -86,10 +89,19 @@ class RackFleet:
     def crash_monitor(self, rack: str) -> None:
         self.sim.crash(self.layout.monitor(rack))
 
-    def restart_monitor(self, rack: str) -> None:
+    def restart_monitor(self, rack: str, *, wipe: bool = False) -> None:
+        """Restart a crashed monitor from its disk; ``wipe=True``: from an empty disk (its old one is lost)."""
         m = self.layout.monitor(rack)
         if not self.sim.alive(m):
+            if wipe:
+                self.wipe_disk(rack)
             self.sim.restart(m, self._monitor(rack))
+
+    def wipe_disk(self, rack: str) -> None:
+        """Lose everything the monitor of ``rack`` persisted (call while it is down)."""
+        m = self.layout.monitor(rack)
+        self.wipes[m] = self.wipes.get(m, 0) + 1
+        self.disk[m] = {}
 
     def monitor(self, rack: str) -> RackMonitor:
         return self.sim.machine(self.layout.monitor(rack))

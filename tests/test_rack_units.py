@@ -11,7 +11,7 @@ from protocols.consensus import Prepare
 from protocols.consensus.ballot import Ballot
 from protocols.core import Emit, Send, TimerFired
 from protocols.rack import FaultDetector, Layout, RackControl, RackMonitor
-from protocols.rack.messages import Heartbeat, HeartbeatAck, Reboot, SetMetrics, Status
+from protocols.rack.messages import Heartbeat, HeartbeatAck, Reboot, RejoinReply, SetMetrics, Status
 
 LAYOUT = {"dcs": 2, "sectors": 2, "racks": 3}
 
@@ -84,6 +84,9 @@ def test_instance_groups_are_fixed_by_the_instance_name():
 def test_a_member_refuses_to_designate_while_it_promised_a_lease():
     m = monitor("d0s0r1", lease=0.25, heartbeat_every=0.05)
     m.tick(0.0)
+    for peer in ("mon-d0s0r0/monitor", "mon-d0s0r2/monitor"):  # started on an empty disk: rejoin first
+        m.handle(RejoinReply("d0s0r1", 0.0, {}), peer, 0.01)
+    assert not m.rejoining
     auth = "mon-d0s0r0/monitor"
     eff = m.handle(Heartbeat("d0s0", 1, "d0s0r0", 0.5), auth, 0.5)
     assert any(isinstance(e, Send) and isinstance(e.msg, HeartbeatAck) for e in eff)

@@ -306,6 +306,27 @@ class PaxosNode:
         return [Persist(PROPOSER_KEY, self._proposer_data()), CancelTimer(f"retry/{instance}"),
                 *self._become(st, Phase.IDLE, "abandoned by the host")]
 
+    def raise_round(self, round_: int) -> list[Effect]:
+        """Use only ballot rounds above ``round_`` from now on (durably).
+
+        For a host whose node lost its durable state: rounds it used before are
+        unknown, so it learns the highest round its peers have seen and starts
+        above it (a ballot reused with a different value would break Paxos).
+        """
+        if round_ <= self.round:
+            return []
+        self.round = int(round_)
+        return [Persist(PROPOSER_KEY, self._proposer_data())]
+
+    def highest_round_seen(self) -> int:
+        """The highest ballot round this node has used, promised, accepted or learned in any instance."""
+        top = self.round
+        for st in self.instances.values():
+            for b in (st.promised, st.accepted and st.accepted[0], st.chosen and st.chosen[0]):
+                if b is not None and b.round > top:
+                    top = b.round
+        return top
+
     def tick(self, now: float) -> list[Effect]:
         """The start tick: re-announce known values, resume proposals unfinished when the node went down."""
         if self.started:

@@ -12,7 +12,10 @@ Monitor channel (monitor <-> monitor): the Paxos messages of
 ``Heartbeat``/``HeartbeatAck`` (an authority renewing its lease with a quorum
 of its group), ``Seat`` (an authority announcing itself to the group above),
 ``Fact``/``FactAck`` (a condition agreed fleet-wide, pushed down the tree) and
-``SyncRequest``/``SyncReply`` (a monitor that regained its quorum catching up).
+``SyncRequest``/``SyncReply`` (a monitor that regained its quorum catching up),
+``Rejoin``/``RejoinReply`` (a monitor that started on an empty disk learning,
+from enough other members of its sector to meet every quorum, what it may have voted for
+and which condition seqs are used).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from transport.codec import message
 
 __all__ = ["Fact", "FactAck", "Heartbeat", "HeartbeatAck", "Reboot", "Seat", "SetMetrics", "Status",
-           "SyncReply", "SyncRequest", "TermHint"]
+           "Rejoin", "RejoinReply", "SyncReply", "SyncRequest", "TermHint"]
 
 
 @message("rack.Status")
@@ -113,3 +116,29 @@ class SyncRequest:
 class SyncReply:
     facts: list  # fleet-level facts, each a dict
     extra: Any = None
+
+
+@message("rack.Rejoin")
+class Rejoin:
+    """A monitor started with no durable state: tell me what you know of my groups' instances and my rack."""
+
+    rack: str
+    nonce: float  # this incarnation's start (a reply to an earlier incarnation's request is ignored)
+
+
+@message("rack.RejoinReply")
+class RejoinReply:
+    """What the sender knows (durably or better) for the rejoining monitor of ``rack``.
+
+    ``frontier``: stream -> highest key the sender has seen an instance of (``<group>|authority`` ->
+    term, ``<group>|condition|<rack>`` -> seq, ``<group>|control|<action>:<rack>`` -> seq);
+    ``seq``/``value``: the newest fact about ``rack`` it knows; ``round``: the highest ballot round
+    it has seen in any instance.
+    """
+
+    rack: str
+    nonce: float
+    frontier: dict
+    seq: int = 0
+    value: Any = None
+    round: int = 0

@@ -59,8 +59,8 @@ Paxos's; the lease rule above keeps authorities apart across gids, with two
 more rules: a monitor takes part in its upper group (acks, designations) only
 while it is the *acting* authority of its seat and not before ``lease``
 seconds after it became so (the seat's quiet period, which outlasts every
-promise its predecessor made), and a restarted monitor refuses designations
-for ``lease`` seconds (its promises were volatile).
+promise its predecessor made), and every start is quiet for ``lease`` seconds
+(rule 5 below).
 
 **4. Control decisions.** When a sector agrees on a condition listed in
 ``reboot_on`` for one of its racks, the sector's acting authority proposes
@@ -68,6 +68,63 @@ for ``lease`` seconds (its promises were volatile).
 decision is carried out once, by the executor, only while it holds its lease,
 and recorded durably (``control.executed``); a decision whose executor lost
 its lease is skipped (``control.skipped``): at most once, never twice.
+
+**5. Every start; a start on an empty disk.** Lease promises
+(``promise_until``) and what a member saw of designations are volatile, so
+*every* start, with its disk or not, is quiet for ``lease`` seconds: no ack,
+no designation vote, no candidacy (:meth:`_seat_ready`). Every promise the
+previous incarnation made ran out ``lease`` after its last ack, which was
+before it died, hence before this start ends its quiet period. With a disk
+that suffices: Paxos promises and acceptances are durable.
+
+A monitor with *no* durable state (a new or replaced disk; it cannot tell a
+first start from a lost disk, so every empty start counts) has also forgotten
+its Paxos votes, its condition counter and what it executed. It first persists
+``rejoining`` (a crash mid-rejoin rejoins again), then asks the other members
+of its sector (``Rejoin``, resent every beat to those that have not answered,
+carrying its start time so answers to an earlier incarnation are ignored).
+Until ``n - q + 1`` other members of its sector have answered (``n``
+members, quorum ``q``: then the answering set Q2, which excludes the monitor
+itself, meets every quorum of the sector; in a sector of 3, both others; a
+sector of 1 has nobody to ask and is not protected) it votes in no
+instance (``monitor.refused``), acks no heartbeat, stands for nothing and
+proposes nothing: a condition change is only noted (``monitor.deferred``).
+Each answer (``RejoinReply``) gives, per instance *stream* (``<group>|authority``
+ordered by term, ``<group>|condition|<rack>`` and ``<group>|control|<action>:<rack>``
+ordered by seq), the highest key the peer has seen, from its Paxos state and
+its views; the newest fact about the rejoining rack; and the highest ballot
+round it has seen. The monitor then keeps, durably (``blocked``), the highest
+key per stream, and refuses forever to vote in an instance at or below it that
+it does not know as chosen (chosen ones Paxos answers with ``Chosen``). Its
+condition counter restarts above every seq reported, persisted before any
+send, so it never reuses a decided instance name and its next fact is newer
+than every fact about its rack; its candidacies start above every reported
+term; its ballot round above every reported ballot. A noted change, or a
+rack whose newest agreed fact differs from what the monitor sees now, is then
+proposed under that fresh seq.
+
+Why this keeps one authority at a time (and one value per instance): a value
+chosen in the sector before the disk was lost was accepted by a quorum Q1; the
+answering set Q2 excludes this monitor and meets Q1, so some
+member of Q2 remembers that instance (durably) and reports a key at least as
+high: the rejoined monitor never votes in it again. So it can never stand in
+for its old self in a second quorum of an instance its old self voted in and
+that was chosen, and the lease argument of rule 3 holds again: a new authority
+needs a quorum that intersects the old authority's last ack quorum at a member
+that refuses (a member with its disk, by its promise; the rejoined member, by
+its quiet period and its blocked streams, because a designation of a term above
+the old one needs the intersection's vote). In a sector of 3 (Q2 is both
+others) this covers every instance the old self voted in, chosen or not:
+its proposer is in Q2, or is the old self, whose ballots reach phase 2 only
+with a promise from a member of Q2 (which reports the ballot's round, so the
+new ballots are above it). Limits, stated: in sectors larger than 3, an instance the old self voted in that is not chosen, and that no member
+of Q2 had yet seen, is not blocked (its proposer, alive and outside Q2, could
+still get it chosen while the rejoined monitor votes in it for another value);
+Q2 answers only for the sector, so data-center and fleet instances the old
+self voted in as a seat holder are protected only by the seat quiet period,
+by the even quorum arithmetic of 4 or more seats and by the terms its sector
+peers know; and two members of one group losing their disks at once exceeds
+the failure model (the answers of a rejoining peer carry no memory).
 
 Without a quorum (no heartbeat from the sector's authority for
 ``quorum_timeout``) nothing is chosen; the monitor says so
@@ -77,14 +134,16 @@ data centers (``"keep"``) or reverts it to ``default_assumption``
 (``monitor.assume``); it then asks its authority for the facts it missed.
 
 Durable state (``Persist`` effects, written before later sends): Paxos's, plus
-``monitor`` = the condition counter and the executed decisions. Timers:
+``monitor`` = the condition counter, the executed decisions, the streams
+blocked after an empty-disk start, and ``rejoining`` while that rejoin runs. Timers:
 ``mon|deadline`` (status silence) and ``mon|beat`` (everything periodic).
 
 Events: ``monitor.start``, ``monitor.condition``, ``monitor.no_quorum``,
 ``monitor.quorum``, ``monitor.assume``, ``authority.candidate``,
 ``authority.designated``, ``authority.acting``, ``authority.lease``,
 ``authority.lapsed``, ``authority.refused``, ``rack.known``, ``fact.propose``,
-``control.proposed``, ``control.executed``, ``control.skipped`` and the
+``control.proposed``, ``control.executed``, ``control.skipped``,
+``monitor.deferred``, ``monitor.refused``, ``monitor.rejoined`` and the
 ``paxos.*`` events of the embedded node.
 """
 
@@ -105,6 +164,8 @@ from protocols.rack.messages import (
     Heartbeat,
     HeartbeatAck,
     Reboot,
+    Rejoin,
+    RejoinReply,
     Seat,
     Status,
     SyncReply,
@@ -184,13 +245,21 @@ class RackMonitor:
         mine = durable.pop(MONITOR_KEY, None) or {}
         self.cond_seq = int(mine.get("cond_seq", 0))
         self.executed: set[str] = set(mine.get("executed", []))
+        # instance streams this monitor may have voted in before it lost a disk: stream -> highest key
+        self.blocked: dict[str, int] = {k: int(v) for k, v in (mine.get("blocked") or {}).items()}
+        # no durable state at all (a new or replaced disk), or a rejoin that a crash interrupted:
+        # no vote and no proposal until enough other sector members have told what they know
+        self.rejoining = not durable and not mine or bool(mine.get("rejoining"))
+        self.empty_disk = self.rejoining
+        self.rejoin_replies: dict[str, RejoinReply] = {}
+        self.deferred = False  # a condition change seen while rejoining (proposed once rejoined)
         lo, hi = retry_timeout or (0.02, 0.06)
         # learners="proposer": votes go to the proposer, which announces Chosen to the rest (2n
         # messages per instance instead of n*n; sectors are 6 and more monitors)
         self.paxos = PaxosNode(address, (), rng, retry_timeout=(lo, hi), announce_every=0.1,
                                members_of=self.members_of, durable=durable, learners="proposer")
         self.started_at: float | None = None
-        self.restarted = bool(durable) or bool(mine)
+        self.restarted = bool(durable) or bool(mine)  # (reported only: every start keeps quiet for a lease)
         # authority knowledge, per base group (sector / dc / fleet)
         self.auth: dict[str, _Auth] = {}
         self.last_hb: dict[str, float] = {}
@@ -295,7 +364,7 @@ class RackMonitor:
 
     def _seat_ready(self, base: str, now: float) -> bool:
         """May this monitor take part in ``base`` (its quiet periods are over)?"""
-        if self.started_at is None or (self.restarted and now < self.started_at + self.lease):
+        if self.started_at is None or self.rejoining or now < self.started_at + self.lease:
             return False
         level = self.layout.level(base)
         if level == "sector":
@@ -313,6 +382,7 @@ class RackMonitor:
         self.assumed = {d: "as-agreed" for d in self.layout.all_dcs() if d != self.dc}
         effects: list[Effect] = [Emit("monitor.start", {
             "rack": self.rack, "sector": self.sector, "dc": self.dc, "restarted": self.restarted,
+            "empty_disk": self.empty_disk,
             "condition": self.detector.state, "indicator": self.detector.indicator(),
             "deadline": self.detector.deadline, "lease": self.lease, "heartbeat_every": self.heartbeat_every,
             "reboot_on": list(self.reboot_on)})]
@@ -323,6 +393,10 @@ class RackMonitor:
         effects.append(SetTimer(_MINE + "deadline", self.detector.due(now)))
         effects.append(SetTimer(_MINE + "beat", now + self.heartbeat_every))
         self.last_hb.setdefault(self.sector, now)
+        if self.rejoining:
+            # durably "rejoining" before anything else is written (a crash mid-rejoin then rejoins again)
+            effects.insert(0, self._persist_mine())
+            effects += self._ask_rejoin(now) if self._rejoin_need() else self._rejoined(now)
         return effects
 
     def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
@@ -336,6 +410,9 @@ class RackMonitor:
         if h is not None:
             return h(self, msg, sender, now)
         if isinstance(msg, (Prepare, Accept)):
+            amnesia = self._refuse_amnesic(msg.instance)
+            if amnesia:
+                return [Emit("monitor.refused", {"instance": msg.instance, "from": sender, "reason": amnesia})]
             refused = self._refuse_designation(msg.instance, now)
             if refused:
                 out: list[Effect] = [Emit("authority.refused", {"instance": msg.instance, "from": sender,
@@ -379,6 +456,11 @@ class RackMonitor:
 
     def _condition_changed(self, now: float, silence: float | None = None) -> list[Effect]:
         det = self.detector
+        if self.rejoining:
+            # my counter is unknown until I have rejoined: no seq, no proposal (proposed once rejoined)
+            self.deferred = True
+            return [Emit("monitor.deferred", {"rack": self.rack, "condition": det.state, "silence": silence,
+                                              "reason": "rejoining after a start on an empty disk"})]
         self.cond_seq += 1
         value = {"subject": self.rack, "seq": self.cond_seq, "condition": det.state,
                  "indicator": det.indicator(), "reason": det.reason}
@@ -844,10 +926,136 @@ class RackMonitor:
                                           "lease_until": self.lease_until.get(self.sector)}),
                 Send(self.layout.control(plan["rack"]), Reboot(plan["rack"], decision, self.rack))]
 
+    # -- 5. rejoining after a start on an empty disk -----------------------------------
+
+    def _others(self) -> list[str]:
+        return [m for m in self.layout.sector_members(self.sector) if m != self.address]
+
+    def _ask_rejoin(self, now: float) -> list[Effect]:
+        out = Rejoin(self.rack, self.started_at if self.started_at is not None else now)
+        return [Send(m, out) for m in self._others() if m not in self.rejoin_replies]
+
+    @staticmethod
+    def _stream(instance: str) -> tuple[str, int] | None:
+        """``(stream, key)`` of an instance: the instances of a stream are ordered by key."""
+        base, _gid, kind, rest = split_instance(instance)
+        if kind == "authority" and rest.isdigit():
+            return f"{base}|authority", int(rest)
+        if kind == "condition":
+            subject, _, seq = rest.rpartition("|")
+            return (f"{base}|condition|{subject}", int(seq)) if seq.isdigit() else None
+        if kind == "control":
+            head, _, seq = rest.rpartition(":")
+            return (f"{base}|control|{head}", int(seq)) if seq.isdigit() else None
+        return None
+
+    def _frontier(self) -> tuple[dict[str, int], int]:
+        """Every instance stream I know of, with its highest key; and the highest ballot round I have seen."""
+        front: dict[str, int] = dict(self.blocked)
+
+        def bump(stream: str, key: int) -> None:
+            if key > front.get(stream, -1):
+                front[stream] = key
+        for name in list(self.paxos.instances) + list(self.paxos.pending):
+            sk = self._stream(name)
+            if sk is not None:
+                bump(*sk)
+        for tab in (self.auth, self.holding):
+            for base, a in tab.items():
+                bump(f"{base}|authority", a.term)
+        for tab2 in (self.accepted_design, self.hints):
+            for base, t in tab2.items():
+                bump(f"{base}|authority", t)
+        for base, (t, _gid) in self.seen_design.items():
+            bump(f"{base}|authority", t)
+        for subject, (seq, _rank, _v) in self.known.items():
+            try:
+                bump(f"{self.layout.sector_of(subject)}|condition|{subject}", seq)
+            except ValueError:
+                pass
+        return front, self.paxos.highest_round_seen()
+
+    def _on_rejoin(self, msg: Rejoin, sender: str, now: float) -> list[Effect]:
+        try:
+            ok = self.layout.monitor(msg.rack) == sender and self.layout.sector_of(msg.rack) == self.sector
+        except ValueError:
+            ok = False
+        if not ok or sender == self.address:
+            return [Emit("monitor.bad_input", {"reason": f"rejoin of {msg.rack!r} from {sender}"})]
+        front, top = self._frontier()
+        mine = [k for k in front if k.endswith(f"|condition|{msg.rack}")]
+        seq = max([front[k] for k in mine] + [0])
+        fact = self.known.get(msg.rack)
+        return [Send(sender, RejoinReply(msg.rack, msg.nonce, front, seq, None if fact is None else fact[2], top))]
+
+    def _on_rejoin_reply(self, msg: RejoinReply, sender: str, now: float) -> list[Effect]:
+        if not self.rejoining or msg.rack != self.rack or msg.nonce != self.started_at \
+                or sender not in self._others() or not isinstance(msg.frontier, dict):
+            return []
+        self.rejoin_replies[sender] = msg
+        if len(self.rejoin_replies) < self._rejoin_need():
+            return []
+        return self._rejoined(now)
+
+    def _rejoin_need(self) -> int:
+        """How many other members must answer: n - q + 1 of them meet every quorum of my sector outside me."""
+        n = len(self.layout.sector_members(self.sector))
+        return min(n - majority(n) + 1, len(self._others()))
+
+    def _rejoined(self, now: float) -> list[Effect]:
+        # enough *other* members answered to meet every quorum that chose anything in my sector at a
+        # member that remembers it (not me: I forgot)
+        seq, value, top = self.cond_seq, None, 0
+        for r in self.rejoin_replies.values():
+            for stream, key in r.frontier.items():
+                if isinstance(stream, str) and isinstance(key, int) and key > self.blocked.get(stream, -1):
+                    self.blocked[stream] = key
+            if isinstance(r.seq, int):
+                seq = max(seq, r.seq)
+            if isinstance(r.value, dict) and isinstance(r.value.get("seq"), int) and \
+                    (value is None or r.value["seq"] > value["seq"]):
+                value = r.value
+            if isinstance(r.round, int):
+                top = max(top, r.round)
+        if value is not None:
+            seq = max(seq, value["seq"])
+        self.cond_seq = seq
+        for stream, key in self.blocked.items():
+            base, _, kind = stream.partition("|")
+            if kind == "authority":
+                self.hints[base] = max(self.hints.get(base, 0), key)  # my candidacies start above them
+        self.rejoining = False
+        self.rejoin_replies = {}
+        # durable before any send: my next ballots are above every ballot they saw; my counter, my blocks
+        effects: list[Effect] = [*self.paxos.raise_round(top), self._persist_mine(),
+                                 Emit("monitor.rejoined", {"rack": self.rack, "cond_seq": self.cond_seq,
+                                                           "streams": len(self.blocked), "round": top,
+                                                           "known": None if value is None else value.get("condition")})]
+        if self.deferred or (value is not None and self.detector.last_status is not None
+                             and value.get("condition") != self.detector.state):
+            # what I see now is newer than what the fleet was told: say it under a fresh seq
+            self.deferred = False
+            effects += self._condition_changed(now)
+        return effects
+
+    def _refuse_amnesic(self, instance: str) -> str | None:
+        """Why I must not vote in ``instance`` (I may have voted in it before I lost my disk), or None."""
+        if self.paxos.chosen(instance) is not None:
+            return None  # Paxos answers with the chosen value
+        if self.rejoining:
+            return "rejoining after a start on an empty disk"
+        if self.blocked:
+            sk = self._stream(instance)
+            if sk is not None and sk[1] <= self.blocked.get(sk[0], -1):
+                return "may have voted in it before losing my disk"
+        return None
+
     # -- the periodic beat -------------------------------------------------------------
 
     def _on_beat(self, now: float) -> list[Effect]:
         effects: list[Effect] = [SetTimer(_MINE + "beat", now + self.heartbeat_every)]
+        if self.rejoining:
+            effects += self._ask_rejoin(now)
         for base in list(self.holding):
             if self.holding[base].term < (self.auth.get(base) or _Auth()).term:
                 del self.holding[base]  # superseded
@@ -963,13 +1171,21 @@ class RackMonitor:
                 out += self._on_chosen(eff.fields["instance"], eff.fields["value"], now)
         return out
 
+    def _mine(self) -> dict:
+        out: dict[str, Any] = {"cond_seq": self.cond_seq, "executed": sorted(self.executed)}
+        if self.blocked:
+            out["blocked"] = dict(sorted(self.blocked.items()))
+        if self.rejoining:
+            out["rejoining"] = True
+        return out
+
     def _persist_mine(self) -> Persist:
-        return Persist(MONITOR_KEY, {"cond_seq": self.cond_seq, "executed": sorted(self.executed)})
+        return Persist(MONITOR_KEY, self._mine())
 
     def state(self) -> dict:
         """All durable state, as written by Persist effects so far."""
         out = self.paxos.state()
-        out[MONITOR_KEY] = {"cond_seq": self.cond_seq, "executed": sorted(self.executed)}
+        out[MONITOR_KEY] = self._mine()
         return out
 
     def view(self) -> dict:
@@ -989,4 +1205,6 @@ class RackMonitor:
         SyncRequest: _on_sync_request,
         SyncReply: _on_sync_reply,
         TermHint: _on_term_hint,
+        Rejoin: _on_rejoin,
+        RejoinReply: _on_rejoin_reply,
     }
