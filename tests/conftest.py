@@ -53,6 +53,7 @@ SLOW_MODULES = {
     "test_rack_sim",            # 102 seeded simulations of monitor fleets
 }
 SLOW_TESTS = {
+    "test_boot_storm_recovers_within_a_second_of_a_2s_controller_isolation",  # two simulated boot storms
     "test_kill_and_pause_real_processes_and_recover",
     "test_partition_real_processes_through_the_fault_hooks",
     "test_chaos_cli_rejects_bad_arguments",            # one CLI process per case

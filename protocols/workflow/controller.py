@@ -112,6 +112,7 @@ from protocols.workflow.messages import (
     ProxyBatch,
     ProxyReply,
     Release,
+    ReleaseAck,
     ResourceReport,
     StatusPing,
     Wake,
@@ -589,6 +590,9 @@ class ResourceController:
         return [Emit("lease.unknown", {"server": m.server, "lease": m.lease, "reason": reason})]
 
     def _on_release(self, m: Release, via: str | None, now: float) -> list[Effect]:
+        # Acknowledged whether or not the lease is still ours: the server retransmits until it hears this,
+        # and a release we no longer know (ended, expired, a retransmission that crossed the ack) is done.
+        self._out.append((via, m.server, ReleaseAck(m.server, self.resource, m.boot, m.lease, m.epoch)))
         lease = self.leases.get(m.lease)
         if lease is None or lease.server != m.server:
             return [Emit("lease.release_unknown", {"server": m.server, "lease": m.lease, "outcome": m.outcome})]

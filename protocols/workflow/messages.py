@@ -272,6 +272,17 @@ class Release:
     duration: float = 0.0
 
 
+@message("workflow.ReleaseAck")
+class ReleaseAck:
+    """The controller has the release of ``lease`` (or never knew the lease): stop retransmitting it."""
+
+    server: str
+    resource: str
+    boot: int
+    lease: int
+    epoch: int
+
+
 @message("workflow.ResourceReport")
 class ResourceReport:
     """The resource's own metrics (from the store or its monitor).
@@ -305,7 +316,7 @@ class ProxyBatch:
 @message("workflow.ProxyReply")
 class ProxyReply:
     epoch: int
-    items: tuple[AccessGrant | AccessDeny | Wake | LeaseRenewed | LeaseLost, ...]
+    items: tuple[AccessGrant | AccessDeny | Wake | LeaseRenewed | LeaseLost | ReleaseAck, ...]
 
 
 # -- host reports ----------------------------------------------------------------

@@ -71,6 +71,7 @@ from protocols.workflow.messages import (
     LeaseRenewed,
     NoWorkflow,
     Release,
+    ReleaseAck,
     ResourceRef,
     StageDone,
     StageFailed,
@@ -231,9 +232,10 @@ class Server:
         restage_after: float = 2.0,
         lease_margin: float = 0.1,
         renewals_per_ttl: int = 3,
+        release_retry: float = 0.5,
     ) -> None:
         for name in ("retry_after", "proxy_retry_after", "proxy_after", "hello_retry", "hello_retry_max",
-                     "alarm_min", "recheck_min", "restage_after"):
+                     "alarm_min", "recheck_min", "restage_after", "release_retry"):
             _positive(name, locals()[name])
         if proxy_after_failures < 1 or max_stage_attempts < 1 or renewals_per_ttl < 1:
             raise ValueError("proxy_after_failures, max_stage_attempts and renewals_per_ttl must be >= 1")
@@ -264,6 +266,7 @@ class Server:
         self.restage_after = restage_after
         self.lease_margin = lease_margin
         self.renewals_per_ttl = renewals_per_ttl
+        self.release_retry = release_retry
 
         self.boot = rng.getrandbits(31)
         self.state = S.INVALID
@@ -294,6 +297,8 @@ class Server:
         self.running = False
         self.stage_started = 0.0
         self.lease_losses = 0
+        # releases sent and not yet acknowledged: (resource, lease, epoch) -> (message, give up at)
+        self.releasing: dict[tuple[str, int, int], tuple[Release, float]] = {}
         self._handlers = {
             Workflow: self._on_workflow,
             NoWorkflow: self._on_no_workflow,
@@ -302,6 +307,7 @@ class Server:
             Wake: self._on_wake,
             LeaseRenewed: self._on_renewed,
             LeaseLost: self._on_lost,
+            ReleaseAck: self._on_release_ack,
             StageDone: self._on_stage_done,
             StageFailed: self._on_stage_failed,
             TimerFired: self._on_timer,
@@ -530,7 +536,9 @@ class Server:
             back = route.target if route is not None else None
             fx = self._ignored(m, "unusable grant: given back")
             if back is not None:
-                fx.append(Send(back, Release(self.address, m.resource, self.boot, m.lease, m.epoch, "", "unused", 0.0)))
+                rel = Release(self.address, m.resource, self.boot, m.lease, m.epoch, "", "unused", 0.0)
+                fx.append(Send(back, rel))
+                fx += self._keep_releasing(rel, now + m.ttl, now)
             return fx
         self._route_ok(m.resource)
         self.asking = False
@@ -660,16 +668,54 @@ class Server:
     def _release_all(self, now: float, outcome: str, duration: float) -> list[Effect]:
         fx: list[Effect] = []
         for r, h in sorted(self.leases.items()):
-            fx.append(Send(self.routes[r].target, Release(self.address, r, self.boot, h.lease, h.epoch,
-                                                          self.stage or "", outcome, duration)))
+            rel = Release(self.address, r, self.boot, h.lease, h.epoch, self.stage or "", outcome, duration)
+            fx.append(Send(self.routes[r].target, rel))
+            # the controller drops the lease by itself a ttl after its last renewal: no use retrying after that
+            fx += self._keep_releasing(rel, now + h.ttl, now)
         self.leases.clear()
         return fx + [CancelTimer("renew"), CancelTimer("deadline")]
+
+    # Releases are retransmitted until the controller acknowledges them, so a slot whose release was lost
+    # (a partition, a dropped packet) comes back within ``release_retry`` of the link working again, not
+    # when the lease's ttl runs out. Bounded: a server holds at most a few leases at a time, and an entry
+    # is dropped once the controller must have expired the lease anyway.
+    _MAX_RELEASING = 64
+
+    def _keep_releasing(self, rel: Release, until: float, now: float) -> list[Effect]:
+        arm = not self.releasing
+        self.releasing[(rel.resource, rel.lease, rel.epoch)] = (rel, until)
+        while len(self.releasing) > self._MAX_RELEASING:
+            self.releasing.pop(next(iter(self.releasing)))
+        return [SetTimer("release", now + self.release_retry)] if arm else []
+
+    def _resend_releases(self, now: float) -> list[Effect]:
+        fx: list[Effect] = []
+        for key, (rel, until) in list(self.releasing.items()):
+            if now >= until:
+                del self.releasing[key]
+                continue
+            route = self.routes.get(rel.resource)
+            if route is not None:
+                fx.append(Send(route.target, rel))
+        if self.releasing:
+            fx.append(SetTimer("release", now + self.release_retry))
+        return fx
+
+    def _on_release_ack(self, m: ReleaseAck, now: float) -> list[Effect]:
+        if m.server != self.address or m.boot != self.boot:
+            return self._ignored(m, "stale boot")
+        self.releasing.pop((m.resource, m.lease, m.epoch), None)
+        return []
 
     # -- timers ----------------------------------------------------------------------
 
     def _on_timer(self, m: TimerFired, now: float) -> list[Effect]:
         key = m.key
         st = self.state
+        if key == "release":  # also once done or failed: the last stage's release matters most
+            if st is S.DORMANT:  # powered off: nothing is sent; try again after the wake
+                return [SetTimer("release", now + self.release_retry)] if self.releasing else []
+            return self._resend_releases(now) if self.releasing else []
         if key == "hello":
             return self._hello(now) if st is S.INVALID else []
         if st is S.DORMANT:
