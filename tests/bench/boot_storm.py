@@ -31,6 +31,10 @@ One workload, four fleets, all in the deterministic simulator (harness:
   (exponential backoff, full jitter; ``--naive-base`` 1 s, ``--naive-cap``
   64 s). Its messages are its transfer attempts.
 
+* **isolated**: the adaptive fleet with the controller cut off from every server for 2 s at a
+  third of the ideal makespan; ``isolation_stall_s`` = time after the heal until the store has
+  C - 1 transfers in flight again (goal <= 1 s).
+
 ``--quick``: N = 1,000, C = 50 (unless given). Prints progress while each
 scenario runs, then one figure per line with its baseline, then one JSON
 object (last line).
@@ -126,6 +130,43 @@ def storm_scenario(label: str, args, every: float, **kw) -> dict:
     return f
 
 
+ISOLATION_S = 2.0
+
+
+def isolation_scenario(args, every: float, at: float) -> dict:
+    """The adaptive fleet with the resource controller cut off from every server for ISOLATION_S at ``at``."""
+    t0 = time.perf_counter()
+    print(f"isolated: building ... (controller cut off from every server at {at:.0f} s for {ISOLATION_S:g} s)",
+          flush=True)
+    storm = build_storm(args.seed, servers=args.servers, capacity=args.capacity, stage_time=args.stage_time,
+                        stage_sigma=args.stage_sigma)
+    storm.sim.run(until=at)
+    storm.cut_servers_from(storm.controllers[0])
+    storm.sim.run(until=at + ISOLATION_S)
+    storm.heal()
+    run_with_progress("isolated", storm, every)
+    f = storm.figures()
+    storm.drain()
+    events = storm.events()
+    f["admission"] = check_admission(events)
+    f["expired"] = sum(1 for e in events if e["kind"] == "lease.expired")
+    # transfers in flight over time: a stage starts (server.stage_start) and ends (server.stage)
+    steps = sorted((e["time"], 1 if e["kind"] == "server.stage_start" else -1) for e in events
+                   if e["kind"] in ("server.stage_start", "server.stage"))
+    heal, inflight, back, low = at + ISOLATION_S, 0, None, None
+    for t, d in steps:
+        inflight += d
+        if t >= at and (low is None or inflight < low):
+            low = inflight
+        if t >= heal and inflight >= args.capacity - 1:
+            back = t
+            break
+    f["stall_s"] = None if back is None else back - heal  # until the store is busy again (C - 1 in flight)
+    f["inflight_low"] = low
+    f["wall_s"] = time.perf_counter() - t0
+    return f
+
+
 def naive_scenario(args, every: float) -> dict:
     t0 = time.perf_counter()
     print("naive: building ...", flush=True)
@@ -173,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     px = storm_scenario("proxied", args, every, proxies=args.proxies, proxy_first=True)
     fx = storm_scenario("fixed", args, every, adaptive=False, limit=c)
     nv = naive_scenario(args, every)
+    iso_at = round(ad["ideal"] / 3.0)
+    iso = isolation_scenario(args, every, iso_at)
     total_wall = time.perf_counter() - t_all
 
     work = ad["work"]
@@ -225,7 +268,14 @@ def main(argv: list[str] | None = None) -> dict:
           f"full-power server-seconds vs all-pending baseline {waited:.0f}); naive fleet waited {naive_wait:.0f} "
           f"server-seconds, all at full power ({naive_wait / energy if energy else math.inf:.0f}x the adaptive "
           f"waiting energy)")
-    walls = {"adaptive": ad["wall_s"], "proxied": px["wall_s"], "fixed": fx["wall_s"], "naive": nv["wall_s"]}
+    stall = iso["stall_s"]
+    print(f"isolation_stall_s: {'n/a' if stall is None else f'{stall:.2f}'} (the controller cut off from every "
+          f"server for {ISOLATION_S:g} s at {iso_at} s: time after the heal until the store again had C - 1 = "
+          f"{c - 1} transfers in flight (it fell to {iso['inflight_low']} during the cut); goal <= 1 s; baseline: "
+          f"a lost release holds its slot for the lease ttl; {iso['expired']} leases ran out their ttl; makespan "
+          f"{iso['makespan'] or float('nan'):.1f} s vs {ad['makespan'] or float('nan'):.1f} s without; admission "
+          f"{'ok' if iso['admission']['ok'] else 'VIOLATED'})")
+    walls = {"adaptive": ad["wall_s"], "proxied": px["wall_s"], "fixed": fx["wall_s"], "naive": nv["wall_s"], "isolated": iso["wall_s"]}
     print("wall: " + ", ".join(f"{k} {v:.1f} s" for k, v in walls.items()) + f"; total {total_wall:.1f} s")
 
     fig = {
@@ -261,7 +311,10 @@ def main(argv: list[str] | None = None) -> dict:
         "waiting_all_pending_baseline_s": round(waited, 1),
         "waiting_energy_ratio": _r(ratio_e),
         "naive_waiting_full_power_s": round(naive_wait, 1),
-        "all_done": all(x["unfinished"] == 0 and x["failed"] == 0 for x in (ad, px, fx, nv)),
+        "isolation_stall_s": _r(stall, 2),
+        "isolation_makespan_s": _r(iso["makespan"], 2),
+        "isolation_expired_leases": iso["expired"],
+        "all_done": all(x["unfinished"] == 0 and x["failed"] == 0 for x in (ad, px, fx, nv, iso)),
         "wall_s": {k: round(v, 2) for k, v in walls.items()},
         "total_wall_s": round(total_wall, 2),
     }
