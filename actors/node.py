@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import re
 import threading
 from collections import Counter, deque
 from concurrent.futures import Future
@@ -69,6 +70,11 @@ __all__ = [
 
 DEFAULT_RESTART = RestartPolicy()
 ASK_PREFIX = "$ask/"
+ADDRESS_LOG_LIMIT = 200  # characters of an address kept in a log line or an event
+DEFAULT_MAILBOX = 100_000  # remote messages queued per actor (all sending nodes together)
+MAX_WATCHERS_PER_TARGET = 1_000  # remote registrations on one local actor
+MAX_WATCHES_PER_NODE = 10_000  # registrations one remote node holds on this node's actors
+EVENTS_PER_SECOND = 20  # dead-letter (and other bad-input) events per reason per second; the rest are summed up
 
 
 class AskTimeout(TimeoutError):
@@ -204,6 +210,26 @@ class _Stop:
 _STOP = _Stop()
 
 
+class _Drain:
+    """The cell's turn to take the next round of its remote lanes (one is ever queued)."""
+
+    __slots__ = ()
+
+
+_DRAIN = _Drain()
+_QUANTUM = 64  # remote messages taken per turn, round-robin over the sending nodes
+
+
+class _AnyNode:
+    """The peer set of a transport that cannot say who its peers are: every node is known."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+_ANY_NODE = _AnyNode()
+
+
 class _CellCore:
     """Supervision, stash and timers: what both kinds of cell do the same way.
 
@@ -214,6 +240,15 @@ class _CellCore:
 
     def _init_core(self, node: "Node", name: str, factory: type, args: tuple, kwargs: dict,
                    policy: RestartPolicy, max_stash: int) -> None:
+        # Remote messages wait in lanes, one per sending node (strangers share one), served round-robin
+        # (see Node._deliver); the actor's own mailbox only holds a _DRAIN token for them.
+        self._lanes: dict[str, deque] = {}
+        self._ring: deque[str] = deque()  # lanes with something queued, in service order
+        self._queued = 0
+        self._lane_lock = threading.Lock()
+        self._drain_posted = False
+        self._lanes_closed = False
+        self._mailbox_limit = node.mailbox
         self.node = node
         self.name = name
         self.address = f"{node.name}/{name}"
@@ -264,6 +299,9 @@ class _CellCore:
             except Exception as e:
                 self._crash(e, msg)
             return
+        if item.__class__ is _Drain:
+            self._drain_lanes()
+            return
         if item.__class__ is _Batch:
             for one in item.items:
                 self.on_receive(one)
@@ -278,6 +316,103 @@ class _CellCore:
             self._restart(item.epoch)
             return
         logger.warning("{}: unexpected runtime item {!r}", self.address, item)
+
+    # -- remote lanes ----------------------------------------------------------
+    def _enqueue_remote(self, lane_key: str, items: list) -> list | None:
+        """Queue ``items`` (from one sending node, in order) in its lane; None if the cell is closed.
+
+        Returns what the bounded mailbox refused. When the mailbox is full, the lane
+        holding at least its fair share loses (the newest of the longest lane makes room
+        for a lighter lane's message), so a flood from one node never crowds out another's.
+        """
+        with self._lane_lock:
+            if self._lanes_closed:
+                return None
+            lanes = self._lanes
+            lane = lanes.get(lane_key)
+            if lane is None:
+                lane = lanes[lane_key] = deque()
+                self._ring.append(lane_key)
+            if len(items) <= self._mailbox_limit - self._queued:
+                lane.extend(items)
+                self._queued += len(items)
+                refused: list = []
+            else:
+                refused = self._overflow(lane, items)
+                if not lane:
+                    del lanes[lane_key]
+                    self._ring.remove(lane_key)
+            post = self._queued > 0 and not self._drain_posted
+            if post:
+                self._drain_posted = True
+        if post:
+            self._post(_DRAIN)
+        return refused
+
+    def _overflow(self, lane: deque, items: list) -> list:
+        limit, lanes, ring = self._mailbox_limit, self._lanes, self._ring
+        refused = []
+        for item in items:
+            if self._queued < limit:
+                lane.append(item)
+                self._queued += 1
+                continue
+            if len(lane) >= limit // max(1, len(ring)):  # this lane has its share: it loses
+                refused.append(item)
+                continue
+            victim = max((lanes[k] for k in ring), key=len)  # longer than this one, so not this one
+            refused.append(victim.pop())
+            lane.append(item)
+        return refused
+
+    def _drain_lanes(self) -> None:
+        if self._receive is None:  # restarting: the lanes wait for the new instance (_wake_lanes)
+            with self._lane_lock:
+                self._drain_posted = False
+            return
+        out: list = []
+        with self._lane_lock:
+            ring, lanes = self._ring, self._lanes
+            while ring and len(out) < _QUANTUM:
+                key = ring.popleft()
+                lane = lanes[key]
+                if ring:  # others wait: one from this lane, then the next one's turn
+                    if lane:
+                        out.append(lane.popleft())
+                else:
+                    pop = lane.popleft
+                    for _ in range(min(_QUANTUM - len(out), len(lane))):
+                        out.append(pop())
+                if lane:
+                    ring.append(key)
+                else:
+                    del lanes[key]
+            self._queued -= len(out)
+            more = bool(ring)
+            if not more:
+                self._drain_posted = False
+        on_receive = self.on_receive
+        for item in out:
+            on_receive(item)
+        if more:  # behind whatever arrived meanwhile (local tells, timers)
+            self._post(_DRAIN)
+
+    def _wake_lanes(self) -> None:
+        with self._lane_lock:
+            post = self._queued > 0 and not self._drain_posted and not self._lanes_closed
+            if post:
+                self._drain_posted = True
+        if post:
+            self._post(_DRAIN)
+
+    def _close_lanes(self) -> list:
+        with self._lane_lock:
+            self._lanes_closed = True
+            left = [item for key in self._ring for item in self._lanes[key]]
+            self._lanes.clear()
+            self._ring.clear()
+            self._queued = 0
+        return left
 
     def _stash_item(self, item: tuple) -> None:
         if len(self._stash) >= self._max_stash:
@@ -326,6 +461,8 @@ class _CellCore:
         stash = self._stash
         while stash and self._receive is not None:
             self.on_receive(stash.popleft())
+        if self._receive is not None:
+            self._wake_lanes()
 
     def _stop_behaviour(self) -> None:
         inst = self.behaviour
@@ -340,7 +477,7 @@ class _CellCore:
         self._drop_timers()
         self.behaviour = None
         self._receive = None
-        leftovers = list(self._stash) + leftovers
+        leftovers = list(self._stash) + leftovers + self._close_lanes()
         self._stash.clear()
         for msg, sender in leftovers:
             self.node._dead_letter(self.address, msg, sender, "actor stopped")
@@ -383,6 +520,7 @@ class _Cell(_CellCore, pykka.ThreadingActor):
         # Routable before the thread starts, so on_start may already tell itself.
         node._local[self.address] = self.actor_ref
         node._tells[self.address] = self.actor_ref.tell
+        node._cells[self.address] = self
 
     # -- lifecycle (actor thread) -------------------------------------------
     def on_start(self) -> None:
@@ -450,6 +588,7 @@ class _LoopCell(_CellCore):
         self._init_core(node, name, factory, args, kwargs, policy, max_stash)
         node._local[self.address] = self  # type: ignore[assignment]  # its own ref (tell, stop)
         node._tells[self.address] = self.tell
+        node._cells[self.address] = self
         loop.call_soon(self._first_turn)
 
     @property
@@ -531,10 +670,23 @@ class Node:
 
     def __init__(self, name: str, *, transport: Transport | None = None, clock: Clock | None = None,
                  event_log: EventLog | None = None, restart: RestartPolicy = DEFAULT_RESTART,
-                 max_stash: int = 10_000, trace_asks: bool = False, dispatch: str = "thread"):
+                 max_stash: int = 10_000, trace_asks: bool = False, dispatch: str = "thread",
+                 mailbox: int = DEFAULT_MAILBOX, fault_control: str | None = None,
+                 max_watchers_per_target: int = MAX_WATCHERS_PER_TARGET,
+                 max_watches_per_node: int = MAX_WATCHES_PER_NODE, events_per_second: int = EVENTS_PER_SECOND):
         if not isinstance(name, str) or not name or "/" in name or name.startswith("$"):
             raise ValueError(f"node name must be a non-empty string without '/' (and not starting with '$'), got {name!r}")
+        for what, v in (("mailbox", mailbox), ("max_watchers_per_target", max_watchers_per_target),
+                        ("max_watches_per_node", max_watches_per_node), ("events_per_second", events_per_second)):
+            if v.__class__ is not int or v < 1:
+                raise ValueError(f"{what} must be a positive int, got {v!r}")
+        if fault_control is not None and (not isinstance(fault_control, str) or not fault_control or "/" in fault_control):
+            raise ValueError(f"fault_control must be a node name (or None: fault hooks closed), got {fault_control!r}")
         self.name = name
+        self.mailbox = mailbox
+        self.fault_control = fault_control  # the one node whose SetFaults/ClearFaults are obeyed (chaos runs)
+        self.max_watchers_per_target = max_watchers_per_target
+        self.max_watches_per_node = max_watches_per_node
         self.dispatch = self._check_dispatch(dispatch, transport)
         self._own_clock = clock is None
         self.clock: Clock = clock if clock is not None else RealClock(name)
@@ -545,7 +697,12 @@ class Node:
         self._local: dict[str, pykka.ActorRef] = {}
         self._tells: dict[str, Callable[[Any], None]] = {}  # the hot path of tell()
         self._lock = threading.RLock()
+        self._cells: dict[str, _CellCore] = {}  # address -> cell (remote messages go to its lanes)
         self._watchers: dict[str, set[str]] = {}
+        self._watches_of: dict[str, set[tuple[str, str]]] = {}  # remote node -> its (target, watcher) registrations
+        self._known_peers: Any = _ANY_NODE  # refreshed from the transport on every peer change
+        self._peer_keys: set[str] = set()  # nodes with per-peer counters (bounded)
+        self._rate = _RateLimit(self, events_per_second)
         self._remote_watches: dict[str, set[str]] = {}  # remote target -> local watchers
         self._peer_subscribers: set[str] = set()
         self._asks: dict[int, tuple[Future, Timer, str]] = {}  # id -> (future, deadline, target node)
@@ -558,6 +715,7 @@ class Node:
         self.transport = transport
         if transport is not None:
             transport.start(name, self._deliver, self._on_peer, self._transport_event)
+            self._refresh_peers()
 
     def __repr__(self) -> str:
         return f"<Node {self.name} actors={len(self._local)}>"
@@ -634,7 +792,11 @@ class Node:
             if self._local.get(cell.address) is cell.actor_ref:
                 del self._local[cell.address]
                 self._tells.pop(cell.address, None)
+            if self._cells.get(cell.address) is cell:
+                del self._cells[cell.address]
             watchers = self._watchers.pop(cell.address, ())
+            for w in watchers:
+                self._unindex_watch(cell.address, w)
         if isinstance(cell, _Cell):
             pykka.ActorRegistry.unregister(cell.actor_ref)
         self.events.emit(self.clock.now(), self.name, cell.name, "actor.stopped", {"reason": reason})
@@ -662,7 +824,7 @@ class Node:
             if actor.startswith(ASK_PREFIX):
                 self._complete_ask(to, msg, sender)
             elif actor == "$sys":
-                self._system(msg, sender)
+                self._system(msg, sender, remote=False)
             else:
                 self._dead_letter(to, msg, sender, "no such actor")
             return
@@ -684,11 +846,15 @@ class Node:
     def _deliver(self, batch: list[Envelope]) -> None:
         """Transport callback: frames from other nodes (possibly hostile), in arrival order.
 
-        Messages for one local actor go into its mailbox as one item, so the
-        actor is woken once per batch; their order is kept.
+        Messages for a local actor go into its lane for the sending node (strangers, nodes
+        that are not known peers, share one lane), in order; the actor takes its lanes in
+        turn (:meth:`_CellCore._drain_lanes`), so one node's flood delays another node's
+        message by one round at most. Lanes are bounded per actor (``mailbox``); what does
+        not fit is a counted dead letter ("mailbox full").
         """
-        groups: dict[str, list] = {}
-        tells = self._tells
+        groups: dict[tuple[str, str], list] = {}
+        cells = self._cells
+        known = self._known_peers
         ask_prefix = self._ask_prefix
         for env in batch:
             to = getattr(env, "to", None)
@@ -701,35 +867,51 @@ class Node:
                 self._reject(env, str(e))
                 continue
             sender = env.sender if isinstance(env.sender, str) and env.sender else None
-            if to in tells:
-                group = groups.get(to)
+            if to in cells:
+                lane = sender.partition("/")[0] if sender else ""
+                key = (to, lane if lane in known and lane != self.name else "")
+                group = groups.get(key)
                 if group is None:
-                    group = groups[to] = []
+                    group = groups[key] = []
                 group.append((msg, sender))
             elif to.startswith(ask_prefix):  # the reply to one of our asks
                 self._complete_ask(to, msg, sender)
+            elif to == self._sys:
+                self._system(msg, sender, remote=True)
             else:
-                self.tell(to, msg, sender)  # $sys, dead letters
+                self._tell_slow(to, msg, sender)  # dead letters
         self._counts["received_remote"] += len(batch)
-        for to, items in groups.items():
-            tell = tells.get(to)
-            try:
-                if tell is None:
-                    raise pykka.ActorDeadError(to)
-                tell(items[0] if len(items) == 1 else _Batch(items))
-            except pykka.ActorDeadError:
+        for (to, _), items in groups.items():
+            cell = cells.get(to)
+            refused = cell._enqueue_remote(_, items) if cell is not None else None
+            if refused is None:  # stopped meanwhile
                 for msg, sender in items:
                     self._tell_slow(to, msg, sender)
+                continue
+            if refused:
+                self._counts["mailbox_full"] += len(refused)
+                for msg, sender in refused:
+                    self._dead_letter(to, msg, sender, "mailbox full")
 
     def _reject(self, env: Any, error: str) -> None:
         self._counts["decode_errors"] += 1
         sender = getattr(env, "sender", None)
         peer = node_name_of(sender)
         if peer:
-            self._counts[f"peer.{peer}.decode_errors"] += 1
-        logger.warning("node {}: dropped a frame from {!r}: {}", self.name, sender, error)
-        self.events.emit(self.clock.now(), self.name, "$transport", "runtime.decode_error",
-                         {"from": sender if isinstance(sender, str) else repr(sender)[:60], "error": error[:300]})
+            self._peer_count(peer, "decode_errors")
+        if self._rate.allow("decode_error"):
+            logger.warning("node {}: dropped a frame from {}: {}", self.name, _cut(sender), error[:300])
+            self.events.emit(self.clock.now(), self.name, "$transport", "runtime.decode_error",
+                             {"from": _cut(sender), "error": error[:300]})
+
+    def _peer_count(self, peer: str, what: str, n: int = 1) -> None:
+        """Count ``what`` for ``peer``: known peers always, others while fewer than 1,024 names have counters."""
+        if peer not in self._peer_keys:
+            if len(self._peer_keys) >= 1024 and not self._known(peer):
+                peer = "(other)"
+            else:
+                self._peer_keys.add(peer)
+        self._counts[f"peer.{peer}.{what}"] += n
 
     def _dead_letter(self, to: Any, msg: Any, sender: str | None, reason: str) -> None:
         if isinstance(msg, DeadLetterNotice):  # a notice about a dead letter that cannot travel
@@ -737,16 +919,20 @@ class Node:
             return
         self._counts["dead_letters"] += 1
         for n in {node_name_of(to), node_name_of(sender)} - {self.name, ""}:
-            self._counts[f"peer.{n}.dead_letters"] += 1
-        logger.debug("node {}: dead letter to {}: {} ({})", self.name, to, _tag(msg), reason)
-        self.events.emit(self.clock.now(), self.name, "$deadletters", "runtime.dead_letter",
-                         {"to": str(to)[:200], "from": sender, "message": _tag(msg), "reason": reason})
+            self._peer_count(n, "dead_letters")
+        if self._rate.allow("dead_letter: " + reason):
+            logger.debug("node {}: dead letter to {}: {} ({})", self.name, _cut(to), _tag(msg), reason[:300])
+            self.events.emit(self.clock.now(), self.name, "$deadletters", "runtime.dead_letter",
+                             {"to": _cut(to), "from": _cut(sender), "message": _tag(msg), "reason": reason[:300]})
         sender_node = node_name_of(sender)
         if sender_node == self.name:
-            self._end_ask(_ask_id(sender), "dead_letter", exc=DeadLetterError(f"ask to {to}: {reason}"))
-        elif sender_node and self.transport is not None and not isinstance(msg, DeadLetterNotice):
-            # Tell the sender's node, so a remote ask fails now instead of timing out.
-            self.tell(f"{sender_node}/$sys", DeadLetterNotice(str(to)[:200], sender or "", _tag(msg), reason), self._sys)
+            self._end_ask(_ask_id(sender), "dead_letter", exc=DeadLetterError(f"ask to {_cut(to)}: {reason}"))
+        elif sender_node and self.transport is not None and sender_node in self._known_peers:
+            # Tell the sender's node (a known peer), so a remote ask fails now instead of timing out.
+            self.tell(f"{sender_node}/$sys", DeadLetterNotice(_cut(to), _cut(sender) or "", _tag(msg), reason[:300]),
+                      self._sys)
+        elif sender_node and sender_node != self.name:
+            self._counts["undeliverable_notices"] += 1  # no route back to a stranger: the notice is not even built
 
     def _end_ask(self, cid: int, outcome: str, result: Any = None, exc: BaseException | None = None) -> bool:
         """Settle ask ``cid`` once (reply, timeout, dead_letter, peer_down, node_stopped)."""
@@ -790,7 +976,10 @@ class Node:
 
     # -- death watch ------------------------------------------------------------------
     def watch(self, watcher: str, target: str) -> None:
-        """``watcher`` gets ``Terminated(target)`` when ``target`` stops (at once if it is not running)."""
+        """``watcher`` gets ``Terminated(target)`` when ``target`` stops (at once if it is not running).
+
+        For this node's own code; a ``Watch`` from another node goes through :meth:`_remote_watch`.
+        """
         tnode = node_name_of(target)
         if tnode != self.name:
             with self._lock:
@@ -800,6 +989,7 @@ class Node:
         with self._lock:
             if self._local.get(target) is not None:
                 self._watchers.setdefault(target, set()).add(watcher)
+                self._index_watch(target, watcher)
                 return
         self.tell(watcher, Terminated(target, "not running"))
 
@@ -812,22 +1002,95 @@ class Node:
             return
         with self._lock:
             self._watchers.get(target, set()).discard(watcher)
+            self._unindex_watch(target, watcher)
 
-    def _system(self, msg: Any, sender: str | None) -> None:
-        if isinstance(msg, Watch):
-            self.watch(msg.watcher, msg.target)
+    def _index_watch(self, target: str, watcher: str) -> None:  # under self._lock
+        wnode = node_name_of(watcher)
+        if wnode != self.name:
+            self._watches_of.setdefault(wnode, set()).add((target, watcher))
+
+    def _unindex_watch(self, target: str, watcher: str) -> None:  # under self._lock
+        wnode = node_name_of(watcher)
+        regs = self._watches_of.get(wnode)
+        if regs is not None:
+            regs.discard((target, watcher))
+            if not regs:
+                del self._watches_of[wnode]
+
+    def _remote_watch(self, msg: Any, sender: str | None) -> None:
+        """A ``Watch``/``Unwatch`` from another node: only for its own actors, on ours, within the caps."""
+        target, watcher = msg.target, msg.watcher
+        wnode, snode = node_name_of(watcher), node_name_of(sender)
+        if not wnode or wnode != snode or "/" not in watcher:
+            why = "the watcher is not on the sending node"
+        elif wnode == self.name or not self._known(wnode):
+            why = "the sending node is not a known peer"
+        elif node_name_of(target) != self.name:
+            why = "the target is not on this node"
         elif isinstance(msg, Unwatch):
-            self.unwatch(msg.watcher, msg.target)
+            with self._lock:
+                self._watchers.get(target, set()).discard(watcher)
+                self._unindex_watch(target, watcher)
+            return
+        else:
+            with self._lock:
+                running = self._local.get(target) is not None
+                watchers = self._watchers.get(target)
+                if not running or (watchers is not None and watcher in watchers):
+                    why = ""
+                elif watchers is not None and len(watchers) >= self.max_watchers_per_target:
+                    why = f"{target[:ADDRESS_LOG_LIMIT]} has {len(watchers)} watchers (the cap)"
+                elif len(self._watches_of.get(wnode, ())) >= self.max_watches_per_node:
+                    why = f"node {wnode} holds {self.max_watches_per_node} watches here (the cap)"
+                else:
+                    self._watchers.setdefault(target, set()).add(watcher)
+                    self._index_watch(target, watcher)
+                    return
+            if not why:
+                if not running:
+                    self.tell(watcher, Terminated(target, "not running"))
+                return
+        self._counts["watch_refused"] += 1
+        if snode:
+            self._peer_count(snode, "watch_refused")
+        if self._rate.allow("watch_refused"):
+            logger.warning("node {}: refused {} from {} (watcher {}, target {}): {}", self.name, _tag(msg),
+                           _cut(sender), _cut(watcher), _cut(target), why)
+            self.events.emit(self.clock.now(), self.name, "$sys", "runtime.watch_refused",
+                             {"from": _cut(sender), "watcher": _cut(watcher), "target": _cut(target),
+                              "message": _tag(msg), "reason": why})
+
+    def _system(self, msg: Any, sender: str | None, remote: bool = False) -> None:
+        """A message to ``<node>/$sys``: from this process (``remote`` False) or from another node."""
+        if isinstance(msg, (Watch, Unwatch)):
+            if not (isinstance(msg.target, str) and isinstance(msg.watcher, str)):
+                self._dead_letter(self._sys, msg, sender, "malformed watch")
+            elif remote:
+                self._remote_watch(msg, sender)
+            elif isinstance(msg, Watch):
+                self.watch(msg.watcher, msg.target)
+            else:
+                self.unwatch(msg.watcher, msg.target)
         elif isinstance(msg, DeadLetterNotice):
             self._counts["remote_dead_letters"] += 1
             reporter = node_name_of(sender)
-            self.events.emit(self.clock.now(), self.name, "$deadletters", "runtime.remote_dead_letter",
-                             {"to": msg.to, "from": msg.sender, "message": msg.message, "reason": msg.reason,
-                              "reported_by": reporter})
-            if node_name_of(msg.sender) == self.name:
-                self._end_ask(_ask_id(msg.sender), "dead_letter",
-                              exc=DeadLetterError(f"ask to {msg.to}: {msg.reason} (reported by {reporter})"))
+            if self._rate.allow("remote_dead_letter"):
+                self.events.emit(self.clock.now(), self.name, "$deadletters", "runtime.remote_dead_letter",
+                                 {"to": _cut(msg.to), "from": _cut(msg.sender), "message": _cut(msg.message),
+                                  "reason": _cut(msg.reason, 300), "reported_by": _cut(reporter)})
+            cid = _ask_id(msg.sender) if node_name_of(msg.sender) == self.name else 0
+            entry = self._asks.get(cid) if cid else None
+            # only the node the ask went to can fail it (a remote notice about someone else's ask is ignored)
+            if entry is not None and (not remote or entry[2] == reporter):
+                self._end_ask(cid, "dead_letter", exc=DeadLetterError(
+                    f"ask to {_cut(msg.to)}: {_cut(msg.reason, 300)} (reported by {_cut(reporter)})"))
         elif isinstance(msg, (SetFaults, ClearFaults)):
+            if remote and self.fault_control is None:
+                self._refuse_control(msg, sender, "fault control is off (the node was not started for a chaos run)")
+                return
+            if remote and node_name_of(sender) != self.fault_control:
+                self._refuse_control(msg, sender, f"only {self.fault_control} may set this node's faults")
+                return
             set_faults = getattr(self.transport, "set_faults", None)
             if set_faults is None:
                 self._dead_letter(f"{self.name}/$sys", msg, sender, "this transport has no fault hooks")
@@ -835,6 +1098,36 @@ class Node:
                 set_faults(FaultPlan.from_message(msg) if isinstance(msg, SetFaults) else FaultPlan())
         else:
             self._dead_letter(f"{self.name}/$sys", msg, sender, "not a system message")
+
+    def _refuse_control(self, msg: Any, sender: str | None, why: str) -> None:
+        self._counts["faults_refused"] += 1
+        peer = node_name_of(sender)
+        if peer:
+            self._peer_count(peer, "faults_refused")
+        if self._rate.allow("faults_refused"):
+            logger.warning("node {}: refused {} from {}: {}", self.name, _tag(msg), _cut(sender), why)
+            self.events.emit(self.clock.now(), self.name, "$sys", "runtime.faults_refused",
+                             {"from": _cut(sender), "message": _tag(msg), "reason": why})
+
+    def _known(self, node: str) -> bool:
+        """Is ``node`` a peer of this node's transport (always, for a transport that cannot say)?"""
+        peers = getattr(self.transport, "peers", None)
+        if peers is None:
+            return True
+        try:
+            return node in peers()
+        except Exception:
+            return False
+
+    def _refresh_peers(self) -> None:
+        peers = getattr(self.transport, "peers", None)
+        if peers is None:
+            self._known_peers = _ANY_NODE
+            return
+        try:
+            self._known_peers = frozenset(peers())
+        except Exception:
+            logger.exception("node {}: cannot read the transport's peers", self.name)
 
     # -- peers (transport callbacks, run on the transport's thread) -------------------------
     def subscribe_peers(self, address: str) -> None:
@@ -851,6 +1144,7 @@ class Node:
 
     def _on_peer(self, change: Any) -> None:
         peer = change.peer
+        self._refresh_peers()
         if change.state.value == "down":
             self._counts["peer_down"] += 1
             note: Any = PeerDown(peer, change.incarnation, change.reason)
@@ -861,6 +1155,16 @@ class Node:
                 gone = {t: w for t, w in self._remote_watches.items() if node_name_of(t) == peer}
                 for t in gone:
                     del self._remote_watches[t]
+                # its registrations on our actors go too: a new incarnation watches afresh
+                regs = self._watches_of.pop(peer, ())
+                for target, w in regs:
+                    ws = self._watchers.get(target)
+                    if ws is not None:
+                        ws.discard(w)
+            if regs:
+                self._counts["watches_dropped"] += len(regs)
+                self.events.emit(self.clock.now(), self.name, "$sys", "runtime.watches_dropped",
+                                 {"peer": _cut(peer), "watches": len(regs), "reason": change.reason})
             for target, watchers in sorted(gone.items()):
                 for w in sorted(watchers):
                     self.tell(w, Terminated(target, "peer down"))
@@ -898,11 +1202,82 @@ class Node:
             self.stop(address, timeout=timeout)
         for cid in list(self._asks):
             self._end_ask(cid, "node_stopped", exc=NodeStopped(f"node {self.name} shut down before the reply"))
+        self._rate.flush_all()
         if self.transport is not None:
             self.transport.close()
         if self._own_clock:
             self.clock.close()
         self.events.flush()
+
+
+def _cut(value: Any, limit: int = ADDRESS_LOG_LIMIT) -> Any:
+    """``value`` for a log line or an event: a string cut to ``limit`` characters (None stays None)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = repr(value)
+    return value if len(value) <= limit else value[:limit] + f"...({len(value)} chars)"
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+class _RateLimit:
+    """At most ``per_second`` events per reason per second; the rest are counted and summed up.
+
+    A reason over its budget gets one ``runtime.events_suppressed`` event when its second
+    ends (``suppressed``: how many were left out), and at shutdown. Reasons are keyed with
+    quoted names blanked out, and at most 64 keys are kept (then "(other)").
+    """
+
+    def __init__(self, node: "Node", per_second: int) -> None:
+        self.node = node
+        self.per_second = per_second
+        self._lock = threading.Lock()
+        self._keys: dict[str, list] = {}  # key -> [window start, allowed, suppressed]
+
+    def allow(self, reason: str) -> bool:
+        key = _QUOTED.sub("'*'", reason[:120]) if ("'" in reason or '"' in reason) else reason[:120]
+        now = self.node.clock.now()
+        with self._lock:
+            st = self._keys.get(key)
+            if st is None:
+                if len(self._keys) >= 64:
+                    key = "(other)"
+                    st = self._keys.get(key)
+                if st is None:
+                    st = self._keys[key] = [now, 0, 0]
+            if now - st[0] >= 1.0 or now < st[0]:
+                st[0], st[1] = now, 0
+            if st[1] < self.per_second:
+                st[1] += 1
+                return True
+            st[2] += 1
+            first = st[2] == 1
+            self.node._counts["events_suppressed"] += 1
+        if first:
+            try:
+                self.node.clock.call_later(max(0.0, st[0] + 1.0 - now), self._flush, key)
+            except Exception:  # the clock is closed (shutting down): flush_all says it
+                pass
+        return False
+
+    def _flush(self, key: str) -> None:
+        with self._lock:
+            st = self._keys.get(key)
+            n = st[2] if st is not None else 0
+            if n:
+                st[2] = 0
+        if n:
+            node = self.node
+            node.events.emit(node.clock.now(), node.name, "$deadletters" if key.startswith("dead_letter") else "$sys",
+                             "runtime.events_suppressed", {"reason": key, "suppressed": n, "per_second": self.per_second})
+
+    def flush_all(self) -> None:
+        with self._lock:
+            keys = [k for k, st in self._keys.items() if st[2]]
+        for k in keys:
+            self._flush(k)
 
 
 def node_name_of(address: Any) -> str:

@@ -11,7 +11,8 @@ seeded schedule of fault ops (:mod:`topologies.nemesis`). Then:
   fails naming the first differing event (a determinism bug is a bug).
 * real processes: the launcher runs the topology and, as the schedule comes
   due, a control node (``chaosctl``) sends each node its fault plan
-  (``SetFaults`` / an empty plan to heal) through the transport's fault hooks;
+  (``SetFaults`` / an empty plan to heal) through the transport's fault hooks (every node is
+  started with ``--fault-control chaosctl``: it obeys that node and refuses any other);
   ``kill`` is SIGKILL and ``restart`` starts the node again on its port;
   ``pause`` / ``resume`` are SIGSTOP / SIGCONT. Every op is written to the
   event log as ``nemesis.<op>``.
@@ -47,7 +48,9 @@ from topologies.nemesis import (
 )
 from topologies.report import make_report
 
-__all__ = ["ChaosResult", "build_schedule", "run_chaos"]
+__all__ = ["CONTROL_NODE", "ChaosResult", "build_schedule", "run_chaos"]
+
+CONTROL_NODE = "chaosctl"  # the control node of a real chaos run: the only node whose fault plans the nodes obey
 
 
 
@@ -238,7 +241,7 @@ def _chaos_real(topo: Topology, run_dir: Path, schedule: list, limit: float, spa
     def control(procs: dict) -> Any:
         if "node" not in ctl:
             peers = {name: p.endpoint for name, p in procs.items()}
-            ctl["node"] = Node("chaosctl", transport=ZmqTransport(peers=peers, heartbeat_interval=topo.transport.heartbeat,
+            ctl["node"] = Node(CONTROL_NODE, transport=ZmqTransport(peers=peers, heartbeat_interval=topo.transport.heartbeat,
                                                                   liveness=topo.transport.liveness), event_log=events)
         return ctl["node"]
 
@@ -265,7 +268,7 @@ def _chaos_real(topo: Topology, run_dir: Path, schedule: list, limit: float, spa
             elif c is Restart:
                 p = procs[op.node]
                 p.popen.wait(10)
-                fresh = start_node(run_dir / "topology.json", op.node, run_dir)
+                fresh = start_node(run_dir / "topology.json", op.node, run_dir, fault_control=CONTROL_NODE)
                 fresh.popen.stdin.write("start\n")
                 fresh.popen.stdin.flush()
                 procs[op.node] = fresh
@@ -276,7 +279,8 @@ def _chaos_real(topo: Topology, run_dir: Path, schedule: list, limit: float, spa
             print(f"[chaos] {elapsed:6.2f} s: {describe_ops(now)}", flush=True)
 
     try:
-        result = run_real(topo, run_dir, duration=limit, quiet=quiet, hook=hook, min_seconds=span, verbose=verbose)
+        result = run_real(topo, run_dir, duration=limit, quiet=quiet, hook=hook, min_seconds=span, verbose=verbose,
+                          fault_control=CONTROL_NODE)
     finally:
         if "node" in ctl:
             ctl["node"].shutdown()

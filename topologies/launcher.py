@@ -233,10 +233,15 @@ class NodeProcess:
         return self.popen.poll() is None
 
 
-def spawn_node(topo_file: Path, name: str, run_dir: Path) -> subprocess.Popen:
-    """Start a node process (it prints its ready line once its peers are up)."""
+def spawn_node(topo_file: Path, name: str, run_dir: Path, fault_control: str | None = None) -> subprocess.Popen:
+    """Start a node process (it prints its ready line once its peers are up).
+
+    ``fault_control``: the node whose fault plans it obeys (a chaos run's control node); None: it obeys none.
+    """
     cmd = [sys.executable, "-m", "topologies.node", "--topology", str(topo_file), "--name", name,
            "--run-dir", str(run_dir), "--wait-start", "--parent-pid", str(os.getpid())]
+    if fault_control is not None:
+        cmd += ["--fault-control", fault_control]
     with open(run_dir / f"{name}.stderr", "ab") as errf:
         # a process group of its own: a terminal's Ctrl-C goes to the launcher only, even while the node's
         # interpreter starts (before it can ignore SIGINT); the launcher stops it with SIGTERM
@@ -255,9 +260,9 @@ def await_node(popen: subprocess.Popen, name: str, run_dir: Path, timeout: float
     return ready[name]
 
 
-def start_node(topo_file: Path, name: str, run_dir: Path) -> NodeProcess:
+def start_node(topo_file: Path, name: str, run_dir: Path, fault_control: str | None = None) -> NodeProcess:
     """Start one node and wait until it is ready (e.g. a restart during chaos)."""
-    return await_node(spawn_node(topo_file, name, run_dir), name, run_dir)
+    return await_node(spawn_node(topo_file, name, run_dir, fault_control), name, run_dir)
 
 
 def _await_ready(popens: dict[str, subprocess.Popen], run_dir: Path, ready: dict[str, NodeProcess],
@@ -456,10 +461,11 @@ def merge_events(files: list[Path], out: Path) -> int:
 
 def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, quiet: bool = False,
              hook: Callable[[dict, float], None] | None = None, stop: threading.Event | None = None,
-             min_seconds: float = 0.0, verbose: bool = False) -> RunResult:
+             min_seconds: float = 0.0, verbose: bool = False, fault_control: str | None = None) -> RunResult:
     """Run every node as a process until done (not before ``min_seconds``), the duration, or ``stop``/Ctrl-C.
 
     ``verbose``: echo every node's log (``RUNDIR/<node>.log``, debug level) to stderr as it grows.
+    ``fault_control``: the node whose fault plans every node obeys (a chaos run's control node; default none).
     """
     load_plugins()
     from topologies.loader import host_problem
@@ -499,7 +505,7 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
             for n in resolved.nodes:
                 if stop.is_set():
                     raise StartInterrupted()
-                popens[n.name] = spawn_node(topo_file, n.name, run_dir)
+                popens[n.name] = spawn_node(topo_file, n.name, run_dir, fault_control)
             _await_ready(popens, run_dir, procs, stop)
         except BaseException:
             # a node that cannot start, or Ctrl-C: every node started so far stops now, ready or not

@@ -200,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dispatch", choices=("thread", "loop"), default="thread",
                    help="without --topology: where actors run, a thread each or the transport's I/O loop "
                         "(default thread)")
+    p.add_argument("--fault-control", metavar="NODE",
+                   help="obey fault plans (transport.SetFaults / ClearFaults to NAME/$sys) from node NODE only: for a "
+                        "chaos run, whose launcher passes its control node (chaosctl). Default: none; fault plans from "
+                        "other nodes are refused, counted (faults_refused) and logged")
     p.add_argument("--log-level", default="WARNING", metavar="LEVEL",
                    help="stderr log level: DEBUG, INFO, WARNING or ERROR (default WARNING; DIR/NAME.log gets DEBUG)")
     return p
@@ -273,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         set_insecure_log_level("INFO")  # in NAME.log; the launcher says it once for the run
     if "/" in args.name or not args.name:
         return _fail(f"bad node name {args.name!r}", 2)
+    if args.fault_control is not None and ("/" in args.fault_control or not args.fault_control):
+        return _fail(f"bad --fault-control node name {args.fault_control!r}", 2)
     heartbeat, liveness, bind, peers, seed = args.heartbeat, args.liveness, args.bind, dict(args.peer), args.seed
     curve = None
     spawns: list[tuple[str, type, tuple, dict]] = []
@@ -333,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                              directory=directory)
     try:
         node = Node(args.name, transport=transport, event_log=events, trace_asks=topo is not None,
-                    dispatch=topo.transport.dispatch if topo is not None else args.dispatch)
+                    dispatch=topo.transport.dispatch if topo is not None else args.dispatch,
+                    fault_control=args.fault_control)
     except Exception as e:  # e.g. the port is taken: fail now, before waiting for any peer
         return _fail(_bind_error(bind, e))
     try:
