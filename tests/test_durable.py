@@ -6,7 +6,6 @@ store may lose only what no message reported (a write cut short by a crash).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from actors import Node
 from actors.statemachine import StateMachineActor
 from protocols.consensus.paxos import Persist
 from protocols.core import Send
-from topologies.durable import FileStore, MemoryStore
+from topologies.durable import FileStore, MemoryStore, _line, verify
 
 
 def test_last_write_per_key_survives_a_reload(tmp_path):
@@ -64,7 +63,8 @@ def test_a_torn_last_line_is_dropped_and_cut_off(tmp_path):
     t.write("n/a", "z", 3)  # appended after a clean end, not glued to the torn bytes
     t.close()
     assert FileStore(tmp_path).load("n/a") == {"x": 1, "y": 2, "z": 3}
-    assert all(json.loads(line) for line in path.read_text().splitlines())
+    data, _, records, keep = verify(path)  # every line verifies and nothing is left of the torn bytes
+    assert (data, records, keep) == ({"x": 1, "y": 2, "z": 3}, 3, path.stat().st_size)
 
 
 def test_a_complete_line_without_its_newline_is_still_a_torn_write(tmp_path):
@@ -81,11 +81,12 @@ def test_a_bad_line_before_the_end_is_corruption_not_silently_skipped(tmp_path):
     s.write("n/a", "x", 1)
     s.close()
     path = s.path("n/a")
-    path.write_text('["x",1]\nnot json\n["y",2]\n')
-    with pytest.raises(RuntimeError, match="corrupt at line 2"):
+    header = path.read_bytes().splitlines(keepends=True)[0]
+    path.write_bytes(header + _line(1, '["x",1]') + b"not json\n" + _line(2, '["y",2]'))
+    with pytest.raises(RuntimeError, match="corrupt at line 3"):
         FileStore(tmp_path).load("n/a")
-    path.write_text('{"x": 1}\n["y",2]\n')  # JSON, but not a [key, data] entry
-    with pytest.raises(RuntimeError, match="corrupt at line 1"):
+    path.write_bytes(header + _line(1, '{"x": 1}') + _line(2, '["y",2]'))  # checksummed, but not a [key, data] entry
+    with pytest.raises(RuntimeError, match="corrupt at line 2"):
         FileStore(tmp_path).load("n/a")
 
 
@@ -94,7 +95,7 @@ def test_the_log_is_compacted_to_one_line_per_key(tmp_path):
     for i in range(100):
         s.write("n/a", f"k{i % 3}", i)
     lines = s.path("n/a").read_text().splitlines()
-    assert len(lines) <= 10, "the log grew without bound"
+    assert len(lines) <= 1 + 10, "the log grew without bound"  # the header, then at most compact_min records
     assert s.compactions >= 9
     s.close()
     assert FileStore(tmp_path).load("n/a") == {"k0": 99, "k1": 97, "k2": 98}
