@@ -11,4 +11,5 @@ PLUGINS: tuple[str, ...] = (
     "workflow",
     "rack",
     "edge",
+    "workload",
 )

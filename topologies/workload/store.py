@@ -1,0 +1,139 @@
+"""The queue's durable store: SQLite in WAL mode, one transaction per handler (group commit).
+
+How this works
+--------------
+:class:`SqliteTaskStore` keeps one row per task (``id`` -> the task's row,
+msgpack-encoded: payloads may hold bytes) in a table ``tasks`` of an SQLite
+database opened in WAL mode with ``synchronous=FULL``: a committed transaction
+is on disk when ``commit`` returns. :meth:`apply` writes a batch of rows and
+drops a batch of ids in one transaction.
+
+:class:`DurableMachine` is the adapter-owned wrapper that makes the rule hold
+for the queue service (:class:`protocols.workload.queue_service.QueueService`,
+which stays pure): it calls the machine's ``handle`` / ``tick``, takes every
+``StoreTasks`` effect out of the returned list, commits them all in one
+transaction, and only then hands the remaining effects (the ``Enqueued``,
+``Dispatch`` and ``ResultAck`` sends among them) to its host. So nothing is
+acknowledged that is not on disk, and a burst of writes in one handler costs
+one ``fsync``. A commit that fails (disk full, I/O error) raises: the actor
+crashes and is restarted from what the disk holds, and no acknowledgement of
+the lost write ever left.
+
+:func:`durable_queue` is the factory of the ``workload.queue`` actor kind: it
+opens the database (``db``: a path; ``""`` = in memory, lost with the process),
+loads every row and builds the service with ``restored=`` them.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from protocols.workload.queue_service import QueueService, StoreTasks
+
+__all__ = ["DurableMachine", "SqliteTaskStore", "durable_queue"]
+
+
+class SqliteTaskStore:
+    def __init__(self, path: str | Path = "") -> None:
+        self.path = str(path) if str(path) else ":memory:"
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        mode = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if self.path != ":memory:" and str(mode).lower() != "wal":
+            raise RuntimeError(f"{self.path}: SQLite refused WAL mode (journal_mode={mode})")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, row BLOB NOT NULL)")
+        self.commits = 0
+        self.rows_written = 0
+
+    def load(self) -> list[dict]:
+        out = []
+        for tid, blob in self.db.execute("SELECT id, row FROM tasks"):
+            try:
+                row = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+            except Exception as e:  # a committed row never fails to decode unless the file is damaged
+                raise RuntimeError(f"{self.path}: task {tid!r} does not decode ({e}); the database is damaged") from e
+            out.append(row)
+        return out
+
+    def apply(self, rows: list[dict], drop: list[str]) -> None:
+        """Write ``rows`` and delete ``drop`` in one transaction, durable on return."""
+        if not rows and not drop:
+            return
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            if rows:
+                cur.executemany("INSERT OR REPLACE INTO tasks (id, row) VALUES (?, ?)",
+                                [(r["id"], msgpack.packb(r, use_bin_type=True)) for r in rows])
+            if drop:
+                cur.executemany("DELETE FROM tasks WHERE id = ?", [(d,) for d in drop])
+            cur.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        self.rows_written += len(rows)
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class DurableMachine:
+    """Commits a machine's ``StoreTasks`` effects before handing its other effects on (group commit)."""
+
+    def __init__(self, machine: Any, store: SqliteTaskStore) -> None:
+        self.machine = machine
+        self.store = store
+        self.tick_interval = getattr(machine, "tick_interval", None)
+
+    def _commit(self, effects: list) -> list:
+        if not effects:
+            return effects
+        rows: dict[str, dict] = {}
+        drop: set[str] = set()
+        rest = []
+        for e in effects:
+            if e.__class__ is StoreTasks:
+                for r in e.rows:
+                    rows[r["id"]] = r
+                    drop.discard(r["id"])
+                for d in e.drop:
+                    rows.pop(d, None)
+                    drop.add(d)
+            else:
+                rest.append(e)
+        if rows or drop:
+            self.store.apply(list(rows.values()), sorted(drop))
+        return rest
+
+    def handle(self, msg: Any, sender: str, now: float) -> list:
+        return self._commit(self.machine.handle(msg, sender, now))
+
+    def tick(self, now: float) -> list:
+        return self._commit(self.machine.tick(now))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.machine, name)
+
+
+def durable_queue(types: list[str], db: str = "", lease_ttl: float = 10.0, max_attempts: int = 5,
+                  weights: dict[str, float] | None = None, max_tasks: int = 100_000,
+                  max_per_tenant: int | None = None, done_ttl: float = 3600.0, worker_ttl: float = 5.0,
+                  tick: float = 0.25, rng: random.Random | None = None) -> DurableMachine:
+    """The workload queue (per-type queues, leases, first result wins) over SQLite in WAL mode at ``db``."""
+    store = SqliteTaskStore(db)
+    service = QueueService(list(types), lease_ttl=lease_ttl, max_attempts=max_attempts, weights=weights,
+                           max_tasks=max_tasks, max_per_tenant=max_per_tenant, done_ttl=done_ttl,
+                           worker_ttl=worker_ttl, tick=tick, restored=store.load(), rng=rng)
+    return DurableMachine(service, store)
