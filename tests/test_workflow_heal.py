@@ -113,3 +113,24 @@ def test_boot_storm_recovers_within_a_second_of_a_2s_controller_isolation(tmp_pa
     assert period["duration_s"] == 2.0
     assert period["recovery_s"] is not None and period["recovery_s"] <= 1.0, period
     assert results["counts"].get("lease.expired", 0) == 0, results["counts"]
+
+
+# -- a grant pushed to a waiter whose last ping is old ----------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(1, 7))
+def test_a_slot_for_a_waiter_last_heard_long_ago_is_not_dead_on_arrival(seed):
+    """Parked servers ping every 20 s (the default) and leases last 10 s: a grant pushed on a slot is dated
+    by the server's last ping, so it used to arrive past its holder deadline and be lost at once (60 of 100
+    servers lost a lease that way, and the slot with it). Such a waiter is now woken to ask afresh."""
+    storm = build_storm(seed, servers=100, capacity=20, stage_time=20.0, ttl=10.0, adaptive=False,
+                        start_spread=0.5, time_limit=400.0)
+    storm.run()
+    assert storm.finished(), f"seed={seed}"
+    storm.drain()
+    events = storm.events()
+    lost = [e for e in events if e["kind"] == "lease.lost"]
+    assert not lost, f"seed={seed}: {len(lost)} leases lost, first {lost[0]}"
+    from tests.workflow_sim import check_admission, check_no_grant_while_dormant
+    assert check_admission(events)["ok"], f"seed={seed}"
+    assert not check_no_grant_while_dormant(events), f"seed={seed}"

@@ -461,10 +461,23 @@ def test_release_frees_the_slot_and_the_next_waiter_is_granted_in_order():
     g = only(sends(c.handle(req(1), "s1/server", 0.0), AccessGrant)).msg
     c.handle(req(2, priority=0), "s2/server", 1.0)
     c.handle(req(3, priority=5), "s3/server", 2.0)  # higher priority: ahead of s2
-    fx = c.handle(Release("s1/server", "img", 1, g.lease, g.epoch, "image", "ok", 29.0), "s1/server", 30.0)
+    fx = c.handle(Release("s1/server", "img", 1, g.lease, g.epoch, "image", "ok", 11.0), "s1/server", 12.0)
     assert only(emits(fx, "lease.released")).fields["reason"] == "ok"
     assert only(sends(fx, AccessGrant)).to == "s3/server"
     assert c.history.samples("image") == 1
+
+
+def test_a_slot_for_a_waiter_silent_for_half_a_ttl_is_kept_and_the_waiter_woken_to_ask_afresh():
+    c = ctl(limit=1)  # ttl 30
+    g = only(sends(c.handle(req(1), "s1/server", 0.0), AccessGrant)).msg
+    c.handle(req(2, stamp=1.0), "s2/server", 1.0)
+    fx = c.handle(Release("s1/server", "img", 1, g.lease, g.epoch, "image", "ok", 29.0), "s1/server", 30.0)
+    assert not sends(fx, AccessGrant)  # dated 1.0 by s2's clock, it would arrive with 0.9 * 30 - 29 s left
+    assert only(sends(fx, Wake, "s2/server")).msg.seq == 1
+    assert c.busy == 1 and c.holders == 0  # the slot is kept for s2
+    fx = c.handle(req(2, stamp=30.1), "s2/server", 30.1)  # it asks again, on its own clock
+    grant_ = only(sends(fx, AccessGrant, "s2/server")).msg
+    assert grant_.stamp == 30.1
 
 
 def test_a_dormant_head_is_woken_with_a_reserved_slot_then_granted():
@@ -496,6 +509,8 @@ def test_dormant_servers_whose_turn_is_near_are_woken_ahead():
     assert [(e.to, e.msg.directive.value) for e in sends(fx, AccessDeny)] == [
         ("s2/server", "parking"), ("s3/server", "dormant"), ("s4/server", "dormant")]
     assert not emits(fx, "admission.wake")
+    # s2 pings as a parked server does (every ping_parking = 20 s), so a grant dated by its ping is fresh
+    c.handle(StatusPing("s2/server", "img", 1, 1, "parking", "image", 0, 30.0, "", 20.0), "s2/server", 20.0)
     # s1 leaves, s2 is granted; s3 is now first in line (30 s): woken ahead, without a reservation
     fx = c.handle(Release("s1/server", "img", 1, g.lease, g.epoch, "image", "ok", 30.0), "s1/server", 30.0)
     assert only(sends(fx, AccessGrant)).to == "s2/server"
@@ -525,6 +540,7 @@ def test_an_unrenewed_lease_expires_and_its_slot_is_reused():
     assert not emits(c.tick(20.0), "lease.expired")
     fx = c.handle(LeaseRenew("s1/server", "img", 1, g.lease, g.epoch, 20.0), "s1/server", 20.0)
     assert only(sends(fx, LeaseRenewed)).msg.stamp == 20.0
+    c.handle(req(2, stamp=45.0), "s2/server", 45.0)  # s2 keeps asking while it waits
     fx = c.tick(50.5)
     assert only(emits(fx, "lease.expired")).fields["lease"] == g.lease
     assert only(sends(fx, AccessGrant)).to == "s2/server"
@@ -599,7 +615,7 @@ def test_proxy_batch_is_answered_in_one_reply_and_served_first():
     assert c.inbound_by["ProxyBatch"] == 1
     # the grant to a proxied server goes back through its proxy
     lease = next(iter(c.leases))
-    fx = c.handle(Release("s1/server", "img", 1, lease, c.epoch, "image", "ok", 30.0), "s1/server", 30.0)
+    fx = c.handle(Release("s1/server", "img", 1, lease, c.epoch, "image", "ok", 9.0), "s1/server", 10.0)
     assert [type(m).__name__ for m in only(sends(fx, ProxyReply, PX)).msg.items] == ["AccessGrant"]
 
 
@@ -614,6 +630,8 @@ def test_recovering_controller_grants_nothing_and_adopts_renewed_leases():
     fx = c.handle(LeaseRenew("s9/server", "img", 4, 1234, old_epoch, 2.0), "s9/server", 2.0)
     assert only(sends(fx, LeaseRenewed)).msg.lease == 1234
     assert only(emits(fx, "lease.adopted")).fields["holders"] == 1
+    # s1 was told to park for the grace; it pings as parked servers do (every ping_parking = 20 s)
+    c.handle(StatusPing("s1/server", "img", 1, 1, "parking", "image", 0, 30.0, "", 21.0), "s1/server", 21.0)
     fx = c.tick(30.0)
     assert only(emits(fx, "controller.state")).fields == {"resource": "img", "from": "recovering", "to": "active",
                                                           "reason": "grace over", "holders": 1, "limit": 2}

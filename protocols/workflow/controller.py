@@ -133,6 +133,9 @@ from protocols.workflow.policy import (
 __all__ = ["CONTROLLER_TRANSITIONS", "ControllerState", "ResourceController"]
 
 
+STALE_WAITER_TTLS = 0.5  # a waiter last heard more than this many ttls ago is woken, not pushed a grant
+
+
 class ControllerState(enum.Enum):
     RECOVERING = "recovering"  # grace after a (re)start: adopt renewed leases, grant nothing
     ACTIVE = "active"
@@ -502,7 +505,10 @@ class ResourceController:
         while queue and self.busy < self.limit:
             w = self.by_key.pop(queue.pop(0))
             del self.waiting[w.server]
-            if w.mode is Directive.DORMANT:
+            # A grant is dated by the waiter's last message (its own clock): one heard from longer ago than
+            # half a ttl would arrive with little or none of its lease left, and be lost on arrival. Keep the
+            # slot for it and wake it to ask afresh, as for a dormant one.
+            if w.mode is Directive.DORMANT or now - w.last_seen > self.ttl * STALE_WAITER_TTLS:
                 self.reserved[w.server] = w
                 w.reserved_at = now
                 if now - w.wake_sent_at >= self.wake_retry:
