@@ -94,10 +94,12 @@ import itertools
 import math
 import os
 import random
+import re
+import sys
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Callable
+from typing import Callable, Collection
 
 import attrs
 import zmq
@@ -107,7 +109,7 @@ from transport.codec import DEFAULT_MAX_FRAME
 from transport.faults import FaultPlan
 from transport.liveness import FailureDetector, PeerChange, PeerState
 
-__all__ = ["CurveConfig", "LoopTimer", "ZmqTransport", "set_insecure_log_level"]
+__all__ = ["MAX_ADDRESS", "CurveConfig", "LoopTimer", "ZmqTransport", "parse_endpoint", "set_insecure_log_level"]
 
 _insecure_level = "WARNING"  # the loguru level of "no CurveZMQ keys configured" (see set_insecure_log_level)
 
@@ -137,6 +139,32 @@ _POLLIN = int(zmq.POLLIN)
 # group handling (draft sockets), which a DEALER never uses.
 _send = zmq.backend.Socket.send
 _CACHE = 4096  # address pairs remembered per direction
+_CACHE_BYTES = 1 << 20  # and at most about this many bytes of address text in the inbound cache
+MAX_ADDRESS = 255  # bytes of UTF-8 in a ``to`` or ``sender`` address; longer is a bad header
+_MAX_HEADER = 11 + 2 * MAX_ADDRESS
+MAX_ENDPOINT = 255  # bytes of a heartbeat's endpoint
+_IDENTS = 4096  # CURVE: connection identities whose authenticated node name is remembered
+_FATAL_ERRORS = 100  # unexpected errors in a row on the I/O thread after which it gives up (transport.died)
+# tcp://host:port: a DNS name or IPv4 address, or an IPv6 address in brackets; no wildcard, no interface
+_TCP_ENDPOINT = re.compile(r"tcp://([A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]{1,5})")
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """``"tcp://host:port"`` -> (host, port); ValueError for anything a peer may not send us.
+
+    What a heartbeat may name: TCP only (an ``ipc://`` path would make this node dial a local socket
+    chosen by whoever sent the heartbeat), a plain host (letters, digits, '.', '-', or an IPv6 address
+    in brackets) and a port in 1-65535, 255 bytes at most.
+    """
+    if not isinstance(endpoint, str) or len(endpoint) > MAX_ENDPOINT:
+        raise ValueError(f"endpoint longer than {MAX_ENDPOINT} bytes")
+    m = _TCP_ENDPOINT.fullmatch(endpoint)
+    if m is None:
+        raise ValueError(f"endpoint {endpoint!r:.80} is not tcp://HOST:PORT")
+    port = int(m.group(2))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} of endpoint {endpoint!r:.80} is not in 1-65535")
+    return m.group(1), port
 _ASK = "/$ask/"
 _UP, _DOWN = PeerState.UP, PeerState.DOWN  # the runtime's per-ask reply addresses are "<node>/$ask/<corr>"
 
@@ -192,6 +220,14 @@ class ZmqTransport:
     first sent to them (``[transport] connect = "on-demand"``): a large topology where each node
     talks to a few others then has no full mesh of sockets and heartbeats. A peer that connects
     to us is known from its heartbeat either way.
+
+    Bounds and trust (see docs/security.md): ``learn_peers`` says whom a heartbeat may introduce -
+    True: any node (plaintext) or any node with a key in ``curve.peer_keys``; False: nobody beyond
+    ``peers``, ``directory`` and the key list (a topology run, where every node is listed); a
+    collection of names: only those. At most ``max_learned_peers`` learned nodes are kept; a learned
+    node that stays down for ``evict_after`` heartbeat intervals is forgotten (its socket closed).
+    ``on_died`` runs if the I/O thread cannot go on (after the ``transport.died`` event); by default
+    the process exits at once with status 70, so a supervisor never sees a deaf node as healthy.
     """
 
     def __init__(self, bind: str = "tcp://127.0.0.1:*", peers: dict[str, str] | None = None, *,
@@ -199,12 +235,35 @@ class ZmqTransport:
                  rcvhwm: int = 10_000, linger: float = 1.0, max_frame: int = DEFAULT_MAX_FRAME,
                  curve: CurveConfig | None = None, seed: int | None = None,
                  reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic, directory: dict[str, str] | None = None):
+                 clock: Callable[[], float] = time.monotonic, directory: dict[str, str] | None = None,
+                 learn_peers: bool | Collection[str] = True, max_learned_peers: int = 256,
+                 evict_after: int = 20, on_died: Callable[[], None] | None = None):
         self.bind_to = bind
         self._initial_peers = dict(peers or {})
         # endpoints of nodes we connect to only when we first send to them (a large topology
         # where each node talks to a few others: no full mesh of sockets and heartbeats)
         self._directory = dict(directory or {})
+        if max_learned_peers < 0 or evict_after < 1:
+            raise ValueError("max_learned_peers must be >= 0 and evict_after >= 1")
+        self.learn_peers = learn_peers if isinstance(learn_peers, bool) else frozenset(learn_peers)
+        self.max_learned_peers = max_learned_peers
+        self.evict_after = evict_after
+        self._on_died = on_died
+        # nodes whose endpoint comes from configuration: a heartbeat never changes it
+        self._fixed: set[str] = set(self._initial_peers) | set(self._directory)
+        self._key_names: dict[bytes, str] = {}  # CURVE: public key (z85) -> the node it belongs to
+        if curve is not None:
+            for name, key in curve.peer_keys.items():
+                if self._key_names.setdefault(key, name) != name:
+                    raise ValueError(f"CURVE: nodes {self._key_names[key]!r} and {name!r} share one public key")
+        self._learned: set[str] = set()  # peers known only from their heartbeats (capped, evicted)
+        self._down_since: dict[str, float] = {}  # learned peer -> when it went down
+        # Who speaks for which node. CURVE: connection identity -> the node its key belongs to (a
+        # cache, filled from each connection's User-Id). Plaintext: a binding made by a node's first
+        # traffic (trust on first use), kept for the life of that connection.
+        self._ident_name: dict[bytes, str] = {}
+        self._name_ident: dict[str, bytes] = {}  # plaintext: node -> its bound connection
+        self._alive_at: dict[bytes, float] = {}  # plaintext: bound connection -> last seen still open
         self.detector = FailureDetector(heartbeat_interval, liveness)
         self.heartbeat_interval = heartbeat_interval
         self.sndhwm, self.rcvhwm = sndhwm, rcvhwm
@@ -242,6 +301,7 @@ class ZmqTransport:
         self._auth = None
         self._out_cache: dict[tuple[str, str], bytes] = {}  # (to, sender) -> header tail
         self._in_cache: dict[bytes, tuple[str, str, str]] = {}  # header tail -> (to, sender, peer)
+        self._in_cache_bytes = 0
         self._quiet: dict[str, float] = {}  # UP peer -> last heard, applied at the next heartbeat tick
 
     # -- lifecycle -------------------------------------------------------------
@@ -255,10 +315,19 @@ class ZmqTransport:
         self._peer_event = peer_event
         self._event = event
         ctx = self._ctx = zmq.Context()
+        # one DEALER per configured and learned peer, two while one is replaced, plus the ROUTER,
+        # the wake pair and the authenticator's sockets
+        ctx.set(zmq.MAX_SOCKETS, max(1024, 2 * (len(self._fixed) + self.max_learned_peers) + 64))
         router = self._router = ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.RCVHWM, self.rcvhwm)
         router.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_frame + 4096)
+        if self.curve is None:
+            # Plaintext identity is the connection (see _admit): a send to a connection that is gone
+            # fails (EHOSTUNREACH), and ZMTP pings close connections whose far end vanished silently.
+            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            router.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+            router.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(10_000, int(4000 * self.detector.timeout)))
         if self.curve is not None:
             self._start_auth(ctx)
             router.curve_server = True
@@ -277,6 +346,8 @@ class ZmqTransport:
         self._wake_tx = ctx.socket(zmq.PAIR)
         self._wake_tx.setsockopt(zmq.LINGER, 0)
         self._wake_tx.connect(wake_addr)
+        if self.curve is not None:
+            self._key_names.setdefault(self.curve.public_key, node)
         for name, ep in self._initial_peers.items():
             if name != node:
                 self.add_peer(name, ep)
@@ -286,18 +357,24 @@ class ZmqTransport:
 
     def _start_auth(self, ctx: zmq.Context) -> None:
         from zmq.auth.thread import ThreadAuthenticator
-        allowed = set(self.curve.peer_keys.values()) | {self.curve.public_key}  # type: ignore[union-attr]
+        from zmq.utils import z85
+        names = dict(self._key_names)  # z85 key -> node name; the listed keys and our own
         transport = self
 
         class _Keys:
             def callback(self, domain, key):  # z85 public key; runs in the authenticator's thread
-                ok = key in allowed
+                ok = key in names
                 if not ok:
                     transport._counts["auth_refused"] += 1
                     transport._emit("transport.auth_refused", {"key": key.decode(errors="replace")[:40]})
                 return ok
 
-        self._auth = ThreadAuthenticator(ctx)
+        class _Authenticator(ThreadAuthenticator):
+            def curve_user_id(self, client_public_key: bytes) -> str:
+                # the User-Id of every message on this connection: the node the key belongs to
+                return names[z85.encode(client_public_key)]
+
+        self._auth = _Authenticator(ctx)
         self._auth.start()
         self._auth.configure_curve_callback(domain="*", credentials_provider=_Keys())
 
@@ -330,41 +407,81 @@ class ZmqTransport:
 
     # -- peers -----------------------------------------------------------------------
     def add_peer(self, name: str, endpoint: str) -> None:
-        """Know (and connect to) node ``name`` at ``endpoint``; safe from any thread."""
+        """Know (and connect to) node ``name`` at ``endpoint``; safe from any thread.
+
+        A node named here is configured: a heartbeat never changes its endpoint. Raises (and keeps
+        nothing) if the endpoint cannot be connected to, or CURVE is on and ``name`` has no key.
+        """
+        self._fixed.add(name)
+        self._learned.discard(name)
+        self._add_peer(name, endpoint)
+
+    def _add_peer(self, name: str, endpoint: str) -> None:
         if name == self.node:
             return
+        p = self._peers.get(name)
+        if p is not None and p.endpoint == endpoint:
+            return
+        sock = self._connect(name, endpoint)  # first: nothing is published for an endpoint that fails
         with self._peers_lock:
             p = self._peers.get(name)
-            if p is not None and p.endpoint == endpoint:
-                return
             if p is None:
                 p = self._peers[name] = _Peer(name, endpoint)
-            else:
-                p.endpoint = endpoint
-        self._reconnect(p)
+            p.endpoint = endpoint
+        with p.lock:
+            old, p.sock = p.sock, sock
+        if old is not None:
+            old.close(0)
         self._command(lambda: self.detector.add(name, self._clock()))
 
-    def _reconnect(self, p: _Peer) -> None:
+    def _connect(self, name: str, endpoint: str) -> zmq.Socket:
+        """A DEALER connected to ``endpoint``, or an exception (and no socket left open)."""
         assert self._ctx is not None
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.SNDHWM, self.sndhwm)
-        sock.setsockopt(zmq.LINGER, self.linger_ms)
-        sock.setsockopt(zmq.RECONNECT_IVL, self.reconnect_ivl_ms)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, self.reconnect_ivl_max_ms)
-        sock.setsockopt(zmq.SNDTIMEO, 0)
+        key = None
         if self.curve is not None:
-            key = self.curve.peer_keys.get(p.name)
+            key = self.curve.peer_keys.get(name)
             if key is None:
-                sock.close(0)
-                raise ValueError(f"CURVE is on but no public key is configured for peer {p.name!r}")
-            sock.curve_secretkey = self.curve.secret_key
-            sock.curve_publickey = self.curve.public_key
-            sock.curve_serverkey = key
-        sock.connect(p.endpoint)
+                raise ValueError(f"CURVE is on but no public key is configured for peer {name!r}")
+        sock = self._ctx.socket(zmq.DEALER)
+        try:
+            sock.setsockopt(zmq.SNDHWM, self.sndhwm)
+            sock.setsockopt(zmq.LINGER, self.linger_ms)
+            sock.setsockopt(zmq.RECONNECT_IVL, self.reconnect_ivl_ms)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, self.reconnect_ivl_max_ms)
+            sock.setsockopt(zmq.SNDTIMEO, 0)
+            if key is not None:
+                sock.curve_secretkey = self.curve.secret_key  # type: ignore[union-attr]
+                sock.curve_publickey = self.curve.public_key  # type: ignore[union-attr]
+                sock.curve_serverkey = key
+            sock.connect(endpoint)
+        except BaseException:
+            sock.close(0)
+            raise
+        return sock
+
+    def _reconnect(self, p: _Peer) -> None:
+        sock = self._connect(p.name, p.endpoint)
         with p.lock:
             old, p.sock = p.sock, sock
         if old is not None:
             old.close(0)  # LINGER 0: what was queued for a dead incarnation is discarded
+
+    def _evict(self, name: str, why: str) -> None:
+        """Forget a learned peer: its socket, its detector entry, its connection binding (I/O thread)."""
+        with self._peers_lock:
+            p = self._peers.pop(name, None)
+        self._learned.discard(name)
+        self._down_since.pop(name, None)
+        self.detector.remove(name)
+        self._quiet.pop(name, None)
+        self._unbind(name)
+        if p is not None:
+            with p.lock:
+                if p.sock is not None:
+                    p.sock.close(0)
+                    p.sock = None
+        self._counts["peers_evicted"] += 1
+        self._emit("transport.peer_evicted", {"peer": name[:MAX_ADDRESS], "reason": why})
 
     def peers(self) -> dict[str, str]:
         return {name: st.value for name, st in self.detector.peers().items()}
@@ -395,7 +512,10 @@ class ZmqTransport:
         tail = self._out_cache.get(key)
         if tail is None:
             tb = to.encode()
-            tail = len(tb).to_bytes(2, "big") + tb + sender.encode()
+            sb = sender.encode()
+            if len(tb) > MAX_ADDRESS or len(sb) > MAX_ADDRESS:
+                raise Undeliverable(f"address longer than {MAX_ADDRESS} bytes (to {to!r:.60}, from {sender!r:.60})")
+            tail = len(tb).to_bytes(2, "big") + tb + sb
             if len(self._out_cache) >= _CACHE:
                 self._out_cache.clear()
             self._out_cache[key] = tail
@@ -499,43 +619,90 @@ class ZmqTransport:
         poll = zmq.zmq_poll  # what zmq.Poller.poll wraps, without its per-call Python
         self._loop_ident = threading.get_ident()
         ready, timers = self._ready, self._timers
+        errors = 0  # unexpected exceptions in a row
         try:
             while self._running:
-                now = clock()
-                if now >= next_beat:
-                    self._apply_quiet()
-                    self._heartbeat(now)
-                    next_beat = now + self.heartbeat_interval
-                due = next_beat
-                if self._delayed:
-                    with self._delayed_lock:
-                        if self._delayed:
-                            due = min(due, self._delayed[0][0])
-                if timers:
-                    due = min(due, timers[0][0])
-                # ceil: never wake (and spin) before a deadline; ready callbacks: just look
-                timeout = 0 if ready else math.ceil(max(0.0, due - now) * 1000)
-                for sock, _ in poll(items, timeout):
-                    if sock is router:
-                        self._drain(router)
-                    else:  # woken: commands or delayed messages are waiting
-                        while True:
-                            try:
-                                wake_rx.recv(_F_NB)
-                            except zmq.Again:
-                                break
-                        commands = self._commands
-                        while commands:
-                            commands.popleft()()
-                if self._delayed:
-                    self._release_delayed(clock())
-                if timers:
-                    self._run_timers(clock())
-                if ready:
-                    self._run_ready()
+                try:
+                    now = clock()
+                    if now >= next_beat:
+                        next_beat = now + self.heartbeat_interval
+                        self._apply_quiet()
+                        self._heartbeat(now)
+                    due = next_beat
+                    if self._delayed:
+                        with self._delayed_lock:
+                            if self._delayed:
+                                due = min(due, self._delayed[0][0])
+                    if timers:
+                        due = min(due, timers[0][0])
+                    # ceil: never wake (and spin) before a deadline; ready callbacks: just look
+                    timeout = 0 if ready else math.ceil(max(0.0, due - now) * 1000)
+                    for sock, _ in poll(items, timeout):
+                        if sock is router:
+                            self._drain(router)
+                        else:  # woken: commands or delayed messages are waiting
+                            while True:
+                                try:
+                                    wake_rx.recv(_F_NB)
+                                except zmq.Again:
+                                    break
+                            commands = self._commands
+                            while commands:
+                                commands.popleft()()
+                    if self._delayed:
+                        self._release_delayed(clock())
+                    if timers:
+                        self._run_timers(clock())
+                    if ready:
+                        self._run_ready()
+                    errors = 0
+                except Exception as e:  # never a silent death of the I/O thread
+                    errors += 1
+                    fatal = errors >= _FATAL_ERRORS or (
+                        isinstance(e, zmq.ZMQError) and e.errno in (zmq.ETERM, zmq.ENOTSOCK))
+                    self._error("loop", e)
+                    if fatal and self._running:
+                        self._died(e)
+                        return
         finally:
             wake_rx.close(0)
             router.close(0)
+
+    def _error(self, where: str, e: BaseException) -> None:
+        """An unexpected exception on the I/O thread: counted, logged, an event; the loop goes on."""
+        self._counts["io_errors"] += 1
+        try:
+            from loguru import logger
+            logger.opt(exception=e).error("node {}: transport I/O thread: unexpected error in {}", self.node, where)
+            self._emit("transport.error", {"where": where, "error": f"{type(e).__name__}: {e}"[:300]})
+        except Exception:
+            pass
+
+    def _died(self, e: BaseException) -> None:
+        """The I/O thread cannot go on: say so, then end the process (or run the installed hook)."""
+        self._running = False
+        self._counts["io_died"] += 1
+        detail = f"{type(e).__name__}: {e}"[:300]
+        try:
+            from loguru import logger
+            logger.critical("node {}: transport I/O thread died ({}); the node cannot serve", self.node, detail)
+            self._emit("transport.died", {"error": detail})
+        except Exception:
+            pass
+        if self._on_died is not None:
+            self._on_died()
+            return
+        # No deaf process that exits 0 later: flush what can be flushed and exit now.
+        try:
+            owner = getattr(self._event, "__self__", None)  # the Node, whose event log holds the event
+            flush = getattr(getattr(owner, "events", None), "flush", None)
+            if flush is not None:
+                flush()
+            from loguru import logger
+            logger.complete()
+            sys.stderr.flush()
+        finally:
+            os._exit(70)
 
     def _apply_quiet(self) -> None:
         """Tell the failure detector when UP peers were last heard (noted by _drain)."""
@@ -555,6 +722,11 @@ class ZmqTransport:
             self._send_control(p, beat)
         for change in self.detector.check(now):
             self._changed(change)
+        if self._down_since:  # learned peers down for evict_after intervals are forgotten
+            limit = self.evict_after * self.heartbeat_interval
+            for name, since in list(self._down_since.items()):
+                if now - since >= limit:
+                    self._evict(name, "down")
 
     @staticmethod
     def _send_control(p: _Peer, frames: list[bytes]) -> None:
@@ -571,9 +743,16 @@ class ZmqTransport:
             "peer": change.peer, "incarnation": change.incarnation, "reason": change.reason,
             "silent_for": round(change.silent_for, 3)})
         if change.state is PeerState.DOWN:
+            if change.peer in self._learned:
+                self._down_since.setdefault(change.peer, self._clock())
             p = self._peers.get(change.peer)
             if p is not None:
-                self._reconnect(p)  # drop what was queued for the old incarnation
+                try:
+                    self._reconnect(p)  # drop what was queued for the old incarnation
+                except Exception as e:  # e.g. out of sockets: the old one stays; never the loop's end
+                    self._error("reconnect", e)
+        else:
+            self._down_since.pop(change.peer, None)
         if self._peer_event is not None:
             self._peer_event(change)
 
@@ -595,6 +774,8 @@ class ZmqTransport:
         now = self._clock()
         peers = self._peers
         cache = self._in_cache
+        names = self._ident_name
+        curve = self.curve is not None
         faults = self.faults
         max_frame = self.max_frame
         opt = router.getsockopt
@@ -610,16 +791,24 @@ class ZmqTransport:
                 ident = recv(_F_NB)
             except zmq.Again:
                 break
-            header = recv(_F_NB)
+            if curve and ident not in names:  # a new connection: read the node its key belongs to
+                frame = recv(_F_NB, copy=False)
+                header = frame.bytes
+                self._key_identity(ident, frame)
+            else:
+                header = recv(_F_NB)
             if not opt(_RCVMORE):
-                self._incoming_other([ident, header])
+                self._other([ident, header])
                 continue
             payload = recv(_F_NB)
             if opt(_RCVMORE) or header[:1] != _MSG:
                 frames = [ident, header, payload]
                 while opt(_RCVMORE):
                     frames.append(recv(_F_NB))
-                self._incoming_other(frames)
+                self._other(frames)
+                continue
+            if len(header) > _MAX_HEADER:  # before any cache lookup: no huge keys, no huge copies
+                self._bad("", "header", f"message header of {len(header)} bytes (addresses are at most {MAX_ADDRESS} bytes)")
                 continue
             route = cache.get(header[9:])
             if route is None:
@@ -627,6 +816,8 @@ class ZmqTransport:
                 if route is None:
                     continue
             to, sender, peer = route
+            if names.get(ident) != peer and not self._admit(ident, peer, "message"):
+                continue  # another connection (or key) speaks for that node: counted
             corr = int.from_bytes(header[1:9], "big")
             if corr:  # restore the per-ask address (see send)
                 if to.endswith(_ASK):
@@ -661,7 +852,16 @@ class ZmqTransport:
                 continue
             batch.append(Envelope(to, sender, corr, payload))
         if batch:  # last: the thread goes straight back to poll, releasing the GIL the woken
-            self._deliver(batch)  # type: ignore[misc]  # actor or asker is waiting for
+            try:
+                self._deliver(batch)  # type: ignore[misc]  # actor or asker is waiting for
+            except Exception as e:
+                self._error("deliver", e)
+
+    def _other(self, frames: list[bytes]) -> None:
+        try:
+            self._incoming_other(frames)
+        except Exception as e:  # a defect, not the sender's fault: counted, and the loop goes on
+            self._error("heartbeat/goodbye", e)
 
     def _route_of(self, header: bytes) -> tuple[str, str, str] | None:
         """Parse (to, sender, peer) from a message header; None (counted) if it is bad."""
@@ -672,6 +872,9 @@ class ZmqTransport:
         to_b = header[11:11 + n]
         if len(to_b) != n:
             self._bad("", "header", "destination address runs past the header")
+            return None
+        if n > MAX_ADDRESS or len(header) - 11 - n > MAX_ADDRESS:
+            self._bad("", "header", f"address longer than {MAX_ADDRESS} bytes")
             return None
         try:
             to = to_b.decode()
@@ -684,15 +887,101 @@ class ZmqTransport:
             self._bad("", "sender", f"sender address {sender!r:.60} names no other node")
             return None
         route = (to, sender, peer)
-        if len(self._in_cache) >= _CACHE:
+        size = 2 * (len(header) - 9) + 200  # the key and the two strings, roughly
+        if len(self._in_cache) >= _CACHE or self._in_cache_bytes + size > _CACHE_BYTES:
             self._in_cache.clear()
+            self._in_cache_bytes = 0
         self._in_cache[header[9:]] = route
+        self._in_cache_bytes += size
         return route
+
+    # -- who speaks for which node ------------------------------------------------------
+    def _key_identity(self, ident: bytes, frame: zmq.Frame) -> None:
+        """CURVE: remember the node whose key authenticated this connection (its User-Id)."""
+        try:
+            uid = frame.get("User-Id")
+        except zmq.ZMQError:
+            uid = ""
+        names = self._ident_name
+        if len(names) >= _IDENTS:
+            names.clear()  # a cache: a connection's name is read again from its next message
+        names[ident] = uid or ""
+
+    def _admit(self, ident: bytes, name: str, what: str, bind: bool = True) -> bool:
+        """May this connection speak for node ``name``? (It does not already, per ``_ident_name``.)
+
+        CURVE: only the connection whose key belongs to ``name``. Plaintext: a connection that already
+        speaks for another node, never; else the connection bound to ``name``, or, when none is (or
+        the bound one is gone), this one - the first to speak for a known node owns the name for the
+        life of its connection. Messages from strangers (nodes that are not peers) bind nothing.
+        """
+        owner = self._ident_name.get(ident)
+        if self.curve is not None:
+            self._bad(name if name in self._peers else "", "identity",
+                      f"{what} claims node {name!r:.60} on a connection authenticated as {owner!r:.60}")
+            return False
+        if owner is not None:
+            self._bad(name if name in self._peers else "", "identity",
+                      f"{what} claims node {name!r:.60} on the connection of node {owner!r:.60}")
+            return False
+        bound = self._name_ident.get(name)
+        if bound is not None and not self._gone(bound):
+            self._bad(name if name in self._peers else "", "identity",
+                      f"{what} claims node {name!r:.60} from another connection than the one it uses")
+            return False
+        if bound is not None:
+            self._unbind(name)
+        if bind and name in self._peers:
+            self._bind(name, ident)
+        return True
+
+    def _bind(self, name: str, ident: bytes) -> None:
+        self._name_ident[name] = ident
+        self._ident_name[ident] = name
+        self._alive_at[ident] = self._clock()
+
+    def _unbind(self, name: str) -> None:
+        ident = self._name_ident.pop(name, None)
+        if ident is not None:
+            if self.curve is None:
+                self._ident_name.pop(ident, None)
+            self._alive_at.pop(ident, None)
+
+    def _gone(self, ident: bytes) -> bool:
+        """Plaintext: is the connection ``ident`` closed? (A send to it fails: ROUTER_MANDATORY.)
+
+        The probe is one empty frame back over that connection (a DEALER that never reads just
+        queues it, up to its receive limit); at most one per heartbeat interval per connection.
+        """
+        now = self._clock()
+        if now - self._alive_at.get(ident, -math.inf) < self.heartbeat_interval:
+            return False
+        try:
+            self._router.send_multipart([ident, b""], _F_NB)  # type: ignore[union-attr]
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:
+                return True
+        self._alive_at[ident] = now
+        return False
+
+    def _may_learn(self, name: str) -> str | None:
+        """Why a heartbeat from ``name`` (not a peer yet) may not introduce it; None if it may."""
+        if self.curve is not None and name not in self.curve.peer_keys:
+            return f"node {name!r:.60} has no key in the key list"
+        configured = name in self._fixed or (self.curve is not None and name in self.curve.peer_keys)
+        if not configured:
+            learn = self.learn_peers
+            if learn is False or (learn is not True and name not in learn):
+                return f"node {name!r:.60} is not a configured peer (learning peers is off)"
+            if len(self._learned) >= self.max_learned_peers:
+                return f"node {name!r:.60} would exceed the cap of {self.max_learned_peers} learned peers"
+        return None
 
     def _incoming_other(self, frames: list[bytes]) -> None:
         """Heartbeats, goodbyes and everything malformed."""
         n = len(frames)
         kind = frames[1] if n > 1 else b""
+        ident = frames[0]
         if kind == _HB and n == 5:
             try:
                 name = frames[2].decode()
@@ -700,16 +989,44 @@ class ZmqTransport:
             except UnicodeDecodeError:
                 self._bad("", "heartbeat", "heartbeat frames are not UTF-8")
                 return
-            if len(frames[3]) != 8 or not name or "/" in name or name == self.node:
+            if len(frames[3]) != 8 or not name or "/" in name or name == self.node or len(frames[2]) > MAX_ADDRESS:
                 self._bad("", "heartbeat", f"malformed heartbeat from {name!r:.40}")
                 return
+            if self._ident_name.get(ident) != name and not self._admit(ident, name, "heartbeat", bind=False):
+                return  # counted (bad_identity)
             if self.faults:
                 delays, _ = self.faults.decide(name, "in", self.rng)
                 if not delays:
                     return
             known = self._peers.get(name)
-            if (known is None or known.endpoint != endpoint) and endpoint.startswith(("tcp://", "ipc://")):
-                self.add_peer(name, endpoint)  # it knows us, or moved: now we know where it is
+            if known is None:
+                why = self._may_learn(name)
+                if why is None and name in self._directory:
+                    endpoint = self._directory[name]  # configured: its endpoint, not the heartbeat's
+                elif why is None:
+                    try:
+                        parse_endpoint(endpoint)
+                    except ValueError as e:
+                        why = str(e)
+                if why is not None:
+                    self._bad("", "heartbeat", f"heartbeat refused: {why}")
+                    return
+                try:
+                    self._add_peer(name, endpoint)  # it knows us: now we know where it is
+                except (zmq.ZMQError, ValueError) as e:
+                    self._bad("", "heartbeat", f"heartbeat endpoint {endpoint!r:.80} cannot be connected: {e}")
+                    return
+                if name not in self._fixed and not (self.curve is not None and name in self.curve.peer_keys):
+                    self._learned.add(name)
+            elif known.endpoint != endpoint and name not in self._fixed:
+                # a learned node (or a listed key's node) that moved: only it can say so (checked above)
+                try:
+                    parse_endpoint(endpoint)
+                    self._add_peer(name, endpoint)
+                except (zmq.ZMQError, ValueError) as e:
+                    self._bad(name, "heartbeat", f"heartbeat endpoint {endpoint!r:.80} refused: {e}")
+            if self.curve is None and self._name_ident.get(name) != ident:
+                self._bind(name, ident)
             self._heard(name, int.from_bytes(frames[3], "big"))
         elif kind == _BYE and n == 4:
             try:
@@ -720,6 +1037,11 @@ class ZmqTransport:
             inc = int.from_bytes(frames[3], "big") if len(frames[3]) == 8 else 0
             known = self.detector.incarnation(name)
             if inc and inc == known:
+                # only the connection (plaintext) or key (CURVE) that speaks for the node may say it left
+                if self._ident_name.get(ident) != name:
+                    self._bad(name if name in self._peers else "", "identity",
+                              f"goodbye for node {name!r:.60} from a connection that does not speak for it")
+                    return
                 for change in self.detector.left(name):
                     self._changed(change)
             elif inc and not known:  # 0: no heartbeat (so no incarnation) ever heard from it
