@@ -75,13 +75,12 @@ _HOW = "the file was left untouched; see docs/durable.md for what to do"
 
 
 class CorruptLog(RuntimeError):
-    """A durable log (or its sidecar) that does not verify; ``path`` and ``line`` (1-based, 0 = whole file)."""
+    """A durable log (or its sidecar) that does not verify: ``path`` and the 1-based ``line`` where it fails."""
 
     def __init__(self, path: Path, line: int, reason: str, address: str = ""):
         self.path, self.line, self.reason = Path(path), line, reason
-        where = f"at line {line}" if line else "as a whole"
         of = f"durable state of {address} in " if address else "durable log "
-        super().__init__(f"{of}{path} is corrupt {where}: {reason} ({_HOW})")
+        super().__init__(f"{of}{path} is corrupt at line {line}: {reason} ({_HOW})")
 
 
 class MemoryStore:
@@ -104,7 +103,7 @@ class MemoryStore:
 # --- the format -------------------------------------------------------------------------
 
 def _line(seq: int, payload: str) -> bytes:
-    body = b"%d %s" % (seq, payload.encode("ascii"))
+    body = f"{seq} {payload}".encode("ascii")  # json.dumps escapes everything else
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
@@ -137,14 +136,14 @@ def read_synced(sidecar: Path) -> int | None:
     except FileNotFoundError:
         return None
     if len(raw) != 2 * _SLOT:
-        raise CorruptLog(sidecar, 0, f"sidecar is {len(raw)} bytes, expected {2 * _SLOT}")
+        raise CorruptLog(sidecar, 1, f"sidecar is {len(raw)} bytes, expected {2 * _SLOT}")
     seqs = []
     for i in range(2):
         m = _SLOT_RE.match(raw[i * _SLOT:(i + 1) * _SLOT])
         if m and int(m.group(3), 16) == zlib.crc32(m.group(1)):
             seqs.append(int(m.group(2), 16))
     if not seqs:
-        raise CorruptLog(sidecar, 0, "neither slot of the sidecar verifies")
+        raise CorruptLog(sidecar, 1, "neither slot of the sidecar verifies")
     return max(seqs)
 
 
@@ -164,18 +163,18 @@ def verify(path: Path, address: str = "") -> tuple[dict[str, Any], int, int, int
     except FileNotFoundError:
         raw = None
     except OSError as e:
-        raise CorruptLog(path, 0, f"unreadable: {e}", address) from e
+        raise CorruptLog(path, 1, f"unreadable: {e}", address) from e
     if synced is None:
         if raw is None:
             return {}, 0, 0, 0
         if raw.startswith(b"["):
-            raise CorruptLog(path, 0, "an old-format log (no checksums, no sidecar) cannot be verified; check it, "
+            raise CorruptLog(path, 1, "an old-format log (no checksums, no sidecar) cannot be verified; check it, "
                              f"then convert it with: python -m topologies.durable migrate {path}", address)
-        raise CorruptLog(path, 0, f"its sidecar {sidecar.name} is missing, so the synced point is unknown", address)
+        raise CorruptLog(path, 1, f"its sidecar {sidecar.name} is missing, so the synced point is unknown", address)
     if not raw:
         if synced > 0:
             what = "missing" if raw is None else "empty"
-            raise CorruptLog(path, 0, f"the log is {what} but its sidecar says {synced} records were synced", address)
+            raise CorruptLog(path, 1, f"the log is {what} but its sidecar says {synced} records were synced", address)
         return {}, 0, 0, 0
     chunks = raw.split(b"\n")
     tail = chunks.pop()  # after the last newline: b"" for a complete file, else an incomplete (torn) line
