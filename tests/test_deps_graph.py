@@ -97,9 +97,9 @@ def test_two_separate_cycles_get_two_workflows_in_their_waves():
 
 
 def test_conditional_edges_are_deferred_before_any_bootstrap():
-    # a -> b hard, b -> a conditional: no bootstrap needed though both could bootstrap
+    # a -> b hard, b -> a conditional (an optional pull-in): no bootstrap needed though both could bootstrap
     g = make([("a", {"bootstrap": True}), ("b", {"bootstrap": True})],
-             [("a", "b"), ("b", "a", "conditional", "region r1 down")])
+             [("a", "b"), ("b", "a", "conditional")])
     p = plan(g)
     (w,) = p.workflows
     assert w.rule == "defer-conditional" and w.bootstrap == ()
@@ -172,9 +172,24 @@ def test_ticket_when_bootstrap_members_cannot_break_the_cycle():
     assert "leave a cycle" in t.reason and t.members == ("a", "b", "c")
 
 
-def test_active_condition_hardens_its_edges():
+def test_optional_pull_in_is_deferred_without_restart():
+    g = make(["a", "b"], [("a", "b"), ("b", "a", "conditional", "systemd:Wants")])
+    (w,) = plan(g).workflows
+    assert w.deferred == (("b", "a", "conditional"),) and w.restarted == ()
+    assert problems(g) == [p for p in problems(g) if p.kind == "cycle"]  # no conditional problem for a pull-in
+
+
+def test_order_edges_are_kept_in_preference_to_conditional_ones():
+    # systemd's Wants=X plus Before=X: the Wants is deferred, the ordering kept
+    g = make(["unit", "x"], [("unit", "x", "conditional", "systemd:Wants"), ("x", "unit", "order")])
+    (w,) = plan(g).workflows
+    assert w.deferred == (("unit", "x", "conditional"),)
+
+
+def test_named_condition_is_out_of_force_until_active():
     g = make(["a", "b"], [("a", "b"), ("b", "a", "conditional", "region r1 down")])
-    assert plan(g).workflows[0].rule == "defer-conditional"
+    p = plan(g)
+    assert not p.workflows and not p.tickets and p.waves == [["b"], ["a"]]
     p = plan(g, conditions=["region r1 down"])
     assert p.tickets and p.conditions == ("region r1 down",)
     kinds = {pr.kind for pr in problems(g)}
@@ -252,7 +267,8 @@ def random_graphs(draw):
         g.add_service(Service(name, bootstrap=boot[i], priority=prio[i], start_time=dur[i]))
     for a, b, k in pairs:
         if a != b:
-            g.add_dependency(Dependency(names[a], names[b], kind=k, condition="c1" if k == "conditional" else ""))
+            cond = draw(st.sampled_from(["", "c1"])) if k == "conditional" else ""
+            g.add_dependency(Dependency(names[a], names[b], kind=k, condition=cond))
     return g
 
 

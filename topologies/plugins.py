@@ -12,4 +12,5 @@ PLUGINS: tuple[str, ...] = (
     "rack",
     "edge",
     "workload",
+    "deps",
 )

@@ -10,10 +10,12 @@ and which services could restart it) and *dependencies* ``service -> on``:
 * ``hard``: ``service`` cannot run until ``on`` is up (systemd Requires/
   Requisite/BindsTo, compose ``depends_on`` with ``required: true``);
 * ``conditional``: the dependency holds only under a named condition
-  (``condition="region r1 down"``; systemd ``Wants`` and compose
-  ``required: false`` are read as conditional). The plan orders it like a
-  hard edge where it can, defers it first when it closes a cycle, and treats
-  it as hard when the condition is given as active (``plan(conditions=...)``);
+  (``condition="region r1 down"``): hard while the condition is given as
+  active (``plan(conditions=...)``), not in force otherwise (a cycle it would
+  close is reported as a conditional problem, with the remediation to arm).
+  An *optional pull-in* (no condition; systemd ``Wants`` = ``systemd:Wants``,
+  compose ``required: false`` = ``compose:optional``) is ordered where it
+  closes no cycle and deferred first where it does;
 * ``order``: pure ordering (systemd After/Before without a requirement).
 
 Agents report a service and its dependencies (:meth:`DepGraph.report`, which
@@ -34,7 +36,9 @@ The plan (:func:`plan`)
       order) are deferred when they close a cycle (the group's start order
       keeps every one that does not). The dependent of a deferred conditional
       edge is restarted once that dependency is fully up ("restart A and
-      start B only once A is up"); a deferred order edge needs nothing.
+      start B only once A is up"); a deferred order edge, or an optional
+      pull-in (condition ``systemd:Wants`` / ``compose:optional``), needs nothing.
+      Order edges are kept in preference to conditional ones.
    b. *Declared bootstrap mode*: if hard cycles remain, members that declare a
       bootstrap mode are started in it, ignoring their in-group dependencies;
       candidates in order of fewest in-group hard dependencies, then higher
@@ -79,6 +83,8 @@ __all__ = [
 KINDS = ("hard", "conditional", "order")
 MAX_CYCLES_PER_GROUP = 50
 MAX_SERVICES = 200_000  # a bound on what reports can grow
+# conditions that mark an optional pull-in (systemd Wants, compose required: false): a deferred one needs no restart
+OPTIONAL_CONDITIONS = ("systemd:Wants", "compose:optional")
 
 
 @attrs.frozen
@@ -169,16 +175,28 @@ class DepGraph:
                       | {d.service for d in self.dependencies() if d.service not in self.services})
 
     def conditions(self) -> list[str]:
-        return sorted({d.condition for d in self.dependencies() if d.kind == "conditional" and d.condition})
+        """The named conditions of conditional dependencies (not the optional pull-in markers)."""
+        return sorted({d.condition for d in self.dependencies() if d.kind == "conditional" and d.condition
+                       and d.condition not in OPTIONAL_CONDITIONS})
 
     def graph(self, conditions: Iterable[str] = ()) -> nx.DiGraph:
-        """``s -> d`` for each dependency between known services; edge data: kind (active conditions: hard)."""
+        """``s -> d`` for each dependency in force between known services; edge data: kind.
+
+        A conditional dependency on a named condition is hard while the
+        condition is active and absent otherwise; an optional pull-in
+        (no condition, ``systemd:Wants``, ``compose:optional``) stays a soft
+        ``conditional`` edge: ordered where it closes no cycle.
+        """
         active = set(conditions)
         g = nx.DiGraph()
         g.add_nodes_from(sorted(self.services))
         for d in self.dependencies():
             if d.service in self.services and d.on in self.services:
-                kind = "hard" if (d.kind == "conditional" and d.condition and d.condition in active) else d.kind
+                kind = d.kind
+                if d.kind == "conditional" and d.condition and d.condition not in OPTIONAL_CONDITIONS:
+                    if d.condition not in active:
+                        continue  # not in force now: a potential problem (problems()), not an ordering
+                    kind = "hard"
                 g.add_edge(d.service, d.on, kind=kind, declared=d.kind, condition=d.condition,
                            function=d.function, source=d.source)
         return g
@@ -321,7 +339,9 @@ def _remediate(graph: DepGraph, g: nx.DiGraph, members: list[str]) -> Workflow |
     hard = nx.DiGraph()
     hard.add_nodes_from(members)
     hard.add_edges_from((u, v) for u, v, k in sub.edges(data="kind") if k == "hard")
-    soft = sorted((u, v, k) for u, v, k in sub.edges(data="kind") if k != "hard")
+    # order edges are kept in preference to conditional ones ("conditional edges first" to be deferred)
+    soft = sorted(((u, v, k) for u, v, k in sub.edges(data="kind") if k != "hard"),
+                  key=lambda e: (e[2] != "order", e))
     boot: list[str] = []
     rule = "defer-conditional"
     if not nx.is_directed_acyclic_graph(hard):
@@ -358,7 +378,9 @@ def _remediate(graph: DepGraph, g: nx.DiGraph, members: list[str]) -> Workflow |
         else:
             order.add_edge(u, v)
     waived = tuple(sorted((u, v) for u, v in hard.edges if u in bset))
-    restarted = sorted(bset | {u for u, v, k in deferred if k == "conditional" and u not in bset})
+    optional = {(u, v) for u, v, c in sub.edges(data="condition") if c in OPTIONAL_CONDITIONS}
+    restarted = sorted(bset | {u for u, v, k in deferred
+                               if k == "conditional" and u not in bset and (u, v) not in optional})
     if rule == "bootstrap":
         expl = (f"start {', '.join(boot)} in bootstrap mode (fewest in-cycle hard dependencies among members "
                 f"declaring one), then the rest in dependency order, then restart {', '.join(boot)} fully")
@@ -453,7 +475,8 @@ def plan(graph: DepGraph, conditions: Iterable[str] = ()) -> Plan:
             # once the whole group is up (every other member's first start), and a deferred conditional
             # dependency fully up where it is not itself restarted (restarts never wait on restarts: acyclic)
             ra = [first_up(m) for m in w.members if m != s]
-            ra += [full_up(v) for u, v, k in w.deferred if u == s and k == "conditional" and v not in w.restarted]
+            ra += [full_up(v) for u, v, k in w.deferred if u == s and k == "conditional" and v not in w.restarted
+                   and g[u][v].get("condition") not in OPTIONAL_CONDITIONS]
             steps[f"restart:{s}"] = Step(f"restart:{s}", s, "restart", tuple(sorted(set(ra) | {sid})),
                                          svc[s].start_time, gname)
     finish: dict[str, float] = {}
@@ -552,10 +575,16 @@ def problems(graph: DepGraph, p: Plan | None = None) -> list[Problem]:
     for c in graph.conditions():
         gc = graph.graph([c])
         hard = nx.DiGraph([(u, v) for u, v, k in gc.edges(data="kind") if k == "hard"])
+        pc = None
         for comp in nx.strongly_connected_components(hard):
             if len(comp) > 1 and frozenset(comp) not in base_hard_groups:
+                pc = pc or plan(graph, [c])
+                members = set(comp)
+                fix = next((f"remediation to arm: {r.explanation}" if isinstance(r, Workflow) else
+                            f"unbreakable then ({r.reason}): work ticket {r.id}"
+                            for r in [*pc.workflows, *pc.tickets] if members <= set(r.members)), "")
                 out.append(Problem("conditional-cycle", tuple(sorted(comp)),
-                                   f"a cycle of hard dependencies appears when '{c}' holds", c))
+                                   f"a cycle of hard dependencies appears when '{c}' holds; {fix}", c))
     svc = graph.services
     for s, d, k in base.edges(data="kind"):
         if k == "hard" and svc[d].priority < svc[s].priority:
