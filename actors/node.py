@@ -405,6 +405,12 @@ class _CellCore:
         if post:
             self._post(_DRAIN)
 
+    def _handle_lanes_at_stop(self) -> None:
+        """A stop comes after what is queued: the remote lanes are handled first (then closed)."""
+        if self._receive is not None:
+            for item in self._close_lanes():
+                self.on_receive(item)
+
     def _close_lanes(self) -> list:
         with self._lane_lock:
             self._lanes_closed = True
@@ -527,6 +533,7 @@ class _Cell(_CellCore, pykka.ThreadingActor):
         self._start_first()
 
     def on_stop(self) -> None:
+        self._handle_lanes_at_stop()
         self._stop_behaviour()
         self._finish()
 
@@ -639,6 +646,7 @@ class _LoopCell(_CellCore):
         self._loop.call_soon(self._turn)  # more waiting: after the others have had a turn
 
     def _shut(self) -> None:
+        self._handle_lanes_at_stop()
         with self._lock:
             self._dead = True
             leftovers = [i for i in self._mbox if i.__class__ is tuple]

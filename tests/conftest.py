@@ -64,6 +64,10 @@ SLOW_TESTS = {
     "test_demo_exits_zero_and_leaves_event_logs",
     "test_readme_embedding_examples_run_when_pasted",
     "test_fleetplane_run_works_from_any_directory",
+    "test_attack_watch_spray_is_refused_counted_and_memory_stays_flat",  # test_hostile_node: a node process
+    "test_attack_flood_of_asks_whose_replies_dead_letter_does_not_delay_a_legit_ask",
+    "test_attack_fault_control_from_a_stranger_is_refused_and_the_control_node_still_works",
+    "test_attack_fault_control_is_off_without_the_option",
 }
 
 
