@@ -1,0 +1,151 @@
+"""Hostile task code is stopped by the limits and reported; the warm environment survives
+(topologies/workload/zygote.py, runner.py; issue 20, deliverable 3 and "Must show").
+
+Real child processes, each bounded: wall time 2 s, CPU 1 s, 200 MiB of address space, 8
+processes (RLIMIT_NPROC on the slot's own uid when run as root, so a fork bomb cannot touch
+the machine), a private directory. One environment serves the whole module.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from topologies.workload.runner import Limits, WarmPython
+
+LIMITS = Limits(cpu_s=1, memory_mb=200, processes=8, wall_s=2.0, file_mb=1)
+
+HOSTILE = {
+    "fork-bomb": "import os\nwhile True:\n    os.fork()",
+    "quiet-fork-bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+    "allocate-forever": "x = []\nwhile True:\n    x.append(' ' * 10**6)",
+    "spin-forever": "while True:\n    pass",
+    "sleep-forever": "import time\ntime.sleep(1000)",
+    "write-outside": "open({escape!r}, 'w').write('pwned')",
+    "shell-out": "import os\nos.system('touch {escape}.sh')",
+    "ctypes-escape": "import ctypes\nctypes.CDLL(None).system(b'touch {escape}.c')",
+    "rename-outside": "import os\nopen('f', 'w').write('x')\nos.rename('f', {escape!r} + '.mv')",
+}
+
+
+class Collector:
+    def __init__(self):
+        self.reports: dict[str, dict] = {}
+        self.cv = threading.Condition()
+
+    def __call__(self, report):
+        with self.cv:
+            self.reports[report["id"]] = report
+            self.cv.notify_all()
+
+    def wait(self, ids, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while not all(i in self.reports for i in ids):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"no report for {[i for i in ids if i not in self.reports]} after {timeout} s")
+                self.cv.wait(left)
+        return [self.reports[i] for i in ids]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    got = Collector()
+    w = WarmPython(("json", "math"), work_root=tmp_path_factory.mktemp("work"), on_done=got, slots=4)
+    w.start()
+    yield w, got
+    w.close()
+
+
+def run_all(w, got, tasks, data=None, limits=None):
+    for tid, src in tasks.items():
+        while w.free_slots() == 0:
+            time.sleep(0.01)
+        w.run(tid, src, data, (limits or {}).get(tid, LIMITS))
+    return dict(zip(tasks, got.wait(list(tasks))))
+
+
+def uid_processes(uids):
+    """Live processes (not zombies waiting to be reaped) of these uids."""
+    n = 0
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if os.stat(f"/proc/{p}").st_uid in uids:
+                    with open(f"/proc/{p}/stat", "rb") as f:
+                        n += f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+            except (OSError, IndexError):
+                pass
+    return n
+
+
+def test_task_code_runs_in_a_private_directory_and_returns_its_value(env):
+    w, got = env
+    r = run_all(w, got, {"sum": "import math\ndef main(d):\n    return {'s': math.fsum(d), 'cwd': __import__('os').getcwd()}",
+                         "file": "open('a.txt', 'w').write('hi')\nresult = open('a.txt').read()",
+                         "raises": "def main(d):\n    raise ValueError('bad input ' + str(d[0]))"}, data=[1, 2, 3])
+    assert r["sum"]["ok"] and r["sum"]["value"]["s"] == 6.0 and r["sum"]["metered"] > 0
+    cwd = Path(r["sum"]["value"]["cwd"])
+    assert cwd.parent == w.work_root and not cwd.exists()  # private, and removed afterwards
+    assert r["file"] == {**r["file"], "ok": True, "value": "hi"}
+    assert not r["raises"]["ok"] and r["raises"]["error"] == "ValueError: bad input 1"
+    assert "File \"<task>\", line 2, in main" in r["raises"]["trace"]
+
+
+def test_hostile_code_is_stopped_reported_and_the_worker_survives(env, tmp_path):
+    w, got = env
+    escape = str(tmp_path / "escaped")
+    pid_before = w.pid
+    tasks = {k: v.format(escape=escape) for k, v in HOSTILE.items()}
+    r = run_all(w, got, tasks, limits={"spin-forever": Limits(cpu_s=1, memory_mb=200, processes=8, wall_s=6.0)})
+    for k, rep in r.items():
+        assert rep["ok"] is False, (k, rep)
+    assert "BlockingIOError" in r["fork-bomb"]["error"] or "killed" in r["fork-bomb"]["error"], r["fork-bomb"]
+    assert "CPU" in r["quiet-fork-bomb"]["error"] or "wall time" in r["quiet-fork-bomb"]["error"], r["quiet-fork-bomb"]
+    assert "MemoryError" in r["allocate-forever"]["error"] or "memory" in r["allocate-forever"]["error"]
+    spin = r["spin-forever"]  # the CPU limit stops it, unless a loaded machine gave it < 1 s of CPU in 6 s
+    assert "CPU time limit" in spin["error"] or (spin["killed"].startswith("wall") and spin["cpu"] < 1.0), spin
+    assert r["sleep-forever"]["error"] == "killed: wall time limit of 2.0 s"
+    assert "outside its directory" in r["write-outside"]["error"]
+    assert "may not os.system" in r["shell-out"]["error"]
+    assert "may not ctypes" in r["ctypes-escape"]["error"]
+    assert "outside its directory" in r["rename-outside"]["error"]
+    assert not list(tmp_path.iterdir()), "a task wrote outside its directory"
+    if os.geteuid() == 0:
+        assert uid_processes(range(w.base_uid, w.base_uid + w.slots)) == 0, "a task's process outlived it"
+    after = run_all(w, got, {"still-alive": "result = 42"})
+    assert after["still-alive"]["value"] == 42
+    assert w.pid == pid_before and w.zygote_starts == 1  # the same warm environment throughout
+    assert sorted(os.listdir(w.work_root)) == []
+
+
+def test_a_running_task_can_be_stopped(env):
+    w, got = env
+    w.run("to-stop", "import time\ntime.sleep(60)", None, LIMITS)
+    time.sleep(0.2)
+    w.stop("to-stop")
+    (rep,) = got.wait(["to-stop"])
+    assert rep["ok"] is False and rep["killed"] == "stopped"
+
+
+def test_a_lost_environment_fails_its_tasks_and_comes_back(tmp_path):
+    got = Collector()
+    w = WarmPython(("json",), work_root=tmp_path / "w", on_done=got, slots=2)
+    w.start()
+    try:
+        w.run("victim", "import time\ntime.sleep(60)", None, LIMITS)
+        time.sleep(0.2)
+        os.kill(w.pid, signal.SIGKILL)
+        (rep,) = got.wait(["victim"])
+        assert rep["ok"] is False and "environment was lost" in rep["error"]
+        w.run("next", "result = 'back'", None, LIMITS)
+        (rep,) = got.wait(["next"])
+        assert rep["value"] == "back" and w.zygote_starts == 2
+    finally:
+        w.close()
