@@ -121,15 +121,22 @@ class StubTransport:
 
 
 class Gate(Actor):
-    """Blocks on its first message until ``gate`` is set; then records every message it handles."""
+    """Blocks on its first message until ``gate`` is set (``gate.held`` says it is blocked); records every message."""
 
     def __init__(self, gate, seen):
         self.gate, self.seen = gate, seen
 
     def receive(self, msg, sender):
         if not self.seen:
+            self.gate.held.set()
             self.gate.wait(10)
         self.seen.append((msg, sender))
+
+
+def gate_event() -> threading.Event:
+    gate = threading.Event()
+    gate.held = threading.Event()  # type: ignore[attr-defined]
+    return gate
 
 
 def stub_node(nodes, peers=("west",), **kw):
@@ -215,10 +222,10 @@ def test_fault_hooks_are_closed_to_the_network_unless_the_node_runs_for_chaos(no
 
 def test_one_nodes_flood_does_not_delay_another_nodes_message(nodes):
     n, t = stub_node(nodes, peers=("west",))
-    gate, seen = threading.Event(), []
+    gate, seen = gate_event(), []
     n.spawn(Gate, gate, seen, name="gate")
     t.frame("east/gate", Note(-1), "mallory/x")
-    wait_for(lambda: n._cells["east/gate"]._queued == 0, what="the first message taken")
+    assert gate.held.wait(10), "the first message taken"
     t.deliver([Envelope("east/gate", "mallory/x", 0, encode(Note(i))) for i in range(20_000)])
     t.frame("east/gate", Note(1), "west/x")
     n.tell("east/gate", Note(2), "east/local")
@@ -233,10 +240,10 @@ def test_one_nodes_flood_does_not_delay_another_nodes_message(nodes):
 
 def test_the_mailbox_is_bounded_and_a_full_one_makes_room_for_a_lighter_node(nodes):
     n, t = stub_node(nodes, peers=("west",), mailbox=100)
-    gate, seen = threading.Event(), []
+    gate, seen = gate_event(), []
     n.spawn(Gate, gate, seen, name="gate")
     t.frame("east/gate", Note(-1), "mallory/x")
-    wait_for(lambda: n._cells["east/gate"]._queued == 0, what="the first message taken")
+    assert gate.held.wait(10), "the first message taken"
     t.deliver([Envelope("east/gate", "mallory/x", 0, encode(Note(i))) for i in range(150)])
     c = n.counters()
     assert c["mailbox_full"] == 50 and c["dead_letters"] == 50
@@ -267,10 +274,10 @@ def test_queued_remote_messages_survive_a_restart_and_are_dead_letters_at_stop(n
     wait_for(lambda: len(seen) == 499, what="the rest handled by the new instance")
     assert seen == list(range(1, 500)) and n.counters()["restarts"] == 1
 
-    gate, held = threading.Event(), []
+    gate, held = gate_event(), []
     n.spawn(Gate, gate, held, name="gate")
     t.frame("east/gate", Note(-1), "west/x")
-    wait_for(lambda: n._cells["east/gate"]._queued == 0, what="the first message taken")
+    assert gate.held.wait(10), "the first message taken"
     t.deliver([Envelope("east/gate", "west/x", 0, encode(Note(i))) for i in range(300)])
     before = n.dead_letters
     stopper = threading.Thread(target=n.stop, args=("east/gate",))
@@ -284,7 +291,7 @@ def test_queued_remote_messages_survive_a_restart_and_are_dead_letters_at_stop(n
 
 def test_dead_letter_events_are_rate_limited_with_a_count_of_the_rest(nodes):
     clock = VirtualClock()
-    n, t = stub_node(nodes, peers=("west",), clock=clock, events_per_second=20)
+    n, t = stub_node(nodes, peers=("west",), clock=clock)  # 20 events per reason per second
     t.deliver([Envelope("east/nobody", f"mallory/x{i}", 0, encode(Note(i))) for i in range(1000)])
     assert n.dead_letters == 1000 and n.counters()["undeliverable_notices"] == 1000
     dl = [e for e in n.events.events() if e["kind"] == "runtime.dead_letter"]
