@@ -49,6 +49,7 @@ SLOW_MODULES = {
     "test_edge_topology",       # 21 processes
     "test_launcher",            # every test starts node processes
     "test_multiprocess",        # node processes killed and restarted
+    "test_hostile_transport",   # attacks on real node processes (issue 14)
     "test_readme_commands",     # every README command, real runs included
     "test_rack_sim",            # 102 seeded simulations of monitor fleets
 }
