@@ -15,6 +15,7 @@ the old store (where most of them fail).
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import zlib
@@ -97,7 +98,7 @@ def test_a_truncation_at_a_line_boundary_is_refused(tmp_path):
     path = closed_log(tmp_path)
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:-5]))  # whole records cut off the end: looks like a clean log
-    assert_refused(tmp_path, path)
+    assert_refused(tmp_path, path, len(lines) - 5 + 1)
 
 
 def test_a_flipped_byte_is_refused(tmp_path):
@@ -148,7 +149,7 @@ def test_a_deleted_line_in_the_middle_is_a_sequence_gap(tmp_path):
 def test_an_empty_file_where_a_log_existed_is_refused(tmp_path):
     path = closed_log(tmp_path)
     path.write_bytes(b"")
-    assert_refused(tmp_path, path)
+    assert_refused(tmp_path, path, 1)
 
 
 def test_a_deleted_log_is_refused_when_records_were_synced(tmp_path):
@@ -227,6 +228,33 @@ def test_compaction_keeps_the_synced_point_checkable(tmp_path):
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:-1]))
     assert_refused(tmp_path, path)
+
+
+def test_sync_flushes_the_log_before_it_records_the_synced_point(tmp_path, monkeypatch):
+    """The sidecar never claims records the disk may not hold: log fsync, then the sidecar's write and flush."""
+    s = FileStore(tmp_path)
+    s.write(ADDR, "k00", 1)  # creates the log and its sidecar
+    s.sync(ADDR)
+    calls: list[str] = []
+
+    def track(name):
+        real = getattr(os, name)
+
+        def call(fd, *args):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            calls.append(f"{name} {Path(target).suffix}")
+            return real(fd, *args)
+        return call
+    for name in ("fsync", "fdatasync", "pwrite"):
+        monkeypatch.setattr(os, name, track(name))
+    syncs = s.syncs
+    s.write(ADDR, "k00", 2)
+    s.write(ADDR, "k01", 3)
+    assert calls == [], "a write reaches the OS, it is not synced"
+    s.sync(ADDR)
+    s.sync(ADDR)  # nothing new: no flush at all
+    assert calls == ["fsync .jsonl", "pwrite .synced", "fdatasync .synced"], calls
+    assert s.syncs == syncs + 1
 
 
 # --- properties ----------------------------------------------------------------------------

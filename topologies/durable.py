@@ -192,7 +192,7 @@ def verify(path: Path, address: str = "") -> tuple[dict[str, Any], int, int, int
             raise CorruptLog(path, n, f"{e}; {where}", address) from None
         if i == 0:
             if not (isinstance(entry, dict) and entry.get("durable") == FORMAT
-                    and isinstance(entry.get("snapshot"), int) and entry["snapshot"] >= 0):
+                    and type(entry.get("snapshot")) is int and entry["snapshot"] >= 0):
                 raise CorruptLog(path, n, f"expected the header {{'durable': {FORMAT}, 'snapshot': K}}, "
                                  f"got {chunk[:60]!r}", address)
             base = last = seq
@@ -207,7 +207,7 @@ def verify(path: Path, address: str = "") -> tuple[dict[str, Any], int, int, int
     if not chunks:
         raise CorruptLog(path, 1, "the header line is incomplete", address)
     if last < protected:
-        n = len(chunks) + (1 if tail else 0)
+        n = len(chunks) + 1  # the torn line, or where the next record should have started
         raise CorruptLog(path, n, f"the log ends at record {last} but record {protected} was synced "
                          f"(truncated{', torn line at the end' if tail else ''})", address)
     return data, last, last - base, len(raw) - len(tail)
