@@ -40,7 +40,11 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Billing", "Line", "Statement"]
+from protocols.core import Effect, Emit, Send
+from transport.codec import message
+
+__all__ = ["Billing", "BillingService", "Line", "Statement", "StatementReply", "StatementRequest", "Usage",
+           "UsageAck"]
 
 US = 1_000_000
 MIB = 1024 * 1024
@@ -190,3 +194,86 @@ class Billing:
         start = period * self.period_us
         for tid in [tid for tid, r in self._retained.items() if r[3] is not None and r[3] <= start]:
             del self._retained[tid]
+
+
+# --------------------------------------------------------------------------
+# The billing service: usage in (from the queue), statements out
+# --------------------------------------------------------------------------
+
+
+
+@message("workload.Usage")
+class Usage:
+    """The queue's report of an accepted result: the attempt that produced it, and nothing else, is billed."""
+
+    task_id: str
+    tenant: str
+    metered: float
+    resource: str
+    priority: int
+    at: float
+    ok: bool = True
+    size: int = 0  # bytes retained with a failure (code and data kept for retry)
+    code_owner: str = ""
+    code_price: str = "0"
+
+
+@message("workload.UsageAck")
+class UsageAck:
+    task_id: str
+
+
+@message("workload.StatementRequest")
+class StatementRequest:
+    tenant: str
+    period: int = -1  # -1: the current period
+
+
+@message("workload.StatementReply")
+class StatementReply:
+    statement: dict
+
+
+class BillingService:
+    """:class:`Billing` as a state machine: ``Usage`` -> one ``workload.billed`` event per task (a repeat
+    is acknowledged and not billed again); a failed task's retained code and data are charged for storage
+    until ``failure_ttl`` after it ended (the retention rule); ``StatementRequest`` -> ``StatementReply``."""
+
+    tick_interval = None
+
+    def __init__(self, increment: float = 0.1, minimum: float = 1.0, period: float = 3600.0,
+                 rates: dict[str, dict[str, str]] | None = None, storage_rate: str = "0",
+                 failure_ttl: float = 86_400.0) -> None:
+        self.billing = Billing(increment=increment, minimum=minimum, period=period, rates=rates,
+                               storage_rate=storage_rate)
+        self.failure_ttl = failure_ttl
+        self.increment, self.minimum = increment, minimum
+
+    def tick(self, now: float) -> list[Effect]:
+        return []
+
+    def handle(self, msg: object, sender: str, now: float) -> list[Effect]:
+        if isinstance(msg, Usage):
+            out: list[Effect] = []
+            try:
+                fresh = self.billing.record_task(msg.tenant, msg.task_id, msg.metered, msg.resource, msg.priority,
+                                                 msg.at, msg.code_owner, msg.code_price)
+            except (KeyError, ValueError) as e:
+                return [Emit("workload.billing_refused", {"task": msg.task_id, "error": str(e)}),
+                        Send(sender, UsageAck(msg.task_id))]
+            if fresh:
+                secs, amount = self.billing.task_charge(msg.metered, msg.resource, msg.priority)
+                out.append(Emit("workload.billed", {
+                    "task": msg.task_id, "tenant": msg.tenant, "metered": msg.metered, "billed": float(secs),
+                    "amount": str(amount), "increment": self.increment, "minimum": self.minimum,
+                    "rate": str(self.billing.rate(msg.resource, msg.priority)), "period": self.billing.period_of(msg.at)}))
+                if not msg.ok and msg.size:
+                    self.billing.retain(msg.tenant, msg.task_id, msg.size, msg.at)
+                    self.billing.release(msg.task_id, msg.at + self.failure_ttl)
+            out.append(Send(sender, UsageAck(msg.task_id)))
+            return out
+        if isinstance(msg, StatementRequest):
+            period = msg.period if msg.period >= 0 else self.billing.period_of(now)
+            st = self.billing.statement(msg.tenant, period, now=now)
+            return [Send(sender, StatementReply(st.as_dict()))]
+        return []

@@ -219,7 +219,8 @@ class Gateway:
             self.requests.pop((enq.tenant, req), None)
             return [Send(client, Submitted(req, False, "", f"the queue refused the task: {m.error}"))]
         self.counters["acknowledged"] += 1
-        return [Send(client, Submitted(req, True, m.task_id))]
+        return [Emit("workload.acknowledged", {"task": m.task_id, "tenant": enq.tenant, "request": req}),
+                Send(client, Submitted(req, True, m.task_id))]
 
     def _query(self, m: TaskQuery, sender: str) -> list[Effect]:
         err = self._auth(m.tenant, m.token)

@@ -52,6 +52,7 @@ from typing import Any
 import attrs
 
 from protocols.core import Effect, Emit, Send
+from protocols.workload.billing import Usage, UsageAck
 from protocols.workload.messages import (Dispatch, Enqueue, Enqueued, Pull, Renew, Renewed, Result, ResultAck,
                                          Retried, Retry, Status, TaskStatus)
 from protocols.workload.queue import DONE, QueueFull, Task, TaskQueue
@@ -80,8 +81,9 @@ class QueueService:
     def __init__(self, types: list[str], *, lease_ttl: float = 10.0, max_attempts: int = 5,
                  weights: dict[str, float] | None = None, max_tasks: int = 100_000,
                  max_per_tenant: int | None = None, done_ttl: float = 3600.0, max_done: int = 100_000,
-                 worker_ttl: float = 5.0, max_workers: int = 1000, tick: float = 0.25,
-                 restored: list[dict] | None = None, rng: random.Random | None = None) -> None:
+                 worker_ttl: float = 5.0, max_workers: int = 1000, tick: float = 0.25, billing: str = "",
+                 usage_resend: float = 1.0, restored: list[dict] | None = None,
+                 rng: random.Random | None = None) -> None:
         if not types:
             raise ValueError("QueueService: serve at least one task type")
         self.rng = rng or random.Random(0)
@@ -93,6 +95,9 @@ class QueueService:
         self.worker_ttl = worker_ttl
         self.max_workers = max_workers
         self.tick_interval = tick
+        self.billing = billing
+        self.usage_resend = usage_resend
+        self.outbox: dict[str, tuple[Usage, float]] = {}  # usage not yet acknowledged by billing
         self.workers: dict[str, _Worker] = {}
         self._turn = 0
         self._leases = 0
@@ -142,6 +147,10 @@ class QueueService:
             self.queues[tt].restore(tasks, now)
         n = sum(len(v) for v in by_type.values())
         self._restored = []
+        for tt, tasks in by_type.items():  # billing dedups: every remembered result is reported again
+            for t in tasks:
+                if t.state == DONE:
+                    self._usage(t, now, send=False)
         out.append(Emit("workload.queue_started", {"incarnation": self.incarnation, "restored": n,
                                                    "queued": sum(q.queued() for q in self.queues.values())}))
         return out
@@ -161,6 +170,10 @@ class QueueService:
                 self._dirty[tid] = None
         for addr in [a for a, w in self.workers.items() if w.seen + self.worker_ttl < now]:
             del self.workers[addr]
+        for tid, (u, sent) in list(self.outbox.items()):
+            if now - sent >= self.usage_resend:
+                self.outbox[tid] = (u, now)
+                out.append(Send(self.billing, u))
         out.extend(self._pump(now))
         return self._finish(out)
 
@@ -178,6 +191,8 @@ class QueueService:
             out.append(Send(sender, self._status(msg.task_id)))
         elif isinstance(msg, Retry):
             out.extend(self._retry(msg, sender, now))
+        elif isinstance(msg, UsageAck):
+            self.outbox.pop(msg.task_id, None)
         elif msg.__class__.__name__ == "TimerFired":
             pass
         else:
@@ -310,7 +325,23 @@ class QueueService:
         notify = t.payload.get("notify") if isinstance(t.payload, dict) else None
         if isinstance(notify, str) and notify:
             out.append(Send(notify, TaskStatus(t.id, DONE, t.attempts, o, t.tenant)))
+        out.extend(self._usage(t, now))
         return out
+
+    def _usage(self, t: Task, now: float, send: bool = True) -> list[Effect]:
+        """Report the accepted result's attempt to billing (resent until acknowledged; billing dedups)."""
+        if not self.billing or t.outcome is None:
+            return []
+        o = t.outcome
+        if o.get("lost"):
+            return []  # no attempt produced it: nothing to bill
+        size = 0 if o.get("ok") else len(repr(t.payload).encode())
+        u = Usage(t.id, t.tenant, float(o.get("metered") or 0.0), str(o.get("resource") or ""), t.priority,
+                  t.done_at, bool(o.get("ok")), size, str(o.get("code_owner") or ""), str(o.get("code_price") or "0"))
+        self.outbox[t.id] = (u, now if send else -1e18)
+        while len(self.outbox) > 100_000:
+            self.outbox.pop(next(iter(self.outbox)))
+        return [Send(self.billing, u)] if send else []
 
     def _status(self, task_id: str) -> TaskStatus:
         q = self._queue_of(task_id)

@@ -130,10 +130,10 @@ class DurableMachine:
 def durable_queue(types: list[str], db: str = "", lease_ttl: float = 10.0, max_attempts: int = 5,
                   weights: dict[str, float] | None = None, max_tasks: int = 100_000,
                   max_per_tenant: int | None = None, done_ttl: float = 3600.0, worker_ttl: float = 5.0,
-                  tick: float = 0.25, rng: random.Random | None = None) -> DurableMachine:
+                  tick: float = 0.25, billing: str = "", rng: random.Random | None = None) -> DurableMachine:
     """The workload queue (per-type queues, leases, first result wins) over SQLite in WAL mode at ``db``."""
     store = SqliteTaskStore(db)
     service = QueueService(list(types), lease_ttl=lease_ttl, max_attempts=max_attempts, weights=weights,
                            max_tasks=max_tasks, max_per_tenant=max_per_tenant, done_ttl=done_ttl,
-                           worker_ttl=worker_ttl, tick=tick, restored=store.load(), rng=rng)
+                           worker_ttl=worker_ttl, tick=tick, billing=billing, restored=store.load(), rng=rng)
     return DurableMachine(service, store)

@@ -1,0 +1,96 @@
+"""The workload checkers say invalid on logs that break their invariants and unknown with nothing to judge
+(topologies/workload/checks.py; DESIGN.md, "Checkers must prove they can fail").
+
+``CASES`` feeds tests/test_checker_registry.py; the tests below add the valid cases and the edges
+(a retry may end a task again; a lapsed lease keeps the task's deadline; a crash ends a worker's runs).
+"""
+
+from __future__ import annotations
+
+from topologies.workload.checks import (BilledAsMetered, CredentialWhileRunning, MaxDelayHeld, NoTaskLost,
+                                        TasksEndOnce)
+
+
+def ev(t, kind, node="q", actor="queue", **fields):
+    return {"time": t, "node": node, "actor": actor, "kind": kind, "fields": fields}
+
+
+ACC_A = ev(0.0, "workload.accepted", task="a", tenant="x", type="py", priority=0, max_delay=5.0)
+ACC_B = ev(1.0, "workload.accepted", task="b", tenant="y", type="py", priority=9, max_delay=60.0)
+DONE_A1 = ev(2.0, "workload.task_done", task="a", ok=True, metered=0.25, attempt=1)
+DONE_A2 = ev(3.0, "workload.task_done", task="a", ok=True, metered=0.30, attempt=2)
+ACK_A = ev(0.0, "workload.acknowledged", node="gw", actor="gateway", task="a")
+ACK_B = ev(1.0, "workload.acknowledged", node="gw", actor="gateway", task="b")
+DISP_B_LATE = ev(6.0, "workload.dispatched", task="b", worker="w1/worker", type="py", attempt=1, waited=5.0,
+                 max_delay=60.0)
+BILL_A_OK = ev(2.1, "workload.billed", node="b", actor="billing", task="a", metered=0.25, billed=1.0, increment=0.1,
+               minimum=1.0)
+BILL_A_WRONG = ev(2.1, "workload.billed", node="b", actor="billing", task="a", metered=2.25, billed=2.3,
+                  increment=0.1, minimum=1.0)
+STARTED = ev(1.0, "workload.task_started", node="w1", actor="worker", task="a", worker="w1/worker")
+FINISHED = ev(2.0, "workload.task_finished", node="w1", actor="worker", task="a", worker="w1/worker")
+GRANT_DURING = ev(1.5, "workload.access", node="w1", actor="worker", task="a", worker="w1/worker", granted=True)
+GRANT_AFTER = ev(2.5, "workload.access", node="w1", actor="worker", task="a", worker="w1/worker", granted=True)
+
+CASES = {
+    "tasks-end-once": {"invalid": ([ACC_A, DONE_A1, DONE_A2], [DONE_A2]),
+                       "unknown": [ACC_A, ACK_A]},
+    "no-task-lost": {"invalid": ([ACK_A, ACC_A, ACK_B, ACC_B, DONE_A1], [ACK_B]),
+                     "unknown": [ACC_A, DONE_A1]},
+    "max-delay-held": {"invalid": ([ACC_A, ACC_B, DISP_B_LATE], [ACC_A, DISP_B_LATE]),
+                       "unknown": [ACC_A, ACC_B]},
+    "billed-as-metered": {"invalid": ([ACC_A, DONE_A1, BILL_A_WRONG], [BILL_A_WRONG]),
+                          "unknown": [ACC_A, DONE_A1]},
+    "credential-while-running": {"invalid": ([STARTED, GRANT_DURING, FINISHED, GRANT_AFTER], [GRANT_AFTER]),
+                                 "unknown": [STARTED, FINISHED]},
+}
+
+
+def test_tasks_end_once_allows_an_end_per_retry():
+    retry = ev(2.5, "workload.accepted", task="a", tenant="x", type="py", priority=0, max_delay=5.0, retry=True)
+    assert TasksEndOnce().check([ACC_A, DONE_A1, retry, DONE_A2]).status == "valid"
+    v = TasksEndOnce().check([DONE_A1])
+    assert v.status == "invalid" and "never accepted" in v.evidence[0]["why"]
+
+
+def test_no_task_lost_needs_an_end_after_the_last_acceptance():
+    assert NoTaskLost().check([ACK_A, ACC_A, DONE_A1]).status == "valid"
+    retry = ev(2.5, "workload.accepted", task="a", tenant="x", type="py", priority=0, max_delay=5.0, retry=True)
+    assert NoTaskLost().check([ACK_A, ACC_A, DONE_A1, retry]).status == "invalid"
+    assert "never accepted" in NoTaskLost().check([ACK_A]).evidence[0]["why"]
+
+
+def test_max_delay_held_in_dispatch_order_and_after_a_lapsed_lease():
+    disp_a = ev(6.0, "workload.dispatched", task="a", type="py", attempt=1, waited=6.0, max_delay=5.0)
+    ok = MaxDelayHeld().check([ACC_A, ACC_B, disp_a, ev(6.0, "workload.dispatched", task="b", type="py")])
+    assert ok.status == "valid" and "largest overrun 1.000 s" in ok.summary
+    early = ev(2.0, "workload.dispatched", task="b", type="py")  # a not overdue yet: priority may go first
+    assert MaxDelayHeld().check([ACC_A, ACC_B, early]).status == "valid"
+    other_type = ev(6.0, "workload.dispatched", task="c", type="sh")
+    acc_c = ev(0.5, "workload.accepted", task="c", type="sh", max_delay=60.0)
+    assert MaxDelayHeld().check([ACC_A, acc_c, other_type]).status == "valid"  # a sh worker cannot run a py task
+    # a lease lapses: a is queued again with its old deadline, and b must not pass it
+    d1 = ev(1.0, "workload.dispatched", task="a", type="py")
+    lapse = ev(7.0, "workload.lease_lapsed", task="a")
+    passed = ev(7.5, "workload.dispatched", task="b", type="py")
+    v = MaxDelayHeld().check([ACC_A, ACC_B, d1, lapse, passed])
+    assert v.status == "invalid" and v.evidence[0]["dispatched"] == passed
+
+
+def test_billed_as_metered_checks_the_rule_the_attempt_and_once():
+    assert BilledAsMetered().check([ACC_A, DONE_A1, BILL_A_OK]).status == "valid"
+    twice = BilledAsMetered().check([ACC_A, DONE_A1, BILL_A_OK, BILL_A_OK])
+    assert twice.status == "invalid" and "billed twice" in twice.evidence[0]["why"]
+    bad_rule = dict(BILL_A_OK, fields={**BILL_A_OK["fields"], "billed": 0.3})
+    v = BilledAsMetered().check([ACC_A, DONE_A1, bad_rule])
+    assert v.status == "invalid" and "the rule gives 1.0 s" in v.evidence[0]["why"]
+    assert "no kept result" in BilledAsMetered().check([BILL_A_OK]).evidence[0]["why"]
+
+
+def test_credential_checker_ends_runs_at_a_crash():
+    crash = ev(1.6, "sim.crash", node="w1", actor="worker")
+    late = dict(GRANT_DURING, time=1.7)
+    assert CredentialWhileRunning().check([STARTED, GRANT_DURING, FINISHED]).status == "valid"
+    assert CredentialWhileRunning().check([STARTED, crash, late]).status == "invalid"
+    refused = ev(3.0, "workload.access", node="w1", actor="worker", task="", worker="w1/worker", granted=False)
+    assert CredentialWhileRunning().check([refused]).status == "valid"

@@ -1,0 +1,273 @@
+"""Invariant checkers of the queued workload service (the ``workload`` plug-in).
+
+How this works
+--------------
+Each checker judges a run from its event log alone (DESIGN.md, "Invariants";
+the events are those of ``protocols/workload``):
+
+* ``tasks-end-once`` - a task ends (``workload.task_done``: a kept result, a
+  retained failure, or lost after its attempts) at most once per acceptance
+  (``workload.accepted``; a ``retry`` accepts it again). Evidence: both ends
+  (``first``, ``second``), or an end of a task never accepted (``event``).
+* ``no-task-lost`` (liveness) - every task whose submission was acknowledged
+  (``workload.acknowledged`` by the gateway, ``workload.client_acked`` by a
+  client) was accepted by its queue and has ended by the end of the run.
+  Evidence: the acknowledgement of each task that did not (``event``).
+* ``max-delay-held`` - no task waits past its maximum delay while a worker of
+  its type takes another task: a ``workload.dispatched`` of a task while a
+  queued task of the same type is overdue by more than ``slack`` seconds and
+  has the earlier deadline (``deadline = accepted time + max_delay``; a task
+  given back by a lapsed lease keeps its deadline) is a violation. So a task
+  may wait past its maximum delay only while no worker of its type is free -
+  at most one task's run time when workers are busy. Evidence: the waiting
+  task's ``workload.accepted`` (``waiting``) and the dispatch that passed it
+  over (``dispatched``). The summary gives the largest overrun seen.
+* ``billed-as-metered`` - every ``workload.billed`` bills the attempt that
+  produced the kept result: its ``metered`` equals that ``workload.task_done``'s,
+  its ``billed`` time is ``max(minimum, ceil(metered / increment) * increment)``
+  (in whole microseconds), and no task is billed twice. Evidence: the billing
+  (``billed``) and the end it should match (``done``).
+* ``credential-while-running`` - a worker grants access (``workload.access``
+  with ``granted``) only for a task running there: between its
+  ``workload.task_started`` and its ``workload.task_finished`` /
+  ``workload.fenced`` on that worker, and not after the worker's node was
+  crashed or killed (``sim.crash``, ``nemesis.kill``). Evidence: the grant
+  (``event``).
+
+Verdicts: ``invalid`` with one evidence item per violation: a dict with its
+``why`` and the offending event records as values; ``unknown`` when the log
+has nothing for the checker (no ends, acknowledgements, dispatches, bills or
+access attempts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from topologies.checkers import Verdict, plural
+
+__all__ = ["BilledAsMetered", "CHECKERS", "CredentialWhileRunning", "MaxDelayHeld", "NoTaskLost", "TasksEndOnce"]
+
+
+def _ordered(events: list[dict]) -> list[dict]:
+    return sorted(events, key=lambda e: e.get("time", 0.0))
+
+
+def _f(ev: dict) -> dict:
+    f = ev.get("fields")
+    return f if isinstance(f, dict) else {}
+
+
+def _kind(ev: dict) -> str:
+    k = ev.get("kind")
+    return k if isinstance(k, str) else ""
+
+
+def _worker(ev: dict) -> str:
+    w = _f(ev).get("worker")
+    return w if isinstance(w, str) and w else f"{ev.get('node')}/{ev.get('actor')}"
+
+
+@attrs.frozen
+class TasksEndOnce:
+    name: str = "tasks-end-once"
+
+    def check(self, events: list[dict]) -> Verdict:
+        open_: dict[str, bool] = {}
+        ended: dict[str, dict] = {}
+        evidence: list[dict] = []
+        ends = 0
+        for ev in _ordered(events):
+            k, tid = _kind(ev), _f(ev).get("task")
+            if k == "workload.accepted":
+                open_[tid] = True
+            elif k == "workload.task_done":
+                ends += 1
+                if open_.get(tid):
+                    open_[tid] = False
+                    ended[tid] = ev
+                elif tid in ended:
+                    evidence.append({"why": f"task {tid} ended twice", "first": ended[tid], "second": ev})
+                else:
+                    evidence.append({"why": f"task {tid} ended but was never accepted", "event": ev})
+        if not ends:
+            return Verdict(self.name, "unknown", "no task ended in this log (no workload.task_done): nothing to judge")
+        if evidence:
+            return Verdict(self.name, "invalid", f"{plural(len(evidence), 'task end')} without a matching acceptance "
+                                                 f"(completed twice or never accepted)", evidence)
+        return Verdict(self.name, "valid", f"{plural(ends, 'task end')}, each the only one of its acceptance")
+
+
+@attrs.frozen
+class NoTaskLost:
+    name: str = "no-task-lost"
+    liveness: bool = True
+
+    def check(self, events: list[dict]) -> Verdict:
+        acked: dict[str, dict] = {}
+        accepted: set[str] = set()
+        last_accept: dict[str, float] = {}
+        done_at: dict[str, float] = {}
+        for ev in _ordered(events):
+            k, tid = _kind(ev), _f(ev).get("task")
+            if k in ("workload.acknowledged", "workload.client_acked") and isinstance(tid, str):
+                acked.setdefault(tid, ev)
+            elif k == "workload.accepted":
+                accepted.add(tid)
+                last_accept[tid] = ev.get("time", 0.0)
+            elif k == "workload.task_done":
+                done_at[tid] = ev.get("time", 0.0)
+        if not acked:
+            return Verdict(self.name, "unknown", "no submission was acknowledged in this log: nothing to judge")
+        evidence = []
+        for tid, ev in acked.items():
+            if tid not in accepted:
+                evidence.append({"why": f"task {tid} was acknowledged but its queue never accepted it", "event": ev})
+            elif done_at.get(tid, -1.0) < last_accept[tid]:
+                evidence.append({"why": f"task {tid} was acknowledged and never ended", "event": ev})
+        if evidence:
+            return Verdict(self.name, "invalid", f"{plural(len(evidence), 'acknowledged task')} of {len(acked)} lost "
+                                                 f"(never accepted or never ended)", evidence)
+        return Verdict(self.name, "valid", f"all {plural(len(acked), 'acknowledged task')} accepted and ended")
+
+
+@attrs.frozen
+class MaxDelayHeld:
+    name: str = "max-delay-held"
+    slack: float = 0.05
+
+    def check(self, events: list[dict]) -> Verdict:
+        info: dict[str, tuple[float, str, dict]] = {}  # task -> (deadline, type, accepted event)
+        queued: dict[str, set[str]] = {}  # type -> queued task ids
+        evidence: list[dict] = []
+        dispatches, overdue, worst = 0, 0, 0.0
+        for ev in _ordered(events):
+            k, f = _kind(ev), _f(ev)
+            tid = f.get("task")
+            t = float(ev.get("time", 0.0))
+            if k == "workload.accepted":
+                try:
+                    info[tid] = (t + float(f.get("max_delay", 0.0)), str(f.get("type", "")), ev)
+                except (TypeError, ValueError):
+                    continue
+                queued.setdefault(info[tid][1], set()).add(tid)
+            elif k == "workload.lease_lapsed" and tid in info:
+                queued.setdefault(info[tid][1], set()).add(tid)
+            elif k == "workload.task_done" and tid in info:
+                queued.get(info[tid][1], set()).discard(tid)
+            elif k == "workload.dispatched":
+                dispatches += 1
+                mine = info.get(tid)
+                tt = mine[1] if mine else str(f.get("type", ""))
+                q = queued.setdefault(tt, set())
+                q.discard(tid)
+                my_deadline = mine[0] if mine else float("inf")
+                if my_deadline <= t:
+                    overdue += 1
+                    worst = max(worst, t - my_deadline)
+                for other in sorted(q):
+                    d, _, acc = info[other]
+                    if d + self.slack < t and d < my_deadline:
+                        evidence.append({"why": f"task {other} was {t - d:.3f} s past its maximum delay when "
+                                                f"{tid} (deadline {my_deadline - t:+.3f} s) was dispatched instead",
+                                         "waiting": acc, "dispatched": ev})
+        if not dispatches:
+            return Verdict(self.name, "unknown", "no task was dispatched in this log: nothing to judge")
+        if evidence:
+            return Verdict(self.name, "invalid", f"{plural(len(evidence), 'overdue task')} passed over by a dispatch "
+                                                 f"of a later deadline", evidence)
+        return Verdict(self.name, "valid", f"{plural(dispatches, 'dispatch', 'dispatches')}, none passing over an "
+                                           f"overdue task; {overdue} overdue when dispatched, largest overrun "
+                                           f"{worst:.3f} s")
+
+
+def _billed_us(metered: float, increment: float, minimum: float) -> int:
+    m, inc, mn = int(round(metered * 1e6)), int(round(increment * 1e6)), int(round(minimum * 1e6))
+    return max(mn, -(-m // inc) * inc) if inc > 0 else max(mn, m)
+
+
+@attrs.frozen
+class BilledAsMetered:
+    name: str = "billed-as-metered"
+
+    def check(self, events: list[dict]) -> Verdict:
+        done: dict[str, dict] = {}
+        billed: dict[str, dict] = {}
+        evidence: list[dict] = []
+        n = 0
+        for ev in _ordered(events):
+            k, f = _kind(ev), _f(ev)
+            tid = f.get("task")
+            if k == "workload.task_done":
+                done[tid] = ev
+            elif k == "workload.billed":
+                n += 1
+                if tid in billed:
+                    evidence.append({"why": f"task {tid} billed twice", "billed": ev, "first": billed[tid]})
+                    continue
+                billed[tid] = ev
+                end = done.get(tid)
+                if end is None:
+                    evidence.append({"why": f"task {tid} billed with no kept result", "billed": ev})
+                    continue
+                try:
+                    metered, b = float(f["metered"]), float(f["billed"])
+                    rule = _billed_us(metered, float(f["increment"]), float(f["minimum"]))
+                    kept = float(_f(end).get("metered", 0.0))
+                except (KeyError, TypeError, ValueError):
+                    evidence.append({"why": f"task {tid}: a billing record without metered/billed/increment/minimum",
+                                     "billed": ev})
+                    continue
+                if abs(metered - kept) > 1e-9:
+                    evidence.append({"why": f"task {tid} billed for {metered} s metered, but the attempt that "
+                                            f"produced its result metered {kept} s", "billed": ev, "done": end})
+                elif int(round(b * 1e6)) != rule:
+                    evidence.append({"why": f"task {tid} billed {b} s; the rule gives {rule / 1e6} s for {metered} s",
+                                     "billed": ev, "done": end})
+        if not n:
+            return Verdict(self.name, "unknown", "no task was billed in this log: nothing to judge")
+        if evidence:
+            return Verdict(self.name, "invalid", f"{plural(len(evidence), 'billing')} not by the rule", evidence)
+        return Verdict(self.name, "valid", f"{plural(n, 'task')} billed, each once, by the rule, for the attempt that "
+                                           f"produced its result")
+
+
+@attrs.frozen
+class CredentialWhileRunning:
+    name: str = "credential-while-running"
+
+    def check(self, events: list[dict]) -> Verdict:
+        running: set[tuple[str, str]] = set()
+        evidence: list[dict] = []
+        grants = attempts = 0
+        for ev in _ordered(events):
+            k, f = _kind(ev), _f(ev)
+            if k == "workload.task_started":
+                running.add((_worker(ev), f.get("task")))
+            elif k in ("workload.task_finished", "workload.fenced"):
+                running.discard((_worker(ev), f.get("task")))
+            elif k == "sim.crash":
+                gone = f"{ev.get('node')}/{ev.get('actor')}"
+                running = {r for r in running if r[0] != gone}
+            elif k == "nemesis.kill":
+                node = f.get("node")
+                running = {r for r in running if r[0].partition("/")[0] != node}
+            elif k == "workload.access":
+                attempts += 1
+                if f.get("granted"):
+                    grants += 1
+                    if (_worker(ev), f.get("task")) not in running:
+                        evidence.append({"why": f"{_worker(ev)} granted access for task {f.get('task')}, which is "
+                                                f"not running there", "event": ev})
+        if not attempts:
+            return Verdict(self.name, "unknown", "no access with a credential was tried in this log: nothing to judge")
+        if evidence:
+            return Verdict(self.name, "invalid", f"{plural(len(evidence), 'grant')} for a task not running on the "
+                                                 f"worker", evidence)
+        return Verdict(self.name, "valid", f"{plural(grants, 'grant')} of {plural(attempts, 'access attempt')}, each "
+                                           f"for a task running on that worker")
+
+
+CHECKERS: tuple[Any, ...] = (TasksEndOnce(), NoTaskLost(), MaxDelayHeld(), BilledAsMetered(), CredentialWhileRunning())

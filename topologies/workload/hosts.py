@@ -1,0 +1,91 @@
+"""The workers' hosts: where a ``RunTask`` effect runs.
+
+How this works
+--------------
+* :class:`SimRunner` (kind ``workload.worker``) plays a warm environment in
+  virtual time: a task's data ``{"seconds": s, "fail": bool}`` says how long it
+  runs and whether it raises; after ``s`` seconds (``api.later``) the worker
+  gets ``TaskFinished`` with ``metered = s``. A ``StopTask`` cancels the run:
+  its report never comes. The same host runs in the simulator and in a node
+  process (where the wait is a real timer).
+* :class:`PythonRunner` (kind ``workload.python_worker``) runs the task's real
+  code in a :class:`~topologies.workload.runner.WarmPython` (a zygote with the
+  environment's modules imported, forking a confined child per task); its
+  report is told to the worker actor as ``TaskFinished``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+from protocols.workload.worker import RunTask, StopTask, TaskFinished
+from topologies.workload.runner import Limits, WarmPython
+
+__all__ = ["PythonRunner", "SimRunner"]
+
+
+class SimRunner:
+    def __init__(self, rng: random.Random, default_seconds: float = 0.1) -> None:
+        self.rng = rng
+        self.default_seconds = default_seconds
+        self.stopped: set[str] = set()
+
+    def on_effect(self, effect: Any, api: Any) -> None:
+        if isinstance(effect, RunTask):
+            d = effect.data if isinstance(effect.data, dict) else {}
+            secs = d.get("seconds", self.default_seconds)
+            secs = float(secs) if isinstance(secs, (int, float)) and not isinstance(secs, bool) else self.default_seconds
+            secs = min(max(secs, 0.0), float(effect.limits.get("wall_s", 3600.0)))
+            if d.get("fail"):
+                outcome = {"ok": False, "error": "RuntimeError: the task was asked to fail", "metered": secs}
+            else:
+                outcome = {"ok": True, "value": {"slept": secs}, "metered": secs}
+            api.later(secs, TaskFinished(effect.run, outcome))
+        elif isinstance(effect, StopTask):
+            self.stopped.add(effect.run)
+            if len(self.stopped) > 10_000:
+                self.stopped.clear()
+        else:
+            raise TypeError(f"SimRunner: unexpected effect {effect!r}")
+
+
+class PythonRunner:
+    def __init__(self, rng: random.Random, modules: list[str] | None = None, env_slots: int = 4,
+                 work_root: str = "") -> None:
+        self.modules = tuple(modules or ["json", "math", "time"])
+        self.slots = env_slots
+        self.work_root = work_root or None
+        self.env: WarmPython | None = None
+        self._tell = None
+
+    def _start(self, api: Any) -> None:
+        actor = getattr(api, "actor", None)
+        if actor is None:
+            raise RuntimeError("PythonRunner runs real processes: it needs a node process, not the simulator")
+        node, address = actor.node, actor.address
+
+        def done(report: dict) -> None:
+            outcome = {k: report.get(k) for k in ("ok", "value", "error", "trace", "metered", "cpu", "killed")
+                       if k in report}
+            node.tell(address, TaskFinished(report["id"], outcome), address)
+
+        self.env = WarmPython(self.modules, work_root=self.work_root, on_done=done, slots=self.slots)
+        self.env.start()
+
+    def on_effect(self, effect: Any, api: Any) -> None:
+        if self.env is None:
+            self._start(api)
+        if isinstance(effect, RunTask):
+            fields = {k: v for k, v in effect.limits.items() if k in {a.name for a in attrs.fields(Limits)}}
+            try:
+                self.env.run(effect.run, effect.source, effect.data, Limits(**fields))
+            except RuntimeError as e:
+                api.later(0.0, TaskFinished(effect.run, {"ok": False, "error": f"could not start: {e}",
+                                                          "metered": 0.0}))
+        elif isinstance(effect, StopTask):
+            self.env.stop(effect.run)
+        else:
+            raise TypeError(f"PythonRunner: unexpected effect {effect!r}")
