@@ -453,17 +453,17 @@ def test_attack_flood_of_asks_whose_replies_dead_letter_does_not_delay_a_legit_a
         for i in range(total):
             raw.send("east/echo", Echo(i), f"mallory/$ask/{i}", corr=i + 1)
         t0 = time.monotonic()
-        reply = west.ask("east/echo", Echo(-1), timeout=30).result(40)
+        replies = [west.ask("east/echo", Echo(-1 - i), timeout=2.0).result(5) for i in range(5)]  # the brief's 2 s
         waited = time.monotonic() - t0
+        reply = replies[-1]
         s = wait_for(lambda: (lambda s: s if s.handled + s.counters.get("mailbox_full", 0) >= total + 2 else None)(
             _stats(west)), timeout=90, what="the flood handled")
     finally:
         raw.close()
     c = s.counters
-    print(f"flood-deadletters: legit ask answered in {waited:.3f} s after {reply.handled} handled; "
+    print(f"flood-deadletters: 5 legit asks answered in {waited:.3f} s, the last after {reply.handled} handled; "
           f"flood handled {s.handled}, mailbox_full {c.get('mailbox_full', 0)}, dead_letters {c['dead_letters']}")
-    # fairness, not timing: the legit ask overtook the flood queued before it
-    assert s.handled - reply.handled > 10_000, f"the legit ask was answered after {reply.handled} of {s.handled}"
+    assert reply.handled < total, "the asks were answered during the flood (else this proves nothing)"
     assert c["dead_letters"] >= total - 10, "each reply to the stranger is a dead letter"
 
     def accounted():  # the last second's summary comes when that second ends
