@@ -106,7 +106,7 @@ def dispatch(tid="t1", lease="L1", payload=None, attempt=1, ttl=3.0):
 def started_worker(**kw):
     w = Worker(Q, ["py"], slots=2, code_service="c/code", data_service="d/data", heartbeat=1.0, address=W, **kw)
     e = w.tick(0.0)
-    assert sends(e, Pull, Q) == [Pull(w.boot, 1, ["py"], 2)]
+    assert sends(e, Pull, Q) == [Pull(w.boot, 1, ["py"], 2, 0)]
     return w
 
 

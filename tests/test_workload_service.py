@@ -100,8 +100,22 @@ def test_notify_address_gets_the_outcome_and_retry_requeues_a_failure():
     e = s.handle(Retry("t", "a"), "c/x", 2.0)
     assert sends(e, Retried)[0].ok and isinstance(e[0], StoreTasks)
     assert not sends(s.handle(Retry("t", "a"), "c/x", 2.0), Retried)[0].ok  # not ended now
-    e = s.handle(Pull("b", 2, ["py"], 1), W1, 3.0)
+    e = s.handle(Pull("b", 2, ["py"], 1, 1), W1, 3.0)  # it has received the one dispatch sent
     assert sends(e, Dispatch)[0].task_id == "t"
+
+
+def test_dispatches_still_in_flight_count_against_a_workers_credits():
+    s = QueueService(["py"])
+    s.tick(0.0)
+    for i in range(5):
+        s.handle(enq(f"t{i}"), GW, 0.0)
+    assert len(sends(s.handle(Pull("b", 1, ["py"], 2, 0), W1, 0.0), Dispatch)) == 2
+    # a heartbeat written before those two arrived still says 2 free: nothing more is sent
+    assert sends(s.handle(Pull("b", 2, ["py"], 2, 0), W1, 0.1), Dispatch) == []
+    # it received both and finished one: one free
+    assert len(sends(s.handle(Pull("b", 3, ["py"], 1, 2), W1, 0.2), Dispatch)) == 1
+    # a new boot of the worker: nothing in flight to it
+    assert len(sends(s.handle(Pull("b2", 1, ["py"], 2, 0), W1, 0.3), Dispatch)) == 2
 
 
 def test_bad_input_is_counted_and_survived():

@@ -10,7 +10,9 @@ Source: ``shared/seeds/003_1de75d49b2f91a9e.txt`` (FIGS. 2-4). Three roles talk:
   of a known id is answered again and changes nothing.
 * worker <-> queue: :class:`Pull` says how many more tasks of which types the
   worker can take (its *credits*; absolute, with a per-boot ``seq``, so a
-  duplicated or late ``Pull`` is harmless) and doubles as its heartbeat. The
+  duplicated or late ``Pull`` is harmless, and with the number of dispatches
+  it has received, so the queue counts those still in flight against the
+  credits) and doubles as its heartbeat. The
   queue answers with :class:`Dispatch` (a leased task). The worker sends
   :class:`Renew` while the task runs (:class:`Renewed`, ``ok=False``: the lease
   is gone, stop the task) and :class:`Result` when it ends, resent until
@@ -54,6 +56,7 @@ class Pull:
     seq: int  # per boot; an older seq is ignored
     types: list
     free: int  # how many more tasks it can take now
+    received: int = 0  # Dispatches received this boot: the queue subtracts those still on their way
 
 
 @message("workload.Dispatch")

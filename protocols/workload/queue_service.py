@@ -9,7 +9,8 @@ task type it serves and speaks :mod:`protocols.workload.messages`:
   answered ``Enqueued``; a full queue or an unknown type answers ``ok=False``
   with the reason.
 * ``Pull`` from a worker sets its credits (how many more tasks of which types
-  it takes; a newer ``seq`` of the same boot wins, a new boot replaces the
+  it takes, less the dispatches sent that it had not received when it wrote
+  the ``Pull``; a newer ``seq`` of the same boot wins, a new boot replaces the
   old). The service then *pumps*: while some worker has credits and one of its
   types has a queued task, the next task in dispatch order is leased to it and
   sent as ``Dispatch``. Workers are served in turn; among a worker's types the
@@ -75,6 +76,7 @@ class _Worker:
     types: tuple
     free: int
     seen: float
+    sent: int = 0  # Dispatches sent to this boot
 
 
 class QueueService:
@@ -239,7 +241,10 @@ class QueueService:
             self.counters["stale_pulls"] += 1
             w.seen = now
             return []
-        w.boot, w.seq, w.types, w.free, w.seen = m.boot, m.seq, types, max(0, m.free), now
+        if w.boot != m.boot:
+            w.sent = 0  # a new incarnation of the worker: nothing in flight to it
+        in_flight = max(0, w.sent - m.received) if w.boot == m.boot else 0
+        w.boot, w.seq, w.types, w.free, w.seen = m.boot, m.seq, types, max(0, m.free - in_flight), now
         return self._pump(now)
 
     def _pump(self, now: float) -> list[Effect]:
@@ -261,6 +266,7 @@ class QueueService:
                 self._leases += 1
                 t = q.dispatch(addr, f"{self.incarnation}.{self._leases}", now)
                 w.free -= 1
+                w.sent += 1
                 self._touch(t)
                 self.counters["dispatched"] += 1
                 out.append(Emit("workload.dispatched", {"task": t.id, "worker": addr, "lease": t.lease_id,

@@ -141,6 +141,8 @@ class Worker:
         self._runs_by_id: dict[str, str] = {}
         self._n = 0
         self._last_pull = -1e9
+        self.received = 0  # distinct Dispatches received this boot (Pull.received)
+        self._leases_seen: dict[str, None] = {}
         self.counters = {"dispatches": 0, "duplicate_dispatches": 0, "refused_dispatches": 0, "fenced": 0,
                          "corrupt_data": 0, "access_granted": 0, "access_refused": 0, "bad_messages": 0}
 
@@ -152,7 +154,8 @@ class Worker:
     def _pull(self, now: float) -> list[Effect]:
         self.seq += 1
         self._last_pull = now
-        return [Send(self.queue, Pull(self.boot, self.seq, self.types, max(0, self.slots - self._busy())))]
+        return [Send(self.queue, Pull(self.boot, self.seq, self.types, max(0, self.slots - self._busy()),
+                                      self.received))]
 
     def _token(self) -> str:
         return f"{self.rng.getrandbits(128):032x}"
@@ -221,6 +224,11 @@ class Worker:
 
     def _dispatch(self, d: Dispatch, now: float) -> list[Effect]:
         held = self.runs.get(d.task_id)
+        if d.lease_id not in self._leases_seen:
+            self._leases_seen[d.lease_id] = None
+            self.received += 1
+            while len(self._leases_seen) > 4 * self.slots + 64:
+                self._leases_seen.pop(next(iter(self._leases_seen)))
         if held is not None:
             if held.d.lease_id == d.lease_id:
                 self.counters["duplicate_dispatches"] += 1
