@@ -77,7 +77,7 @@ import networkx as nx
 
 __all__ = [
     "DepGraph", "Dependency", "Plan", "Problem", "Service", "Step", "Ticket", "Workflow",
-    "KINDS", "MAX_CYCLES_PER_GROUP", "plan", "problems", "check_plan",
+    "KINDS", "MAX_CYCLES_PER_GROUP", "OPTIONAL_CONDITIONS", "plan", "problems", "check_plan", "remedial_workflow",
 ]
 
 KINDS = ("hard", "conditional", "order")
@@ -391,6 +391,12 @@ def _remediate(graph: DepGraph, g: nx.DiGraph, members: list[str]) -> Workflow |
     return Workflow(group=name, members=tuple(sorted(members)), rule=rule, bootstrap=tuple(boot),
                     deferred=tuple(deferred), waived=waived, restarted=tuple(restarted), cycles=cycles,
                     cycle_count=count, explanation=expl)
+
+
+def remedial_workflow(graph: DepGraph, members: Iterable[str], conditions: Iterable[str] = ()) -> Workflow | Ticket:
+    """The remedial workflow (by the rules above) for ``members`` (e.g. a cycle of waits), or a ticket."""
+    ms = sorted(set(members))
+    return _remediate(graph, graph.graph(conditions), ms)
 
 
 def plan(graph: DepGraph, conditions: Iterable[str] = ()) -> Plan:

@@ -1,0 +1,525 @@
+"""The dependency manager: the graph from agents' reports, the startup plan, deadlocks and remediation.
+
+How this works
+--------------
+A :class:`Manager` (a pure state machine, ticked every ``tick_interval``):
+
+* **Graph.** Agents' :class:`Report` s give each asset's services, their
+  dependencies, failure domain and region; :class:`Override` s from operators
+  change or remove a dependency (logged with who). The graph is a
+  :class:`~protocols.deps.graph.DepGraph`; states and ``waiting-on`` lists come
+  from :class:`Report` and :class:`Status` (newest incarnation and sequence per
+  asset win).
+* **Plan.** Once every agent in ``agents`` has reported (or
+  ``gather_timeout`` has passed) it computes the plan
+  (:func:`~protocols.deps.graph.plan`; ``deps.plan`` and one ``deps.problem``
+  per problem go to the log) and again whenever the graph or the active
+  conditions change. It carries the plan out step by step: a step is sent
+  (:class:`Act` to the owning agent, ``deps.dispatch``) once the steps it waits
+  for are done, and only to a service that is down or failed (a service
+  that is starting or waiting on its own is left to the deadlock detector);
+  a step whose service shows no progress within ``act_timeout`` is sent
+  again. The waves are the plan's display; sending by readiness makes the
+  makespan the critical path. A service that goes down later (an asset
+  restarted) is started again the same way.
+* **Deadlocks.** The wait-for graph has an edge ``s -> d`` for every
+  service ``s`` waiting on ``d``. A strongly connected group of waiting
+  services that persists for ``confirm_after`` seconds is a deadlock
+  (``deps.deadlock_detected``, with the waits). Detection bound: the status
+  delivery latency + ``confirm_after`` + one ``tick_interval``. Remediation
+  (``remediate``): the group's remedial workflow by the planner's rules: its
+  bootstrap members are restarted in bootstrap mode without waiting on their
+  in-group dependencies, and each is restarted fully once every other member is
+  up; a group no rule can break becomes a ticket (``deps.ticket``). Afterwards
+  the manager checks the group is up within ``verify_after``
+  (``deps.deadlock_resolved`` or ``deps.remediation_failed``) and watches its
+  services for ``watch_for`` seconds (``deps.watch_alert`` if one drops).
+* **Remediation timing** (:class:`Remediate` from an operator or the
+  ``remediations`` parameter): ``immediate``; ``opportunistic`` - when the
+  service's asset reboots or powers down for another reason, opens a
+  maintenance window (:class:`AssetEvent`) or comes back as a new incarnation,
+  or at the deadline; ``conditional`` - when the named :class:`Condition`
+  starts to hold. For every cycle that appears only under a named condition
+  the manager arms a conditional remediation itself: the condition's remedial
+  workflow's bootstrap members restart in bootstrap mode when it starts to
+  hold and fully when it stops.
+
+Bounds: at most ``MAX_ASSETS`` assets and ``MAX_REMEDIATIONS`` armed
+remediations; bad input is counted (``rejected``) and logged.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import networkx as nx
+
+from protocols.core import Effect, Emit, Send, TimerFired
+from protocols.deps.graph import DepGraph, Dependency, Plan, Service, Ticket, Workflow, plan, problems, \
+    remedial_workflow
+from protocols.deps.messages import ACTIONS, Act, AssetEvent, Condition, Override, Remediate, Report, Status
+
+__all__ = ["Manager", "MAX_ASSETS", "MAX_REMEDIATIONS"]
+
+MAX_ASSETS = 10_000
+MAX_REMEDIATIONS = 1_000
+UPISH = ("up", "bootstrap")
+
+
+class Manager:
+    """The dependency manager (see the module docstring)."""
+
+    def __init__(self, agents: list[str], gather_timeout: float = 3.0, act_timeout: float = 10.0,
+                 confirm_after: float = 0.5, verify_after: float = 30.0, watch_for: float = 10.0,
+                 remediate: bool = True, execute: bool = True, conditions: list[str] | None = None,
+                 remediations: list[dict] | None = None, overrides: list[dict] | None = None,
+                 tick_interval: float = 0.1, address: str = "", rng: random.Random | None = None):
+        if min(gather_timeout, act_timeout, verify_after, tick_interval) <= 0 or confirm_after < 0 or watch_for < 0:
+            raise ValueError("timeouts must be > 0 (confirm_after, watch_for >= 0)")
+        self.agents = list(agents)
+        self.gather_timeout, self.act_timeout, self.confirm_after = gather_timeout, act_timeout, confirm_after
+        self.verify_after, self.watch_for = verify_after, watch_for
+        self.remediate, self.execute = remediate, execute
+        self.tick_interval = tick_interval
+        self.address = address
+        rng = rng if rng is not None else random.Random(0)
+        self.incarnation = rng.getrandbits(48)
+        self.graph = DepGraph()
+        self.active: set[str] = set(conditions or [])
+        self.assets: dict[str, dict] = {}  # asset -> {"address", "inc", "seq", "sig"}
+        self.old_incarnations: dict[str, set[int]] = {}
+        self.owner: dict[str, str] = {}  # service -> asset
+        self.states: dict[str, str] = {}
+        self.waiting: dict[str, tuple[str, ...]] = {}
+        self.plan: Plan | None = None
+        self.wf_of: dict[str, Workflow] = {}
+        self.plan_key: tuple | None = None
+        self.order: list[str] = []
+        self.step_wave: dict[str, int] = {}
+        self.sent: dict[str, float] = {}  # step id -> when its Act went out
+        self.up_at: dict[str, float] = {}  # service -> when it last came fully up
+        self.started_at: float | None = None
+        self.all_up = False
+        self.suspects: dict[frozenset, float] = {}
+        self.deadlocks: dict[str, dict] = {}
+        self.dl_count = 0
+        self.under_remediation: set[str] = set()
+        self.remediations: dict[str, dict] = {}
+        self.rejected = 0
+        self._pending_overrides = list(overrides or [])
+        self._pending_remediations = list(remediations or [])
+        self._announced_tickets: set[str] = set()
+
+    # -- input -----------------------------------------------------------------------
+    def _fresh(self, asset: str, inc: int, seq: int, sender: str) -> tuple[bool, bool]:
+        """(apply it, a new incarnation of a known asset)."""
+        old = self.old_incarnations.setdefault(asset, set())
+        if inc in old:
+            return False, False
+        a = self.assets.get(asset)
+        if a is None:
+            if len(self.assets) >= MAX_ASSETS:
+                self.rejected += 1
+                return False, False
+            self.assets[asset] = {"address": sender, "inc": inc, "seq": seq, "sig": None}
+            return True, False
+        if a["inc"] != inc:
+            if len(old) < 64:
+                old.add(a["inc"])
+            a.update(inc=inc, seq=seq, address=sender)
+            return True, True
+        if seq <= a["seq"]:
+            return False, False
+        a["seq"] = seq
+        a["address"] = sender
+        return True, False
+
+    def _set_state(self, service: str, state: str, waiting: list[str] | tuple[str, ...], now: float) -> None:
+        before = self.states.get(service)
+        self.states[service] = state
+        if state == "waiting" and waiting:
+            self.waiting[service] = tuple(waiting)
+        else:
+            self.waiting.pop(service, None)
+        if state == "up" and before != "up":
+            self.up_at[service] = now
+
+    def _report(self, r: Report, sender: str, now: float) -> list[Effect]:
+        ok, reborn = self._fresh(r.asset, r.incarnation, r.seq, sender)
+        if not ok:
+            return []
+        out: list[Effect] = []
+        a = self.assets[r.asset]
+        sig = (r.failure_domain, r.region, tuple(r.services))
+        if a["sig"] != sig:
+            a["sig"] = sig
+            for info in r.services:
+                svc = Service(info.name, asset=r.asset, failure_domain=r.failure_domain, region=r.region,
+                              bootstrap=info.bootstrap, priority=info.priority, start_time=info.start_time,
+                              functions=tuple(info.functions), restarted_by=tuple(info.restarted_by))
+                deps = [Dependency(info.name, d, "hard") for d in info.hard]
+                deps += [Dependency(info.name, d, "conditional", c) for d, c in info.conditional.items()]
+                deps += [Dependency(info.name, d, "order") for d in info.order if d not in info.hard]
+                self.graph.report(svc, [d for d in deps if d.on != info.name])
+                self.owner[info.name] = r.asset
+            out.append(Emit("deps.graph", {"asset": r.asset, "services": [i.name for i in r.services],
+                                           "version": self.graph.version}))
+        for name, state in r.states.items():
+            if self.owner.get(name) == r.asset:
+                self._set_state(name, state, r.waiting.get(name, ()), now)
+        if reborn:
+            out.append(Emit("deps.asset_restarted", {"asset": r.asset}))
+            out += self._opportunity(r.asset, "asset-restarted", now)
+        return out
+
+    # -- planning ----------------------------------------------------------------------
+    def _replan(self, now: float, why: str) -> list[Effect]:
+        key = (self.graph.version, tuple(sorted(self.active)))
+        if key == self.plan_key:
+            return []
+        self.plan_key = key
+        p = plan(self.graph, self.active)
+        self.plan = p
+        sg = nx.DiGraph()
+        sg.add_nodes_from(p.steps)
+        sg.add_edges_from((a, s.id) for s in p.steps.values() for a in s.after)
+        self.order = list(nx.lexicographical_topological_sort(sg))
+        self.wf_of = {m: w for w in p.workflows for m in w.members}
+        self.step_wave = {sid: i for i, w in enumerate(p.step_waves()) for sid in w}
+        probs = problems(self.graph, p)
+        out: list[Effect] = [Emit("deps.plan", {
+            "why": why, "conditions": sorted(self.active), "waves": p.waves,
+            "workflows": [w.to_json() for w in p.workflows], "tickets": [t.to_json() for t in p.tickets],
+            "critical_path": p.critical_path, "makespan": p.makespan, "blocked": p.blocked,
+            "hard": {s: sorted(d for _, d, k in self.graph.graph(self.active).out_edges(s, data="kind")
+                               if k == "hard") for s in self.graph.services},
+            "steps": len(p.steps)})]
+        for pr in probs:
+            out.append(Emit("deps.problem", pr.to_json()))
+        for t in p.tickets:
+            if t.id not in self._announced_tickets:
+                self._announced_tickets.add(t.id)
+                out.append(Emit("deps.ticket", {"id": t.id, "members": list(t.members), "reason": t.reason,
+                                                "blocked": list(t.blocked), "cause": "plan"}))
+        out += self._arm_conditional(now)
+        return out
+
+    def _arm_conditional(self, now: float) -> list[Effect]:
+        """A conditional remediation per cycle that only a named condition closes."""
+        out: list[Effect] = []
+        base_groups = {frozenset(ms) for ms in (self.plan.groups.values() if self.plan else ())}
+        for c in self.graph.conditions():
+            if c in self.active:
+                continue
+            pc = plan(self.graph, [c])
+            for w in pc.workflows:
+                if frozenset(w.members) in base_groups or not w.bootstrap:
+                    continue
+                for b in w.bootstrap:
+                    rid = f"cond:{c}:{b}"
+                    if rid in self.remediations or len(self.remediations) >= MAX_REMEDIATIONS:
+                        continue
+                    skip = sorted(d for s, d in w.waived if s == b)
+                    self.remediations[rid] = {"id": rid, "action": "restart-bootstrap", "service": b, "skip": skip,
+                                              "when": "conditional", "condition": c, "deadline_at": None,
+                                              "state": "armed", "release": "restart", "who": "manager"}
+                    out.append(Emit("deps.remediation_armed", {"id": rid, "action": "restart-bootstrap",
+                                                               "service": b, "when": "conditional", "condition": c,
+                                                               "skip": skip, "who": "manager",
+                                                               "group": list(w.members)}))
+        return out
+
+    # -- carrying the plan out ---------------------------------------------------------
+    def _done(self, sid: str) -> bool:
+        st = self.plan.steps[sid]
+        state = self.states.get(st.service)
+        if st.action == "start":
+            return state in UPISH
+        if st.action == "start-bootstrap":
+            return state in UPISH
+        if state != "up":
+            return False
+        w = self.wf_of.get(st.service)
+        if w is None or st.service in w.bootstrap:
+            return True  # a bootstrap member is done once fully up (however it got there)
+        # a dependent of deferred conditional edges: (re)started after each of those came fully up
+        mine = self.up_at.get(st.service, 0.0)
+        return all(mine >= self.up_at.get(v, float("inf")) for u, v, k in w.deferred if u == st.service
+                   and k == "conditional")
+
+    def _act(self, service: str, action: str, skip: list[str], ref: str) -> list[Effect]:
+        asset = self.owner.get(service)
+        a = self.assets.get(asset or "")
+        if a is None:
+            return [Emit("deps.unreachable", {"service": service, "action": action, "ref": ref})]
+        return [Send(a["address"], Act(action, service, list(skip), ref))]
+
+    def _dispatch(self, now: float) -> list[Effect]:
+        p = self.plan
+        out: list[Effect] = []
+        waived = {}
+        for w in p.workflows:
+            for s, d in w.waived:
+                waived.setdefault(s, []).append(d)
+        for sid in self.order:
+            st = p.steps[sid]
+            if st.service in self.under_remediation or self._done(sid):
+                continue
+            if any(not self._done(a) for a in st.after):
+                continue
+            state = self.states.get(st.service, "down")
+            if st.action in ("start", "start-bootstrap"):
+                if state not in ("down", "failed"):
+                    continue
+            elif state not in UPISH:
+                continue
+            last = self.sent.get(sid)
+            if last is not None and now - last < self.act_timeout:
+                continue
+            self.sent[sid] = now
+            skip = sorted(waived.get(st.service, [])) if st.action == "start-bootstrap" else []
+            out.append(Emit("deps.dispatch", {"step": sid, "action": st.action, "service": st.service,
+                                              "skip": skip, "wave": self.step_wave.get(sid, 0),
+                                              "resend": last is not None}))
+            out += self._act(st.service, st.action, skip, sid)
+        return out
+
+    def _check_all_up(self, now: float) -> list[Effect]:
+        p = self.plan
+        svcs = [s for s in self.graph.services if s not in p.blocked]
+        up = all(self.states.get(s) == "up" for s in svcs) and bool(svcs)
+        if up and not self.all_up:
+            self.all_up = True
+            return [Emit("deps.all_up", {"services": len(svcs), "after": round(now - (self.started_at or 0.0), 6),
+                                         "blocked": p.blocked})]
+        if not up and self.all_up:
+            self.all_up = False
+        return []
+
+    # -- deadlocks -----------------------------------------------------------------------
+    def _detect(self, now: float) -> list[Effect]:
+        wf = nx.DiGraph()
+        for s, ds in self.waiting.items():
+            for d in ds:
+                if self.states.get(d) == "waiting":
+                    wf.add_edge(s, d)
+        groups = [frozenset(c) for c in nx.strongly_connected_components(wf) if len(c) > 1]
+        self.suspects = {g: self.suspects.get(g, now) for g in groups}
+        out: list[Effect] = []
+        for g, since in self.suspects.items():
+            if now - since < self.confirm_after:
+                continue
+            if any(g <= frozenset(d["members"]) for d in self.deadlocks.values() if d["state"] == "remediating"):
+                continue
+            self.dl_count += 1
+            did = f"deadlock-{self.dl_count}"
+            waits = sorted([s, d] for s, d in wf.subgraph(g).edges)
+            cycle = next(iter(nx.simple_cycles(wf.subgraph(g))), [])
+            rec = {"id": did, "members": sorted(g), "waits": waits, "since": since, "detected": now,
+                   "state": "detected", "bootstrap": [], "full_sent": set()}
+            self.deadlocks[did] = rec
+            out.append(Emit("deps.deadlock_detected", {"id": did, "members": sorted(g), "waits": waits,
+                                                       "cycle": cycle, "since": round(since, 6),
+                                                       "after": round(now - since, 6)}))
+            if self.remediate:
+                out += self._remediate_deadlock(rec, now)
+        return out
+
+    def _remediate_deadlock(self, rec: dict, now: float) -> list[Effect]:
+        r = remedial_workflow(self.graph, rec["members"], self.active)
+        if isinstance(r, Ticket) or not r.bootstrap:
+            rec["state"] = "ticket"
+            reason = r.reason if isinstance(r, Ticket) else "no bootstrap member: the waits are on hard dependencies"
+            return [Emit("deps.ticket", {"id": f"ticket:{rec['id']}", "members": rec["members"], "reason": reason,
+                                         "cause": rec["id"]})]
+        rec["state"] = "remediating"
+        rec["bootstrap"] = list(r.bootstrap)
+        rec["waived"] = [list(e) for e in r.waived]
+        self.under_remediation |= set(rec["members"])
+        out: list[Effect] = [Emit("deps.remediation", {"id": rec["id"], "rule": r.rule, "bootstrap": list(r.bootstrap),
+                                                       "waived": [list(e) for e in r.waived],
+                                                       "explanation": r.explanation})]
+        for b in r.bootstrap:
+            skip = sorted(d for s, d in r.waived if s == b)
+            out += self._act(b, "restart-bootstrap", skip, rec["id"])
+        return out
+
+    def _follow_deadlocks(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        for rec in self.deadlocks.values():
+            if rec["state"] == "remediating":
+                members = rec["members"]
+                for b in rec["bootstrap"]:
+                    others_up = all(self.states.get(m) in UPISH for m in members if m != b)
+                    if others_up and self.states.get(b) == "bootstrap" and b not in rec["full_sent"]:
+                        rec["full_sent"].add(b)
+                        out += self._act(b, "restart", [], rec["id"])
+                if all(self.states.get(m) == "up" for m in members):
+                    rec["state"] = "watching"
+                    rec["resolved"] = now
+                    self.under_remediation -= set(members)
+                    out.append(Emit("deps.deadlock_resolved", {"id": rec["id"], "members": members,
+                                                               "after": round(now - rec["detected"], 6)}))
+                elif now - rec["detected"] > self.verify_after:
+                    rec["state"] = "failed"
+                    self.under_remediation -= set(members)
+                    out.append(Emit("deps.remediation_failed", {"id": rec["id"], "members": members,
+                                                                "states": {m: self.states.get(m) for m in members}}))
+            elif rec["state"] == "watching":
+                if now - rec["resolved"] > self.watch_for:
+                    rec["state"] = "closed"
+                    continue
+                dropped = [m for m in rec["members"] if self.states.get(m) not in UPISH]
+                if dropped:
+                    rec["state"] = "closed"
+                    out.append(Emit("deps.watch_alert", {"id": rec["id"], "dropped": dropped}))
+        return out
+
+    # -- remediation timing -------------------------------------------------------------------
+    def _arm(self, r: Remediate, now: float) -> list[Effect]:
+        if r.action not in ACTIONS or r.when not in ("immediate", "opportunistic", "conditional") \
+                or (r.when == "conditional" and not r.condition) or r.deadline < 0:
+            self.rejected += 1
+            return [Emit("deps.bad_input", {"what": f"remediation {r.id!r}: bad action/when/condition/deadline"})]
+        if r.id in self.remediations or len(self.remediations) >= MAX_REMEDIATIONS:
+            self.rejected += 1
+            return [Emit("deps.bad_input", {"what": f"remediation {r.id!r}: duplicate or over the bound"})]
+        rec = {"id": r.id, "action": r.action, "service": r.service, "skip": [], "when": r.when,
+               "condition": r.condition, "deadline_at": now + r.deadline if r.deadline > 0 else None,
+               "state": "armed", "release": None, "who": r.who}
+        self.remediations[r.id] = rec
+        out: list[Effect] = [Emit("deps.remediation_armed", {"id": r.id, "action": r.action, "service": r.service,
+                                                             "when": r.when, "condition": r.condition,
+                                                             "deadline": r.deadline, "who": r.who})]
+        if r.when == "immediate" or (r.when == "conditional" and r.condition in self.active):
+            out += self._fire(rec, "immediate" if r.when == "immediate" else f"condition {r.condition}", now)
+        return out
+
+    def _fire(self, rec: dict, trigger: str, now: float) -> list[Effect]:
+        rec["state"] = "fired"
+        rec["fired_at"] = now
+        out: list[Effect] = [Emit("deps.remediation_fired", {"id": rec["id"], "action": rec["action"],
+                                                             "service": rec["service"], "trigger": trigger,
+                                                             "when": rec["when"]})]
+        if rec["action"] == "reboot":
+            a = self.assets.get(self.owner.get(rec["service"], rec["service"]))
+            return out + ([Send(a["address"], Act("reboot", "", [], rec["id"]))] if a else [])
+        return out + self._act(rec["service"], rec["action"], rec["skip"], rec["id"])
+
+    def _opportunity(self, asset: str, trigger: str, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        for rec in self.remediations.values():
+            if rec["when"] == "opportunistic" and rec["state"] == "armed" \
+                    and (self.owner.get(rec["service"]) == asset or rec["service"] == asset):
+                out += self._fire(rec, trigger, now)
+        return out
+
+    def _condition(self, c: Condition, now: float) -> list[Effect]:
+        was = c.name in self.active
+        if c.holds == was:
+            return []
+        out: list[Effect] = [Emit("deps.condition", {"name": c.name, "holds": c.holds, "who": c.who})]
+        if c.holds:
+            self.active.add(c.name)
+            for rec in self.remediations.values():
+                if rec["when"] == "conditional" and rec["condition"] == c.name and rec["state"] == "armed":
+                    out += self._fire(rec, f"condition {c.name}", now)
+        else:
+            self.active.discard(c.name)
+            for rec in self.remediations.values():
+                if rec["when"] == "conditional" and rec["condition"] == c.name and rec["state"] in ("fired", "done") \
+                        and rec["release"]:
+                    rec["state"] = "armed"
+                    out.append(Emit("deps.remediation_released", {"id": rec["id"], "action": rec["release"],
+                                                                  "service": rec["service"]}))
+                    out += self._act(rec["service"], rec["release"], [], rec["id"] + ":release")
+        if self.plan is not None:
+            out += self._replan(now, f"condition {c.name} {'holds' if c.holds else 'ended'}")
+        return out
+
+    def _follow_remediations(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        for rec in self.remediations.values():
+            if rec["state"] == "armed" and rec["deadline_at"] is not None and now >= rec["deadline_at"]:
+                out += self._fire(rec, "deadline", now)
+            elif rec["state"] == "fired" and now - rec["fired_at"] > 0:
+                target = "bootstrap" if rec["action"].endswith("bootstrap") else "up"
+                if rec["action"] in ("stop",):
+                    target = "down"
+                if rec["action"] != "reboot" and self.states.get(rec["service"]) == target:
+                    rec["state"] = "done"
+                    out.append(Emit("deps.remediation_done", {"id": rec["id"], "service": rec["service"],
+                                                              "state": target,
+                                                              "after": round(now - rec["fired_at"], 6)}))
+        return out
+
+    # -- entry points ------------------------------------------------------------------------
+    def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
+        c = type(msg)
+        if c is Report:
+            return self._report(msg, sender, now)
+        if c is Status:
+            ok, _ = self._fresh(msg.asset, msg.incarnation, msg.seq, sender)
+            if ok and self.owner.get(msg.service) == msg.asset:
+                self._set_state(msg.service, msg.state, msg.waiting_on, now)
+            return []
+        if c is AssetEvent:
+            return [Emit("deps.asset_event", {"asset": msg.asset, "kind": msg.kind})] + \
+                self._opportunity(msg.asset, msg.kind, now)
+        if c is Condition:
+            return self._condition(msg, now)
+        if c is Remediate:
+            return self._arm(msg, now)
+        if c is Override:
+            return self._override(msg.service, msg.on, msg.kind, msg.condition, msg.remove, msg.who, now)
+        if c is TimerFired:
+            return []
+        self.rejected += 1
+        return [Emit("deps.bad_input", {"what": f"unexpected {c.__name__} from {sender}"})]
+
+    def _override(self, service: str, on: str, kind: str, condition: str, remove: bool, who: str,
+                  now: float) -> list[Effect]:
+        try:
+            if remove:
+                self.graph.remove(service, on)
+            else:
+                self.graph.override(Dependency(service, on, kind, condition))
+        except ValueError as e:
+            self.rejected += 1
+            return [Emit("deps.bad_input", {"what": f"override: {e}"})]
+        out: list[Effect] = [Emit("deps.override", {"service": service, "on": on, "kind": kind, "remove": remove,
+                                                    "condition": condition, "who": who})]
+        if self.plan is not None:
+            out += self._replan(now, f"override by {who}")
+        return out
+
+    def tick(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if self.started_at is None:
+            self.started_at = now
+            out.append(Emit("deps.manager_start", {"agents": len(self.agents), "incarnation": self.incarnation}))
+            for o in self._pending_overrides:
+                out += self._override(o["service"], o["on"], o.get("kind", "hard"), o.get("condition", ""),
+                                      bool(o.get("remove", False)), o.get("who", "topology"), now)
+            for r in self._pending_remediations:
+                out += self._arm(Remediate(r["id"], r["action"], r["service"], r.get("when", "immediate"),
+                                           r.get("condition", ""), float(r.get("deadline", 0.0)),
+                                           r.get("who", "topology")), now)
+            self._pending_overrides, self._pending_remediations = [], []
+        if self.plan is None:
+            reported = {a["address"] for a in self.assets.values()}
+            if not (set(self.agents) <= reported or now - self.started_at >= self.gather_timeout):
+                return out
+            if not self.graph.services:
+                return out
+            out += self._replan(now, "agents reported" if set(self.agents) <= reported else "gather timeout")
+        elif (self.graph.version, tuple(sorted(self.active))) != self.plan_key:
+            out += self._replan(now, "graph changed")
+        if self.execute:
+            out += self._dispatch(now)
+        out += self._detect(now)
+        out += self._follow_deadlocks(now)
+        out += self._follow_remediations(now)
+        out += self._check_all_up(now)
+        return out

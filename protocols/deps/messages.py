@@ -1,0 +1,132 @@
+"""Messages of dependency-aware startup (tags ``deps.X``).
+
+How this works
+--------------
+* agent -> manager and peer agents: :class:`Report` (the asset's services, what
+  each depends on, every service's state; sent at start and every
+  ``report_every`` seconds) and :class:`Status` (one service changed state:
+  down, starting, waiting (on ``waiting_on``), up, bootstrap, failed);
+  :class:`AssetEvent` (the asset is about to reboot or power down, or a
+  maintenance window opened: a trigger for opportunistic remediation).
+* manager -> agent: :class:`Act` (start, start-bootstrap, restart,
+  restart-bootstrap, stop, reboot), naming the dependencies a bootstrap start
+  does not wait for (``skip``) and why (``ref``: a plan step or a remediation).
+* operator -> manager: :class:`Condition` (a named condition starts or stops
+  holding), :class:`Remediate` (a remediation to run immediately,
+  opportunistically or conditionally), :class:`Override` (add, change or
+  remove a dependency; logged with who).
+* host -> agent (the embedding API): :class:`ServiceUp` / :class:`ServiceExited`
+  answer a ``StartService`` host effect, :class:`AssetBooted` a ``RebootAsset``.
+
+Staleness: an agent's messages carry its incarnation (a fresh random value per
+start) and a sequence number; receivers keep, per asset, the newest
+incarnation they saw and ignore older sequence numbers of it. Host answers
+carry the start's ``token``; an answer for an older token is ignored.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from transport.codec import message
+
+__all__ = ["Act", "AssetBooted", "AssetEvent", "Condition", "Override", "Remediate", "Report", "ServiceExited",
+           "ServiceInfo", "ServiceUp", "Status", "STATES", "ACTIONS"]
+
+STATES = ("down", "starting", "waiting", "up", "bootstrap", "failed")
+ACTIONS = ("start", "start-bootstrap", "restart", "restart-bootstrap", "stop", "reboot")
+
+
+@message("deps.ServiceInfo")
+class ServiceInfo:
+    name: str
+    hard: list[str] = attrs.field(factory=list)
+    conditional: dict[str, str] = attrs.field(factory=dict)  # on -> condition
+    order: list[str] = attrs.field(factory=list)
+    bootstrap: bool = False
+    priority: int = 0
+    start_time: float = 1.0
+    functions: list[str] = attrs.field(factory=list)
+    restarted_by: list[str] = attrs.field(factory=list)
+
+
+@message("deps.Report")
+class Report:
+    asset: str
+    incarnation: int
+    seq: int
+    failure_domain: str
+    region: str
+    services: list[ServiceInfo]
+    states: dict[str, str]
+    waiting: dict[str, list[str]]
+
+
+@message("deps.Status")
+class Status:
+    asset: str
+    incarnation: int
+    seq: int
+    service: str
+    state: str
+    waiting_on: list[str] = attrs.field(factory=list)
+
+
+@message("deps.AssetEvent")
+class AssetEvent:
+    asset: str
+    kind: str  # rebooting | powering-down | maintenance
+
+
+@message("deps.Act")
+class Act:
+    action: str
+    service: str = ""
+    skip: list[str] = attrs.field(factory=list)
+    ref: str = ""
+
+
+@message("deps.Condition")
+class Condition:
+    name: str
+    holds: bool
+    who: str = "operator"
+
+
+@message("deps.Remediate")
+class Remediate:
+    id: str
+    action: str  # an Act action
+    service: str
+    when: str = "immediate"  # immediate | opportunistic | conditional
+    condition: str = ""
+    deadline: float = 0.0  # opportunistic: seconds after arming it runs anyway (0: no deadline)
+    who: str = "operator"
+
+
+@message("deps.Override")
+class Override:
+    service: str
+    on: str
+    kind: str = "hard"
+    condition: str = ""
+    remove: bool = False
+    who: str = "operator"
+
+
+@message("deps.ServiceUp")
+class ServiceUp:
+    service: str
+    token: int
+
+
+@message("deps.ServiceExited")
+class ServiceExited:
+    service: str
+    token: int
+    reason: str = ""
+
+
+@message("deps.AssetBooted")
+class AssetBooted:
+    token: int

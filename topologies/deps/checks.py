@@ -1,0 +1,160 @@
+"""The dependency-startup checkers: judged from the event log of ``protocols/deps`` agents and manager.
+
+* ``deps-start-order``: no service is launched (``deps.launch``) before every
+  hard dependency it names is up (``up`` or ``bootstrap``, by the newest
+  ``deps.service`` of that dependency), except a dependency it skips in a
+  bootstrap launch, and only where the plan (``deps.plan`` workflows' waived
+  edges), a deadlock remediation (``deps.remediation``) or an armed
+  conditional remediation (``deps.remediation_armed`` with ``skip``) named that
+  edge before. Unknown: no launch in the log.
+* ``deps-all-up``: every service an agent runs (``deps.agent_start``) is ``up``
+  by its last ``deps.service`` (the end of the log is after the faults stop).
+  Unknown: no agent in the log.
+* ``deps-deadlocks-real``: every ``deps.deadlock_detected`` was a real cycle
+  of waits - at some moment between its ``since`` and its detection every
+  wait it names held at once (the waiter's newest ``deps.service`` was
+  ``waiting`` with that dependency in ``waiting_on``) and the waits close a
+  cycle - and was remediated (a ``deps.deadlock_resolved`` of the same id
+  follows). Unknown: no deadlock detected.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import attrs
+import networkx as nx
+
+from topologies.checkers import Verdict, plural
+
+__all__ = ["AllUp", "CHECKERS", "DeadlocksReal", "StartOrder"]
+
+UPISH = ("up", "bootstrap")
+
+
+def _ordered(events: list[dict]) -> list[dict]:
+    return sorted(events, key=lambda e: e.get("time", 0.0))
+
+
+def _f(e: dict) -> dict:
+    f = e.get("fields")
+    return f if isinstance(f, dict) else {}
+
+
+@attrs.frozen
+class StartOrder:
+    name: str = "deps-start-order"
+
+    def check(self, events: list[dict]) -> Verdict:
+        state: dict[str, str] = {}
+        named: set[tuple[str, str]] = set()
+        launches = 0
+        bad: list[dict] = []
+        for e in _ordered(events):
+            k, f = e.get("kind"), _f(e)
+            if k == "deps.service":
+                state[f.get("service", "")] = f.get("state", "")
+            elif k == "deps.plan":
+                for w in f.get("workflows", []):
+                    named |= {tuple(p) for p in w.get("waived", [])}
+            elif k == "deps.remediation":
+                named |= {tuple(p) for p in f.get("waived", [])}
+            elif k == "deps.remediation_armed" and f.get("skip"):
+                named |= {(f.get("service"), d) for d in f.get("skip", [])}
+            elif k == "deps.launch":
+                launches += 1
+                s, skip = f.get("service", ""), set(f.get("skip", []))
+                for d in f.get("hard", []):
+                    if d in skip:
+                        if f.get("mode") != "bootstrap" or (s, d) not in named:
+                            bad.append({"event": e, "why": f"{s} skipped {d} without a plan or remediation naming it"})
+                    elif state.get(d) not in UPISH:
+                        bad.append({"event": e, "why": f"{s} launched while its hard dependency {d} was "
+                                                        f"{state.get(d, 'never reported')}"})
+        if not launches:
+            return Verdict(self.name, "unknown", "no service launch (deps.launch) in this log")
+        if bad:
+            return Verdict(self.name, "invalid", f"{plural(len(bad), 'launch', 'launches')} before a hard dependency was up: "
+                           + "; ".join(b["why"] for b in bad[:3]), bad)
+        return Verdict(self.name, "valid", f"{plural(launches, 'launch', 'launches')}: every hard dependency up first, or "
+                                           f"skipped by a bootstrap start the plan or a remediation named "
+                                           f"({len(named)} named edges)")
+
+
+@attrs.frozen
+class AllUp:
+    name: str = "deps-all-up"
+    liveness: bool = True
+
+    def check(self, events: list[dict]) -> Verdict:
+        services: dict[str, dict] = {}
+        last: dict[str, dict] = {}
+        for e in _ordered(events):
+            k, f = e.get("kind"), _f(e)
+            if k == "deps.agent_start":
+                for s in f.get("services", []):
+                    services[s] = e
+            elif k == "deps.service":
+                last[f.get("service", "")] = e
+        if not services:
+            return Verdict(self.name, "unknown", "no agent (deps.agent_start) in this log")
+        not_up = []
+        for s, start in sorted(services.items()):
+            ev = last.get(s)
+            if ev is None or _f(ev).get("state") != "up":
+                not_up.append({"service": s, "event": ev or start})
+        if not_up:
+            states = defaultdict(int)
+            for n in not_up:
+                states[_f(n["event"]).get("state", "never reported")] += 1
+            return Verdict(self.name, "invalid", f"{plural(len(not_up), 'service')} of {len(services)} not up at "
+                           f"the end ({', '.join(f'{v} {k}' for k, v in sorted(states.items()))}): "
+                           + ", ".join(n["service"] for n in not_up[:8]), not_up)
+        return Verdict(self.name, "valid", f"all {len(services)} services up at the end of the log")
+
+
+@attrs.frozen
+class DeadlocksReal:
+    name: str = "deps-deadlocks-real"
+
+    def check(self, events: list[dict]) -> Verdict:
+        ordered = _ordered(events)
+        detections = [e for e in ordered if e.get("kind") == "deps.deadlock_detected"]
+        if not detections:
+            return Verdict(self.name, "unknown", "no deadlock detected in this log")
+        resolved = {_f(e).get("id"): e for e in ordered if e.get("kind") == "deps.deadlock_resolved"}
+        bad: list[dict] = []
+        for det in detections:
+            f = _f(det)
+            waits = [tuple(w) for w in f.get("waits", [])]
+            g = nx.DiGraph(waits)
+            if not waits or nx.is_directed_acyclic_graph(g):
+                bad.append({"event": det, "why": f"{f.get('id')}: its waits close no cycle"})
+                continue
+            since, at = float(f.get("since", det["time"])), det["time"]
+            state: dict[str, tuple[str, tuple]] = {}
+            real = False
+            for e in ordered:
+                if e["time"] > at:
+                    break
+                if e.get("kind") == "deps.service":
+                    ef = _f(e)
+                    state[ef.get("service", "")] = (ef.get("state", ""), tuple(ef.get("waiting_on", [])))
+                if e["time"] >= since and all(state.get(s, ("", ()))[0] == "waiting" and d in state[s][1]
+                                              for s, d in waits):
+                    real = True
+                    break
+            if not real:
+                bad.append({"event": det, "why": f"{f.get('id')}: the waits {waits} never held at once between "
+                                                 f"{since} and {at}"})
+            elif f.get("id") not in resolved:
+                bad.append({"event": det, "why": f"{f.get('id')}: detected but never resolved"})
+        if bad:
+            return Verdict(self.name, "invalid", f"{plural(len(bad), 'detection')} not real or not remediated: "
+                           + "; ".join(b["why"] for b in bad[:3]), bad)
+        worst = max(float(_f(d).get("after", 0.0)) for d in detections)
+        return Verdict(self.name, "valid", f"{plural(len(detections), 'deadlock')}: each a real cycle of waits, "
+                                           f"detected within {worst:.3f} s of forming, and resolved")
+
+
+CHECKERS = (StartOrder(), AllUp(), DeadlocksReal())
