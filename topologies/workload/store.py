@@ -39,7 +39,7 @@ __all__ = ["DurableMachine", "SqliteTaskStore", "durable_queue"]
 
 
 class SqliteTaskStore:
-    def __init__(self, path: str | Path = "") -> None:
+    def __init__(self, path: str | Path = "", fsync: bool = True) -> None:
         self.path = str(path) if str(path) else ":memory:"
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,9 @@ class SqliteTaskStore:
         mode = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if self.path != ":memory:" and str(mode).lower() != "wal":
             raise RuntimeError(f"{self.path}: SQLite refused WAL mode (journal_mode={mode})")
-        self.db.execute("PRAGMA synchronous=FULL")
+        # FULL: a commit is fsync-ed before it returns. OFF (fsync=False, for simulations): a commit reaches the
+        # OS before it returns, which survives a SIGKILL of this process but not a crash of the machine.
+        self.db.execute("PRAGMA synchronous=FULL" if fsync else "PRAGMA synchronous=OFF")
         self.db.execute("CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, row BLOB NOT NULL)")
         self.commits = 0
         self.rows_written = 0
@@ -130,9 +132,10 @@ class DurableMachine:
 def durable_queue(types: list[str], db: str = "", lease_ttl: float = 10.0, max_attempts: int = 5,
                   weights: dict[str, float] | None = None, max_tasks: int = 100_000,
                   max_per_tenant: int | None = None, done_ttl: float = 3600.0, worker_ttl: float = 5.0,
-                  tick: float = 0.25, billing: str = "", rng: random.Random | None = None) -> DurableMachine:
+                  tick: float = 0.25, billing: str = "", fsync: bool = True,
+                  rng: random.Random | None = None) -> DurableMachine:
     """The workload queue (per-type queues, leases, first result wins) over SQLite in WAL mode at ``db``."""
-    store = SqliteTaskStore(db)
+    store = SqliteTaskStore(db, fsync=fsync)
     service = QueueService(list(types), lease_ttl=lease_ttl, max_attempts=max_attempts, weights=weights,
                            max_tasks=max_tasks, max_per_tenant=max_per_tenant, done_ttl=done_ttl,
                            worker_ttl=worker_ttl, tick=tick, billing=billing, restored=store.load(), rng=rng)
