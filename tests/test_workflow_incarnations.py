@@ -199,10 +199,19 @@ def test_a_controller_restarted_as_a_new_node_process_adopts_renewed_leases(tmp_
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_a_controller_restarted_in_the_simulator_adopts_renewed_leases(tmp_path, seed):
+def test_a_controller_restarted_in_the_simulator_from_its_record_keeps_the_held_lease(tmp_path, seed):
+    """The simulator keeps the controller's durable record across the restart: the lease is restored, not
+    adopted (no grace: the record holds every lease granted), and the holder never loses it."""
     topo = small(tmp_path, seed, stage=8.0)
-    res = restart_controller_while_held(topo, seed, lambda f: f[CONTROLLER]())
-    assert_adopted(*res, seed, "simulator restart")
+    events, at, old, new, held, server = restart_controller_while_held(topo, seed, lambda f: f[CONTROLLER]())
+    after = [e for e in events if e["time"] >= at]
+    (start,) = [e for e in after if e["kind"] == "controller.start" and e["actor"] == "images"]
+    assert start["fields"]["state"] == "active" and start["fields"]["restored"]["leases"] >= 1, start
+    assert not [e for e in after if e["kind"] in ("lease.lost", "lease.unknown", "lease.adopted")], \
+        f"seed {seed}: {[e for e in after if e['kind'].startswith('lease.')][:5]}"
+    assert server.state.value == "done" and new.epoch != old.epoch, f"seed {seed}"
+    grants = [e["fields"]["lease"] for e in events if e["kind"] == "admission.grant"]
+    assert len(grants) == len(set(grants)), f"seed {seed}: a lease id was issued twice: {grants}"
 
 
 def test_a_restarted_controller_never_reissues_a_live_lease_id():

@@ -54,6 +54,7 @@ its event log alone (they rebuild holders, reservations and limits from
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import defaultdict
 from collections.abc import Iterable
@@ -61,6 +62,7 @@ from typing import Any
 
 from actors.eventlog import EventLog
 from actors.simulator import Simulator
+from protocols.core import Persist
 from protocols.workflow import (
     AbortStage,
     PowerOff,
@@ -204,7 +206,9 @@ class Storm:
         self._power: dict[str, list] = {}  # server -> [mode, since]
         self.power_seconds: dict[str, float] = {"full": 0.0, "parked": 0.0, "off": 0.0}
         self._make_server = None  # set by build_storm
+        self._make_controller = None  # set by build_storm
         self._store_of: dict[str, SimStore] = {}
+        self.disk: dict[str, dict] = {}  # controller -> its durable record (Persist effects), kept across restarts
 
     # -- access ---------------------------------------------------------------------
 
@@ -294,6 +298,21 @@ class Storm:
 
     def heal(self) -> None:
         self.sim.heal()
+
+    def restart_controller(self, k: int = 0, *, keep_disk: bool = True) -> ResourceController:
+        """Restart resource controller ``k`` as a new incarnation, from its durable record (or a blank disk)."""
+        addr = self.controllers[k]
+        if not keep_disk:
+            self.disk[addr] = {}
+        new = self._make_controller(k, durable=copy.deepcopy(self.disk.get(addr) or {}))
+        self.sim.restart(addr, new)
+        return new
+
+    def _controller_host(self, effect, address: str, sim: Simulator) -> None:
+        if type(effect) is Persist:
+            self.disk.setdefault(address, {})[effect.key] = copy.deepcopy(effect.data)
+        else:
+            raise TypeError(f"{address}: the storm host cannot carry out {effect!r}")
 
     # -- running -------------------------------------------------------------------------
 
@@ -484,9 +503,17 @@ def build_storm(
     ckw = {"limit": capacity if limit is None else limit, "ttl": ttl, "grace": 0.0, "adaptive": adaptive,
                "expected": stage_time, "wake_ahead": max(10.0, 2 * boot_time)}
     ckw.update(controller_kw or {})
+    def make_controller(k: int, durable: dict | None = None, first: bool = False) -> ResourceController:
+        addr = storm.controllers[k]
+        kw = dict(ckw)
+        if not first:
+            kw["grace"] = ckw.get("grace") or ttl  # a restart is recovered safely (first start: grace as given)
+        return ResourceController(res_names[k], rng=sim.rng(addr), durable={} if durable is None else durable, **kw)
+
+    storm._make_controller = make_controller
     for k, r in enumerate(res_names):
         addr = storm.controllers[k]
-        sim.add(addr, ResourceController(r, rng=sim.rng(addr), **ckw))
+        sim.add(addr, make_controller(k, first=True), host=storm._controller_host)
         store = SimStore(sim, r, addr, capacity, fail_above=fail_above)
         storm.stores.append(store)
         storm._store_of[r] = store

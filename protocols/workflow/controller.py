@@ -40,6 +40,13 @@ from a server still holding a lease for an older one releases that lease too
 (the server only asks again after releasing). A repeated request for a seq
 already granted gets the same grant again (the first was lost).
 
+Durable state (``durable=``, from a host with a store; see "durable state" below): per server
+the lease it holds and its place in the waiting list, and the limit in force, persisted before
+the sends that depend on them. A controller built from such a record resumes ``active`` at once
+with its holders, waiters and reservations (dormant servers are woken by the controller when
+their turn comes, not by their alarms); the rules below apply to a start without a record
+(a first start, or a blank or replaced disk).
+
 Restart safety: a controller started with ``grace > 0`` (default: ``ttl``)
 begins ``recovering``: it grants nothing for ``grace`` seconds, and adopts
 leases of an earlier epoch that holders keep renewing (while the limit allows),
@@ -99,7 +106,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from protocols.core import Effect, Emit, Send, TimerFired
+from protocols.core import Effect, Emit, Persist, Send, TimerFired
 from protocols.workflow.messages import (
     AccessDeny,
     AccessGrant,
@@ -159,6 +166,7 @@ class _Waiter:
         "mode",
         "priority",
         "reserved_at",
+        "restored",
         "seq",
         "server",
         "stage",
@@ -190,6 +198,7 @@ class _Waiter:
         self.wakes = 0
         self.arrived_at = now
         self.reserved_at: float | None = None
+        self.restored = False  # rebuilt from the durable record: its stamp is old until it is heard again
 
 
 class _Lease:
@@ -241,6 +250,7 @@ class ResourceController:
         history_size: int = 256,
         underdelivery_window: float = 30.0,
         first_start: bool = False,
+        durable: dict | None = None,  # None: no durable store (nothing persisted); {}: a blank one
     ) -> None:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -313,6 +323,12 @@ class ResourceController:
         self._ud_holders = 0
         self._ud_samples = 0
         self._ud_history = 0  # history samples when the window began
+        # durable state: servers whose record changed since the last Persist
+        self._dirty: set[str] = set()
+        self.persistent = durable is not None  # a host with a store passes its record ({} on a blank disk)
+        self.restored = self._restore(durable) if durable else None
+        if self.restored is not None:
+            self.state = ControllerState.ACTIVE  # the record holds every lease granted: nothing to wait for
 
     # -- figures -------------------------------------------------------------------------
 
@@ -334,7 +350,15 @@ class ResourceController:
             self._w_start = self._ud_start = now
             fx.append(Emit("controller.start", {"resource": self.resource, "limit": self.limit, "ttl": self.ttl,
                                                 "epoch": self.epoch, "state": self.state.value,
-                                                "grace": self.grace, "first_start": self.first_start}))
+                                                "grace": self.grace, "first_start": self.first_start,
+                                                "restored": self.restored}))
+            for lease in self.leases.values():  # a restored lease lives a ttl from this start unless renewed
+                lease.granted_at = lease.renewed_at = now
+            for w in list(self.waiting.values()) + list(self.reserved.values()):
+                w.last_seen = w.arrived_at = now
+                if w.server in self.reserved:
+                    w.reserved_at = now
+            fx += self._persist_meta()
         if self.state is ControllerState.RECOVERING and now >= self.recover_until:
             fx += self._become(ControllerState.ACTIVE, now, "grace over")
         for lease in [x for x in self.leases.values() if now > lease_expires_at(x.renewed_at, self.ttl)]:
@@ -342,6 +366,7 @@ class ResourceController:
         for w in list(self.reserved.values()):
             if now - (w.reserved_at or now) >= self.wake_timeout:
                 del self.reserved[w.server]
+                self._dirty.add(w.server)
                 fx.append(Emit("admission.wake_failed", {"server": w.server, "wakes": w.wakes,
                                                          "holders": self.holders, "reserved": len(self.reserved),
                                                          "limit": self.limit}))
@@ -353,6 +378,8 @@ class ResourceController:
         if self.queue and self.busy >= self.limit:
             self._w_at_limit += 1
         if now - self._w_start >= self.window:
+            if self.persistent:
+                fx.append(Persist("history", self.history.snapshot()))  # not safety: a window's lag is fine
             fx += self._drop_silent(now)
             if self.adaptive:
                 fx += self._adapt(now)
@@ -412,7 +439,9 @@ class ResourceController:
                 fx += self._forget(m.server, now, "new boot")
             elif m.seq < known[1]:
                 return self._ignored(m, "stale seq", via=via, seq=m.seq, current=known[1])
-        self.known[m.server] = (m.boot, m.seq)
+        if self.known.get(m.server) != (m.boot, m.seq):
+            self.known[m.server] = (m.boot, m.seq)
+            self._dirty.add(m.server)
         lid = self.lease_of.get(m.server)
         if lid is not None:
             lease = self.leases[lid]
@@ -435,18 +464,24 @@ class ResourceController:
             self.waiting[w.server] = w
             self.by_key[w.key] = w
             bisect.insort(self.queue, w.key)
+            self._dirty.add(w.server)
         else:
+            w.restored = False
             w.last_seen = now
             w.via = via
             w.stamp = max(w.stamp, m.stamp)
+            mode = w.mode
             if asking:
                 if w.mode is Directive.DORMANT:
                     w.mode = Directive.PENDING  # it is awake: it asked
             elif m.stamp >= w.told_stamp:
                 w.mode = _MODES.get(m.state, w.mode)  # type: ignore[union-attr]
+            if w.mode is not mode:
+                self._dirty.add(w.server)
         if w.server in self.reserved:
             if w.mode is not Directive.DORMANT:
                 del self.reserved[w.server]
+                self._dirty.add(w.server)
                 return fx + self._grant(w, now, reserved=True)
             return fx
         fx += self._admit(now)
@@ -463,7 +498,9 @@ class ResourceController:
         if directive is Directive.DORMANT and wait <= self.wake_ahead:
             directive = Directive.PARKING  # it would be woken at once: a power cycle for nothing
         ping = {Directive.PENDING: self.ping_pending, Directive.PARKING: self.ping_parking}.get(directive, 0.0)
-        w.mode = directive
+        if w.mode is not directive:
+            w.mode = directive
+            self._dirty.add(w.server)
         w.told_stamp = stamp
         self._out.append((w.via, w.server, AccessDeny(w.server, self.resource, w.boot, w.seq, self.epoch, directive,
                                                       wait if math.isfinite(wait) else 1e9, position, ping, stamp)))
@@ -473,6 +510,7 @@ class ResourceController:
                                         "limit": self.limit, "via": w.via})]
 
     def _remove_waiter(self, w: _Waiter) -> None:
+        self._dirty.add(w.server)
         if self.waiting.get(w.server) is w:
             del self.waiting[w.server]
             del self.by_key[w.key]
@@ -508,7 +546,8 @@ class ResourceController:
             # A grant is dated by the waiter's last message (its own clock): one heard from longer ago than
             # half a ttl would arrive with little or none of its lease left, and be lost on arrival. Keep the
             # slot for it and wake it to ask afresh, as for a dormant one.
-            if w.mode is Directive.DORMANT or now - w.last_seen > self.ttl * STALE_WAITER_TTLS:
+            if w.mode is Directive.DORMANT or w.restored or now - w.last_seen > self.ttl * STALE_WAITER_TTLS:
+                self._dirty.add(w.server)
                 self.reserved[w.server] = w
                 w.reserved_at = now
                 if now - w.wake_sent_at >= self.wake_retry:
@@ -538,6 +577,7 @@ class ResourceController:
         lease = _Lease(lid, self.epoch, w.server, w.boot, w.seq, w.stage, w.via, now, w.stamp)
         self.leases[lid] = lease
         self.lease_of[w.server] = lid
+        self._dirty.add(w.server)
         self.granted += 1
         self._send_grant(lease)
         return [Emit("admission.grant", {"server": w.server, "lease": lid, "stage": w.stage,
@@ -583,6 +623,7 @@ class ResourceController:
             lease = _Lease(m.lease, m.epoch, m.server, m.boot, -1, "", via, now, m.stamp)
             self.leases[m.lease] = lease
             self.lease_of[m.server] = m.lease
+            self._dirty.add(m.server)
             known = self.known.get(m.server)
             if known is None or known[0] != m.boot:
                 self.known[m.server] = (m.boot, 0)
@@ -612,6 +653,7 @@ class ResourceController:
         return self._end_lease(lease, now, "lease.released", m.outcome, duration=m.duration)
 
     def _end_lease(self, lease: _Lease, now: float, kind: str, reason: str, **fields) -> list[Effect]:
+        self._dirty.add(lease.server)
         del self.leases[lease.lease]
         if self.lease_of.get(lease.server) == lease.lease:
             del self.lease_of[lease.server]
@@ -662,7 +704,7 @@ class ResourceController:
         if reason is None:
             return []
         old, self.limit = self.limit, new
-        return [Emit("limit.changed", {"resource": self.resource, "old": old, "new": new, "reason": reason,
+        return self._persist_meta() + [Emit("limit.changed", {"resource": self.resource, "old": old, "new": new, "reason": reason,
                                        "holders": self.holders, "reserved": len(self.reserved),
                                        "error_rate": m.error_rate, "latency_ratio": m.latency_ratio,
                                        "utilization": m.utilization, "waiting": len(self.waiting)})]
@@ -691,9 +733,9 @@ class ResourceController:
     # -- output ---------------------------------------------------------------------------------
 
     def _flush(self) -> list[Effect]:
+        fx: list[Effect] = self._persist_dirty()
         if not self._out:
-            return []
-        fx: list[Effect] = []
+            return fx
         batches: dict[str, list] = {}
         for via, to, msg in self._out:
             if via is None:
@@ -704,6 +746,80 @@ class ResourceController:
             fx.append(Send(via, ProxyReply(self.epoch, tuple(items))))
         self._out = []
         return fx
+
+    # -- durable state ----------------------------------------------------------------------------
+    #
+    # What a restart must not forget (persisted before the sends that depend on it: a grant's Persist
+    # precedes the AccessGrant, a dormant directive's precedes the AccessDeny): per server, the lease it
+    # holds, its place in the waiting list (mode, wake address, priority, arrival order; reserved or not)
+    # and its latest (boot, seq), under key ``s/<server>`` (None once it holds and awaits nothing, so the
+    # record is bounded by the servers in play); the limit in force (``meta``). The history is written
+    # once per window (it only feeds predictions). A controller built with a record resumes ``active`` at
+    # once: every lease ever granted and not known to be released is in it, so the limit holds without a
+    # grace period; restored leases live a ttl from the restart unless renewed, and restored waiters are
+    # woken (slot kept) rather than pushed a grant dated by a stamp from before the restart.
+
+    def _record(self, server: str) -> dict | None:
+        lid = self.lease_of.get(server)
+        lease = self.leases.get(lid) if lid is not None else None
+        w = self.reserved.get(server) or self.waiting.get(server)
+        if lease is None and w is None:
+            return None
+        rec: dict[str, Any] = {"known": list(self.known[server]) if server in self.known else None}
+        if lease is not None:
+            rec["lease"] = [lease.lease, lease.epoch, lease.boot, lease.seq, lease.stage, lease.stamp, lease.via]
+        if w is not None:
+            rec["wait"] = [w.boot, w.seq, w.stage, w.priority, w.expected, w.wake, w.via, w.mode.value, list(w.key),
+                           w.stamp, server in self.reserved]
+        return rec
+
+    def _persist_dirty(self) -> list[Effect]:
+        if not self._dirty or not self.persistent:
+            self._dirty.clear()
+            return []
+        fx: list[Effect] = [Persist(f"s/{server}", self._record(server)) for server in sorted(self._dirty)]
+        self._dirty.clear()
+        return fx
+
+    def _persist_meta(self) -> list[Effect]:
+        return [Persist("meta", {"resource": self.resource, "limit": self.limit})] if self.persistent else []
+
+    def _restore(self, durable: dict) -> dict | None:
+        """Rebuild holders, waiters, reservations and the limit from a record; None if it holds nothing."""
+        meta = durable.get("meta")
+        if not isinstance(meta, dict):
+            return None  # no record of an earlier start (an empty or foreign disk): recover by grace
+        if isinstance(meta.get("limit"), int) and meta["limit"] >= 0:
+            self.limit = meta["limit"]
+        if isinstance(durable.get("history"), dict):
+            self.history.restore(durable["history"])
+        arrivals = -1
+        for key, rec in durable.items():
+            if not key.startswith("s/") or not isinstance(rec, dict):
+                continue
+            server = key[2:]
+            if isinstance(rec.get("known"), list):
+                self.known[server] = (rec["known"][0], rec["known"][1])
+            if rec.get("lease"):
+                lid, epoch, boot, seq, stage, stamp, via = rec["lease"]
+                self.leases[lid] = _Lease(lid, epoch, server, boot, seq, stage, via, 0.0, stamp)
+                self.lease_of[server] = lid
+            if rec.get("wait"):
+                boot, seq, stage, priority, expected, wake, via, mode, key_, stamp, reserved = rec["wait"]
+                m = AccessRequest(server, self.resource, boot, seq, stage, priority, expected, wake, stamp)
+                w = _Waiter(m, via, Directive(mode), tuple(key_), 0.0)
+                w.restored = True
+                arrivals = max(arrivals, key_[2])
+                if reserved:
+                    self.reserved[server] = w
+                else:
+                    self.waiting[server] = w
+                    self.by_key[w.key] = w
+                    bisect.insort(self.queue, w.key)
+        self._arrivals = itertools.count(arrivals + 1)
+        return {"leases": len(self.leases), "waiting": len(self.waiting), "reserved": len(self.reserved),
+                "dormant": sum(1 for w in self.waiting.values() if w.mode is Directive.DORMANT),
+                "limit": self.limit}
 
     def _ignored(self, m, why: str, **fields) -> list[Effect]:
         return [Emit("controller.ignored", {"message": type(m).__name__, "why": why, "server": getattr(m, "server", None),

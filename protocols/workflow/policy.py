@@ -281,6 +281,22 @@ class History:
         n = len(s)
         return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
+    def snapshot(self) -> dict:
+        """The history as plain data (for a durable record): durations per stage, outcome counts."""
+        return {"durations": {k: list(v) for k, v in self._durations.items()},
+                "outcomes": {k: dict(v) for k, v in self.outcomes.items()}}
+
+    def restore(self, snap: dict) -> None:
+        """Load a :meth:`snapshot` (malformed parts are skipped: the history only feeds predictions)."""
+        for stage, ds in (snap.get("durations") or {}).items():
+            if isinstance(stage, str) and isinstance(ds, list):
+                for d in ds[-self.size:]:
+                    if isinstance(d, (int, float)):
+                        self.record(stage, float(d), "ok")
+        for stage, counts in (snap.get("outcomes") or {}).items():
+            if isinstance(stage, str) and isinstance(counts, dict):
+                self.outcomes[stage] = {k: v for k, v in counts.items() if isinstance(k, str) and isinstance(v, int)}
+
     def success_rate(self, stage: str) -> float | None:
         counts = self.outcomes.get(stage)
         if not counts:
