@@ -168,10 +168,10 @@ class Manager:
         for name, state in r.states.items():
             if self.owner.get(name) == r.asset:
                 self._set_state(name, state, r.waiting.get(name, ()), now)
-        if reborn:
-            out.append(Emit("deps.asset_restarted", {"asset": r.asset}))
-            out += self._opportunity(r.asset, "asset-restarted", now)
-        return out
+        return (self._reborn(r.asset, now) if reborn else []) + out
+
+    def _reborn(self, asset: str, now: float) -> list[Effect]:
+        return [Emit("deps.asset_restarted", {"asset": asset})] + self._opportunity(asset, "asset-restarted", now)
 
     # -- planning ----------------------------------------------------------------------
     def _replan(self, now: float, why: str) -> list[Effect]:
@@ -209,6 +209,7 @@ class Manager:
         """A conditional remediation per cycle that only a named condition closes."""
         out: list[Effect] = []
         base_groups = {frozenset(ms) for ms in (self.plan.groups.values() if self.plan else ())}
+        base_boot = {b for w in (self.plan.workflows if self.plan else ()) for b in w.bootstrap}
         for c in self.graph.conditions():
             if c in self.active:
                 continue
@@ -217,6 +218,8 @@ class Manager:
                 if frozenset(w.members) in base_groups or not w.bootstrap:
                     continue
                 for b in w.bootstrap:
+                    if b in base_boot:
+                        continue  # the plan in force already starts it in bootstrap mode when needed
                     rid = f"cond:{c}:{b}"
                     if rid in self.remediations or len(self.remediations) >= MAX_REMEDIATIONS:
                         continue
@@ -262,9 +265,11 @@ class Manager:
         for w in p.workflows:
             for s, d in w.waived:
                 waived.setdefault(s, []).append(d)
+        held = {r["service"] for r in self.remediations.values()
+                if r["when"] == "conditional" and r["release"] and r["state"] in ("fired", "done")}
         for sid in self.order:
             st = p.steps[sid]
-            if st.service in self.under_remediation or self._done(sid):
+            if st.service in self.under_remediation or st.service in held or self._done(sid):
                 continue
             if any(not self._done(a) for a in st.after):
                 continue
@@ -454,16 +459,24 @@ class Manager:
                                                               "after": round(now - rec["fired_at"], 6)}))
         return out
 
+    def _progress(self, now: float) -> list[Effect]:
+        """A service changed: send the steps that became ready at once (not at the next tick)."""
+        if self.plan is None:
+            return []
+        return (self._dispatch(now) if self.execute else []) + self._check_all_up(now)
+
     # -- entry points ------------------------------------------------------------------------
     def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
         c = type(msg)
         if c is Report:
-            return self._report(msg, sender, now)
+            return self._report(msg, sender, now) + (self._progress(now) if self.plan is not None else [])
         if c is Status:
-            ok, _ = self._fresh(msg.asset, msg.incarnation, msg.seq, sender)
-            if ok and self.owner.get(msg.service) == msg.asset:
-                self._set_state(msg.service, msg.state, msg.waiting_on, now)
-            return []
+            ok, reborn = self._fresh(msg.asset, msg.incarnation, msg.seq, sender)
+            out = self._reborn(msg.asset, now) if reborn else []
+            if not ok or self.owner.get(msg.service) != msg.asset:
+                return out
+            self._set_state(msg.service, msg.state, msg.waiting_on, now)
+            return out + (self._progress(now) if msg.state in UPISH or msg.state in ("down", "failed") else [])
         if c is AssetEvent:
             return [Emit("deps.asset_event", {"asset": msg.asset, "kind": msg.kind})] + \
                 self._opportunity(msg.asset, msg.kind, now)

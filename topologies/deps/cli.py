@@ -34,6 +34,11 @@ def setup_deps(d: argparse.ArgumentParser) -> None:
     p.add_argument("--svg", metavar="FILE", help="also write a picture of the graph (waves, cycles) to FILE")
     p.add_argument("--condition", action="append", default=[], metavar="NAME",
                    help="a named condition that holds now (its conditional dependencies become hard); repeatable")
+    from topologies.deps.coldstart import __doc__ as cs_doc, setup_coldstart
+    c = sub.add_parser("coldstart", help="simulate a cold start of a topology: naive (everything at once, start "
+                                         "timeout and retry) against the manager's plan",
+                       description=cs_doc.split("\n\n")[1] if cs_doc else None)
+    setup_coldstart(c)
 
 
 def _counts(g: DepGraph) -> dict:
@@ -177,6 +182,9 @@ def render_svg(g: DepGraph, p: Plan) -> str:
 
 
 def cmd_deps(args: argparse.Namespace) -> int:
+    if args.deps_command == "coldstart":
+        from topologies.deps.coldstart import cmd_coldstart
+        return cmd_coldstart(args)
     try:
         g, what = load(args.source)
     except SourceError as e:

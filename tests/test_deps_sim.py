@@ -1,0 +1,219 @@
+"""Seeded cold-start simulations of topologies/coldstart.toml, and unit tests of the agent and the manager.
+
+* naive cold start (no manager; everything at once, start timeout and retry): the
+  cycle groups and everything above them never come up; the checker says so;
+* planned cold start: every service up, within a few percent of the critical path,
+  every start after its hard dependencies (or a bootstrap start the plan named);
+* an injected run-time deadlock (two services restarted at once, each waiting on the
+  other) is detected within confirm_after + a tick + delivery, remediated by a
+  bootstrap restart, checked and resolved;
+* an opportunistic remediation fires only when its asset reboots (or at its
+  deadline), a conditional one only when its condition starts to hold;
+* an asset killed mid-start comes back and the plan finishes.
+Every failure message names the seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors.eventlog import EventLog
+from protocols.core import Emit, Send
+from protocols.deps.agent import Agent, StartService
+from protocols.deps.graph import plan
+from protocols.deps.manager import Manager
+from protocols.deps.messages import Act, Condition, Remediate, Report, ServiceInfo, ServiceUp, Status
+from topologies.checkers import CHECKERS
+from topologies.deps.coldstart import coldstart_figures, graph_of_topology, naive_topology
+from topologies.launcher import build_simulator
+from topologies.loader import load_topology
+from topologies.plugin import load_plugins
+
+load_plugins()
+ROOT = Path(__file__).resolve().parents[1]
+TOPO = load_topology(ROOT / "topologies" / "coldstart.toml")
+BOUND = plan(graph_of_topology(TOPO)).makespan
+CYCLES_AND_ABOVE = {"dns", "access-control", "block-storage", "metadata-db", "cloud-manager", "program-execution",
+                    "secrets", "logging", "monitoring", "api-gateway"}
+
+
+def simulate(topo, seed: int, until: float, setup=None) -> tuple[object, list[dict]]:
+    log = EventLog()
+    sim, factories = build_simulator(topo, seed, log)
+    if setup is not None:
+        setup(sim, factories)
+    sim.run(until=until)
+    return sim, log.events()
+
+
+def kinds(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e["kind"] == kind]
+
+
+def verdict(name: str, events: list[dict]) -> str:
+    return CHECKERS[name].check(events).status
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_naive_cold_start_deadlocks_on_the_cycles(seed):
+    _, events = simulate(naive_topology(TOPO, start_timeout=6.0, retry_after=1.0), seed, 40.0)
+    fig = coldstart_figures(events, BOUND)
+    assert set(fig["never_up"]) == CYCLES_AND_ABOVE, f"seed {seed}: {fig}"
+    assert fig["timeouts"] > 20, f"seed {seed}: the naive agents time out and retry"
+    assert verdict("deps-all-up", events) == "invalid", f"seed {seed}"
+    assert verdict("deps-start-order", events) == "valid", f"seed {seed}"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_planned_cold_start_brings_every_service_up(seed):
+    _, events = simulate(TOPO, seed, 30.0)
+    fig = coldstart_figures(events, BOUND)
+    assert fig["never_up"] == [] and fig["not_up_at_end"] == [], f"seed {seed}: {fig}"
+    assert fig["makespan_ratio"] is not None and fig["makespan_ratio"] <= 1.05, f"seed {seed}: {fig}"
+    for name in ("deps-start-order", "deps-all-up"):
+        assert verdict(name, events) == "valid", f"seed {seed}: {CHECKERS[name].check(events).summary}"
+    (p,) = kinds(events, "deps.plan")
+    assert {w["group"] for w in p["fields"]["workflows"]} == {"cycle:access-control+dns",
+                                                              "cycle:block-storage+metadata-db"}
+    boots = [e["fields"]["service"] for e in kinds(events, "deps.launch") if e["fields"]["mode"] == "bootstrap"]
+    assert sorted(boots) == ["dns", "metadata-db"], f"seed {seed}"
+    problems = {e["fields"]["kind"] for e in kinds(events, "deps.problem")}
+    assert {"cycle", "conditional-cycle", "cross-region"} <= problems
+
+
+def _deadlock_setup(at: float):
+    def setup(sim, factories):
+        sim.schedule(at, lambda: [sim.send("r1-net/agent", Act("stop", "dns")),
+                                  sim.send("r1-sec/agent", Act("stop", "access-control"))])
+        # both restarted by hand before the manager's plan can restart them in order
+        sim.schedule(at + 0.01, lambda: [sim.send("r1-net/agent", Act("start", "dns")),
+                                         sim.send("r1-sec/agent", Act("start", "access-control"))])
+    return setup
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_injected_run_time_deadlock_is_detected_and_fixed(seed):
+    _, events = simulate(TOPO, seed, 40.0, _deadlock_setup(15.0))
+    (det,) = kinds(events, "deps.deadlock_detected")
+    f = det["fields"]
+    assert f["members"] == ["access-control", "dns"], f"seed {seed}: {f}"
+    manager = TOPO.node("mgr").actors[0].params
+    bound = manager["confirm_after"] + manager["tick_interval"] + 0.05  # + delivery of the statuses
+    first_wait = min(e["time"] for e in kinds(events, "deps.service")
+                     if e["time"] >= 15.0 and e["fields"]["state"] == "waiting")
+    assert det["time"] - first_wait <= bound, f"seed {seed}: detected {det['time'] - first_wait:.3f} s after the waits"
+    (rem,) = kinds(events, "deps.remediation")
+    assert rem["fields"]["bootstrap"] == ["dns"] and rem["fields"]["waived"] == [["dns", "access-control"]]
+    assert kinds(events, "deps.deadlock_resolved"), f"seed {seed}"
+    for name in ("deps-start-order", "deps-all-up", "deps-deadlocks-real"):
+        assert verdict(name, events) == "valid", f"seed {seed}: {CHECKERS[name].check(events).summary}"
+
+
+def test_without_remediation_the_deadlock_stays_and_the_checker_says_so():
+    topo = _with_manager_params(TOPO, remediate=False)
+    _, events = simulate(topo, 1, 30.0, _deadlock_setup(15.0))
+    assert kinds(events, "deps.deadlock_detected") and not kinds(events, "deps.deadlock_resolved")
+    assert verdict("deps-deadlocks-real", events) == "invalid"
+    assert verdict("deps-all-up", events) == "invalid"
+
+
+def _with_manager_params(topo, **params):
+    import attrs
+    nodes = tuple(attrs.evolve(n, actors=tuple(attrs.evolve(a, params={**a.params, **params})
+                                               if a.kind == "deps.manager" else a for a in n.actors))
+                  for n in topo.nodes)
+    return attrs.evolve(topo, nodes=nodes)
+
+
+def test_opportunistic_remediation_fires_only_when_the_asset_reboots():
+    def setup(sim, factories):
+        sim.schedule(10.0, lambda: sim.send("mgr/manager", Remediate("fix-meta", "restart", "metadata-db",
+                                                                     when="opportunistic")))
+        sim.schedule(25.0, lambda: sim.send("r1-stor/agent", Act("reboot")))
+    _, events = simulate(TOPO, 1, 40.0, setup)
+    (fired,) = [e for e in kinds(events, "deps.remediation_fired") if e["fields"]["id"] == "fix-meta"]
+    assert fired["time"] >= 25.0 and fired["fields"]["trigger"] == "rebooting"
+    assert [e for e in kinds(events, "deps.remediation_done") if e["fields"]["id"] == "fix-meta"]
+    assert verdict("deps-all-up", events) == "valid"
+    # with a deadline and no reboot: it fires at the deadline, not before
+    def setup2(sim, factories):
+        sim.schedule(10.0, lambda: sim.send("mgr/manager", Remediate("fix-meta", "restart", "metadata-db",
+                                                                     when="opportunistic", deadline=8.0)))
+    _, events = simulate(TOPO, 1, 30.0, setup2)
+    (fired,) = kinds(events, "deps.remediation_fired")
+    assert fired["fields"]["trigger"] == "deadline" and 18.0 <= fired["time"] <= 18.2
+
+
+def test_conditional_remediation_fires_only_when_its_condition_holds():
+    def setup(sim, factories):
+        sim.schedule(15.0, lambda: sim.send("mgr/manager", Condition("region r2 isolated", True)))
+        sim.schedule(25.0, lambda: sim.send("mgr/manager", Condition("region r2 isolated", False)))
+    _, quiet = simulate(TOPO, 1, 14.0)
+    (armed,) = kinds(quiet, "deps.remediation_armed")
+    assert armed["fields"]["service"] == "identity" and armed["fields"]["condition"] == "region r2 isolated"
+    assert not kinds(quiet, "deps.remediation_fired")
+    _, events = simulate(TOPO, 1, 40.0, setup)
+    (fired,) = kinds(events, "deps.remediation_fired")
+    assert fired["time"] >= 15.0 and fired["fields"]["trigger"] == "condition region r2 isolated"
+    identity = [(e["time"], e["fields"]["state"]) for e in kinds(events, "deps.service")
+                if e["fields"]["service"] == "identity" and e["time"] >= 15.0]
+    assert ("bootstrap" in [s for t, s in identity if t < 25.0]) and identity[-1][1] == "up"
+    assert kinds(events, "deps.remediation_released")
+    assert verdict("deps-start-order", events) == "valid"
+
+
+def test_an_asset_killed_mid_start_comes_back_and_the_plan_finishes():
+    def setup(sim, factories):
+        sim.schedule(2.0, lambda: sim.crash("r1-stor/agent"))
+        sim.schedule(4.0, lambda: sim.restart("r1-stor/agent", factories["r1-stor/agent"]()))
+    _, events = simulate(TOPO, 1, 40.0, setup)
+    assert kinds(events, "deps.asset_restarted")
+    for name in ("deps-start-order", "deps-all-up"):
+        assert verdict(name, events) == "valid", CHECKERS[name].check(events).summary
+
+
+# -- units ---------------------------------------------------------------------------------
+
+
+def test_agent_holds_a_start_until_its_dependency_is_up_and_counts_bad_input():
+    a = Agent("a1", [{"name": "dns", "hard": ["dhcp"]}], manager="m/manager", address="a1/agent")
+    a.tick(0.0)
+    out = a.handle(Act("start", "dns"), "m/manager", 1.0)
+    assert not any(isinstance(e, StartService) for e in out)
+    assert a.svcs["dns"].state == "waiting" and a.svcs["dns"].waiting_on == ("dhcp",)
+    sends = [e.msg for e in out if isinstance(e, Send) and isinstance(e.msg, Status)]
+    assert sends[-1].state == "waiting" and sends[-1].waiting_on == ["dhcp"]
+    out = a.handle(Status("a2", 7, 1, "dhcp", "up"), "a2/agent", 2.0)
+    (start,) = [e for e in out if isinstance(e, StartService)]
+    assert a.handle(Status("a2", 7, 1, "dhcp", "down"), "a2/agent", 2.1) == []  # an old seq: ignored
+    assert a.handle(ServiceUp("dns", start.token + 1), "host", 3.0) == []  # a stale token
+    a.handle(ServiceUp("dns", start.token), "host", 3.0)
+    assert a.svcs["dns"].state == "up"
+    out = a.handle(Act("dance", "dns"), "m/manager", 4.0)
+    assert a.rejected == 1 and any(isinstance(e, Emit) and e.kind == "deps.bad_input" for e in out)
+    a.handle(Act("start", "nope"), "m/manager", 4.0)
+    assert a.rejected == 2
+
+
+def test_manager_plans_once_every_agent_reported_and_sends_the_first_wave():
+    m = Manager(["a1/agent", "a2/agent"], address="m/manager")
+    m.tick(0.0)
+    r1 = Report("a1", 1, 1, "fd1", "r1", [ServiceInfo("dhcp"), ServiceInfo("dns", hard=["dhcp", "acl"],
+                                                                           bootstrap=True)],
+                {"dhcp": "down", "dns": "down"}, {})
+    m.handle(r1, "a1/agent", 0.1)
+    assert m.plan is None and not [e for e in m.tick(0.2) if isinstance(e, Send)]
+    r2 = Report("a2", 2, 1, "fd2", "r1", [ServiceInfo("acl", hard=["dns"])], {"acl": "down"}, {})
+    m.handle(r2, "a2/agent", 0.3)
+    out = m.tick(0.4)
+    assert m.plan is not None and m.plan.workflows[0].bootstrap == ("dns",)
+    acts = [(e.to, e.msg.action, e.msg.service) for e in out if isinstance(e, Send)]
+    assert acts == [("a1/agent", "start", "dhcp")]
+    out = m.handle(Status("a1", 1, 2, "dhcp", "up"), "a1/agent", 1.0)
+    acts = [(e.to, e.msg.action, e.msg.service, e.msg.skip) for e in out if isinstance(e, Send)]
+    assert acts == [("a1/agent", "start-bootstrap", "dns", ["acl"])]
+    out = m.handle(Report("a9", 1, 1, "", "", [], {}, {}), "a9/agent", 1.1)
+    m.handle(Remediate("x", "explode", "dns"), "op", 1.2)
+    assert m.rejected == 1
