@@ -16,6 +16,9 @@ capabilities, free resources and criteria are drawn from
   partition) and :meth:`EdgeSim.steady` makes them lossless again;
 * :meth:`EdgeSim.lossy_site` makes the links among the edge nodes lossy (both
   ways): loss *inside* a site, e.g. while it is isolated;
+* :meth:`EdgeSim.cut_uplink` cuts one edge node's link to the manager (both
+  ways) and nothing else: the node still reaches its whole site, which still
+  reaches the manager (one connected component);
 * :meth:`EdgeSim.leader_of` / :meth:`EdgeSim.plans` read the plane's state
   from the event log; :func:`held_at` / :func:`all_held_since` replay the
   holders' own ``edge.role_assigned`` / ``edge.role_relinquished`` events
@@ -26,6 +29,14 @@ nodes' defaults and the manager's params) and :func:`toml_profiles` its edge
 nodes' profiles, so a simulated scenario runs with exactly the timing (and,
 with 20 nodes, the fleet) of the chaos runs of that file.
 
+*Clocks.* The simulator hands every machine its one virtual time. With
+``skew``/``drift`` (or ``clocks``) :func:`build_edge` wraps each machine in a
+:class:`SkewedClock`: the machine reads ``rate * t + offset`` at virtual time
+``t`` (offset uniform in ``[-skew, skew]`` s, rate in ``[1 - drift, 1 +
+drift]``, drawn from ``random.Random(f"{seed}/clock")``), and its timers,
+set on its own clock, fire at the matching virtual time. The event log keeps
+virtual time, so the checkers judge one timeline.
+
 Everything a test asserts is read from the event log (``sim.event_log``), the
 same records the checkers in ``topologies/edge/checks.py`` judge.
 """
@@ -33,12 +44,14 @@ same records the checkers in ``topologies/edge/checks.py`` judge.
 from __future__ import annotations
 
 import json
+import math
 import random
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from actors.simulator import Simulator
+from protocols.core import SetTimer
 from protocols.localplane import DeploymentManager, EdgeNode
 from transport.sim import LinkSpec, SimNetwork, Uniform
 
@@ -54,6 +67,46 @@ def random_profile(rng: random.Random) -> dict[str, Any]:
         "criteria": {"backup_power": rng.choice((0.0, 0.5, 1.0)), "connectivity": round(rng.uniform(0.3, 1.0), 3),
                      "load": round(rng.uniform(0.0, 0.8), 3)},
     }
+
+
+class SkewedClock:
+    """A machine whose clock reads ``rate * t + offset`` when the simulator's virtual time is ``t``: ``tick`` and
+    ``handle`` get that local time, and every ``SetTimer`` it returns (an instant of its own clock) is turned
+    back into virtual time. Any other attribute is the machine's (tests read its state through it)."""
+
+    def __init__(self, machine: Any, rate: float = 1.0, offset: float = 0.0) -> None:
+        if not rate > 0:
+            raise ValueError(f"a clock's rate must be positive, got {rate}")
+        self.machine = machine
+        self.rate = rate
+        self.offset = offset
+        iv = getattr(machine, "tick_interval", None)
+        self.tick_interval = None if iv is None else iv / rate  # its ticks are paced by its own clock
+
+    def local(self, t: float) -> float:
+        return self.rate * t + self.offset
+
+    def virtual(self, local: float) -> float:
+        """The first virtual time at which this clock reads ``local`` or later (rounding never fires a timer
+        before its instant on the machine's own clock)."""
+        if not math.isfinite(local):
+            return local
+        v = (local - self.offset) / self.rate
+        while self.local(v) < local:
+            v = math.nextafter(v, math.inf)
+        return v
+
+    def _back(self, effects: list) -> list:
+        return [SetTimer(e.key, self.virtual(e.at)) if isinstance(e, SetTimer) else e for e in effects]
+
+    def tick(self, t: float) -> list:
+        return self._back(self.machine.tick(self.local(t)))
+
+    def handle(self, msg: Any, sender: str, t: float) -> list:
+        return self._back(self.machine.handle(msg, sender, self.local(t)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.machine, name)
 
 
 class EdgeSim:
@@ -94,6 +147,17 @@ class EdgeSim:
             for b in nodes[i + 1:]:
                 self.sim.set_link(a, b, spec, both=True)
 
+    def cut_uplink(self, edge: str) -> None:
+        """Cut only this edge node's link to the manager, both ways (its site and the manager stay connected)."""
+        node = edge.partition("/")[0]
+        self.sim.cut("mgr", node)
+        self.sim.cut(node, "mgr")
+
+    def clock(self, address: str) -> tuple[float, float]:
+        """(rate, offset) of a participant's clock ((1, 0) when clocks are not skewed)."""
+        m = self.sim.machine(address)
+        return (m.rate, m.offset) if isinstance(m, SkewedClock) else (1.0, 0.0)
+
     def crash(self, address: str) -> None:
         self.sim.crash(address)
 
@@ -131,18 +195,31 @@ def build_edge(
     edge_params: dict | None = None,
     manager_params: dict | None = None,
     trace: bool = False,
+    skew: float = 0.0,
+    drift: float = 0.0,
+    clocks: dict[str, tuple[float, float]] | None = None,
 ) -> EdgeSim:
-    """A manager and ``n`` edge nodes in a fresh simulator (see the module docstring)."""
+    """A manager and ``n`` edge nodes in a fresh simulator (see the module docstring). ``skew`` (seconds) and
+    ``drift`` (a fraction) give every participant its own clock; ``clocks`` (address -> (rate, offset)) sets
+    some explicitly."""
     net = SimNetwork(default=LinkSpec(latency=Uniform(*latency), loss=loss, duplicate=duplicate))
     sim = Simulator(seed, network=net, trace_messages=trace)
     edges = [f"e{i}/edge" for i in range(n)]
     fleet = random.Random(f"{seed}/fleet")
+    draw = random.Random(f"{seed}/clock")
+    given = dict(clocks or {})
+
+    def clocked(addr: str, machine: Any) -> Any:
+        rate, offset = given.get(addr, (1.0 + draw.uniform(-drift, drift), draw.uniform(-skew, skew)))
+        return machine if (rate, offset) == (1.0, 0.0) else SkewedClock(machine, rate, offset)
+
     ep = dict(edge_params or {})
     for i, addr in enumerate(edges):
         prof = profiles[i] if profiles is not None else random_profile(fleet)
-        sim.add(addr, EdgeNode(addr, MANAGER, rng=sim.rng(addr), **prof, **ep))
+        sim.add(addr, clocked(addr, EdgeNode(addr, MANAGER, rng=sim.rng(addr), **prof, **ep)))
     mp = dict(manager_params or {})
-    sim.add(MANAGER, DeploymentManager(MANAGER, edges, intent or DEFAULT_INTENT, tables, rng=sim.rng(MANAGER), **mp))
+    sim.add(MANAGER, clocked(MANAGER, DeploymentManager(MANAGER, edges, intent or DEFAULT_INTENT, tables,
+                                                        rng=sim.rng(MANAGER), **mp)))
     return EdgeSim(sim, edges, {"n": n, "intent": intent or DEFAULT_INTENT, "edge_params": ep, "manager_params": mp})
 
 

@@ -11,7 +11,7 @@ import random
 import pytest
 
 from protocols.core import Emit, Send, SetTimer, TimerFired
-from protocols.localplane import DeploymentManager, EdgeNode, Negotiation, build_ir, required_assent, rule_for
+from protocols.localplane import DeploymentManager, EdgeNode, Negotiation, PlaneRole, build_ir, required_assent, rule_for
 from protocols.localplane.ir import synthetic_fit
 from protocols.localplane.messages import (
     Announce,
@@ -23,6 +23,8 @@ from protocols.localplane.messages import (
     HeartbeatAck,
     Propose,
     RoleSpec,
+    SiteQuery,
+    SiteStatus,
     Vote,
     VoteRequest,
 )
@@ -92,18 +94,71 @@ def deployed(addr="e0/edge", members=("e0/edge", "e1/edge", "e2/edge"), **kw):
     return e
 
 
-def test_missing_heartbeats_declare_isolation_and_start_an_election():
+def isolate(e, t: float = 0.6) -> list:
+    """The manager's timer fires at ``t``, the peers are asked, and none answers within the probe window."""
+    e.handle(TimerFired("manager"), e.address, t)
+    return e.handle(TimerFired("manager"), e.address, t + e.probe_window)
+
+
+def test_missing_heartbeats_ask_the_site_then_declare_isolation_and_start_an_election():
     e = deployed()
     out = e.handle(Heartbeat(epoch=7, seq=1), M, 0.1)
     assert sends(out, HeartbeatAck) and SetTimer("manager", 0.1 + e.isolation_after) in out
     out = e.handle(TimerFired("manager"), e.address, 0.6)
+    assert {s.to for s in sends(out, SiteQuery)} == {"e1/edge", "e2/edge"} and not e.isolated
+    out = e.handle(SiteStatus(heard_ago=0.5, isolated=False), "e1/edge", 0.61)  # lost it when we did: no
+    assert not kinds(out) and not e.isolated
+    out = e.handle(SiteStatus(heard_ago=0.1, isolated=True), "e2/edge", 0.62)  # cut off itself: no
     assert kinds(out)[:2] == ["edge.isolation_declared", "plane.announce"]
     assert {s.to for s in sends(out, Announce)} == {"e1/edge", "e2/edge"} and e.term == 1
 
 
+def test_a_silent_site_is_declared_isolated_after_the_probe_window():
+    e = deployed()
+    e.handle(Heartbeat(epoch=7, seq=1), M, 0.1)
+    e.handle(TimerFired("manager"), e.address, 0.6)
+    out = e.handle(TimerFired("probe_retry"), e.address, 0.6 + e.retry_every)
+    assert {s.to for s in sends(out, SiteQuery)} == {"e1/edge", "e2/edge"}  # asked again: answers can be lost
+    out = e.handle(TimerFired("manager"), e.address, 0.6 + e.probe_window)
+    assert kinds(out)[:2] == ["edge.isolation_declared", "plane.announce"]
+
+
+def test_a_node_that_lost_only_its_uplink_follows_the_site():
+    e = deployed()
+    e.handle(Heartbeat(epoch=7, seq=1), M, 0.1)
+    e.handle(TimerFired("manager"), e.address, 0.6)
+    out = e.handle(SiteStatus(heard_ago=0.05, isolated=False), "e1/edge", 0.61)  # heard it 0.45 s after us
+    assert kinds(out) == ["edge.uplink_lost"] and not e.isolated
+    # it re-checks once e1's word is old (timed on its own clock from receipt), and asks again then
+    t = 0.61 - 0.05 + e.site_fresh
+    assert SetTimer("manager", t) in out
+    out = e.handle(TimerFired("manager"), e.address, t)
+    assert sends(out, SiteQuery) and not e.isolated
+    # a node that hears the manager answers a query with a duration, not an instant of its clock
+    assert "edge.uplink_restored" in kinds(e.handle(Heartbeat(epoch=7, seq=2), M, 5.0)) and not e.uplink_lost
+    out = e.handle(SiteQuery(), "e1/edge", 5.25)
+    assert sends(out, SiteStatus)[0].msg == SiteStatus(heard_ago=0.25, isolated=False, plan="")
+
+
+def test_a_node_that_declared_isolation_alone_follows_the_site_when_a_peer_hears_the_manager():
+    e = deployed()
+    e.handle(Heartbeat(epoch=7, seq=1), M, 0.1)
+    isolate(e)
+    assert e.isolated and e.role is PlaneRole.ELECTING
+    # its announcement reaches a peer that hears the manager and follows no plane: the peer says so
+    peer = deployed("e1/edge")
+    peer.handle(Heartbeat(epoch=7, seq=5), M, 0.6)
+    ans = sends(peer.handle(Announce(term=1, score=1.0), "e0/edge", 0.66), SiteStatus)
+    assert ans and ans[0].msg.heard_ago == pytest.approx(0.06) and not ans[0].msg.isolated
+    assert not kinds(e.handle(ans[0].msg, "e1/edge", 0.67)) and e.isolated  # maybe a heal: the manager's beat may follow
+    out = e.handle(SiteStatus(heard_ago=0.02, isolated=False), "e1/edge", 0.67 + 2 * e.heartbeat_interval)
+    assert "edge.isolation_ended" in kinds(out) and "edge.uplink_lost" in kinds(out)
+    assert not e.isolated and e.role is PlaneRole.NONE and not e.holdings
+
+
 def test_a_lone_best_node_becomes_candidate_and_leader_with_a_majority_of_its_view():
     e = deployed()
-    e.handle(TimerFired("manager"), e.address, 0.6)
+    isolate(e)
     e.handle(Announce(term=1, score=-5.0), "e1/edge", 0.61)
     e.handle(Announce(term=1, score=-5.0), "e2/edge", 0.61)
     out = e.handle(TimerFired("gather"), e.address, 0.75)
@@ -114,7 +169,7 @@ def test_a_lone_best_node_becomes_candidate_and_leader_with_a_majority_of_its_vi
 
 def test_a_node_votes_once_per_term_and_only_for_the_best_it_heard():
     e = deployed()
-    e.handle(TimerFired("manager"), e.address, 0.6)
+    isolate(e)
     view = ["e0/edge", "e1/edge", "e2/edge"]
     out = e.handle(VoteRequest(term=1, score=-9.0, view=view), "e1/edge", 0.65)
     assert sends(out, Vote)[0].msg.granted is False  # e0 itself is better

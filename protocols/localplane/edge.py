@@ -33,9 +33,30 @@ while it is isolated but hears the manager again (so the isolation ends
 quickly). One ``edge.renew_requested`` per chain of requests and reason.
 Requests to a manager known down (isolated, hearing nothing) are not sent.
 
-**Isolation.** A deployed node that hears no heartbeat for
-``isolation_after`` seconds declares isolation (``edge.isolation_declared``),
-gives up its final roles (their lease expired) and starts an election.
+**Isolation, per island.** A deployed node that hears no heartbeat for
+``isolation_after`` seconds first asks its peers (:class:`SiteQuery`, again
+every ``retry_every`` to those that have not answered, for ``probe_window``)
+whether they still hear the manager. Each answers :class:`SiteStatus`: how
+long ago it last heard the manager (a duration, timed back from receipt on
+the asker's clock), whether it is cut off itself, and its temporary plan. A
+peer *hears the manager* when it is not cut off, heard it less than
+``site_fresh`` (``isolation_after - heartbeat_interval``) ago, and more than
+1.5 beat intervals later than the asker did (an island cut at once heard its
+last beats together). If one does, only this node's uplink is lost: it
+follows the site (``edge.uplink_lost``) - it declares no isolation, elects
+nobody and takes no temporary role; its final roles run out with the
+manager's lease, the manager plans around it, and it asks again once that
+peer's word is old (or the peer sends an election or plane message, which
+only a cut-off node sends). Otherwise - every peer answered no, or the
+window passed - it declares isolation (``edge.isolation_declared``), gives
+up its final roles (their lease expired) and starts an election. As a second
+line (answers can be lost): a connected node in no plane answers every
+:class:`Announce`, :class:`VoteRequest` and :class:`LeaderHeartbeat` with its
+:class:`SiteStatus`, and a cut-off node told so by a peer in no plane that
+hears the manager - and goes on saying so for two beat intervals in which
+the node hears no beat itself (a heal that brings the manager back too is
+the manager's to reconcile) - ends its isolation (``edge.isolation_ended`` with ``why``),
+steps down if it leads, gives up its temporary roles and follows the site.
 
 **Election (bully by fit, with terms).** The node moves to ``term + 1`` (one
 above every term it has seen) and sends :class:`Announce` (term, its
@@ -61,12 +82,15 @@ that heard nobody gathers again (``gather_retries``, ``plane.gather_retry``)
 before it leads a plane of one. A node that hears a live leader follows it.
 
 **Merging planes.** While the manager is away a leader beats every peer of the
-deployment, not only its members. A node whose plane is smaller than the
-beating leader's (members, then term, then address) - or that follows no
-live leader - follows that leader once its beats kept coming for two beat
-intervals (a heal that brings the manager back as well is left to the
-manager); a leader that yields says ``plane.stepdown``. So planes split by
-lost announcements, or by a partition inside the site, merge into one.
+deployment, not only its members. A node whose leader loses to the beating
+leader by (term, then fit - the leader's score -, then address), or that
+follows no live leader, follows that leader once its beats kept coming for
+two beat intervals (a heal that brings the manager back as well is left to
+the manager); a leader that yields says ``plane.stepdown``. A node that
+switches planes gives up what it held under the old one before it takes
+anything in the new one (break before make). So planes split by lost
+announcements, or by a partition inside the site that heals while the
+manager is away, merge into one.
 
 **The plane (leader).** The leader sends :class:`FitRequest` for the isolated
 role set and the management roles to its view - again every ``retry_every``
@@ -77,7 +101,13 @@ governance rules with the reporters as the electorate. A member that did
 not report stays a member and is asked again once a beat, as is a node that
 joins later (``plane.fit_requested``). Its :class:`LeaderHeartbeat` (every
 tick) carries the plan's assignments - the temporary subscriptions - and a
-lease of ``leader_lease`` seconds; members answer :class:`LeaderAck`, and a
+lease as a *duration*, ``leader_lease - lease_margin`` seconds, which the
+member times on its own clock from receipt (no instant of one host's clock is
+ever read on another's: monotonic clocks share no origin, and drift). The
+leader accounts the lease as ending ``leader_lease`` after the send on its
+own clock, so the member's ends first as long as delay plus drift over a
+lease stay below ``lease_margin`` (default ``heartbeat_interval``, as the
+manager's). Members answer :class:`LeaderAck`, and a
 member whose ack is late is beaten again every ``retry_every``. A member
 silent for ``leader_lease + heartbeat_interval`` is dropped from the plane
 (its open votes are no longer waited for); once the last lease sent to it
@@ -163,6 +193,8 @@ from protocols.localplane.messages import (
     ReportReceived,
     ReporterRecord,
     RoleSpec,
+    SiteQuery,
+    SiteStatus,
     Validation,
     Vote,
     VoteRequest,
@@ -225,6 +257,8 @@ class EdgeNode:
         resend_limit: int = 10,
         gather_retries: int = 1,
         refill_every: float | None = None,
+        lease_margin: float | None = None,
+        probe_window: float | None = None,
     ) -> None:
         self.address = address
         self.node = address.partition("/")[0]
@@ -252,6 +286,15 @@ class EdgeNode:
         self.resend_limit = int(resend_limit)  # once-a-beat resends (plan report, record, a late member's fit)
         self.gather_retries = int(gather_retries)  # gathers again before leading alone when it heard nobody
         self.refill_every = float(refill_every) if refill_every else election_timeout  # unfilled roles retried
+        # the leader's lease crosses the wire as a duration, this much shorter than what the leader accounts
+        # (message delay, clock drift between hosts, timer lag): default heartbeat_interval, as the manager's
+        self.lease_margin = float(heartbeat_interval if lease_margin is None else lease_margin)
+        if not 0 <= self.lease_margin < leader_lease:
+            raise ValueError(f"lease_margin must be in [0, leader_lease), got {self.lease_margin}")
+        # a silent manager: how long the peers are asked whether they still hear it before isolation is declared
+        self.probe_window = float(probe_window) if probe_window else gather_window / 2
+        # a peer's "I heard the manager" counts while younger than this (then it would be going silent itself)
+        self.site_fresh = max(heartbeat_interval, isolation_after - heartbeat_interval)
 
         self.ir: IntermediateRepresentation | None = None
         self.members: list[str] = []
@@ -295,6 +338,13 @@ class EdgeNode:
         self.refused: set[str] = set()  # voters that refused this candidate in this term
         self.leader_size = 0  # members of the followed leader's plane (from its beats)
         self.rival: tuple[str, float, float] | None = None  # another plane's leader heard: (address, since, last)
+        self.leader_fit = 0.0  # the followed leader's score (from its beats): the merge rule's second key
+        # isolation per island: the peers asked whether they still hear the manager, and what they said
+        self.probing: float | None = None  # when the current round of SiteQuery started (None: no round)
+        self.probe_no: set[str] = set()  # peers that answered the round without hearing the manager lately
+        self.support: dict[str, float] = {}  # peer that hears the manager -> until when its word counts (own clock)
+        self.uplink_lost = False  # the site hears the manager, this node does not: it follows the site
+        self.site_seen: tuple[float, float] | None = None  # cut off, yet told the site hears it: (first, last)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -451,6 +501,12 @@ class EdgeNode:
     def _heard_manager(self, now: float) -> list[Effect]:
         self.last_heartbeat = now
         out: list[Effect] = [SetTimer("manager", now + self.isolation_after)]
+        self.probing = None
+        self.support = {}
+        self.site_seen = None
+        if self.uplink_lost:
+            self.uplink_lost = False
+            out.append(self._emit("edge.uplink_restored"))
         if self.isolated:
             # the manager is back in reach: report the isolated period now, so it can decide, and stop electing;
             # the isolation itself ends only with a message that echoes an ack sent since (see _fresh)
@@ -579,6 +635,146 @@ class EdgeNode:
             self.hears_manager = False  # only stale beats got through, and now none: elect again
             out = self._arm_renew(now)
             return out + (self._start_election(now) if self.role is PlaneRole.NONE else [])
+        # isolation per island: first ask the site whether it still hears the manager
+        until = self._site_hears(now)
+        if until is not None:
+            self.probing = None
+            return [SetTimer("manager", until)]  # the site hears it: check again when that news is old
+        if self.probing is None and self._peers():
+            self.probing = now
+            self.probe_no = set()
+            q = SiteQuery(term=self.term)
+            return [Send(p, q) for p in self._peers()] + [SetTimer("manager", now + self.probe_window),
+                                                          SetTimer("probe_retry", now + self.retry_every)]
+        return self._declare_isolation(now)
+
+    # -- isolation per island: does the site still hear the manager? ---------------------------------
+
+    def _site_hears(self, now: float) -> float | None:
+        """Until when a peer's word that it hears the manager counts (None: no peer said so lately)."""
+        for p in [p for p, t in self.support.items() if t <= now]:
+            del self.support[p]
+        return max(self.support.values()) if self.support else None
+
+    def _site_status(self, now: float) -> SiteStatus:
+        ago = None if self.last_heartbeat is None else round(max(0.0, now - self.last_heartbeat), 6)
+        return SiteStatus(heard_ago=ago, isolated=self._cut_off(), plan=self.plan_id)
+
+    def _in_no_plane(self) -> bool:
+        """Connected and in no temporary plane: what a node believing itself isolated must hear to follow the site."""
+        return not self._cut_off() and self.role is PlaneRole.NONE and not self.plan_id
+
+    def _answer_cut_off(self, sender: str, now: float) -> list[Effect]:
+        """A peer that believes itself cut off sent an election or plane message: a node in no plane answers
+        whether it still hears the manager (and stops counting on that peer's word)."""
+        out = self._site_isolated_hint(sender, now)
+        if self._in_no_plane() and sender in self.members:
+            out.append(Send(sender, self._site_status(now)))
+        return out
+
+    def _on_site_query(self, msg: SiteQuery, sender: str, now: float) -> list[Effect]:
+        if self.ir is None:
+            return []
+        return [Send(sender, self._site_status(now))]
+
+    def _on_site_status(self, msg: SiteStatus, sender: str, now: float) -> list[Effect]:
+        """A peer's word on the manager. It *hears the manager* when it is not cut off, heard a beat less than
+        ``site_fresh`` ago (timed from receipt on this node's clock), and later than this node's own last beat
+        by more than 1.5 beat intervals (a whole island cut at once heard its last beats together; a beat lost
+        on the way here is not an uplink lost)."""
+        if self.ir is None or sender not in self.members:
+            return []
+        mine = self.last_heartbeat if self.last_heartbeat is not None else -math.inf
+        hears = (msg.heard_ago is not None and not msg.isolated and 0 <= msg.heard_ago < self.site_fresh
+                 and now - msg.heard_ago > mine + 1.5 * self.heartbeat_interval)
+        if not hears:
+            if self.probing is not None:
+                self.probe_no.add(sender)
+                self.support.pop(sender, None)
+                if self.probe_no >= set(self._peers()):
+                    return [CancelTimer("probe_retry")] + self._declare_isolation(now)  # everyone answered: no
+            return []
+        until = now - msg.heard_ago + self.site_fresh
+        if self.isolated:
+            if not self._cut_off() or msg.plan:
+                return []  # the manager is back for this node too, or the peer still follows a plane: the manager decides
+            # a heal that brings the manager back too is the manager's to reconcile: its beat comes within a beat
+            # interval or two; only when the site keeps hearing the manager and this node does not, it follows
+            seen = self.site_seen
+            if seen is None or now - seen[1] > self.leader_lease:
+                self.site_seen = (now, now)
+                return []
+            self.site_seen = (seen[0], now)
+            if now - seen[0] < 2 * self.heartbeat_interval:
+                return []
+            self.site_seen = None
+            self.support[sender] = until
+            return self._follow_site(sender, msg, now)
+        self.support[sender] = max(self.support.get(sender, -math.inf), until)
+        out: list[Effect] = []
+        if not self.uplink_lost:
+            self.uplink_lost = True
+            out.append(self._emit("edge.uplink_lost", via=sender, heard_ago=msg.heard_ago,
+                                  last_heartbeat=self.last_heartbeat))
+        if self.probing is not None:
+            self.probing = None
+            out += [CancelTimer("probe_retry"), SetTimer("manager", self._site_hears(now) or now)]
+        return out
+
+    def _on_probe_retry(self, now: float) -> list[Effect]:
+        """A SiteQuery goes out again to every peer that has not answered the round."""
+        if self.probing is None or self.isolated:
+            return []
+        q = SiteQuery(term=self.term)
+        return [Send(p, q) for p in self._peers() if p not in self.probe_no] + [
+            SetTimer("probe_retry", now + self.retry_every)]
+
+    def _site_isolated_hint(self, sender: str, now: float) -> list[Effect]:
+        """A peer sent what only a node cut off from the manager sends: its word no longer counts; with no word
+        left, this node asks the site again (it may have to join the island's isolation)."""
+        if self.isolated or not self.uplink_lost or sender not in self.support:
+            return []
+        del self.support[sender]
+        if self._site_hears(now) is not None or self.probing is not None:
+            return []
+        return [SetTimer("manager", now)]
+
+    def _follow_site(self, via: str, msg: SiteStatus, now: float) -> list[Effect]:
+        """This node declared isolation but a peer in reach hears the manager and follows no plane: the site is
+        connected and only this node's uplink is not (and it went on saying so for two beat intervals while this
+        node heard no beat: not a heal that brings the manager back to both). It ends its isolation, gives up its temporary roles (the
+        manager's plan has holders for them), leaves its plane and follows the site."""
+        out: list[Effect] = [self._emit("edge.isolation_ended", term=self.leader_term, plan_id=self.plan_id,
+                                        leader=self.leader, isolated_for=round(now - (self.isolated_at or now), 6),
+                                        why="the site hears the manager", via=via)]
+        if self.role is PlaneRole.LEADER:
+            out.append(self._emit("plane.stepdown", term=self.leader_term, plan_id=self.plan_id,
+                                  reason=f"the site hears the manager ({via} heard it {msg.heard_ago}s ago)"))
+            self.lead = None
+        for key in [k for k, h in self.holdings.items() if h.temporary]:
+            out += self._relinquish(key, "site_hears_manager", now, tell=False)
+        out += [CancelTimer("gather"), CancelTimer("election"), CancelTimer("elect_retry"), CancelTimer("leader"),
+                CancelTimer("report")]
+        self.isolated = False
+        self.hears_manager = False
+        self.role = PlaneRole.NONE
+        self.leader = ""
+        self.leader_until = -math.inf
+        self.plan_id = ""
+        self.plan = []
+        self.plan_version = -1
+        self.report_due = {}
+        self.report_paused = False
+        self.uplink_lost = True
+        out.append(self._emit("edge.uplink_lost", via=via, heard_ago=msg.heard_ago, last_heartbeat=self.last_heartbeat))
+        return out + [SetTimer("manager", self._site_hears(now) or now)] + self._arm_renew(now)
+
+    def _declare_isolation(self, now: float) -> list[Effect]:
+        asked = len(self._peers())
+        answered = len(self.probe_no)
+        self.probing = None
+        self.support = {}
+        self.uplink_lost = False
         self.isolated = True
         self.isolated_at = now
         self.reported = False
@@ -586,7 +782,7 @@ class EdgeNode:
         self.hears_manager = False
         self.lapsed = {}
         out: list[Effect] = [self._emit("edge.isolation_declared", last_heartbeat=self.last_heartbeat,
-                                        after=self.isolation_after, term=self.term)]
+                                        after=self.isolation_after, term=self.term, asked=asked, answered=answered)]
         for key in [k for k, h in self.holdings.items() if not h.temporary]:
             out += self._relinquish(key, "manager_lease_expired", now, tell=False)
         for h in self.holdings.values():
@@ -804,9 +1000,10 @@ class EdgeNode:
         if self.role is PlaneRole.LEADER and self.lead is not None:
             return self.lead.on_announce(sender, now)  # even once reconnected: the plane lasts until a Commit
         if not self._cut_off():
-            # a neighbour lost the manager a moment before us: keep its announcement for our own election
+            # a neighbour lost the manager a moment before us: keep its announcement for our own election; a node
+            # in no plane tells it whether it still hears the manager (if so, only the neighbour's uplink is lost)
             self.early[sender] = (msg.term, msg.score, now)
-            return []
+            return self._answer_cut_off(sender, now)
         if self._live_leader(now):
             return []  # it will hear our leader once the leader adds it
         if msg.term > self.term:
@@ -852,6 +1049,7 @@ class EdgeNode:
         extra: list[Effect] = []
         if not self._cut_off():
             why = "connected"
+            extra += self._answer_cut_off(sender, now)
         elif self._live_leader(now):
             why = "following a live leader"
         elif msg.term < self.term:
@@ -918,21 +1116,24 @@ class EdgeNode:
         if self.ir is None or sender == self.address:
             return []
         out: list[Effect] = []
-        theirs = (msg.members, msg.term, sender)
+        theirs = (msg.term, msg.score, sender)
         if sender != self.leader or msg.term != self.leader_term:
             if self.role is PlaneRole.NONE and not self.plan_id:
-                return []  # connected and in no plane: not ours
+                return self._answer_cut_off(sender, now)  # connected and in no plane: not ours
             if self.role is PlaneRole.LEADER:
                 assert self.lead is not None
-                if not self._merge(theirs, (len(self.lead.members), self.leader_term, self.address), now):
+                if not self._merge(theirs, (self.leader_term, self.leader_score(), self.address), now):
                     return []
                 out.append(self._emit("plane.stepdown", term=self.leader_term, plan_id=self.plan_id,
                                       reason=f"merged into the plane of {sender} (term {msg.term}, "
                                              f"{msg.members} members)"))
                 self.lead = None
-            elif self._live_leader(now) and not self._merge(theirs, (self.leader_size, self.leader_term, self.leader),
+            elif self._live_leader(now) and not self._merge(theirs, (self.leader_term, self.leader_fit, self.leader),
                                                             now):
                 return []
+            # break before make: what this node held under another plane ends before it takes a role in this one
+            for key in [k for k, h in self.holdings.items() if h.temporary and h.plan_id != msg.plan_id]:
+                out += self._relinquish(key, "new_plane", now, tell=False)
             self.leader = sender
             self.leader_term = msg.term
             self.term = max(self.term, msg.term)
@@ -941,17 +1142,19 @@ class EdgeNode:
             self.plan_version = -1
             out += [CancelTimer("gather"), CancelTimer("election"), CancelTimer("elect_retry"),
                     self._emit("plane.follow", term=msg.term, leader=sender, plan_id=msg.plan_id)]
-        self.leader_until = msg.lease_until
+        # the lease is a duration, timed on this node's clock from receipt (the leader took its margin off)
+        self.leader_until = now + msg.lease
         self.leader_size = msg.members
-        out.append(SetTimer("leader", msg.lease_until))
+        self.leader_fit = msg.score
+        out.append(SetTimer("leader", self.leader_until))
         if msg.complete and msg.version != self.plan_version:
             out += self._adopt_plan(msg, now)
         out.append(Send(sender, LeaderAck(term=msg.term, version=msg.version)))
         return out
 
-    def _merge(self, theirs: tuple[int, int, str], mine: tuple[int, int, str], now: float) -> bool:
-        """Two planes in reach of each other while the manager is away merge: the one with more members (then the
-        higher term, then the higher address) stays. The other leader's beats must keep coming for two beat
+    def _merge(self, theirs: tuple[int, float, str], mine: tuple[int, float, str], now: float) -> bool:
+        """Two planes in reach of each other while the manager is away merge: the leader of the higher term (then
+        the better fit, then the higher address) stays. The other leader's beats must keep coming for two beat
         intervals first, so a heal that brings the manager back as well leaves the reconciliation to it."""
         if not self._cut_off() or theirs <= mine:
             return False
@@ -1082,6 +1285,8 @@ class EdgeNode:
             return self._resend_reports(now)
         if k == "elect_retry":
             return self._on_elect_retry(now)
+        if k == "probe_retry":
+            return self._on_probe_retry(now)
         if self.lead is not None:
             return self.lead.on_timer(k, now)
         return []
@@ -1153,9 +1358,10 @@ class _Lead:
         just these): a node in reach that follows a smaller plane, or none, joins this one (see
         ``EdgeNode._on_leader_heartbeat``)."""
         n = self.n
-        until = now + n.leader_lease
-        hb = LeaderHeartbeat(term=self.term, plan_id=self.plan_id, version=self.version, lease_until=until,
-                             assignments=list(self.assignments), complete=self.complete, members=len(self.members))
+        until = now + n.leader_lease  # accounted here; the member holds lease - margin from receipt (its clock)
+        hb = LeaderHeartbeat(term=self.term, plan_id=self.plan_id, version=self.version,
+                             lease=n.leader_lease - n.lease_margin, assignments=list(self.assignments),
+                             complete=self.complete, members=len(self.members), score=n.leader_score())
         out: list[Effect] = []
         everyone = set(n._peers()) if n._cut_off() else set()
         for m in sorted(everyone | self.members) if only is None else only:
@@ -1389,7 +1595,7 @@ class _Lead:
             since_isolation=round(now - (n.isolated_at or now), 6), since_leader=round(now - self.started, 6))]
         out += self._beat(now)
         # the leader holds its own assignments (leader, and any role it took)
-        hb = LeaderHeartbeat(term=self.term, plan_id=self.plan_id, version=self.version, lease_until=math.inf,
+        hb = LeaderHeartbeat(term=self.term, plan_id=self.plan_id, version=self.version, lease=math.inf,
                              assignments=list(self.assignments), complete=True)
         out += n._adopt_plan(hb, now)
         if self.pending:
@@ -1437,5 +1643,7 @@ _HANDLERS: dict[type, Callable[[EdgeNode, Any, str, float], list[Effect]]] = {
     ProbeResult: EdgeNode._on_probe_result,
     Validation: EdgeNode._on_validation,
     ReportReceived: EdgeNode._on_report_received,
+    SiteQuery: EdgeNode._on_site_query,
+    SiteStatus: EdgeNode._on_site_status,
     TimerFired: EdgeNode._on_timer,
 }

@@ -22,7 +22,10 @@ conversations share these messages:
   reuses :class:`FitRequest` / :class:`FitReport` / :class:`Propose` /
   :class:`Answer` / :class:`Withdraw`; the validator sends :class:`Probe`
   and gets :class:`ProbeResult`, and reports :class:`Validation`; a holder
-  that gives a role up says :class:`Relinquish`.
+  that gives a role up says :class:`Relinquish`. A node that stops hearing
+  the manager asks its peers first (:class:`SiteQuery` -> :class:`SiteStatus`:
+  whether and how long ago each last heard it), so only a whole island
+  declares isolation, never a node that lost only its own uplink.
 * reconnect: the island's leader sends :class:`PlanReport` and its reporter
   sends :class:`ReporterRecord` (the record and the metric bundle) to the
   manager, which confirms each (:class:`ReportReceived`) and ratifies or
@@ -72,6 +75,8 @@ __all__ = [
     "ReportReceived",
     "ReporterRecord",
     "RoleSpec",
+    "SiteQuery",
+    "SiteStatus",
     "Validation",
     "Vote",
     "VoteRequest",
@@ -350,17 +355,41 @@ class Vote:
 class LeaderHeartbeat:
     """The leader's beat: the plan's current assignments (the temporary subscriptions) and a lease.
 
-    ``members``: how many members the leader's plane has; a leader that hears another leader's beat yields
-    to the larger plane (then the higher term, then the higher address), so planes of one island merge.
+    ``lease``: a *duration*, timed on the receiver's clock from receipt (never an instant of the leader's
+    clock: clocks of different hosts share no origin); the leader already took its safety margin off it (message
+    delay, clock drift), and accounts the lease as running ``lease + margin`` from the send on its own clock.
+    ``members``: how many members the leader's plane has; ``score``: the leader's fit (its leadership
+    score). A leader that hears another plane's leader beat yields to the higher term, then the better fit
+    (then the higher address), so the planes of one island merge into one.
     """
 
     term: int
     plan_id: str
     version: int
-    lease_until: float
+    lease: float
     assignments: list[Assignment] = attrs.field(factory=list)
     complete: bool = False
     members: int = 0
+    score: float = 0.0
+
+
+@message("localplane.SiteQuery")
+class SiteQuery:
+    """Asked by a node that stopped hearing the manager, before it declares isolation: do you still hear it?"""
+
+    term: int = 0
+
+
+@message("localplane.SiteStatus")
+class SiteStatus:
+    """Whether and when this node last heard the manager, as a duration: ``heard_ago`` seconds before it sent
+    this (None: never), and whether it is ``isolated`` (declared, and hears no beat) or in a temporary
+    ``plan`` (its id, "" if none). The answer to :class:`SiteQuery`, and what a connected node in no plane
+    answers to an election or plane message of a node that believes itself isolated."""
+
+    heard_ago: float | None
+    isolated: bool
+    plan: str = ""
 
 
 @message("localplane.LeaderAck")

@@ -1,0 +1,213 @@
+"""Isolation per island, merging planes, and leases as durations (issue 18, deliverables 1 and 3).
+
+Source: shared/seeds/004_726d366e1cefdd53.txt, claim 1 ("a determination that
+the local control plane is communicatively disconnected" - the plane, not one
+node), [0115]/[0181] (a temporary control plane per isolated deployment),
+[0093]-[0099] (reconnect). A node that loses only its own uplink follows its
+site instead of forming a plane of one beside the real holders; two planes
+that find each other while the manager is away merge into one (the higher
+term, then the better fit, leads); a lease crosses the wire as a duration and
+is timed on the receiver's clock, so nodes whose clocks are seconds apart and
+run at different rates never hold one role share twice.
+
+Every seeded test runs the four edge checkers of topologies/edge/checks.py on
+its event log; every assertion names its seed (replay it with the same seed).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from protocols.core import SetTimer, TimerFired
+from protocols.localplane import EdgeNode, PlaneRole, build_ir
+from protocols.localplane.messages import Assignment, Deploy, LeaderHeartbeat
+from tests.localplane_sim import MANAGER, all_held_since, build_edge, held_at
+from tests.test_localplane_loss import assert_final_plan_in_force, judge
+from topologies.edge.checks import _overlap, _share_of
+
+ISOLATED = {"leader", "validator", "reporter", "store", "frontend"}
+
+
+def overlapping_holders(events: list[dict], since: float, until: float | None = None) -> list[tuple]:
+    """Every instant in [since, until] at which two nodes held overlapping shares of one role, from the holders'
+    own events (one island is assumed: use it where the whole deployment is one connected component)."""
+    held: dict[tuple[str, str], dict] = {}
+    bad = []
+    for e in events:
+        k, f = e["kind"], e.get("fields") or {}
+        who = f"{e['node']}/{e['actor']}"
+        if k == "edge.role_assigned":
+            if e["time"] >= since and (until is None or e["time"] <= until):
+                mine = _share_of(f)
+                for (w, key), g in held.items():
+                    if w != who and _overlap(mine, _share_of(g)):
+                        bad.append((round(e["time"], 4), who, f["key"], f["plan_id"], w, key, g["plan_id"]))
+            held[(who, f["key"])] = f
+        elif k == "edge.role_relinquished":
+            held.pop((who, f["key"]), None)
+        elif k == "sim.crash":
+            for x in [x for x in held if x[0] == who]:
+                del held[x]
+    return bad
+
+
+# -- a node that loses only its uplink -----------------------------------------------------------------
+
+UPLINK_SEEDS = tuple(range(1, 21))
+
+
+@pytest.mark.parametrize("seed", UPLINK_SEEDS)
+def test_a_node_that_loses_only_its_uplink_follows_its_site(seed):
+    """8 nodes; at 2 s one node's link to the manager is cut both ways (it still reaches every peer, which still
+    reach the manager), restored at 6 s. The node asks its peers, learns the site hears the manager and follows
+    it: nobody declares isolation, nobody is elected, no temporary role is taken; the manager plans around the
+    node while it is cut off and the final plan is in force after. The old protocol let it declare isolation
+    alone, elect itself and hold store or frontend beside the real holder (20 of 20 seeds elected a plane of
+    one)."""
+    s = build_edge(seed, 8)
+    lone = s.edges[seed % 8]
+    s.sim.schedule(2.0, lambda: s.cut_uplink(lone))
+    s.sim.schedule(6.0, s.heal)
+    s.run(5.9)
+    ev = s.events()
+    assert not s.of("edge.isolation_declared"), f"seed={seed}: {[e['node'] for e in s.of('edge.isolation_declared')]}"
+    assert not s.leaders(), f"seed={seed}: leaders {[e['node'] for e in s.leaders()]}"
+    temp = [e for e in s.of("edge.role_assigned") if e["fields"]["temporary"]]
+    assert not temp, f"seed={seed}: temporary roles {[(e['node'], e['fields']['key']) for e in temp]}"
+    assert [e["node"] for e in s.of("edge.uplink_lost")] == [lone.partition("/")[0]], f"seed={seed}"
+    m = s.manager()
+    assert m.phase == "idle" and {a.role for a in m.final} == {"store", "frontend"}, f"seed={seed}: {m.final}"
+    assert lone not in {a.holder for a in m.final} and not s.edge(lone).holdings, f"seed={seed}"
+    assert not overlapping_holders(ev, 0.0), f"seed={seed}: {overlapping_holders(ev, 0.0)[:2]}"
+    s.run(9.0)
+    v = judge(s)
+    assert v["plan-holders"] == "valid", f"seed={seed}: {v}"
+    assert "edge.uplink_restored" in {e["kind"] for e in s.of("edge.uplink_restored", 6.0)}, f"seed={seed}"
+    assert_final_plan_in_force(s, "after the uplink came back")
+
+
+@pytest.mark.parametrize("seed", (1, 2, 3, 4, 5))
+def test_two_nodes_that_lose_their_uplinks_while_the_site_is_lossy_still_follow_the_site(seed):
+    """As above with two nodes cut from the manager and 10% loss on every link inside the site: a lost answer
+    can make a node declare isolation, but a peer in no plane that hears the manager answers its election and
+    plane messages, and it gives up within a few beats. Never two holders of one role share."""
+    s = build_edge(seed, 8)
+    cut = [s.edges[seed % 8], s.edges[(seed + 3) % 8]]
+    s.sim.schedule(1.5, lambda: s.lossy_site(0.1))
+    for x in cut:
+        s.sim.schedule(2.0, lambda x=x: s.cut_uplink(x))
+    s.run(7.0)
+    ev = s.events()
+    judge(s)
+    assert not overlapping_holders(ev, 0.0), f"seed={seed}: {overlapping_holders(ev, 0.0)[:2]}"
+    for e in s.edges:
+        n = s.edge(e)
+        assert not n.isolated and n.role is PlaneRole.NONE, f"seed={seed}: {e} {n.role} isolated={n.isolated}"
+    m = s.manager()
+    assert m.phase == "idle" and not {a.holder for a in m.final} & set(cut), f"seed={seed}: {m.final}"
+
+
+# -- two islands that reconnect while the manager is away -------------------------------------------------
+
+MERGE_SEEDS = tuple(range(1, 11))
+
+
+@pytest.mark.parametrize("seed", MERGE_SEEDS)
+def test_two_islands_that_reconnect_while_the_manager_is_away_merge_into_one_plane(seed):
+    """8 nodes split 4 | 4 (the manager away) at 1 s; the halves reconnect at 3 s, the manager still away; it
+    returns at 6 s. One plane remains: its leader is the one of the higher term, then the better fit; every node
+    follows it; the loser's holders give their roles up before anybody takes one in the merged plane (no share
+    ever has two holders after the reconnect); every isolated role is held again within a second; the heal is
+    ratified or replaced without two holders. The old protocol kept the larger plane, then the higher address."""
+    s = build_edge(seed, 8)
+    a = [e.partition("/")[0] for e in s.edges[:4]]
+    b = [e.partition("/")[0] for e in s.edges[4:]]
+    s.sim.schedule(1.0, lambda: s.sim.partition([["mgr"], a, b]))
+    s.sim.schedule(3.0, lambda: s.sim.partition([["mgr"], a + b]))
+    s.sim.schedule(6.0, s.heal)
+    s.run(3.0)
+    live = [e for e in s.edges if s.edge(e).role is PlaneRole.LEADER]
+    assert len(live) == 2, f"seed={seed}: leaders before the merge {live}"
+    elected = {e["node"]: e["fields"] for e in s.leaders()}
+    want = max(live, key=lambda x: (elected[x.partition("/")[0]]["term"], elected[x.partition("/")[0]]["score"], x))
+    s.run(4.5)
+    now_live = [e for e in s.edges if s.edge(e).role is PlaneRole.LEADER]
+    assert now_live == [want], f"seed={seed}: leaders {now_live}, want {want} of {live} ({elected})"
+    assert all(s.edge(e).leader == want for e in s.edges), f"seed={seed}: {[s.edge(e).leader for e in s.edges]}"
+    ev = s.events()
+    bad = overlapping_holders(ev, 3.0)
+    assert not bad, f"seed={seed}: a role taken while another node still held it: {bad[:2]}"
+    back = all_held_since(ev, ISOLATED, 3.0)
+    assert back is not None and back - 3.0 <= 1.0, f"seed={seed}: every isolated role held again from {back}"
+    s.run(9.0)
+    v = judge(s)
+    assert v["ratified-after-heal"] == "valid" and v["plan-holders"] == "valid", f"seed={seed}: {v}"
+    assert_final_plan_in_force(s, "after the merged island reconnected")
+
+
+# -- leases as durations; skewed and drifting clocks ---------------------------------------------------------
+
+
+def _deployed(addr: str, members: list[str]) -> EdgeNode:
+    e = EdgeNode(addr, MANAGER, capability={"tx_per_s": 150.0}, free=0.9, rng=random.Random(1))
+    e.handle(Deploy(ir=build_ir({"functionalities": ["storage"]}), members=members, epoch=1), MANAGER, 0.0)
+    return e
+
+
+@pytest.mark.parametrize("follower_clock", [50.0, 200_000.0])
+def test_a_leader_lease_is_a_duration_timed_on_the_follower_clock(follower_clock):
+    """The leader's clock reads 100 000 s; a follower's reads 50 s (behind) or 200 000 s (ahead). The beat's
+    lease is a duration the leader took its margin off, and the follower's leader timer is set from receipt on
+    its own clock: it holds its role exactly that long. On the old protocol the follower read the leader's
+    absolute instant on its own clock: it held the role ~28 h too long, or dropped it at once."""
+    members = ["e0/edge", "e1/edge"]
+    f = _deployed("e1/edge", members)
+    f.isolated, f.isolated_at, f.role = True, follower_clock - 1.0, PlaneRole.ELECTING
+    lead = _deployed("e0/edge", members)
+    lease = lead.leader_lease - lead.lease_margin
+    hb = LeaderHeartbeat(term=1, plan_id="T1@e0", version=1, lease=lease, complete=True, members=2, score=1.0,
+                         assignments=[Assignment(role="store", holder="e1/edge", target=100.0)])
+    out = f.handle(hb, "e0/edge", follower_clock)
+    assert SetTimer("leader", follower_clock + lease) in out and "store#0/1" in f.holdings
+    assert f.leader_until == follower_clock + lease
+    f.handle(TimerFired("leader"), f.address, follower_clock + lease)
+    assert "store#0/1" not in f.holdings  # given up when the duration ran out, on its own clock
+
+
+SKEW_SEEDS = tuple(range(1, 11))
+
+
+@pytest.mark.parametrize("seed", SKEW_SEEDS)
+def test_skewed_and_drifting_clocks_never_give_a_role_share_two_holders(seed):
+    """8 nodes and the manager, each clock up to 10 s off and running up to 2% fast or slow (the leases' margin,
+    one beat interval, covers delay plus drift). Isolated at 1 s; the node holding store is crashed at 2.5 s
+    (the plane re-plans it: the follower's old lease must be over on its own clock first); healed at 5 s.
+    Every checker is valid, a final plan is in force after the heal, and no role share ever has two holders at
+    one instant. The old protocol read the leader's absolute lease instants on the followers' clocks."""
+    s = build_edge(seed, 8, skew=10.0, drift=0.02)
+    offs = [s.clock(e)[1] for e in s.edges]
+    assert max(offs) - min(offs) > 5.0, f"seed={seed}: clocks {offs}"  # the skew is real
+    s.sim.schedule(1.0, s.isolate)
+
+    crashed: list[str] = []
+
+    def crash_store_holder() -> None:
+        h = [who for who, _, plan in held_at(s.events(), s.sim.now).get("store", []) if plan.startswith("T")]
+        assert h, f"seed={seed}: nobody holds store in the isolated plan at 2.5 s"
+        crashed.append(h[0])
+        s.crash(h[0])
+
+    s.sim.schedule(2.5, crash_store_holder)
+    s.sim.schedule(5.0, s.heal)
+    s.run(4.9)
+    store = [who for who, _, plan in held_at(s.events(), 4.9).get("store", []) if plan.startswith("T")]
+    assert store and store[0] not in crashed, f"seed={seed}: store at 4.9 s: {store} (crashed {crashed})"
+    s.run(9.0)
+    ev = s.events()
+    v = judge(s)
+    assert v["ratified-after-heal"] == "valid" and v["plan-holders"] == "valid", f"seed={seed}: {v}"
+    assert not overlapping_holders(ev, 0.0), f"seed={seed}: {overlapping_holders(ev, 0.0)[:3]}"
+    m = s.manager()
+    assert m.phase == "idle" and {a.role for a in m.final} == {"store", "frontend"}, f"seed={seed}: {m.final}"
