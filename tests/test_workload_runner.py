@@ -149,3 +149,21 @@ def test_a_lost_environment_fails_its_tasks_and_comes_back(tmp_path):
         assert rep["value"] == "back" and w.zygote_starts == 2
     finally:
         w.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="per-slot uids are used only when running as root")
+def test_two_environments_on_one_machine_never_share_task_uids(tmp_path):
+    """Ending a task kills every process of its slot's uid, so two workers' slots must never share one (a shared
+    uid let one worker's finished task kill another worker's running task)."""
+    a = WarmPython(work_root=tmp_path / "a", slots=4)
+    b = WarmPython(work_root=tmp_path / "b", slots=4)
+    try:
+        ra, rb = set(range(a.base_uid, a.base_uid + 4)), set(range(b.base_uid, b.base_uid + 4))
+        assert not ra & rb and a.base_uid >= 200_000
+    finally:
+        base = a.base_uid
+        a.close()
+        b.close()
+    c = WarmPython(work_root=tmp_path / "c", slots=4)
+    assert c.base_uid == base  # the block is free again once its environment closed
+    c.close()

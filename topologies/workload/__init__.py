@@ -6,8 +6,9 @@ Kinds:
 * ``workload.gateway`` - :class:`~protocols.workload.gateway.Gateway`;
 * ``workload.queue`` - :func:`topologies.workload.store.durable_queue`: the pure
   :class:`~protocols.workload.queue_service.QueueService` over SQLite in WAL mode;
-* ``workload.worker`` - :class:`~protocols.workload.worker.Worker` on a simulated warm environment
-  (:class:`topologies.workload.hosts.SimRunner`: a task's data says how long it runs);
+* ``workload.worker`` - :class:`~protocols.workload.worker.Worker` on
+  :class:`topologies.workload.hosts.WorkerHost`: real code in a warm Python zygote in a node process,
+  played in the simulator (a task's data says how long it runs);
 * ``workload.python_worker`` - the same worker running real code in a warm Python zygote
   (:class:`topologies.workload.hosts.PythonRunner`; node processes only);
 * ``workload.code``, ``workload.data`` - the code and data services;
@@ -27,7 +28,7 @@ from protocols.workload.worker import Worker
 from topologies.kinds import make_kind
 from topologies.plugin import Plugin
 from topologies.workload.checks import CHECKERS
-from topologies.workload.hosts import PythonRunner, SimRunner
+from topologies.workload.hosts import PythonRunner, WorkerHost
 from topologies.workload.store import durable_queue
 
 PLUGIN = Plugin(
@@ -37,8 +38,8 @@ PLUGIN = Plugin(
         make_kind("workload.gateway", Gateway, doc="validates tenants' tasks, acknowledges once queued durably"),
         make_kind("workload.queue", durable_queue,
                   doc="per-type task queues: aging, priority, fair tenants, leases; SQLite (WAL) behind it"),
-        make_kind("workload.worker", Worker, addresses=("queue",), host=SimRunner,
-                  doc="pulls and runs tasks (simulated warm environment: SimRunner)"),
+        make_kind("workload.worker", Worker, addresses=("queue",), host=WorkerHost,
+                  doc="pulls and runs tasks: real code in a warm Python zygote (played in the simulator)"),
         make_kind("workload.python_worker", Worker, addresses=("queue",), host=PythonRunner,
                   doc="pulls and runs tasks' real code in a warm Python zygote (PythonRunner)"),
         make_kind("workload.code", CodeService, doc="versioned code, shared per use"),

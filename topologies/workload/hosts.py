@@ -12,6 +12,10 @@ How this works
   code in a :class:`~topologies.workload.runner.WarmPython` (a zygote with the
   environment's modules imported, forking a confined child per task); its
   report is told to the worker actor as ``TaskFinished``.
+* :class:`WorkerHost` (kind ``workload.worker``) is the one a topology file
+  uses: with ``env = "python"`` it runs real code (a :class:`PythonRunner`)
+  in a node process and plays it (a :class:`SimRunner`) in the simulator,
+  where no process can run; ``env = "sim"`` always plays it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import attrs
 from protocols.workload.worker import RunTask, StopTask, TaskFinished
 from topologies.workload.runner import Limits, WarmPython
 
-__all__ = ["PythonRunner", "SimRunner"]
+__all__ = ["PythonRunner", "SimRunner", "WorkerHost"]
 
 
 class SimRunner:
@@ -63,7 +67,7 @@ class PythonRunner:
 
     def _start(self, api: Any) -> None:
         actor = getattr(api, "actor", None)
-        if actor is None:
+        if not hasattr(actor, "node"):
             raise RuntimeError("PythonRunner runs real processes: it needs a node process, not the simulator")
         node, address = actor.node, actor.address
 
@@ -89,3 +93,19 @@ class PythonRunner:
             self.env.stop(effect.run)
         else:
             raise TypeError(f"PythonRunner: unexpected effect {effect!r}")
+
+
+class WorkerHost:
+    def __init__(self, rng: random.Random, env: str = "python", modules: list[str] | None = None,
+                 env_slots: int = 4, default_seconds: float = 0.1) -> None:
+        if env not in ("python", "sim"):
+            raise ValueError(f"WorkerHost: env must be 'python' or 'sim', got {env!r}")
+        self.env = env
+        self.python = PythonRunner(rng, modules, env_slots) if env == "python" else None
+        self.sim = SimRunner(rng, default_seconds)
+
+    def on_effect(self, effect: Any, api: Any) -> None:
+        if self.python is not None and hasattr(getattr(api, "actor", None), "node"):  # a node process's actor
+            self.python.on_effect(effect, api)
+        else:
+            self.sim.on_effect(effect, api)

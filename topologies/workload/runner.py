@@ -13,9 +13,11 @@ the zygote's reports, removes the task's directory, frees its slot and calls
 "killed"}``. :meth:`stop` kills a running task (its report follows, with
 ``killed``).
 
-Running as root, slot ``i`` runs its tasks as uid ``base_uid + i``: no other
-process has that uid, so ``RLIMIT_NPROC`` counts exactly the task's processes
-and the end of a task can kill every one of them. Not as root, every task runs
+Running as root, slot ``i`` runs its tasks as uid ``base_uid + i``, from a
+block of uids this environment holds alone (:func:`claim_uids`: an ``flock``
+per block, so two workers on one machine never share a uid): no other process
+has that uid, so ``RLIMIT_NPROC`` counts exactly the task's processes and the
+end of a task can kill every one of them. Not as root, every task runs
 as this user and the process limit is counted on top of what the user runs
 already (so it caps a fork bomb, less exactly).
 
@@ -56,17 +58,44 @@ class Limits:
         return attrs.asdict(self)
 
 
+UID_LOCKS = Path(tempfile.gettempdir()) / "fleetplane-task-uids"
+UID_BASE, UID_BLOCK, UID_BLOCKS = 200_000, 64, 4096
+
+
+def claim_uids(slots: int) -> tuple[int, Any]:
+    """A block of unprivileged uids no other environment on this machine uses (an ``flock`` held while this
+    process lives): a task's uid must be its own, or ending one task would kill another's processes."""
+    import fcntl
+
+    if slots > UID_BLOCK:
+        raise ValueError(f"at most {UID_BLOCK} slots per environment, got {slots}")
+    UID_LOCKS.mkdir(parents=True, exist_ok=True)
+    for i in range(UID_BLOCKS):
+        base = UID_BASE + i * UID_BLOCK
+        f = open(UID_LOCKS / f"{base}.lock", "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        return base, f
+    raise RuntimeError(f"no free block of task uids (all {UID_BLOCKS} are held; see {UID_LOCKS})")
+
+
 class WarmPython:
     def __init__(self, modules: tuple[str, ...] = ("json", "math"), *, work_root: str | Path | None = None,
-                 on_done: Callable[[dict], None] | None = None, slots: int = 4, base_uid: int = 61000) -> None:
+                 on_done: Callable[[dict], None] | None = None, slots: int = 4, base_uid: int | None = None) -> None:
         self.modules = tuple(modules)
         self.work_root = Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="fleetplane-work-"))
         self.work_root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.work_root, 0o711)
         self.on_done = on_done
         self.slots = slots
-        self.base_uid = base_uid
         self.as_root = os.geteuid() == 0
+        self._uid_lock = None
+        if base_uid is None and self.as_root:
+            base_uid, self._uid_lock = claim_uids(slots)
+        self.base_uid = base_uid or 0
         self._lock = threading.Lock()
         self._free = list(range(slots))
         self._running: dict[str, tuple[int, Path]] = {}  # task id -> (slot, dir)
@@ -203,3 +232,6 @@ class WarmPython:
         if self._reader is not None:
             self._reader.join(timeout=5)
         shutil.rmtree(self.work_root, ignore_errors=True)
+        if self._uid_lock is not None:
+            self._uid_lock.close()
+            self._uid_lock = None

@@ -20,14 +20,18 @@ crashes and is restarted from what the disk holds, and no acknowledgement of
 the lost write ever left.
 
 :func:`durable_queue` is the factory of the ``workload.queue`` actor kind: it
-opens the database (``db``: a path; ``""`` = in memory, lost with the process),
-loads every row and builds the service with ``restored=`` them.
+opens the database (``db``: a path; ``""`` = in memory, lost with the process;
+``{run_dir}/{address}.sqlite`` = one per run and actor, new on the run's first
+start), loads every row and builds the service with ``restored=`` them.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,7 @@ import msgpack
 
 from protocols.workload.queue_service import QueueService, StoreTasks
 
-__all__ = ["DurableMachine", "SqliteTaskStore", "durable_queue"]
+__all__ = ["DurableMachine", "SqliteTaskStore", "durable_queue", "resolve_db"]
 
 
 class SqliteTaskStore:
@@ -129,13 +133,41 @@ class DurableMachine:
         return getattr(self.machine, name)
 
 
+def _run_dir() -> str:
+    """The run directory of this node process (``--run-dir``), or a directory of this process for a simulation."""
+    argv = sys.argv
+    for i, a in enumerate(argv):
+        if a == "--run-dir" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--run-dir="):
+            return a.split("=", 1)[1]
+    return os.path.join(tempfile.gettempdir(), f"fleetplane-workload-{os.getpid()}")
+
+
+def resolve_db(db: str, address: str, first_start: bool) -> str:
+    """``{run_dir}`` and ``{address}`` in ``db`` filled in. A run-scoped database (one under ``{run_dir}``) is new
+    on the first start of a run (the host vouches for it: ``first_start``), so an earlier run's tasks never leak in;
+    on every later start it is kept. A fixed path is never removed."""
+    if "{run_dir}" not in db:
+        return db.replace("{address}", address.replace("/", "."))
+    path = db.replace("{run_dir}", _run_dir()).replace("{address}", address.replace("/", "."))
+    if first_start:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.remove(path + suffix)
+            except FileNotFoundError:
+                pass
+    return path
+
+
 def durable_queue(types: list[str], db: str = "", lease_ttl: float = 10.0, max_attempts: int = 5,
                   weights: dict[str, float] | None = None, max_tasks: int = 100_000,
                   max_per_tenant: int | None = None, done_ttl: float = 3600.0, worker_ttl: float = 5.0,
-                  tick: float = 0.25, billing: str = "", fsync: bool = True,
-                  rng: random.Random | None = None) -> DurableMachine:
-    """The workload queue (per-type queues, leases, first result wins) over SQLite in WAL mode at ``db``."""
-    store = SqliteTaskStore(db, fsync=fsync)
+                  tick: float = 0.25, billing: str = "", fsync: bool = True, first_start: bool = False,
+                  address: str = "", rng: random.Random | None = None) -> DurableMachine:
+    """The workload queue (per-type queues, leases, first result wins) over SQLite in WAL mode at ``db``
+    (``{run_dir}``: the run's directory, ``{address}``: this actor's; see :func:`resolve_db`)."""
+    store = SqliteTaskStore(resolve_db(db, address, first_start), fsync=fsync)
     service = QueueService(list(types), lease_ttl=lease_ttl, max_attempts=max_attempts, weights=weights,
                            max_tasks=max_tasks, max_per_tenant=max_per_tenant, done_ttl=done_ttl,
                            worker_ttl=worker_ttl, tick=tick, billing=billing, restored=store.load(), rng=rng)

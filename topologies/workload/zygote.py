@@ -114,6 +114,9 @@ def _child(req: dict, wfd: int) -> None:
     """In the forked child: confine, run, report on ``wfd``, exit. Never returns."""
     status = 0
     me = os.getpid()
+    scope: dict = {}
+    out_of_memory = msgpack.packb({"ok": False, "error": "MemoryError: the task ran out of memory"})
+    blob = msgpack.packb({"ok": False, "error": "the task failed and its error could not be reported"})
     try:
         os.setsid()
         die_with_parent()  # a task never outlives its zygote
@@ -141,7 +144,7 @@ def _child(req: dict, wfd: int) -> None:
             nproc += _count_processes(os.getuid())  # shared uid: leave room for what already runs
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         sys.addaudithook(_hook_for(root))
-        scope = {"__name__": "__task__", "data": req.get("data")}
+        scope.update({"__name__": "__task__", "data": req.get("data")})
         exec(compile(req["source"], "<task>", "exec"), scope)  # noqa: S102 - the task's own code, confined above
         value = scope["main"](req.get("data")) if callable(scope.get("main")) else scope.get("result")
         blob = msgpack.packb({"ok": True, "value": value}, use_bin_type=True)
@@ -149,6 +152,9 @@ def _child(req: dict, wfd: int) -> None:
             blob = msgpack.packb({"ok": False, "error": f"result is {len(blob)} bytes; the limit is {lim['output']}"})
     except BaseException as e:  # the task's failure, whatever it is: reported, never raised into the zygote
         status = 1
+        scope.clear()  # drop what the task holds (an allocation without end) before reporting
+        if isinstance(e, MemoryError):
+            blob = out_of_memory
         try:
             tb = traceback.format_exc(limit=5)[-2000:]
         except BaseException:
@@ -156,7 +162,7 @@ def _child(req: dict, wfd: int) -> None:
         try:
             blob = msgpack.packb({"ok": False, "error": f"{type(e).__name__}: {e}"[:500], "trace": tb})
         except BaseException:
-            blob = msgpack.packb({"ok": False, "error": type(e).__name__})
+            pass  # keep the report made before the task ran
     if os.getpid() != me:
         os._exit(1)  # a process the task forked: only the task's own child reports
     try:
