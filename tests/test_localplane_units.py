@@ -151,7 +151,7 @@ def test_a_node_that_declared_isolation_alone_follows_the_site_when_a_peer_hears
     ans = sends(peer.handle(Announce(term=1, score=1.0), "e0/edge", 0.66), SiteStatus)
     assert ans and ans[0].msg.heard_ago == pytest.approx(0.06) and not ans[0].msg.isolated
     assert not kinds(e.handle(ans[0].msg, "e1/edge", 0.67)) and e.isolated  # maybe a heal: the manager's beat may follow
-    out = e.handle(SiteStatus(heard_ago=0.02, isolated=False), "e1/edge", 0.67 + 2 * e.heartbeat_interval)
+    out = e.handle(SiteStatus(heard_ago=0.02, isolated=False), "e1/edge", 0.67 + e.site_grace)
     assert "edge.isolation_ended" in kinds(out) and "edge.uplink_lost" in kinds(out)
     assert not e.isolated and e.role is PlaneRole.NONE and not e.holdings
 

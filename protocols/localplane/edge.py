@@ -53,8 +53,9 @@ up its final roles (their lease expired) and starts an election. As a second
 line (answers can be lost): a connected node in no plane answers every
 :class:`Announce`, :class:`VoteRequest` and :class:`LeaderHeartbeat` with its
 :class:`SiteStatus`, and a cut-off node told so by a peer in no plane that
-hears the manager - and goes on saying so for two beat intervals in which
-the node hears no beat itself (a heal that brings the manager back too is
+hears the manager - and goes on saying so for ``site_grace`` (the longer of
+two beat intervals and half ``isolation_after``) in which the node hears no
+beat itself (a heal that brings the manager back too is
 the manager's to reconcile) - ends its isolation (``edge.isolation_ended`` with ``why``),
 steps down if it leads, gives up its temporary roles and follows the site.
 
@@ -295,6 +296,9 @@ class EdgeNode:
         self.probe_window = float(probe_window) if probe_window else gather_window / 2
         # a peer's "I heard the manager" counts while younger than this (then it would be going silent itself)
         self.site_fresh = max(heartbeat_interval, isolation_after - heartbeat_interval)
+        # a cut-off node told the site hears the manager waits this long for a beat of its own before it follows
+        # the site (a heal brings the manager's beat within an interval, plus a transport's reconnect on real links)
+        self.site_grace = max(2 * heartbeat_interval, isolation_after / 2)
 
         self.ir: IntermediateRepresentation | None = None
         self.members: list[str] = []
@@ -705,7 +709,7 @@ class EdgeNode:
                 self.site_seen = (now, now)
                 return []
             self.site_seen = (seen[0], now)
-            if now - seen[0] < 2 * self.heartbeat_interval:
+            if now - seen[0] < self.site_grace:
                 return []
             self.site_seen = None
             self.support[sender] = until
@@ -741,7 +745,7 @@ class EdgeNode:
 
     def _follow_site(self, via: str, msg: SiteStatus, now: float) -> list[Effect]:
         """This node declared isolation but a peer in reach hears the manager and follows no plane: the site is
-        connected and only this node's uplink is not (and it went on saying so for two beat intervals while this
+        connected and only this node's uplink is not (and it went on saying so for ``site_grace`` while this
         node heard no beat: not a heal that brings the manager back to both). It ends its isolation, gives up its temporary roles (the
         manager's plan has holders for them), leaves its plane and follows the site."""
         out: list[Effect] = [self._emit("edge.isolation_ended", term=self.leader_term, plan_id=self.plan_id,
