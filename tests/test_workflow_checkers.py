@@ -535,3 +535,31 @@ def test_servers_done_counts_the_servers_the_topology_has():
     assert c.check(done + [later]).status == "valid"  # without run.topology: the servers seen
     v = c.check([topo])
     assert v.status == "unknown" and "the topology has 3 servers" in v.summary, v
+
+
+def wake_reserved(t, server, *, holders=0, limit=2):
+    return ev(t, CTL, "admission.wake", server=server, reason="slot", reserved=True, holders=holders, busy=holders + 1,
+              limit=limit)
+
+
+def test_a_grant_from_a_reservation_made_before_the_limit_was_lowered_is_not_a_new_admission():
+    """Found in a 90 s-boot storm: a slot reserved for a booting server under limit 3, the limit lowered to 2,
+    the server then granted from its reservation. Holders + reservations did not grow (the reservation became the
+    lease), as a lease granted before a decrease is never revoked; the checker judged it as a new admission."""
+    log = [start(0.0, limit=3),
+           grant(1.0, "s1/server", lid(7, 1), holders=1, limit=3),
+           grant(1.0, "s2/server", lid(7, 2), holders=2, limit=3),
+           wake_reserved(2.0, "s3/server", holders=2, limit=3),
+           ev(3.0, CTL, "limit.changed", resource="images", old=3, new=2, reason="latency", holders=2, reserved=1),
+           grant(4.0, "s3/server", lid(7, 3), holders=3, limit=2, from_reservation=True)]
+    v = verdict("admission-limit", log)
+    assert v.status == "valid", v
+    # ... while a new reservation or a new grant above the lowered limit is still invalid
+    bad = log + [wake_reserved(5.0, "s4/server", holders=3, limit=2)]
+    assert verdict("admission-limit", bad).status == "invalid"
+    bad = log[:5] + [grant(4.0, "s4/server", lid(7, 4), holders=3, limit=2)]
+    assert verdict("admission-limit", bad).status == "invalid"
+    # a "from reservation" grant with no reservation of that server is judged as any grant
+    bad = log[:3] + [ev(3.0, CTL, "limit.changed", resource="images", old=3, new=2, reason="latency", holders=2,
+                        reserved=0), grant(4.0, "s5/server", lid(7, 5), holders=3, limit=2, from_reservation=True)]
+    assert verdict("admission-limit", bad).status == "invalid"

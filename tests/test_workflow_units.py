@@ -529,8 +529,9 @@ def test_wake_is_resent_and_a_reservation_times_out():
     c.handle(Release("s1/server", "img", 1, g.lease, g.epoch, "image", "ok", 30.0), "s1/server", 30.0)
     assert sends(c.tick(35.0), Wake, "s2/server")
     fx = c.tick(50.0)
-    assert only(emits(fx, "admission.wake_failed")).fields["server"] == "s2/server"
-    assert c.busy == 0
+    failed = only(emits(fx, "admission.wake_failed")).fields
+    assert (failed["server"], failed["requeued"]) == ("s2/server", True)  # back at the head of the queue ...
+    assert list(c.reserved) == ["s2/server"] and sends(fx, Wake, "s2/server")  # ... so it is woken again at once
 
 
 def test_an_unrenewed_lease_expires_and_its_slot_is_reused():

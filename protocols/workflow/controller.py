@@ -103,7 +103,7 @@ import enum
 import itertools
 import math
 import random
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from protocols.core import Effect, Emit, Persist, Send, TimerFired
@@ -140,6 +140,7 @@ from protocols.workflow.policy import (
 __all__ = ["CONTROLLER_TRANSITIONS", "ControllerState", "ResourceController"]
 
 
+MAX_WAKE_TIMEOUTS = 3  # a dormant waiter whose reservation ran out this many times is dropped (its alarm remains)
 STALE_WAITER_TTLS = 0.5  # a waiter last heard more than this many ttls ago is woken, not pushed a grant
 
 
@@ -171,6 +172,7 @@ class _Waiter:
         "server",
         "stage",
         "stamp",
+        "timeouts",
         "told_stamp",
         "via",
         "wake",
@@ -199,6 +201,7 @@ class _Waiter:
         self.arrived_at = now
         self.reserved_at: float | None = None
         self.restored = False  # rebuilt from the durable record: its stamp is old until it is heard again
+        self.timeouts = 0  # reservations of this waiter that ran out unused
 
 
 class _Lease:
@@ -324,6 +327,8 @@ class ResourceController:
         self._ud_samples = 0
         self._ud_history = 0  # history samples when the window began
         # durable state: servers whose record changed since the last Persist
+        self.boot_times: deque[float] = deque(maxlen=64)  # measured: first Wake -> the woken server's request
+        self.boot_hints: deque[float] = deque(maxlen=64)  # told: the servers' own boot times (boot_time)
         self._dirty: set[str] = set()
         self.persistent = durable is not None  # a host with a store passes its record ({} on a blank disk)
         self.restored = self._restore(durable) if durable else None
@@ -335,6 +340,26 @@ class ResourceController:
     @property
     def holders(self) -> int:
         return len(self.leases)
+
+    @property
+    def boot_estimate(self) -> float | None:
+        """The longest boot measured recently (Wake to request); before any, the longest the servers told."""
+        if self.boot_times:
+            return max(self.boot_times)
+        return max(self.boot_hints) if self.boot_hints else None
+
+    @property
+    def wake_timeout_now(self) -> float:
+        """``wake_timeout``, or twice the longest measured boot if that is longer."""
+        est = self.boot_estimate
+        return self.wake_timeout if est is None else max(self.wake_timeout, 2.0 * est)
+
+    @property
+    def wake_ahead_now(self) -> float:
+        """``wake_ahead``, or the longest measured boot if that is longer (woken early enough to be up in time);
+        0 when ``wake_ahead`` is 0 (waking ahead turned off)."""
+        est = self.boot_estimate
+        return self.wake_ahead if est is None or self.wake_ahead == 0 else max(self.wake_ahead, est)
 
     @property
     def busy(self) -> int:
@@ -363,13 +388,23 @@ class ResourceController:
             fx += self._become(ControllerState.ACTIVE, now, "grace over")
         for lease in [x for x in self.leases.values() if now > lease_expires_at(x.renewed_at, self.ttl)]:
             fx += self._end_lease(lease, now, "lease.expired", "not renewed")
+        timeout = self.wake_timeout_now
         for w in list(self.reserved.values()):
-            if now - (w.reserved_at or now) >= self.wake_timeout:
+            if now - (w.reserved_at or now) >= timeout:
                 del self.reserved[w.server]
                 self._dirty.add(w.server)
-                fx.append(Emit("admission.wake_failed", {"server": w.server, "wakes": w.wakes,
-                                                         "holders": self.holders, "reserved": len(self.reserved),
-                                                         "limit": self.limit}))
+                w.timeouts += 1
+                requeued = w.timeouts < MAX_WAKE_TIMEOUTS
+                if requeued:  # it may still be booting: back at the head of its priority, woken again next
+                    w.key = (w.key[0], -1, w.key[2])
+                    w.woken_at = None
+                    w.reserved_at = None
+                    self.waiting[w.server] = w
+                    self.by_key[w.key] = w
+                    bisect.insort(self.queue, w.key)
+                fx.append(Emit("admission.wake_failed", {"server": w.server, "wakes": w.wakes, "timeout": timeout,
+                                                         "requeued": requeued, "holders": self.holders,
+                                                         "reserved": len(self.reserved), "limit": self.limit}))
             elif now - w.wake_sent_at >= self.wake_retry:
                 self._send_wake(w, now)
         self._ud_holders += len(self.leases)
@@ -433,6 +468,8 @@ class ResourceController:
     def _on_request(self, m: AccessRequest | StatusPing, via: str | None, now: float) -> list[Effect]:
         asking = type(m) is AccessRequest
         fx: list[Effect] = []
+        if m.boot_time > 0 and m.boot_time != (self.boot_hints[-1] if self.boot_hints else None):
+            self.boot_hints.append(min(float(m.boot_time), 3600.0))
         known = self.known.get(m.server)
         if known is not None:
             if m.boot != known[0]:
@@ -466,6 +503,8 @@ class ResourceController:
             bisect.insort(self.queue, w.key)
             self._dirty.add(w.server)
         else:
+            if asking and w.mode is Directive.DORMANT and w.woken_at is not None:
+                self.boot_times.append(now - w.woken_at)  # woken -> asking: how long this kind of server boots
             w.restored = False
             w.last_seen = now
             w.via = via
@@ -495,12 +534,14 @@ class ResourceController:
         if self.state is ControllerState.RECOVERING:
             wait += max(0.0, self.recover_until - now)
         directive = directive_for(wait, self.thresholds)
-        if directive is Directive.DORMANT and wait <= self.wake_ahead:
+        if directive is Directive.DORMANT and wait <= self.wake_ahead_now:
             directive = Directive.PARKING  # it would be woken at once: a power cycle for nothing
         ping = {Directive.PENDING: self.ping_pending, Directive.PARKING: self.ping_parking}.get(directive, 0.0)
         if w.mode is not directive:
             w.mode = directive
             self._dirty.add(w.server)
+        if directive is Directive.DORMANT:
+            w.woken_at = None  # back to sleep: the next wake starts a new boot (and a new measurement)
         w.told_stamp = stamp
         self._out.append((w.via, w.server, AccessDeny(w.server, self.resource, w.boot, w.seq, self.epoch, directive,
                                                       wait if math.isfinite(wait) else 1e9, position, ping, stamp)))
@@ -556,9 +597,10 @@ class ResourceController:
                                                   "holders": self.holders, "busy": self.busy, "limit": self.limit}))
             else:
                 fx += self._grant(w, now)
-        if self.wake_ahead > 0 and queue and self.limit > 0:
+        ahead = self.wake_ahead_now
+        if ahead > 0 and queue and self.limit > 0:
             free = max(0, self.limit - self.busy)
-            horizon = min(len(queue), int(self.wake_ahead * self.limit / max(self._mean(), 1e-9)) + free)
+            horizon = min(len(queue), int(ahead * self.limit / max(self._mean(), 1e-9)) + free)
             for key in queue[:horizon]:
                 w = self.by_key[key]
                 if w.mode is Directive.DORMANT and w.woken_at is None:

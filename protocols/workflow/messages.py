@@ -173,6 +173,7 @@ class AccessRequest:
     wake: str = ""  # where Wake goes (the server's BMC); "" = the server's address
     stamp: float = 0.0  # sender's clock when sent; echoed in the answer
     attempt: int = 1
+    boot_time: float = 0.0  # how long the server takes from power-on to asking (s), as its host measured; 0: unknown
 
 
 @message("workflow.StatusPing")
@@ -191,6 +192,7 @@ class StatusPing:
     expected: float = 0.0
     wake: str = ""
     stamp: float = 0.0
+    boot_time: float = 0.0  # as in AccessRequest
 
 
 @message("workflow.AccessGrant")

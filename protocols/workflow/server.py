@@ -233,6 +233,7 @@ class Server:
         lease_margin: float = 0.1,
         renewals_per_ttl: int = 3,
         release_retry: float = 0.5,
+        boot_time: float | None = None,
     ) -> None:
         for name in ("retry_after", "proxy_retry_after", "proxy_after", "hello_retry", "hello_retry_max",
                      "alarm_min", "recheck_min", "restage_after", "release_retry"):
@@ -267,6 +268,9 @@ class Server:
         self.lease_margin = lease_margin
         self.renewals_per_ttl = renewals_per_ttl
         self.release_retry = release_retry
+        # how long this machine takes from power-on to asking, told to controllers so that they wake it early
+        # enough (the host's measurement; default: the modelled boot, resume_delay)
+        self.boot_time = resume_delay if boot_time is None else boot_time
 
         self.boot = rng.getrandbits(31)
         self.state = S.INVALID
@@ -472,7 +476,7 @@ class Server:
     def _request(self, now: float, r: str) -> AccessRequest:
         spec = self.specs[self.stage]  # type: ignore[index]
         return AccessRequest(self.address, r, self.boot, self.req_seq or 0, spec.name, self.priority, spec.expected,
-                             self.wake, now, self.ask_attempt)
+                             self.wake, now, self.ask_attempt, self.boot_time)
 
     def _ask(self, now: float, *, new: bool) -> list[Effect]:
         r = self.need[0]
@@ -597,7 +601,7 @@ class Server:
     def _ping_msg(self, now: float, r: str, state: ServerState) -> StatusPing:
         spec = self.specs[self.stage]  # type: ignore[index]
         return StatusPing(self.address, r, self.boot, self.req_seq or 0, state.value, spec.name, self.priority,
-                          spec.expected, self.wake, now)
+                          spec.expected, self.wake, now, self.boot_time)
 
     # -- leases ----------------------------------------------------------------------
 

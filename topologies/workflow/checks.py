@@ -52,7 +52,9 @@ The checkers:
 * ``admission-limit`` - no grant, adoption of a lease the log does not show as
   live, or reserved wake-up ever takes a resource's *holders + reservations +
   live leases of earlier incarnations* above the limit in force
-  (``controller.start``, then ``limit.changed``). Holders of the current
+  (``controller.start``, then ``limit.changed``). A grant from a reservation of
+  this incarnation turns that reservation into the lease (the sum does not
+  grow) and is judged with the reservation, not again. Holders of the current
   incarnation are the controller's own (granted or adopted, until
   ``lease.released`` / ``lease.expired``; one whose holder stopped still counts:
   the controller cannot know). A lowered limit never revokes leases: holders
@@ -336,10 +338,10 @@ class LeaseReplay:
             inc.limit = f.get("new", inc.limit)
         elif kind == "admission.grant":
             self.granted += 1
-            if f.get("from_reservation"):
-                inc.reserved.pop(server, None)
+            kept = f.get("from_reservation") and inc.reserved.pop(server, None) is not None
             self._open(inc, lid, server, e, inc.epoch)
-            self._judge(inc, e)
+            if not kept:  # a reservation turned into its lease is no new admission: it was judged when made
+                self._judge(inc, e)
         elif kind == "lease.adopted":
             self.granted += 1
             self.adopted += 1
