@@ -23,11 +23,12 @@ import pytest
 from protocols.core import SetTimer, TimerFired
 from protocols.localplane import EdgeNode, PlaneRole, build_ir
 from protocols.localplane.messages import Assignment, Deploy, LeaderHeartbeat
-from tests.localplane_sim import MANAGER, all_held_since, build_edge, held_at
+from tests.localplane_sim import MANAGER, all_held_since, build_edge, held_at, toml_profiles, toml_timings
 from tests.test_localplane_loss import assert_final_plan_in_force, judge
 from topologies.edge.checks import _overlap, _share_of
 
 ISOLATED = {"leader", "validator", "reporter", "store", "frontend"}
+TOML_EDGE, TOML_MANAGER = toml_timings()
 
 
 def overlapping_holders(events: list[dict], since: float, until: float | None = None) -> list[tuple]:
@@ -211,3 +212,39 @@ def test_skewed_and_drifting_clocks_never_give_a_role_share_two_holders(seed):
     assert not overlapping_holders(ev, 0.0), f"seed={seed}: {overlapping_holders(ev, 0.0)[:3]}"
     m = s.manager()
     assert m.phase == "idle" and {a.role for a in m.final} == {"store", "frontend"}, f"seed={seed}: {m.final}"
+
+
+@pytest.mark.parametrize("seed", (1, 2, 3))
+def test_the_edge_toml_fleet_with_skewed_clocks_under_its_own_fault_schedule(seed):
+    """The 20 profiles and timing of topologies/edge.toml, every clock up to 10 s off and 2% fast or slow, under
+    its [[chaos]] faults (the manager isolated 3-7 s, the deployment split in halves with the manager 12-16 s,
+    the manager's links lossy at 50% 21-25 s): every checker valid, and the final plan in force at the end."""
+    s = build_edge(seed, 20, profiles=toml_profiles(), edge_params=TOML_EDGE, manager_params=TOML_MANAGER,
+                   skew=10.0, drift=0.02)
+    half = [e.partition("/")[0] for e in s.edges[::2]]
+    rest = [e.partition("/")[0] for e in s.edges[1::2]]
+    s.sim.schedule(3.0, s.isolate)
+    s.sim.schedule(7.0, s.heal)
+    s.sim.schedule(12.0, lambda: s.sim.partition([["mgr"] + half, rest]))
+    s.sim.schedule(16.0, s.heal)
+    s.sim.schedule(21.0, lambda: s.flaky(0.5))
+    s.sim.schedule(25.0, s.steady)
+    s.run(28.0)
+    v = judge(s)
+    assert v["ratified-after-heal"] == "valid" and v["plan-holders"] == "valid", f"seed={seed}: {v}"
+    assert_final_plan_in_force(s, "after the edge.toml schedule with skewed clocks")
+
+
+@pytest.mark.parametrize("seed", (1, 2))
+def test_an_edge_toml_node_that_loses_only_its_uplink_follows_its_site(seed):
+    """edge.toml's fleet and timing: one gateway's uplink cut 3-8 s. No isolation, no plane, no temporary role."""
+    s = build_edge(seed, 20, profiles=toml_profiles(), edge_params=TOML_EDGE, manager_params=TOML_MANAGER)
+    lone = s.edges[seed * 7 % 20]
+    s.sim.schedule(3.0, lambda: s.cut_uplink(lone))
+    s.sim.schedule(8.0, s.heal)
+    s.run(11.0)
+    assert not s.of("edge.isolation_declared") and not s.leaders(), f"seed={seed}"
+    assert not [e for e in s.of("edge.role_assigned") if e["fields"]["temporary"]], f"seed={seed}"
+    assert not overlapping_holders(s.events(), 0.0), f"seed={seed}"
+    judge(s)
+    assert_final_plan_in_force(s, "after the uplink came back")
