@@ -5,7 +5,8 @@
 deterministic simulator. Monitors' ``Persist`` effects go to a per-monitor
 dict (the disk) in effect order; ``crash_monitor``/``restart_monitor`` lose
 everything but the disk; ``restart_monitor(rack, wipe=True)`` also empties
-its disk first (a replaced drive or a new machine). ``main_net``/``monitor_net`` are the node names of
+its disk first (a replaced drive or a new machine). ``control_params`` go to every
+rack control (e.g. ``reboot_time``). ``main_net``/``monitor_net`` are the node names of
 the two channels, so a test can cut one and leave the other up.
 """
 
@@ -25,17 +26,18 @@ CLEAN = LinkSpec(latency=Uniform(0.0005, 0.002))
 
 class RackFleet:
     def __init__(self, seed: int, dcs: int = 3, sectors: int = 4, racks: int = 6, *, link: LinkSpec = CLEAN,
-                 trace: bool = False, **monitor_params) -> None:
+                 trace: bool = False, control_params: dict | None = None, **monitor_params) -> None:
         self.seed = seed
         self.layout = Layout(dcs, sectors, racks)
         self.layout_dict = {"dcs": dcs, "sectors": sectors, "racks": racks}
         self.monitor_params = monitor_params
+        self.control_params = dict(control_params or {})
         self.sim = Simulator(seed, SimNetwork(default=link), trace_messages=trace)
         self.disk: dict[str, dict] = defaultdict(dict)
         self.wipes: dict[str, int] = {}  # monitor -> disks lost (keeps each incarnation's rng distinct)
         self.racks = self.layout.all_racks()
         for r in self.racks:
-            self.sim.add(self.layout.control(r), RackControl(r, self.layout.monitor(r), address=self.layout.control(r)))
+            self.sim.add(self.layout.control(r), self._control(r))
             m = self.layout.monitor(r)
             self.sim.add(m, self._monitor(r), host=self._persist)
             # the rack-local link (control -> its monitor) is neither the main network nor the mesh
@@ -60,6 +62,9 @@ class RackFleet:
     def monitor_net(self) -> list[str]:
         return [self.layout.monitor(r).split("/")[0] for r in self.racks]
 
+    def _control(self, rack: str) -> RackControl:
+        return RackControl(rack, self.layout.monitor(rack), address=self.layout.control(rack), **self.control_params)
+
     def _monitor(self, rack: str) -> RackMonitor:
         m = self.layout.monitor(rack)
         name = m + f"#{len(self.disk[m])}" + (f"w{self.wipes[m]}" if m in self.wipes else "")
@@ -81,7 +86,7 @@ class RackFleet:
     def power_on(self, rack: str) -> None:
         c = self.layout.control(rack)
         if not self.sim.alive(c):
-            self.sim.restart(c, RackControl(rack, self.layout.monitor(rack), address=c))
+            self.sim.restart(c, self._control(rack))
 
     def set_metrics(self, rack: str, **metrics) -> None:
         self.sim.send(self.layout.control(rack), SetMetrics(metrics))

@@ -476,6 +476,81 @@ def test_control_conditions_outside_reboot_on_need_no_reboot():
     assert check("control-once", troubleshooting(later)).status == "unknown"
 
 
+def test_control_an_execution_by_a_monitor_that_knew_the_rack_agreed_healthy_is_invalid():
+    """Audit App. C: the decision on seq 1 carried out after its executor learned seq 2 (non-fault)."""
+    healthy = known(1.1, "d0s0r0", "d0s0r1", 2, "non-fault", level="fleet")
+    ex = executed(1.2, "d0s0r0", "d0s0r1", 1)
+    v = check("control-once", troubleshooting([healthy, ex, reboot(1.3, "d0s0r1", 1, "d0s0r0")]))
+    assert_invalid(v, ex, healthy)
+    assert "1 stale executions" in v.summary
+    # known by another monitor only, or learned after the execution: not stale
+    other = known(1.1, "d0s0r2", "d0s0r1", 2, "non-fault")
+    assert check("control-once", troubleshooting([other, ex, reboot(1.3, "d0s0r1", 1, "d0s0r0")])).status == "valid"
+    later = known(1.25, "d0s0r0", "d0s0r1", 2, "non-fault")
+    assert check("control-once", troubleshooting([ex, later, reboot(1.3, "d0s0r1", 1, "d0s0r0")])).status == "valid"
+    # a newer condition that calls for a reboot too does not make it stale
+    again = known(1.1, "d0s0r0", "d0s0r1", 2, "needs-troubleshooting")
+    v = check("control-once", troubleshooting([again, ex, reboot(1.3, "d0s0r1", 1, "d0s0r0")]))
+    assert not check_control_once(troubleshooting([again, ex]))["stale"], v
+
+
+def test_control_a_log_with_only_a_cancelled_decision_is_unknown():
+    """A decision skipped because the rack was agreed healthy again: nothing executed, nothing to judge."""
+    events = troubleshooting([known(1.1, "d0s0r1", "d0s0r1", 2, "non-fault", level="sector"),
+                              ev(1.2, "mon-d0s0r0", "control.skipped", decision="reboot:d0s0r1:1", rack="d0s0r1",
+                                 reason="rack d0s0r1 agreed non-fault since (seq 2 > 1)", at="proposal")])
+    v = check("control-once", events)
+    assert v.status == "unknown", v
+
+
+def test_control_a_refused_reboot_is_no_reboot():
+    ex = executed(1.2, "d0s0r0", "d0s0r1", 1)
+    refused = reboot(1.3, "d0s0r1", 1, "d0s0r1", outcome="duplicate")
+    v = check("control-once", troubleshooting([ex, refused]))
+    assert v.status == "invalid" and "never rebooted" in v.summary, v  # a refusal does not carry the decision out
+    # a refused stale token with no decision behind it is no orphan reboot
+    stray = reboot(1.4, "d0s0r1", 0, "d0s0r1", outcome="stale")
+    v = check("control-once", troubleshooting([ex, reboot(1.3, "d0s0r1", 1, "d0s0r1"), stray]))
+    assert v.status == "valid", v
+
+
+# --------------------------------------------------------------------------
+# fault-detected-in-time: the silence of a reboot may be shown as rebooting, within the window
+# --------------------------------------------------------------------------
+
+def rebooting_rack(shown: list[dict], back: float | None, window: float = 1.5) -> list[dict]:
+    """d0s0r1 reports to 1.0, its control reboots at 1.05 and reports again from ``back`` (None: never)."""
+    out = [monitor_start(0.0, "d0s0r1", reboot_window=window)] + reports("d0s0r1", 0.2, 1.0)
+    out.append(reboot(1.05, "d0s0r1", 1, "d0s0r1"))
+    if back is not None:
+        out += [dict(r, fields=dict(r["fields"], seq=r["fields"]["seq"] + 10)) for r in reports("d0s0r1", back, 5.0)]
+    return out + shown + [tick(5.0)]
+
+
+def test_fault_a_reboot_silence_shown_as_rebooting_within_the_window_is_valid():
+    rebooting = condition(1.6, "d0s0r1", 2, "needs-troubleshooting")
+    rebooting = dict(rebooting, fields=dict(rebooting["fields"], condition="rebooting", indicator=["amber", "flashing"],
+                                            silence=0.6))
+    v = check("fault-detected-in-time", rebooting_rack([rebooting], back=2.2))
+    assert v.status == "valid" and "1 of them a reboot's" in v.summary, v
+
+
+def test_fault_a_reboot_silence_still_rebooting_past_the_window_is_invalid():
+    shown = condition(1.6, "d0s0r1", 2, "needs-troubleshooting")
+    shown = dict(shown, fields=dict(shown["fields"], condition="rebooting", indicator=["amber", "flashing"], silence=0.6))
+    v = check("fault-detected-in-time", rebooting_rack([shown], back=None))
+    assert_invalid(v, shown)
+    # powered-off once the window is over: valid
+    off = condition(2.6, "d0s0r1", 3, "powered-off", silence=1.6)
+    assert check("fault-detected-in-time", rebooting_rack([shown, off], back=None)).status == "valid"
+    # without the monitor's window (an older monitor) or without a reboot at the control, rebooting is no excuse
+    no_window = [e for e in rebooting_rack([shown, off], back=None) if e["kind"] != "monitor.start"]
+    no_window.insert(0, monitor_start(0.0, "d0s0r1"))
+    assert_invalid(check("fault-detected-in-time", no_window), shown)
+    no_reboot = [e for e in rebooting_rack([shown, off], back=None) if e["kind"] != "rack.reboot"]
+    assert_invalid(check("fault-detected-in-time", no_reboot), shown)
+
+
 # --------------------------------------------------------------------------
 # Logs of real simulated runs: valid as they are, invalid once broken
 # --------------------------------------------------------------------------
@@ -535,9 +610,9 @@ def test_a_real_run_with_a_learned_value_nobody_accepted_is_invalid(troubleshoot
     assert_invalid(check("paxos-one-value", events), c)
 
 
-@pytest.mark.xfail(strict=True, reason="protocol gap found by control-once: the executor sends Reboot once and "
-                   "never retries, so a Reboot lost on the way leaves the rack unrebooted for good")
 def test_a_reboot_lost_on_the_way_is_still_carried_out():
+    """Found by control-once: the old executor sent Reboot once and never retried. Now the target's monitor
+    retries its control until the control acknowledges, and the rack is rebooted exactly once."""
     f = RackFleet(4, dcs=2, sectors=2, racks=3)
     rack = "d1s1r0"
     f.at(1.5, f.set_metrics, rack, os_errors=9)
@@ -546,6 +621,8 @@ def test_a_reboot_lost_on_the_way_is_still_carried_out():
     f.at(2.5, f.sim.heal)
     f.run(7.0)
     assert [e["fields"]["rack"] for e in f.events("control.executed")] == [rack], "the decision was executed"
+    assert [e["fields"]["outcome"] for e in f.events("rack.reboot") if e["fields"]["outcome"] == "rebooting"] == \
+        ["rebooting"], "rebooted exactly once"
     v = check("control-once", f.events())
     assert v.status == "valid", v
 

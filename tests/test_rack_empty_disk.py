@@ -152,7 +152,7 @@ def emits(effects, kind):
 def test_a_monitor_on_an_empty_disk_neither_votes_nor_proposes_until_enough_others_answered():
     m = fresh()
     eff = m.tick(0.0)
-    assert eff[0] == Persist("monitor", {"cond_seq": 0, "executed": [], "rejoining": True}), eff[0]
+    assert eff[0] == Persist("monitor", {"cond_seq": 0, "executed": {}, "rejoining": True}), eff[0]
     asked = sorted(e.to for e in eff if isinstance(e, Send) and isinstance(e.msg, Rejoin))
     assert asked == ["mon-d0s0r0/monitor", "mon-d0s0r2/monitor"]
     other = "mon-d0s0r0/monitor"

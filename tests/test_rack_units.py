@@ -11,7 +11,7 @@ from protocols.consensus import Prepare
 from protocols.consensus.ballot import Ballot
 from protocols.core import Emit, Send, TimerFired
 from protocols.rack import FaultDetector, Layout, RackControl, RackMonitor
-from protocols.rack.messages import Heartbeat, HeartbeatAck, Reboot, RejoinReply, SetMetrics, Status
+from protocols.rack.messages import Heartbeat, HeartbeatAck, Reboot, RebootAck, RejoinReply, SetMetrics, Status
 
 LAYOUT = {"dcs": 2, "sectors": 2, "racks": 3}
 
@@ -61,13 +61,54 @@ def test_rack_control_reports_and_reboots_once():
     assert isinstance(sends[0].msg, Status) and sends[0].msg.metrics["power"] == 1.0
     c.handle(SetMetrics({"temp": 99.0}), "x", 0.1)
     assert c.handle(TimerFired("report"), "self", 0.2)[0].msg.metrics["temp"] == 99.0
-    eff = c.handle(Reboot("d0s0r0", "reboot:d0s0r0:1", "d0s0r1"), "m", 0.3)
-    assert any(isinstance(e, Emit) and e.fields.get("outcome") == "rebooting" for e in eff)
-    eff = c.handle(Reboot("d0s0r0", "reboot:d0s0r0:1", "d0s0r1"), "m", 0.35)
-    assert any(isinstance(e, Emit) and e.fields.get("outcome") == "already-rebooting" for e in eff)
+    mon = "mon-d0s0r0/monitor"
+    eff = c.handle(Reboot("d0s0r0", "reboot:d0s0r0:1", "d0s0r0", "d0s0", 1), mon, 0.3)
+    assert outcomes(eff) == ["rebooting"] and acks(eff) == [(mon, "rebooting")]
+    eff = c.handle(Reboot("d0s0r0", "reboot:d0s0r0:2", "d0s0r0", "d0s0", 1), mon, 0.35)
+    assert outcomes(eff) == ["already-rebooting"] and acks(eff) == [(mon, "already-rebooting")]
     assert not [e for e in c.handle(TimerFired("report"), "self", 0.4) if isinstance(e, Send)], "silent while rebooting"
     c.handle(TimerFired("rebooted"), "self", 0.8)
     assert c.metrics["temp"] < 85.0, "healthy after the reboot"
+    assert c.reboots == 1
+
+
+def outcomes(effects) -> list:
+    return [e.fields["outcome"] for e in effects if isinstance(e, Emit) and e.kind == "rack.reboot"]
+
+
+def acks(effects) -> list:
+    return [(e.to, e.msg.outcome) for e in effects if isinstance(e, Send) and isinstance(e.msg, RebootAck)]
+
+
+def test_rack_control_refuses_duplicate_and_stale_tokens_counts_them_and_acknowledges():
+    c = RackControl("d0s0r0", "mon-d0s0r0/monitor", report_every=0.2, reboot_time=0.5)
+    c.tick(0.0)
+    mon = "mon-d0s0r0/monitor"
+    assert outcomes(c.handle(Reboot("d0s0r0", "reboot:d0s0r0:3", "d0s0r0", "d0s0", 2), mon, 0.1)) == ["rebooting"]
+    c.handle(TimerFired("rebooted"), "self", 0.6)
+    # the same decision again, after the reboot (a retry whose ack was lost): a duplicate, not a second reboot
+    eff = c.handle(Reboot("d0s0r0", "reboot:d0s0r0:3", "d0s0r0", "d0s0", 2), mon, 1.0)
+    assert outcomes(eff) == ["duplicate"] and acks(eff) == [(mon, "duplicate")]
+    # an older token: a lower term, or the same term and an older condition seq
+    for term, seq in ((1, 7), (2, 2)):
+        eff = c.handle(Reboot("d0s0r0", f"reboot:d0s0r0:{seq}", "d0s0r0", "d0s0", term), mon, 1.1)
+        assert outcomes(eff) == ["stale"] and acks(eff) == [(mon, "stale")], (term, seq)
+    assert c.reboots == 1 and c.refused == {"duplicate": 1, "stale": 2, "bad_input": 0}
+    # a newer token is obeyed
+    assert outcomes(c.handle(Reboot("d0s0r0", "reboot:d0s0r0:5", "d0s0r0", "d0s0", 2), mon, 1.2)) == ["rebooting"]
+    # only the rack's own monitor may order a reboot, and only a well-formed one for this rack
+    for msg, sender in ((Reboot("d0s0r0", "reboot:d0s0r0:9", "d0s0r1", "d0s0", 3), "mon-d0s0r1/monitor"),
+                        (Reboot("d0s0r0", "reboot:d0s0r1:9", "d0s0r0", "d0s0", 3), mon),
+                        (Reboot("d0s0r0", "reboot:d0s0r0:x", "d0s0r0", "d0s0", 3), mon)):
+        eff = c.handle(msg, sender, 1.3)
+        assert [e.kind for e in eff if isinstance(e, Emit)] == ["rack.bad_input"] and not acks(eff), msg
+    assert c.reboots == 2 and c.refused["bad_input"] == 3
+    # the remembered decisions are bounded; forgotten ones are still refused by the fence
+    c2 = RackControl("d0s0r0", mon, remember=2)
+    for seq in (1, 2, 3):
+        c2.handle(Reboot("d0s0r0", f"reboot:d0s0r0:{seq}", "d0s0r0", "d0s0", 1), mon, float(seq))
+    assert len(c2.obeyed) == 2
+    assert outcomes(c2.handle(Reboot("d0s0r0", "reboot:d0s0r0:1", "d0s0r0", "d0s0", 1), mon, 9.0)) == ["stale"]
 
 
 def test_instance_groups_are_fixed_by_the_instance_name():

@@ -11,7 +11,10 @@ its own (the monitor asks it at each status and at each deadline):
   most severe first); no rule broken means ``non-fault``;
 * ``on_silence(now)``: no status for ``deadline`` seconds since the last one
   (or since start) means the rack control lost power or its network:
-  ``powered-off``.
+  ``powered-off``; unless the monitor itself ordered a reboot and the silence
+  falls in that reboot's window (``rebooting_until``): then ``rebooting``, a
+  condition that calls for no action; silence past the window is
+  ``powered-off`` again.
 
 Fault kinds and their indicators (colour, pattern), as in the seed document:
 one colour for needs-repair, another for needs-troubleshooting, a flashing
@@ -28,17 +31,19 @@ import math
 import operator
 from typing import Any
 
-__all__ = ["DEFAULT_INDICATORS", "DEFAULT_RULES", "FAULT_KINDS", "NON_FAULT", "POWERED_OFF", "FaultDetector",
-           "check_rules"]
+__all__ = ["DEFAULT_INDICATORS", "DEFAULT_RULES", "FAULT_KINDS", "NON_FAULT", "POWERED_OFF", "REBOOTING",
+           "FaultDetector", "check_rules"]
 
 NON_FAULT = "non-fault"
 POWERED_OFF = "powered-off"  # the kind silence raises (on_silence)
+REBOOTING = "rebooting"  # silence while a reboot this monitor ordered is under way (never from a rule)
 FAULT_KINDS = ("needs-repair", "needs-troubleshooting", POWERED_OFF)
 DEFAULT_INDICATORS = {
     NON_FAULT: ["green", "steady"],
     "needs-repair": ["red", "steady"],
     "needs-troubleshooting": ["amber", "steady"],
     "powered-off": ["red", "flashing"],
+    REBOOTING: ["amber", "flashing"],
 }
 DEFAULT_RULES = [
     ["power", "<", 0.5, "powered-off"],  # supply below half: the rack is going down
@@ -110,10 +115,13 @@ class FaultDetector:
         """When silence becomes a fault."""
         return (self.last_status if self.last_status is not None else started) + self.deadline
 
-    def on_silence(self, now: float, started: float) -> bool:
-        """Called at a deadline; True if the state changed to powered-off."""
+    def on_silence(self, now: float, started: float, rebooting_until: float | None = None) -> bool:
+        """Called at a deadline; True if the state changed (to powered-off, or to rebooting while
+        ``now`` is before ``rebooting_until``, the end of a reboot this monitor ordered)."""
         if now < self.due(started):
             return False
+        if rebooting_until is not None and now < rebooting_until:
+            return self._set(REBOOTING, f"no status for {self.deadline:g} s during a reboot ordered here")
         return self._set(POWERED_OFF, f"no status for {self.deadline:g} s")
 
     def _set(self, state: str, reason: str) -> bool:

@@ -2,10 +2,11 @@
 
 How this works
 --------------
-Main network (rack control <-> its monitor): ``Status`` every
-``report_every`` seconds; ``Reboot`` from the authoritative monitor carrying
-out a control decision. Harness/operator input: ``SetMetrics`` (to a rack
-control: the values its next reports carry).
+Rack-local channel (rack control <-> its own monitor): ``Status`` every
+``report_every`` seconds; ``Reboot`` from the rack's own monitor carrying out a
+control decision, with its fencing token (group, term, decision), answered by
+``RebootAck`` (obeyed, or refused as a duplicate or stale token). Harness/operator
+input: ``SetMetrics`` (to a rack control: the values its next reports carry).
 
 Monitor channel (monitor <-> monitor): the Paxos messages of
 ``protocols.consensus`` (instances named ``<group>|<kind>|<id>``), plus
@@ -13,6 +14,8 @@ Monitor channel (monitor <-> monitor): the Paxos messages of
 of its group), ``Seat`` (an authority announcing itself to the group above),
 ``Fact``/``FactAck`` (a condition agreed fleet-wide, pushed down the tree) and
 ``SyncRequest``/``SyncReply`` (a monitor that regained its quorum catching up),
+``Execute``/``ExecuteAck`` (the sector's acting authority handing a chosen
+decision to the target rack's own monitor, retried until acknowledged),
 ``Rejoin``/``RejoinReply`` (a monitor that started on an empty disk learning,
 from enough other members of its sector to meet every quorum, what it may have voted for
 and which condition seqs are used).
@@ -24,7 +27,8 @@ from typing import Any
 
 from transport.codec import message
 
-__all__ = ["Fact", "FactAck", "Heartbeat", "HeartbeatAck", "Reboot", "Seat", "SetMetrics", "Status",
+__all__ = ["Execute", "ExecuteAck", "Fact", "FactAck", "Heartbeat", "HeartbeatAck", "Reboot", "RebootAck", "Seat",
+           "SetMetrics", "Status",
            "Rejoin", "RejoinReply", "SyncReply", "SyncRequest", "TermHint"]
 
 
@@ -46,11 +50,57 @@ class SetMetrics:
 
 @message("rack.Reboot")
 class Reboot:
-    """A control decision carried out: reboot the hosts of ``rack``."""
+    """A control decision carried out: reboot the hosts of ``rack``.
+
+    ``by``: the rack whose monitor sends it (the target's own); the fencing token is
+    ``(group, term, decision)``: the sector, the term of the authority that handed the
+    decision over, and the decision id ``reboot:<rack>:<seq>``.
+    """
 
     rack: str
     decision: str
     by: str
+    group: str = ""
+    term: int = 0
+
+
+@message("rack.RebootAck")
+class RebootAck:
+    """The control's answer to a ``Reboot``: ``outcome`` is ``rebooting``, ``already-rebooting``
+    (obeyed while a reboot was under way), ``duplicate`` (that decision was obeyed before) or
+    ``stale`` (its token is older than one obeyed)."""
+
+    rack: str
+    decision: str
+    outcome: str
+
+
+@message("rack.Execute")
+class Execute:
+    """The sector's acting authority to the target rack's monitor: carry out the chosen ``decision``.
+
+    ``term``/``lease_until``: the sender's authority term and lease (its clock) when sent;
+    ``by``: the sender's rack. Retried (backing off) until an ``ExecuteAck`` says done or skipped.
+    """
+
+    group: str
+    term: int
+    decision: str
+    rack: str
+    action: str
+    by: str
+    lease_until: float
+
+
+@message("rack.ExecuteAck")
+class ExecuteAck:
+    """The target monitor's answer: ``outcome`` is ``pending`` (recorded, its control not yet
+    acknowledged), ``done``, ``skipped`` (cancelled: ``reason``) or ``stale`` (refused: the sender's
+    token or lease is stale; another authority may carry it out)."""
+
+    decision: str
+    outcome: str
+    reason: str = ""
 
 
 @message("rack.Heartbeat")

@@ -62,12 +62,61 @@ seconds after it became so (the seat's quiet period, which outlasts every
 promise its predecessor made), and every start is quiet for ``lease`` seconds
 (rule 5 below).
 
-**4. Control decisions.** When a sector agrees on a condition listed in
-``reboot_on`` for one of its racks, the sector's acting authority proposes
-``<sector>|control|reboot:<rack>:<seq>`` naming itself executor; the chosen
-decision is carried out once, by the executor, only while it holds its lease,
-and recorded durably (``control.executed``); a decision whose executor lost
-its lease is skipped (``control.skipped``): at most once, never twice.
+**4. Control decisions, carried out exactly once.** When a sector agrees on a
+condition listed in ``reboot_on`` for one of its racks, the sector's acting
+authority proposes ``<sector>|control|reboot:<rack>:<seq>`` naming itself
+executor, unless a newer fact about the rack is already agreed (then
+``control.skipped``: a newer fact that no longer calls for a reboot cancels
+it, a newer one that does is decided on its own). Every member keeps the
+latest chosen decision per rack (``decisions``, bounded by the sector's racks).
+Whoever is the *acting* authority of the sector hands every open decision
+over the mesh to the target rack's own monitor: ``Execute`` with the fencing
+token (sector, its term, decision id) and its lease, resent with backoff
+(``execute_backoff``: from two beats to a cap) until the target answers done
+or skipped, or until a newer agreed fact about the rack no longer calls for a
+reboot (``control.closed``); a pending answer slows the resends to the cap.
+A decision whose executor lost its lease is so taken over by the next acting
+authority (``control.takeover``): it learned the decision chosen, or, if the
+executor died before announcing it, proposes the same instance again and
+Paxos hands it the value a quorum accepted.
+
+The target monitor is the one place a decision is carried out. It refuses an
+``Execute`` whose term is older than the sector term it knows, or that arrives
+after the sender's lease (``control.refused``; the acting authority resends);
+it checks the decision against the latest agreed fact about its rack (it is
+that fact's proposer, so it learns it first) and against the decisions it
+carried out: a newer fact that no longer calls for a reboot, a newer decision,
+or a reboot carried out after the condition was raised cancels it
+(``control.skipped``). Otherwise it records the decision durably
+(``executed``, *Persist before the Reboot leaves*), emits ``control.executed``
+and sends ``Reboot`` with the token to its own control over the rack-local
+channel, resending (backing off) until the control acknowledges
+(``control.done``); it answers every later ``Execute`` of that decision from
+the record. A restart resumes a pending decision at once. The control obeys
+only its own monitor, refuses a token it obeyed before (duplicate) or older
+than one it obeyed (stale), and acknowledges both.
+
+Why exactly once, even with two authorities driving one decision (a takeover
+while the old executor still believes it acts, a restart, lost
+acknowledgements): every ``Reboot`` of a decision comes from one monitor,
+the target's, which takes each decision id on at most once (the record is
+durable before its first ``Reboot``, and ids it forgot are older than one it
+remembers, hence refused by seq); the control refuses a repeated token, so a
+resend after a lost acknowledgement is no second reboot. At least once: the
+decision is chosen durably in the sector, every acting authority resends it
+until the target has it durably, and the target resends to its control until
+acknowledged; so takeover is safe and needed, and the only decisions never
+carried out are those a newer agreed fact made moot. Limits, stated: the
+control's memory is volatile (a control that loses power and comes back may
+obey a resend of a decision it obeyed before its power loss; its hosts were
+power-cycled anyway), and an empty-disk restart of the target forgets the
+decisions it took on (the control still refuses their tokens).
+
+A rebooting rack is ``rebooting``, not powered-off: the target knows it
+ordered a reboot, so its control's silence during ``reboot_window`` after the
+first ``Reboot`` (or after the control acknowledged it) is the condition
+``rebooting``, which calls for no action; silence past the window is
+``powered-off`` again.
 
 **5. Every start; a start on an empty disk.** Lease promises
 (``promise_until``) and what a member saw of designations are volatile, so
@@ -134,7 +183,8 @@ data centers (``"keep"``) or reverts it to ``default_assumption``
 (``monitor.assume``); it then asks its authority for the facts it missed.
 
 Durable state (``Persist`` effects, written before later sends): Paxos's, plus
-``monitor`` = the condition counter, the executed decisions, the streams
+``monitor`` = the condition counter, the decisions taken on as target (the last
+``KEEP_EXECUTED``, with their state) and the seq a reboot covered, the streams
 blocked after an empty-disk start, and ``rejoining`` while that rejoin runs. Timers:
 ``mon|deadline`` (status silence) and ``mon|beat`` (everything periodic).
 
@@ -142,7 +192,10 @@ Events: ``monitor.start``, ``monitor.condition``, ``monitor.no_quorum``,
 ``monitor.quorum``, ``monitor.assume``, ``authority.candidate``,
 ``authority.designated``, ``authority.acting``, ``authority.lease``,
 ``authority.lapsed``, ``authority.refused``, ``rack.known``, ``fact.propose``,
-``control.proposed``, ``control.executed``, ``control.skipped``,
+``control.proposed``, ``control.takeover``, ``control.closed``,
+``control.acknowledged`` (authority side), ``control.executed``,
+``control.done``, ``control.cancelled``, ``control.refused`` (target side),
+``control.skipped`` (either),
 ``monitor.deferred``, ``monitor.refused``, ``monitor.rejoined`` and the
 ``paxos.*`` events of the embedded node.
 """
@@ -156,14 +209,17 @@ from typing import Any
 from protocols.consensus import Accept, Chosen, PaxosNode, Persist, Prepare, Quorum
 from protocols.consensus.quorum import majority
 from protocols.core import Effect, Emit, Send, SetTimer, TimerFired
-from protocols.rack.detector import NON_FAULT, FaultDetector
+from protocols.rack.detector import NON_FAULT, REBOOTING, FaultDetector
 from protocols.rack.layout import FLEET, Layout
 from protocols.rack.messages import (
+    Execute,
+    ExecuteAck,
     Fact,
     FactAck,
     Heartbeat,
     HeartbeatAck,
     Reboot,
+    RebootAck,
     Rejoin,
     RejoinReply,
     Seat,
@@ -178,6 +234,13 @@ __all__ = ["LEVELS", "MONITOR_KEY", "RackMonitor", "split_instance"]
 MONITOR_KEY = "monitor"
 LEVELS = {"sector": 1, "dc": 2, "fleet": 3}
 _MINE = "mon|"
+KEEP_EXECUTED = 8  # decisions about my rack remembered (durably) by id; older ones are refused by seq
+
+
+def decision_seq(decision: str, rack: str) -> int | None:
+    """The condition seq of ``reboot:<rack>:<seq>``, or None if ``decision`` is not one about ``rack``."""
+    head, _, seq = decision.rpartition(":")
+    return int(seq) if head == f"reboot:{rack}" and seq.isdigit() else None
 
 
 def split_instance(instance: str) -> tuple[str, str, str, str]:
@@ -217,6 +280,8 @@ class RackMonitor:
         default_assumption: str = "not-operational",
         reboot_on: list | None = None,
         retry_timeout: list | None = None,
+        reboot_window: float = 1.5,
+        execute_backoff: list | None = None,
         durable: dict | None = None,
     ) -> None:
         self.layout = Layout(**layout) if isinstance(layout, dict) else layout
@@ -241,10 +306,33 @@ class RackMonitor:
         self.on_no_quorum = on_no_quorum
         self.default_assumption = str(default_assumption)
         self.reboot_on = list(["needs-troubleshooting"] if reboot_on is None else reboot_on)
+        if REBOOTING in self.reboot_on:
+            raise ValueError(f"reboot_on must not list {REBOOTING!r}: a rebooting rack calls for no action")
+        if not (isinstance(reboot_window, (int, float)) and reboot_window > 0):
+            raise ValueError(f"reboot_window must be > 0 seconds, got {reboot_window!r}")
+        self.reboot_window = float(reboot_window)
+        b_lo, b_hi = execute_backoff or (2 * self.heartbeat_every, 1.0)
+        if not 0 < b_lo <= b_hi:
+            raise ValueError(f"execute_backoff must be [first, cap] with 0 < first <= cap, got {execute_backoff!r}")
+        self.backoff = (float(b_lo), float(b_hi))
         durable = dict(durable or {})
         mine = durable.pop(MONITOR_KEY, None) or {}
         self.cond_seq = int(mine.get("cond_seq", 0))
-        self.executed: set[str] = set(mine.get("executed", []))
+        # decisions about my rack this monitor took on as their target: id -> {"state": pending | done |
+        # skipped, "group", "term", "by"} (older durable files: a list of ids executed as authority)
+        old = mine.get("executed") or {}
+        self.executed: dict[str, dict] = {
+            d: dict(r) if isinstance(r, dict) else {"state": "done"}
+            for d, r in (old.items() if isinstance(old, dict) else ((x, None) for x in old))
+            if isinstance(d, str) and decision_seq(d, rack) is not None}
+        # conditions of my rack up to this seq were raised before a reboot was carried out: a decision on
+        # one of them is moot (the reboot came after it)
+        self.covered = int(mine.get("covered", 0))
+        self.driving: dict[str, list] = {}  # pending decision -> [next try, backoff] (Reboot to my control)
+        self.rebooting_until: float | None = None  # my control's silence until then is a reboot I ordered
+        # chosen decisions of my sector, the latest per rack (what an acting authority hands over):
+        # rack -> {"decision", "seq", "plan", "open", "next_at", "backoff", "sent"}
+        self.decisions: dict[str, dict] = {}
         # instance streams this monitor may have voted in before it lost a disk: stream -> highest key
         self.blocked: dict[str, int] = {k: int(v) for k, v in (mine.get("blocked") or {}).items()}
         # no durable state at all (a new or replaced disk), or a rejoin that a crash interrupted:
@@ -385,13 +473,14 @@ class RackMonitor:
             "empty_disk": self.empty_disk,
             "condition": self.detector.state, "indicator": self.detector.indicator(),
             "deadline": self.detector.deadline, "lease": self.lease, "heartbeat_every": self.heartbeat_every,
-            "reboot_on": list(self.reboot_on)})]
+            "reboot_on": list(self.reboot_on), "reboot_window": self.reboot_window})]
         effects += self._paxos(self.paxos.tick(now), now)
         # what the restored Paxos state already knows (chosen before a restart) counts as learned now
         for inst, value in sorted(self.paxos.chosen_values().items()):
             effects += self._on_chosen(inst, value, now)
         effects.append(SetTimer(_MINE + "deadline", self.detector.due(now)))
         effects.append(SetTimer(_MINE + "beat", now + self.heartbeat_every))
+        effects += self._drive_control(now)  # a decision taken on before a restart and not yet acknowledged
         self.last_hb.setdefault(self.sector, now)
         if self.rejoining:
             # durably "rejoining" before anything else is written (a crash mid-rejoin then rejoins again)
@@ -446,12 +535,14 @@ class RackMonitor:
 
     def _on_deadline(self, now: float) -> list[Effect]:
         started = self.started_at if self.started_at is not None else now
-        if self.detector.on_silence(now, started):
+        if self.detector.on_silence(now, started, self.rebooting_until):
             last = self.detector.last_status
             effects = self._condition_changed(now, silence=None if last is None else now - last)
         else:
             effects = []
         nxt = self.detector.due(started)
+        if self.detector.state == REBOOTING and self.rebooting_until is not None and nxt <= now:
+            nxt = self.rebooting_until  # still silent when the reboot window ends: powered-off then
         return effects + [SetTimer(_MINE + "deadline", nxt if nxt > now else now + self.detector.deadline)]
 
     def _condition_changed(self, now: float, silence: float | None = None) -> list[Effect]:
@@ -519,6 +610,8 @@ class RackMonitor:
         parent = self.layout.parent(base)
         if level == "sector" and value.get("condition") in self.reboot_on and self.acting(base, now):
             effects += self._propose_reboot(value, now)
+        if level == "sector":
+            effects += self._drive_decisions(now)  # a newer fact may close a decision
         if parent is not None and self.acting(base, now):
             effects += self._propose_fact(parent, value, now)
         if level == "fleet":
@@ -808,12 +901,16 @@ class RackMonitor:
         if base == self.sector:
             # a condition that needs a decision may have been agreed while the sector had no
             # authority (e.g. a rack that starts faulty): decide it now (the instance is per
-            # rack and seq, so a decision already taken is not taken again)
+            # rack and seq, so a decision already taken is not taken again; one a predecessor
+            # proposed is adopted by Paxos and then taken over)
             for subject, (_seq, _rank, value) in sorted(self.known.items()):
                 if self._in_group(subject, base) and value.get("condition") in self.reboot_on:
                     inst = f"{self.sector}|control|reboot:{subject}:{value.get('seq')}"
                     if self.paxos.chosen(inst) is None and inst not in self.paxos.pending:
                         effects += self._propose_reboot(value, now)
+            for d in self.decisions.values():
+                d["next_at"], d["backoff"] = now, self.backoff[0]  # chosen decisions still open: take them over
+            effects += self._drive_decisions(now)
         # catch up on fleet facts from the authority above (it may have pushed them to my predecessor)
         above = self.seats.get(FLEET, {}).get(self.dc) if self.layout.level(base) == "sector" else None
         peers = [above[1]] if above else []
@@ -906,25 +1003,188 @@ class RackMonitor:
 
     # -- 4. control decisions ----------------------------------------------------------
 
+    def _stale_decision(self, rack: str, seq: int) -> str | None:
+        """Why a reboot decision on ``rack``'s condition ``seq`` no longer applies, or None.
+
+        A newer agreed fact about the rack that does not call for a reboot cancels it (the rack was
+        agreed healthy, or rebooting, since); at the target, a newer decision taken on also does.
+        """
+        known = self.known.get(rack)
+        if known is not None and known[0] > seq and known[2].get("condition") not in self.reboot_on:
+            return f"rack {rack} agreed {known[2].get('condition')} since (seq {known[0]} > {seq})"
+        if rack == self.rack:
+            newer = [s for d in self.executed if (s := decision_seq(d, rack)) is not None and s > seq]
+            if newer:
+                return f"superseded by decision reboot:{rack}:{max(newer)}"
+            if seq <= self.covered:
+                return f"condition seq {seq} was raised before a reboot carried out since (up to seq {self.covered})"
+        return None
+
     def _propose_reboot(self, value: dict, now: float) -> list[Effect]:
         decision = f"reboot:{value['subject']}:{value['seq']}"
         inst = f"{self.sector}|control|{decision}"
+        why = self._stale_decision(value["subject"], value["seq"])
+        known = self.known.get(value["subject"])
+        if why is None and known is not None and known[0] > value["seq"]:
+            why = f"a newer condition of {value['subject']} is agreed (seq {known[0]}): decided on its own"
+        if why is not None:
+            return [Emit("control.skipped", {"decision": decision, "rack": value["subject"], "reason": why,
+                                             "at": "proposal"})]
         plan = {"action": "reboot", "rack": value["subject"], "executor": self.rack,
                 "term": self.holding[self.sector].term}
         return [Emit("control.proposed", {"decision": decision, **plan})] + self._paxos(
             self.paxos.propose(inst, plan, now), now)
 
     def _on_decision(self, decision: str, plan: Any, now: float) -> list[Effect]:
-        if not isinstance(plan, dict) or plan.get("executor") != self.rack or decision in self.executed:
+        """A chosen decision of my sector: the latest per rack is kept, and handed over by whoever acts."""
+        if not isinstance(plan, dict) or plan.get("action") != "reboot" or not isinstance(plan.get("rack"), str):
             return []
-        if not self.acting(self.sector, now) or self.holding[self.sector].term != plan.get("term"):
-            return [Emit("control.skipped", {"decision": decision, "reason": "executor no longer holds its lease"})]
-        self.executed.add(decision)
+        rack = plan["rack"]
+        seq = decision_seq(decision, rack)
+        if seq is None or not self._in_group(rack, self.sector):
+            return [Emit("monitor.bad_input", {"reason": f"decision {decision!r} for {rack!r}"})]
+        old = self.decisions.get(rack)
+        if old is not None and old["seq"] >= seq:
+            return []
+        self.decisions[rack] = {"decision": decision, "seq": seq, "plan": plan, "open": True, "next_at": now,
+                                "backoff": self.backoff[0], "sent": 0}
+        return self._drive_decisions(now)
+
+    def _drive_decisions(self, now: float) -> list[Effect]:
+        """As acting sector authority: (re)send every open decision to its target's monitor, backing off."""
+        if not self.decisions or not self.acting(self.sector, now):
+            return []
+        effects: list[Effect] = []
+        term = self.holding[self.sector].term
+        for rack, d in sorted(self.decisions.items()):
+            if not d["open"] or now < d["next_at"]:
+                continue
+            why = self._stale_decision(rack, d["seq"])
+            if why is not None:
+                d["open"] = False
+                effects.append(Emit("control.closed", {"decision": d["decision"], "rack": rack, "reason": why,
+                                                       "sent": d["sent"]}))
+                continue
+            if d["sent"] == 0 and d["plan"].get("executor") != self.rack:
+                effects.append(Emit("control.takeover", {"decision": d["decision"], "rack": rack, "term": term,
+                                                         "executor": d["plan"].get("executor"),
+                                                         "decided_term": d["plan"].get("term")}))
+            d["sent"] += 1
+            d["next_at"] = now + d["backoff"]
+            d["backoff"] = min(2 * d["backoff"], self.backoff[1])
+            effects.append(Send(self.layout.monitor(rack), Execute(self.sector, term, d["decision"], rack, "reboot",
+                                                                   self.rack, self.lease_until[self.sector])))
+        return effects
+
+    def _on_execute_ack(self, msg: ExecuteAck, sender: str, now: float) -> list[Effect]:
+        d = next((x for x in self.decisions.values() if x["decision"] == msg.decision), None)
+        if d is None or sender != self.layout.monitor(d["plan"]["rack"]) or not d["open"]:
+            return []
+        if msg.outcome in ("done", "skipped"):
+            d["open"] = False
+            return [Emit("control.acknowledged", {"decision": msg.decision, "outcome": msg.outcome,
+                                                  "reason": msg.reason, "sent": d["sent"]})]
+        if msg.outcome == "pending":
+            d["backoff"] = self.backoff[1]  # the target drives its control now; ask again seldom
+        return []
+
+    def _on_execute(self, msg: Execute, sender: str, now: float) -> list[Effect]:
+        """The target's side: take a decision on, exactly once, and drive my control with it."""
+        try:
+            ok = (msg.rack == self.rack and msg.group == self.sector and msg.action == "reboot"
+                  and sender == self.layout.monitor(msg.by) and self._in_group(msg.by, self.sector))
+        except ValueError:
+            ok = False
+        seq = decision_seq(msg.decision, self.rack) if ok else None
+        if seq is None:
+            return [Emit("monitor.bad_input", {"reason": f"execute {msg.decision!r} of {msg.rack!r} in "
+                                                         f"{msg.group!r} from {sender}"})]
+        rec = self.executed.get(msg.decision)
+        if rec is not None:
+            return [Send(sender, ExecuteAck(msg.decision, rec.get("state", "done"), rec.get("reason", "")))]
+        why = self._stale_decision(self.rack, seq)
+        if why is not None:
+            self._record(msg.decision, {"state": "skipped", "reason": why, "group": msg.group, "term": msg.term,
+                                        "by": msg.by})
+            return [self._persist_mine(),
+                    Emit("control.skipped", {"decision": msg.decision, "rack": self.rack, "reason": why,
+                                             "at": "target", "by": msg.by}),
+                    Send(sender, ExecuteAck(msg.decision, "skipped", why))]
+        known = self.auth.get(self.sector)
+        stale = None
+        if known is not None and msg.term < known.term:
+            stale = f"term {msg.term} is older than the sector's term {known.term}"
+        elif now >= msg.lease_until:
+            stale = f"the sender's lease ran out at {msg.lease_until:.3f}"
+        if stale is not None:
+            return [Emit("control.refused", {"decision": msg.decision, "by": msg.by, "term": msg.term,
+                                             "reason": stale}),
+                    Send(sender, ExecuteAck(msg.decision, "stale", stale))]
+        self._record(msg.decision, {"state": "pending", "group": msg.group, "term": msg.term, "by": msg.by})
+        for d in list(self.driving):  # an older pending decision is superseded by this one
+            if (decision_seq(d, self.rack) or 0) < seq:
+                self.executed[d].update(state="skipped", reason=f"superseded by {msg.decision}")
+                del self.driving[d]
+        self.driving[msg.decision] = [now + self.backoff[0], self.backoff[0]]
+        self.rebooting_until = now + self.reboot_window
+        # durable before the Reboot leaves: a restarted monitor never takes this decision on again
         return [self._persist_mine(),
-                Emit("control.executed", {"decision": decision, "action": plan.get("action"),
-                                          "rack": plan.get("rack"), "term": plan.get("term"),
-                                          "lease_until": self.lease_until.get(self.sector)}),
-                Send(self.layout.control(plan["rack"]), Reboot(plan["rack"], decision, self.rack))]
+                Emit("control.executed", {"decision": msg.decision, "action": msg.action, "rack": self.rack,
+                                          "group": msg.group, "term": msg.term, "authority": msg.by,
+                                          "lease_until": msg.lease_until}),
+                Send(self.layout.control(self.rack), Reboot(self.rack, msg.decision, self.rack, msg.group, msg.term)),
+                Send(sender, ExecuteAck(msg.decision, "pending"))]
+
+    def _record(self, decision: str, rec: dict) -> None:
+        self.executed[decision] = rec
+        if len(self.executed) > KEEP_EXECUTED:  # the oldest by seq go: _stale_decision refuses them anyway
+            for d in sorted(self.executed, key=lambda x: decision_seq(x, self.rack) or 0)[:-KEEP_EXECUTED]:
+                del self.executed[d]
+                self.driving.pop(d, None)
+
+    def _drive_control(self, now: float) -> list[Effect]:
+        """Resend the pending decision to my control until it acknowledges (backing off)."""
+        effects: list[Effect] = []
+        for d, rec in sorted(self.executed.items()):
+            if rec.get("state") != "pending":
+                continue
+            drive = self.driving.setdefault(d, [now, self.backoff[0]])  # (after a restart: at once)
+            if now < drive[0]:
+                continue
+            why = self._stale_decision(self.rack, decision_seq(d, self.rack) or 0)
+            if why is not None:
+                rec.update(state="done", reason=why)
+                del self.driving[d]
+                effects += [self._persist_mine(),
+                            Emit("control.cancelled", {"decision": d, "rack": self.rack, "reason": why})]
+                continue
+            drive[0], drive[1] = now + drive[1], min(2 * drive[1], self.backoff[1])
+            if self.rebooting_until is None:
+                self.rebooting_until = now + self.reboot_window  # (a restart: the window starts again)
+            effects.append(Send(self.layout.control(self.rack),
+                                Reboot(self.rack, d, self.rack, rec.get("group", self.sector), int(rec.get("term", 0)))))
+        return effects
+
+    def _on_reboot_ack(self, msg: RebootAck, sender: str, now: float) -> list[Effect]:
+        if sender != self.layout.control(self.rack) or msg.rack != self.rack:
+            return [Emit("monitor.bad_input", {"reason": f"reboot ack for {msg.rack!r} from {sender}"})]
+        rec = self.executed.get(msg.decision)
+        if rec is None or rec.get("state") != "pending":
+            return []
+        rec.update(state="done", outcome=msg.outcome)
+        self.driving.pop(msg.decision, None)
+        self.covered = max(self.covered, self.cond_seq)
+        if msg.outcome == "rebooting":
+            self.rebooting_until = now + self.reboot_window
+        effects: list[Effect] = [self._persist_mine(),
+                                 Emit("control.done", {"decision": msg.decision, "rack": self.rack,
+                                                       "outcome": msg.outcome})]
+        if isinstance(rec.get("by"), str):
+            try:
+                effects.append(Send(self.layout.monitor(rec["by"]), ExecuteAck(msg.decision, "done")))
+            except ValueError:
+                pass
+        return effects
 
     # -- 5. rejoining after a start on an empty disk -----------------------------------
 
@@ -1106,6 +1366,8 @@ class RackMonitor:
                         if rank < LEVELS["fleet"] and self._in_group(_subject, base):
                             effects += self._propose_fact(self.layout.parent(base), value, now)
         effects += self._sweep_proposals(now)
+        effects += self._drive_decisions(now)
+        effects += self._drive_control(now)
         effects += self._retry_up(now)
         effects += self._retry_down(now)
         effects += self._check_quorum(now)
@@ -1172,7 +1434,10 @@ class RackMonitor:
         return out
 
     def _mine(self) -> dict:
-        out: dict[str, Any] = {"cond_seq": self.cond_seq, "executed": sorted(self.executed)}
+        out: dict[str, Any] = {"cond_seq": self.cond_seq,
+                               "executed": {d: dict(r) for d, r in sorted(self.executed.items())}}
+        if self.covered:
+            out["covered"] = self.covered
         if self.blocked:
             out["blocked"] = dict(sorted(self.blocked.items()))
         if self.rejoining:
@@ -1207,4 +1472,7 @@ class RackMonitor:
         TermHint: _on_term_hint,
         Rejoin: _on_rejoin,
         RejoinReply: _on_rejoin_reply,
+        Execute: _on_execute,
+        ExecuteAck: _on_execute_ack,
+        RebootAck: _on_reboot_ack,
     }

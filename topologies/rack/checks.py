@@ -31,9 +31,13 @@ nothing for it to judge:
   runs (a *silence*), the monitor shows a fault of the **powered-off** kind
   (``monitor.condition`` / ``monitor.start`` ``condition``, the kind
   ``protocols.rack.detector`` raises on silence) by then; any other kind, or
-  none, is *invalid*. A silence fault raised while reports were sent in time
-  over a link with no fault in force is *invalid* too. *Unknown* when the log
-  has no silence and no such early fault.
+  none, is *invalid* - with one exception: a silence that begins with a reboot
+  the control carried out (``rack.reboot`` outcome ``rebooting``, within the
+  deadline after the last report) may be shown as **rebooting** instead, up to
+  the monitor's ``reboot_window`` (``monitor.start``) + ``slack`` after that
+  reboot; silence past that must be shown as powered-off. A silence fault raised
+  while reports were sent in time over a link with no fault in force is
+  *invalid* too. *Unknown* when the log has no silence and no such early fault.
 * ``fleet-agreement`` - once faults have stopped for ``settle`` seconds, every
   running monitor knows, at fleet level (``rack.known``), the latest condition
   of every rack whose sector kept a quorum of running monitors - by value, not
@@ -45,7 +49,11 @@ nothing for it to judge:
   (``rack.reboot``: rack, decision, by, outcome) a rack is rebooted at most once
   per decision, and only for an executed decision (a reboot whose executor's
   node was killed within ``flush_window`` is excused: its decision may be lost
-  with its buffered events); and a rack whose latest agreed condition
+  with its buffered events; a ``Reboot`` the control refused, outcome
+  ``duplicate`` or ``stale``, is no reboot); no decision is executed by a
+  monitor that already knew (``rack.known``) a newer agreed condition of the
+  rack that does not call for a reboot (a *stale* execution: the rack was
+  agreed healthy again); and a rack whose latest agreed condition
   (``rack.known``) calls for a reboot (``reboot_on`` from ``monitor.start``,
   default ``needs-troubleshooting``) was rebooted for it (a ``Reboot`` that
   found the rack already rebooting counts, and is no second reboot), once the log runs
@@ -67,7 +75,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from protocols.rack.detector import NON_FAULT, POWERED_OFF
+from protocols.rack.detector import NON_FAULT, POWERED_OFF, REBOOTING
 from topologies.checkers import Reach, Verdict, plural
 
 __all__ = ["REBOOT_ON", "check_agreement", "check_authority", "check_control_once", "check_fault_detection",
@@ -292,6 +300,8 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
     control_node: dict[str, str] = {}
     monitor_node: dict[str, str] = {}
     deadline: dict[str, float] = {}
+    window: dict[str, float] = {}  # rack -> its monitor's reboot_window (monitor.start)
+    rebooted: dict[str, list[float]] = defaultdict(list)  # rack -> times its control began a reboot
     report_events: dict[str, list[dict]] = defaultdict(list)  # rack -> its rack.report events (as ``reports``)
     timeline: dict[str, list[tuple[float, bool, dict]]] = defaultdict(list)  # rack -> (time, fault?, event)
     down: dict[str, list[list[float]]] = defaultdict(list)  # node -> [start, end] intervals it was not running
@@ -328,6 +338,12 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
             r = f.get("rack")
             monitor_node[r] = e.get("node")
             deadline[r] = float(f.get("deadline", 0.0))
+            if isinstance(f.get("reboot_window"), (int, float)):
+                window[r] = float(f["reboot_window"])
+            else:
+                window.pop(r, None)
+        elif k == "rack.reboot" and f.get("outcome") == "rebooting":
+            rebooted[f.get("rack")].append(t)
             timeline[r].append((t, f.get("condition", "non-fault") != "non-fault", e))
         elif k == "monitor.condition":
             timeline[f.get("rack")].append((t, bool(f.get("fault")), e))
@@ -358,7 +374,7 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
         return shown
 
     late, early = [], []
-    windows = excused = 0
+    windows = excused = as_rebooting = 0
     for rack, times in reports.items():
         if rack not in deadline:
             continue
@@ -374,6 +390,15 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
             windows += 1
             shown = shown_at(rack, bound)
             kind = _f(shown).get("condition", NON_FAULT) if shown is not None else NON_FAULT
+            tr = next((x for x in rebooted.get(rack, []) if t0 - 1e-9 <= x <= t0 + d), None)
+            if kind == REBOOTING and tr is not None and rack in window:
+                # the silence of a reboot: rebooting is right, but only within the monitor's window
+                wb = tr + window[rack] + slack
+                if (t1 if t1 is not None else end) <= wb:
+                    as_rebooting += 1
+                    continue
+                bound, shown = wb, shown_at(rack, wb)
+                kind = _f(shown).get("condition", NON_FAULT) if shown is not None else NON_FAULT
             if kind != POWERED_OFF:  # silence means the rack lost power or its network: powered-off
                 late.append({"rack": rack, "last_report": report_events[rack][i], "last_report_time": t0,
                              "bound": bound, "deadline": d, "shown": shown, "shown_as": kind,
@@ -386,7 +411,8 @@ def check_fault_detection(events: list[dict], slack: float = 0.5, flight: float 
             if any(lo <= s <= hi and (rack, s) not in blocked_reports for s in times) and \
                     not any(a < tt and tt - d < b for a, b in lossy) and not was_down(control_node.get(rack, ""), lo, tt):
                 early.append(e)
-    return {"racks": len(reports), "silences": windows, "excused_silences": excused, "late": late, "early": early}
+    return {"racks": len(reports), "silences": windows, "excused_silences": excused, "late": late, "early": early,
+            "shown_rebooting": as_rebooting}
 
 
 @attrs.frozen
@@ -410,7 +436,10 @@ class _FaultChecker:
                               if r["excused_silences"] else "")
                            + ", and no silence fault raised early: nothing to judge")
         return Verdict(self.name, "valid", f"{plural(r['racks'], 'rack')}; {plural(r['silences'], 'silence')} longer than the deadline, "
-                       f"each shown as a {POWERED_OFF} fault in time; no silence fault while reports arrived")
+                       f"each shown as a {POWERED_OFF} fault in time"
+                       + (f" ({r['shown_rebooting']} of them a reboot's, shown as {REBOOTING} within the monitor's "
+                          "reboot window)" if r["shown_rebooting"] else "")
+                       + "; no silence fault while reports arrived")
 
 
 # -- agreement ---------------------------------------------------------------------------
@@ -525,6 +554,7 @@ class _AgreementChecker:
 # -- control decisions -------------------------------------------------------------------
 
 REBOOT_ON = ("needs-troubleshooting",)  # RackMonitor's default reboot_on (monitor.start logs the one in use)
+REFUSALS = ("duplicate", "stale")  # rack.reboot outcomes of a Reboot the control refused (its fencing token)
 
 
 def reboot_decision(rack: str, seq: Any) -> str:
@@ -548,6 +578,7 @@ def check_control_once(events: list[dict], reboot_within: float = 3.0, reboot_on
     last_fault = max((e["time"] for e in judged if str(e.get("kind")).startswith(faults)), default=None)
     runs: dict[str, list[dict]] = defaultdict(list)
     unleased = []
+    known_by: dict[tuple[str, Any], list[dict]] = defaultdict(list)  # (monitor, subject) -> its rack.known
     reboots: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (rack, decision) -> rack.reboot events
     agreed: dict[str, dict[int, dict]] = defaultdict(dict)  # rack -> seq -> its first rack.known
     monitor_node: dict[str, str] = {}  # rack -> node of its monitor
@@ -575,6 +606,7 @@ def check_control_once(events: list[dict], reboot_within: float = 3.0, reboot_on
             seq = f.get("seq")
             if isinstance(seq, int):
                 agreed[f.get("subject")].setdefault(seq, e)
+                known_by[(f"{e.get('node')}/{e.get('actor')}", f.get("subject"))].append(e)
         elif k == "monitor.start":
             monitor_node[f.get("rack")] = e.get("node")
             sector_of[f.get("rack")] = f.get("sector")
@@ -590,12 +622,27 @@ def check_control_once(events: list[dict], reboot_within: float = 3.0, reboot_on
         return all(condition in v for v in mine) if mine else condition in reboot_on
 
     twice = [e for evs_ in runs.values() if len(evs_) > 1 for e in evs_]
+    stale = []  # executions by a monitor that knew the rack agreed healthy (or anything not calling for one) since
+    for evs_ in runs.values():
+        for e in evs_:
+            f = _f(e)
+            head, _, seq = str(f.get("decision", "")).rpartition(":")
+            rack = f.get("rack")
+            if not seq.isdigit() or head != f"reboot:{rack}":
+                continue
+            newer = [x for x in known_by.get((f"{e.get('node')}/{e.get('actor')}", rack), [])
+                     if x["time"] < e["time"] and _f(x).get("seq", -1) > int(seq)
+                     and not calls_for_reboot(rack, _f(x).get("condition"))]
+            if newer:
+                stale.append({"executed": e, "known_before": newer[-1]})
     rebooted_twice, orphans, excused = [], [], []
     for (rack, decision), evs_ in reboots.items():
         done = [e for e in evs_ if _f(e).get("outcome", "rebooting") == "rebooting"]
         if len(done) > 1:
             rebooted_twice += done
         for e in evs_:
+            if _f(e).get("outcome") in REFUSALS:
+                continue  # the control refused it: no reboot, with or without a decision behind it
             executed = [x for x in runs.get(decision, []) if _f(x).get("rack") == rack]
             if executed:
                 continue
@@ -611,8 +658,8 @@ def check_control_once(events: list[dict], reboot_within: float = 3.0, reboot_on
         if not calls_for_reboot(rack, _f(fact).get("condition")):
             continue
         decision = reboot_decision(rack, seq)
-        if reboots.get((rack, decision)):
-            judged_conditions += 1
+        if any(_f(e).get("outcome") not in REFUSALS for e in reboots.get((rack, decision), [])):
+            judged_conditions += 1  # obeyed (a refusal is no reboot)
             continue
         since = max(float(fact.get("time", 0.0)), last_fault if last_fault is not None else 0.0)
         if not node_up.get(control_node.get(rack, ""), True):
@@ -623,7 +670,7 @@ def check_control_once(events: list[dict], reboot_within: float = 3.0, reboot_on
                           "executed": (runs.get(decision) or [None])[0], "log_runs_for": end - since})
         else:
             pending.append(rack)
-    return {"decisions": len(runs), "twice": twice, "unleased": unleased, "reboots": sum(map(len, reboots.values())),
+    return {"decisions": len(runs), "twice": twice, "unleased": unleased, "stale": stale, "reboots": sum(map(len, reboots.values())),
             "rebooted_twice": rebooted_twice, "orphan_reboots": orphans, "excused_reboots": excused,
             "never_rebooted": never, "pending": sorted(pending), "control_down": sorted(down),
             "conditions": judged_conditions}
@@ -638,14 +685,17 @@ class _ControlChecker:
 
     def check(self, events: list[dict]) -> Verdict:
         r = check_control_once(events, self.reboot_within, self.reboot_on, self.flush_window)
-        if r["twice"] or r["unleased"] or r["rebooted_twice"] or r["orphan_reboots"] or r["never_rebooted"]:
+        if r["twice"] or r["unleased"] or r["rebooted_twice"] or r["orphan_reboots"] or r["never_rebooted"] \
+                or r["stale"]:
             return Verdict(self.name, "invalid",
                            f"{len(r['twice'])} executions of decisions run twice; {len(r['unleased'])} executions "
-                           f"without a lease; {len(r['rebooted_twice'])} reboots of a rack for a decision it was "
+                           f"without a lease; {len(r['stale'])} stale executions (the executor knew a newer agreed "
+                           "condition of the rack that calls for no reboot); "
+                           f"{len(r['rebooted_twice'])} reboots of a rack for a decision it was "
                            f"already rebooted for; {len(r['orphan_reboots'])} reboots with no executed decision; "
                            f"{len(r['never_rebooted'])} racks whose latest agreed condition calls for a reboot "
                            f"never rebooted within {self.reboot_within} s",
-                           r["twice"] + r["unleased"] + r["rebooted_twice"] + r["orphan_reboots"]
+                           r["twice"] + r["unleased"] + r["stale"] + r["rebooted_twice"] + r["orphan_reboots"]
                            + r["never_rebooted"])
         notes = []
         if r["pending"]:
