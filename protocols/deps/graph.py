@@ -190,15 +190,18 @@ class DepGraph:
         active = set(conditions)
         g = nx.DiGraph()
         g.add_nodes_from(sorted(self.services))
+        svc = self.services
+        edges = []
         for d in self.dependencies():
-            if d.service in self.services and d.on in self.services:
+            if d.service in svc and d.on in svc:
                 kind = d.kind
-                if d.kind == "conditional" and d.condition and d.condition not in OPTIONAL_CONDITIONS:
+                if kind == "conditional" and d.condition and d.condition not in OPTIONAL_CONDITIONS:
                     if d.condition not in active:
                         continue  # not in force now: a potential problem (problems()), not an ordering
                     kind = "hard"
-                g.add_edge(d.service, d.on, kind=kind, declared=d.kind, condition=d.condition,
-                           function=d.function, source=d.source)
+                edges.append((d.service, d.on, {"kind": kind, "declared": d.kind, "condition": d.condition,
+                                                "function": d.function, "source": d.source}))
+        g.add_edges_from(edges)
         return g
 
 
@@ -308,10 +311,23 @@ class Plan:
 
 
 def _acyclic_without(sub: nx.DiGraph, drop_out_of: set[str]) -> bool:
-    h = nx.DiGraph()
-    h.add_nodes_from(sub)
-    h.add_edges_from((u, v) for u, v in sub.edges if u not in drop_out_of)
-    return nx.is_directed_acyclic_graph(h)
+    """Whether ``sub`` is acyclic once the out-edges of ``drop_out_of`` are gone (Kahn's algorithm, no copy)."""
+    indeg = {n: 0 for n in sub}
+    for u, v in sub.edges:
+        if u not in drop_out_of:
+            indeg[v] += 1
+    ready = [n for n, d in indeg.items() if d == 0]
+    seen = 0
+    while ready:
+        u = ready.pop()
+        seen += 1
+        if u in drop_out_of:
+            continue
+        for v in sub.successors(u):
+            indeg[v] -= 1
+            if indeg[v] == 0:
+                ready.append(v)
+    return seen == len(indeg)
 
 
 def _cycles(sub: nx.DiGraph) -> tuple[tuple[tuple[str, ...], ...], int]:
@@ -431,8 +447,9 @@ def plan(graph: DepGraph, conditions: Iterable[str] = ()) -> Plan:
     # blocked: ticketed groups and everything that hard-depends on them
     blocked: set[str] = set()
     hard_dependents = nx.DiGraph()
-    hard_dependents.add_nodes_from(g)
-    hard_dependents.add_edges_from((v, u) for u, v, k in g.edges(data="kind") if k == "hard")
+    if tickets:
+        hard_dependents.add_nodes_from(g)
+        hard_dependents.add_edges_from((v, u) for u, v, k in g.edges(data="kind") if k == "hard")
     for i, t in enumerate(tickets):
         b = set(t.members)
         for m in t.members:
@@ -487,10 +504,23 @@ def plan(graph: DepGraph, conditions: Iterable[str] = ()) -> Plan:
                                          svc[s].start_time, gname)
     finish: dict[str, float] = {}
     best: dict[str, str | None] = {}
-    sg = nx.DiGraph()
-    sg.add_nodes_from(steps)
-    sg.add_edges_from((p, st.id) for st in steps.values() for p in st.after)
-    for sid in nx.topological_sort(sg):
+    waiting = {sid: len(st.after) for sid, st in steps.items()}  # Kahn's order over the step DAG
+    nexts: dict[str, list[str]] = {sid: [] for sid in steps}
+    for st in steps.values():
+        for a in st.after:
+            nexts[a].append(st.id)
+    ready = [sid for sid, n in waiting.items() if n == 0]
+    topo: list[str] = []
+    while ready:
+        sid = ready.pop()
+        topo.append(sid)
+        for nx_ in nexts[sid]:
+            waiting[nx_] -= 1
+            if waiting[nx_] == 0:
+                ready.append(nx_)
+    if len(topo) != len(steps):  # cannot happen by construction; check_plan would say so too
+        raise AssertionError("the step graph has a cycle")
+    for sid in topo:
         st = steps[sid]
         prev = max(st.after, key=lambda p: (finish[p], p), default=None)
         finish[sid] = (finish[prev] if prev else 0.0) + st.duration
@@ -599,16 +629,22 @@ def problems(graph: DepGraph, p: Plan | None = None) -> list[Problem]:
         if k == "hard" and svc[s].region and svc[d].region and svc[s].region != svc[d].region:
             out.append(Problem("cross-region", (s, d), f"{s} in {svc[s].region} hard-depends on {d} in "
                                f"{svc[d].region}: the loss of {svc[d].region} takes {s} down", svc[d].region))
-    dependents = nx.DiGraph()
-    dependents.add_nodes_from(base)
-    dependents.add_edges_from((v, u) for u, v, k in base.edges(data="kind") if k == "hard")
+    dependents: dict[str, list[str]] = {n: [] for n in base}
+    for u, v, k in base.edges(data="kind"):
+        if k == "hard":
+            dependents[v].append(u)
+    restartable = [n for n, x in svc.items() if any(r in svc for r in x.restarted_by)]
     for attr, kind in (("failure_domain", "domain-risk"), ("region", "region-risk")):
         places = sorted({getattr(x, attr) for x in svc.values() if getattr(x, attr)})
         for place in places:
             down = {n for n, x in svc.items() if getattr(x, attr) == place}
-            for n in list(down):
-                down |= nx.descendants(dependents, n)
-            for n in sorted(down):
+            stack = list(down)  # one traversal from every service in the place: all that hard-depends on them
+            while stack:
+                for u in dependents[stack.pop()]:
+                    if u not in down:
+                        down.add(u)
+                        stack.append(u)
+            for n in sorted(x for x in restartable if x in down):
                 rb = [r for r in svc[n].restarted_by if r in svc]
                 if rb and all(r in down for r in rb):
                     out.append(Problem(kind, (n, *rb), f"losing {place} takes down {n} and everything that "
