@@ -171,6 +171,10 @@ class Manager:
         return (self._reborn(r.asset, now) if reborn else []) + out
 
     def _reborn(self, asset: str, now: float) -> list[Effect]:
+        """A new incarnation of ``asset``: what was sent to the old one is lost; send again when ready."""
+        mine = {s for s, a in self.owner.items() if a == asset}
+        for sid in [sid for sid in self.sent if sid.split(":", 1)[1] in mine]:
+            del self.sent[sid]
         return [Emit("deps.asset_restarted", {"asset": asset})] + self._opportunity(asset, "asset-restarted", now)
 
     # -- planning ----------------------------------------------------------------------
