@@ -71,6 +71,8 @@ SLOW_TESTS = {
     "test_attack_flood_of_asks_whose_replies_dead_letter_does_not_delay_a_legit_ask",
     "test_attack_fault_control_from_a_stranger_is_refused_and_the_control_node_still_works",
     "test_attack_fault_control_is_off_without_the_option",
+    "test_sigterm_stops_a_node_process_cleanly_with_an_actor_stuck_in_its_handler",
+    "test_real_processes_survive_sigkill",             # test_workload_topology: 7 node processes, SIGKILL
 }
 
 

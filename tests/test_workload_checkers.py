@@ -57,7 +57,10 @@ def test_no_task_lost_needs_an_end_after_the_last_acceptance():
     assert NoTaskLost().check([ACK_A, ACC_A, DONE_A1]).status == "valid"
     retry = ev(2.5, "workload.accepted", task="a", tenant="x", type="py", priority=0, max_delay=5.0, retry=True)
     assert NoTaskLost().check([ACK_A, ACC_A, DONE_A1, retry]).status == "invalid"
-    assert "never accepted" in NoTaskLost().check([ACK_A]).evidence[0]["why"]
+    assert "never ended" in NoTaskLost().check([ACK_A]).evidence[0]["why"]
+    # the queue was SIGKILLed before its "accepted" event was flushed: the acknowledgement proves it
+    assert TasksEndOnce().check([ACK_A, DONE_A1]).status == "valid"
+    assert TasksEndOnce().check([ACK_A, DONE_A1, DONE_A2]).status == "invalid"
 
 
 def test_max_delay_held_in_dispatch_order_and_after_a_lapsed_lease():
@@ -94,3 +97,12 @@ def test_credential_checker_ends_runs_at_a_crash():
     assert CredentialWhileRunning().check([STARTED, crash, late]).status == "invalid"
     refused = ev(3.0, "workload.access", node="w1", actor="worker", task="", worker="w1/worker", granted=False)
     assert CredentialWhileRunning().check([refused]).status == "valid"
+
+
+def test_an_end_restated_by_a_restarted_queue_counts_once():
+    restated = ev(2.5, "workload.done_restated", task="a", ok=True, metered=0.25, attempt=1, restored=True)
+    assert TasksEndOnce().check([ACC_A, DONE_A1, restated]).status == "valid"  # the same end again
+    assert TasksEndOnce().check([ACK_A, restated]).status == "valid"  # its original event died with the queue
+    assert TasksEndOnce().check([ACK_A, restated, DONE_A2]).status == "invalid"
+    assert NoTaskLost().check([ACK_A, restated]).status == "valid"
+    assert BilledAsMetered().check([ACK_A, restated, BILL_A_OK]).status == "valid"

@@ -22,6 +22,11 @@ task type it serves and speaks :mod:`protocols.workload.messages`:
   ``unknown``); an accepted result is emitted as ``workload.task_done`` (with
   the attempt's metered time: the only attempt billed) and, when the task
   names a ``notify`` address, sent there as ``TaskStatus``.
+* On its first ``tick`` or message a started service states what its
+  database holds: ``workload.accepted`` for every restored waiting or leased
+  task (``restored: true``) and ``workload.done_restated`` for every remembered end (the events of a SIGKILLed process's last moments may never
+  have reached its event log; the checkers treat these as the same acceptance
+  and the same end, never as new ones).
 * ``tick`` expires lapsed leases (the task queues again, or ends as lost after
   ``max_attempts``), pumps, and forgets ended tasks past ``done_ttl``.
 
@@ -149,13 +154,35 @@ class QueueService:
             self.queues[tt].restore(tasks, now)
         n = sum(len(v) for v in by_type.values())
         self._restored = []
-        for tt, tasks in by_type.items():  # billing dedups: every remembered result is reported again
+        for tt, tasks in by_type.items():
             for t in tasks:
                 if t.state == DONE:
-                    self._usage(t, now, send=False)
-        out.append(Emit("workload.queue_started", {"incarnation": self.incarnation, "restored": n,
-                                                   "queued": sum(q.queued() for q in self.queues.values())}))
+                    self._usage(t, now, send=False)  # billing dedups: every remembered result is reported again
+                    out.append(self._done_event(t, restored=True))
+                else:
+                    out.append(self._accepted_event(t, tt, restored=True))
+        out.insert(0, Emit("workload.queue_started", {"incarnation": self.incarnation, "restored": n,
+                                                      "queued": sum(q.queued() for q in self.queues.values())}))
         return out
+
+    def _accepted_event(self, t: Task, task_type: str, restored: bool = False, retry: bool = False) -> Emit:
+        f = {"task": t.id, "tenant": t.tenant, "type": task_type, "priority": t.priority, "max_delay": t.max_delay,
+             "enqueued_at": t.enqueued_at}
+        if restored:
+            f["restored"] = True  # the queue's start re-states what its database holds (its earlier events may
+        if retry:                 # have died with a SIGKILLed process)
+            f["retry"] = True
+        return Emit("workload.accepted", f)
+
+    def _done_event(self, t: Task, restored: bool = False) -> Emit:
+        o = t.outcome or {}
+        f = {"task": t.id, "tenant": t.tenant, "ok": bool(o.get("ok")), "attempt": o.get("attempt", t.attempts),
+             "worker": o.get("worker", ""), "metered": o.get("metered", 0.0), "resource": o.get("resource", ""),
+             "priority": t.priority, "error": str(o.get("error", ""))[:300], "lost": bool(o.get("lost"))}
+        if restored:  # its own kind, so counting workload.task_done counts each end once
+            f["restored"] = True
+            return Emit("workload.done_restated", f)
+        return Emit("workload.task_done", f)
 
     # ---------------------------------------------------------------- entry points
 
@@ -222,9 +249,7 @@ class QueueService:
             return [Send(sender, Enqueued(m.task_id, False, str(e)))]
         self._touch(t)
         self.counters["enqueued"] += 1
-        out: list[Effect] = [Emit("workload.accepted", {"task": t.id, "tenant": t.tenant, "type": m.task_type,
-                                                        "priority": t.priority, "max_delay": t.max_delay}),
-                             Send(sender, Enqueued(m.task_id, True))]
+        out: list[Effect] = [self._accepted_event(t, m.task_type), Send(sender, Enqueued(m.task_id, True))]
         out.extend(self._pump(now))
         return out
 
@@ -324,10 +349,7 @@ class QueueService:
 
     def _ended(self, t: Task, now: float) -> list[Effect]:
         o = t.outcome or {}
-        out: list[Effect] = [Emit("workload.task_done", {
-            "task": t.id, "tenant": t.tenant, "ok": bool(o.get("ok")), "attempt": o.get("attempt", t.attempts),
-            "worker": o.get("worker", ""), "metered": o.get("metered", 0.0), "resource": o.get("resource", ""),
-            "priority": t.priority, "error": o.get("error", ""), "lost": bool(o.get("lost"))})]
+        out: list[Effect] = [self._done_event(t)]
         notify = t.payload.get("notify") if isinstance(t.payload, dict) else None
         if isinstance(notify, str) and notify:
             out.append(Send(notify, TaskStatus(t.id, DONE, t.attempts, o, t.tenant)))
@@ -368,10 +390,7 @@ class QueueService:
         except QueueFull as e:
             return [Send(sender, Retried(m.task_id, False, str(e)))]
         self._touch(t)
-        out: list[Effect] = [Emit("workload.accepted", {"task": t.id, "tenant": t.tenant, "type": q.task_type,
-                                                        "priority": t.priority, "max_delay": t.max_delay,
-                                                        "retry": True}),
-                             Send(sender, Retried(m.task_id, True))]
+        out: list[Effect] = [self._accepted_event(t, q.task_type, retry=True), Send(sender, Retried(m.task_id, True))]
         out.extend(self._pump(now))
         return out
 

@@ -7,12 +7,18 @@ the events are those of ``protocols/workload``):
 
 * ``tasks-end-once`` - a task ends (``workload.task_done``: a kept result, a
   retained failure, or lost after its attempts) at most once per acceptance
-  (``workload.accepted``; a ``retry`` accepts it again). Evidence: both ends
-  (``first``, ``second``), or an end of a task never accepted (``event``).
-* ``no-task-lost`` (liveness) - every task whose submission was acknowledged
+  (``workload.accepted``; a ``retry`` accepts it again). An acknowledgement
   (``workload.acknowledged`` by the gateway, ``workload.client_acked`` by a
-  client) was accepted by its queue and has ended by the end of the run.
-  Evidence: the acknowledgement of each task that did not (``event``).
+  client) proves the first acceptance too: the queue commits before it
+  answers, and a SIGKILLed queue process loses the unflushed tail of its own
+  event log; for the same reason a restarted queue re-states every end its
+  database holds (``workload.done_restated``), which counts as that end when
+  the original event is missing and as nothing when it is there. Evidence:
+  the first end and the extra one (``first``, ``second``), or an end of a
+  task never accepted (``event``).
+* ``no-task-lost`` (liveness) - every task whose submission was acknowledged
+  has ended after its last acceptance by the end of the run. Evidence: the
+  acknowledgement of each task that did not (``event``).
 * ``max-delay-held`` - no task waits past its maximum delay while a worker of
   its type takes another task: a ``workload.dispatched`` of a task while a
   queued task of the same type is overdue by more than ``slack`` seconds and
@@ -65,6 +71,9 @@ def _kind(ev: dict) -> str:
     return k if isinstance(k, str) else ""
 
 
+_ACKS = ("workload.acknowledged", "workload.client_acked")
+
+
 def _worker(ev: dict) -> str:
     w = _f(ev).get("worker")
     return w if isinstance(w, str) and w else f"{ev.get('node')}/{ev.get('actor')}"
@@ -75,23 +84,35 @@ class TasksEndOnce:
     name: str = "tasks-end-once"
 
     def check(self, events: list[dict]) -> Verdict:
-        open_: dict[str, bool] = {}
-        ended: dict[str, dict] = {}
+        acceptances: dict[str, int] = {}  # task -> acceptances so far (the first, then one per retry)
+        seen: set[str] = set()
+        ended: dict[str, list[dict]] = {}
         evidence: list[dict] = []
         ends = 0
         for ev in _ordered(events):
-            k, tid = _kind(ev), _f(ev).get("task")
-            if k == "workload.accepted":
-                open_[tid] = True
+            k, f = _kind(ev), _f(ev)
+            tid = f.get("task")
+            if k == "workload.accepted" or (k in _ACKS and tid not in seen):
+                # an acknowledgement proves the first acceptance (the queue commits before it answers) when the
+                # queue's own event died with its process (a SIGKILL loses the event log's unflushed tail)
+                if f.get("retry") or tid not in seen:
+                    acceptances[tid] = acceptances.get(tid, 0) + 1
+                seen.add(tid)
+            elif k == "workload.done_restated":
+                if tid not in ended:  # a restarted queue re-states an end whose own event was lost: the same end
+                    ended[tid] = [ev]
+                    ends += 1
+                    if tid not in seen:
+                        evidence.append({"why": f"task {tid} ended but was never accepted", "event": ev})
             elif k == "workload.task_done":
                 ends += 1
-                if open_.get(tid):
-                    open_[tid] = False
-                    ended[tid] = ev
-                elif tid in ended:
-                    evidence.append({"why": f"task {tid} ended twice", "first": ended[tid], "second": ev})
-                else:
+                done = ended.setdefault(tid, [])
+                done.append(ev)
+                if tid not in seen:
                     evidence.append({"why": f"task {tid} ended but was never accepted", "event": ev})
+                elif len(done) > acceptances.get(tid, 0):
+                    evidence.append({"why": f"task {tid} ended {len(done)} times for {acceptances.get(tid, 0)} "
+                                            f"acceptance(s)", "first": done[0], "second": ev})
         if not ends:
             return Verdict(self.name, "unknown", "no task ended in this log (no workload.task_done): nothing to judge")
         if evidence:
@@ -107,29 +128,26 @@ class NoTaskLost:
 
     def check(self, events: list[dict]) -> Verdict:
         acked: dict[str, dict] = {}
-        accepted: set[str] = set()
         last_accept: dict[str, float] = {}
         done_at: dict[str, float] = {}
         for ev in _ordered(events):
             k, tid = _kind(ev), _f(ev).get("task")
-            if k in ("workload.acknowledged", "workload.client_acked") and isinstance(tid, str):
+            if k in _ACKS and isinstance(tid, str):
                 acked.setdefault(tid, ev)
-            elif k == "workload.accepted":
-                accepted.add(tid)
+                last_accept.setdefault(tid, ev.get("time", 0.0))
+            elif k == "workload.accepted" and not _f(ev).get("restored"):
                 last_accept[tid] = ev.get("time", 0.0)
-            elif k == "workload.task_done":
-                done_at[tid] = ev.get("time", 0.0)
+            elif k in ("workload.task_done", "workload.done_restated"):
+                done_at[tid] = max(done_at.get(tid, -1.0), ev.get("time", 0.0))
         if not acked:
             return Verdict(self.name, "unknown", "no submission was acknowledged in this log: nothing to judge")
         evidence = []
         for tid, ev in acked.items():
-            if tid not in accepted:
-                evidence.append({"why": f"task {tid} was acknowledged but its queue never accepted it", "event": ev})
-            elif done_at.get(tid, -1.0) < last_accept[tid]:
+            if done_at.get(tid, -1.0) < last_accept[tid]:
                 evidence.append({"why": f"task {tid} was acknowledged and never ended", "event": ev})
         if evidence:
             return Verdict(self.name, "invalid", f"{plural(len(evidence), 'acknowledged task')} of {len(acked)} lost "
-                                                 f"(never accepted or never ended)", evidence)
+                                                 f"(never ended)", evidence)
         return Verdict(self.name, "valid", f"all {plural(len(acked), 'acknowledged task')} accepted and ended")
 
 
@@ -148,14 +166,18 @@ class MaxDelayHeld:
             tid = f.get("task")
             t = float(ev.get("time", 0.0))
             if k == "workload.accepted":
+                if f.get("restored") and tid in info:
+                    continue  # the restarted queue re-states a task it had: nothing changes
                 try:
-                    info[tid] = (t + float(f.get("max_delay", 0.0)), str(f.get("type", "")), ev)
+                    info[tid] = (float(f.get("enqueued_at", t)) + float(f.get("max_delay", 0.0)),
+                                 str(f.get("type", "")), ev)
                 except (TypeError, ValueError):
                     continue
-                queued.setdefault(info[tid][1], set()).add(tid)
+                if not f.get("restored"):
+                    queued.setdefault(info[tid][1], set()).add(tid)
             elif k == "workload.lease_lapsed" and tid in info:
                 queued.setdefault(info[tid][1], set()).add(tid)
-            elif k == "workload.task_done" and tid in info:
+            elif k in ("workload.task_done", "workload.done_restated") and tid in info:
                 queued.get(info[tid][1], set()).discard(tid)
             elif k == "workload.dispatched":
                 dispatches += 1
@@ -197,12 +219,15 @@ class BilledAsMetered:
         billed: dict[str, dict] = {}
         evidence: list[dict] = []
         n = 0
-        for ev in _ordered(events):
+        ordered = _ordered(events)
+        for ev in ordered:  # the kept results first: a restated end may come after the billing of its original
+            tid = _f(ev).get("task")
+            if _kind(ev) == "workload.task_done" or (_kind(ev) == "workload.done_restated" and tid not in done):
+                done[tid] = ev
+        for ev in ordered:
             k, f = _kind(ev), _f(ev)
             tid = f.get("task")
-            if k == "workload.task_done":
-                done[tid] = ev
-            elif k == "workload.billed":
+            if k == "workload.billed":
                 n += 1
                 if tid in billed:
                     evidence.append({"why": f"task {tid} billed twice", "billed": ev, "first": billed[tid]})
