@@ -323,3 +323,13 @@ def test_two_holders_after_reconnect_and_an_unratified_plan_are_caught():
                     temporary=False, converted=False),
                  ev(2.2, "mgr", "manager.plan_final", plan_id="F2@mgr", ratified=False, assignments=[])]
     assert check_ratified_after_heal(ok)["ok"]
+
+
+def test_a_node_that_lost_only_its_uplink_asks_the_manager_once_a_beat():
+    e = deployed()
+    e.handle(Heartbeat(epoch=7, seq=1), M, 0.1)
+    e.handle(TimerFired("manager"), e.address, 0.6)
+    e.handle(SiteStatus(heard_ago=0.05, isolated=False), "e1/edge", 0.61)
+    assert e.uplink_lost
+    out = e.handle(TimerFired("renew"), e.address, 0.62)
+    assert [s.msg.renew for s in sends(out, HeartbeatAck)] == [True] and SetTimer("renew", 0.62 + e.heartbeat_interval) in out

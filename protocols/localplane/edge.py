@@ -499,7 +499,8 @@ class EdgeNode:
             ends = [h.lease for h in self.holdings.values() if h.lease < math.inf]
             out.append(self._emit("edge.renew_requested", why=why, lapsed=sorted(self.lapsed),
                                   lease_left=round(min(ends) - now, 6) if ends else None))
-        self.renew_at = now + self.retry_every
+        # while only this node's uplink is lost, its requests go out once a beat interval, not every retry_every
+        self.renew_at = now + (self.heartbeat_interval if self.uplink_lost else self.retry_every)
         return out + [self._ack(*self.last_beat, now, renew=True), SetTimer("renew", self.renew_at)]
 
     def _heard_manager(self, now: float) -> list[Effect]:

@@ -14,8 +14,13 @@ event log:
   and whether it ratified the temporary plan or replaced it;
 * **messages per role**: negotiation messages (proposals, answers,
   withdrawals) per role assigned in the first plan, and every message sent
-  between isolation detection and the plan (election, fit reports,
-  negotiation, beats) per role.
+  between isolation detection and the plan (election, site queries, fit
+  reports, negotiation, beats) per role.
+* **merge** (32 nodes, or the smallest size above 8): the manager is cut
+  off and the edges split in two halves at t = 1 s, the halves reconnect at
+  t = 3 s with the manager still away; from the reconnect until one leader
+  is left, every node follows it and every isolated role share is held under
+  its plan and no other (``merge_p50_s``, goal <= 1 s).
 
 The invariant checkers of ``topologies/edge/checks.py`` run on every log; a
 violation is printed. The timeout settings used are printed first.
@@ -75,6 +80,45 @@ def pct(xs: list[float], q: float) -> float | None:
         return None
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+
+MERGE_SPLIT = 1.0
+MERGE_JOIN = 3.0
+MERGE_END = 5.0
+ISOLATED_ROLES = {"leader", "validator", "reporter", "store", "frontend"}
+
+
+def merge_run(seed: int, n: int) -> dict:
+    """Two islands of one site reconnect while the manager is away: seconds until they are one plane."""
+    from protocols.localplane import PlaneRole
+
+    s = build_edge(seed, n)
+    nodes = [e.partition("/")[0] for e in s.edges]
+    a, b = nodes[: n // 2], nodes[n // 2:]
+    s.sim.schedule(MERGE_SPLIT, lambda: s.sim.partition([["mgr"], a, b]))
+    s.sim.schedule(MERGE_JOIN, lambda: s.sim.partition([["mgr"], a + b]))
+    s.run(MERGE_END)
+    events = s.events()
+    leaders = [e for e in s.edges if s.edge(e).role is PlaneRole.LEADER]
+    if len(leaders) != 1 or any(s.edge(e).leader != leaders[0] for e in s.edges):
+        return {"merge": None, "leaders": len(leaders)}
+    plan = s.edge(leaders[0]).plan_id
+    held: dict[tuple[str, str], dict] = {}
+    since = None
+    for e in events:
+        k, f = e["kind"], e.get("fields") or {}
+        if k == "edge.role_assigned":
+            held[(e["node"], f["key"])] = f
+        elif k == "edge.role_relinquished":
+            held.pop((e["node"], f["key"]), None)
+        else:
+            continue
+        roles = {f["role"] for f in held.values() if f["plan_id"] == plan}
+        one = all(f["plan_id"] == plan for f in held.values()) and ISOLATED_ROLES <= roles
+        since = (since if since is not None else e["time"]) if one else None
+    bad = [c.name for c in (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied())
+           if c.check(events).status == "invalid"]
+    return {"merge": None if since is None else max(0.0, since - MERGE_JOIN), "leaders": 1, "violations": bad}
 
 
 def one_run(seed: int, n: int) -> dict:
@@ -249,9 +293,19 @@ def main() -> None:
                         "ratified": ratified, "runs": len(runs), "msgs_per_role": round(neg, 2),
                         "all_msgs_per_role": round(allm, 2), "violations": len(bad)}
     key = "n32" if "n32" in fig else next(iter(fig))
+    mn = 32 if 32 in sizes else next((x for x in sorted(sizes) if x > 8), max(sizes))
+    merges = [merge_run(seed, mn) for seed in range(1, seeds + 1)]
+    took = [m["merge"] for m in merges if m["merge"] is not None]
+    print(f"{mn:4d} nodes x {seeds} seeds, two islands reconnect while the manager is away: one plane with every "
+          f"isolated role held after p50 {pct(took, .5) if took else float('nan'):.3f}s max "
+          f"{max(took) if took else float('nan'):.3f}s; not merged {len(merges) - len(took)}; violations "
+          f"{sum(len(m.get('violations', [])) for m in merges)}")
     out = {"isolation_to_plan_sim_p50_s": fig[key]["isolation_to_plan_sim_p50_s"],
            "heal_to_ratified_sim_p50_s": fig[key]["heal_to_final_sim_p50_s"],
-           "msgs_per_role": fig[key]["msgs_per_role"], "sizes": fig}
+           "msgs_per_role": fig[key]["msgs_per_role"],
+           "merge_p50_s": round(pct(took, .5), 4) if took and len(took) == len(merges) else None,
+           "merge_max_s": round(max(took), 4) if took and len(took) == len(merges) else None,
+           "merge_nodes": mn, "sizes": fig}
     real = {} if args.no_real else real_figures([int(x) for x in args.real_sizes.split(",")],
                                                 args.cycles or (2 if args.quick else 5))
     if real:
