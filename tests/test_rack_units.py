@@ -146,3 +146,65 @@ def test_a_restarted_monitor_keeps_quiet_for_a_lease():
     other = "mon-d0s0r2/monitor"
     eff = m.handle(Prepare("d0s0|authority|5", Ballot(9, other)), other, 10.1)
     assert [e.fields["reason"] for e in eff if isinstance(e, Emit)] == ["quiet period (restart or new seat)"]
+
+
+def test_the_target_monitor_takes_a_decision_on_once_durably_before_its_reboot_and_never_again():
+    from protocols.consensus import Persist
+    from protocols.rack.messages import Execute, ExecuteAck
+
+    m = monitor("d0s0r1", durable={"monitor": {"cond_seq": 1}})  # a disk: no rejoin
+    m.tick(0.0)
+    auth, ctl = "mon-d0s0r0/monitor", "rack-d0s0r1/control"
+    ex = Execute("d0s0", 2, "reboot:d0s0r1:1", "d0s0r1", "reboot", "d0s0r0", 1.2)
+    eff = m.handle(ex, auth, 1.0)
+    kinds = [type(e).__name__ if not isinstance(e, Emit) else e.kind for e in eff]
+    assert kinds == ["Persist", "control.executed", "Send", "Send"], kinds  # durable before the Reboot leaves
+    assert eff[0].data["executed"]["reboot:d0s0r1:1"]["state"] == "pending"
+    (reboot,) = [e for e in eff if isinstance(e, Send) and isinstance(e.msg, Reboot)]
+    assert reboot.to == ctl and (reboot.msg.group, reboot.msg.term, reboot.msg.decision) == ("d0s0", 2, "reboot:d0s0r1:1")
+    ack = lambda effects: [(e.to, e.msg.outcome) for e in effects if isinstance(e, Send) and isinstance(e.msg, ExecuteAck)]
+    assert ack(eff) == [(auth, "pending")]
+    # the same decision again (the authority's retry, or its successor's): answered from the record, no Reboot
+    eff = m.handle(Execute("d0s0", 3, "reboot:d0s0r1:1", "d0s0r1", "reboot", "d0s0r2", 1.3), "mon-d0s0r2/monitor", 1.1)
+    assert ack(eff) == [("mon-d0s0r2/monitor", "pending")] and not [e for e in eff if isinstance(e, Send) and isinstance(e.msg, Reboot)]
+    # no acknowledgement from the control: resent, backing off
+    resent = [t for t in (1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4, 1.45, 1.5)
+              if any(isinstance(e, Send) and isinstance(e.msg, Reboot) for e in m._drive_control(t))]
+    gaps = [round(b - a, 2) for a, b in zip(resent, resent[1:])]
+    assert resent[0] == 1.1 and gaps == [0.15, 0.2], resent  # every 0.1, 0.2, ... (on 0.05 s beats)
+    eff = m.handle(RebootAck("d0s0r1", "reboot:d0s0r1:1", "rebooting"), ctl, 1.5)
+    assert isinstance(eff[0], Persist) and eff[0].data["executed"]["reboot:d0s0r1:1"]["state"] == "done"
+    assert ack(eff) == [(auth, "done")]
+    assert not m._drive_control(9.0), "acknowledged: no more resends"
+    # restarted from that disk: never again, answered done
+    m2 = monitor("d0s0r1", durable={"monitor": eff[0].data})
+    assert not [e for e in m2.tick(10.0) if isinstance(e, Send) and isinstance(e.msg, Reboot)]
+    eff = m2.handle(ex, auth, 10.1)
+    assert ack(eff) == [(auth, "done")] and not [e for e in eff if isinstance(e, Send) and isinstance(e.msg, Reboot)]
+    # an older decision is superseded; a stale term or an expired lease is refused; bad input is said
+    eff = m2.handle(Execute("d0s0", 2, "reboot:d0s0r1:0", "d0s0r1", "reboot", "d0s0r0", 99.0), auth, 10.2)
+    assert ack(eff)[0][1] == "skipped" and "superseded" in ack_reason(eff)
+    eff = m2.handle(Execute("d0s0", 2, "reboot:d0s0r1:4", "d0s0r1", "reboot", "d0s0r0", 10.0), auth, 10.3)
+    assert ack(eff) == [(auth, "stale")] and "lease" in ack_reason(eff)
+    for bad, sender in ((Execute("d0s0", 2, "reboot:d0s0r2:4", "d0s0r1", "reboot", "d0s0r0", 99.0), auth),
+                        (Execute("d0s0", 2, "reboot:d0s0r1:4", "d0s0r1", "reboot", "d0s0r0", 99.0), "mon-d1s0r0/monitor"),
+                        (Execute("d1s0", 2, "reboot:d0s0r1:4", "d0s0r1", "reboot", "d0s0r0", 99.0), auth)):
+        eff = m2.handle(bad, sender, 10.4)
+        assert [e.kind for e in eff if isinstance(e, Emit)] == ["monitor.bad_input"] and not ack(eff), bad
+
+
+def ack_reason(effects) -> str:
+    from protocols.rack.messages import ExecuteAck
+    return " ".join(e.msg.reason for e in effects if isinstance(e, Send) and isinstance(e.msg, ExecuteAck))
+
+
+def test_a_reboot_window_turns_silence_into_rebooting_then_powered_off():
+    m = monitor("d0s0r1", durable={"monitor": {"cond_seq": 1}}, status_deadline=0.6, reboot_window=1.5)
+    m.tick(0.0)
+    m.handle(Status("d0s0r1", 1, {"os_errors": 9}), "rack-d0s0r1/control", 0.1)
+    assert m.detector.state == "needs-troubleshooting"
+    m.rebooting_until = 0.2 + m.reboot_window  # as when it sent its Reboot at 0.2
+    m.handle(TimerFired("mon|deadline"), "self", 0.7)
+    assert m.detector.state == "rebooting"
+    m.handle(TimerFired("mon|deadline"), "self", 1.8)
+    assert m.detector.state == "powered-off", "silence past the window is a power loss again"
