@@ -67,6 +67,7 @@ from protocols.workflow import (
     AbortStage,
     PowerOff,
     PowerOn,
+    PowerOnMachine,
     Proxy,
     ResourceController,
     ResourceReport,
@@ -76,6 +77,7 @@ from protocols.workflow import (
     SetPower,
     StageDone,
     StageFailed,
+    WakeAgent,
     WorkflowController,
 )
 from transport.sim import LinkSpec, SimNetwork, Uniform
@@ -209,6 +211,8 @@ class Storm:
         self._make_controller = None  # set by build_storm
         self._store_of: dict[str, SimStore] = {}
         self.disk: dict[str, dict] = {}  # controller -> its durable record (Persist effects), kept across restarts
+        self.off: set[str] = set()  # power_cycle: servers powered off for real (their agent gone)
+        self.power_ons: list[tuple[float, str, str]] = []  # power_cycle: (time, server, "wake" | "alarm")
 
     # -- access ---------------------------------------------------------------------
 
@@ -250,10 +254,37 @@ class Storm:
             self._set_power(address, "full" if effect.level >= 1.0 else "parked")
         elif c is PowerOff:
             self._set_power(address, "off")
+            if self.params.get("power_cycle"):
+                # a real power-off: the agent and its state are gone; the RTC alarm stays set
+                sim.schedule(sim.now, lambda: self._power_off(address, effect.alarm_at))
         elif c is PowerOn:
             self._set_power(address, "full")
         else:
             raise TypeError(f"{address}: the storm host cannot carry out {effect!r}")
+
+    def _power_off(self, address: str, alarm_at: float | None) -> None:
+        if self.sim.crash(address):
+            self.off.add(address)
+            if alarm_at is not None:
+                self.sim.schedule(max(alarm_at, self.sim.now), lambda: self._power_on(address, "alarm"))
+
+    def _power_on(self, address: str, why: str) -> None:
+        """The machine boots (``boot_time``) as a new incarnation of its agent."""
+        if address not in self.off:
+            return
+        self.off.discard(address)
+        self.power_ons.append((self.sim.now, address, why))
+
+        def booted() -> None:
+            self.sim.restart(address, self._make_server(self.index[address]))
+            self._set_power(address, "full")
+        self.sim.schedule(self.sim.now + self.params["boot_time"], booted)
+
+    def _bmc_host(self, effect, address: str, sim: Simulator) -> None:
+        if type(effect) is PowerOnMachine:
+            self._power_on(effect.server, "wake")
+        else:
+            raise TypeError(f"{address}: a BMC cannot carry out {effect!r}")
 
     def _set_power(self, address: str, mode: str) -> None:
         now = self.sim.now
@@ -465,6 +496,7 @@ def build_storm(
     event_log: EventLog | None = None,
     trace_messages: bool = False,
     time_limit: float | None = None,
+    power_cycle: bool = False,
 ) -> Storm:
     """Build a boot storm (see the module docstring); nothing runs until :meth:`Storm.run`.
 
@@ -481,7 +513,8 @@ def build_storm(
     stage_names = [f"s{k}" for k in range(resources)]
     work, starts = draw_workload(seed, servers, stage_names, stage_time, stage_sigma, start_spread)
     params = {"capacity": capacity, "local_stage": local_stage, "parking_power": parking_power,
-              "stage_time": stage_time, "stage_sigma": stage_sigma, "ttl": ttl}
+              "stage_time": stage_time, "stage_sigma": stage_sigma, "ttl": ttl, "power_cycle": power_cycle,
+              "boot_time": boot_time}
     storm = Storm(sim, params)
     storm.controllers = [controller_address(k) for k in range(resources)]
     storm.proxies = [proxy_address(j) for j in range(proxies)]
@@ -536,12 +569,17 @@ def build_storm(
 
     # servers, each on its own node, powered on over [0, start_spread]
     skw = {"proxy_first": proxy_first, "resume_delay": boot_time, "parking_power": parking_power}
+    if power_cycle:  # the boot is the power-on (the harness restarts the agent boot_time later)
+        skw.update(resume_delay=0.0, boot_time=boot_time)
     skw.update(server_kw or {})
 
     def make_server(i: int) -> Server:
         addr = storm.servers[i]
+        kw = dict(skw)
+        if power_cycle:
+            kw["wake"] = f"bmc{i}/bmc"
         return Server(addr, WORKFLOW, rng=sim.rng(addr), mac=f"02:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:"
-                      f"{i & 255:02x}", hardware="x86", location=f"row{i // 40}", **skw)
+                      f"{i & 255:02x}", hardware="x86", location=f"row{i // 40}", **kw)
 
     storm._make_server = make_server
 
@@ -552,6 +590,8 @@ def build_storm(
 
     for i, addr in enumerate(storm.servers):
         sim.network.add_node(addr.partition("/")[0])
+        if power_cycle:
+            sim.add(f"bmc{i}/bmc", WakeAgent(addr), host=storm._bmc_host)
         at = starts[i]
         if at == 0.0:
             start(i)

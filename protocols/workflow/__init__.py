@@ -52,6 +52,7 @@ from protocols.workflow.server import (
     ServerState,
     SetPower,
 )
+from protocols.workflow.wake import PowerOnMachine, WakeAgent
 from protocols.workflow.workflow_controller import WorkflowController
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "NoWorkflow",
     "PowerOff",
     "PowerOn",
+    "PowerOnMachine",
     "Provision",
     "Proxy",
     "ProxyBatch",
@@ -87,6 +89,7 @@ __all__ = [
     "StageSpec",
     "StatusPing",
     "Wake",
+    "WakeAgent",
     "Workflow",
     "WorkflowController",
     "WorkflowDone",

@@ -473,7 +473,16 @@ class ResourceController:
         known = self.known.get(m.server)
         if known is not None:
             if m.boot != known[0]:
-                fx += self._forget(m.server, now, "new boot")
+                w = self.reserved.get(m.server) or self.waiting.get(m.server)
+                if w is not None and w.woken_at is not None and m.server not in self.lease_of:
+                    # Woken, it powered on as a new incarnation (a real power cycle): the machine is the same
+                    # (its stable address), so it keeps its place and any slot reserved for it.
+                    w.boot, w.seq, w.stage, w.stamp = m.boot, m.seq, m.stage, m.stamp
+                    self._dirty.add(m.server)
+                    fx.append(Emit("waiting.rebooted", {"server": m.server, "boot": m.boot,
+                                                        "reserved": m.server in self.reserved}))
+                else:
+                    fx += self._forget(m.server, now, "new boot")
             elif m.seq < known[1]:
                 return self._ignored(m, "stale seq", via=via, seq=m.seq, current=known[1])
         if self.known.get(m.server) != (m.boot, m.seq):

@@ -126,7 +126,10 @@ class SetPower(Effect):
 
 @attrs.frozen(slots=True)
 class PowerOff(Effect):
-    """Power down (dormant); only the BMC / wake-on-LAN stays on."""
+    """Power down (dormant); only the BMC / wake-on-LAN stays on. ``alarm_at`` (the server's clock): when the
+    RTC alarm should power the machine on if no Wake came first."""
+
+    alarm_at: float | None = None
 
 
 @attrs.frozen(slots=True)
@@ -301,6 +304,7 @@ class Server:
         self.running = False
         self.stage_started = 0.0
         self.lease_losses = 0
+        self.alarm_at: float | None = None  # the RTC alarm set when it last powered off
         # releases sent and not yet acknowledged: (resource, lease, epoch) -> (message, give up at)
         self.releasing: dict[tuple[str, int, int], tuple[Release, float]] = {}
         self._handlers = {
@@ -358,7 +362,7 @@ class Server:
         if old is S.DORMANT:
             fx.append(PowerOn())
         if new is S.DORMANT:
-            fx += [CancelTimer("ping"), CancelTimer("recheck"), CancelTimer("ask"), PowerOff()]
+            fx += [CancelTimer("ping"), CancelTimer("recheck"), CancelTimer("ask"), PowerOff(self.alarm_at)]
         elif new is S.PARKING:
             fx.append(SetPower(self.parking_power))
         elif old is S.PARKING:
@@ -573,9 +577,10 @@ class Server:
                                                            "held": sorted(self.leases)}))
         target = _DIRECTED[directive]
         if target is S.DORMANT:
+            self.alarm_at = now + max(self.alarm_min, self.alarm_factor * m.wait)
             fx.append(Send(self.routes[m.resource].target, self._ping_msg(now, m.resource, S.DORMANT)))
             fx += self._become(S.DORMANT, now, "denied", resource=m.resource, wait=m.wait, position=m.position)
-            return fx + [SetTimer("alarm", now + max(self.alarm_min, self.alarm_factor * m.wait))]
+            return fx + [SetTimer("alarm", self.alarm_at)]
         if target is not self.state:
             fx += self._become(target, now, "denied", resource=m.resource, wait=m.wait, position=m.position)
         if m.ping_every > 0:
