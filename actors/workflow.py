@@ -20,6 +20,12 @@ incarnation: the machine's rng mixes ``seed`` (default: the address) with a
 fresh random nonce and a start count, so its boot nonce is new and a restarted
 server is answered, not ignored as a stale one (DESIGN.md, "Incarnations").
 
+:class:`WakeAgentActor` runs on the machine's BMC (or whatever stays up while
+the machine is off): a ``Wake`` from a resource controller calls
+``on_wake(server, resource)``, where the embedder powers the machine on
+(IPMI, Redfish, Wake-on-LAN); the server names the agent's address as its
+``wake`` address.
+
 Everything else - asking controllers, waiting pending / parking / dormant,
 renewing leases, proxies - is the state machine's. The resource controllers,
 the workflow controller and proxies need no host and run in a plain
@@ -36,8 +42,9 @@ from typing import Any, Callable
 from actors.statemachine import StateMachineActor
 from protocols.workflow.messages import StageDone, StageFailed
 from protocols.workflow.server import AbortStage, PowerOff, PowerOn, RunStage, Server, SetPower
+from protocols.workflow.wake import PowerOnMachine, WakeAgent
 
-__all__ = ["ServerActor"]
+__all__ = ["ServerActor", "WakeAgentActor"]
 
 
 class ServerActor(StateMachineActor):
@@ -70,3 +77,17 @@ class ServerActor(StateMachineActor):
                 self._on_power(effect.level if c is SetPower else (0.0 if c is PowerOff else 1.0))
         else:
             raise TypeError(f"{self.address}: ServerActor cannot carry out {effect!r}")
+
+
+class WakeAgentActor(StateMachineActor):
+    """The BMC stand-in of machine ``server``: ``on_wake(server, resource)`` powers the machine on."""
+
+    def __init__(self, server: str, *, on_wake: Callable[[str, str], Any], min_gap: float = 5.0):
+        super().__init__(lambda: WakeAgent(server, min_gap=min_gap), on_effect=self._host)
+        self._on_wake = on_wake
+
+    def _host(self, effect: Any, actor: StateMachineActor) -> None:
+        if type(effect) is PowerOnMachine:
+            self._on_wake(effect.server, effect.resource)
+        else:
+            raise TypeError(f"{self.address}: WakeAgentActor cannot carry out {effect!r}")

@@ -46,3 +46,20 @@ def test_server_actors_boot_through_a_resource_controller_with_host_callbacks(no
     assert names.count("image") == 13 and names.count("config") == 12, "one failed image stage was run again"
     grants = [e for e in node.events.events() if e["kind"] == "admission.grant"]
     assert max(e["fields"]["holders"] for e in grants) <= 3, "never more holders than the limit"
+
+
+def test_a_wake_agent_actor_hands_a_wake_to_the_embedders_power_on(nodes):
+    from actors.workflow import WakeAgentActor
+    from protocols.workflow.messages import Wake
+
+    node = Node("bmc")
+    nodes.append(node)
+    woken: list = []
+    node.spawn(WakeAgentActor, "rack1/s1", on_wake=lambda server, resource: woken.append((server, resource)),
+               name="bmc")
+    node.tell("bmc/bmc", Wake("rack1/s1", "images", 1, 1, 7, "bmc/bmc"))
+    node.tell("bmc/bmc", Wake("rack1/s1", "images", 1, 1, 7, "bmc/bmc"))  # resent while it boots: one power-on
+    node.tell("bmc/bmc", Wake("rack1/s2", "images", 1, 1, 7, "bmc/bmc"))  # not its machine
+    wait_for(lambda: woken, timeout=10, what="the power-on")
+    threading.Event().wait(0.3)  # let the duplicate and the foreign Wake be handled too
+    assert woken == [("rack1/s1", "images")]
