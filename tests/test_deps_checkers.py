@@ -87,3 +87,12 @@ def test_all_up_needs_full_up_not_bootstrap():
     assert v.status == "invalid" and "1 bootstrap" in v.summary
     v = CHECKERS["deps-all-up"].check([AGENT, svc(1.0, "dhcp", "up"), svc(2.0, "dns", "up")])
     assert v.status == "valid"
+
+
+def test_start_order_allows_clock_skew_between_processes_only():
+    def up_on(node: str, t: float) -> dict:
+        return ev(t, node, "deps.service", asset=node, service="dhcp", state="up", waiting_on=[])
+    launch_a1 = launch(1.0, "dns", ["dhcp"])  # node a1
+    assert CHECKERS["deps-start-order"].check([AGENT, up_on("a2", 1.05), launch_a1]).status == "valid"
+    assert CHECKERS["deps-start-order"].check([AGENT, up_on("a2", 1.5), launch_a1]).status == "invalid"
+    assert CHECKERS["deps-start-order"].check([AGENT, up_on("a1", 1.05), launch_a1]).status == "invalid"

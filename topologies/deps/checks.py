@@ -1,8 +1,11 @@
 """The dependency-startup checkers: judged from the event log of ``protocols/deps`` agents and manager.
 
 * ``deps-start-order``: no service is launched (``deps.launch``) before every
-  hard dependency it names is up (``up`` or ``bootstrap``, by the newest
-  ``deps.service`` of that dependency), except a dependency it skips in a
+  hard dependency it names is up (``up`` or ``bootstrap``, by the
+  ``deps.service`` events of that dependency; where the two events come from
+  different nodes, ``skew`` = 0.1 s is allowed between their clocks: each
+  process anchors its monotonic clock to the wall clock once, and real runs
+  showed ~20-30 ms between processes), except a dependency it skips in a
   bootstrap launch, and only where the plan (``deps.plan`` workflows' waived
   edges), a deadlock remediation (``deps.remediation``) or an armed
   conditional remediation (``deps.remediation_armed`` with ``skip``) named that
@@ -41,16 +44,46 @@ def _f(e: dict) -> dict:
     return f if isinstance(f, dict) else {}
 
 
+def _up_intervals(events: list[dict]) -> dict[str, list[tuple[float, float, str]]]:
+    """service -> [(from, until, node)] while it was up or bootstrap (until: inf if it still is)."""
+    out: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    since: dict[str, tuple[float, str]] = {}
+    for e in events:
+        if e.get("kind") != "deps.service":
+            continue
+        f = _f(e)
+        s, up = f.get("service", ""), f.get("state") in UPISH
+        if up and s not in since:
+            since[s] = (e["time"], e.get("node", ""))
+        elif not up and s in since:
+            t, node = since.pop(s)
+            out[s].append((t, e["time"], node))
+    for s, (t, node) in since.items():
+        out[s].append((t, float("inf"), node))
+    return out
+
+
 @attrs.frozen
 class StartOrder:
     name: str = "deps-start-order"
+    skew: float = 0.1  # seconds allowed between the clocks of two processes (events of different nodes)
 
     def check(self, events: list[dict]) -> Verdict:
-        state: dict[str, str] = {}
+        ordered = _ordered(events)
+        up = _up_intervals(ordered)
+
+        def was_up(dep: str, t: float, node: str) -> bool:
+            for a, b, n in up.get(dep, ()):
+                tol = 0.0 if n == node else self.skew
+                if a - tol <= t <= b + tol:
+                    return True
+            return False
+
         named: set[tuple[str, str]] = set()
         launches = 0
         bad: list[dict] = []
-        for e in _ordered(events):
+        state: dict[str, str] = {}
+        for e in ordered:
             k, f = e.get("kind"), _f(e)
             if k == "deps.service":
                 state[f.get("service", "")] = f.get("state", "")
@@ -68,7 +101,7 @@ class StartOrder:
                     if d in skip:
                         if f.get("mode") != "bootstrap" or (s, d) not in named:
                             bad.append({"event": e, "why": f"{s} skipped {d} without a plan or remediation naming it"})
-                    elif state.get(d) not in UPISH:
+                    elif not was_up(d, e["time"], e.get("node", "")):
                         bad.append({"event": e, "why": f"{s} launched while its hard dependency {d} was "
                                                         f"{state.get(d, 'never reported')}"})
         if not launches:
