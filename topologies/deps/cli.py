@@ -191,10 +191,15 @@ def cmd_deps(args: argparse.Namespace) -> int:
         print(f"fleetplane deps: {e}", file=sys.stderr)
         return 2
     p = plan(g, args.condition)
-    if args.format == "json":
-        print(json.dumps(plan_json(g, p, args.source, what), indent=1))
-    else:
-        print(render_text(g, p, args.source, what))
+    try:
+        if args.format == "json":
+            print(json.dumps(plan_json(g, p, args.source, what), indent=1))
+        else:
+            print(render_text(g, p, args.source, what))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if args.svg:
         try:
             Path(args.svg).write_text(render_svg(g, p), encoding="utf-8")
