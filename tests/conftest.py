@@ -52,6 +52,7 @@ SLOW_MODULES = {
     "test_hostile_transport",   # attacks on real node processes (issue 14)
     "test_readme_commands",     # every README command, real runs included
     "test_rack_sim",            # 102 seeded simulations of monitor fleets
+    "test_workload_client",     # the workload service as 6 node processes, used by WorkloadClient and the CLI
     "test_deps_topology",       # coldstart.toml: 8 processes, one killed mid-start
 }
 SLOW_TESTS = {

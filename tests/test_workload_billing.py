@@ -95,3 +95,11 @@ def test_billed_time_is_the_least_multiple_of_the_increment_not_below_metered_or
     billed = b.billed_us(metered / 1e6)
     assert billed >= metered and billed >= minimum
     assert billed == minimum or (billed % inc == 0 and billed - metered < inc)
+
+
+def test_a_retried_tasks_new_result_is_billed_on_its_own():
+    b = bill()
+    assert b.record_task("acme", "t1", 2.0, "py", 0, at=1.0, run="L1")
+    assert not b.record_task("acme", "t1", 2.0, "py", 0, at=1.5, run="L1")  # the same result reported again
+    assert b.record_task("acme", "t1", 3.0, "py", 0, at=9.0, run="L7")  # retry(t1): a new run
+    assert [x.quantity for x in b.statement("acme", 0).lines] == [Decimal("2"), Decimal("3")]

@@ -106,3 +106,15 @@ def test_an_end_restated_by_a_restarted_queue_counts_once():
     assert TasksEndOnce().check([ACK_A, restated, DONE_A2]).status == "invalid"
     assert NoTaskLost().check([ACK_A, restated]).status == "valid"
     assert BilledAsMetered().check([ACK_A, restated, BILL_A_OK]).status == "valid"
+
+
+def test_a_retried_task_is_billed_once_per_result():
+    retry = ev(2.5, "workload.accepted", task="a", tenant="x", type="py", priority=0, max_delay=5.0, retry=True)
+    d1 = dict(DONE_A1, fields={**DONE_A1["fields"], "lease": "L1"})
+    d2 = dict(DONE_A2, fields={**DONE_A2["fields"], "lease": "L2"})
+    b1 = dict(BILL_A_OK, fields={**BILL_A_OK["fields"], "lease": "L1"})
+    b2 = ev(3.1, "workload.billed", node="b", actor="billing", task="a", lease="L2", metered=0.30, billed=0.5,
+            increment=0.1, minimum=0.5)
+    assert BilledAsMetered().check([ACC_A, d1, b1, retry, d2, b2]).status == "valid"
+    wrong = dict(b2, fields={**b2["fields"], "lease": "L1"})  # the second result billed as the first run's
+    assert BilledAsMetered().check([ACC_A, d1, b1, retry, d2, wrong]).status == "invalid"

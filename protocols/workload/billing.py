@@ -136,14 +136,16 @@ class Billing:
     # ---------------------------------------------------------------- recording usage
 
     def record_task(self, tenant: str, task_id: str, metered: float, resource: str, priority: int, at: float,
-                    code_owner: str = "", code_price: str = "0") -> bool:
-        """Bill the attempt that produced ``task_id``'s result; False (and nothing billed) if it was billed."""
-        if task_id in self._billed:
+                    code_owner: str = "", code_price: str = "0", run: str = "") -> bool:
+        """Bill the attempt (``run``) that produced ``task_id``'s result; False (and nothing billed) if that
+        result was billed already. A retried task's new result (another run) is billed on its own."""
+        key = f"{task_id}@{run}"
+        if key in self._billed:
             self.counters["rebilled_refused"] += 1
             return False
         secs, amount = self.task_charge(metered, resource, priority)
         p = self.period_of(at)
-        self._billed.add(task_id)
+        self._billed.add(key)
         self.counters["tasks"] += 1
         self._lines.setdefault((tenant, p), []).append(
             Line("task", task_id, f"{resource} priority {priority}: metered {metered:.6f} s", secs, amount))
@@ -216,6 +218,7 @@ class Usage:
     size: int = 0  # bytes retained with a failure (code and data kept for retry)
     code_owner: str = ""
     code_price: str = "0"
+    run: str = ""  # the lease of the attempt whose result was kept: a retry's run is billed on its own
 
 
 @message("workload.UsageAck")
@@ -257,14 +260,15 @@ class BillingService:
             out: list[Effect] = []
             try:
                 fresh = self.billing.record_task(msg.tenant, msg.task_id, msg.metered, msg.resource, msg.priority,
-                                                 msg.at, msg.code_owner, msg.code_price)
+                                                 msg.at, msg.code_owner, msg.code_price, msg.run)
             except (KeyError, ValueError) as e:
                 return [Emit("workload.billing_refused", {"task": msg.task_id, "error": str(e)}),
                         Send(sender, UsageAck(msg.task_id))]
             if fresh:
                 secs, amount = self.billing.task_charge(msg.metered, msg.resource, msg.priority)
                 out.append(Emit("workload.billed", {
-                    "task": msg.task_id, "tenant": msg.tenant, "metered": msg.metered, "billed": float(secs),
+                    "task": msg.task_id, "lease": msg.run, "tenant": msg.tenant, "metered": msg.metered,
+                    "billed": float(secs),
                     "amount": str(amount), "increment": self.increment, "minimum": self.minimum,
                     "rate": str(self.billing.rate(msg.resource, msg.priority)), "period": self.billing.period_of(msg.at)}))
                 if not msg.ok and msg.size:

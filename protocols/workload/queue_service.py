@@ -178,7 +178,8 @@ class QueueService:
         o = t.outcome or {}
         f = {"task": t.id, "tenant": t.tenant, "ok": bool(o.get("ok")), "attempt": o.get("attempt", t.attempts),
              "worker": o.get("worker", ""), "metered": o.get("metered", 0.0), "resource": o.get("resource", ""),
-             "priority": t.priority, "error": str(o.get("error", ""))[:300], "lost": bool(o.get("lost"))}
+             "priority": t.priority, "error": str(o.get("error", ""))[:300], "lost": bool(o.get("lost")),
+             "lease": o.get("lease", "")}
         if restored:  # its own kind, so counting workload.task_done counts each end once
             f["restored"] = True
             return Emit("workload.done_restated", f)
@@ -365,7 +366,8 @@ class QueueService:
             return []  # no attempt produced it: nothing to bill
         size = 0 if o.get("ok") else len(repr(t.payload).encode())
         u = Usage(t.id, t.tenant, float(o.get("metered") or 0.0), str(o.get("resource") or ""), t.priority,
-                  t.done_at, bool(o.get("ok")), size, str(o.get("code_owner") or ""), str(o.get("code_price") or "0"))
+                  t.done_at, bool(o.get("ok")), size, str(o.get("code_owner") or ""), str(o.get("code_price") or "0"),
+                  str(o.get("lease") or ""))
         self.outbox[t.id] = (u, now if send else -1e18)
         while len(self.outbox) > 100_000:
             self.outbox.pop(next(iter(self.outbox)))

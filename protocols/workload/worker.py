@@ -127,7 +127,7 @@ class Worker:
         if slots < 1 or not types:
             raise ValueError("Worker: needs slots >= 1 and at least one task type")
         self.queue, self.types, self.slots = queue, list(types), slots
-        self.resource = resource or types[0]
+        self.resource = resource  # the resource type billed ("": the task's type)
         self.code_service, self.data_service = code_service, data_service
         self.heartbeat = heartbeat
         self.tick_interval = heartbeat / 2
@@ -342,7 +342,7 @@ class Worker:
 
     def _end(self, r: _Run, outcome: dict, now: float) -> list[Effect]:
         o = {"ok": bool(outcome.get("ok")), "metered": float(outcome.get("metered") or 0.0),
-             "resource": self.resource}
+             "resource": self.resource or r.d.task_type}
         if o["ok"]:
             o["value"] = outcome.get("value")
         else:

@@ -15,7 +15,7 @@ Kinds:
 * ``workload.billing`` - :class:`~protocols.workload.billing.BillingService`;
 * ``workload.tenants`` - :class:`~protocols.workload.tenants.Tenants`, bursty simulated tenants.
 
-Checkers: :mod:`topologies.workload.checks`.
+Checkers: :mod:`topologies.workload.checks`. Command: ``fleetplane task`` (:mod:`topologies.workload.client`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from protocols.workload.services import CodeService, DataService
 from protocols.workload.tenants import Tenants
 from protocols.workload.worker import Worker
 from topologies.kinds import make_kind
-from topologies.plugin import Plugin
+from topologies.plugin import Command, Plugin
+from topologies.workload.client import cmd_task, setup_task
 from topologies.workload.checks import CHECKERS
 from topologies.workload.hosts import PythonRunner, WorkerHost
 from topologies.workload.store import durable_queue
@@ -49,5 +50,7 @@ PLUGIN = Plugin(
     ),
     checkers=CHECKERS,
     must_judge=("tasks-end-once", "no-task-lost", "max-delay-held", "billed-as-metered"),
+    commands=(Command("task", "submit a task to a running workload topology, or read its status, result, "
+                              "retry it, read a statement", setup_task, cmd_task),),
     doc="the queued workload service",
 )

@@ -31,7 +31,9 @@ the events are those of ``protocols/workload``):
 * ``billed-as-metered`` - every ``workload.billed`` bills the attempt that
   produced the kept result: its ``metered`` equals that ``workload.task_done``'s,
   its ``billed`` time is ``max(minimum, ceil(metered / increment) * increment)``
-  (in whole microseconds), and no task is billed twice. Evidence: the billing
+  (in whole microseconds), and no result is billed twice (a result is a task
+  and the ``lease`` of the run that produced it: a retried task's new result
+  is billed on its own). Evidence: the billing
   (``billed``) and the end it should match (``done``).
 * ``credential-while-running`` - a worker grants access (``workload.access``
   with ``granted``) only for a task running there: between its
@@ -221,19 +223,21 @@ class BilledAsMetered:
         n = 0
         ordered = _ordered(events)
         for ev in ordered:  # the kept results first: a restated end may come after the billing of its original
-            tid = _f(ev).get("task")
-            if _kind(ev) == "workload.task_done" or (_kind(ev) == "workload.done_restated" and tid not in done):
-                done[tid] = ev
+            f = _f(ev)
+            key = (f.get("task"), f.get("lease") or "")
+            if _kind(ev) == "workload.task_done" or (_kind(ev) == "workload.done_restated" and key not in done):
+                done[key] = ev
         for ev in ordered:
             k, f = _kind(ev), _f(ev)
             tid = f.get("task")
             if k == "workload.billed":
                 n += 1
-                if tid in billed:
-                    evidence.append({"why": f"task {tid} billed twice", "billed": ev, "first": billed[tid]})
+                key = (tid, f.get("lease") or "")  # the result's run: a retried task is billed once per run
+                if key in billed:
+                    evidence.append({"why": f"task {tid} billed twice", "billed": ev, "first": billed[key]})
                     continue
-                billed[tid] = ev
-                end = done.get(tid)
+                billed[key] = ev
+                end = done.get(key)
                 if end is None:
                     evidence.append({"why": f"task {tid} billed with no kept result", "billed": ev})
                     continue
