@@ -89,14 +89,18 @@ def test_a_node_that_loses_only_its_uplink_follows_its_site(seed):
     assert_final_plan_in_force(s, "after the uplink came back")
 
 
-@pytest.mark.parametrize("seed", (1, 2, 3, 4, 5))
-def test_two_nodes_that_lose_their_uplinks_while_the_site_is_lossy_still_follow_the_site(seed):
-    """As above with two nodes cut from the manager and 10% loss on every link inside the site: a lost answer
-    can make a node declare isolation, but a peer in no plane that hears the manager answers its election and
-    plane messages, and it gives up within a few beats. Never two holders of one role share."""
-    s = build_edge(seed, 8)
+@pytest.mark.parametrize("seed,loss", [(seed, 0.1) for seed in (1, 2, 3, 4, 5)] +
+                                      [(seed, 0.7) for seed in range(1, 11)])
+def test_two_nodes_that_lose_their_uplinks_while_the_site_is_lossy_still_follow_the_site(seed, loss):
+    """As above with two nodes cut from the manager, loss on every link inside the site (10%, and 70% so that
+    every answer to a SiteQuery can be lost) and clocks 10 s apart drifting 2%: a node that declares isolation
+    all the same hears, in answer to its election or plane messages, from a peer in no plane that hears the
+    manager, and follows the site before it holds anything (at once, as it is in no plane or a plane of one).
+    Never two holders of one role share; in the end nobody leads a plane or holds a temporary role (at 10%: every
+    node is connected and in no plane)."""
+    s = build_edge(seed, 8, skew=10.0, drift=0.02)
     cut = [s.edges[seed % 8], s.edges[(seed + 3) % 8]]
-    s.sim.schedule(1.5, lambda: s.lossy_site(0.1))
+    s.sim.schedule(1.5, lambda: s.lossy_site(loss))
     for x in cut:
         s.sim.schedule(2.0, lambda x=x: s.cut_uplink(x))
     s.run(7.0)
@@ -105,7 +109,10 @@ def test_two_nodes_that_lose_their_uplinks_while_the_site_is_lossy_still_follow_
     assert not overlapping_holders(ev, 0.0), f"seed={seed}: {overlapping_holders(ev, 0.0)[:2]}"
     for e in s.edges:
         n = s.edge(e)
-        assert not n.isolated and n.role is PlaneRole.NONE, f"seed={seed}: {e} {n.role} isolated={n.isolated}"
+        assert not any(h.temporary for h in n.holdings.values()), f"seed={seed}: {e} holds {n.holding_keys()}"
+        assert n.role is not PlaneRole.LEADER, f"seed={seed}: {e} leads a plane"
+        # at 70% loss a cut node may be between declaring isolation again and hearing back: that is all
+        assert loss > 0.5 or (not n.isolated and n.role is PlaneRole.NONE), f"seed={seed}: {e} {n.role}"
     m = s.manager()
     assert m.phase == "idle" and not {a.holder for a in m.final} & set(cut), f"seed={seed}: {m.final}"
 

@@ -16,11 +16,13 @@ from protocols.localplane.ir import synthetic_fit
 from protocols.localplane.messages import (
     Announce,
     Answer,
+    Assignment,
     Deploy,
     FitReport,
     Governance,
     Heartbeat,
     HeartbeatAck,
+    LeaderHeartbeat,
     Propose,
     RoleSpec,
     SiteQuery,
@@ -150,10 +152,28 @@ def test_a_node_that_declared_isolation_alone_follows_the_site_when_a_peer_hears
     peer.handle(Heartbeat(epoch=7, seq=5), M, 0.6)
     ans = sends(peer.handle(Announce(term=1, score=1.0), "e0/edge", 0.66), SiteStatus)
     assert ans and ans[0].msg.heard_ago == pytest.approx(0.06) and not ans[0].msg.isolated
-    assert not kinds(e.handle(ans[0].msg, "e1/edge", 0.67)) and e.isolated  # maybe a heal: the manager's beat may follow
-    out = e.handle(SiteStatus(heard_ago=0.02, isolated=False), "e1/edge", 0.67 + e.site_grace)
+    out = e.handle(ans[0].msg, "e1/edge", 0.67)  # in no plane yet: it follows the site at once
     assert "edge.isolation_ended" in kinds(out) and "edge.uplink_lost" in kinds(out)
     assert not e.isolated and e.role is PlaneRole.NONE and not e.holdings
+
+
+def test_a_member_of_a_plane_waits_site_grace_for_its_own_beat_before_it_follows_the_site():
+    e = deployed()
+    e.handle(Heartbeat(epoch=7, seq=1), M, 0.1)
+    isolate(e)
+    hb = LeaderHeartbeat(term=1, plan_id="T1@e2", version=1, lease=0.4, complete=True, members=3, score=9.0,
+                         assignments=[Assignment(role="store", holder="e0/edge", target=100.0)])
+    e.handle(hb, "e2/edge", 0.7)
+    assert e.role is PlaneRole.FOLLOWER and "store#0/1" in e.holdings
+    # maybe a heal that brings the manager back to this node too: it waits for a beat of its own
+    assert not kinds(e.handle(SiteStatus(heard_ago=0.02, isolated=False), "e1/edge", 0.72)) and e.isolated
+    e.handle(hb, "e2/edge", 0.8)
+    out = e.handle(SiteStatus(heard_ago=0.02, isolated=False), "e1/edge", 0.72 + e.site_grace)
+    assert "edge.isolation_ended" in kinds(out) and "edge.uplink_lost" in kinds(out)
+    assert not e.isolated and e.role is PlaneRole.NONE and not e.holdings
+    # a beat of its leader's no longer makes it take a role (it is not isolated)
+    e.handle(hb, "e2/edge", 1.0)
+    assert not e.holdings
 
 
 def test_a_lone_best_node_becomes_candidate_and_leader_with_a_majority_of_its_view():

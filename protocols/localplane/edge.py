@@ -53,8 +53,9 @@ up its final roles (their lease expired) and starts an election. As a second
 line (answers can be lost): a connected node in no plane answers every
 :class:`Announce`, :class:`VoteRequest` and :class:`LeaderHeartbeat` with its
 :class:`SiteStatus`, and a cut-off node told so by a peer in no plane that
-hears the manager - and goes on saying so for ``site_grace`` (the longer of
-two beat intervals and half ``isolation_after``) in which the node hears no
+hears the manager - at once if it is in no plane yet or leads a plane of
+one, else once the peer went on saying so for ``site_grace`` (the longer of
+two beat intervals and half ``isolation_after``) in which the node heard no
 beat itself (a heal that brings the manager back too is
 the manager's to reconcile) - ends its isolation (``edge.isolation_ended`` with ``why``),
 steps down if it leads, gives up its temporary roles and follows the site.
@@ -706,6 +707,10 @@ class EdgeNode:
             # a heal that brings the manager back too is the manager's to reconcile: its beat comes within a beat
             # interval or two; only when the site keeps hearing the manager and this node does not, it follows
             seen = self.site_seen
+            alone = self.role in (PlaneRole.ELECTING, PlaneRole.CANDIDATE) or (
+                self.role is PlaneRole.LEADER and self.lead is not None and self.lead.members <= {self.address})
+            if alone:
+                seen = (now - self.site_grace, now)  # in no plane, or a plane of one: nothing for a heal to keep
             if seen is None or now - seen[1] > self.leader_lease:
                 self.site_seen = (now, now)
                 return []
