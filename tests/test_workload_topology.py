@@ -65,6 +65,15 @@ def test_chaos_from_the_file_in_the_simulator(topo, tmp_path, seed):
     assert len(acked) == 60 and set(done) == acked and len(done) == len(set(done)), (seed, len(acked), len(done))
     kills = [e for e in events if e["kind"] == "nemesis.kill"]
     assert {e["fields"]["node"] for e in kills} >= {"q", "w1"}, kills
+    page = (tmp_path / "report.html").read_text()
+    assert "Workload: dispatch waits against the maximum delay" in page and "60 tasks acknowledged" in page
+
+
+def test_reports_without_workload_events_have_no_workload_section():
+    from topologies.workload.report import workload_chart
+
+    assert workload_chart([{"time": 0.0, "node": "a", "actor": "b", "kind": "pingpong.round", "fields": {}}],
+                          [], 0.0, 1.0) is None
 
 
 @pytest.mark.timeout(240)

@@ -26,10 +26,11 @@ from protocols.workload.services import CodeService, DataService
 from protocols.workload.tenants import Tenants
 from protocols.workload.worker import Worker
 from topologies.kinds import make_kind
-from topologies.plugin import Command, Plugin
+from topologies.plugin import Command, Plugin, ReportSection
 from topologies.workload.client import cmd_task, setup_task
 from topologies.workload.checks import CHECKERS
 from topologies.workload.hosts import PythonRunner, WorkerHost
+from topologies.workload.report import workload_chart
 from topologies.workload.store import durable_queue
 
 PLUGIN = Plugin(
@@ -49,6 +50,7 @@ PLUGIN = Plugin(
         make_kind("workload.tenants", Tenants, addresses=("gateway",), doc="simulated tenants with bursty arrivals"),
     ),
     checkers=CHECKERS,
+    report=(ReportSection("Workload: dispatch waits against the maximum delay", workload_chart),),
     must_judge=("tasks-end-once", "no-task-lost", "max-delay-held", "billed-as-metered"),
     commands=(Command("task", "submit a task to a running workload topology, or read its status, result, "
                               "retry it, read a statement", setup_task, cmd_task),),
