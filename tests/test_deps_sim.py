@@ -217,3 +217,110 @@ def test_manager_plans_once_every_agent_reported_and_sends_the_first_wave():
     out = m.handle(Report("a9", 1, 1, "", "", [], {}, {}), "a9/agent", 1.1)
     m.handle(Remediate("x", "explode", "dns"), "op", 1.2)
     assert m.rejected == 1
+
+
+# -- random graphs, planned, in the simulator ------------------------------------------------------
+
+
+def _random_services(rng, n: int, assets: int) -> dict[str, list[dict]]:
+    names = [f"s{i}" for i in range(n)]
+    specs = {s: {"name": s, "hard": [], "start_time": rng.choice([0.2, 0.5, 1.0]), "bootstrap": rng.random() < 0.5}
+             for s in names}
+    for _ in range(rng.randint(n, 3 * n)):
+        a, b = rng.sample(names, 2)
+        if b not in specs[a]["hard"]:
+            specs[a]["hard"].append(b)
+    out: dict[str, list[dict]] = {}
+    for i, s in enumerate(names):
+        out.setdefault(f"h{i % assets}", []).append(specs[s])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_planned_start_on_random_graphs_brings_up_everything_not_blocked(seed):
+    import random as _random
+
+    from actors.simulator import Simulator
+    from topologies.deps.hosts import AssetHost
+    from topologies.hosts import sim_api
+
+    rng = _random.Random(seed)
+    services = _random_services(rng, rng.randint(3, 14), rng.randint(1, 4))
+    log = EventLog()
+    sim = Simulator(seed, event_log=log)
+    agents = [f"{a}/agent" for a in services]
+    for a, specs in services.items():
+        addr = f"{a}/agent"
+        host = AssetHost(sim.rng(addr + "/host"), start_sigma=0.2)
+        sim.add(addr, Agent(a, specs, manager="m/manager", peers=agents, address=addr, rng=sim.rng(addr)),
+                host=lambda eff, addr, s, host=host: host.on_effect(eff, sim_api(s, addr)))
+    sim.add("m/manager", Manager(agents, tick_interval=0.05, address="m/manager", rng=sim.rng("m/manager")))
+    sim.run(until=120.0)
+    events = log.events()
+    (p,) = kinds(events, "deps.plan")
+    blocked = set(p["fields"]["blocked"])
+    last = {e["fields"]["service"]: e["fields"]["state"] for e in kinds(events, "deps.service")}
+    not_up = sorted(s for s, st in last.items() if st != "up" and s not in blocked)
+    assert not not_up, f"seed {seed}: {not_up} not up; plan {p['fields']['waves']}"
+    assert all(last[s] == "down" for s in blocked), f"seed {seed}: a blocked service was started"
+    v = CHECKERS["deps-start-order"].check(events)
+    if blocked == set(last):  # one unbreakable group under everything: a ticket, nothing launched
+        assert v.status == "unknown" and p["fields"]["tickets"], f"seed {seed}: {v.summary}"
+    else:
+        assert v.status == "valid", f"seed {seed}: {v.summary}"
+    if not blocked:
+        assert kinds(events, "deps.all_up"), f"seed {seed}"
+
+
+def _manager_with(services: dict[str, list[ServiceInfo]]) -> Manager:
+    m = Manager([f"{a}/agent" for a in services], address="m/manager", confirm_after=0.5, watch_for=5.0)
+    m.tick(0.0)
+    for i, (a, infos) in enumerate(services.items()):
+        m.handle(Report(a, i + 1, 1, "", "", infos, {s.name: "up" for s in infos}, {}), f"{a}/agent", 0.1)
+    m.tick(0.2)
+    return m
+
+
+def test_a_run_time_deadlock_no_rule_can_break_becomes_a_ticket():
+    m = _manager_with({"a1": [ServiceInfo("x", hard=["y"])], "a2": [ServiceInfo("y", hard=["x"])]})
+    m.handle(Status("a1", 1, 2, "x", "waiting", ["y"]), "a1/agent", 1.0)
+    m.handle(Status("a2", 2, 2, "y", "waiting", ["x"]), "a2/agent", 1.0)
+    assert not [e for e in m.tick(1.1) if isinstance(e, Emit) and e.kind == "deps.deadlock_detected"]
+    assert not [e for e in m.tick(1.5) if isinstance(e, Emit) and e.kind == "deps.deadlock_detected"]
+    out = m.tick(1.6)  # the cycle of waits, first seen at the 1.1 tick, has lasted confirm_after
+    got = {e.kind: e.fields for e in out if isinstance(e, Emit)}
+    assert got["deps.deadlock_detected"]["members"] == ["x", "y"]
+    assert "no member declares a bootstrap mode" in got["deps.ticket"]["reason"]
+    assert not [e for e in out if isinstance(e, Send)], "no action on a deadlock no rule can break"
+
+
+def test_after_a_deadlock_is_resolved_the_manager_watches_its_members():
+    m = _manager_with({"a1": [ServiceInfo("x", hard=["y"], bootstrap=True)], "a2": [ServiceInfo("y", hard=["x"])]})
+    m.handle(Status("a1", 1, 2, "x", "waiting", ["y"]), "a1/agent", 1.0)
+    m.handle(Status("a2", 2, 2, "y", "waiting", ["x"]), "a2/agent", 1.0)
+    m.tick(1.1)
+    out = m.tick(1.6)
+    acts = [(e.msg.action, e.msg.service, e.msg.skip) for e in out if isinstance(e, Send)]
+    assert acts == [("restart-bootstrap", "x", ["y"])]
+    m.handle(Status("a1", 1, 3, "x", "bootstrap"), "a1/agent", 2.0)
+    m.handle(Status("a2", 2, 3, "y", "up"), "a2/agent", 3.0)
+    out = m.tick(3.1)
+    assert [(e.msg.action, e.msg.service) for e in out if isinstance(e, Send)] == [("restart", "x")]
+    m.handle(Status("a1", 1, 4, "x", "up"), "a1/agent", 4.0)
+    out = m.tick(4.1)
+    assert any(isinstance(e, Emit) and e.kind == "deps.deadlock_resolved" for e in out)
+    m.handle(Status("a2", 2, 4, "y", "failed"), "a2/agent", 5.0)
+    out = m.tick(5.1)
+    alerts = [e.fields for e in out if isinstance(e, Emit) and e.kind == "deps.watch_alert"]
+    assert alerts and alerts[0]["dropped"] == ["y"]
+
+
+def test_fleetplane_deps_coldstart_command(tmp_path, capsys):
+    from topologies.cli import main
+    rc = main(["deps", "coldstart", str(ROOT / "topologies" / "coldstart.toml"), "--duration", "30", "-q",
+               "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "[naive] 10 of 14 services never up" in out and "[planned] every service up after" in out
+    assert "[naive]   INVALID  deps-all-up" in out and "[planned]   VALID    deps-all-up" in out
+    assert len(list(tmp_path.glob("coldstart-*-sim-*/report.html"))) == 2
