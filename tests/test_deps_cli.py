@@ -204,3 +204,11 @@ def test_the_fleetplane_command_runs_as_a_process():
                         "--format", "json"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["counts"]["services"] == 7
+
+
+@pytest.mark.skipif(not Path("/lib/systemd/system").is_dir(), reason="no /lib/systemd/system on this machine")
+def test_this_machines_whole_systemd_folder_plans_without_a_ticket(capsys):
+    """Every unit this machine ships (templates with %i specifiers included) reads and plans."""
+    rc, out, err = run(capsys, "/lib/systemd/system")
+    assert rc == 0 and not err, err
+    assert "plan: every service planned" in out and "UNBREAKABLE" not in out

@@ -34,7 +34,8 @@ start job until its dependencies are up):
 
 Every start of the agent is a new incarnation (a random value from the injected
 rng; receivers use it to drop an older incarnation's messages). Tables peers
-can grow are bounded: the known states of at most ``MAX_KNOWN`` services.
+can grow are bounded: the known states of at most ``MAX_KNOWN`` services, at
+most ``MAX_HELD`` actions held during a reboot.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from protocols.deps.messages import (ACTIONS, Act, AssetBooted, AssetEvent, Repo
 __all__ = ["Agent", "RebootAsset", "StartService", "StopService", "MAX_KNOWN"]
 
 MAX_KNOWN = 100_000
+MAX_HELD = 1_000  # actions kept while the asset reboots
 UPISH = ("up", "bootstrap")
 
 
@@ -217,6 +219,9 @@ class Agent:
             self.rejected += 1
             return [Emit("deps.bad_input", {"what": f"unknown action {a.action!r}"})]
         if self.rebooting:
+            if len(self.held) >= MAX_HELD:
+                self.rejected += 1
+                return [Emit("deps.bad_input", {"what": f"more than {MAX_HELD} actions held during a reboot"})]
             self.held.append(a)
             return [Emit("deps.act_held", {"action": a.action, "service": a.service, "ref": a.ref})]
         if a.action == "reboot":

@@ -44,8 +44,9 @@ A :class:`Manager` (a pure state machine, ticked every ``tick_interval``):
   workflow's bootstrap members restart in bootstrap mode when it starts to
   hold and fully when it stops.
 
-Bounds: at most ``MAX_ASSETS`` assets and ``MAX_REMEDIATIONS`` armed
-remediations; bad input is counted (``rejected``) and logged.
+Bounds: at most ``MAX_ASSETS`` assets, ``MAX_REMEDIATIONS`` armed
+remediations and ``MAX_DEADLOCKS`` deadlock records; bad input is counted
+(``rejected``) and logged.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ __all__ = ["Manager", "MAX_ASSETS", "MAX_REMEDIATIONS"]
 
 MAX_ASSETS = 10_000
 MAX_REMEDIATIONS = 1_000
+MAX_DEADLOCKS = 1_000  # deadlock records kept (finished ones are forgotten first)
 UPISH = ("up", "bootstrap")
 
 
@@ -323,6 +325,11 @@ class Manager:
                 continue
             self.dl_count += 1
             did = f"deadlock-{self.dl_count}"
+            if len(self.deadlocks) >= MAX_DEADLOCKS:  # forget the oldest finished records
+                for old in [k for k, d in self.deadlocks.items() if d["state"] in ("closed", "failed", "ticket")]:
+                    del self.deadlocks[old]
+                    if len(self.deadlocks) < MAX_DEADLOCKS // 2:
+                        break
             waits = sorted([s, d] for s, d in wf.subgraph(g).edges)
             cycle = next(iter(nx.simple_cycles(wf.subgraph(g))), [])
             rec = {"id": did, "members": sorted(g), "waits": waits, "since": since, "detected": now,

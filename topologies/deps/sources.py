@@ -303,7 +303,7 @@ def load_systemd(folder: Path) -> DepGraph:
                 lists[key] = []  # an empty assignment resets the list
                 continue
             for v in value.split():
-                if not re.fullmatch(r"[A-Za-z0-9:_.\\@-]+", v):
+                if not re.fullmatch(r"[A-Za-z0-9:_.\\@%-]+", v):  # % : template specifiers (%i)
                     raise SourceError(p, line, f"{key}: {v!r} is not a unit name")
                 lists.setdefault(key, []).append((v, line))
         for key, vals in lists.items():
