@@ -324,3 +324,15 @@ def test_fleetplane_deps_coldstart_command(tmp_path, capsys):
     assert "[naive] 10 of 14 services never up" in out and "[planned] every service up after" in out
     assert "[naive]   INVALID  deps-all-up" in out and "[planned]   VALID    deps-all-up" in out
     assert len(list(tmp_path.glob("coldstart-*-sim-*/report.html"))) == 2
+
+
+def test_a_manager_restarted_mid_start_replans_from_the_agents_reports():
+    def setup(sim, factories):
+        sim.schedule(2.5, lambda: sim.crash("mgr/manager"))
+        sim.schedule(3.5, lambda: sim.restart("mgr/manager", factories["mgr/manager"]()))
+    _, events = simulate(TOPO, 1, 40.0, setup)
+    starts = kinds(events, "deps.manager_start")
+    assert len(starts) == 2 and starts[0]["fields"]["incarnation"] != starts[1]["fields"]["incarnation"]
+    assert len(kinds(events, "deps.plan")) == 2
+    for name in ("deps-start-order", "deps-all-up"):
+        assert verdict(name, events) == "valid", CHECKERS[name].check(events).summary

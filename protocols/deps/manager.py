@@ -44,6 +44,12 @@ A :class:`Manager` (a pure state machine, ticked every ``tick_interval``):
   workflow's bootstrap members restart in bootstrap mode when it starts to
   hold and fully when it stops.
 
+Restarts: the manager keeps no durable state. A new incarnation gathers the
+agents' periodic reports again and replans; a step is sent only to a service
+that is down or failed (a bootstrap member still in bootstrap gets its full
+restart), so nothing a previous incarnation did is undone or repeated unsafely.
+Remediations an operator armed are lost with the incarnation.
+
 Bounds: at most ``MAX_ASSETS`` assets, ``MAX_REMEDIATIONS`` armed
 remediations and ``MAX_DEADLOCKS`` deadlock records; bad input is counted
 (``rejected``) and logged.
