@@ -56,9 +56,11 @@ line (answers can be lost): a connected node in no plane answers every
 hears the manager - at once if it is in no plane yet or leads a plane of
 one, else once the peer went on saying so for ``site_grace`` (the longer of
 two beat intervals and half ``isolation_after``) in which the node heard no
-beat itself (a heal that brings the manager back too is
-the manager's to reconcile) - ends its isolation (``edge.isolation_ended`` with ``why``),
+beat itself (a heal that brings the manager back too is the manager's to
+reconcile) - ends its isolation (``edge.isolation_ended`` with ``why``),
 steps down if it leads, gives up its temporary roles and follows the site.
+While it follows the site it asks the manager for a beat once a beat
+interval; the first beat it hears ends that (``edge.uplink_restored``).
 
 **Election (bully by fit, with terms).** The node moves to ``term + 1`` (one
 above every term it has seen) and sends :class:`Announce` (term, its
@@ -157,7 +159,17 @@ Loss parameters: ``retry_every`` (default ``heartbeat_interval / 6``: how
 often an unanswered request goes out again), ``resend_limit`` (default 10:
 plan report and record sends, and once-a-beat fit requests to a late member),
 ``gather_retries`` (default 1) and ``refill_every`` (default
-``election_timeout``).
+``election_timeout``). Island and lease parameters: ``probe_window``
+(default ``gather_window / 2``: how long the site is asked before isolation
+is declared) and ``lease_margin`` (default ``heartbeat_interval``: taken off
+the leader's lease before it crosses the wire; it must exceed message delay
+plus clock drift over ``leader_lease``).
+
+Clocks: no instant of one node's clock is ever interpreted by another. What
+crosses the wire is a duration (``LeaderHeartbeat.lease``,
+``SiteStatus.heard_ago``) timed from receipt, or an instant of the receiver's
+own clock echoed back to it (``HeartbeatAck.sent`` -> ``Heartbeat.echo`` /
+``Commit.echo``, to which the manager's ``lease`` duration is added).
 """
 
 from __future__ import annotations
