@@ -29,6 +29,8 @@ start job until its dependencies are up):
   every service down, the host effect :class:`RebootAsset`; on ``AssetBooted``
   the services start again if ``autostart_after_reboot`` (enabled units), and
   any action that arrived during the reboot is carried out instead.
+* an action whose ``ref`` equals the last one carried out for that service is
+  a resend (the manager did not see its effect yet) and is ignored.
 * ``autostart``: start every service when the agent starts (a naive cold start:
   everything at once); otherwise the agent waits for the manager's actions.
 
@@ -88,6 +90,7 @@ class _Svc:
     skip: tuple[str, ...] = ()
     waiting_on: tuple[str, ...] = ()
     launched: bool = False
+    last_ref: str = ""  # the ref of the last action carried out (a resend of it is ignored)
 
 
 def _service_info(spec: Any) -> ServiceInfo:
@@ -230,6 +233,9 @@ class Agent:
         if s is None:
             self.rejected += 1
             return [Emit("deps.bad_input", {"what": f"no service {a.service!r} on {self.asset}"})]
+        if a.ref and a.ref == s.last_ref:  # a resent action this agent already carried out
+            return [Emit("deps.act_duplicate", {"action": a.action, "service": a.service, "ref": a.ref})]
+        s.last_ref = a.ref
         out: list[Effect] = [Emit("deps.act", {"action": a.action, "service": a.service, "skip": list(a.skip),
                                                 "ref": a.ref, "state": s.state})]
         if a.action == "stop":

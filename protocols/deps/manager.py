@@ -18,8 +18,9 @@ A :class:`Manager` (a pure state machine, ticked every ``tick_interval``):
   (:class:`Act` to the owning agent, ``deps.dispatch``) once the steps it waits
   for are done, and only to a service that is down or failed (a service
   that is starting or waiting on its own is left to the deadlock detector);
-  a step whose service shows no progress within ``act_timeout`` is sent
-  again. The waves are the plan's display; sending by readiness makes the
+  a step whose service still shows no progress ``act_timeout`` later (the
+  Act or the status answering it was lost) is sent again with the same
+  ``ref``, which the agent carries out once. The waves are the plan's display; sending by readiness makes the
   makespan the critical path. A service that goes down later (an asset
   restarted) is started again the same way.
 * **Deadlocks.** The wait-for graph has an edge ``s -> d`` for every
@@ -78,7 +79,7 @@ UPISH = ("up", "bootstrap")
 class Manager:
     """The dependency manager (see the module docstring)."""
 
-    def __init__(self, agents: list[str], gather_timeout: float = 3.0, act_timeout: float = 10.0,
+    def __init__(self, agents: list[str], gather_timeout: float = 3.0, act_timeout: float = 1.0,
                  confirm_after: float = 0.5, verify_after: float = 30.0, watch_for: float = 10.0,
                  remediate: bool = True, execute: bool = True, conditions: list[str] | None = None,
                  remediations: list[dict] | None = None, overrides: list[dict] | None = None,
@@ -105,7 +106,8 @@ class Manager:
         self.plan_key: tuple | None = None
         self.order: list[str] = []
         self.step_wave: dict[str, int] = {}
-        self.sent: dict[str, float] = {}  # step id -> when its Act went out
+        self.sent: dict[str, tuple[float, str]] = {}  # step id -> (when its Act went out, the Act's ref)
+        self.acts = 0
         self.up_at: dict[str, float] = {}  # service -> when it last came fully up
         self.started_at: float | None = None
         self.all_up = False
@@ -249,10 +251,9 @@ class Manager:
     def _done(self, sid: str) -> bool:
         st = self.plan.steps[sid]
         state = self.states.get(st.service)
-        if st.action == "start":
-            return state in UPISH
-        if st.action == "start-bootstrap":
-            return state in UPISH
+        if st.action in ("start", "start-bootstrap"):
+            # a service being restarted by a later step of the plan has had its first start
+            return state in UPISH or (f"restart:{st.service}" in self.sent and state in ("down", "starting", "waiting"))
         if state != "up":
             return False
         w = self.wf_of.get(st.service)
@@ -281,7 +282,10 @@ class Manager:
                 if r["when"] == "conditional" and r["release"] and r["state"] in ("fired", "done")}
         for sid in self.order:
             st = p.steps[sid]
-            if st.service in self.under_remediation or st.service in held or self._done(sid):
+            if self._done(sid):
+                self.sent.pop(sid, None)  # a later need of this step is a new action with a new id
+                continue
+            if st.service in self.under_remediation or st.service in held:
                 continue
             if any(not self._done(a) for a in st.after):
                 continue
@@ -292,14 +296,16 @@ class Manager:
             elif state not in UPISH:
                 continue
             last = self.sent.get(sid)
-            if last is not None and now - last < self.act_timeout:
+            if last is not None and now - last[0] < self.act_timeout:
                 continue
-            self.sent[sid] = now
+            self.acts += 1
+            ref = last[1] if last is not None else f"{sid}#{self.incarnation}.{self.acts}"
+            self.sent[sid] = (now, ref)
             skip = sorted(waived.get(st.service, [])) if st.action == "start-bootstrap" else []
             out.append(Emit("deps.dispatch", {"step": sid, "action": st.action, "service": st.service,
                                               "skip": skip, "wave": self.step_wave.get(sid, 0),
-                                              "resend": last is not None}))
-            out += self._act(st.service, st.action, skip, sid)
+                                              "resend": last is not None, "ref": ref}))
+            out += self._act(st.service, st.action, skip, ref)
         return out
 
     def _check_all_up(self, now: float) -> list[Effect]:
@@ -364,7 +370,7 @@ class Manager:
                                                        "explanation": r.explanation})]
         for b in r.bootstrap:
             skip = sorted(d for s, d in r.waived if s == b)
-            out += self._act(b, "restart-bootstrap", skip, rec["id"])
+            out += self._act(b, "restart-bootstrap", skip, rec["id"] + ":bootstrap")
         return out
 
     def _follow_deadlocks(self, now: float) -> list[Effect]:
@@ -376,7 +382,7 @@ class Manager:
                     others_up = all(self.states.get(m) in UPISH for m in members if m != b)
                     if others_up and self.states.get(b) == "bootstrap" and b not in rec["full_sent"]:
                         rec["full_sent"].add(b)
-                        out += self._act(b, "restart", [], rec["id"])
+                        out += self._act(b, "restart", [], rec["id"] + ":full")
                 if all(self.states.get(m) == "up" for m in members):
                     rec["state"] = "watching"
                     rec["resolved"] = now
