@@ -72,9 +72,10 @@ latest chosen decision per rack (``decisions``, bounded by the sector's racks).
 Whoever is the *acting* authority of the sector hands every open decision
 over the mesh to the target rack's own monitor: ``Execute`` with the fencing
 token (sector, its term, decision id) and its lease, resent with backoff
-(``execute_backoff``: from two beats to a cap) until the target answers done
-or skipped, or until a newer agreed fact about the rack no longer calls for a
-reboot (``control.closed``); a pending answer slows the resends to the cap.
+(``execute_backoff``: from two beats up to 2 s, so under one message a second
+to a dead target) until the target answers done or skipped, or until a newer
+agreed fact about the rack no longer calls for a reboot (``control.closed``);
+a pending answer slows the resends to the cap.
 A decision whose executor lost its lease is so taken over by the next acting
 authority (``control.takeover``): it learned the decision chosen, or, if the
 executor died before announcing it, proposes the same instance again and
@@ -311,7 +312,7 @@ class RackMonitor:
         if not (isinstance(reboot_window, (int, float)) and reboot_window > 0):
             raise ValueError(f"reboot_window must be > 0 seconds, got {reboot_window!r}")
         self.reboot_window = float(reboot_window)
-        b_lo, b_hi = execute_backoff or (2 * self.heartbeat_every, 1.0)
+        b_lo, b_hi = execute_backoff or (2 * self.heartbeat_every, 2.0)  # (a dead target: < 1 message/s)
         if not 0 < b_lo <= b_hi:
             raise ValueError(f"execute_backoff must be [first, cap] with 0 < first <= cap, got {execute_backoff!r}")
         self.backoff = (float(b_lo), float(b_hi))
@@ -1173,8 +1174,8 @@ class RackMonitor:
             return []
         rec.update(state="done", outcome=msg.outcome)
         self.driving.pop(msg.decision, None)
-        self.covered = max(self.covered, self.cond_seq)
-        if msg.outcome == "rebooting":
+        if msg.outcome == "rebooting":  # obeyed just now: every condition raised so far predates the reboot
+            self.covered = max(self.covered, self.cond_seq)
             self.rebooting_until = now + self.reboot_window
         effects: list[Effect] = [self._persist_mine(),
                                  Emit("control.done", {"decision": msg.decision, "rack": self.rack,
