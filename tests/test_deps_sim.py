@@ -351,3 +351,20 @@ def test_planned_start_over_a_lossy_network(seed):
         assert verdict(name, events) == "valid", f"seed {seed}: {CHECKERS[name].check(events).summary}"
     refs = [e["fields"]["ref"] for e in kinds(events, "deps.act") if e["fields"]["ref"]]
     assert len(refs) == len(set(refs)), f"seed {seed}: an action was carried out twice"
+
+
+def test_a_maintenance_window_is_an_opportunity_too_and_the_report_section_draws():
+    from protocols.deps.messages import AssetEvent
+    from topologies.deps.report import deps_section
+
+    def setup(sim, factories):
+        sim.schedule(10.0, lambda: sim.send("mgr/manager", Remediate("move-log", "restart", "logging",
+                                                                     when="opportunistic")))
+        sim.schedule(12.0, lambda: sim.send("mgr/manager", AssetEvent("r1-stor", "maintenance")))  # another asset
+        sim.schedule(14.0, lambda: sim.send("mgr/manager", AssetEvent("r1-obs", "maintenance")))
+    _, events = simulate(TOPO, 1, 20.0, setup)
+    (fired,) = kinds(events, "deps.remediation_fired")
+    assert fired["fields"]["trigger"] == "maintenance" and fired["time"] >= 14.0
+    html = deps_section(events, [], events[0]["time"], events[-1]["time"])
+    assert html and "services per state" in html and "cycle:access-control+dns" in html and "<svg" in html
+    assert deps_section([e for e in events if not e["kind"].startswith("deps.")], [], 0.0, 1.0) is None
