@@ -18,8 +18,8 @@ from protocols.workload.messages import (Dispatch, Enqueue, Enqueued, Pull, Rene
                                          Status, TaskStatus)
 from protocols.workload.services import (Blob, BlobMissing, Code, CodeMissing, CodeService, DataService, FetchBlob,
                                          FetchCode, PublishCode, Published, PutBlob, Stored)
-from protocols.workload.worker import (Access, AccessAnswer, Credential, ReleaseAccess, RunTask, StopTask,
-                                       TaskFinished, Worker)
+from protocols.workload.worker import (Access, AccessAnswer, Credential, Prepare, ReleaseAccess, RunTask,
+                                       StopTask, TaskFinished, Worker)
 
 Q, GW, CLI, W = "q/queue", "gw/gateway", "cli/c", "w1/worker"
 TENANTS = {"acme": {"token": "s3cret", "class": "gold"}, "zeta": {"token": "z", "class": "basic"}}
@@ -107,6 +107,7 @@ def started_worker(**kw):
     w = Worker(Q, ["py"], slots=2, code_service="c/code", data_service="d/data", heartbeat=1.0, address=W, **kw)
     e = w.tick(0.0)
     assert sends(e, Pull, Q) == [Pull(w.boot, 1, ["py"], 2, 0)]
+    assert Prepare(("py",)) in e  # the warm environment is made ready at start, not at the first task
     return w
 
 

@@ -23,7 +23,7 @@ from protocols.workload.queue_service import QueueService, StoreTasks
 from topologies.workload.store import DurableMachine, SqliteTaskStore, durable_queue
 
 ROOT = Path(__file__).resolve().parents[1]
-GW, W1, W2 = "gw/gateway", "n1/worker", "n2/worker"
+GW, W1, W2, Q_SELF = "gw/gateway", "n1/worker", "n2/worker", "q/queue"
 
 
 def sends(effects, cls=None, to=None):
@@ -231,4 +231,21 @@ def test_a_queue_process_killed_with_sigkill_restarts_with_every_acknowledged_ta
     assert not not_done, f"acknowledged results lost: {not_done[:5]}"
     print(json.dumps({"acked": len(acked), "results_acked": len(done), "rows_after_restart": m.store.count(),
                       "lost": len(missing)}))
+    m.store.close()
+
+
+def test_a_commit_window_holds_every_effect_until_one_commit_covers_a_burst(tmp_path):
+    from protocols.core import SetTimer, TimerFired
+    from topologies.workload.store import COMMIT_TIMER
+
+    m = durable_queue(["py"], db=str(tmp_path / "q.sqlite"), commit_window=0.005)
+    m.tick(0.0)
+    first = m.handle(enq("t1"), GW, 1.0)
+    assert first == [SetTimer(COMMIT_TIMER, 1.005)]  # held: not on disk yet, so not acknowledged
+    assert m.handle(enq("t2"), GW, 1.001) == [] and m.handle(Status("t1"), "c/x", 1.002) == []
+    assert m.store.count() == 0
+    out = m.handle(TimerFired(COMMIT_TIMER), Q_SELF, 1.005)
+    assert m.store.count() == 2 and m.store.commits == 1  # one commit for the burst
+    assert [type(x.msg).__name__ for x in out if isinstance(x, Send)] == ["Enqueued", "Enqueued", "TaskStatus"]
+    assert m.handle(Status("t2"), "c/x", 1.01)[0].msg.state == "queued"  # nothing held: straight through
     m.store.close()

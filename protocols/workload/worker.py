@@ -6,6 +6,9 @@ Source: ``shared/seeds/003_1de75d49b2f91a9e.txt`` (FIG. 3: a workload server wit
 the environment pre-loaded pulls the task at the top of the queue, runs it, returns
 the result; "the user can have exclusive access ... during the task").
 
+* **Warm environments.** On start the worker returns :class:`Prepare`: its
+  host readies the environment (for Python, a zygote with the modules
+  imported) before the first task, not at it.
 * **Credits.** On start (a new ``boot``, from the injected rng) and every
   ``heartbeat`` the worker sends ``Pull(boot, seq, types, free)`` to its queue:
   how many more tasks it can take (``slots`` minus what it runs).
@@ -49,8 +52,8 @@ from protocols.workload.messages import Dispatch, Pull, Renew, Renewed, Result, 
 from protocols.workload.services import Blob, BlobMissing, Code, CodeMissing, FetchBlob, FetchCode
 from transport.codec import message
 
-__all__ = ["Access", "AccessAnswer", "Credential", "ReleaseAccess", "RunTask", "StopTask", "TaskFinished",
-           "Worker"]
+__all__ = ["Access", "AccessAnswer", "Credential", "Prepare", "ReleaseAccess", "RunTask", "StopTask",
+           "TaskFinished", "Worker"]
 
 
 @attrs.frozen(slots=True)
@@ -63,6 +66,14 @@ class RunTask(Effect):
     source: str
     data: Any
     limits: dict
+
+
+@attrs.frozen(slots=True)
+class Prepare(Effect):
+    """Host: make the warm environments of these code types ready now (at the worker's start), not at the
+    first task."""
+
+    types: tuple = ()
 
 
 @attrs.frozen(slots=True)
@@ -166,6 +177,7 @@ class Worker:
         out: list[Effect] = []
         if self.seq == 0:
             out.append(Emit("workload.worker_started", {"boot": self.boot, "types": self.types, "slots": self.slots}))
+            out.append(Prepare(tuple(self.types)))
         for r in list(self.runs.values()):
             ttl = r.d.lease_ttl
             if r.outcome is None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from protocols.workload.worker import RunTask, StopTask, TaskFinished
+from protocols.workload.worker import Prepare, RunTask, StopTask, TaskFinished
 from topologies.workload.runner import Limits, WarmPython
 
 __all__ = ["PythonRunner", "SimRunner", "WorkerHost"]
@@ -52,6 +52,8 @@ class SimRunner:
             self.stopped.add(effect.run)
             if len(self.stopped) > 10_000:
                 self.stopped.clear()
+        elif isinstance(effect, Prepare):
+            pass  # a played environment is always warm
         else:
             raise TypeError(f"SimRunner: unexpected effect {effect!r}")
 
@@ -91,6 +93,8 @@ class PythonRunner:
                                                           "metered": 0.0}))
         elif isinstance(effect, StopTask):
             self.env.stop(effect.run)
+        elif isinstance(effect, Prepare):
+            pass  # started above: the zygote is up with its modules imported
         else:
             raise TypeError(f"PythonRunner: unexpected effect {effect!r}")
 

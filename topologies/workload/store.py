@@ -15,7 +15,8 @@ which stays pure): it calls the machine's ``handle`` / ``tick``, takes every
 transaction, and only then hands the remaining effects (the ``Enqueued``,
 ``Dispatch`` and ``ResultAck`` sends among them) to its host. So nothing is
 acknowledged that is not on disk, and a burst of writes in one handler costs
-one ``fsync``. A commit that fails (disk full, I/O error) raises: the actor
+one ``fsync``; with a ``commit_window`` the handlers of that many seconds share
+one transaction (their effects held until it commits). A commit that fails (disk full, I/O error) raises: the actor
 crashes and is restarted from what the disk holds, and no acknowledgement of
 the lost write ever left.
 
@@ -37,6 +38,7 @@ from typing import Any
 
 import msgpack
 
+from protocols.core import CancelTimer, SetTimer, TimerFired
 from protocols.workload.queue_service import QueueService, StoreTasks
 
 __all__ = ["DurableMachine", "SqliteTaskStore", "durable_queue", "resolve_db"]
@@ -95,39 +97,81 @@ class SqliteTaskStore:
         self.db.close()
 
 
-class DurableMachine:
-    """Commits a machine's ``StoreTasks`` effects before handing its other effects on (group commit)."""
+COMMIT_TIMER = "$group-commit"
 
-    def __init__(self, machine: Any, store: SqliteTaskStore) -> None:
+
+class DurableMachine:
+    """Commits a machine's ``StoreTasks`` effects before handing its other effects on (group commit).
+
+    ``commit_window`` 0: every handler that wrote commits at once. ``commit_window`` w > 0: the first
+    handler that writes arms a timer ``w`` seconds away and its effects are held; every later handler's
+    writes join the same transaction and its effects are held too (so nothing overtakes what was held:
+    the order of the machine's effects is kept); when the timer fires (or ``max_batch`` rows wait) one
+    commit covers them all and every held effect is handed on. Nothing is acknowledged before its
+    commit either way; the window trades up to ``w`` of latency for one ``fsync`` per burst.
+    """
+
+    def __init__(self, machine: Any, store: SqliteTaskStore, commit_window: float = 0.0,
+                 max_batch: int = 1000) -> None:
         self.machine = machine
         self.store = store
+        self.commit_window = commit_window
+        self.max_batch = max_batch
         self.tick_interval = getattr(machine, "tick_interval", None)
+        self._rows: dict[str, dict] = {}
+        self._drop: set[str] = set()
+        self._held: list = []
+        self._armed = False
 
-    def _commit(self, effects: list) -> list:
-        if not effects:
-            return effects
-        rows: dict[str, dict] = {}
-        drop: set[str] = set()
-        rest = []
-        for e in effects:
+    def _take(self, effects: list) -> tuple[bool, list]:
+        wrote, rest = False, []
+        for e in effects or ():
             if e.__class__ is StoreTasks:
+                wrote = True
                 for r in e.rows:
-                    rows[r["id"]] = r
-                    drop.discard(r["id"])
+                    self._rows[r["id"]] = r
+                    self._drop.discard(r["id"])
                 for d in e.drop:
-                    rows.pop(d, None)
-                    drop.add(d)
+                    self._rows.pop(d, None)
+                    self._drop.add(d)
             else:
                 rest.append(e)
-        if rows or drop:
-            self.store.apply(list(rows.values()), sorted(drop))
-        return rest
+        return wrote, rest
+
+    def _flush(self) -> list:
+        if self._rows or self._drop:
+            self.store.apply(list(self._rows.values()), sorted(self._drop))
+        self._rows, self._drop = {}, set()
+        out, self._held = self._held, []
+        return out
+
+    def _commit(self, effects: list, now: float) -> list:
+        wrote, rest = self._take(effects)
+        if self.commit_window <= 0:
+            self._held.extend(rest)
+            return self._flush()
+        if not wrote and not self._held and not self._rows and not self._drop:
+            return rest  # nothing written, nothing waiting: pass through
+        self._held.extend(rest)
+        if len(self._rows) + len(self._drop) >= self.max_batch:
+            out = self._flush()
+            if self._armed:
+                self._armed = False
+                out.insert(0, CancelTimer(COMMIT_TIMER))
+            return out
+        if not self._armed:
+            self._armed = True
+            return [SetTimer(COMMIT_TIMER, now + self.commit_window)]
+        return []
 
     def handle(self, msg: Any, sender: str, now: float) -> list:
-        return self._commit(self.machine.handle(msg, sender, now))
+        if msg.__class__ is TimerFired and msg.key == COMMIT_TIMER:
+            self._armed = False
+            return self._flush()
+        return self._commit(self.machine.handle(msg, sender, now), now)
 
     def tick(self, now: float) -> list:
-        return self._commit(self.machine.tick(now))
+        return self._commit(self.machine.tick(now), now)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.machine, name)
@@ -163,12 +207,12 @@ def resolve_db(db: str, address: str, first_start: bool) -> str:
 def durable_queue(types: list[str], db: str = "", lease_ttl: float = 10.0, max_attempts: int = 5,
                   weights: dict[str, float] | None = None, max_tasks: int = 100_000,
                   max_per_tenant: int | None = None, done_ttl: float = 3600.0, worker_ttl: float = 5.0,
-                  tick: float = 0.25, billing: str = "", fsync: bool = True, first_start: bool = False,
-                  address: str = "", rng: random.Random | None = None) -> DurableMachine:
+                  tick: float = 0.25, billing: str = "", fsync: bool = True, commit_window: float = 0.0,
+                  first_start: bool = False, address: str = "", rng: random.Random | None = None) -> DurableMachine:
     """The workload queue (per-type queues, leases, first result wins) over SQLite in WAL mode at ``db``
     (``{run_dir}``: the run's directory, ``{address}``: this actor's; see :func:`resolve_db`)."""
     store = SqliteTaskStore(resolve_db(db, address, first_start), fsync=fsync)
     service = QueueService(list(types), lease_ttl=lease_ttl, max_attempts=max_attempts, weights=weights,
                            max_tasks=max_tasks, max_per_tenant=max_per_tenant, done_ttl=done_ttl,
                            worker_ttl=worker_ttl, tick=tick, billing=billing, restored=store.load(), rng=rng)
-    return DurableMachine(service, store)
+    return DurableMachine(service, store, commit_window=commit_window)
