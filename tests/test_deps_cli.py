@@ -157,6 +157,9 @@ def test_dependency_file_plan_with_workflows_risks_and_svg(tmp_path, capsys):
 
 
 def test_active_condition_and_unbreakable_cycle_exit_1(tmp_path, capsys):
+    rc, out, _ = run(capsys, str(DATA / "datacenter.toml"), "--format", "json")
+    uses = {(d["service"], d["on"]): d["function"] for d in json.loads(out)["dependencies"]}
+    assert uses[("dns", "access-control")] == "credentials to load its zones" and uses[("dns", "dhcp")] == "an address"
     rc, out, _ = run(capsys, str(DATA / "datacenter.toml"), "--condition", "region r2 isolated")
     assert rc == 0 and "conditions holding: region r2 isolated" in out and "start dns, identity in bootstrap" in out
     f = tmp_path / "dc.toml"

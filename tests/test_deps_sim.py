@@ -205,10 +205,14 @@ def test_manager_plans_once_every_agent_reported_and_sends_the_first_wave():
                 {"dhcp": "down", "dns": "down"}, {})
     m.handle(r1, "a1/agent", 0.1)
     assert m.plan is None and not [e for e in m.tick(0.2) if isinstance(e, Send)]
-    r2 = Report("a2", 2, 1, "fd2", "r1", [ServiceInfo("acl", hard=["dns"])], {"acl": "down"}, {})
+    r2 = Report("a2", 2, 1, "fd2", "r1", [ServiceInfo("acl", hard=["dns"], uses={"dns": "its database's address"})],
+                {"acl": "down"}, {})
     m.handle(r2, "a2/agent", 0.3)
     out = m.tick(0.4)
     assert m.plan is not None and m.plan.workflows[0].bootstrap == ("dns",)
+    (d,) = m.graph.deps_of("acl")
+    assert (d.on, d.kind, d.function) == ("dns", "hard", "its database's address")
+    assert (m.graph.services["dns"].failure_domain, m.graph.services["acl"].region) == ("fd1", "r1")
     acts = [(e.to, e.msg.action, e.msg.service) for e in out if isinstance(e, Send)]
     assert acts == [("a1/agent", "start", "dhcp")]
     out = m.handle(Status("a1", 1, 2, "dhcp", "up"), "a1/agent", 1.0)

@@ -168,9 +168,12 @@ class Manager:
                 svc = Service(info.name, asset=r.asset, failure_domain=r.failure_domain, region=r.region,
                               bootstrap=info.bootstrap, priority=info.priority, start_time=info.start_time,
                               functions=tuple(info.functions), restarted_by=tuple(info.restarted_by))
-                deps = [Dependency(info.name, d, "hard") for d in info.hard]
-                deps += [Dependency(info.name, d, "conditional", c) for d, c in info.conditional.items()]
-                deps += [Dependency(info.name, d, "order") for d in info.order if d not in info.hard]
+                use = info.uses
+                deps = [Dependency(info.name, d, "hard", function=use.get(d, "")) for d in info.hard]
+                deps += [Dependency(info.name, d, "conditional", c, use.get(d, ""))
+                         for d, c in info.conditional.items()]
+                deps += [Dependency(info.name, d, "order", function=use.get(d, ""))
+                         for d in info.order if d not in info.hard]
                 self.graph.report(svc, [d for d in deps if d.on != info.name])
                 self.owner[info.name] = r.asset
             out.append(Emit("deps.graph", {"asset": r.asset, "services": [i.name for i in r.services],

@@ -46,8 +46,9 @@ class ServiceInfo:
     bootstrap: bool = False
     priority: int = 0
     start_time: float = 1.0
-    functions: list[str] = attrs.field(factory=list)
+    functions: list[str] = attrs.field(factory=list)  # what it provides
     restarted_by: list[str] = attrs.field(factory=list)
+    uses: dict[str, str] = attrs.field(factory=dict)  # dependency -> the function it is used for
 
 
 @message("deps.Report")

@@ -50,7 +50,9 @@ def _counts(g: DepGraph) -> dict:
 
 def plan_json(g: DepGraph, p: Plan, source: str, what: str) -> dict:
     probs = problems(g, p)
-    return {"source": source, "read_as": what, "counts": _counts(g), "external": g.external(),
+    deps = [{"service": d.service, "on": d.on, "kind": d.kind, "condition": d.condition, "function": d.function,
+             "source": d.source, "where": d.where} for d in g.dependencies()]
+    return {"source": source, "read_as": what, "counts": _counts(g), "external": g.external(), "dependencies": deps,
             "plan": p.to_json(), "problems": [x.to_json() for x in probs],
             "ok": not p.tickets}
 

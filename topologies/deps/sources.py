@@ -25,6 +25,7 @@ Dependency file (TOML or the same structure in JSON)::
     hard = ["dhcp"]                  # cannot run without these
     conditional = {acl = "region r1 down"}   # on -> the condition under which it holds
     order = ["ntp"]                  # start after these if both start
+    uses = {dhcp = "addresses"}      # what it uses a dependency for (kept on the edge)
 
     [[operator]]                     # an operator's additions and overrides (they win)
     service = "dns"
@@ -75,7 +76,7 @@ class SourceError(ValueError):
 
 SERVICE_FIELDS = {"asset": str, "failure_domain": str, "region": str, "bootstrap": bool, "priority": int,
                   "start_time": (int, float), "functions": list, "restarted_by": list}
-EDGE_FIELDS = ("hard", "conditional", "order")
+EDGE_FIELDS = ("hard", "conditional", "order", "uses")
 
 
 def _line_of(text: str, *needles: str) -> int:
@@ -155,7 +156,11 @@ def parse_depdata(data: Any, file: str | Path, text: str, json_form: bool = Fals
             fields.setdefault("failure_domain", assets[asset].get("failure_domain", ""))
             fields.setdefault("region", assets[asset].get("region", ""))
         g.add_service(Service(name, where=f"{file}:{_line_of(text, *anchor)}", **fields))
-        for kind in EDGE_FIELDS:
+        uses = spec.get("uses", {})
+        if not isinstance(uses, dict) or not all(isinstance(x, str) for x in uses.values()):
+            raise err(f"service {name!r}: uses must map a dependency to the function it is used for",
+                      *anchor, "uses")
+        for kind in ("hard", "conditional", "order"):
             v = spec.get(kind)
             if v is None:
                 continue
@@ -168,14 +173,14 @@ def parse_depdata(data: Any, file: str | Path, text: str, json_form: bool = Fals
                 for on, c in v.items():
                     if on == name:
                         raise err(f"service {name!r} depends on itself", *anchor, kind)
-                    deps.append(Dependency(name, on, "conditional", c, source="file"))
+                    deps.append(Dependency(name, on, "conditional", c, uses.get(on, ""), source="file"))
             else:
                 if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                     raise err(f"service {name!r}: {kind} must be a list of service names", *anchor, kind)
                 for on in v:
                     if on == name:
                         raise err(f"service {name!r} depends on itself", *anchor, kind)
-                    deps.append(Dependency(name, on, kind, source="file"))
+                    deps.append(Dependency(name, on, kind, function=uses.get(on, ""), source="file"))
     for d in deps:
         g.add_dependency(d)
     ops = data.get("operator", [])
