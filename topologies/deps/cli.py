@@ -27,7 +27,7 @@ __all__ = ["cmd_deps", "plan_json", "render_svg", "render_text", "setup_deps"]
 def setup_deps(d: argparse.ArgumentParser) -> None:
     sub = d.add_subparsers(dest="deps_command", required=True)
     p = sub.add_parser("plan", help="print the startup plan of a dependency file, systemd unit folder or compose file",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+                       description=__doc__.split("\n\n")[1].replace("``", "") if __doc__ else None)
     p.add_argument("source", help="a dependency file (.toml/.json), a folder of systemd unit files, "
                                   "or a compose file (.yml/.yaml/.json)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
@@ -37,7 +37,8 @@ def setup_deps(d: argparse.ArgumentParser) -> None:
     from topologies.deps.coldstart import __doc__ as cs_doc, setup_coldstart
     c = sub.add_parser("coldstart", help="simulate a cold start of a topology: naive (everything at once, start "
                                          "timeout and retry) against the manager's plan",
-                       description=cs_doc.split("\n\n")[1] if cs_doc else None)
+                       description=cs_doc.split("\n\n")[1].split("--------------\n", 1)[-1].replace("``", "")
+                       if cs_doc else None)
     setup_coldstart(c)
 
 
