@@ -372,3 +372,34 @@ def test_a_maintenance_window_is_an_opportunity_too_and_the_report_section_draws
     html = deps_section(events, [], events[0]["time"], events[-1]["time"])
     assert html and "services per state" in html and "cycle:access-control+dns" in html and "<svg" in html
     assert deps_section([e for e in events if not e["kind"].startswith("deps.")], [], 0.0, 1.0) is None
+
+
+def test_embedding_an_agent_in_a_node():
+    """docs/deps.md's embedding example: an Agent in a StateMachineActor, host effects by a callback."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from actors import Node, StateMachineActor
+    from protocols.deps.messages import ServiceExited
+
+    def on_effect(eff, actor):
+        if isinstance(eff, StartService):
+            def run():
+                ok = subprocess.run([sys.executable, "-c", "pass"]).returncode == 0
+                answer = ServiceUp(eff.service, eff.token) if ok else ServiceExited(eff.service, eff.token, "x")
+                actor.node.tell(actor.address, answer, actor.address)
+            threading.Thread(target=run, daemon=True).start()
+
+    services = [{"name": "dhcp"}, {"name": "dns", "hard": ["dhcp"]}]
+    with Node("host1") as node:
+        node.spawn(StateMachineActor, lambda: Agent("host1", services, autostart=True), on_effect, name="agent")
+        deadline = time.monotonic() + 20
+        while sum(e["kind"] == "deps.service" and e["fields"]["state"] == "up" for e in node.events.events()) < 2:
+            assert time.monotonic() < deadline, "the services did not come up"
+            time.sleep(0.02)
+        log = [(e["kind"], e["fields"]["service"], e["fields"].get("state")) for e in node.events.events()
+               if e["kind"] in ("deps.service", "deps.launch")]
+    assert [s for k, s, _ in log if k == "deps.launch"] == ["dhcp", "dns"]
+    assert log.index(("deps.service", "dhcp", "up")) < log.index(("deps.launch", "dns", None)), log
