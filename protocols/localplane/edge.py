@@ -682,12 +682,19 @@ class EdgeNode:
         """Connected and in no temporary plane: what a node believing itself isolated must hear to follow the site."""
         return not self._cut_off() and self.role is PlaneRole.NONE and not self.plan_id
 
-    def _answer_cut_off(self, sender: str, now: float) -> list[Effect]:
+    def _answer_cut_off(self, sender: str, now: float, counts: bool = True) -> list[Effect]:
         """A peer that believes itself cut off sent an election or plane message: a node in no plane answers
-        whether it still hears the manager (and stops counting on that peer's word)."""
+        whether it still hears the manager (and stops counting on that peer's word). While this node asks the
+        site itself, that message answers its question for that peer (``counts``): it does not hear the
+        manager - so an island cut at once declares isolation within a round trip of its first member."""
         out = self._site_isolated_hint(sender, now)
         if self._in_no_plane() and sender in self.members:
             out.append(Send(sender, self._site_status(now)))
+            if counts and self.probing is not None and not self.isolated:
+                self.probe_no.add(sender)
+                self.support.pop(sender, None)
+                if self.probe_no >= set(self._peers()):
+                    out += [CancelTimer("probe_retry")] + self._declare_isolation(now)
         return out
 
     def _on_site_query(self, msg: SiteQuery, sender: str, now: float) -> list[Effect]:
@@ -1071,7 +1078,7 @@ class EdgeNode:
         extra: list[Effect] = []
         if not self._cut_off():
             why = "connected"
-            extra += self._answer_cut_off(sender, now)
+            extra += self._answer_cut_off(sender, now, counts=False)  # its vote is refused: it cannot count
         elif self._live_leader(now):
             why = "following a live leader"
         elif msg.term < self.term:
