@@ -403,3 +403,18 @@ def test_embedding_an_agent_in_a_node():
                if e["kind"] in ("deps.service", "deps.launch")]
     assert [s for k, s, _ in log if k == "deps.launch"] == ["dhcp", "dns"]
     assert log.index(("deps.service", "dhcp", "up")) < log.index(("deps.launch", "dns", None)), log
+
+
+def test_manager_flags_a_service_two_assets_claim_and_a_dependency_nobody_runs():
+    m = Manager(["a1/agent", "a2/agent"], address="m/manager")
+    m.tick(0.0)
+    m.handle(Report("a1", 1, 1, "", "", [ServiceInfo("dns", hard=["ntp"])], {"dns": "down"}, {}), "a1/agent", 0.1)
+    out = m.handle(Report("a2", 2, 1, "", "", [ServiceInfo("dns"), ServiceInfo("acl")], {"dns": "up", "acl": "down"},
+                          {}), "a2/agent", 0.2)
+    assert m.rejected == 1 and m.owner["dns"] == "a1" and m.owner["acl"] == "a2"
+    assert any(isinstance(e, Emit) and e.kind == "deps.bad_input" and "reported by a2" in e.fields["what"]
+               for e in out)
+    out = m.tick(0.3)
+    missing = [e.fields for e in out if isinstance(e, Emit) and e.kind == "deps.problem"
+               and e.fields["kind"] == "missing-dependency"]
+    assert missing and missing[0]["services"] == ["dns", "ntp"]

@@ -165,6 +165,12 @@ class Manager:
         if a["sig"] != sig:
             a["sig"] = sig
             for info in r.services:
+                other = self.owner.get(info.name)
+                if other is not None and other != r.asset and other in self.assets:
+                    self.rejected += 1
+                    out.append(Emit("deps.bad_input", {"what": f"service {info.name!r} reported by {r.asset} "
+                                                               f"but it runs on {other}: ignored"}))
+                    continue
                 svc = Service(info.name, asset=r.asset, failure_domain=r.failure_domain, region=r.region,
                               bootstrap=info.bootstrap, priority=info.priority, start_time=info.start_time,
                               functions=tuple(info.functions), restarted_by=tuple(info.restarted_by))
@@ -214,6 +220,11 @@ class Manager:
             "steps": len(p.steps)})]
         for pr in probs:
             out.append(Emit("deps.problem", pr.to_json()))
+        for d in self.graph.dependencies():  # an agent waits for these forever: nobody runs them
+            if d.kind == "hard" and d.on not in self.graph.services and d.service in self.graph.services:
+                out.append(Emit("deps.problem", {"kind": "missing-dependency", "services": [d.service, d.on],
+                                                 "detail": f"{d.service} hard-depends on {d.on}, which no agent "
+                                                           f"reports: it will wait for it", "where": ""}))
         for t in p.tickets:
             if t.id not in self._announced_tickets:
                 self._announced_tickets.add(t.id)
