@@ -28,7 +28,7 @@ Figures (one run of each system, in turn):
   ``--flood`` priority-9 tasks of 0.1 s: its wait minus its maximum delay (goal: at most one
   task's run time). Celery has no maximum delay; its wait behind the flood is printed beside
   (``celery_low_priority_wait_s``; with Redis Celery serves priority 0 first, so the flood is sent
-  with 0 and the low task with 9). The queue commits in windows of 5 ms (``commit_window``):
+  with 0 and the low task with 9). The queue commits in windows of 2 ms (``commit_window``):
   one ``fsync`` per burst.
 
 Last line: one JSON object of the figures.
@@ -90,7 +90,7 @@ name = "q"
 [[nodes.actors]]
 name = "queue"
 kind = "workload.queue"
-params = {{ types = ["bench"], db = "{{run_dir}}/{{address}}.sqlite", lease_ttl = 2.0, tick = 0.05, worker_ttl = 3.0, commit_window = 0.005 }}
+params = {{ types = ["bench"], db = "{{run_dir}}/{{address}}.sqlite", lease_ttl = 2.0, tick = 0.05, worker_ttl = 3.0, commit_window = 0.002 }}
 {workers}
 """
 

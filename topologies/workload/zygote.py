@@ -252,7 +252,7 @@ def _wait(req: dict, pid: int, rfd: int, started: float) -> None:
                 elif len(data) < cap:
                     data += chunk
         else:
-            time.sleep(0.005)
+            time.sleep(0.001)
         if status is None:
             got, st, ru = os.wait4(pid, os.WNOHANG)
             if got:
