@@ -80,7 +80,11 @@ def test_planned_cold_start_brings_every_service_up(seed):
     boots = [e["fields"]["service"] for e in kinds(events, "deps.launch") if e["fields"]["mode"] == "bootstrap"]
     assert sorted(boots) == ["dns", "metadata-db"], f"seed {seed}"
     problems = {e["fields"]["kind"] for e in kinds(events, "deps.problem")}
-    assert {"cycle", "conditional-cycle", "cross-region"} <= problems
+    assert {"cycle", "conditional-cycle", "cross-region", "domain-risk"} <= problems
+    # program-execution and cloud-manager (its restarter) share r1-ctl: a placement ticket for an operator
+    tickets = {e["fields"]["id"]: e["fields"] for e in kinds(events, "deps.ticket")}
+    assert "ticket:placement:r1-b:program-execution" in tickets
+    assert "move cloud-manager out of r1-b" in tickets["ticket:placement:r1-b:program-execution"]["reason"]
 
 
 def _deadlock_setup(at: float):

@@ -647,6 +647,10 @@ def problems(graph: DepGraph, p: Plan | None = None) -> list[Problem]:
             for n in sorted(x for x in restartable if x in down):
                 rb = [r for r in svc[n].restarted_by if r in svc]
                 if rb and all(r in down for r in rb):
+                    inside = [r for r in rb if getattr(svc[r], attr) == place]
+                    remedy = (f"move {' or '.join(inside)} out of {place}" if inside else
+                              f"{', '.join(rb)} fall{'s' if len(rb) == 1 else ''} with {place} through hard "
+                              f"dependencies: cut those, or add a restarter that does not need {place}")
                     out.append(Problem(kind, (n, *rb), f"losing {place} takes down {n} and everything that "
-                                       f"could restart it ({', '.join(rb)})", place))
+                                       f"could restart it ({', '.join(rb)}); remedy: {remedy}", place))
     return out

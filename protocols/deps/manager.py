@@ -220,6 +220,12 @@ class Manager:
             "steps": len(p.steps)})]
         for pr in probs:
             out.append(Emit("deps.problem", pr.to_json()))
+            if pr.kind in ("domain-risk", "region-risk"):  # placement is an operator's work: a ticket
+                tid = f"ticket:placement:{pr.where}:{pr.services[0]}"
+                if tid not in self._announced_tickets:
+                    self._announced_tickets.add(tid)
+                    out.append(Emit("deps.ticket", {"id": tid, "members": list(pr.services), "reason": pr.detail,
+                                                    "cause": pr.kind}))
         for d in self.graph.dependencies():  # an agent waits for these forever: nobody runs them
             if d.kind == "hard" and d.on not in self.graph.services and d.service in self.graph.services:
                 out.append(Emit("deps.problem", {"kind": "missing-dependency", "services": [d.service, d.on],
