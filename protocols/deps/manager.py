@@ -447,6 +447,8 @@ class Manager:
     def _fire(self, rec: dict, trigger: str, now: float) -> list[Effect]:
         rec["state"] = "fired"
         rec["fired_at"] = now
+        rec["was"] = self.states.get(rec["service"])  # done means: back in the target state after a change
+        rec["moved"] = False
         out: list[Effect] = [Emit("deps.remediation_fired", {"id": rec["id"], "action": rec["action"],
                                                              "service": rec["service"], "trigger": trigger,
                                                              "when": rec["when"]})]
@@ -495,7 +497,10 @@ class Manager:
                 target = "bootstrap" if rec["action"].endswith("bootstrap") else "up"
                 if rec["action"] in ("stop",):
                     target = "down"
-                if rec["action"] != "reboot" and self.states.get(rec["service"]) == target:
+                state = self.states.get(rec["service"])
+                if state != target:
+                    rec["moved"] = True
+                elif rec["action"] != "reboot" and (rec["moved"] or rec["was"] != target):
                     rec["state"] = "done"
                     out.append(Emit("deps.remediation_done", {"id": rec["id"], "service": rec["service"],
                                                               "state": target,
