@@ -216,3 +216,12 @@ def test_this_machines_whole_systemd_folder_reads_and_plans(capsys):
     rc, out, err = run(capsys, "/lib/systemd/system")
     assert rc in (0, 1) and not err, err
     assert "waves (" in out and "critical path (" in out and out.rstrip().splitlines()[-1].startswith("plan: ")
+
+
+def test_a_topology_file_is_planned_as_its_agents_will_report_it(capsys):
+    rc, out, _ = run(capsys, str(ROOT / "topologies" / "coldstart.toml"))
+    assert rc == 0 and "(topology): 14 services" in out
+    assert "cycle:access-control+dns" in out and "cycle:block-storage+metadata-db" in out
+    assert "r1-b: losing r1-b takes down program-execution and everything that could restart it (cloud-manager)" in out
+    rc, out, err = run(capsys, str(ROOT / "topologies" / "pingpong.toml"))
+    assert rc == 2 and "a topology without deps.agent actors" in err

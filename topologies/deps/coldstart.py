@@ -43,7 +43,9 @@ def graph_of_topology(topo: Topology) -> DepGraph:
             for s in p.get("services", []):
                 g.report(Service(s["name"], asset=p.get("asset", n.name), failure_domain=p.get("failure_domain", ""),
                                  region=p.get("region", ""), bootstrap=bool(s.get("bootstrap", False)),
-                                 priority=int(s.get("priority", 0)), start_time=float(s.get("start_time", 1.0))),
+                                 priority=int(s.get("priority", 0)), start_time=float(s.get("start_time", 1.0)),
+                                 functions=tuple(s.get("functions", ())),
+                                 restarted_by=tuple(s.get("restarted_by", ()))),
                          [Dependency(s["name"], d, "hard") for d in s.get("hard", [])]
                          + [Dependency(s["name"], d, "conditional", c) for d, c in s.get("conditional", {}).items()]
                          + [Dependency(s["name"], d, "order") for d in s.get("order", []) if d not in s.get("hard", [])])

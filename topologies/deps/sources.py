@@ -5,8 +5,9 @@ How this works
 :func:`load` looks at ``SOURCE``: a directory is read as systemd unit files;
 a file named ``compose*.y*ml`` / ``docker-compose*`` or whose top level has
 ``services:`` with compose keys is read as a compose file (YAML, or its JSON
-form); a ``.toml`` or ``.json`` file with ``[services.*]`` is a dependency
-file. Every problem is a :class:`SourceError` naming the file, the line and
+form); a topology file (``[[nodes]]``) is read as the graph its ``deps.agent``
+actors will report; a ``.toml`` or ``.json`` file with ``[services.*]`` is a
+dependency file. Every problem is a :class:`SourceError` naming the file, the line and
 what is wrong (the CLI prints it and exits 2).
 
 Dependency file (TOML or the same structure in JSON)::
@@ -440,6 +441,31 @@ def _looks_like_compose(path: Path) -> bool:
     return False
 
 
+def _is_topology(path: Path) -> bool:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(data.get("nodes"), list) and "services" not in data
+
+
+def load_topology_graph(path: Path) -> DepGraph:
+    """The graph a topology's ``deps.agent`` actors will report (e.g. topologies/coldstart.toml)."""
+    from topologies.deps.coldstart import graph_of_topology
+    from topologies.loader import TopologyError, load_topology
+
+    try:
+        topo = load_topology(path)
+    except TopologyError as e:
+        p = e.problems[0] if e.problems else None
+        raise SourceError(path, (p.line or 1) if p else 1, f"{p.key or '<file>'}: {p.message}" if p else str(e)) \
+            from None
+    g = graph_of_topology(topo)
+    if not g.services:
+        raise SourceError(path, 1, "a topology without deps.agent actors: no services to plan")
+    return g
+
+
 def load(source: str | Path) -> tuple[DepGraph, str]:
     """``(graph, what it was read as)``: 'systemd', 'compose' or 'dependency file'."""
     path = Path(source)
@@ -449,6 +475,8 @@ def load(source: str | Path) -> tuple[DepGraph, str]:
         return load_systemd(path), "systemd"
     if _looks_like_compose(path):
         return load_compose(path), "compose"
+    if path.suffix == ".toml" and _is_topology(path):
+        return load_topology_graph(path), "topology"
     if path.suffix in (".toml", ".json"):
         return load_depfile(path), "dependency file"
     raise SourceError(path, 0, "not a dependency file (.toml/.json), a compose file (.yml/.yaml) or a directory "
