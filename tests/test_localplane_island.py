@@ -117,6 +117,25 @@ def test_two_nodes_that_lose_their_uplinks_while_the_site_is_lossy_still_follow_
     assert m.phase == "idle" and not {a.holder for a in m.final} & set(cut), f"seed={seed}: {m.final}"
 
 
+@pytest.mark.parametrize("seed", tuple(range(1, 11)))
+def test_part_of_a_site_that_loses_its_uplinks_follows_the_rest(seed):
+    """12 nodes; 4 or 5 of them lose their uplinks at once (the rest still hear the manager). A node asks only a
+    few peers drawn at random, which may all be cut off too: it may then declare isolation, but the peers in no
+    plane that hear the manager answer its announcement and it follows the site before anybody leads. Nobody
+    leads, nobody takes a temporary role, and in the end nobody believes itself isolated."""
+    s = build_edge(seed, 12)
+    cut = sorted(set(s.edges[seed % 3::3][:5] + s.edges[1:2]))
+    for x in cut:
+        s.sim.schedule(2.0, lambda x=x: s.cut_uplink(x))
+    s.run(7.0)
+    judge(s)
+    assert not s.leaders(), f"seed={seed}: leaders {[e['node'] for e in s.leaders()]}"
+    assert not [e for e in s.of("edge.role_assigned") if e["fields"]["temporary"]], f"seed={seed}"
+    assert not [e for e in s.edges if s.edge(e).isolated], f"seed={seed}"
+    m = s.manager()
+    assert m.phase == "idle" and not {a.holder for a in m.final} & set(cut), f"seed={seed}: {m.final}"
+
+
 # -- two islands that reconnect while the manager is away -------------------------------------------------
 
 MERGE_SEEDS = tuple(range(1, 11))

@@ -34,9 +34,11 @@ quickly). One ``edge.renew_requested`` per chain of requests and reason.
 Requests to a manager known down (isolated, hearing nothing) are not sent.
 
 **Isolation, per island.** A deployed node that hears no heartbeat for
-``isolation_after`` seconds first asks its peers (:class:`SiteQuery`, again
-every ``retry_every`` to those that have not answered, for ``probe_window``)
-whether they still hear the manager. Each answers :class:`SiteStatus`: how
+``isolation_after`` seconds first asks ``probe_fanout`` (default 4) peers
+drawn at random (:class:`SiteQuery`, again every ``retry_every`` to those
+that have not answered, for ``probe_window``) whether they still hear the
+manager; an :class:`Announce` or :class:`LeaderHeartbeat` from a peer
+meanwhile is that peer's "no" (only a cut-off node sends them). Each answers :class:`SiteStatus`: how
 long ago it last heard the manager (a duration, timed back from receipt on
 the asker's clock), whether it is cut off itself, and its temporary plan. A
 peer *hears the manager* when it is not cut off, heard it less than
@@ -47,7 +49,7 @@ follows the site (``edge.uplink_lost``) - it declares no isolation, elects
 nobody and takes no temporary role; its final roles run out with the
 manager's lease, the manager plans around it, and it asks again once that
 peer's word is old (or the peer sends an election or plane message, which
-only a cut-off node sends). Otherwise - every peer answered no, or the
+only a cut-off node sends). Otherwise - every peer asked answered no, or the
 window passed - it declares isolation (``edge.isolation_declared``), gives
 up its final roles (their lease expired) and starts an election. As a second
 line (answers can be lost): a connected node in no plane answers every
@@ -273,6 +275,7 @@ class EdgeNode:
         refill_every: float | None = None,
         lease_margin: float | None = None,
         probe_window: float | None = None,
+        probe_fanout: int = 4,
     ) -> None:
         self.address = address
         self.node = address.partition("/")[0]
@@ -307,6 +310,12 @@ class EdgeNode:
             raise ValueError(f"lease_margin must be in [0, leader_lease), got {self.lease_margin}")
         # a silent manager: how long the peers are asked whether they still hear it before isolation is declared
         self.probe_window = float(probe_window) if probe_window else gather_window / 2
+        # how many peers (drawn at random) are asked: one that hears the manager is enough to follow the site, and
+        # asking everyone would flood the links just when the election needs them (a cut node that asked only
+        # cut peers still learns of the site from the answers to its election messages)
+        self.probe_fanout = max(1, int(probe_fanout))
+        self.probe_rng = random.Random(hash(self.rng.getstate()))  # its own stream: fit noise is left as it was
+        self.probe_asked: set[str] = set()
         # a peer's "I heard the manager" counts while younger than this (then it would be going silent itself)
         self.site_fresh = max(heartbeat_interval, isolation_after - heartbeat_interval)
         # a cut-off node told the site hears the manager waits this long for a beat of its own before it follows
@@ -661,9 +670,11 @@ class EdgeNode:
         if self.probing is None and self._peers():
             self.probing = now
             self.probe_no = set()
+            peers = self._peers()
+            self.probe_asked = set(self.probe_rng.sample(peers, min(len(peers), self.probe_fanout)))
             q = SiteQuery(term=self.term)
-            return [Send(p, q) for p in self._peers()] + [SetTimer("manager", now + self.probe_window),
-                                                          SetTimer("probe_retry", now + self.retry_every)]
+            return [Send(p, q) for p in sorted(self.probe_asked)] + [
+                SetTimer("manager", now + self.probe_window), SetTimer("probe_retry", now + self.retry_every)]
         return self._declare_isolation(now)
 
     # -- isolation per island: does the site still hear the manager? ---------------------------------
@@ -693,7 +704,7 @@ class EdgeNode:
             if counts and self.probing is not None and not self.isolated:
                 self.probe_no.add(sender)
                 self.support.pop(sender, None)
-                if self.probe_no >= set(self._peers()):
+                if self.probe_no >= self.probe_asked:
                     out += [CancelTimer("probe_retry")] + self._declare_isolation(now)
         return out
 
@@ -716,7 +727,7 @@ class EdgeNode:
             if self.probing is not None:
                 self.probe_no.add(sender)
                 self.support.pop(sender, None)
-                if self.probe_no >= set(self._peers()):
+                if self.probe_no >= self.probe_asked:
                     return [CancelTimer("probe_retry")] + self._declare_isolation(now)  # everyone answered: no
             return []
         until = now - msg.heard_ago + self.site_fresh
@@ -755,7 +766,7 @@ class EdgeNode:
         if self.probing is None or self.isolated:
             return []
         q = SiteQuery(term=self.term)
-        return [Send(p, q) for p in self._peers() if p not in self.probe_no] + [
+        return [Send(p, q) for p in sorted(self.probe_asked - self.probe_no)] + [
             SetTimer("probe_retry", now + self.retry_every)]
 
     def _site_isolated_hint(self, sender: str, now: float) -> list[Effect]:
@@ -799,8 +810,8 @@ class EdgeNode:
         return out + [SetTimer("manager", self._site_hears(now) or now)] + self._arm_renew(now)
 
     def _declare_isolation(self, now: float) -> list[Effect]:
-        asked = len(self._peers())
-        answered = len(self.probe_no)
+        asked = len(self.probe_asked)
+        answered = len(self.probe_no & self.probe_asked)
         self.probing = None
         self.support = {}
         self.uplink_lost = False
