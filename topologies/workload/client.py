@@ -195,7 +195,9 @@ def cmd_task(args: argparse.Namespace) -> int:
                                 max_delay=args.max_delay).result()
             print(tid, flush=True)
             if args.wait:
-                print(json.dumps(client.result(tid, timeout=max(60.0, args.max_delay * 2)), default=str))
+                out = client.result(tid, timeout=max(60.0, args.max_delay * 2))
+                print(json.dumps(out, default=str))
+                return 0 if out.get("ok") else 1
         elif c == "status":
             st = client.status(args.task_id)
             print(json.dumps({"task": st.task_id, "state": st.state, "attempts": st.attempts}))

@@ -155,8 +155,10 @@ def _child(req: dict, wfd: int) -> None:
         scope.clear()  # drop what the task holds (an allocation without end) before reporting
         if isinstance(e, MemoryError):
             blob = out_of_memory
-        try:
-            tb = traceback.format_exc(limit=5)[-2000:]
+        try:  # the task's own frames only: the zygote's are no business of the tenant
+            frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == "<task>"]
+            tb = ("Traceback (most recent call last):\n" + "".join(traceback.format_list(frames[-5:]))
+                  + "".join(traceback.format_exception_only(type(e), e)))[-2000:]
         except BaseException:
             tb = ""
         try:
