@@ -354,3 +354,97 @@ def test_traffic_noted_before_a_goodbye_does_not_bring_the_peer_back(mesh):
     first_down = next(i for i, m in enumerate(changes) if isinstance(m, PeerDown))
     assert changes[first_down:] == [changes[first_down]] and changes[first_down].reason == "left"
     assert len([m for m in box if isinstance(m, Ping)]) == 50
+
+
+# -- the I/O thread never dies silently (issue 14) ----------------------------------------------------
+
+def test_an_unexpected_error_on_the_io_thread_is_counted_reported_and_the_loop_goes_on(mesh):
+    a, b = mesh("a"), mesh("b")
+    b.spawn(Echo, name="echo")
+    real = b.transport._heartbeat
+    calls = []
+
+    def broken_once(now):
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("a defect in the heartbeat tick")
+        real(now)
+
+    b.transport._heartbeat = broken_once
+    wait_for(lambda: b.counters().get("transport.io_errors", 0) == 1, what="the error counted")
+    errors = [e for e in b.events.events() if e["kind"] == "transport.error"]
+    assert errors and "a defect in the heartbeat tick" in errors[0]["fields"]["error"]
+    assert a.ask("b/echo", Ping(3), timeout=5).result(10) == Pong(3, "b/echo"), "the loop went on"
+    wait_for(lambda: len(calls) > 1, what="the next heartbeat tick")
+
+
+def test_an_io_thread_that_cannot_go_on_says_so_and_runs_the_died_hook(nodes):
+    died = threading.Event()
+    node = Node("x", transport=ZmqTransport(on_died=died.set, **FAST))
+    nodes.append(node)
+
+    def fatal(now):
+        raise zmq.ZMQError(zmq.ENOTSOCK)
+
+    node.transport._heartbeat = fatal
+    assert died.wait(5), "on_died was not called"
+    kinds = [e["kind"] for e in node.events.events()]
+    assert "transport.died" in kinds and "transport.error" in kinds
+    assert node.counters()["transport.io_died"] == 1
+
+
+def test_a_process_whose_io_thread_died_exits_70_at_once(tmp_path):
+    """By default a dead I/O thread ends the process with status 70: never a deaf process that exits 0."""
+    import subprocess
+    import sys
+    code = (
+        "import threading, zmq\n"
+        "from actors import Node, EventLog\n"
+        "from transport.zmq import ZmqTransport\n"
+        f"node = Node('x', transport=ZmqTransport(heartbeat_interval=0.05), event_log=EventLog({str(tmp_path / 'ev.jsonl')!r}))\n"
+        "def fatal(now): raise zmq.ZMQError(zmq.ENOTSOCK)\n"
+        "node.transport._heartbeat = fatal\n"
+        "threading.Event().wait(20)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=str(__import__("pathlib").Path(__file__).parents[1]),
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 70, p.stderr[-2000:]
+    assert "transport.died" in (tmp_path / "ev.jsonl").read_text(), "the event was flushed before the exit"
+    assert "I/O thread died" in p.stderr
+
+
+def test_heartbeats_only_name_tcp_endpoints_and_a_failed_connect_leaves_nothing(mesh):
+    a = mesh("a")
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(a.transport.endpoint)
+    try:
+        bad = ["tcp://x", "tcp://h:", "tcp://h:abc", "tcp://h:0", "tcp://h:65536", "ipc://", "ipc:///tmp/a.sock",
+               "inproc://x", "tcp://*:1", "tcp://h:1 "]
+        for i, ep in enumerate(bad):
+            raw.send_multipart([b"H", f"g{i}".encode(), (1).to_bytes(8, "big"), ep.encode()])
+        wait_for(lambda: a.counters().get("transport.bad_heartbeat", 0) == len(bad), what="every one refused")
+        assert set(a.transport.peers()) == set(), "nothing learned"
+        with pytest.raises(zmq.ZMQError):
+            a.transport.add_peer("y", "tcp://x")  # configuration: the error is the caller's
+        assert "y" not in a.transport._peers
+    finally:
+        raw.close(0)
+
+
+def test_addresses_over_255_bytes_are_refused_on_both_sides(mesh):
+    a, b = mesh("a"), mesh("b")
+    b.spawn(Echo, name="echo")
+    with pytest.raises(DeadLetterError):
+        a.ask("b/" + "e" * 254, Ping(1), timeout=5).result(10)
+    assert a.counters()["dead_letters"] >= 1
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(b.transport.endpoint)
+    try:
+        raw.send_multipart(message_frames("b/echo", "evil/" + "x" * 251, 0, encode(Ping(1))))  # 256 bytes
+        raw.send_multipart(message_frames("b/echo", "evil/" + "x" * 250, 0, encode(Ping(1))))  # 255: fine
+        wait_for(lambda: b.counters().get("transport.bad_header", 0) == 1, what="the long one refused")
+        wait_for(lambda: b.counters().get("transport.msgs_in_unknown_peer", 0) == 1, what="the other taken")
+    finally:
+        raw.close(0)

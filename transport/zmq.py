@@ -296,6 +296,7 @@ class ZmqTransport:
         self._timers: list[tuple[float, int, LoopTimer]] = []  # call_later: a heap, on the I/O thread
         self._timer_lock = threading.Lock()
         self._running = False
+        self._closed = False
         self.faults = FaultPlan()
         self._counts: dict[str, int] = defaultdict(int)
         self._auth = None
@@ -335,7 +336,16 @@ class ZmqTransport:
             router.curve_publickey = self.curve.public_key
         else:
             self._emit("transport.insecure", {"detail": "no CurveZMQ keys given: traffic is not encrypted or authenticated"})
-        router.bind(self.bind_to)
+        try:
+            router.bind(self.bind_to)
+        except BaseException:  # e.g. the port is taken: leave nothing open (close() then has nothing to do)
+            router.close(0)
+            if self._auth is not None:
+                self._auth.stop()
+                self._auth = None
+            ctx.term()
+            self._ctx = None
+            raise
         if self.curve is None:  # said once it is bound: a node that cannot bind never ran in the clear
             from loguru import logger
             logger.log(_insecure_level, "node {}: no CurveZMQ keys configured; transport runs in the clear", node)
@@ -379,11 +389,13 @@ class ZmqTransport:
         self._auth.configure_curve_callback(domain="*", credentials_provider=_Keys())
 
     def close(self) -> None:
-        if not self._running:
+        if self._ctx is None or self._closed:
             return
-        bye = [_BYE, self.node.encode(), self.incarnation.to_bytes(8, "big")]  # type: ignore[union-attr]
-        for p in list(self._peers.values()):
-            self._send_control(p, bye)
+        self._closed = True
+        if self._running:  # not after the I/O thread died: nobody should take it for a clean exit
+            bye = [_BYE, self.node.encode(), self.incarnation.to_bytes(8, "big")]  # type: ignore[union-attr]
+            for p in list(self._peers.values()):
+                self._send_control(p, bye)
         self._running = False
         self._wake()
         if self._thread is not None:
