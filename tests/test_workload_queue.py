@@ -9,7 +9,7 @@ reference model (a list scanned on every pick) side by side and compares every d
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -376,3 +376,31 @@ class QueueVsReference(RuleBasedStateMachine):
 QueueVsReference.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None,
                                               suppress_health_check=[HealthCheck.too_slow])
 test_queue_matches_the_reference_model = QueueVsReference.TestCase
+
+
+@settings(max_examples=60, deadline=None)
+@given(backlogs=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 25)), min_size=2, max_size=5),
+       order=st.randoms(use_true_random=False))
+def test_weighted_fair_share_bound_while_tenants_are_backlogged(backlogs, order):
+    """Start-time fair queuing's bound: while two tenants both have tasks waiting at one priority, their
+    weighted service never differs by more than 1/w_a + 1/w_b (one task each), however the arrivals interleave."""
+    q = TaskQueue("py", weights={f"t{i}": float(w) for i, (w, _) in enumerate(backlogs)})
+    arrivals = [f"t{i}" for i, (_, n) in enumerate(backlogs) for _ in range(n)]
+    order.shuffle(arrivals)
+    for k, tenant in enumerate(arrivals):
+        q.add(task(f"{tenant}-{k}", tenant=tenant))
+    left = {f"t{i}": n for i, (_, n) in enumerate(backlogs)}
+    served = dict.fromkeys(left, 0)
+    w = {f"t{i}": float(wt) for i, (wt, _) in enumerate(backlogs)}
+    while True:
+        t = q.dispatch("w", "L", 0.0)
+        if t is None:
+            break
+        served[t.tenant] += 1
+        left[t.tenant] -= 1
+        busy = [x for x in left if left[x] > 0]
+        for a in busy:
+            for b in busy:
+                gap = served[a] / w[a] - served[b] / w[b]
+                assert gap <= 1 / w[a] + 1 / w[b] + 1e-9, (served, w)
+    assert all(v == 0 for v in left.values())

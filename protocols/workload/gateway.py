@@ -95,7 +95,6 @@ class Gateway:
         self._n = 0
         self.pending: dict[str, tuple[str, str, Enqueue, float]] = {}  # task id -> (client, request, msg, sent)
         self.requests: OrderedDict[tuple[str, str], str] = OrderedDict()  # (tenant, request) -> task id
-        self.answered: set[tuple[str, str]] = set()
         self.queries: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (task id, op) -> (client, tenant)s
         self.counters = {"submitted": 0, "refused": 0, "acknowledged": 0, "resent": 0, "queue_refused": 0}
 
