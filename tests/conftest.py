@@ -50,6 +50,7 @@ SLOW_MODULES = {
     "test_launcher",            # every test starts node processes
     "test_multiprocess",        # node processes killed and restarted
     "test_hostile_transport",   # attacks on real node processes (issue 14)
+    "test_wire_doc",            # a raw client against a real node process
     "test_readme_commands",     # every README command, real runs included
     "test_rack_sim",            # 102 seeded simulations of monitor fleets
     "test_workload_client",     # the workload service as 6 node processes, used by WorkloadClient and the CLI
