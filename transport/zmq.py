@@ -38,11 +38,25 @@ by ``PeerDown`` (pending asks to that node fail with ``PeerDownError``).
   sent to it on demand, is just counted as ``goodbyes_untracked``; one with a
   zero or a different incarnation than the peer's is bad input)
 
-Anything else (wrong frame count, unknown kind, undecodable text, a payload
-over the size limit, an unknown tag, a well-formed message for an actor that
-does not exist) is counted per peer and dropped; the node keeps serving.
-``MAXMSGSIZE`` (4x the frame limit) makes zmq itself cut off a peer that sends
-a gigantic frame before it is ever buffered.
+Anything else (wrong frame count, unknown kind, undecodable text, an address
+over ``MAX_ADDRESS`` = 255 bytes, a payload over the size limit, an unknown tag,
+a well-formed message for an actor that does not exist) is counted per peer and
+dropped; the node keeps serving. ``MAXMSGSIZE`` (4x the frame limit) makes zmq
+itself cut off a peer that sends a gigantic frame before it is ever buffered.
+docs/wire.md is the full wire format, for clients in other languages.
+
+**Never a deaf node.** Heartbeat endpoints are parsed (``tcp://host:port``, port
+1-65535; never ``ipc://`` from the network) and a peer's DEALER is connected
+before the peer is published. An unexpected exception on the I/O thread is
+counted (``io_errors``), logged and a ``transport.error`` event, and the loop
+goes on; if it cannot (100 in a row, or its socket is gone) it emits
+``transport.died`` and the process exits 70 at once (or ``on_died`` runs).
+
+**Bounds.** Peers learned from heartbeats are capped (``max_learned_peers``)
+and evicted, socket and detector entry, after ``evict_after`` intervals down;
+``learn_peers=False`` refuses names not configured. The zmq context's
+``MAX_SOCKETS`` is sized for the caps. The inbound address cache is bounded in
+entries and bytes.
 
 **Liveness.** Every ``heartbeat_interval`` the I/O thread sends a heartbeat to
 every known peer (carrying this node's name, incarnation and endpoint, so a
@@ -71,6 +85,16 @@ ways, so a steady flow between two actors encodes no addresses at all. On the
 latency path the I/O thread calls ``zmq.zmq_poll`` and the Cython
 ``Socket.send`` directly (pyzmq's Python wrappers add nothing a ROUTER or
 DEALER uses) and asks ``RCVMORE`` only where a frame count is in doubt.
+
+**Identity** (docs/security.md). Every message's sender node, heartbeat and
+goodbye must come from the connection that speaks for that node, else it is
+dropped as ``bad_identity`` and keeps nothing alive. CURVE: the connection's
+``User-Id``, which the ZAP handler sets to the node the client key belongs to
+(read once per connection from the first frame's metadata). Plaintext: trust on
+first use - the first connection to speak for a known node is bound to it while
+it stays open (a ROUTER_MANDATORY send of one empty frame tells whether it
+still is; ZMTP pings close vanished ones); one connection speaks for one node.
+A heartbeat never changes a configured node's endpoint.
 
 **Security.** With :class:`CurveConfig` the ROUTER is a CURVE server that
 accepts only the listed client public keys (``zmq.auth`` ThreadAuthenticator
