@@ -213,6 +213,32 @@ def test_code_service_versions_pinning_and_sharing():
     assert "not shared" in sends(c.handle(FetchCode("private", 0, "user", "t"), "w/w", 0), CodeMissing)[0].error
 
 
+def test_code_and_data_services_persist_before_they_answer_and_restart_with_it():
+    from protocols.core import Persist
+
+    c = CodeService()
+    e = c.handle(PublishCode("pub", "lib", "v1", public=True, price="0.05"), "p/x", 0)
+    assert isinstance(e[0], Persist) and isinstance(e[-1], Send)  # written before the answer leaves
+    c.handle(PublishCode("pub", "lib", "v2", public=True, price="0.05"), "p/x", 0)
+    durable = {}
+    for x in c.handle(PublishCode("pub", "other", "o1"), "p/x", 0) + e:
+        if isinstance(x, Persist):
+            durable[x.key] = x.data
+    durable["code/lib"] = c._record("lib").data
+    again = CodeService(durable=durable)
+    got = sends(again.handle(FetchCode("lib", 0, "user", "t"), "w/w", 0), Code)[0]
+    assert (got.version, got.source, got.price) == (2, "v2", "0.05")
+    assert sends(again.handle(PublishCode("pub", "lib", "v3"), "p/x", 0), Published)[0].version == 3
+    d = DataService(max_blobs=2)
+    durable = {}
+    for blob in (b"a", b"b", b"c"):
+        for x in d.handle(PutBlob(blob), "c/x", 0):
+            if isinstance(x, Persist):
+                durable[x.key] = x.data
+    d2 = DataService(max_blobs=2, durable=durable)
+    assert sorted(d2.blobs.values()) == [b"b", b"c"]  # the oldest was forgotten, and stays forgotten
+
+
 def test_data_service_stores_by_checksum_and_bounds():
     d = DataService(max_blobs=1, max_bytes=10)
     (st,) = sends(d.handle(PutBlob(b"abc"), "c/x", 0), Stored)

@@ -19,19 +19,22 @@ others to run, charged per use).
   (the data and its checksum, for the fetcher to verify) or ``BlobMissing``.
   Bounds: ``max_blobs`` (the oldest dropped), ``max_bytes`` per blob.
 
-Neither keeps durable state in this slice (a restart loses what was stored;
-stated in ``docs/workload.md``).
+Both are durable through the host's store (DESIGN.md, "Durable state"): a
+publication or a stored blob is a ``Persist`` effect returned before the
+answer (the host syncs before the answer leaves), and a restarted service is
+built with ``durable=`` what was written (blobs base64-encoded).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections import OrderedDict
 from typing import Any
 
 import attrs
 
-from protocols.core import Effect, Emit, Send
+from protocols.core import Effect, Emit, Persist, Send
 from transport.codec import message
 
 __all__ = ["Blob", "BlobMissing", "Code", "CodeMissing", "CodeService", "DataService", "FetchBlob", "FetchCode",
@@ -127,10 +130,22 @@ class _Name:
 class CodeService:
     tick_interval = None
 
-    def __init__(self, max_names: int = 10_000, max_versions: int = 20, max_bytes: int = 256 * 1024) -> None:
+    def __init__(self, max_names: int = 10_000, max_versions: int = 20, max_bytes: int = 256 * 1024,
+                 durable: dict | None = None) -> None:
         self.max_names, self.max_versions, self.max_bytes = max_names, max_versions, max_bytes
         self.names: dict[str, _Name] = {}
         self.counters = {"published": 0, "refused": 0, "fetched": 0, "missing": 0}
+        for key, rec in (durable or {}).items():
+            if key.startswith("code/") and isinstance(rec, dict):
+                n = _Name(rec["owner"], bool(rec["public"]), str(rec["price"]), str(rec["code_type"]),
+                          OrderedDict((int(v), src) for v, src in rec["versions"]), int(rec["latest"]))
+                self.names[key[5:]] = n
+
+    def _record(self, name: str) -> Persist:
+        n = self.names[name]
+        return Persist(f"code/{name}", {"owner": n.owner, "public": n.public, "price": n.price,
+                                        "code_type": n.code_type, "latest": n.latest,
+                                        "versions": [[v, src] for v, src in n.versions.items()]})
 
     def tick(self, now: float) -> list[Effect]:
         return []
@@ -171,7 +186,8 @@ class CodeService:
         if isinstance(msg, PublishCode):
             r = self.publish(msg)
             self.counters["published" if r.ok else "refused"] += 1
-            return [Emit("workload.code_published", {"name": r.name, "version": r.version, "ok": r.ok,
+            return [*([self._record(r.name)] if r.ok else []),
+                    Emit("workload.code_published", {"name": r.name, "version": r.version, "ok": r.ok,
                                                      "owner": msg.owner, "public": msg.public}),
                     Send(sender, r)]
         if isinstance(msg, FetchCode):
@@ -184,29 +200,37 @@ class CodeService:
 class DataService:
     tick_interval = None
 
-    def __init__(self, max_blobs: int = 10_000, max_bytes: int = 1024 * 1024) -> None:
+    def __init__(self, max_blobs: int = 10_000, max_bytes: int = 1024 * 1024, durable: dict | None = None) -> None:
         self.max_blobs, self.max_bytes = max_blobs, max_bytes
         self.blobs: OrderedDict[str, bytes] = OrderedDict()
         self.counters = {"stored": 0, "refused": 0, "fetched": 0, "missing": 0}
+        for key, rec in sorted((durable or {}).items(), key=lambda kv: kv[1].get("n", 0) if isinstance(kv[1], dict)
+                               else 0):
+            if key.startswith("blob/") and isinstance(rec, dict) and rec.get("data") is not None:
+                self.blobs[key[5:]] = base64.b64decode(rec["data"])
+        self._n = len(self.blobs)
 
     def tick(self, now: float) -> list[Effect]:
         return []
 
-    def put(self, data: bytes) -> Stored:
+    def put(self, data: bytes) -> tuple[Stored, list[Effect]]:
         if len(data) > self.max_bytes:
-            return Stored("", False, f"blob is {len(data)} bytes; the limit is {self.max_bytes}")
+            return Stored("", False, f"blob is {len(data)} bytes; the limit is {self.max_bytes}"), []
         sha = hashlib.sha256(data).hexdigest()
+        self._n += 1
         self.blobs[sha] = bytes(data)
         self.blobs.move_to_end(sha)
+        writes: list[Effect] = [Persist(f"blob/{sha}", {"n": self._n, "data": base64.b64encode(data).decode()})]
         while len(self.blobs) > self.max_blobs:
-            self.blobs.popitem(last=False)
-        return Stored(sha)
+            old, _ = self.blobs.popitem(last=False)
+            writes.append(Persist(f"blob/{old}", None))  # forgotten: its record is emptied
+        return Stored(sha), writes
 
     def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
         if isinstance(msg, PutBlob):
-            r = self.put(msg.data)
+            r, writes = self.put(msg.data)
             self.counters["stored" if r.ok else "refused"] += 1
-            return [Send(sender, r)]
+            return [*writes, Send(sender, r)]
         if isinstance(msg, FetchBlob):
             data = self.blobs.get(msg.sha256)
             if data is None:
