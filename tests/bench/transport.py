@@ -25,6 +25,15 @@ ack; the receiver answers with its count, which must be N. Throughput is N /
 (first send -> last ack). Ask round trip: sequential asks of the ~100-byte
 message to Echo (raw: DEALER -> ROUTER -> same message back), p50 and p99.
 
+Both are measured twice: in plaintext and with CurveZMQ (``--no-curve`` skips
+the second). Under CURVE the fleetplane receiver gets a key file naming the
+sender's key (so the ZAP handler binds it to its node name and every message's
+sender is checked against it, as in production) and the raw pair uses CURVE
+sockets too (its ROUTER a CURVE server with no ZAP handler), so each mode is
+compared with raw ZeroMQ in the same mode. The bounds (tell >= 0.5 x raw, ask
+p50 <= 2 x raw) are the plaintext figures; the ``curve_`` ones are printed
+beside them.
+
 Rounds alternate which side goes first; the median round is reported. Every
 wait has a timeout; on failure the script prints why, stops both receivers
 (by PID: terminate, then kill) and exits 1. ``--profile DIR`` records both
@@ -137,7 +146,7 @@ class Echo(Actor):
 
 # --- the raw receiver (runs in its own process) ------------------------------------------------
 
-def raw_receiver(bind: str) -> int:
+def raw_receiver(bind: str, curve_secret: str | None = None) -> int:
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(1))
@@ -146,6 +155,10 @@ def raw_receiver(bind: str) -> int:
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     router.setsockopt(zmq.RCVHWM, 10_000)
+    if curve_secret:  # a CURVE server without a ZAP handler: any client key may connect
+        router.curve_server = True
+        router.curve_secretkey = curve_secret.encode()
+        router.curve_publickey = zmq.curve_public(curve_secret.encode())
     router.bind(bind)
     print(json.dumps({"endpoint": router.getsockopt(zmq.LAST_ENDPOINT).decode(), "pid": os.getpid()}), flush=True)
     packb, unpackb = msgpack.packb, msgpack.unpackb
@@ -329,12 +342,15 @@ def fp_ask(node, n: int) -> list[float]:
 # --- measurements: raw pyzmq + msgpack ------------------------------------------------------
 
 class RawClient:
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, curve_server_key: bytes | None = None):
         self.ctx = zmq.Context()
         s = self.sock = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.SNDHWM, 10_000)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDTIMEO, int(WAIT * 1000))  # a send that would block this long fails
+        if curve_server_key is not None:
+            s.curve_publickey, s.curve_secretkey = zmq.curve_keypair()
+            s.curve_serverkey = curve_server_key
         s.connect(endpoint)
 
     def recv(self, what: str) -> dict:
@@ -414,22 +430,55 @@ def _ratio(a: float, b: float) -> float:
 def run(args, children: list, helpers: list) -> dict:
     from loguru import logger
 
-    from actors import Node
-    from transport.zmq import ZmqTransport
-
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
+    figures = run_mode(args, children, helpers, curve=False)
+    if args.curve:
+        curve = run_mode(args, children, helpers, curve=True)
+        figures.update({f"curve_{k}": v for k, v in curve.items() if k not in ("dispatch", "messages", "messages_10k",
+                                                                              "asks", "rounds", "chunk", "window")})
+        print("\n                  plaintext      CURVE   (each against raw ZeroMQ in the same mode)")
+        for k in ("tell_small_ratio", "tell_10k_ratio", "ask_p50_ratio", "ask_p99_ratio", "tell_small_per_s",
+                  "ask_p50_us"):
+            print(f"{k:<18}{figures[k]:>10}  {figures['curve_' + k]:>9}")
+    return figures
+
+
+def run_mode(args, children: list, helpers: list, curve: bool) -> dict:
+    from actors import Node
+    from transport.zmq import CurveConfig, ZmqTransport
 
     py = sys.executable
-    fp = Child("fleetplane receiver", [
-        py, "-m", "topologies.node", "--name", "recv", "--bind", "tcp://127.0.0.1:*", "--log-level", "ERROR",
-        "--dispatch", args.dispatch,
-        "--spawn", "counter=tests.bench.transport:Counter", "--spawn", "echo=tests.bench.transport:Echo"])
+    mode = "CURVE" if curve else "plaintext"
+    print(f"--- {mode} ---", flush=True)
+    fp_argv = [py, "-m", "topologies.node", "--name", "recv", "--bind", "tcp://127.0.0.1:*", "--log-level", "ERROR",
+               "--dispatch", args.dispatch,
+               "--spawn", "counter=tests.bench.transport:Counter", "--spawn", "echo=tests.bench.transport:Echo"]
+    raw_argv = [py, str(Path(__file__).resolve()), "--raw-receiver", "tcp://127.0.0.1:*"]
+    sender_curve = raw_server_key = None
+    keydir = None
+    if curve:
+        r_pub, r_sec = zmq.curve_keypair()
+        b_pub, b_sec = zmq.curve_keypair()
+        keydir = Path(tempfile.mkdtemp(prefix="bench-curve-"))
+        keyfile = keydir / "recv.json"
+        keyfile.write_text(json.dumps({"public_key": r_pub.decode(), "secret_key": r_sec.decode(),
+                                       "peer_keys": {"bench": b_pub.decode()}}))
+        fp_argv += ["--curve", str(keyfile)]
+        sender_curve = CurveConfig(b_pub, b_sec, {"recv": r_pub})
+        x_pub, x_sec = zmq.curve_keypair()
+        raw_argv += ["--raw-curve", x_sec.decode()]
+        raw_server_key = x_pub
+    fp = Child(f"fleetplane receiver ({mode})", fp_argv)
     children.append(fp)
-    raw = Child("raw receiver", [py, str(Path(__file__).resolve()), "--raw-receiver", "tcp://127.0.0.1:*"])
+    raw = Child(f"raw receiver ({mode})", raw_argv)
     children.append(raw)
-    fp_ep = fp.ready()["endpoint"]
-    raw_ep = raw.ready()["endpoint"]
+    try:
+        fp_ep = fp.ready()["endpoint"]
+        raw_ep = raw.ready()["endpoint"]
+    finally:
+        if keydir is not None:
+            shutil.rmtree(keydir, ignore_errors=True)  # read by the receiver at start
     print(f"fleetplane receiver pid {fp.pid} at {fp_ep} (dispatch {args.dispatch}); raw receiver pid {raw.pid} "
           f"at {raw_ep}", flush=True)
 
@@ -446,13 +495,18 @@ def run(args, children: list, helpers: list) -> dict:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         print(f"profiling with py-spy into {args.profile}/(sender|receiver).collapsed", flush=True)
 
-    node = Node("bench", transport=ZmqTransport("tcp://127.0.0.1:*", {"recv": fp_ep}))
-    client = RawClient(raw_ep)
+    node = Node("bench", transport=ZmqTransport("tcp://127.0.0.1:*", {"recv": fp_ep}, curve=sender_curve))
+    client = RawClient(raw_ep, raw_server_key)
     try:
-        return _measure(args, node, client, fp, raw)
+        figures = _measure(args, node, client, fp, raw)
     finally:
         client.close()
         node.shutdown()
+    if curve and figures["receiver_bad_frames"]:
+        raise BenchError("CURVE: the receiver refused the sender's traffic (bad_identity?)")
+    for c in (fp, raw):  # one mode's receivers are done
+        c.stop()
+    return figures
 
 
 def _measure(args, node, client: RawClient, fp: Child, raw: Child) -> dict:
@@ -564,10 +618,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dispatch", choices=("thread", "loop"), default="loop",
                     help="the receiver's actors: on the transport's I/O loop (default) or a thread each")
     ap.add_argument("--profile", type=Path, metavar="DIR", help="record both fleetplane processes with py-spy")
+    ap.add_argument("--no-curve", dest="curve", action="store_false", help="skip the CURVE measurements")
     ap.add_argument("--raw-receiver", metavar="BIND", help=argparse.SUPPRESS)
+    ap.add_argument("--raw-curve", metavar="SECRET", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.raw_receiver:
-        return raw_receiver(args.raw_receiver)
+        return raw_receiver(args.raw_receiver, args.raw_curve)
     q = args.quick
     if args.messages is None:
         args.messages = 10_000 if q else 100_000
