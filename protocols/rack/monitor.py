@@ -83,12 +83,15 @@ Paxos hands it the value a quorum accepted.
 
 The target monitor is the one place a decision is carried out. It refuses an
 ``Execute`` whose term is older than the sector term it knows, or that arrives
-after the sender's lease (``control.refused``; the acting authority resends);
+after the sender's lease by its own clock (``control.refused``; the acting
+authority resends; monitors' clocks are assumed to agree to well within a
+lease, and a link slower than a lease would keep the authority from renewing
+its lease anyway);
 it checks the decision against the latest agreed fact about its rack (it is
-that fact's proposer, so it learns it first) and against the decisions it
-carried out: a newer fact that no longer calls for a reboot, a newer decision,
-or a reboot carried out after the condition was raised cancels it
-(``control.skipped``). Otherwise it records the decision durably
+that fact's proposer, so it learns it first; and against a newer condition it
+raised itself, not yet agreed) and against the decisions it carried out: a
+newer fact that no longer calls for a reboot, a newer decision, or a reboot
+carried out after the condition was raised cancels it (``control.skipped``). Otherwise it records the decision durably
 (``executed``, *Persist before the Reboot leaves*), emits ``control.executed``
 and sends ``Reboot`` with the token to its own control over the rack-local
 channel, resending (backing off) until the control acknowledges
@@ -1019,6 +1022,9 @@ class RackMonitor:
                 return f"superseded by decision reboot:{rack}:{max(newer)}"
             if seq <= self.covered:
                 return f"condition seq {seq} was raised before a reboot carried out since (up to seq {self.covered})"
+            if self.cond_seq > seq and self.detector.state not in self.reboot_on and not self.rejoining:
+                # what I raised since, not yet agreed: I am the source of my rack's facts
+                return f"rack {rack} is {self.detector.state} here since (seq {self.cond_seq} > {seq})"
         return None
 
     def _propose_reboot(self, value: dict, now: float) -> list[Effect]:
