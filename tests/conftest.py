@@ -57,6 +57,7 @@ SLOW_MODULES = {
     "test_deps_topology",       # coldstart.toml: 8 processes, one killed mid-start
 }
 SLOW_TESTS = {
+    "test_without_admission_control_the_same_store_collapses",  # a simulated storm of failing transfers
     "test_remediation_scenarios_across_many_seeds",  # 10 rack remediation scenarios x 8 more seeds
     "test_boot_storm_recovers_within_a_second_of_a_2s_controller_isolation",  # two simulated boot storms
     "test_kill_and_pause_real_processes_and_recover",

@@ -117,7 +117,11 @@ P = AimdParams()
 def test_decrease_on_errors_latency_or_bandwidth():
     assert aimd_step(50, WindowMetrics(error_rate=0.2), P) == (45, "errors")
     assert aimd_step(50, WindowMetrics(latency_ratio=1.6), P) == (45, "latency")
-    assert aimd_step(50, WindowMetrics(utilization=1.3), P) == (45, "bandwidth")
+    # over capacity: the resource measured its capacity; the limit goes down to it, by one to one backoff
+    assert aimd_step(50, WindowMetrics(utilization=1.3), P) == (45, "bandwidth")  # 38 would be more than a step
+    assert aimd_step(50, WindowMetrics(utilization=1.01), P) == (49, "bandwidth")
+    assert aimd_step(57, WindowMetrics(utilization=1.2, recent_utilization=1.14, capacity=50.0), P) == (51, "bandwidth")
+    assert aimd_step(51, WindowMetrics(utilization=1.1, recent_utilization=1.02, capacity=50.0), P) == (50, "bandwidth")
     # errors are named first when several metrics sag
     assert aimd_step(50, WindowMetrics(error_rate=0.5, latency_ratio=3.0), P) == (45, "errors")
 
@@ -166,7 +170,13 @@ def test_aimd_constants_are_checked():
 def test_aimd_moves_by_at_most_one_step(limit, err, lat, util, at_limit, settled):
     new, reason = aimd_step(limit, WindowMetrics(err, lat, util, at_limit, settled), P)
     assert P.min_limit <= new <= P.max_limit
-    assert new in (limit, limit + 1, max(1, math.floor(limit * 0.9)))
+    step = max(1, math.floor(limit * 0.9))
+    if reason in ("errors", "latency"):
+        assert new == step
+    elif reason == "bandwidth":  # down to the measured capacity: by at least one, by no more than one backoff
+        assert step <= new <= limit - 1
+    else:
+        assert new in (limit, limit + 1)
     assert (reason is None) == (new == limit)
 
 
@@ -206,3 +216,18 @@ def test_check_transition_is_loud():
     check_transition(table, "a", "b")
     with pytest.raises(IllegalTransition, match="b -> a"):
         check_transition(table, "b", "a", "thing")
+
+
+def test_headroom_is_judged_on_the_recent_load_not_the_windows_mean():
+    """A window that ramped up (mean load 0.6) but ends at capacity (1.0) has no headroom for one more."""
+    ramp = WindowMetrics(utilization=0.6, recent_utilization=1.0, at_limit=True, latency_ratio=1.0)
+    assert aimd_step(50, ramp, P) == (50, None)
+    calm = WindowMetrics(utilization=0.6, recent_utilization=0.9, at_limit=True, latency_ratio=1.0)
+    assert aimd_step(50, calm, P) == (51, "headroom")
+
+
+def test_with_a_measured_capacity_headroom_means_one_more_holder_fits_in_it():
+    at_cap = WindowMetrics(utilization=0.98, recent_utilization=0.98, at_limit=True, latency_ratio=1.0, capacity=50.0)
+    assert aimd_step(50, at_cap, P) == (50, None)  # 49 in flight of 50 (a holder between stages): no 51st
+    below = WindowMetrics(utilization=0.9, recent_utilization=0.9, at_limit=True, latency_ratio=1.0, capacity=50.0)
+    assert aimd_step(45, below, P) == (46, "headroom")

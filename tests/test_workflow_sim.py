@@ -102,7 +102,9 @@ def test_dormant_head_is_woken_into_a_reserved_slot(seed):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_server_killed_mid_stage_has_its_lease_recovered_by_expiry(seed):
-    storm = build_storm(seed, servers=300, capacity=30, ttl=30.0)
+    # a fixed limit: with adaptation the limit rises while the dead holders leave the store idle and falls back
+    # to the measured capacity when their leases expire, so "granted again at expiry" is not the point there
+    storm = build_storm(seed, servers=300, capacity=30, ttl=30.0, adaptive=False)
     storm.run(until=60.0)
     victims = [a for a in storm.servers if storm.server(a).running and storm.server(a).leases][:3]
     assert len(victims) == 3, f"seed={seed}: no server mid-stage at 60 s"

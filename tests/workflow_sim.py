@@ -188,7 +188,7 @@ class SimStore:
         self._report_seq += 1
         err = self._w_failed / self._w_started if self._w_started else 0.0
         self._w_started = self._w_failed = 0
-        return ResourceReport(self.resource, self._report_seq, n, 1.0 / self.speed(), min(1.0, n / self.capacity), err,
+        return ResourceReport(self.resource, self._report_seq, n, 1.0 / self.speed(), n / self.capacity, err,
                               nominal=1.0)
 
 

@@ -6,7 +6,8 @@ A protocol machine returns host effects (``RunStage``, ``PowerOff``, ...); an
 embedder plugs in real ones. A topology run has no real hardware, so an actor
 kind may name a *host*: a small object whose ``on_effect(effect, api)`` plays
 the hardware. It acts only through a :class:`HostApi` - ``now``, ``later(delay,
-msg)`` (deliver ``msg`` to the actor itself after ``delay`` seconds) and
+msg)`` (deliver ``msg`` to the actor itself after ``delay`` seconds),
+``send(to, msg)`` (a message from the actor, e.g. to a simulated store) and
 ``emit(kind, fields)`` - so the same host runs in a node process (timers of the
 actor) and in the simulator (injected deliveries at virtual times).
 
@@ -30,9 +31,14 @@ class HostApi(Protocol):
     @property
     def now(self) -> float: ...
 
+    @property
+    def address(self) -> str: ...  # the actor's own address
+
     def later(self, delay: float, msg: Any) -> None: ...
 
     def emit(self, kind: str, fields: dict) -> None: ...
+
+    def send(self, to: str, msg: Any) -> None: ...  # a message from the actor (simulated hardware talking)
 
 
 class _ActorApi:
@@ -45,11 +51,18 @@ class _ActorApi:
     def now(self) -> float:
         return self.actor.now
 
+    @property
+    def address(self) -> str:
+        return self.actor.address
+
     def later(self, delay: float, msg: Any) -> None:
         self.actor.set_timer(f"$host{next(self._keys)}", delay, msg)
 
     def emit(self, kind: str, fields: dict) -> None:
         self.actor.emit(kind, **fields)
+
+    def send(self, to: str, msg: Any) -> None:
+        self.actor.tell(to, msg)
 
 
 class _SimApi:
@@ -66,6 +79,9 @@ class _SimApi:
 
     def emit(self, kind: str, fields: dict) -> None:
         self.sim.event_log.emit(self.sim.now, self.node, self.actor, kind, fields)
+
+    def send(self, to: str, msg: Any) -> None:
+        self.sim.send(to, msg, sender=self.address, via_network=True)
 
 
 def actor_api(actor: Any) -> HostApi:

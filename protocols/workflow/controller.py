@@ -140,6 +140,7 @@ from protocols.workflow.policy import (
 __all__ = ["CONTROLLER_TRANSITIONS", "ControllerState", "ResourceController"]
 
 
+RECENT_REPORTS = 2  # headroom is judged on the window's last reports, not its mean (which lags a ramp)
 MAX_WAKE_TIMEOUTS = 3  # a dormant waiter whose reservation ran out this many times is dropped (its alarm remains)
 STALE_WAITER_TTLS = 0.5  # a waiter last heard more than this many ttls ago is woken, not pushed a grant
 
@@ -734,20 +735,24 @@ class ResourceController:
     def window_metrics(self) -> WindowMetrics:
         """The metrics of the current adaptation window."""
         reps = self._w_reports
-        latency_ratio = utilization = None
+        latency_ratio = utilization = recent = capacity = None
         errors: list[float] = []
         if reps:
             base = self.baseline_latency or self.min_latency
             if math.isfinite(base) and base > 0:
                 latency_ratio = sum(r.latency for r in reps) / len(reps) / base
             utilization = sum(r.bandwidth_used for r in reps) / len(reps)
+            last = reps[-RECENT_REPORTS:]
+            recent = max(r.bandwidth_used for r in last)
+            caps = [r.in_flight / r.bandwidth_used for r in last if r.bandwidth_used > 0 and r.in_flight > 0]
+            capacity = min(caps) if caps else None
             errors.append(sum(r.error_rate for r in reps) / len(reps))
         done = self._w_ok + self._w_failed
         if done >= 5:
             errors.append(self._w_failed / done)
         at_limit = self._w_ticks > 0 and self._w_at_limit >= 0.8 * self._w_ticks
         return WindowMetrics(max(errors) if errors else None, latency_ratio, utilization, at_limit,
-                             settled=self.holders <= self.limit)
+                             settled=self.holders <= self.limit, recent_utilization=recent, capacity=capacity)
 
     def _adapt(self, now: float) -> list[Effect]:
         m = self.window_metrics()

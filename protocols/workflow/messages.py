@@ -292,7 +292,8 @@ class ResourceReport:
     ``latency``: the time a unit of work takes now (e.g. seconds per MB);
     ``nominal``: the same unloaded (0: not known; the controller then takes the
     lowest latency it has seen as the baseline);
-    ``bandwidth_used``: fraction of the resource's bandwidth in use;
+    ``bandwidth_used``: the offered load, bandwidth demanded / bandwidth available (1.0: exactly at
+    capacity; above 1.0 every transfer is slowed, and an adaptive controller decreases its limit);
     ``error_rate``: failed / started transfers since the last report.
     """
 

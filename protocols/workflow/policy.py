@@ -41,12 +41,19 @@ drop), evaluated once per window (default 5 s) on that window's metrics
   down again and again): error rate > 0.05 (failed stage outcomes from releases, or the
   resource report's error rate), latency ratio > 1.25 (the resource's reported
   time per unit of work over its nominal one; if it reports no nominal, over
-  the best it has reported, like Vegas' base RTT), or bandwidth use > 1.0;
+  the best it has reported, like Vegas' base RTT), or the offered load now
+  (``bandwidth_used``: demanded / available bandwidth, above 1.0 when the
+  resource is over capacity; the highest of the window's last two reports) > 1.0 -
+  for that last one the resource has measured its capacity ``C`` (in flight /
+  load), so the limit goes down to it, by at least one and no more than one
+  backoff: ``limit = max(min_limit, floor(limit * 0.9), min(limit - 1, floor(C)))``;
 * **increase** (``limit = min(max_limit, limit + 1)``) when the controller was
   at the limit through the window (every slot busy and servers waiting, in at
   least 80% of the window's ticks) and the resource has headroom for one more
-  holder: ``bandwidth_used * (limit + 1) / limit <= 1.0``, latency ratio <= 1.1
-  and no errors;
+  holder *now*: ``limit + 1 <= C`` where the resource measured its capacity
+  ``C``, else ``load * (limit + 1) / limit <= 1.0`` on the highest load of the
+  window's last two reports (not the window's mean, which lags a ramp and let
+  the limit overshoot), latency ratio <= 1.1 and no errors;
 * otherwise hold. Without resource reports there is no headroom evidence, so
   the limit only ever decreases (on errors).
 
@@ -204,6 +211,8 @@ class WindowMetrics:
     utilization: float | None = None
     at_limit: bool = False
     settled: bool = True  # holders are at or below the limit in force (its effect is what the metrics show)
+    recent_utilization: float | None = None  # the highest load of the window's last reports: headroom is judged now
+    capacity: float | None = None  # the resource's capacity as it measured it (in flight / load), if it reported
 
 
 def aimd_step(limit: int, m: WindowMetrics, p: AimdParams = AimdParams()) -> tuple[int, str | None]:
@@ -217,21 +226,29 @@ def aimd_step(limit: int, m: WindowMetrics, p: AimdParams = AimdParams()) -> tup
     if clamped != limit:
         return clamped, "bounds"
     reason = None
+    load = m.recent_utilization if m.recent_utilization is not None else m.utilization
     if m.error_rate is not None and m.error_rate > p.max_error_rate:
         reason = "errors"
     elif m.latency_ratio is not None and m.latency_ratio > p.max_latency_ratio:
         reason = "latency"
-    elif m.utilization is not None and m.utilization > p.max_utilization:
+    elif load is not None and load > p.max_utilization:
         reason = "bandwidth"
     if reason is not None:
         if not m.settled:
             return limit, None  # the last decrease has not taken effect yet
-        new = max(p.min_limit, math.floor(limit * p.backoff))
+        if reason == "bandwidth":  # a measured capacity: down to it, by at least one and at most one backoff
+            cap = m.capacity if m.capacity is not None else limit / load
+            new = max(p.min_limit, math.floor(limit * p.backoff), min(limit - 1, math.floor(cap)))
+        else:
+            new = max(p.min_limit, math.floor(limit * p.backoff))
         return (new, reason) if new != limit else (limit, None)
+    if m.capacity is not None:  # the resource told its capacity: one more holder must fit in it
+        room = limit + 1 <= m.capacity * p.headroom_utilization + 1e-9
+    else:
+        room = load is not None and load * (limit + 1) / limit <= p.headroom_utilization
     if (
         m.at_limit
-        and m.utilization is not None
-        and m.utilization * (limit + 1) / limit <= p.headroom_utilization
+        and room
         and (m.latency_ratio is None or m.latency_ratio <= p.headroom_latency_ratio)
         and not m.error_rate
     ):

@@ -17,6 +17,7 @@ from topologies.plugin import Plugin, ReportSection
 from topologies.workflow.checks import CHECKERS
 from topologies.workflow.hosts import BootHost
 from topologies.workflow.report import holders_chart
+from topologies.workflow.store import SharedStore
 
 PLUGIN = Plugin(
     name="workflow",
@@ -27,6 +28,8 @@ PLUGIN = Plugin(
         make_kind("workflow.proxy", Proxy, doc="forwards and aggregates servers' requests"),
         make_kind("workflow.server", Server, addresses=("workflow_controller",), host=BootHost,
                   doc="a booting server (simulated hardware: BootHost)"),
+        make_kind("workflow.store", SharedStore, addresses=("controller",),
+                  doc="a simulated image store of finite bandwidth that reports its load to its controller"),
     ),
     checkers=CHECKERS,
     report=(ReportSection("Holders and the limit in force", holders_chart),),
