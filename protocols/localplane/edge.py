@@ -695,12 +695,14 @@ class EdgeNode:
 
     def _answer_cut_off(self, sender: str, now: float, counts: bool = True) -> list[Effect]:
         """A peer that believes itself cut off sent an election or plane message: a node in no plane answers
-        whether it still hears the manager (and stops counting on that peer's word). While this node asks the
+        whether it still hears the manager (and stops counting on that peer's word) - only if it heard the manager
+        within ``site_fresh``, else its word could not count. While this node asks the
         site itself, that message answers its question for that peer (``counts``): it does not hear the
         manager - so an island cut at once declares isolation within a round trip of its first member."""
         out = self._site_isolated_hint(sender, now)
         if self._in_no_plane() and sender in self.members:
-            out.append(Send(sender, self._site_status(now)))
+            if self.last_heartbeat is not None and now - self.last_heartbeat < self.site_fresh:
+                out.append(Send(sender, self._site_status(now)))  # only a word that can count is worth sending
             if counts and self.probing is not None and not self.isolated:
                 self.probe_no.add(sender)
                 self.support.pop(sender, None)
