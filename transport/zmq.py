@@ -93,7 +93,8 @@ dropped as ``bad_identity`` and keeps nothing alive. CURVE: the connection's
 (read once per connection from the first frame's metadata). Plaintext: trust on
 first use - the first connection to speak for a known node is bound to it while
 it stays open (a ROUTER_MANDATORY send of one empty frame tells whether it
-still is; ZMTP pings close vanished ones); one connection speaks for one node.
+still is; ZMTP pings close vanished ones) and, after it closed, until the node
+has been reported down; one connection speaks for one node.
 A heartbeat never changes a configured node's endpoint.
 
 **Security.** With :class:`CurveConfig` the ROUTER is a CURVE server that
@@ -948,8 +949,9 @@ class ZmqTransport:
 
         CURVE: only the connection whose key belongs to ``name``. Plaintext: a connection that already
         speaks for another node, never; else the connection bound to ``name``, or, when none is (or
-        the bound one is gone), this one - the first to speak for a known node owns the name for the
-        life of its connection. Messages from strangers (nodes that are not peers) bind nothing.
+        the bound one is closed and the node has been reported down), this one - the first to speak
+        for a known node owns the name for the life of its connection. Messages from strangers
+        (nodes that are not peers) bind nothing.
         """
         owner = self._ident_name.get(ident)
         if self.curve is not None:
@@ -961,7 +963,9 @@ class ZmqTransport:
                       f"{what} claims node {name!r:.60} on the connection of node {owner!r:.60}")
             return False
         bound = self._name_ident.get(name)
-        if bound is not None and not self._gone(bound):
+        # Another connection takes a name over only once its connection is closed *and* the node has
+        # been reported down (silent or left): traffic from elsewhere never keeps a node up.
+        if bound is not None and (self.detector.state(name) is _UP or not self._gone(bound)):
             self._bad(name if name in self._peers else "", "identity",
                       f"{what} claims node {name!r:.60} from another connection than the one it uses")
             return False
