@@ -24,6 +24,29 @@ target does not exist on this node. Replies are ordinary tells to the
 temporary address ``node/$ask/<id>``; the id is also the envelope's
 correlation id.
 
+Messages from other nodes (``_deliver``, possibly hostile) do not share the
+actor's mailbox with local ones: they wait in *lanes*, one per sending node
+(nodes that are not known peers of the transport share one), and the actor
+takes its lanes round-robin, at most 64 messages per turn, behind whatever
+local tells and timers arrived meanwhile; so one node's flood delays another
+node's message by one round, not by the flood. The lanes of one actor hold at
+most ``mailbox`` messages (default 100,000); when they are full the lane with
+at least its fair share loses its newest message (a counted dead letter,
+"mailbox full"). A node's order to one actor is kept. A stop comes after what
+is queued, lanes included.
+
+Bad input is counted, logged and never trusted: a ``Watch`` from another node
+is accepted only for its own actors (watcher's node = sender's node, a known
+peer) on ours, within ``max_watchers_per_target`` and
+``max_watches_per_node``, and dropped when that node goes down; fault plans
+(``SetFaults``/``ClearFaults`` to ``$sys``) from the network are obeyed only
+from ``fault_control`` (a chaos run's control node; default: none), never
+otherwise (this process's own code may always set them); a ``DeadLetterNotice``
+goes only to known peers. Dead-letter and bad-input events and log lines are
+rate-limited (``events_per_second`` per reason, then one
+``runtime.events_suppressed`` with the count) and every address in them is cut
+to 200 characters.
+
 Timers come from the node's clock: one scheduler for the whole node (a thread
 for :class:`RealClock`, none for :class:`VirtualClock`). A timer is bound to
 the actor instance that set it: a crash, a cancel or a reset of the key means
@@ -42,6 +65,7 @@ import itertools
 import queue
 import re
 import threading
+import time
 from collections import Counter, deque
 from concurrent.futures import Future
 from typing import Any, Callable
@@ -1202,12 +1226,30 @@ class Node:
         return out
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop every actor, fail pending asks, detach the transport. Idempotent."""
+        """Stop every actor, fail pending asks, detach the transport. Idempotent.
+
+        ``timeout`` is for all the actors together. One that has not stopped by then (its
+        handler blocks) is left behind on its daemon thread: logged, ``actor.stop_timeout``,
+        counted as ``stop_timeouts``; the rest of the shutdown goes on, so the transport is
+        always closed and a node process always exits.
+        """
         if self._closed:
             return
         self._closed = True
+        deadline = time.monotonic() + timeout
         for address in self.actors():
-            self.stop(address, timeout=timeout)
+            try:
+                self.stop(address, timeout=max(0.05, deadline - time.monotonic()))
+            except pykka.Timeout:
+                pass
+            except Exception:
+                logger.exception("node {}: stopping {} raised", self.name, address)
+            if self._local.get(address) is not None:
+                self._counts["stop_timeouts"] += 1
+                logger.error("node {}: actor {} did not stop within the shutdown's {} s; left behind",
+                             self.name, address, timeout)
+                self.events.emit(self.clock.now(), self.name, address.partition("/")[2], "actor.stop_timeout",
+                                 {"timeout": timeout})
         for cid in list(self._asks):
             self._end_ask(cid, "node_stopped", exc=NodeStopped(f"node {self.name} shut down before the reply"))
         self._rate.flush_all()

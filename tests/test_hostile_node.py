@@ -76,6 +76,15 @@ class EchoActor(Actor):
             self.reply(Stats(self.handled, {k: v for k, v in self.node.counters().items() if isinstance(v, int)}))
 
 
+class Stuck(Actor):
+    """Blocks in its handler until ``release`` is set (forever in a node process)."""
+
+    release = threading.Event()
+
+    def receive(self, msg, sender):
+        self.release.wait()
+
+
 # ---------------------------------------------------------------------------------------------------
 # In-process: a Node on a stub transport
 # ---------------------------------------------------------------------------------------------------
@@ -97,7 +106,7 @@ class StubTransport:
         self.sent.append(env)
 
     def close(self):
-        pass
+        self.closed = True
 
     def counters(self):
         return {}
@@ -331,6 +340,29 @@ def test_long_addresses_are_cut_in_every_event_and_log_line(nodes):
     assert lines and max(len(x) for x in lines) < 2_000
 
 
+def test_shutdown_leaves_a_stuck_actor_behind_and_still_closes_the_transport(nodes):
+    n, t = stub_node(nodes)
+    n.spawn(Stuck, name="stuck")
+    n.spawn(EchoActor, name="echo")
+    n.tell("east/stuck", Note(1))
+    try:
+        n.shutdown(timeout=0.5)  # the old code raised pykka.Timeout here and left the transport open
+        assert getattr(t, "closed", False), "the transport is closed whatever an actor does"
+        assert n.counters()["stop_timeouts"] == 1
+        assert [e["actor"] for e in n.events.events() if e["kind"] == "actor.stop_timeout"] == ["stuck"]
+        assert "east/echo" not in n.actors()
+    finally:
+        Stuck.release.set()
+
+
+def test_a_node_process_whose_shutdown_hangs_exits_with_its_stacks_instead_of_ignoring_sigterm():
+    code = "import time; from topologies.node import _exit_if_stuck; _exit_if_stuck(0.3); time.sleep(60)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "shutdown did not finish within 0.3 s" in proc.stderr and "time.sleep" not in proc.stdout
+    assert "Thread 0x" in proc.stderr or "Current thread" in proc.stderr, proc.stderr
+
+
 # ---------------------------------------------------------------------------------------------------
 # Real processes: a node under attack from a raw pyzmq client
 # ---------------------------------------------------------------------------------------------------
@@ -523,3 +555,18 @@ def test_attack_fault_control_is_off_without_the_option(east, nodes):
     assert s.counters["faults_refused"] == 1
     assert not [e for e in p.events() if e["kind"] == "transport.faults"]
     assert west.ask("east/echo", Echo(3), timeout=5).result(10).n == 3
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_stops_a_node_process_cleanly_with_an_actor_stuck_in_its_handler(east, nodes):
+    p = east("--spawn", "stuck=tests.test_hostile_node:Stuck")
+    west = _legit(nodes, "west", p.endpoint)
+    west.tell("east/stuck", Note(1))
+    wait_for(lambda: _stats(west).counters.get("received_remote", 0) >= 3, what="the note delivered")
+    t0 = time.monotonic()
+    assert p.stop() == 0, "exit 0 on SIGTERM"
+    took = time.monotonic() - t0
+    counters = json.loads((p.run_dir / "east.counters.json").read_text())
+    print(f"stuck actor: stopped in {took:.1f} s")
+    assert counters["stop_timeouts"] == 1
+    assert any(e["kind"] == "node.stopped" for e in p.events())

@@ -12,7 +12,10 @@ argument file, an actor class that does not load) prints
 with status 1 (2 for bad arguments), at once: before it waits for any peer.
 SIGTERM or SIGINT stops it cleanly: actors stopped, sockets closed, logs
 flushed, counters written, exit status 0 - also while it waits for its peers
-or for ``start``. With ``--parent-pid`` (a launcher's node) it ignores
+or for ``start``. An actor that does not stop within 4 s is left behind
+(``actor.stop_timeout``, counted as ``stop_timeouts``); a shutdown still not
+done after 8 s prints every thread's stack on stderr and exits with status 1,
+so a node never ignores SIGTERM (the launcher SIGKILLs after 10 s). With ``--parent-pid`` (a launcher's node) it ignores
 SIGINT: the launcher owns the shutdown (it sends SIGTERM), and a Ctrl-C in a
 terminal, which reaches a whole process group, is the launcher's to handle
 (the launcher also starts each node in a process group of its own, so the
@@ -256,6 +259,25 @@ def _die_with_parent(pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+SHUTDOWN_WATCHDOG = 8.0  # seconds a stopping node may take (the launcher SIGKILLs after 10)
+
+
+def _exit_if_stuck(after: float) -> None:
+    """If the process is still here ``after`` seconds from now, say so with every thread's stack on stderr and
+    exit with status 1: a node never ignores SIGTERM (and the stacks name what held it)."""
+    def fire() -> None:
+        import faulthandler
+        try:
+            os.write(2, f"error: node shutdown did not finish within {after:g} s; exiting with status 1; "
+                        "thread stacks follow\n".encode())
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        finally:
+            os._exit(1)
+    t = threading.Timer(after, fire)
+    t.daemon = True
+    t.start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stop = threading.Event()
@@ -363,8 +385,14 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(0.2):
             events.flush()
     finally:
+        _exit_if_stuck(SHUTDOWN_WATCHDOG)
         counters = node.counters()
-        node.shutdown()
+        try:
+            node.shutdown(timeout=4.0)
+            if node.counters().get("stop_timeouts"):
+                counters["stop_timeouts"] = node.counters()["stop_timeouts"]
+        except Exception:
+            logger.exception("node {}: shutdown raised", args.name)
         if store is not None:
             counters.update({"durable.writes": store.writes, "durable.syncs": store.syncs})
             if hasattr(store, "close"):
