@@ -842,3 +842,20 @@ def test_a_server_walks_a_multi_stage_workflow_with_a_local_stage():
     assert run.stage == "config" and run.resources == () and not sends(fx, AccessRequest)
     fx = s.handle(StageDone("config", run.run), SRV, 42.0)
     assert s.state is ServerState.DONE
+
+
+def test_the_wait_is_predicted_from_the_holders_own_stages_not_every_stages_mean():
+    """History: 'image' takes 40 s, 'drivers' 2 s (pooled mean 21 s). With the slot held by a drivers stage,
+    a waiter one place behind waits about 2 s, not 21 s; a stage with no history counts the holder's own
+    estimate (its request's ``expected``)."""
+    c = ctl(limit=1, expected=30.0)
+    for _ in range(5):
+        c.history.record("image", 40.0)
+        c.history.record("drivers", 2.0)
+    c.handle(AccessRequest("s1/server", "img", 1, 1, "drivers", 0, 2.0, "", 0.0), "s1/server", 0.0)
+    d = only(sends(c.handle(req(2), "s2/server", 0.1), AccessDeny)).msg
+    assert d.wait == pytest.approx(2.0)
+    c2 = ctl(limit=1, expected=30.0)
+    c2.handle(AccessRequest("s1/server", "img", 1, 1, "firmware", 0, 6.0, "", 0.0), "s1/server", 0.0)
+    d = only(sends(c2.handle(req(2), "s2/server", 0.1), AccessDeny)).msg
+    assert d.wait == pytest.approx(6.0)

@@ -206,7 +206,8 @@ class _Waiter:
 
 
 class _Lease:
-    __slots__ = ("boot", "epoch", "granted_at", "lease", "renewed_at", "seq", "server", "stage", "stamp", "via")
+    __slots__ = ("boot", "epoch", "expected", "granted_at", "lease", "renewed_at", "seq", "server", "stage", "stamp",
+                 "via")
 
     def __init__(self, lease: int, epoch: int, server: str, boot: int, seq: int, stage: str, via: str | None,
                  now: float, stamp: float) -> None:
@@ -220,6 +221,7 @@ class _Lease:
         self.granted_at = now
         self.renewed_at = now
         self.stamp = stamp
+        self.expected = 0.0  # the holder's own estimate of its stage's duration (its request's ``expected``)
 
 
 class ResourceController:
@@ -584,7 +586,15 @@ class ResourceController:
     # -- admission ----------------------------------------------------------------------------
 
     def _mean(self) -> float:
-        return self.history.mean(None, default=self.expected)
+        """How long a slot is held on average now: each holder's stage's own history (or, before its first
+        sample, the holder's own estimate), averaged over the holders; with none, every stage's history."""
+        if not self.leases:
+            return self.history.mean(None, default=self.expected)
+        total = 0.0
+        for lease in self.leases.values():
+            default = lease.expected if lease.expected > 0 else self.history.mean(None, default=self.expected)
+            total += self.history.mean(lease.stage, default=default) if lease.stage else default
+        return total / len(self.leases)
 
     def _admit(self, now: float) -> list[Effect]:
         if self.state is not ControllerState.ACTIVE or not self.queue:
@@ -627,6 +637,7 @@ class ResourceController:
             if lid not in self.leases:
                 break
         lease = _Lease(lid, self.epoch, w.server, w.boot, w.seq, w.stage, w.via, now, w.stamp)
+        lease.expected = w.expected
         self.leases[lid] = lease
         self.lease_of[w.server] = lid
         self._dirty.add(w.server)
