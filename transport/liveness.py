@@ -40,7 +40,7 @@ class PeerChange:
     peer: str
     state: PeerState            # UP or DOWN
     incarnation: int            # the incarnation that came up or went down (0: never known)
-    reason: str                 # "heard", "silent", "restarted"
+    reason: str                 # "heard", "silent", "restarted", "left", "reconnected"
     silent_for: float = 0.0     # for DOWN by silence: how long nothing was heard
 
 
@@ -104,13 +104,17 @@ class FailureDetector:
             changes.append(PeerChange(peer, PeerState.UP, p.incarnation, "heard"))
         return changes
 
-    def left(self, peer: str) -> list[PeerChange]:
-        """The peer said goodbye (a clean shutdown): down now, without waiting."""
+    def left(self, peer: str, reason: str = "left") -> list[PeerChange]:
+        """The peer said goodbye (a clean shutdown): down now, without waiting.
+
+        Also used, with another ``reason``, when the transport knows the peer's session ended
+        (e.g. "reconnected": it now speaks on another connection).
+        """
         p = self._peers.get(peer)
         if p is None or p.state is PeerState.DOWN:
             return []
         p.state = PeerState.DOWN
-        return [PeerChange(peer, PeerState.DOWN, p.incarnation, "left")]
+        return [PeerChange(peer, PeerState.DOWN, p.incarnation, reason)]
 
     def check(self, now: float) -> list[PeerChange]:
         """Peers silent for longer than the timeout go down (reported once)."""

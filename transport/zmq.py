@@ -93,8 +93,9 @@ dropped as ``bad_identity`` and keeps nothing alive. CURVE: the connection's
 (read once per connection from the first frame's metadata). Plaintext: trust on
 first use - the first connection to speak for a known node is bound to it while
 it stays open (a ROUTER_MANDATORY send of one empty frame tells whether it
-still is; ZMTP pings close vanished ones) and, after it closed, until the node
-has been reported down; one connection speaks for one node.
+still is; ZMTP pings close vanished ones); a new connection for a node whose
+bound one closed starts a new session (the old one is reported down, reason
+"reconnected"); one connection speaks for one node.
 A heartbeat never changes a configured node's endpoint.
 
 **Security.** With :class:`CurveConfig` the ROUTER is a CURVE server that
@@ -783,7 +784,8 @@ class ZmqTransport:
             if change.peer in self._learned:
                 self._down_since.setdefault(change.peer, self._clock())
             p = self._peers.get(change.peer)
-            if p is not None:
+            # "reconnected": its new connection is up now; replacing ours would make it see the same
+            if p is not None and change.reason != "reconnected":
                 try:
                     self._reconnect(p)  # drop what was queued for the old incarnation
                 except Exception as e:  # e.g. out of sockets: the old one stays; never the loop's end
@@ -949,9 +951,9 @@ class ZmqTransport:
 
         CURVE: only the connection whose key belongs to ``name``. Plaintext: a connection that already
         speaks for another node, never; else the connection bound to ``name``, or, when none is (or
-        the bound one is closed and the node has been reported down), this one - the first to speak
-        for a known node owns the name for the life of its connection. Messages from strangers
-        (nodes that are not peers) bind nothing.
+        the bound one is closed: that session is reported down, reason "reconnected"), this one -
+        the first to speak for a known node owns the name for the life of its connection. Messages
+        from strangers (nodes that are not peers) bind nothing.
         """
         owner = self._ident_name.get(ident)
         if self.curve is not None:
@@ -963,14 +965,16 @@ class ZmqTransport:
                       f"{what} claims node {name!r:.60} on the connection of node {owner!r:.60}")
             return False
         bound = self._name_ident.get(name)
-        # Another connection takes a name over only once its connection is closed *and* the node has
-        # been reported down (silent or left): traffic from elsewhere never keeps a node up.
-        if bound is not None and (self.detector.state(name) is _UP or not self._gone(bound)):
-            self._bad(name if name in self._peers else "", "identity",
-                      f"{what} claims node {name!r:.60} from another connection than the one it uses")
-            return False
         if bound is not None:
+            if not self._gone(bound):
+                self._bad(name if name in self._peers else "", "identity",
+                          f"{what} claims node {name!r:.60} from another connection than the one it uses")
+                return False
+            # Its connection is closed: that session is over. Reported down at once (pending asks
+            # fail), so traffic on a new connection never silently continues a dead node's session.
             self._unbind(name)
+            for change in self.detector.left(name, "reconnected"):
+                self._changed(change)
         if bind and name in self._peers:
             self._bind(name, ident)
         return True
