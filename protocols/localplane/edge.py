@@ -38,7 +38,10 @@ Requests to a manager known down (isolated, hearing nothing) are not sent.
 drawn at random (:class:`SiteQuery`, again every ``retry_every`` to those
 that have not answered, for ``probe_window``) whether they still hear the
 manager; an :class:`Announce` or :class:`LeaderHeartbeat` from a peer
-meanwhile is that peer's "no" (only a cut-off node sends them). Each answers :class:`SiteStatus`: how
+meanwhile ends the question (only a node that asked and found the site cut
+off sends them): it declares isolation at once, so an island's members
+declare within a round trip of each other and hear every announcement
+within the gather window. Each answers :class:`SiteStatus`: how
 long ago it last heard the manager (a duration, timed back from receipt on
 the asker's clock), whether it is cut off itself, and its temporary plan. A
 peer *hears the manager* when it is not cut off, heard it less than
@@ -696,18 +699,20 @@ class EdgeNode:
     def _answer_cut_off(self, sender: str, now: float, counts: bool = True) -> list[Effect]:
         """A peer that believes itself cut off sent an election or plane message: a node in no plane answers
         whether it still hears the manager (and stops counting on that peer's word) - only if it heard the manager
-        within ``site_fresh``, else its word could not count. While this node asks the
-        site itself, that message answers its question for that peer (``counts``): it does not hear the
-        manager - so an island cut at once declares isolation within a round trip of its first member."""
+        within ``site_fresh``, else its word could not count. While this node asks the site itself, that
+        message (``counts``) settles it: the peer declared isolation after asking the site, so this node declares
+        too - an island cut at once declares within a round trip of its first member."""
         out = self._site_isolated_hint(sender, now)
         if self._in_no_plane() and sender in self.members:
             if self.last_heartbeat is not None and now - self.last_heartbeat < self.site_fresh:
                 out.append(Send(sender, self._site_status(now)))  # only a word that can count is worth sending
             if counts and self.probing is not None and not self.isolated:
+                # a peer already declared after asking the site itself: join it now, not a probe window later
+                # (the election's views need every announcement within the gather window); were only the two of
+                # them cut off, the site's answers to their announcements still make both follow it
                 self.probe_no.add(sender)
                 self.support.pop(sender, None)
-                if self.probe_no >= self.probe_asked:
-                    out += [CancelTimer("probe_retry")] + self._declare_isolation(now)
+                out += [CancelTimer("probe_retry")] + self._declare_isolation(now)
         return out
 
     def _on_site_query(self, msg: SiteQuery, sender: str, now: float) -> list[Effect]:
