@@ -448,3 +448,11 @@ def test_addresses_over_255_bytes_are_refused_on_both_sides(mesh):
         wait_for(lambda: b.counters().get("transport.msgs_in_unknown_peer", 0) == 1, what="the other taken")
     finally:
         raw.close(0)
+
+
+def test_curve_refuses_two_node_names_with_one_key():
+    """A key is bound to one node name (its User-Id): two names sharing one is a configuration error."""
+    pub, sec = CurveConfig.generate()
+    other, _ = CurveConfig.generate()
+    with pytest.raises(ValueError, match="share one public key"):
+        ZmqTransport(curve=CurveConfig(pub, sec, {"a": other, "b": other}))

@@ -356,6 +356,7 @@ class ZmqTransport:
             router.setsockopt(zmq.HEARTBEAT_IVL, 1000)
             router.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(10_000, int(4000 * self.detector.timeout)))
         if self.curve is not None:
+            self._key_names.setdefault(self.curve.public_key, node)  # our own key: this node
             self._start_auth(ctx)
             router.curve_server = True
             router.curve_secretkey = self.curve.secret_key
@@ -382,8 +383,6 @@ class ZmqTransport:
         self._wake_tx = ctx.socket(zmq.PAIR)
         self._wake_tx.setsockopt(zmq.LINGER, 0)
         self._wake_tx.connect(wake_addr)
-        if self.curve is not None:
-            self._key_names.setdefault(self.curve.public_key, node)
         for name, ep in self._initial_peers.items():
             if name != node:
                 self.add_peer(name, ep)
