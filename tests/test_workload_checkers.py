@@ -118,3 +118,20 @@ def test_a_retried_task_is_billed_once_per_result():
     assert BilledAsMetered().check([ACC_A, d1, b1, retry, d2, b2]).status == "valid"
     wrong = dict(b2, fields={**b2["fields"], "lease": "L1"})  # the second result billed as the first run's
     assert BilledAsMetered().check([ACC_A, d1, b1, retry, d2, wrong]).status == "invalid"
+
+
+def test_max_delay_held_takes_a_restarted_queues_word_for_what_is_leased():
+    # the dispatch of a died with the SIGKILLed queue's log; the restarted queue says a is leased
+    restated = ev(7.0, "workload.accepted", task="a", type="py", max_delay=5.0, enqueued_at=0.0, restored=True,
+                  state="leased")
+    later = ev(7.5, "workload.dispatched", task="b", type="py")
+    assert MaxDelayHeld().check([ACC_A, ACC_B, restated, later]).status == "valid"
+    waiting = dict(restated, fields={**restated["fields"], "state": "queued"})
+    assert MaxDelayHeld().check([ACC_A, ACC_B, waiting, later]).status == "invalid"
+
+
+def test_max_delay_held_counts_a_worker_start_as_the_dispatch():
+    # the queue's dispatch event of a died with its process; the worker's start shows it was dispatched
+    started = ev(1.0, "workload.task_started", node="w1", actor="worker", task="a", worker="w1/worker")
+    later = ev(6.0, "workload.dispatched", task="b", type="py")
+    assert MaxDelayHeld().check([ACC_A, ACC_B, started, later]).status == "valid"

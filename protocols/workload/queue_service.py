@@ -168,9 +168,10 @@ class QueueService:
     def _accepted_event(self, t: Task, task_type: str, restored: bool = False, retry: bool = False) -> Emit:
         f = {"task": t.id, "tenant": t.tenant, "type": task_type, "priority": t.priority, "max_delay": t.max_delay,
              "enqueued_at": t.enqueued_at}
-        if restored:
-            f["restored"] = True  # the queue's start re-states what its database holds (its earlier events may
-        if retry:                 # have died with a SIGKILLed process)
+        if restored:  # the queue's start re-states what its database holds (its earlier events may have died
+            f["restored"] = True  # with a SIGKILLed process), the task's state included: waiting or leased
+            f["state"] = t.state
+        if retry:
             f["retry"] = True
         return Emit("workload.accepted", f)
 

@@ -15,7 +15,13 @@ Each submission is sent again every ``resend`` seconds with the same
 ``request_id`` until the gateway answers (``workload.client_acked`` /
 ``workload.client_refused``). A tenant that receives a task's credential uses
 it once at once (``Access``: granted while the task runs). After ``total``
-tasks it stops submitting.
+tasks it stops submitting. A task is known to have ended when its
+notification comes (``workload.client_notified``) or, for one whose
+notification never came (lost with a killed queue process), when the
+gateway's status says so: a task acknowledged ``resend`` seconds ago and not
+yet known to have ended is asked about every ``resend`` seconds. Once every
+submission was answered and every acknowledged task has ended, it says
+``workload.tenants_done`` (once): the end of a run.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import random
 from typing import Any
 
 from protocols.core import Effect, Emit, Send
-from protocols.workload.gateway import Submit, Submitted
+from protocols.workload.gateway import Submit, Submitted, TaskQuery
 from protocols.workload.messages import TaskStatus
 from protocols.workload.services import PublishCode, Published
 from protocols.workload.worker import Access, AccessAnswer, Credential
@@ -60,6 +66,8 @@ class Tenants:
         self.sent = 0
         self.pending: dict[str, tuple[Submit, float]] = {}
         self.acked: dict[str, str] = {}  # request id -> task id
+        self.waiting: dict[str, tuple[str, float]] = {}  # task id -> (tenant, when last heard of or asked)
+        self.finished = False
         self.published = not code_service
         self.publish_sent = -1e18
         self.publisher = sorted(self.tenants)[0]
@@ -94,6 +102,13 @@ class Tenants:
             if now - sent >= self.resend:
                 self.pending[rid] = (m, now)
                 out.append(Send(self.gateway, m))
+        for tid, (tenant, heard) in list(self.waiting.items()):
+            if now - heard >= self.resend:  # no notification yet: ask
+                self.waiting[tid] = (tenant, now)
+                out.append(Send(self.gateway, TaskQuery(tenant, self.tenants[tenant], tid, "status")))
+        if not self.finished and self.sent >= self.total and not self.pending and not self.waiting:
+            self.finished = True
+            out.append(Emit("workload.tenants_done", {"submitted": self.sent, "acked": len(self.acked)}))
         return out
 
     def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
@@ -103,6 +118,7 @@ class Tenants:
                 return []
             if msg.ok:
                 self.acked[msg.request_id] = msg.task_id
+                self.waiting.setdefault(msg.task_id, (p[0].tenant, now))
                 self.counters["acked"] += 1
                 return [Emit("workload.client_acked", {"task": msg.task_id, "request": msg.request_id,
                                                        "tenant": p[0].tenant})]
@@ -117,6 +133,9 @@ class Tenants:
             self.counters["access_granted" if msg.ok else "access_refused"] += 1
             return []
         if isinstance(msg, TaskStatus):
+            if msg.state != "done" or msg.task_id not in self.waiting:
+                return []  # still running, or known already
+            del self.waiting[msg.task_id]
             self.counters["notified"] += 1
             return [Emit("workload.client_notified", {"task": msg.task_id, "ok": bool((msg.outcome or {}).get("ok"))})]
         return []

@@ -27,7 +27,9 @@ the events are those of ``protocols/workload``):
   may wait past its maximum delay only while no worker of its type is free -
   at most one task's run time when workers are busy. Evidence: the waiting
   task's ``workload.accepted`` (``waiting``) and the dispatch that passed it
-  over (``dispatched``). The summary gives the largest overrun seen.
+  over (``dispatched``). A restarted queue re-states every task it holds with
+  its state (``workload.accepted`` with ``restored`` and ``state``), which
+  replaces what the log said of it. The summary gives the largest overrun seen.
 * ``billed-as-metered`` - every ``workload.billed`` bills the attempt that
   produced the kept result: its ``metered`` equals that ``workload.task_done``'s,
   its ``billed`` time is ``max(minimum, ceil(metered / increment) * increment)``
@@ -168,15 +170,21 @@ class MaxDelayHeld:
             tid = f.get("task")
             t = float(ev.get("time", 0.0))
             if k == "workload.accepted":
-                if f.get("restored") and tid in info:
-                    continue  # the restarted queue re-states a task it had: nothing changes
-                try:
-                    info[tid] = (float(f.get("enqueued_at", t)) + float(f.get("max_delay", 0.0)),
-                                 str(f.get("type", "")), ev)
-                except (TypeError, ValueError):
-                    continue
-                if not f.get("restored"):
+                if not (f.get("restored") and tid in info):
+                    try:
+                        info[tid] = (float(f.get("enqueued_at", t)) + float(f.get("max_delay", 0.0)),
+                                     str(f.get("type", "")), ev)
+                    except (TypeError, ValueError):
+                        continue
+                # a restarted queue re-states each task with its state (the dispatch that leased it may be
+                # missing from the log: a SIGKILLed process loses the unflushed tail of its event log)
+                state = f.get("state") if f.get("restored") else "queued"
+                if state == "leased":
+                    queued.get(info[tid][1], set()).discard(tid)
+                elif state == "queued":
                     queued.setdefault(info[tid][1], set()).add(tid)
+            elif k == "workload.task_started" and tid in info:  # a worker runs it: it was dispatched (even when
+                queued.get(info[tid][1], set()).discard(tid)      # the queue's own event died with its process)
             elif k == "workload.lease_lapsed" and tid in info:
                 queued.setdefault(info[tid][1], set()).add(tid)
             elif k in ("workload.task_done", "workload.done_restated") and tid in info:
