@@ -352,6 +352,13 @@ class _CellCore:
         with self._lane_lock:
             if self._lanes_closed:
                 return None
+            if not self._queued and not self._drain_posted and len(items) <= _QUANTUM and self._idle():
+                # nothing waits anywhere: straight into the mailbox, as one turn would take them
+                try:
+                    self.actor_ref.tell(items[0] if len(items) == 1 else _Batch(items))  # type: ignore[attr-defined]
+                    return []
+                except pykka.ActorDeadError:
+                    pass  # stopping: the lanes take them (handled or dead-lettered by the stop)
             lanes = self._lanes
             lane = lanes.get(lane_key)
             if lane is None:
@@ -372,6 +379,9 @@ class _CellCore:
         if post:
             self._post(_DRAIN)
         return refused
+
+    def _idle(self) -> bool:  # the mailbox is empty (a concrete cell knows how to ask)
+        return False
 
     def _overflow(self, lane: deque, items: list) -> list:
         limit, lanes, ring = self._mailbox_limit, self._lanes, self._ring
@@ -552,6 +562,9 @@ class _Cell(_CellCore, pykka.ThreadingActor):
         node._tells[self.address] = self.actor_ref.tell
         node._cells[self.address] = self
 
+    def _idle(self) -> bool:
+        return self.actor_inbox.empty()  # type: ignore[attr-defined]
+
     # -- lifecycle (actor thread) -------------------------------------------
     def on_start(self) -> None:
         self._start_first()
@@ -625,6 +638,9 @@ class _LoopCell(_CellCore):
     @property
     def actor_ref(self) -> "_LoopCell":
         return self
+
+    def _idle(self) -> bool:
+        return not self._mbox
 
     def tell(self, item: Any) -> None:
         with self._lock:
