@@ -103,3 +103,25 @@ def test_a_retried_tasks_new_result_is_billed_on_its_own():
     assert not b.record_task("acme", "t1", 2.0, "py", 0, at=1.5, run="L1")  # the same result reported again
     assert b.record_task("acme", "t1", 3.0, "py", 0, at=9.0, run="L7")  # retry(t1): a new run
     assert [x.quantity for x in b.statement("acme", 0).lines] == [Decimal("2"), Decimal("3")]
+
+
+def test_billing_service_persists_each_charge_and_restarts_without_forgetting_or_rebilling():
+    from protocols.core import Emit, Persist, Send
+    from protocols.workload.billing import BillingService, StatementReply, StatementRequest, Usage, UsageAck
+
+    b = BillingService(increment=0.1, minimum=0.5, rates={"*": {"*": "1"}}, storage_rate="1")
+    u = Usage("t1", "acme", 0.73, "etl", 0, 10.0, True, 0, "", "0", "L1")
+    e = b.handle(u, "q/queue", 11.0)
+    assert isinstance(e[0], Persist) and isinstance(e[-1], Send) and e[-1].msg == UsageAck("t1")
+    durable = {e[0].key: e[0].data}
+    failed = Usage("t2", "acme", 0.2, "etl", 0, 20.0, False, 1024 * 1024, "", "0", "L2")
+    for x in b.handle(failed, "q/queue", 21.0):
+        if isinstance(x, Persist):
+            durable[x.key] = x.data
+    again = BillingService(increment=0.1, minimum=0.5, rates={"*": {"*": "1"}}, storage_rate="1", durable=durable)
+    e = again.handle(u, "q/queue", 30.0)  # the queue reports it again after the restart: acknowledged, not billed
+    assert not any(isinstance(x, Emit) and x.kind == "workload.billed" for x in e)
+    st = [x.msg for x in again.handle(StatementRequest("acme", 0), "c/x", 3600.0) if isinstance(x, Send)][0]
+    assert isinstance(st, StatementReply)
+    kinds = [x["kind"] for x in st.statement["lines"]]
+    assert kinds == ["task", "task", "storage"] and st.statement["lines"][0]["quantity"] == "0.8"

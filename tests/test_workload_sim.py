@@ -62,7 +62,7 @@ def build(seed, db, total=80, faults=True):
     keep = lambda eff, addr, sim: None  # noqa: E731  (their Persist effects: these services are not restarted here)
     sim.add(CODE, CodeService(), host=keep)
     sim.add(DATA, DataService(), host=keep)
-    sim.add(BILL, BillingService(increment=0.1, minimum=0.5))
+    sim.add(BILL, BillingService(increment=0.1, minimum=0.5), host=keep)
     sim.add(TEN, Tenants(GW, {t: v["token"] for t, v in TENANTS.items()}, ["py", "sh"], total=total, rate=0.6,
                          burst=[1, 8], seconds=[0.05, 3.0], fail=0.1, priorities=[0, 5, 9], max_delays=[2.0, 15.0],
                          code_service=CODE, resend=1.0, address=TEN, rng=rng(TEN)))

@@ -40,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from protocols.core import Effect, Emit, Send
+from protocols.core import Effect, Emit, Persist, Send
 from transport.codec import message
 
 __all__ = ["Billing", "BillingService", "Line", "Statement", "StatementReply", "StatementRequest", "Usage",
@@ -221,6 +221,10 @@ class Usage:
     run: str = ""  # the lease of the attempt whose result was kept: a retry's run is billed on its own
 
 
+_USAGE_FIELDS = ("task_id", "tenant", "metered", "resource", "priority", "at", "ok", "size", "code_owner",
+                 "code_price", "run")
+
+
 @message("workload.UsageAck")
 class UsageAck:
     task_id: str
@@ -238,19 +242,34 @@ class StatementReply:
 
 
 class BillingService:
-    """:class:`Billing` as a state machine: ``Usage`` -> one ``workload.billed`` event per task (a repeat
+    """:class:`Billing` as a state machine: ``Usage`` -> one ``workload.billed`` event per result (a repeat
     is acknowledged and not billed again); a failed task's retained code and data are charged for storage
-    until ``failure_ttl`` after it ended (the retention rule); ``StatementRequest`` -> ``StatementReply``."""
+    until ``failure_ttl`` after it ended (the retention rule); ``StatementRequest`` -> ``StatementReply``.
+
+    Durable: each billed result is a ``Persist`` before its ``UsageAck`` (the host syncs before the answer
+    leaves), and a restarted service is built with ``durable=`` them, so it neither forgets a charge nor
+    bills a result reported again after its restart."""
 
     tick_interval = None
 
     def __init__(self, increment: float = 0.1, minimum: float = 1.0, period: float = 3600.0,
                  rates: dict[str, dict[str, str]] | None = None, storage_rate: str = "0",
-                 failure_ttl: float = 86_400.0) -> None:
+                 failure_ttl: float = 86_400.0, durable: dict | None = None) -> None:
         self.billing = Billing(increment=increment, minimum=minimum, period=period, rates=rates,
                                storage_rate=storage_rate)
         self.failure_ttl = failure_ttl
         self.increment, self.minimum = increment, minimum
+        records = [r for k, r in (durable or {}).items() if k.startswith("bill/") and isinstance(r, dict)]
+        for r in sorted(records, key=lambda r: r.get("at", 0.0)):
+            self._apply(Usage(**{k: r[k] for k in r if k in _USAGE_FIELDS}))
+
+    def _apply(self, u: "Usage") -> bool:
+        fresh = self.billing.record_task(u.tenant, u.task_id, u.metered, u.resource, u.priority, u.at,
+                                         u.code_owner, u.code_price, u.run)
+        if fresh and not u.ok and u.size:
+            self.billing.retain(u.tenant, u.task_id, u.size, u.at)
+            self.billing.release(u.task_id, u.at + self.failure_ttl)
+        return fresh
 
     def tick(self, now: float) -> list[Effect]:
         return []
@@ -259,21 +278,18 @@ class BillingService:
         if isinstance(msg, Usage):
             out: list[Effect] = []
             try:
-                fresh = self.billing.record_task(msg.tenant, msg.task_id, msg.metered, msg.resource, msg.priority,
-                                                 msg.at, msg.code_owner, msg.code_price, msg.run)
+                fresh = self._apply(msg)
             except (KeyError, ValueError) as e:
                 return [Emit("workload.billing_refused", {"task": msg.task_id, "error": str(e)}),
                         Send(sender, UsageAck(msg.task_id))]
             if fresh:
                 secs, amount = self.billing.task_charge(msg.metered, msg.resource, msg.priority)
+                out.append(Persist(f"bill/{msg.task_id}@{msg.run}", {f: getattr(msg, f) for f in _USAGE_FIELDS}))
                 out.append(Emit("workload.billed", {
                     "task": msg.task_id, "lease": msg.run, "tenant": msg.tenant, "metered": msg.metered,
                     "billed": float(secs),
                     "amount": str(amount), "increment": self.increment, "minimum": self.minimum,
                     "rate": str(self.billing.rate(msg.resource, msg.priority)), "period": self.billing.period_of(msg.at)}))
-                if not msg.ok and msg.size:
-                    self.billing.retain(msg.tenant, msg.task_id, msg.size, msg.at)
-                    self.billing.release(msg.task_id, msg.at + self.failure_ttl)
             out.append(Send(sender, UsageAck(msg.task_id)))
             return out
         if isinstance(msg, StatementRequest):
