@@ -74,6 +74,10 @@ def test_gateway_acknowledges_only_after_the_queue_and_dedups_resends():
     (enq,) = sends(e, Enqueue, Q)
     assert enq.priority == 7 and enq.task_id.startswith("py.") and enq.payload["notify"] == "acme/inbox"
     assert not sends(e, Submitted)  # nothing said to the client yet
+    restarted = gateway()  # a gateway that lost its tables names the resent submission's task the same
+    restarted.rng.random()
+    assert sends(restarted.handle(submit(), CLI, 0.2), Enqueue)[0].task_id == enq.task_id
+    assert sends(restarted.handle(submit(tenant="zeta", token="z"), CLI, 0.2), Enqueue)[0].task_id != enq.task_id
     assert g.handle(submit(), CLI, 0.1) == []  # the client's resend: still waiting, no second task
     assert sends(g.tick(1.5), Enqueue, Q) == [enq]  # the queue did not answer: sent again, same id
     e = g.handle(Enqueued(enq.task_id, True), Q, 1.6)

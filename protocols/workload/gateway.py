@@ -12,8 +12,10 @@ service; ``version`` 0 or absent = the latest), the data (``{"inline": ...}`` or
 priority of the tenant's account class), the maximum delay and a notification
 address. :meth:`Gateway.validate` checks every field and says, in one
 sentence, what is wrong; the answer is :class:`Submitted` with ``ok=False``
-and that error. A valid task gets an id ``<type>.<gateway incarnation>.<n>``
-and is sent to its type's queue as ``Enqueue``; the client hears
+and that error. A valid task gets the id ``<type>.<20 hex digits of
+sha256(tenant, request_id)>`` - a resend of a submission names the same
+task even after the gateway restarted - and is sent to its type's queue as
+``Enqueue``; the client hears
 ``Submitted(ok=True, task_id)`` only when the queue answers ``Enqueued(ok)``
 (after its commit). ``Enqueue`` is sent again every ``resend`` seconds until
 answered; a client's resend of the same ``(tenant, request_id)`` gets the same
@@ -30,6 +32,7 @@ at most ``max_inline`` bytes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import re
@@ -197,7 +200,10 @@ class Gateway:
             return [Emit("workload.refused", {"tenant": str(m.tenant)[:64], "error": err}),
                     Send(sender, Submitted(m.request_id, False, "", err))]
         self._n += 1
-        tid = f"{m.task_type}.{self.incarnation}.{self._n}"
+        # the id is a function of (tenant, request id): a resend after this gateway restarted (its tables
+        # lost) names the same task, which the queue already holds, never a second one
+        digest = hashlib.sha256(f"{m.tenant}\0{m.request_id}".encode()).hexdigest()[:20]
+        tid = f"{m.task_type}.{digest}"
         payload = {"code": dict(m.code), "data": dict(m.data), "notify": m.notify}
         enq = Enqueue(tid, m.tenant, m.task_type, prio, float(m.max_delay), payload)
         self.pending[tid] = (sender, m.request_id, enq, now)

@@ -61,6 +61,7 @@ class Tenants:
         self.code_service = code_service
         self.resend, self.address = resend, address
         self.rng = rng or random.Random(0)
+        self.boot = f"{self.rng.getrandbits(32):08x}"  # this incarnation: a restarted driver's requests are new
         self.tick_interval = 0.1
         self.next_burst = start
         self.sent = 0
@@ -87,7 +88,7 @@ class Tenants:
             tt = self.rng.choice(self.types)
             for _ in range(n):
                 self.sent += 1
-                rid = f"{self.address or 'tenants'}#{self.sent}"
+                rid = f"{self.address or 'tenants'}#{self.boot}#{self.sent}"
                 secs = round(self.rng.uniform(self.seconds[0], self.seconds[-1]), 3)
                 code = {"ref": "shared-sleep"} if self.published and self.code_service and \
                     self.rng.random() < self.shared else {"source": SLEEP_TASK}
