@@ -187,11 +187,11 @@ def real_runs(runs: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=None, help="simulated runs per figure (default 40; 8 with --quick)")
+    ap.add_argument("--seeds", type=int, default=None, help="simulated runs per figure (default 40; 4 with --quick)")
     ap.add_argument("--real-runs", type=int, default=None, help="real monitor-kill runs (default 3; 1 with --quick)")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
-    seeds = a.seeds or (8 if a.quick else 40)
+    seeds = a.seeds or (4 if a.quick else 40)
     real = a.real_runs if a.real_runs is not None else (1 if a.quick else 3)
 
     print(f"simulated: 3 DCs x 4 sectors x 6 racks = 72 monitors, {seeds} seeds", flush=True)
