@@ -693,7 +693,10 @@ def test_resource_delivering_well_below_its_history_is_flagged():
         fx = c.tick(float(t))
         if t == 60:
             flag = only(emits(fx, "history.underdelivery")).fields
+            lowered = only(emits(fx, "limit.changed")).fields
     assert flag["completions"] == 0 and flag["ratio"] == 0.0 and c.underdelivering
+    # ... and an adaptive controller lowers its limit on it (issue 16, deliverable 5)
+    assert (lowered["old"], lowered["new"], lowered["reason"]) == (10, 9, "underdelivery") and c.limit == 9
 
 
 def test_notices_and_unexpected_input_at_the_controller():

@@ -788,7 +788,16 @@ class ResourceController:
                       "avg_holders": avg, "predicted_duration": predicted, "window": window}
             if not self.underdelivering and ratio < 0.5:
                 self.underdelivering = True
-                fx.append(Emit("history.underdelivery", fields))
+                fx.append(Emit("history.underdelivery", fields))  # the operator's report
+                if self.adaptive and self.holders <= self.limit:  # and one backoff step, as for any sag
+                    old, new = self.limit, max(self.aimd.min_limit, math.floor(self.limit * self.aimd.backoff))
+                    if new != old:
+                        self.limit = new
+                        fx += self._persist_meta()
+                        fx.append(Emit("limit.changed", {"resource": self.resource, "old": old, "new": new,
+                                                         "reason": "underdelivery", "holders": self.holders,
+                                                         "reserved": len(self.reserved), "ratio": ratio,
+                                                         "waiting": len(self.waiting)}))
             elif self.underdelivering and ratio >= 0.8:
                 self.underdelivering = False
                 fx.append(Emit("history.recovered", fields))
