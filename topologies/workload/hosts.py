@@ -10,7 +10,8 @@ How this works
   process (where the wait is a real timer).
 * :class:`PythonRunner` (kind ``workload.python_worker``) runs the task's real
   code in a :class:`~topologies.workload.runner.WarmPython` (a zygote with the
-  environment's modules imported, forking a confined child per task); its
+  environment's modules imported, forking a confined child per task; the
+  tasks' private directories under ``RUNDIR/<node>.<actor>.work``); its
   report is told to the worker actor as ``TaskFinished``.
 * :class:`WorkerHost` (kind ``workload.worker``) is the one a topology file
   uses: with ``env = "python"`` it runs real code (a :class:`PythonRunner`)
@@ -20,6 +21,8 @@ How this works
 
 from __future__ import annotations
 
+import atexit
+import os
 import random
 from typing import Any
 
@@ -27,6 +30,7 @@ import attrs
 
 from protocols.workload.worker import Prepare, RunTask, StopTask, TaskFinished
 from topologies.workload.runner import Limits, WarmPython
+from topologies.workload.store import _run_dir
 
 __all__ = ["PythonRunner", "SimRunner", "WorkerHost"]
 
@@ -78,8 +82,10 @@ class PythonRunner:
                        if k in report}
             node.tell(address, TaskFinished(report["id"], outcome), address)
 
-        self.env = WarmPython(self.modules, work_root=self.work_root, on_done=done, slots=self.slots)
+        work_root = self.work_root or os.path.join(_run_dir(), f"{address.replace('/', '.')}.work")
+        self.env = WarmPython(self.modules, work_root=work_root, on_done=done, slots=self.slots)
         self.env.start()
+        atexit.register(self.env.close)  # a node stopped by SIGTERM leaves no task directory behind
 
     def on_effect(self, effect: Any, api: Any) -> None:
         if self.env is None:
