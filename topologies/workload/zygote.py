@@ -34,7 +34,9 @@ exception's type and message.
 A waiter thread per task enforces the wall-time limit: at the deadline it
 kills the task's process group, and (running as root) every process of the
 slot's uid, which also catches a descendant that left the group with
-``setsid``. ``metered`` is the wall time from the fork to the reaping of the
+``setsid``. At a task's end the group is killed too, and the slot's uid
+swept unless the task reported that it never forked (the audit hook sees
+every ``os.fork``; other ways to start a process are refused). ``metered`` is the wall time from the fork to the reaping of the
 child: the time the resource was dedicated to the task. The private
 directory is removed afterwards.
 """
@@ -93,9 +95,14 @@ def _inside(path, root: str) -> bool:
     return real == root or real.startswith(root + os.sep)
 
 
+FORKED = {"yes": False}  # in a task's child: did the task fork (then its end sweeps the slot's uid)
+
+
 def _hook_for(root: str):
     def hook(event: str, args: tuple) -> None:
-        if event == "open":
+        if event == "os.fork":
+            FORKED["yes"] = True
+        elif event == "open":
             path, mode, flags = (tuple(args) + (None, None, None))[:3]
             writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or \
                 (isinstance(flags, int) and flags & _WRITE_FLAGS)
@@ -147,7 +154,7 @@ def _child(req: dict, wfd: int) -> None:
         scope.update({"__name__": "__task__", "data": req.get("data")})
         exec(compile(req["source"], "<task>", "exec"), scope)  # noqa: S102 - the task's own code, confined above
         value = scope["main"](req.get("data")) if callable(scope.get("main")) else scope.get("result")
-        blob = msgpack.packb({"ok": True, "value": value}, use_bin_type=True)
+        blob = msgpack.packb({"ok": True, "value": value, "forked": FORKED["yes"]}, use_bin_type=True)
         if len(blob) > int(lim["output"]):
             blob = msgpack.packb({"ok": False, "error": f"result is {len(blob)} bytes; the limit is {lim['output']}"})
     except BaseException as e:  # the task's failure, whatever it is: reported, never raised into the zygote
@@ -162,7 +169,8 @@ def _child(req: dict, wfd: int) -> None:
         except BaseException:
             tb = ""
         try:
-            blob = msgpack.packb({"ok": False, "error": f"{type(e).__name__}: {e}"[:500], "trace": tb})
+            blob = msgpack.packb({"ok": False, "error": f"{type(e).__name__}: {e}"[:500], "trace": tb,
+                                  "forked": FORKED["yes"]})
         except BaseException:
             pass  # keep the report made before the task ran
     if os.getpid() != me:
@@ -274,17 +282,20 @@ def _wait(req: dict, pid: int, rfd: int, started: float) -> None:
                 status, rusage = st, ru
             break
     metered = time.monotonic() - started
-    _kill_group(pid, int(req.get("uid") or 0))  # whatever it left behind
-    os.close(rfd)
-    _RUNNING.pop(req["id"], None)
-    report = {"op": "done", "id": req["id"], "metered": metered,
-              "cpu": (rusage.ru_utime + rusage.ru_stime) if rusage else 0.0, "killed": killed}
     result = None
     if data and not killed:
         try:
             result = msgpack.unpackb(data, raw=False)
         except Exception:
             result = None
+    # whatever it left behind: its process group always; every process of the slot's uid (a descendant that
+    # left the group with setsid) unless the task reported that it never forked
+    clean = isinstance(result, dict) and result.get("forked") is False
+    _kill_group(pid, 0 if clean else int(req.get("uid") or 0))
+    os.close(rfd)
+    _RUNNING.pop(req["id"], None)
+    report = {"op": "done", "id": req["id"], "metered": metered,
+              "cpu": (rusage.ru_utime + rusage.ru_stime) if rusage else 0.0, "killed": killed}
     if killed:
         report.update(ok=False, error=f"killed: {killed}")
     elif isinstance(result, dict) and "ok" in result:
