@@ -862,3 +862,19 @@ def test_the_wait_is_predicted_from_the_holders_own_stages_not_every_stages_mean
     c2.handle(AccessRequest("s1/server", "img", 1, 1, "firmware", 0, 6.0, "", 0.0), "s1/server", 0.0)
     d = only(sends(c2.handle(req(2), "s2/server", 0.1), AccessDeny)).msg
     assert d.wait == pytest.approx(6.0)
+
+
+def test_a_server_parked_instead_of_dormant_says_so_and_pings():
+    """A holder told 'dormant' (which carries no ping interval) parks instead; it used to stay silent, so the
+    controller kept it as dormant and its waiting-list entry could only be woken. It now tells the controller it
+    is parking and pings."""
+    s, _ = two_resource_server()
+    s.handle(AccessGrant(SRV, "drv", s.boot, s.req_seq, 5, 3, 30.0, 0.1), "rc1/controller", 0.2)
+    fx = s.handle(deny(s, Directive.DORMANT, wait=500.0, ping_every=0.0, stamp=0.2), RC, 0.3)
+    assert s.state is ServerState.PARKING
+    ping = only(sends(fx, StatusPing, RC)).msg
+    assert ping.state == "parking"
+    every = timers(fx)["ping"] - 0.3
+    assert 1.0 <= every <= s.recheck_min
+    fx = s.handle(TimerFired("ping"), SRV, 0.3 + every)
+    assert only(sends(fx, StatusPing, RC)).msg.state == "parking"

@@ -583,8 +583,13 @@ class Server:
             return fx + [SetTimer("alarm", self.alarm_at)]
         if target is not self.state:
             fx += self._become(target, now, "denied", resource=m.resource, wait=m.wait, position=m.position)
-        if m.ping_every > 0:
-            fx.append(SetTimer("ping", now + m.ping_every))
+        if directive is not m.directive:
+            # told dormant (no ping interval) but parking: say so - the controller then treats us as a parked
+            # waiter (pushes the grant) - and ping, on an interval of our own
+            self.ping_every = max(1.0, min(self.recheck_min, m.wait / 4))
+            fx.append(Send(self.routes[m.resource].target, self._ping_msg(now, m.resource, target)))
+        if self.ping_every > 0:
+            fx.append(SetTimer("ping", now + self.ping_every))
         return fx + [SetTimer("recheck", now + max(self.recheck_min, self.recheck_factor * m.wait))]
 
     def _on_wake(self, m: Wake, now: float) -> list[Effect]:
