@@ -96,8 +96,8 @@ def spawned(monkeypatch):
     made: list[subprocess.Popen] = []
     real = launcher.spawn_node
 
-    def recording(topo_file, name, run_dir):
-        p = real(topo_file, name, run_dir)
+    def recording(topo_file, name, run_dir, *rest, **kw):  # spawn_node's later arguments (fault_control) pass on
+        p = real(topo_file, name, run_dir, *rest, **kw)
         made.append(p)
         return p
 
@@ -284,9 +284,9 @@ def test_an_interrupt_during_start_stops_what_started_and_says_interrupted(tmp_p
     made: list[subprocess.Popen] = []
     real = launcher.spawn_node
 
-    def gamma_never_ready(topo_file, name, run_dir):
+    def gamma_never_ready(topo_file, name, run_dir, *rest, **kw):
         if name != "gamma":
-            p = real(topo_file, name, run_dir)
+            p = real(topo_file, name, run_dir, *rest, **kw)
         else:  # a node that never prints its ready line; then Ctrl-C
             p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
