@@ -357,8 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     directory: dict[str, str] = {}
     if topo is not None and topo.transport.connect == "on-demand":
         directory, peers = peers, {}  # connect to a node when first sending to it; ready once bound
+    # From a topology the node knows every peer: a heartbeat may introduce only the chaos control node (when this
+    # node obeys one); a node started by hand keeps learning peers from heartbeats (docs/security.md).
+    learn: bool | set[str] = True if topo is None else ({args.fault_control} if args.fault_control else False)
     transport = ZmqTransport(bind, peers, heartbeat_interval=heartbeat, liveness=liveness, curve=curve, seed=seed,
-                             directory=directory)
+                             directory=directory, learn_peers=learn)
     try:
         node = Node(args.name, transport=transport, event_log=events, trace_asks=topo is not None,
                     dispatch=topo.transport.dispatch if topo is not None else args.dispatch,
