@@ -261,6 +261,8 @@ def test_fault_drop_and_clear(pair):
 
 def test_fault_delay_holds_messages_then_delivers(pair):
     a, b, box = pair
+    # the fixture's reply to b is counted once its send returns, which may be after b has it: wait for that count
+    wait_for(lambda: a.counters().get("transport.peer.b.msgs_out", 0) == 1, what="the fixture's reply counted")
     _control(a, SetFaults([FaultRule(direction="out", delay=0.3)]))
     a.tell("b/box", Ping(1))
     assert len(a.transport._delayed) == 1 and a.counters().get("transport.peer.b.msgs_out", 0) == 1
