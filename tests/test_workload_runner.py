@@ -170,9 +170,15 @@ def test_two_environments_on_one_machine_never_share_task_uids(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="per-slot uids are used only when running as root")
-def test_a_descendant_that_left_the_process_group_is_killed_at_the_tasks_end(env):
-    w, got = env
-    r = run_all(w, got, {"escapee": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\n"
-                                    "result = 'parent done'"})
-    assert r["escapee"]["ok"] and r["escapee"]["value"] == "parent done"
-    assert uid_processes(range(w.base_uid, w.base_uid + w.slots)) == 0, "the setsid descendant outlived its task"
+def test_a_descendant_that_left_the_process_group_is_killed_at_the_tasks_end(tmp_path):
+    got = Collector()
+    # an environment of its own: the module's slots may still count a fork bomb's zombies against RLIMIT_NPROC
+    w = WarmPython(("json",), work_root=tmp_path / "w", on_done=got, slots=1)
+    w.start()
+    try:
+        r = run_all(w, got, {"escapee": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\n"
+                                        "result = 'parent done'"})
+        assert r["escapee"]["ok"] and r["escapee"]["value"] == "parent done", r["escapee"]
+        assert uid_processes(range(w.base_uid, w.base_uid + w.slots)) == 0, "the setsid descendant outlived its task"
+    finally:
+        w.close()

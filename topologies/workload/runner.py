@@ -62,6 +62,24 @@ UID_LOCKS = Path(tempfile.gettempdir()) / "fleetplane-task-uids"
 UID_BASE, UID_BLOCK, UID_BLOCKS = 200_000, 64, 4096
 
 
+def _kill_range(lo: int, hi: int) -> None:
+    """SIGKILL every process whose uid is in ``[lo, hi)`` (a few sweeps: what they fork dies too)."""
+    import signal
+
+    for _ in range(20):
+        found = False
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    if lo <= os.stat(f"/proc/{pid}").st_uid < hi:
+                        os.kill(int(pid), signal.SIGKILL)
+                        found = True
+                except OSError:
+                    pass
+        if not found:
+            return
+
+
 def claim_uids(slots: int) -> tuple[int, Any]:
     """A block of unprivileged uids no other environment on this machine uses (an ``flock`` held while this
     process lives): a task's uid must be its own, or ending one task would kill another's processes."""
@@ -78,6 +96,7 @@ def claim_uids(slots: int) -> tuple[int, Any]:
         except OSError:
             f.close()
             continue
+        _kill_range(base, base + UID_BLOCK)  # leftovers of an environment that died holding this block
         return base, f
     raise RuntimeError(f"no free block of task uids (all {UID_BLOCKS} are held; see {UID_LOCKS})")
 

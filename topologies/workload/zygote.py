@@ -126,7 +126,6 @@ def _child(req: dict, wfd: int) -> None:
     blob = msgpack.packb({"ok": False, "error": "the task failed and its error could not be reported"})
     try:
         os.setsid()
-        die_with_parent()  # a task never outlives its zygote
         root = os.path.realpath(req["dir"])
         lim = req["limits"]
         null = os.open(os.devnull, os.O_RDONLY)
@@ -146,6 +145,7 @@ def _child(req: dict, wfd: int) -> None:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
+        die_with_parent()  # a task never outlives its zygote (after setuid: a change of uid clears it)
         nproc = int(lim["processes"])
         if os.geteuid() != 0 and not uid:
             nproc += _count_processes(os.getuid())  # shared uid: leave room for what already runs
