@@ -47,7 +47,7 @@ class WorkloadError(Exception):
 
 class WorkloadClient:
     def __init__(self, node: Any, gateway: str = "gw/gateway", *, tenant: str, token: str,
-                 billing: str = "svc/billing", timeout: float = 5.0, tries: int = 3) -> None:
+                 billing: str = "svc/billing", timeout: float = 5.0, tries: int = 5) -> None:
         self.node, self.gateway, self.billing = node, gateway, billing
         self.tenant, self.token = tenant, token
         self.timeout, self.tries = timeout, tries
@@ -55,7 +55,10 @@ class WorkloadClient:
 
     def _ask(self, to: str, msg: Any, expect: type) -> Any:
         last: Exception | None = None
-        for _ in range(self.tries):
+        pause = threading.Event()
+        for i in range(self.tries):
+            if i:
+                pause.wait(min(2.0, 0.25 * 2 ** i))  # e.g. the connection to the gateway's node is not up yet
             try:
                 reply = self.node.ask(to, msg, timeout=self.timeout).result()
             except Exception as e:  # AskTimeout, DeadLetterError: the same message again (it is idempotent)
