@@ -5,8 +5,9 @@
 
 Both systems get 4 worker processes on 127.0.0.1. Fleetplane: a gateway, the SQLite-backed
 queue (fsync on) and 4 worker node processes (``workload.worker``, one slot each: a warm Python
-zygote forking a confined child per task), started with ``fleetplane run``; the benchmark joins
-as a node of its own, submits through the gateway and is notified of each result. Celery:
+zygote forking a confined child per task), started as the launcher starts them; the benchmark is
+the topology's node ``bench`` (topology nodes admit no node their topology does not name),
+submits through the gateway and is notified of each result. Celery:
 ``redis-server`` (no persistence) as broker and result backend, 4 ``celery worker -c 1``
 processes, ``task_acks_late = True``, ``worker_prefetch_multiplier = 1`` (the issue's
 configuration; every other setting Celery's default, so the Redis visibility timeout is 3600 s).
@@ -124,32 +125,36 @@ def free_port() -> int:
 # --------------------------------------------------------------------------
 
 class Fleet:
+    """The benchmark's fleetplane: the topology's node processes, and this process as its node ``bench`` (a node
+    the topology names: topology nodes admit no other)."""
+
     def __init__(self, workdir: Path):
+        from topologies.launcher import await_node, spawn_node
+        from topologies.loader import load_topology
+
         self.dir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         workers = "".join(f'[[nodes]]\nname = "w{i}"\n[[nodes.actors]]\nname = "worker"\nkind = "workload.worker"\n'
                           f'params = {{ types = ["bench"] }}\n' for i in range(1, 5))
-        (workdir / "bench.toml").write_text(TOPOLOGY.format(workers=workers))
-        self.proc = subprocess.Popen([sys.executable, "-m", "topologies.cli", "run", str(workdir / "bench.toml"), "-q",
-                                      "--out", str(workdir / "runs")], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 90
-        self.run = None
-        while time.monotonic() < deadline:
-            runs = [p for p in (workdir / "runs").glob("workload-bench-real-*") if (p / "pids.json").exists()]
-            if runs:
-                self.run = runs[0]
-                break
-            time.sleep(0.2)
-        if self.run is None:
-            raise RuntimeError("the fleetplane benchmark topology did not start")
-        topo = json.loads((self.run / "topology.json").read_text())
-        peers = {n["name"]: f"tcp://127.0.0.1:{n['port']}" for n in topo["nodes"]}
+        (workdir / "bench.toml").write_text(TOPOLOGY.format(workers=workers) + '[[nodes]]\nname = "bench"\n[[nodes.actors]]\nname = "sink"\nkind = "workload.data"\n')  # (a node hosts some actor; this one is never started: this process is the node)
+        topo = load_topology(workdir / "bench.toml")
+        self.run = workdir / "run"
+        self.run.mkdir()
+        topo = topo.with_ports({n.name: free_port() for n in topo.nodes})
+        topo_file = self.run / "topology.json"
+        topo_file.write_text(json.dumps(topo.to_dict(), indent=1))
+        peers = {n.name: n.endpoint for n in topo.nodes if n.name != "bench"}
         set_insecure_log_level("DEBUG")
-        self.node = Node("bench", transport=ZmqTransport("tcp://127.0.0.1:*", peers))
+        me = next(n for n in topo.nodes if n.name == "bench")
+        self.node = Node("bench", transport=ZmqTransport(me.endpoint, peers))
         self.log = {"lock": threading.Lock(), "acked": {}, "done": {}, "refused": []}
         self.log["cv"] = threading.Condition(self.log["lock"])
         self.node.spawn(Sink, self.log, name="sink")
+        popens = {name: spawn_node(topo_file, name, self.run) for name in peers}
+        self.procs = {name: await_node(p, name, self.run) for name, p in popens.items()}
+        for p in self.procs.values():
+            p.popen.stdin.write("start\n")
+            p.popen.stdin.flush()
         self.n = 0
         time.sleep(3.0)  # every worker has pulled
         self.submit_one(NOOP, None)  # warm up: every path once
@@ -182,16 +187,22 @@ class Fleet:
         return self.log["done"][tid][0][0]
 
     def pids(self) -> dict:
-        return json.loads((self.run / "pids.json").read_text())
+        return {name: p.pid for name, p in self.procs.items()}
 
     def close(self):
         self.node.shutdown()
-        os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        for p in self.procs.values():
+            if p.popen.poll() is None:
+                p.popen.terminate()  # SIGTERM: the node stops cleanly
+        for p in self.procs.values():
+            try:
+                p.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+                p.popen.wait()
+            for f in (p.popen.stdin, p.popen.stdout):
+                if f is not None:
+                    f.close()
 
 
 def bench_fleet(args, workdir: Path) -> dict:
