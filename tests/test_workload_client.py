@@ -113,12 +113,6 @@ def test_workload_client_submits_reads_results_retries_and_statements(tmp_path):
         node.shutdown()
 
 
-CLI_SKIP = ("topology nodes admit no node the topology does not name (learn_peers=False since commit ad494be), so "
-            "fleetplane task, which joins a running topology as a node of its own, gets no answer; it needs a way "
-            "in for clients (reported)")
-
-
-@pytest.mark.skip(reason=CLI_SKIP)
 @pytest.mark.timeout(180)
 def test_fleetplane_task_cli(service):
     base = [sys.executable, "-m", "topologies.cli", "task", "--run", str(service), "--tenant", "zeta",

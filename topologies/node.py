@@ -66,6 +66,8 @@ from topologies.argtypes import positive_float, positive_int
 
 __all__ = ["Incarnations", "actor_factory", "main"]
 
+CLIENT_NODES = "client-*"  # names a topology node admits besides the topology's own (clients such as fleetplane task)
+
 
 def _peer(s: str) -> tuple[str, str]:
     name, sep, ep = s.partition("=")
@@ -357,9 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     directory: dict[str, str] = {}
     if topo is not None and topo.transport.connect == "on-demand":
         directory, peers = peers, {}  # connect to a node when first sending to it; ready once bound
-    # From a topology the node knows every peer: a heartbeat may introduce only the chaos control node (when this
-    # node obeys one); a node started by hand keeps learning peers from heartbeats (docs/security.md).
-    learn: bool | set[str] = True if topo is None else ({args.fault_control} if args.fault_control else False)
+    # From a topology the node knows every peer: a heartbeat may introduce only clients (nodes named client-*,
+    # e.g. fleetplane task; capped and evicted like any learned peer) and the chaos control node when this node
+    # obeys one; a node started by hand keeps learning peers from heartbeats (docs/security.md).
+    learn: bool | set[str] = True if topo is None else {CLIENT_NODES, *([args.fault_control] if args.fault_control else [])}
     transport = ZmqTransport(bind, peers, heartbeat_interval=heartbeat, liveness=liveness, curve=curve, seed=seed,
                              directory=directory, learn_peers=learn)
     try:

@@ -54,7 +54,8 @@ goes on; if it cannot (100 in a row, or its socket is gone) it emits
 
 **Bounds.** Peers learned from heartbeats are capped (``max_learned_peers``)
 and evicted, socket and detector entry, after ``evict_after`` intervals down;
-``learn_peers=False`` refuses names not configured. The zmq context's
+``learn_peers=False`` refuses names not configured; a set admits just those names
+(``*`` globs allowed, e.g. ``"client-*"``). The zmq context's
 ``MAX_SOCKETS`` is sized for the caps. The inbound address cache is bounded in
 entries and bytes.
 
@@ -115,6 +116,7 @@ failure detector). The Node installs plans it receives as control messages.
 
 from __future__ import annotations
 
+import fnmatch
 import heapq
 import itertools
 import math
@@ -1014,7 +1016,8 @@ class ZmqTransport:
         configured = name in self._fixed or (self.curve is not None and name in self.curve.peer_keys)
         if not configured:
             learn = self.learn_peers
-            if learn is False or (learn is not True and name not in learn):
+            if learn is False or (learn is not True and name not in learn
+                                  and not any(fnmatch.fnmatchcase(name, pat) for pat in learn if "*" in pat)):
                 return f"node {name!r:.60} is not a configured peer (learning peers is off)"
             if len(self._learned) >= self.max_learned_peers:
                 return f"node {name!r:.60} would exceed the cap of {self.max_learned_peers} learned peers"

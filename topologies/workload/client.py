@@ -179,7 +179,7 @@ def cmd_task(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, WorkloadError) as e:
         print(f"error: cannot use run {args.run or 'runs/workload-real-*'}: {e}", file=sys.stderr)
         return 2
-    node = Node(f"task-cli-{os.getpid()}", transport=ZmqTransport("tcp://127.0.0.1:*", peers))
+    node = Node(f"client-task-{os.getpid()}", transport=ZmqTransport("tcp://127.0.0.1:*", peers))
     client = WorkloadClient(node, gateway, tenant=args.tenant, token=args.token, billing=billing)
     try:
         c = args.task_command
