@@ -53,7 +53,7 @@ def service(tmp_path_factory):
 def client_for(run, tenant="acme", token="acme-token"):
     topo = json.loads((run / "topology.json").read_text())
     peers = {n["name"]: f"tcp://127.0.0.1:{n['port']}" for n in topo["nodes"]}
-    node = Node(f"test-client-{os.getpid()}", transport=ZmqTransport("tcp://127.0.0.1:*", peers))
+    node = Node(f"client-test-{os.getpid()}", transport=ZmqTransport("tcp://127.0.0.1:*", peers))
     return node, WorkloadClient(node, "gw/gateway", tenant=tenant, token=token, billing="svc/billing", timeout=10.0)
 
 
