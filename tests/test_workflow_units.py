@@ -878,3 +878,21 @@ def test_a_server_parked_instead_of_dormant_says_so_and_pings():
     assert 1.0 <= every <= s.recheck_min
     fx = s.handle(TimerFired("ping"), SRV, 0.3 + every)
     assert only(sends(fx, StatusPing, RC)).msg.state == "parking"
+
+
+def test_with_proxies_too_retries_back_off_once_every_route_has_failed():
+    """Asks that no route answers used to go out every retry_after / proxy_retry_after for ever when proxies
+    exist (only a lone route backed off); once every route has failed its share they back off too (x16 at most)."""
+    s, fx = running_server(proxies=("px/proxy0", "px/proxy1"), retry_after=1.0, proxy_retry_after=2.0,
+                           proxy_after_failures=3)
+    gaps = []
+    for _ in range(24):
+        at = timers(fx)["ask"]
+        fx = s.handle(TimerFired("ask"), SRV, at)
+        gaps.append(timers(fx)["ask"] - at)
+    assert gaps[-1] > 4 * 2.0 * 1.2, gaps  # well past the longest un-backed-off retry
+    assert max(gaps) <= 2.0 * 16 * 1.2
+    # an answer resets it: the next ask is at the plain interval again
+    s.handle(deny(s, Directive.PENDING, wait=5.0, ping_every=1.0), RC, at + 0.1)
+    fx = s.handle(TimerFired("recheck"), SRV, at + 30.0)
+    assert timers(fx)["ask"] - (at + 30.0) <= 2.0 * 1.2

@@ -168,13 +168,14 @@ _TERMINAL = (S.DONE, S.FAILED)
 class _Route:
     """Where one resource's traffic goes: the controller or one of its proxies."""
 
-    __slots__ = ("controller", "failures", "index", "options", "since")
+    __slots__ = ("controller", "failures", "index", "options", "since", "streak")
 
     def __init__(self, controller: str, proxies: list[str], proxy_first: bool) -> None:
         self.controller = controller
         self.options = tuple(proxies + [controller]) if proxy_first else tuple([controller] + proxies)
         self.index = 0
         self.failures = 0
+        self.streak = 0  # unanswered messages in a row, over every option (reset by any answer)
         self.since: float | None = None  # when the oldest unanswered message was sent
 
     @property
@@ -495,7 +496,8 @@ class Server:
         if route.since is None:
             route.since = now
         base = self.retry_after if route.direct else self.proxy_retry_after
-        exhausted = max(0, route.failures - self.proxy_after_failures) if len(route.options) == 1 else 0
+        # back off once every option has had its share of failures without an answer (a lone route: its own)
+        exhausted = max(0, route.streak - self.proxy_after_failures * len(route.options))
         delay = base * min(2 ** exhausted, 16) * self.rng.uniform(0.8, 1.2)
         return [Send(route.target, self._request(now, r)), SetTimer("ask", now + delay)]
 
@@ -503,6 +505,7 @@ class Server:
         r = self.need[0]
         route = self.routes[r]
         route.failures += 1
+        route.streak += 1
         fx: list[Effect] = [Emit("server.retry", {"resource": r, "seq": self.req_seq, "attempt": self.ask_attempt + 1,
                                                   "via": route.target})]
         fx += self._maybe_reroute(r, now)
@@ -528,6 +531,7 @@ class Server:
         route = self.routes.get(r)
         if route is not None:
             route.failures = 0
+            route.streak = 0
             route.since = None
 
     def _asking_for(self, resource: str, seq: int) -> bool:
