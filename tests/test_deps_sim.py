@@ -383,9 +383,9 @@ def test_embedding_an_agent_in_a_node():
     import subprocess
     import sys
     import threading
-    import time
 
     from actors import Node, StateMachineActor
+    from tests.conftest import wait_for
     from protocols.deps.messages import ServiceExited
 
     def on_effect(eff, actor):
@@ -399,10 +399,8 @@ def test_embedding_an_agent_in_a_node():
     services = [{"name": "dhcp"}, {"name": "dns", "hard": ["dhcp"]}]
     with Node("host1") as node:
         node.spawn(StateMachineActor, lambda: Agent("host1", services, autostart=True), on_effect, name="agent")
-        deadline = time.monotonic() + 20
-        while sum(e["kind"] == "deps.service" and e["fields"]["state"] == "up" for e in node.events.events()) < 2:
-            assert time.monotonic() < deadline, "the services did not come up"
-            time.sleep(0.02)
+        wait_for(lambda: sum(e["kind"] == "deps.service" and e["fields"]["state"] == "up"
+                             for e in node.events.events()) >= 2, timeout=20, what="the services up")
         log = [(e["kind"], e["fields"]["service"], e["fields"].get("state")) for e in node.events.events()
                if e["kind"] in ("deps.service", "deps.launch")]
     assert [s for k, s, _ in log if k == "deps.launch"] == ["dhcp", "dns"]
