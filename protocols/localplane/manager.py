@@ -141,7 +141,13 @@ the renewal requests keep the holder's lease from lapsing in the first place.
   A temporary plan a final plan ratified or replaced is *settled*: a member
   that still follows it (its Commit was lost) gets the final plan in force
   committed to it again (``manager.catch_up``) instead of starting a new
-  reconciliation.
+  reconciliation. A plan still being built (fits or negotiation) when a
+  reachable node reports a temporary plan it was not built from, or whose
+  negotiation ends with none of its members reachable, is abandoned
+  (``manager.plan_abandoned``) before anything of it is released: its fits
+  and answers predate the island's plane, and installing it at the heal
+  would take the temporary holders' roles for a plan made without them
+  (roles left without a holder until the next re-plan).
 * **Performance history.** Every reporter's metric bundle is appended to the
   performance history (``manager.metrics``).
 
@@ -156,7 +162,7 @@ Events: ``manager.deployed``, ``manager.plan_started``, ``manager.proposal``,
 ``manager.replaced``, ``manager.release_sent``, ``manager.commit_sent``,
 ``manager.regrant``, ``manager.plan_final``, ``manager.subscription``,
 ``manager.fit_retry``, ``manager.proposal_retry``, ``manager.report_awaited``,
-``manager.catch_up``.
+``manager.catch_up``, ``manager.plan_abandoned``.
 """
 
 from __future__ import annotations
@@ -448,6 +454,11 @@ class DeploymentManager:
         if msg.temporary and self._settled(msg.plan_id, now):
             # a member of a plane already reconciled whose Commit was lost: the final plan in force, not a new one
             return out + (self._catch_up(sender, msg.plan_id, now) if self.phase == "idle" else [])
+        if msg.temporary and self.phase in ("collect", "negotiate") and msg.plan_id not in self.work_sources:
+            # the plan being built predates this island's plane: its fits and answers are stale (the nodes now hold
+            # temporary roles and commitments it does not know); building it on would release those holders for a
+            # plan made without them - reconcile (ratify or replace) instead
+            out += self._abandon(now, f"{sender} follows temporary plan {msg.plan_id}", reconcile=False)
         stray = msg.temporary or (msg.plan_id and msg.plan_id != self.final_id and self.phase == "idle")
         if stray and self.phase == "idle":
             if self.reconcile_due is None:
@@ -762,7 +773,38 @@ class DeploymentManager:
             return []
         self.neg = None
         self.work_assignments = list(neg.assignments)
+        stale = self._stale(now)
+        if stale:
+            return [CancelTimer(neg.timer_key)] + self._abandon(now, stale)
         return [CancelTimer(neg.timer_key)] + self._release(now)
+
+    def _stale(self, now: float) -> str:
+        """Why the plan just negotiated must not be installed ("" if it may): no member of it is reachable (a
+        partition began while it was negotiated: the island will form its own plane, and a plan installed over it
+        at the heal would take its holders' roles for one made without them), or a reachable node follows a
+        temporary plan the plan was not built from."""
+        reach = set(self.reachable(now))
+        if not reach & set(self.work_members):
+            return "no member of the plan is reachable"
+        for e in sorted(reach):
+            a = self.acks.get(e)
+            if (a is not None and a.temporary and a.seq > self.final_seq and a.plan_id not in self.work_sources
+                    and not self._settled(a.plan_id, now)):
+                return f"{e} follows temporary plan {a.plan_id}"
+        return ""
+
+    def _abandon(self, now: float, reason: str, reconcile: bool = True) -> list[Effect]:
+        """Drop the plan being built (nothing of it was released or committed) and reconcile again soon (the caller
+        does that itself when ``reconcile`` is false: a reconnect seen starts it)."""
+        out: list[Effect] = [CancelTimer("fits")]
+        if self.neg is not None:
+            out.append(CancelTimer(self.neg.timer_key))
+            self.neg = None
+        self.phase = "idle"
+        self.work_assignments = []
+        if reconcile:
+            self.reconcile_due = now + self.reconcile_wait
+        return out + [self._emit("manager.plan_abandoned", plan_id=self.work_id, reason=reason)]
 
     def _release_msg(self, node: str) -> Release:
         return Release(plan_id=self.work_id, keep=sorted(self._keep().get(node, set())), epoch=self.epoch)
