@@ -295,7 +295,6 @@ def test_an_interrupt_during_start_stops_what_started_and_says_interrupted(tmp_p
         return p
 
     monkeypatch.setattr(launcher, "spawn_node", gamma_never_ready)
-    t0 = time.monotonic()
     try:
         result = launcher.run_real(load_topology(PINGPONG), tmp_path, quiet=True, stop=stop)
     finally:
@@ -303,9 +302,9 @@ def test_an_interrupt_during_start_stops_what_started_and_says_interrupted(tmp_p
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
-    took = time.monotonic() - t0
+    # honoured during the start, not after it: gamma never gets ready, so a launcher that looked at the interrupt
+    # only once every node was ready would end with "node gamma did not start: no ready line within 30 s" instead
     assert result.reason == "interrupted" and not result.ok, result.reason
-    assert took < 10.0, f"the interrupt must be honoured during start, not after it (took {took:.1f} s)"
     assert len(made) == 3 and all(p.returncode is not None and p.returncode != -signal.SIGKILL for p in made), \
         [p.returncode for p in made]
     assert json.loads((tmp_path / "summary.json").read_text())["reason"] == "interrupted"
