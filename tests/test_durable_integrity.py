@@ -320,3 +320,42 @@ def test_any_truncation_after_the_synced_point_loads_exactly_the_complete_record
         assert FileStore(directory).load(ADDR) == want
         assert (directory / log).stat().st_size == max(end for end, _ in states if end <= cut)  # torn bytes cut
         assert FileStore(directory).load(ADDR) == want  # and it loads again the same
+
+
+# -- a node process whose actor's durable log is refused ---------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_node_whose_durable_log_is_refused_says_so_instead_of_its_ready_line(tmp_path):
+    """A node process checks its actors' durable logs before it binds: a refused one is its start error (the one
+    JSON line a launcher reads, and one line on stderr), exit 1. Before, the node printed its ready line, then its
+    actor crashed on the log with a traceback - a launcher saw a node that had started."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from topologies.loader import load_topology
+
+    root = Path(__file__).resolve().parents[1]
+    topo = load_topology(root / "topologies" / "boot_storm.toml")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        base = s.getsockname()[1]
+    resolved = topo.with_ports({n.name: base + 1 + i for i, n in enumerate(topo.nodes)})
+    (tmp_path / "topology.json").write_text(json.dumps(resolved.to_dict()))
+    (tmp_path / "durable").mkdir()
+    bad = tmp_path / "durable" / "ctl.images.durable.jsonl"  # the resource controller ctl/images
+    bad.write_text("garbage\n")
+    before = bad.read_bytes()
+    p = subprocess.run([sys.executable, "-m", "topologies.node", "--name", "ctl", "--topology",
+                        str(tmp_path / "topology.json"), "--run-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=90, cwd=root)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr[-2000:])
+    first = json.loads(p.stdout.splitlines()[0])
+    assert set(first) == {"error"}, f"the node said it was ready: {first}"
+    assert "durable state of ctl/images" in first["error"] and "corrupt at line 1" in first["error"], first
+    assert f"error: {first['error']}" in p.stderr.splitlines()
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert bad.read_bytes() == before, "the refused log was changed"

@@ -334,6 +334,13 @@ def main(argv: list[str] | None = None) -> int:
         for a in me.actors:
             kind = KINDS[a.kind]
             address = f"{args.name}/{a.name}"
+            if kind.takes_durable:  # a log the store refuses is this node's start error, before it binds or says ready
+                from topologies.durable import CorruptLog
+
+                try:
+                    store.load(address)
+                except CorruptLog as e:
+                    return _fail(str(e))
 
             factory = actor_factory(kind, a.params, address, store, incarnations)
             host = kind.build_host(a.params, random.Random(f"{topo.seed}/{address}/host"))
