@@ -122,6 +122,7 @@ class HeartbeatAck:
     term: int
     sent: float
     digest: int = 0  # the member's fleet-fact checksum (so the authority at the top syncs too)
+    healthy: bool = True  # the member's own rack is healthy (neither faulty nor powered-off): it could stand
 
 
 @message("rack.Seat")

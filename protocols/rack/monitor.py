@@ -40,6 +40,24 @@ intervals of two authorities of one group never overlap: the new one is
 chosen by a quorum that intersects the old one's last ack quorum, and the
 member in the intersection refused until the old lease had run out.
 
+**Authority by condition (claims 8, 14).** Designation follows the racks'
+conditions: a monitor whose own rack is faulty or powered-off (a
+``FAULT_KINDS`` condition; ``rebooting`` is neither) is not designated while a
+healthy candidate exists. Three rules: (a) an unhealthy monitor's candidacy
+rank is placed after every member's (``rank + n``), so the healthy members
+stand first; (b) a healthy member whose seat is ready (it could stand itself)
+refuses to *accept* a designation whose holder's rack it knows agreed down
+(``authority.refused``), remembers that term (``unfit_term``: its next
+candidacy starts above it instead of joining it, since that term may be stuck
+with the unfit value) and stands at once; a member that is itself down never
+refuses, so a group whose racks are all down still designates one of them;
+(c) heartbeat acks say whether the member's rack is healthy; an authority
+whose rack is down, that heard a healthy member ack within a lease, resigns
+(``authority.resigned``) once its rack's newest condition is known at fleet
+level through it (or ``quorum_timeout`` after the fault), and a healthy member
+is designated after the lease (rule a). Refusing to accept and resigning are
+always safe: they only withhold votes and renewals.
+
 Upper groups have changing members (seat holders change with sector and data
 center authorities), so an upper instance *binds its members in its name*:
 ``gid = "d0@d0s0r1,d0s1r0,,d0s3r5"`` lists the holder of each seat (empty:
@@ -213,7 +231,7 @@ from typing import Any
 from protocols.consensus import Accept, Chosen, PaxosNode, Persist, Prepare, Quorum
 from protocols.consensus.quorum import majority
 from protocols.core import Effect, Emit, Send, SetTimer, TimerFired
-from protocols.rack.detector import NON_FAULT, REBOOTING, FaultDetector
+from protocols.rack.detector import FAULT_KINDS, NON_FAULT, REBOOTING, FaultDetector
 from protocols.rack.layout import FLEET, Layout
 from protocols.rack.messages import (
     Execute,
@@ -361,6 +379,9 @@ class RackMonitor:
         self.hints: dict[str, int] = {}  # base -> highest designation term others told me of
         self.accepted_design: dict[str, int] = {}  # base -> highest designation term I accepted (phase 2)
         self.renewed_at: dict[str, float] = {}  # base -> when my authority last got (or started) a lease
+        self.unfit_term: dict[str, int] = {}  # base -> highest designation term I refused for an unhealthy holder
+        self.healthy_acks: dict[str, dict[str, float]] = {}  # base -> member -> last ack saying its rack is healthy
+        self.unhealthy_since: float | None = None  # when my rack last became faulty or powered-off
         # my own authority (holder side)
         self.holding: dict[str, _Auth] = {}  # base -> the term I was designated for
         self.lease_until: dict[str, float] = {}
@@ -507,6 +528,8 @@ class RackMonitor:
             if amnesia:
                 return [Emit("monitor.refused", {"instance": msg.instance, "from": sender, "reason": amnesia})]
             refused = self._refuse_designation(msg.instance, now)
+            if not refused and isinstance(msg, Accept):
+                refused = self._refuse_unfit(msg.instance, msg.value, now)
             if refused:
                 out: list[Effect] = [Emit("authority.refused", {"instance": msg.instance, "from": sender,
                                                                 "reason": refused})]
@@ -551,6 +574,10 @@ class RackMonitor:
 
     def _condition_changed(self, now: float, silence: float | None = None) -> list[Effect]:
         det = self.detector
+        if not self.healthy():
+            self.unhealthy_since = now if self.unhealthy_since is None else self.unhealthy_since
+        else:
+            self.unhealthy_since = None
         if self.rejoining:
             # my counter is unknown until I have rejoined: no seq, no proposal (proposed once rejoined)
             self.deferred = True
@@ -710,6 +737,41 @@ class RackMonitor:
             return f"term {term} already voted on in another configuration"
         return None
 
+    def healthy(self) -> bool:
+        """My own rack is neither faulty nor powered-off (claims 8, 14: designation by condition)."""
+        return self.detector.state not in FAULT_KINDS
+
+    def _refuse_unfit(self, instance: str, holder: Any, now: float) -> str | None:
+        """Why I refuse to accept ``holder`` as authority: its rack is agreed down while I, healthy, could stand."""
+        base, _gid, kind, rest = split_instance(instance)
+        if kind != "authority" or not isinstance(holder, str) or holder == self.rack or not rest.isdigit():
+            return None
+        known = self.known.get(holder)
+        if known is None or known[2].get("condition") not in FAULT_KINDS:
+            return None
+        if not self.healthy() or not self._seat_ready(base, now):
+            return None  # no healthy candidate here: a holder whose rack is down beats none
+        self.unfit_term[base] = max(self.unfit_term.get(base, 0), int(rest))
+        if now >= self.last_hb.get(base, -1e9) + self.lease:
+            self.candidate_at[base] = min(self.candidate_at.get(base, now), now)  # stand myself at once
+        return f"holder {holder}'s rack is {known[2].get('condition')} and mine is healthy"
+
+    def _step_down(self, base: str, now: float) -> str | None:
+        """Why I, holding ``base``, hand it over: my rack is down and a healthy member answers me; else None.
+
+        Not before my rack's newest condition has reached the fleet through me (or a quorum timeout
+        has passed): resigning first would delay the fact by a failover."""
+        if self.healthy() or self.unhealthy_since is None:
+            return None
+        healthy = sorted(m for m, t in self.healthy_acks.get(base, {}).items() if now - t < self.lease)
+        if not healthy:
+            return None
+        known = self.known.get(self.rack)
+        told = known is not None and known[1] == LEVELS["fleet"] and known[0] >= self.cond_seq
+        if not told and now < self.unhealthy_since + self.quorum_timeout:
+            return None
+        return f"my rack is {self.detector.state}; healthy member {healthy[0]} could stand"
+
     def _on_designated(self, base: str, gid: str, term: int, holder: Any, now: float) -> list[Effect]:
         known = self.auth.get(base)
         if not isinstance(holder, str):
@@ -842,7 +904,7 @@ class RackMonitor:
             self.synced_at[base] = now  # we know different fleet facts: merge both ways
             effects.append(Send(sender, self._sync_request()))
         if ack:
-            effects.append(Send(sender, HeartbeatAck(msg.group, msg.term, msg.sent, self.digest())))
+            effects.append(Send(sender, HeartbeatAck(msg.group, msg.term, msg.sent, self.digest(), self.healthy())))
         return effects
 
     def _tell_successor(self, base: str, known: _Auth, stale: str, now: float) -> list[Effect]:
@@ -859,6 +921,12 @@ class RackMonitor:
 
     def _on_heartbeat_ack(self, msg: HeartbeatAck, sender: str, now: float) -> list[Effect]:
         base = msg.group.partition("@")[0]
+        if sender != self.address and base in self.holding:
+            seen = self.healthy_acks.setdefault(base, {})
+            if msg.healthy is True:
+                seen[sender] = now
+            else:
+                seen.pop(sender, None)
         sync: list[Effect] = []
         if sender != self.address and msg.digest and msg.digest != self.digest() and \
                 now - self.synced_at.get(sender, -1e9) >= 4 * self.heartbeat_every:
@@ -972,10 +1040,12 @@ class RackMonitor:
         known = self.auth.get(base) or _Auth()
         gid = self.gid(base)
         voted = self.seen_design.get(base, (0, ""))
-        if voted[1] == gid and voted[0] > known.term:
+        unfit = self.unfit_term.get(base, 0)
+        if voted[1] == gid and voted[0] > known.term and voted[0] > unfit:
             term = voted[0]  # a designation in my configuration is under way: join it (Paxos picks one value)
         else:
-            term = max(known.term, voted[0], self.hints.get(base, 0)) + 1
+            # (a term I refused to give an unhealthy holder may be stuck with that value: start above it)
+            term = max(known.term, voted[0], self.hints.get(base, 0), unfit) + 1
         q = self._member(gid)
         if q is None:
             return []
@@ -984,6 +1054,8 @@ class RackMonitor:
             order = sorted(q.members)
             k = (term + self._spread(base)) % len(order)
             rank = (order[k:] + order[:k]).index(self.address)
+            if not self.healthy():
+                rank += len(order)  # my rack is down: every healthy member stands before me
             self.candidate_at[base] = at = now + rank * self.stagger
         if now < at:
             return []
@@ -1340,6 +1412,16 @@ class RackMonitor:
                 continue
             if base != self.sector and base not in self._bases():
                 continue  # my seat below is gone: stop speaking for the upper group
+            unfit = self._step_down(base, now)
+            if unfit:
+                # stop renewing: once the members' promises run out (a lease) a healthy member stands
+                # first (an unhealthy one stands only after every healthy one had its turn)
+                effects.append(Emit("authority.resigned", {"group": base, "term": self.holding[base].term,
+                                                           "holder": self.rack, "reason": unfit}))
+                del self.holding[base]
+                self.acting_since.pop(base, None)
+                self.healthy_acks.pop(base, None)
+                continue
             filled = self._filled_seats(base)
             if filled:
                 # designated while a seat was unknown (e.g. its holder was cut off): the holder now
