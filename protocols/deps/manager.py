@@ -45,11 +45,24 @@ A :class:`Manager` (a pure state machine, ticked every ``tick_interval``):
   workflow's bootstrap members restart in bootstrap mode when it starts to
   hold and fully when it stops.
 
-Restarts: the manager keeps no durable state. A new incarnation gathers the
-agents' periodic reports again and replans; a step is sent only to a service
-that is down or failed (a bootstrap member still in bootstrap gets its full
-restart), so nothing a previous incarnation did is undone or repeated unsafely.
-Remediations an operator armed are lost with the incarnation.
+Restarts and durable state (``durable=``, from a host with a store): every
+start is a new incarnation. What the agents cannot tell a new incarnation
+again is persisted (:class:`~protocols.core.Persist`) before the sends that
+depend on it: the incarnations so far and the deadlock counter (``meta``),
+the conditions in force (``conditions``), every override (``ov/<service,on>``),
+every armed or fired remediation (``r/<id>``), every deadlock still being
+remediated or watched (``d/<id>``), every order in flight (``s/<step>``: its
+ref, None once done) and the tickets filed (``tickets``). A manager built from
+that record applies the overrides and conditions at once, keeps the
+remediations and deadlock records where they were, and sends an order still
+in flight again with the same ref (the agent carries a ref out once), never
+as a new order; the graph and the services' states are not persisted: the
+agents' periodic reports give them again, and the new incarnation replans
+from them (a step is sent only to a service that is down or failed, so
+nothing an earlier incarnation did is undone or repeated). The topology's
+``overrides`` and ``remediations`` are applied on the first start only (after
+that they are in the record). Without a store (``durable=None``) nothing is
+persisted and a restart forgets operators' decisions.
 
 Bounds: at most ``MAX_ASSETS`` assets, ``MAX_REMEDIATIONS`` armed
 remediations and ``MAX_DEADLOCKS`` deadlock records; bad input is counted
@@ -58,12 +71,13 @@ remediations and ``MAX_DEADLOCKS`` deadlock records; bad input is counted
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import networkx as nx
 
-from protocols.core import Effect, Emit, Send, TimerFired
+from protocols.core import Effect, Emit, Persist, Send, TimerFired
 from protocols.deps.graph import DepGraph, Dependency, Plan, Service, Ticket, Workflow, plan, problems, \
     remedial_workflow
 from protocols.deps.messages import ACTIONS, Act, AssetEvent, Condition, Override, Remediate, Report, Status
@@ -74,6 +88,8 @@ MAX_ASSETS = 10_000
 MAX_REMEDIATIONS = 1_000
 MAX_DEADLOCKS = 1_000  # deadlock records kept (finished ones are forgotten first)
 UPISH = ("up", "bootstrap")
+MAX_INCARNATIONS = 16  # earlier incarnations named in the record
+FINISHED = ("closed", "failed", "ticket")  # deadlock records no longer followed (not persisted)
 
 
 class Manager:
@@ -83,7 +99,8 @@ class Manager:
                  confirm_after: float = 0.5, verify_after: float = 30.0, watch_for: float = 10.0,
                  remediate: bool = True, execute: bool = True, conditions: list[str] | None = None,
                  remediations: list[dict] | None = None, overrides: list[dict] | None = None,
-                 tick_interval: float = 0.1, address: str = "", rng: random.Random | None = None):
+                 tick_interval: float = 0.1, address: str = "", rng: random.Random | None = None,
+                 durable: dict | None = None):
         if min(gather_timeout, act_timeout, verify_after, tick_interval) <= 0 or confirm_after < 0 or watch_for < 0:
             raise ValueError("timeouts must be > 0 (confirm_after, watch_for >= 0)")
         self.agents = list(agents)
@@ -120,6 +137,11 @@ class Manager:
         self._pending_overrides = list(overrides or [])
         self._pending_remediations = list(remediations or [])
         self._announced_tickets: set[str] = set()
+        self.overrides: dict[str, dict] = {}  # "ov/[service, on]" -> the override in force for that pair
+        self.previous: list[int] = []  # earlier incarnations, oldest first
+        self._dirty: set[str] = set()  # durable keys changed since the last Persist
+        self.persistent = durable is not None  # a host with a store passes its record ({} on a blank disk)
+        self.restored = self._restore(durable) if durable else None
 
     # -- input -----------------------------------------------------------------------
     def _fresh(self, asset: str, inc: int, seq: int, sender: str) -> tuple[bool, bool]:
@@ -194,6 +216,7 @@ class Manager:
         mine = {s for s, a in self.owner.items() if a == asset}
         for sid in [sid for sid in self.sent if sid.split(":", 1)[1] in mine]:
             del self.sent[sid]
+            self._dirty.add("s/" + sid)
         return [Emit("deps.asset_restarted", {"asset": asset})] + self._opportunity(asset, "asset-restarted", now)
 
     # -- planning ----------------------------------------------------------------------
@@ -204,6 +227,9 @@ class Manager:
         self.plan_key = key
         p = plan(self.graph, self.active)
         self.plan = p
+        for sid in [sid for sid in self.sent if sid not in p.steps]:  # an order of a plan no longer in force
+            del self.sent[sid]
+            self._dirty.add("s/" + sid)
         sg = nx.DiGraph()
         sg.add_nodes_from(p.steps)
         sg.add_edges_from((a, s.id) for s in p.steps.values() for a in s.after)
@@ -224,6 +250,7 @@ class Manager:
                 tid = f"ticket:placement:{pr.where}:{pr.services[0]}"
                 if tid not in self._announced_tickets:
                     self._announced_tickets.add(tid)
+                    self._dirty.add("tickets")
                     out.append(Emit("deps.ticket", {"id": tid, "members": list(pr.services), "reason": pr.detail,
                                                     "cause": pr.kind}))
         for d in self.graph.dependencies():  # an agent waits for these forever: nobody runs them
@@ -234,6 +261,7 @@ class Manager:
         for t in p.tickets:
             if t.id not in self._announced_tickets:
                 self._announced_tickets.add(t.id)
+                self._dirty.add("tickets")
                 out.append(Emit("deps.ticket", {"id": t.id, "members": list(t.members), "reason": t.reason,
                                                 "blocked": list(t.blocked), "cause": "plan"}))
         out += self._arm_conditional(now)
@@ -261,6 +289,7 @@ class Manager:
                     self.remediations[rid] = {"id": rid, "action": "restart-bootstrap", "service": b, "skip": skip,
                                               "when": "conditional", "condition": c, "deadline_at": None,
                                               "state": "armed", "release": "restart", "who": "manager"}
+                    self._dirty.add("r/" + rid)
                     out.append(Emit("deps.remediation_armed", {"id": rid, "action": "restart-bootstrap",
                                                                "service": b, "when": "conditional", "condition": c,
                                                                "skip": skip, "who": "manager",
@@ -303,7 +332,8 @@ class Manager:
         for sid in self.order:
             st = p.steps[sid]
             if self._done(sid):
-                self.sent.pop(sid, None)  # a later need of this step is a new action with a new id
+                if self.sent.pop(sid, None) is not None:  # a later need of this step is a new action with a new id
+                    self._dirty.add("s/" + sid)
                 continue
             if st.service in self.under_remediation or st.service in held:
                 continue
@@ -321,6 +351,8 @@ class Manager:
             self.acts += 1
             ref = last[1] if last is not None else f"{sid}#{self.incarnation}.{self.acts}"
             self.sent[sid] = (now, ref)
+            if last is None or last[1] != ref:
+                self._dirty.add("s/" + sid)
             skip = sorted(waived.get(st.service, [])) if st.action == "start-bootstrap" else []
             out.append(Emit("deps.dispatch", {"step": sid, "action": st.action, "service": st.service,
                                               "skip": skip, "wave": self.step_wave.get(sid, 0),
@@ -358,15 +390,16 @@ class Manager:
             self.dl_count += 1
             did = f"deadlock-{self.dl_count}"
             if len(self.deadlocks) >= MAX_DEADLOCKS:  # forget the oldest finished records
-                for old in [k for k, d in self.deadlocks.items() if d["state"] in ("closed", "failed", "ticket")]:
+                for old in [k for k, d in self.deadlocks.items() if d["state"] in FINISHED]:
                     del self.deadlocks[old]
                     if len(self.deadlocks) < MAX_DEADLOCKS // 2:
                         break
             waits = sorted([s, d] for s, d in wf.subgraph(g).edges)
             cycle = next(iter(nx.simple_cycles(wf.subgraph(g))), [])
             rec = {"id": did, "members": sorted(g), "waits": waits, "since": since, "detected": now,
-                   "state": "detected", "bootstrap": [], "full_sent": set()}
+                   "state": "detected", "bootstrap": [], "full_sent": {}}
             self.deadlocks[did] = rec
+            self._dirty |= {"meta", "d/" + did}
             out.append(Emit("deps.deadlock_detected", {"id": did, "members": sorted(g), "waits": waits,
                                                        "cycle": cycle, "since": round(since, 6),
                                                        "after": round(now - since, 6)}))
@@ -376,6 +409,7 @@ class Manager:
 
     def _remediate_deadlock(self, rec: dict, now: float) -> list[Effect]:
         r = remedial_workflow(self.graph, rec["members"], self.active)
+        self._dirty.add("d/" + rec["id"])
         if isinstance(r, Ticket) or not r.bootstrap:
             rec["state"] = "ticket"
             reason = r.reason if isinstance(r, Ticket) else "no bootstrap member: the waits are on hard dependencies"
@@ -384,6 +418,7 @@ class Manager:
         rec["state"] = "remediating"
         rec["bootstrap"] = list(r.bootstrap)
         rec["waived"] = [list(e) for e in r.waived]
+        rec["boot_sent"] = now
         self.under_remediation |= set(rec["members"])
         out: list[Effect] = [Emit("deps.remediation", {"id": rec["id"], "rule": r.rule, "bootstrap": list(r.bootstrap),
                                                        "waived": [list(e) for e in r.waived],
@@ -398,29 +433,46 @@ class Manager:
         for rec in self.deadlocks.values():
             if rec["state"] == "remediating":
                 members = rec["members"]
+                resend = now - rec.get("boot_sent", now) >= self.act_timeout
                 for b in rec["bootstrap"]:
+                    state = self.states.get(b)
                     others_up = all(self.states.get(m) in UPISH for m in members if m != b)
-                    if others_up and self.states.get(b) == "bootstrap" and b not in rec["full_sent"]:
-                        rec["full_sent"].add(b)
+                    sent = rec["full_sent"].get(b)
+                    if others_up and state == "bootstrap" and (sent is None or now - sent >= self.act_timeout):
+                        # the full restart (again, with the same ref, if its effect was not seen: lost)
+                        rec["full_sent"][b] = now
+                        self._dirty.add("d/" + rec["id"])
                         out += self._act(b, "restart", [], rec["id"] + ":full")
+                    elif sent is None and resend and (state in ("down", "failed") or (
+                            state == "waiting" and set(self.waiting.get(b, ())) & set(members))):
+                        # the bootstrap restart's effect not seen act_timeout later: lost (or sent by an
+                        # incarnation that crashed); the same ref again, carried out once
+                        rec["boot_sent"] = now
+                        self._dirty.add("d/" + rec["id"])
+                        skip = sorted(d for s, d in rec.get("waived", []) if s == b)
+                        out += self._act(b, "restart-bootstrap", skip, rec["id"] + ":bootstrap")
                 if all(self.states.get(m) == "up" for m in members):
                     rec["state"] = "watching"
+                    self._dirty.add("d/" + rec["id"])
                     rec["resolved"] = now
                     self.under_remediation -= set(members)
                     out.append(Emit("deps.deadlock_resolved", {"id": rec["id"], "members": members,
                                                                "after": round(now - rec["detected"], 6)}))
                 elif now - rec["detected"] > self.verify_after:
                     rec["state"] = "failed"
+                    self._dirty.add("d/" + rec["id"])
                     self.under_remediation -= set(members)
                     out.append(Emit("deps.remediation_failed", {"id": rec["id"], "members": members,
                                                                 "states": {m: self.states.get(m) for m in members}}))
             elif rec["state"] == "watching":
                 if now - rec["resolved"] > self.watch_for:
                     rec["state"] = "closed"
+                    self._dirty.add("d/" + rec["id"])
                     continue
                 dropped = [m for m in rec["members"] if self.states.get(m) not in UPISH]
                 if dropped:
                     rec["state"] = "closed"
+                    self._dirty.add("d/" + rec["id"])
                     out.append(Emit("deps.watch_alert", {"id": rec["id"], "dropped": dropped}))
         return out
 
@@ -437,6 +489,7 @@ class Manager:
                "condition": r.condition, "deadline_at": now + r.deadline if r.deadline > 0 else None,
                "state": "armed", "release": None, "who": r.who}
         self.remediations[r.id] = rec
+        self._dirty.add("r/" + r.id)
         out: list[Effect] = [Emit("deps.remediation_armed", {"id": r.id, "action": r.action, "service": r.service,
                                                              "when": r.when, "condition": r.condition,
                                                              "deadline": r.deadline, "who": r.who})]
@@ -447,6 +500,7 @@ class Manager:
     def _fire(self, rec: dict, trigger: str, now: float) -> list[Effect]:
         rec["state"] = "fired"
         rec["fired_at"] = now
+        self._dirty.add("r/" + rec["id"])
         rec["was"] = self.states.get(rec["service"])  # done means: back in the target state after a change
         rec["moved"] = False
         out: list[Effect] = [Emit("deps.remediation_fired", {"id": rec["id"], "action": rec["action"],
@@ -469,6 +523,7 @@ class Manager:
         was = c.name in self.active
         if c.holds == was:
             return []
+        self._dirty.add("conditions")
         out: list[Effect] = [Emit("deps.condition", {"name": c.name, "holds": c.holds, "who": c.who})]
         if c.holds:
             self.active.add(c.name)
@@ -481,6 +536,7 @@ class Manager:
                 if rec["when"] == "conditional" and rec["condition"] == c.name and rec["state"] in ("fired", "done") \
                         and rec["release"]:
                     rec["state"] = "armed"
+                    self._dirty.add("r/" + rec["id"])
                     out.append(Emit("deps.remediation_released", {"id": rec["id"], "action": rec["release"],
                                                                   "service": rec["service"]}))
                     out += self._act(rec["service"], rec["release"], [], rec["id"] + ":release")
@@ -499,9 +555,12 @@ class Manager:
                     target = "down"
                 state = self.states.get(rec["service"])
                 if state != target:
-                    rec["moved"] = True
+                    if not rec["moved"]:
+                        rec["moved"] = True
+                        self._dirty.add("r/" + rec["id"])
                 elif rec["action"] != "reboot" and (rec["moved"] or rec["was"] != target):
                     rec["state"] = "done"
+                    self._dirty.add("r/" + rec["id"])
                     out.append(Emit("deps.remediation_done", {"id": rec["id"], "service": rec["service"],
                                                               "state": target,
                                                               "after": round(now - rec["fired_at"], 6)}))
@@ -513,8 +572,94 @@ class Manager:
             return []
         return (self._dispatch(now) if self.execute else []) + self._check_all_up(now)
 
+    # -- durable state -------------------------------------------------------------------------
+    def _record(self, key: str) -> Any:
+        """The JSON value persisted under ``key`` now (None: nothing to remember)."""
+        if key == "meta":
+            return {"incarnations": (self.previous + [self.incarnation])[-MAX_INCARNATIONS:],
+                    "deadlocks": self.dl_count}
+        if key == "conditions":
+            return sorted(self.active)
+        if key == "tickets":
+            return sorted(self._announced_tickets)
+        kind, _, name = key.partition("/")
+        if kind == "ov":
+            return self.overrides.get(key)
+        if kind == "r":
+            rec = self.remediations.get(name)
+            return None if rec is None else {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in rec.items()}
+        if kind == "d":
+            rec = self.deadlocks.get(name)
+            if rec is None or rec["state"] in FINISHED:
+                return None
+            return {**rec, "full_sent": dict(rec["full_sent"])}
+        if kind == "s":
+            last = self.sent.get(name)
+            return None if last is None else last[1]
+        raise KeyError(key)
+
+    def _flush(self, out: list[Effect]) -> list[Effect]:
+        """``out`` with a Persist for every changed key before its first Send (write-ahead)."""
+        if not self._dirty:
+            return out
+        if not self.persistent:
+            self._dirty.clear()
+            return out
+        fx: list[Effect] = [Persist(k, self._record(k)) for k in sorted(self._dirty)]
+        self._dirty.clear()
+        i = next((i for i, e in enumerate(out) if type(e) is Send), len(out))
+        return out[:i] + fx + out[i:]
+
+    def _restore(self, durable: dict) -> dict | None:
+        """Take up an earlier incarnation's record; a summary, or None if the record holds nothing."""
+        meta = durable.get("meta")
+        if not isinstance(meta, dict):
+            return None  # a blank or foreign disk: a first start
+        self.previous = [i for i in meta.get("incarnations", []) if isinstance(i, int)][-MAX_INCARNATIONS:]
+        self.dl_count = int(meta.get("deadlocks", 0))
+        if isinstance(durable.get("conditions"), list):
+            self.active = {c for c in durable["conditions"] if isinstance(c, str)}
+        if isinstance(durable.get("tickets"), list):
+            self._announced_tickets = {t for t in durable["tickets"] if isinstance(t, str)}
+        counts = {"conditions": len(self.active), "overrides": 0, "remediations": 0, "deadlocks": 0, "in_flight": 0}
+        for key, v in durable.items():
+            kind, _, name = key.partition("/")
+            if v is None or not name:
+                continue
+            if kind == "ov" and isinstance(v, dict):
+                try:
+                    if v.get("remove"):
+                        self.graph.remove(v["service"], v["on"])
+                    else:
+                        self.graph.override(Dependency(v["service"], v["on"], v["kind"], v.get("condition", "")))
+                except (KeyError, ValueError, TypeError):
+                    self.rejected += 1
+                    continue
+                self.overrides[key] = dict(v)
+                counts["overrides"] += 1
+            elif kind == "r" and isinstance(v, dict) and len(self.remediations) < MAX_REMEDIATIONS:
+                self.remediations[name] = dict(v)
+                counts["remediations"] += 1
+            elif kind == "d" and isinstance(v, dict) and len(self.deadlocks) < MAX_DEADLOCKS:
+                rec = dict(v)
+                rec["full_sent"] = dict(rec.get("full_sent") or {})
+                self.deadlocks[name] = rec
+                if rec.get("state") == "remediating":
+                    self.under_remediation |= set(rec.get("members", []))
+                counts["deadlocks"] += 1
+            elif kind == "s" and isinstance(v, str):
+                self.sent[name] = (float("-inf"), v)  # sent again with the same ref as soon as it is due
+                counts["in_flight"] += 1
+        return counts
+
     # -- entry points ------------------------------------------------------------------------
     def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
+        return self._flush(self._handle(msg, sender, now))
+
+    def tick(self, now: float) -> list[Effect]:
+        return self._flush(self._tick(now))
+
+    def _handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
         c = type(msg)
         if c is Report:
             return self._report(msg, sender, now) + (self._progress(now) if self.plan is not None else [])
@@ -549,17 +694,25 @@ class Manager:
         except ValueError as e:
             self.rejected += 1
             return [Emit("deps.bad_input", {"what": f"override: {e}"})]
+        key = "ov/" + json.dumps([service, on])
+        self.overrides[key] = {"service": service, "on": on, "kind": kind, "condition": condition, "remove": remove,
+                               "who": who}
+        self._dirty.add(key)
         out: list[Effect] = [Emit("deps.override", {"service": service, "on": on, "kind": kind, "remove": remove,
                                                     "condition": condition, "who": who})]
         if self.plan is not None:
             out += self._replan(now, f"override by {who}")
         return out
 
-    def tick(self, now: float) -> list[Effect]:
+    def _tick(self, now: float) -> list[Effect]:
         out: list[Effect] = []
         if self.started_at is None:
             self.started_at = now
-            out.append(Emit("deps.manager_start", {"agents": len(self.agents), "incarnation": self.incarnation}))
+            self._dirty.add("meta")
+            out.append(Emit("deps.manager_start", {"agents": len(self.agents), "incarnation": self.incarnation,
+                                                   "previous": self.previous, "restored": self.restored}))
+            if self.restored is not None:  # the topology's overrides and remediations are in the record
+                self._pending_overrides, self._pending_remediations = [], []
             for o in self._pending_overrides:
                 out += self._override(o["service"], o["on"], o.get("kind", "hard"), o.get("condition", ""),
                                       bool(o.get("remove", False)), o.get("who", "topology"), now)
