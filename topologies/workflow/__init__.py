@@ -13,8 +13,9 @@ from protocols.workflow.proxy import Proxy
 from protocols.workflow.server import Server
 from protocols.workflow.workflow_controller import WorkflowController
 from topologies.kinds import make_kind
-from topologies.plugin import Plugin, ReportSection
+from topologies.plugin import Command, Plugin, ReportSection
 from topologies.workflow.checks import CHECKERS
+from topologies.workflow.console import Console, ConsoleHost, cmd_console, cmd_oversee, setup_console, setup_oversee
 from topologies.workflow.hosts import BootHost
 from topologies.workflow.report import holders_chart
 from topologies.workflow.store import SharedStore
@@ -30,9 +31,15 @@ PLUGIN = Plugin(
                   doc="a booting server (simulated hardware: BootHost)"),
         make_kind("workflow.store", SharedStore, addresses=("controller",),
                   doc="a simulated image store of finite bandwidth that reports its load to its controller"),
+        make_kind("workflow.console", Console, host=ConsoleHost,
+                  doc="the oversight role's operator console: a web page on 127.0.0.1 (fleetplane console)"),
     ),
     checkers=CHECKERS,
     report=(ReportSection("Holders and the limit in force", holders_chart),),
     must_judge=("admission-limit", "leases-end", "servers-done", "no-grant-while-dormant"),
+    commands=(Command("console", "print the link (with its token) to a running topology's oversight console",
+                      setup_console, cmd_console),
+              Command("oversee", "list, approve, reject, propose, impose or cancel councils' mitigations of a "
+                      "running topology (through its console)", setup_oversee, cmd_oversee)),
     doc="resource-dependent boot workflows",
 )
