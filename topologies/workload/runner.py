@@ -2,7 +2,7 @@
 
 How this works
 --------------
-:class:`WarmPython` starts ``python -m topologies.workload.zygote`` (its own
+:class:`WarmPython` starts ``python topologies/workload/zygote.py`` (its own
 session; it dies with this process) with the environment's modules, and keeps
 it. :meth:`WarmPython.run` gives a task a slot (up to ``slots`` at once), a
 private directory under ``work_root`` (mode 0700, owned by the slot's uid),
@@ -43,6 +43,7 @@ import msgpack
 __all__ = ["Limits", "WarmPython"]
 
 ROOT = Path(__file__).resolve().parents[2]
+ZYGOTE = Path(__file__).resolve().with_name("zygote.py")
 
 
 @attrs.frozen
@@ -133,7 +134,9 @@ class WarmPython:
     def _spawn(self) -> None:
         import json
 
-        self._proc = subprocess.Popen([sys.executable, "-m", "topologies.workload.zygote", json.dumps(self.modules)],
+        # the file, not ``-m topologies.workload.zygote``: that would import the plug-in package (zmq, the
+        # runtime, ...) into the zygote, and every fork copies what the zygote holds
+        self._proc = subprocess.Popen([sys.executable, str(ZYGOTE), json.dumps(self.modules)],
                                       cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         self.zygote_starts += 1
         ready = self._read(self._proc)

@@ -2,7 +2,7 @@
 
 How this works
 --------------
-``python -m topologies.workload.zygote MODULES_JSON`` imports the environment's
+``python topologies/workload/zygote.py MODULES_JSON`` imports the environment's
 modules once (so a task starts without paying for them), then reads requests
 from stdin and writes reports to stdout, each a msgpack map behind a 4-byte
 big-endian length:
@@ -31,30 +31,47 @@ sets ``result``; the value must be JSON-like (msgpack-encodable) and at most
 ``limits["output"]`` bytes encoded. Raising is a failure, reported with the
 exception's type and message.
 
-A waiter thread per task enforces the wall-time limit: at the deadline it
-kills the task's process group, and (running as root) every process of the
+One loop (a selector over the requests, each task's report pipe and its
+pidfd, which becomes readable when the child exits) follows every task, no
+thread per task. It enforces the wall-time limit: at the deadline it kills
+the task's process group, and (running as root) every process of the
 slot's uid, which also catches a descendant that left the group with
 ``setsid``. At a task's end the group is killed too, and the slot's uid
 swept unless the task reported that it never forked (the audit hook sees
-every ``os.fork``; other ways to start a process are refused). ``metered`` is the wall time from the fork to the reaping of the
-child: the time the resource was dedicated to the task. The private
-directory is removed afterwards.
+every ``os.fork``; other ways to start a process are refused); a sweep runs
+in a thread of its own, so the other slots go on. ``metered`` is the wall
+time from the fork to the reaping of the child: the time the resource was
+dedicated to the task. The private directory is removed afterwards.
+
+Forks are cheap when the zygote is small: it is started as a file, not as
+``-m topologies.workload.zygote`` (which imports the plug-in package and the
+whole runtime), looks ``prctl`` up once, has compiled once (the first
+``compile`` of a process builds the interpreter's AST types), and freezes its objects
+(``gc.freeze``) so a child's garbage collections do not write to, and so copy,
+the zygote's pages.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import resource
-import select
-import signal
-import struct
 import sys
-import threading
-import time
-import traceback
 
-import msgpack
+if __name__ == "__main__" and sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
+    # run as a script (the worker starts it so: ``-m`` would import the plug-in package and everything it
+    # imports, which every fork would copy): the project's root, not this directory, is on the path
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+import gc  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import selectors  # noqa: E402
+import signal  # noqa: E402
+import struct  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+
+import msgpack  # noqa: E402
 
 _OUT_LOCK = threading.Lock()
 _RUNNING: dict[str, int] = {}  # task id -> child pid
@@ -184,12 +201,25 @@ def _child(req: dict, wfd: int) -> None:
         os._exit(status)
 
 
+_PRCTL: list = []  # libc's prctl, looked up once in the zygote (a lookup per child made a ctypes class each time)
+
+
+def _load_prctl() -> None:
+    if not _PRCTL:
+        try:
+            import ctypes
+
+            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+        except Exception:
+            _PRCTL.append(None)
+
+
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG); a no-op elsewhere."""
+    _load_prctl()
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+        if _PRCTL[0] is not None:
+            _PRCTL[0](1, signal.SIGKILL, 0, 0, 0)
     except Exception:
         pass
 
@@ -242,57 +272,69 @@ def _kill_uid(uid: int) -> int:
     return killed
 
 
-def _wait(req: dict, pid: int, rfd: int, started: float) -> None:
-    lim = req["limits"]
-    deadline = started + float(lim["wall_s"])
-    cap = int(lim["output"]) + 4096
-    data = b""
-    killed = ""
-    eof = False
-    status = None
-    rusage = None
-    exited = 0.0
-    while True:
-        if not eof:
-            r, _, _ = select.select([rfd], [], [], 0.02)
-            if r:
-                chunk = os.read(rfd, 65536)
-                if not chunk:
-                    eof = True
-                elif len(data) < cap:
-                    data += chunk
-        else:
-            time.sleep(0.001)
-        if status is None:
-            got, st, ru = os.wait4(pid, os.WNOHANG)
-            if got:
-                status, rusage = st, ru
-                exited = time.monotonic()
-        # the child is gone: its report is complete (EOF), or what it forked holds the pipe open
-        if status is not None and (eof or time.monotonic() > min(deadline, exited + 0.2)):
-            break
-        if req["id"] not in _RUNNING and not killed:
-            killed = "stopped"
-        if time.monotonic() > deadline and not killed:
-            killed = f"wall time limit of {lim['wall_s']} s"
-        if killed:
-            _kill_group(pid, int(req.get("uid") or 0))
-            if status is None:
-                _, st, ru = os.wait4(pid, 0)
-                status, rusage = st, ru
-            break
-    metered = time.monotonic() - started
-    result = None
-    if data and not killed:
+class _Task:
+    """One forked task as the zygote's loop sees it."""
+
+    __slots__ = ("req", "pid", "rfd", "pidfd", "started", "deadline", "cap", "data", "eof", "status", "rusage",
+                 "exited", "killed")
+
+    def __init__(self, req: dict, pid: int, rfd: int, started: float) -> None:
+        self.req, self.pid, self.rfd, self.started = req, pid, rfd, started
+        self.deadline = started + float(req["limits"]["wall_s"])
+        self.cap = int(req["limits"]["output"]) + 4096
+        self.data = b""
+        self.eof = False
+        self.status = None
+        self.rusage = None
+        self.exited = 0.0
+        self.killed = ""
         try:
-            result = msgpack.unpackb(data, raw=False)
+            self.pidfd = os.pidfd_open(pid)  # readable once the child has exited (Linux 5.3)
+        except (AttributeError, OSError):
+            self.pidfd = -1
+
+
+def _reap(t: _Task, now: float) -> None:
+    if t.status is None:
+        got, st, ru = os.wait4(t.pid, os.WNOHANG)
+        if got:
+            t.status, t.rusage, t.exited = st, ru, now
+
+
+def _due(t: _Task, now: float) -> bool:
+    """Has ``t`` ended (reaped, its report complete or its pipe held by what it forked), been stopped, or run
+    past its wall time? Kills what must be killed."""
+    _reap(t, now)
+    # the child is gone: its report is complete (EOF), or what it forked holds the pipe open
+    if t.status is not None and (t.eof or now > min(t.deadline, t.exited + 0.2)):
+        return True
+    if t.req["id"] not in _RUNNING and not t.killed:
+        t.killed = "stopped"
+    if now > t.deadline and not t.killed:
+        t.killed = f"wall time limit of {t.req['limits']['wall_s']} s"
+    return bool(t.killed)
+
+
+def _finish(t: _Task) -> None:
+    """Kill what ``t`` left behind, reap it, report it. Its pipe and pidfd are closed already."""
+    req, killed = t.req, t.killed
+    uid = int(req.get("uid") or 0)
+    if killed:
+        _kill_group(t.pid, uid)
+        if t.status is None:
+            _, t.status, t.rusage = os.wait4(t.pid, 0)
+    metered = time.monotonic() - t.started
+    rusage, status = t.rusage, t.status
+    result = None
+    if t.data and not killed:
+        try:
+            result = msgpack.unpackb(t.data, raw=False)
         except Exception:
             result = None
     # whatever it left behind: its process group always; every process of the slot's uid (a descendant that
     # left the group with setsid) unless the task reported that it never forked
     clean = isinstance(result, dict) and result.get("forked") is False
-    _kill_group(pid, 0 if clean else int(req.get("uid") or 0))
-    os.close(rfd)
+    _kill_group(t.pid, 0 if clean else uid)
     _RUNNING.pop(req["id"], None)
     report = {"op": "done", "id": req["id"], "metered": metered,
               "cpu": (rusage.ru_utime + rusage.ru_stime) if rusage else 0.0, "killed": killed}
@@ -318,37 +360,118 @@ def _kill_group(pid: int, uid: int) -> None:
     _kill_uid(uid)
 
 
+def _sweeps(t: _Task) -> bool:
+    """May finishing ``t`` sweep its slot's uid (kill every process of it, which can take a while)?"""
+    if not int(t.req.get("uid") or 0) or os.geteuid() != 0:
+        return False
+    if t.killed or not t.data:
+        return True
+    try:
+        return msgpack.unpackb(t.data, raw=False).get("forked") is not False
+    except Exception:
+        return True
+
+
+def _wake_at(t: _Task, now: float) -> float:
+    """When the loop must look at ``t`` again without an event."""
+    at = t.deadline
+    if t.status is not None and not t.eof:
+        at = min(at, t.exited + 0.2)  # what it forked holds its pipe open
+    if t.status is None and t.pidfd < 0:
+        at = min(at, now + (0.001 if t.eof else 0.02))  # no pidfd: poll for its exit
+    return at
+
+
 def main(argv: list[str]) -> int:
     modules = json.loads(argv[0]) if argv else []
     for m in modules:
         __import__(m)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _load_prctl()
     die_with_parent()  # the zygote never outlives its worker
+    # compile() made the interpreter build its ~120 AST node types on its first call (PyAST_Check): made here
+    # once, not in every child (3 ms of CPU a task)
+    exec(compile("_ = None", "<warm-up>", "exec"), {})  # noqa: S102 - a constant statement
+    msgpack.unpackb(msgpack.packb({"ok": True}))
+    gc.freeze()  # what the zygote holds is never scanned by a child's collections (fewer copied pages)
     send({"op": "ready", "pid": os.getpid(), "modules": modules})
+    sel = selectors.DefaultSelector()
+    sel.register(0, selectors.EVENT_READ, None)
+    tasks: dict[str, _Task] = {}
     while True:
-        try:
-            (n,) = struct.unpack(">I", read_exact(0, 4))
-            req = msgpack.unpackb(read_exact(0, n), raw=False)
-        except EOFError:
+        now = time.monotonic()
+        timeout = None
+        if tasks:
+            timeout = max(0.0, min(_wake_at(t, now) for t in tasks.values()) - now)
+        closed = False
+        for key, _ in sel.select(timeout):
+            if key.data is None:
+                try:
+                    (n,) = struct.unpack(">I", read_exact(0, 4))
+                    req = msgpack.unpackb(read_exact(0, n), raw=False)
+                except EOFError:
+                    closed = True
+                    break
+                t = _request(req)
+                if t is not None:
+                    tasks[req["id"]] = t
+                    sel.register(t.rfd, selectors.EVENT_READ, ("out", t))
+                    if t.pidfd >= 0:
+                        sel.register(t.pidfd, selectors.EVENT_READ, ("exit", t))
+                continue
+            kind, t = key.data
+            if kind == "out":
+                chunk = os.read(t.rfd, 65536)
+                if not chunk:
+                    t.eof = True
+                    sel.unregister(t.rfd)
+                elif len(t.data) < t.cap:
+                    t.data += chunk
+            else:
+                _reap(t, time.monotonic())
+                sel.unregister(t.pidfd)
+                os.close(t.pidfd)
+                t.pidfd = -2  # reaped through it (not "no pidfd")
+        if closed:
             break
-        op = req.get("op")
-        if op == "ping":
-            send({"op": "pong", "pid": os.getpid()})
-        elif op == "kill":
-            _RUNNING.pop(req.get("id"), None)
-        elif op == "run":
-            rfd, wfd = os.pipe()
-            started = time.monotonic()
-            pid = os.fork()
-            if pid == 0:
-                os.close(rfd)
-                _child(req, wfd)
-            os.close(wfd)
-            _RUNNING[req["id"]] = pid
-            threading.Thread(target=_wait, args=(req, pid, rfd, started), daemon=True).start()
+        now = time.monotonic()
+        for tid, t in list(tasks.items()):
+            if not _due(t, now):
+                continue
+            del tasks[tid]
+            if not t.eof:
+                sel.unregister(t.rfd)
+            os.close(t.rfd)
+            if t.pidfd >= 0:
+                sel.unregister(t.pidfd)
+                os.close(t.pidfd)
+            if _sweeps(t):  # a sweep of the slot's uid may take a while: the other slots go on meanwhile
+                threading.Thread(target=_finish, args=(t,), daemon=True).start()
+            else:
+                _finish(t)
     for pid in list(_RUNNING.values()):
         _kill_group(pid, 0)
     return 0
+
+
+def _request(req: dict) -> _Task | None:
+    """Carry out one request of the worker; a ``run`` returns the forked task."""
+    op = req.get("op")
+    if op == "ping":
+        send({"op": "pong", "pid": os.getpid()})
+    elif op == "kill":
+        _RUNNING.pop(req.get("id"), None)
+    elif op == "run":
+        rfd, wfd = os.pipe()
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os.close(rfd)
+            _child(req, wfd)
+        os.close(wfd)
+        _RUNNING[req["id"]] = pid
+        return _Task(req, pid, rfd, started)
+    return None
 
 
 if __name__ == "__main__":
