@@ -23,7 +23,8 @@ from topologies.checkers import CHECKER_OWNER, CHECKERS
 from topologies.plugin import load_plugins
 
 CASE_MODULES = ("tests.test_checkers", "tests.test_workflow_checkers", "tests.test_rack_checkers",
-                "tests.test_edge_checkers", "tests.test_workload_checkers", "tests.test_deps_checkers")
+                "tests.test_edge_checkers", "tests.test_workload_checkers", "tests.test_deps_checkers",
+                "tests.test_council_checkers")
 
 load_plugins()
 REGISTERED = sorted(CHECKERS)

@@ -5,7 +5,9 @@ a lognormal factor (sigma ``stage_sigma``, mean 1) drawn from the host's rng,
 then ``StageDone``; ``AbortStage`` makes the run's completion stale (the server
 ignores it by run id); power effects become ``host.power`` events. With
 ``stores`` (resource -> the address of a :class:`topologies.workflow.store.SharedStore`),
-a stage whose first resource has a store is a transfer from that store instead:
+a stage whose first resource has a store is a transfer from that store instead (``stores`` may
+also map a controller's address to its store: a server a council redirected to a peer's controller
+pulls from that peer's store, ``RunStage.sources``):
 the store answers the server, and is slower the more clients share it. It acts only
 through a :class:`topologies.hosts.HostApi`, so it runs unchanged in a node
 process and in the simulator.
@@ -45,7 +47,10 @@ class BootHost:
         if c is RunStage:
             s = self.stage_sigma
             work = self.stage_time * (self.rng.lognormvariate(-s * s / 2, s) if s else 1.0)
-            store = self.stores.get(effect.resources[0]) if effect.resources else None
+            store = None
+            if effect.resources:  # a redirected server pulls from the store of the peer that granted it
+                src = effect.sources[0] if getattr(effect, "sources", ()) else ""
+                store = self.stores.get(src) or self.stores.get(effect.resources[0])
             if store is None:
                 api.later(work, StageDone(effect.stage, effect.run))
             else:
