@@ -19,6 +19,12 @@ capabilities, free resources and criteria are drawn from
 * :meth:`EdgeSim.cut_uplink` cuts one edge node's link to the manager (both
   ways) and nothing else: the node still reaches its whole site, which still
   reaches the manager (one connected component);
+* :meth:`EdgeSim.restart` restarts a participant (crashing it first if it is
+  up) as a new incarnation: from its disk (every ``Persist`` it returned, in
+  effect order, kept per address in :attr:`EdgeSim.disk` as the JSON a file
+  store would hold), or with ``disk=False`` from an empty one (a replaced
+  disk). Every start gets a fresh rng; the first start is told so
+  (``first_start=True``), a restart never is;
 * :meth:`EdgeSim.leader_of` / :meth:`EdgeSim.plans` read the plane's state
   from the event log; :func:`held_at` / :func:`all_held_since` replay the
   holders' own ``edge.role_assigned`` / ``edge.role_relinquished`` events
@@ -43,15 +49,16 @@ same records the checkers in ``topologies/edge/checks.py`` judge.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from actors.simulator import Simulator
-from protocols.core import SetTimer
+from protocols.core import Persist, SetTimer
 from protocols.localplane import DeploymentManager, EdgeNode
 from transport.sim import LinkSpec, SimNetwork, Uniform
 
@@ -115,6 +122,38 @@ class EdgeSim:
         self.seed = sim.seed
         self.edges = edges
         self.params = params
+        self.disk: dict[str, dict[str, Any]] = {}  # address -> key -> data: what Persist wrote (JSON, as on a file)
+        self.starts: dict[str, int] = {}  # address -> machines built (incarnations)
+        self.builders: dict[str, Callable[..., Any]] = {}  # address -> builder(rng, durable, first_start)
+        self.clocks: dict[str, tuple[float, float]] = {}
+        self.host_effects: list[tuple[float, str, Any]] = []  # (time, address, effect) of non-Persist host effects
+        self.on_host: Callable[[Any, str, Any], None] | None = None  # plugged in by a test: (effect, address, sim)
+
+    def host(self, effect: Any, address: str, sim: Any) -> None:
+        """The simulated host of every participant: ``Persist`` to its disk, anything else recorded."""
+        if isinstance(effect, Persist):
+            self.disk.setdefault(address, {})[effect.key] = json.loads(json.dumps(effect.data))
+            return
+        self.host_effects.append((sim.now, address, effect))
+        if self.on_host is not None:
+            self.on_host(effect, address, sim)
+
+    def build(self, address: str, *, disk: bool = True) -> Any:
+        """A new incarnation of the machine at ``address`` (from its disk, or from an empty one)."""
+        k = self.starts[address] = self.starts.get(address, 0) + 1
+        if not disk:
+            self.disk[address] = {}
+        rng = self.sim.rng(address) if k == 1 else random.Random(f"{self.seed}/{address}/incarnation {k}")
+        machine = self.builders[address](rng, json.loads(json.dumps(self.disk.get(address, {}))), k == 1)
+        rate, offset = self.clocks.get(address, (1.0, 0.0))
+        return machine if (rate, offset) == (1.0, 0.0) else SkewedClock(machine, rate, offset)
+
+    def restart(self, address: str, *, disk: bool = True) -> None:
+        """Restart ``address`` (crashed first if it is up) as a new incarnation, from its disk or (``disk=False``)
+        from an empty one."""
+        if self.sim.alive(address):
+            self.sim.crash(address)
+        self.sim.restart(address, self.build(address, disk=disk))
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -208,19 +247,31 @@ def build_edge(
     fleet = random.Random(f"{seed}/fleet")
     draw = random.Random(f"{seed}/clock")
     given = dict(clocks or {})
-
-    def clocked(addr: str, machine: Any) -> Any:
-        rate, offset = given.get(addr, (1.0 + draw.uniform(-drift, drift), draw.uniform(-skew, skew)))
-        return machine if (rate, offset) == (1.0, 0.0) else SkewedClock(machine, rate, offset)
-
     ep = dict(edge_params or {})
+    mp = dict(manager_params or {})
+    s = EdgeSim(sim, edges, {"n": n, "intent": intent or DEFAULT_INTENT, "edge_params": ep, "manager_params": mp})
+
+    def restartable(cls: type) -> dict[str, Any]:
+        """What a restart needs that the class takes (a durable store, the host's word on a first start)."""
+        ps = inspect.signature(cls).parameters
+        return {k: True for k in ("durable", "first_start") if k in ps}
+
+    def extra(cls: type, durable: dict, first: bool) -> dict[str, Any]:
+        takes = restartable(cls)
+        return {**({"durable": durable} if "durable" in takes else {}),
+                **({"first_start": first} if "first_start" in takes else {})}
+
     for i, addr in enumerate(edges):
         prof = profiles[i] if profiles is not None else random_profile(fleet)
-        sim.add(addr, clocked(addr, EdgeNode(addr, MANAGER, rng=sim.rng(addr), **prof, **ep)))
-    mp = dict(manager_params or {})
-    sim.add(MANAGER, clocked(MANAGER, DeploymentManager(MANAGER, edges, intent or DEFAULT_INTENT, tables,
-                                                        rng=sim.rng(MANAGER), **mp)))
-    return EdgeSim(sim, edges, {"n": n, "intent": intent or DEFAULT_INTENT, "edge_params": ep, "manager_params": mp})
+        s.builders[addr] = lambda rng, durable, first, addr=addr, prof=prof: EdgeNode(
+            addr, MANAGER, rng=rng, **prof, **ep, **extra(EdgeNode, durable, first))
+        s.clocks[addr] = given.get(addr, (1.0 + draw.uniform(-drift, drift), draw.uniform(-skew, skew)))
+        sim.add(addr, s.build(addr), host=s.host)
+    s.builders[MANAGER] = lambda rng, durable, first: DeploymentManager(
+        MANAGER, edges, intent or DEFAULT_INTENT, tables, rng=rng, **mp, **extra(DeploymentManager, durable, first))
+    s.clocks[MANAGER] = given.get(MANAGER, (1.0 + draw.uniform(-drift, drift), draw.uniform(-skew, skew)))
+    sim.add(MANAGER, s.build(MANAGER), host=s.host)
+    return s
 
 
 # -- edge.toml's timing ------------------------------------------------------------------------------

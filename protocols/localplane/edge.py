@@ -170,6 +170,32 @@ is declared) and ``lease_margin`` (default ``heartbeat_interval``: taken off
 the leader's lease before it crosses the wire; it must exceed message delay
 plus clock drift over ``leader_lease``).
 
+**Restarts (durable state).** With a store (``durable=``: what the host read
+back from the disk, ``{}`` for an empty one; ``None``: no store, nothing is
+persisted) the node persists one record, ``edge``, whenever what safety
+depends on changes, as a ``Persist`` placed before the first ``Send`` of
+that handler (group commit: the host syncs it before anything leaves): its
+term and its votes of the last terms (a vote is never granted twice in a
+term, and a node leads a term only after voting for itself in it, so a
+temporary plan id ``T{term}@node`` never recurs), the newest final plan it
+released or committed (so a late :class:`Commit` of an older plan is never
+taken after a restart: the manager counted on its ``Released``), the
+deployment (IR, members, epoch) and its incarnation. Holdings are not
+persisted: a restarted node holds nothing (its workloads died with it).
+Every start is a new incarnation (one above the disk's; a fresh nonce on an
+empty disk), and a later incarnation's plan ids carry its number
+(``T{term}.{incarnation}@node``). A node restored from its disk starts timing
+the manager at once, so during an outage it asks its site, declares
+isolation with its island and follows the island's leader (it *rejoins the
+plane*; the leader asks its fit if it had dropped it). A restarted node
+(``first_start`` is the host's word that no earlier incarnation ran; a start
+it cannot vouch for is a restart) leads no plane for ``leader_lease`` after
+its start (``plane.quiet``): as a leader before, it may have granted leases
+members still hold. A node back on an empty disk knows no deployment and no
+vote: it takes part in nothing until the manager deploys it again. An echo
+later than the node's clock reads was sent by an earlier incarnation on a
+clock of another origin (a rebooted host) and renews nothing.
+
 Clocks: no instant of one node's clock is ever interpreted by another. What
 crosses the wire is a duration (``LeaderHeartbeat.lease``,
 ``SiteStatus.heard_ago``) timed from receipt, or an instant of the receiver's
@@ -186,7 +212,7 @@ from typing import Any, Callable
 
 import attrs
 
-from protocols.core import CancelTimer, Effect, Emit, Send, SetTimer, TimerFired
+from protocols.core import CancelTimer, Effect, Emit, Persist, Send, SetTimer, TimerFired
 from protocols.localplane.ir import meets_criteria, objective, synthetic_fit
 from protocols.localplane.messages import (
     Announce,
@@ -220,6 +246,7 @@ from protocols.localplane.messages import (
     Withdraw,
 )
 from protocols.localplane.negotiation import Negotiation, _adict, role_key
+from transport.codec import DecodeError, decode_value, encode_value
 
 __all__ = ["EdgeNode", "PlaneRole"]
 
@@ -244,8 +271,8 @@ class _Holding:
 
 
 def _plan_no(plan_id: str) -> int:
-    """The number of a final plan ``F{n}@node`` (-1 for anything else)."""
-    head = plan_id.partition("@")[0]
+    """The number of a final plan ``F{n}@node`` or ``F{n}.{incarnation}@node`` (-1 for anything else)."""
+    head = plan_id.partition("@")[0].partition(".")[0]
     return int(head[1:]) if head[:1] == "F" and head[1:].isdigit() else -1
 
 
@@ -279,6 +306,8 @@ class EdgeNode:
         lease_margin: float | None = None,
         probe_window: float | None = None,
         probe_fanout: int = 4,
+        durable: dict | None = None,
+        first_start: bool | None = None,
     ) -> None:
         self.address = address
         self.node = address.partition("/")[0]
@@ -374,6 +403,18 @@ class EdgeNode:
         self.support: dict[str, float] = {}  # peer that hears the manager -> until when its word counts (own clock)
         self.uplink_lost = False  # the site hears the manager, this node does not: it follows the site
         self.site_seen: tuple[float, float] | None = None  # cut off, yet told the site hears it: (first, last)
+        # durable state (see "Restarts" in the module docstring): None: no store, nothing is persisted
+        self.persistent = durable is not None
+        self._deploy_enc: Any = None  # the Deploy persisted (encoded), kept to write the record again
+        self._persisted: tuple | None = None  # what the disk holds (compared after each handler)
+        rec = self._restore(durable) if durable else None
+        # a start the host cannot vouch for as the first is a restart; with no store at all, the embedder's choice
+        self.restarted = (first_start is False) or (first_start is None and rec is not None)
+        # every start is a new incarnation: one above the disk's, a fresh nonce on an empty disk after a restart
+        self.incarnation = (int(rec["inc"]) + 1 if rec is not None
+                            else self.rng.randrange(2, 1 << 30) if self.restarted else 1)
+        self.started: float | None = None  # the first tick of this incarnation
+        self.quiet_until = -math.inf  # a restarted node leads no plane before this (leases it granted may run)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -408,10 +449,66 @@ class EdgeNode:
     def holding_keys(self) -> list[str]:
         return sorted(self.holdings)
 
+    # -- durable state --------------------------------------------------------------------------------
+
+    def _restore(self, durable: dict) -> dict | None:
+        """Take back what the disk holds (the deployment, terms and votes, the release floor); None if nothing."""
+        rec = durable.get("edge")
+        if not isinstance(rec, dict):
+            return None
+        if rec.get("deploy") is not None:
+            try:
+                d = decode_value(rec["deploy"])
+            except DecodeError:
+                d = None
+            if isinstance(d, Deploy):
+                self.ir, self.members, self.epoch = d.ir, sorted(d.members), d.epoch
+                self._deploy_enc = rec["deploy"]
+        self.term = int(rec.get("term", 0))
+        self.voted = {int(t): str(c) for t, c in (rec.get("voted") or {}).items()}
+        fl = rec.get("floor") or (-1, -1)
+        self.floor = (int(fl[0]), int(fl[1]))
+        return rec
+
+    def _state(self) -> tuple:
+        voted = tuple(sorted(self.voted.items())[-8:])  # a vote of an older term can no longer elect anybody
+        return (self.incarnation, id(self._deploy_enc), self.term, voted, self.floor)
+
+    def _durable(self, out: list[Effect]) -> list[Effect]:
+        """Group commit: if what safety depends on changed in this handler, one Persist goes before its first Send
+        (the host syncs it before anything leaves) - votes, terms, the release floor, the deployment."""
+        if not self.persistent:
+            return out
+        st = self._state()
+        if st == self._persisted:
+            return out
+        self._persisted = st
+        rec = {"inc": self.incarnation, "deploy": self._deploy_enc, "term": self.term,
+               "voted": {str(t): c for t, c in st[3]}, "floor": list(self.floor)}
+        i = next((i for i, e in enumerate(out) if isinstance(e, Send)), len(out))
+        return out[:i] + [Persist("edge", rec)] + out[i:]
+
+    def _first_tick(self, now: float) -> list[Effect]:
+        """The start of an incarnation: a node restored from its disk knows its deployment, so it starts timing the
+        manager at once (and asks its site, and joins its island's plane if the manager is away); a restarted node
+        leads no plane for one lease (members may still hold roles under leases it granted before)."""
+        self.started = now
+        out: list[Effect] = []
+        if self.restarted:
+            self.quiet_until = now + self.leader_lease
+            out.append(self._emit("edge.restarted", incarnation=self.incarnation, deployed=self.ir is not None,
+                                  term=self.term, quiet_until=round(self.quiet_until, 6)))
+        if self.ir is not None and self.last_heartbeat is None:
+            out.append(SetTimer("manager", now + self.isolation_after))
+        return out
+
     # -- the sans-I/O entry points -------------------------------------------------------------
 
     def tick(self, now: float) -> list[Effect]:
-        out: list[Effect] = []
+        return self._durable(self._tick(now))
+
+    def _tick(self, now: float) -> list[Effect]:
+        out: list[Effect] = [] if self.started is not None else self._first_tick(now)
         if self.role is PlaneRole.LEADER and self.lead is not None:
             out += self.lead.tick(now)
         if now >= self.next_validate and self.plan_id and self._holds("validator"):
@@ -425,7 +522,7 @@ class EdgeNode:
         h = _HANDLERS.get(type(msg))
         if h is None:
             return [self._emit("edge.ignored", what=type(msg).__name__, sender=sender, why="unknown message")]
-        return h(self, msg, sender, now)
+        return self._durable(h(self, msg, sender, now))
 
     # -- connected operation --------------------------------------------------------------------
 
@@ -433,6 +530,8 @@ class EdgeNode:
         if sender != self.manager:
             return []
         first = self.ir is None or msg.ir.version != self.ir.version
+        if first or sorted(msg.members) != self.members or msg.epoch != self.epoch:
+            self._deploy_enc = encode_value(msg) if self.persistent else None
         self.ir = msg.ir
         self.members = sorted(msg.members)
         self.epoch = msg.epoch
@@ -608,6 +707,12 @@ class EdgeNode:
         """Does a manager message echo an ack this node sent since it declared isolation?"""
         return echo is not None and self.isolated_at is not None and echo >= self.isolated_at
 
+    @staticmethod
+    def _from_future(echo: float | None, now: float) -> bool:
+        """An echo is this node's own send time of an ack: one later than its clock reads now was sent by an earlier
+        incarnation on a clock of another origin (a rebooted host) and renews nothing."""
+        return echo is not None and echo > now
+
     def _end_isolation(self, grant: set[str], echo: float | None, lease: float, now: float) -> list[Effect]:
         """Connected again: from now on every holding is under the manager's lease, and only granted ones stay."""
         self.isolated = False
@@ -618,7 +723,7 @@ class EdgeNode:
             self.role = PlaneRole.NONE
             out += [CancelTimer("gather"), CancelTimer("election")]
         out += self._report(now)  # if no beat got through before
-        until = echo + lease if echo is not None else -math.inf
+        until = echo + lease if echo is not None and not self._from_future(echo, now) else -math.inf
         for key, h in sorted(self.holdings.items()):
             if key in grant and until > now:
                 h.lease = until
@@ -628,7 +733,7 @@ class EdgeNode:
 
     def _renew(self, grant: set[str], echo: float | None, lease: float, now: float) -> list[Effect]:
         """Extend the granted holdings to echo + lease (the echo is this node's own send time of an ack)."""
-        if echo is None:
+        if echo is None or self._from_future(echo, now):
             return []
         until = echo + lease
         for key, h in self.holdings.items():
@@ -922,6 +1027,8 @@ class EdgeNode:
         why = ""
         if msg.echo is None or msg.echo + msg.lease <= now:
             why = "its lease is already over"
+        elif self._from_future(msg.echo, now):
+            why = "it echoes a send time this node's clock has not reached (an earlier incarnation's)"
         elif self.isolated and not self._fresh(msg.echo):
             why = "isolated, and it answers no ack sent since"
         elif not self._newer_plan(msg.epoch, msg.plan_id):
@@ -1072,6 +1179,11 @@ class EdgeNode:
         best = self._best_heard()
         if best != self.address:
             return [self._emit("plane.gathered", term=self.term, view=len(self.heard), best=best)]
+        if now < self.quiet_until:
+            # restarted within a lease: members may still hold roles under leases this node granted as leader before
+            # (it cannot remember): it leads nothing until they are over, and follows any leader meanwhile
+            return [self._emit("plane.quiet", term=self.term, until=round(self.quiet_until, 6)),
+                    SetTimer("gather", self.quiet_until), SetTimer("election", self.quiet_until + self.election_timeout)]
         if len(self.heard) == 1 and self._peers() and self.gathers < self.gather_retries:
             # heard nobody: silence may be loss, not absence - announce again before leading a plane of one
             self.gathers += 1
@@ -1353,7 +1465,9 @@ class _Lead:
     def __init__(self, node: EdgeNode, now: float) -> None:
         self.n = node
         self.term = node.term
-        self.plan_id = f"T{node.term}@{node.node}"
+        # T{term}@node; a later incarnation adds its number (a node back on an empty disk counts terms from 0 again)
+        self.plan_id = f"T{node.term}@{node.node}" if node.incarnation == 1 else \
+            f"T{node.term}.{node.incarnation}@{node.node}"
         self.started = now
         self.members: set[str] = set(node.view) | {node.address}
         self.last_ack: dict[str, float] = {m: now for m in self.members}

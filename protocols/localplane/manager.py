@@ -151,6 +151,27 @@ the renewal requests keep the holder's lease from lapsing in the first place.
 * **Performance history.** Every reporter's metric bundle is appended to the
   performance history (``manager.metrics``).
 
+Restarts (durable state)
+------------------------
+With a store (``durable=``; ``None``: nothing is persisted) the manager
+persists one record, ``manager``, before the first ``Send`` of the handler
+that changed it: its incarnation, the plan counter (a plan id never recurs:
+``F{n}@node``, and ``F{n}.{incarnation}@node`` from the second incarnation
+on, so an empty disk cannot repeat one either) and the final plan that may
+be in force - written when its first :class:`Commit` is about to leave, so
+a restarted manager knows the newest plan any node may hold under and goes
+on granting its keys to the nodes that still hold them. Leases are never
+persisted: they are *waited out*. A restarted manager (``first_start`` is
+the host's word; a start it cannot vouch for is a restart) has a new epoch
+and, for ``lease + lease_margin`` after its start, counts every node that has
+not answered ``Released`` for the plan it installs as possibly holding any
+role (``_blocking``) and every role as possibly claimed (no temporary-key
+grant, no regrant): a lease an earlier incarnation granted was echoed from
+an ack that reached it before it stopped, so it is over by then (the same
+argument as step 2 above, on the new incarnation's clock from its start).
+So a restarted manager - from its disk or from an empty one - never commits
+a final plan that conflicts with a holding it granted before.
+
 Parameters: ``lease`` (default ``isolation_after``), ``lease_margin``
 (default ``heartbeat_interval``) and ``retry_every`` (default
 ``heartbeat_interval / 6``).
@@ -162,7 +183,7 @@ Events: ``manager.deployed``, ``manager.plan_started``, ``manager.proposal``,
 ``manager.replaced``, ``manager.release_sent``, ``manager.commit_sent``,
 ``manager.regrant``, ``manager.plan_final``, ``manager.subscription``,
 ``manager.fit_retry``, ``manager.proposal_retry``, ``manager.report_awaited``,
-``manager.catch_up``, ``manager.plan_abandoned``.
+``manager.catch_up``, ``manager.plan_abandoned``, ``manager.restarted``.
 """
 
 from __future__ import annotations
@@ -171,7 +192,9 @@ import math
 import random
 from typing import Any
 
-from protocols.core import CancelTimer, Effect, Emit, Send, SetTimer, TimerFired
+import attrs
+
+from protocols.core import CancelTimer, Effect, Emit, Persist, Send, SetTimer, TimerFired
 from protocols.localplane.ir import build_ir
 from protocols.localplane.messages import (
     Answer,
@@ -218,6 +241,8 @@ class DeploymentManager:
         lease: float | None = None,
         lease_margin: float | None = None,
         retry_every: float | None = None,
+        durable: dict | None = None,
+        first_start: bool | None = None,
     ) -> None:
         self.address = address
         self.node = address.partition("/")[0]
@@ -284,11 +309,55 @@ class DeploymentManager:
         # node -> role key -> (latest end of any lease granted on it, our clock, bound by echo_at + lease; plan)
         self.bounds: dict[str, dict[str, tuple[float, str]]] = {}
         self.released: set[str] = set()  # nodes that answered Released for work_id
+        # durable state (see "Restarts" in the module docstring): None: no store, nothing is persisted
+        self.persistent = durable is not None
+        self._persisted: tuple | None = None
+        rec = durable.get("manager") if durable else None
+        rec = rec if isinstance(rec, dict) else None
+        # a start the host cannot vouch for as the first is a restart; with no store at all, the embedder's choice
+        self.restarted = (first_start is False) or (first_start is None and rec is not None)
+        self.incarnation = (int(rec["inc"]) + 1 if rec is not None
+                            else self.rng.randrange(2, 1 << 30) if self.restarted else 1)
+        if rec is not None:
+            self.plans = int(rec.get("plans", 0))
+            if rec.get("final_id"):
+                self.final_id = str(rec["final_id"])
+                self.final = [Assignment(**a) for a in rec.get("final") or []]
+        self.committing: tuple[str, list[Assignment]] = (self.final_id, list(self.final))  # persisted as in force
+        self.started: float | None = None
+        self.guard_until = -math.inf  # until then leases of an earlier incarnation may still run (restart)
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _emit(self, event_kind: str, /, **fields: Any) -> Emit:
         return Emit(event_kind, fields)
+
+    def _next_plan_id(self) -> str:
+        """``F{n}@node``; a later incarnation adds its number (``F{n}.{incarnation}@node``), so a plan id never
+        recurs even on an empty disk. The counter is persisted before the id leaves (see :meth:`_durable`)."""
+        self.plans += 1
+        return f"F{self.plans}@{self.node}" if self.incarnation == 1 else f"F{self.plans}.{self.incarnation}@{self.node}"
+
+    # -- durable state ---------------------------------------------------------------------------------
+
+    def _durable(self, out: list[Effect]) -> list[Effect]:
+        """Group commit: when the plan counter or the plan that may be in force changed in this handler, one
+        Persist goes before its first Send (the host syncs it before anything leaves)."""
+        if not self.persistent:
+            return out
+        st = (self.incarnation, self.plans, self.committing[0])
+        if st == self._persisted:
+            return out
+        self._persisted = st
+        rec = {"inc": self.incarnation, "plans": self.plans, "final_id": self.committing[0],
+               "final": [attrs.asdict(a) for a in self.committing[1]]}
+        i = next((i for i, e in enumerate(out) if isinstance(e, Send)), len(out))
+        return out[:i] + [Persist("manager", rec)] + out[i:]
+
+    def _guarded(self, now: float) -> bool:
+        """Restarted less than a lease (and its margin) ago: an earlier incarnation may have granted any node any
+        role until then, and nothing of it is remembered (a lease is never persisted: it is waited out)."""
+        return now < self.guard_until
 
     def reachable(self, now: float) -> list[str]:
         return [e for e in self.edges if now - self.last_ack.get(e, -1e18) <= self.isolation_after]
@@ -372,6 +441,8 @@ class DeploymentManager:
 
     def _claimed(self, role: str, node: str, plan_id: str, now: float) -> bool:
         """May a node other than ``node`` hold a share of ``role`` under a plan other than ``plan_id``?"""
+        if self._guarded(now):
+            return True  # leases of an earlier incarnation may still run
         return any(x != node and k.partition("#")[0] == role and pid != plan_id and self._live(until, now)
                    for x, ks in self.bounds.items() for k, (until, pid) in ks.items())
 
@@ -382,6 +453,8 @@ class DeploymentManager:
         every lease it was ever granted on such a key is certainly over.
         """
         assert self.ir is not None
+        if self._guarded(now):  # any node may hold anything under a lease of an earlier incarnation
+            return sorted(x for x in self.edges if x not in self.released)
         connected = {r.name for r in self.ir.roles}
         keep = self._keep()
         return sorted(x for x, ks in self.bounds.items() if x not in self.released
@@ -391,7 +464,17 @@ class DeploymentManager:
     # -- the sans-I/O entry points ------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Effect]:
+        return self._durable(self._tick(now))
+
+    def _tick(self, now: float) -> list[Effect]:
         out: list[Effect] = []
+        if self.started is None:
+            self.started = now
+            self.final_at = now
+            if self.restarted:
+                self.guard_until = now + self.lease + self.lease_margin
+                out.append(self._emit("manager.restarted", incarnation=self.incarnation, final=self.final_id,
+                                      plans=self.plans, guard_until=round(self.guard_until, 6)))
         if self.ir is None:
             self.ir = build_ir(self.intent, self.tables)
             out.append(self._emit("manager.deployed", intent=self.ir.intent, version=self.ir.version,
@@ -431,7 +514,7 @@ class DeploymentManager:
         h = _HANDLERS.get(type(msg))
         if h is None:
             return [self._emit("manager.ignored", what=type(msg).__name__, sender=sender)]
-        return h(self, msg, sender, now)
+        return self._durable(h(self, msg, sender, now))
 
     # -- acks and reconnects ---------------------------------------------------------------------------
 
@@ -681,8 +764,7 @@ class DeploymentManager:
 
     def _ratify(self, now: float, rep: PlanReport) -> list[Effect]:
         assert self.ir is not None
-        self.plans += 1
-        self.work_id = f"F{self.plans}@{self.node}"
+        self.work_id = self._next_plan_id()
         self.work_sources = [rep.plan_id]
         self.work_ratified = True
         self.work_reason = "ratified"
@@ -704,8 +786,7 @@ class DeploymentManager:
 
     def _start_plan(self, now: float, reason: str, sources: list[str], reach: list[str]) -> list[Effect]:
         assert self.ir is not None
-        self.plans += 1
-        self.work_id = f"F{self.plans}@{self.node}"
+        self.work_id = self._next_plan_id()
         self.work_reason = reason
         self.work_sources = sources
         self.work_ratified = False
@@ -842,6 +923,7 @@ class DeploymentManager:
     def _commit(self, now: float) -> list[Effect]:
         unreleased = sorted(self.waiting) if self.phase == "release" else []
         self.phase = "commit"
+        self.committing = (self.work_id, list(self.work_assignments))  # on disk before any Commit of it leaves
         self.released_at = now
         self.waiting = set(self.work_members) | {a.holder for a in self.work_assignments}
         out: list[Effect] = [self._emit("manager.commit_sent", plan_id=self.work_id, ratified=self.work_ratified,
