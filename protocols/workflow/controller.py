@@ -88,6 +88,14 @@ history predicts for the average number of holders
 Answers to servers that came through a proxy go back through that proxy,
 gathered per proxy into one :class:`ProxyReply` per step.
 
+Councils (issue 21; seed doc FIGS. 5-6, routine 600): with ``council=`` (and its own ``address``)
+the controller is a member of the council of its resource type (:mod:`protocols.workflow.council`),
+which reads its figures every tick, asks peers for headroom when the waiting list is beyond what
+the limit serves within the council's threshold, and redirects waiting servers (from the tail of
+the list) to peers that accepted. Servers a peer redirected here (``AccessRequest.mitigation``) are
+admitted only under a mitigation in force here and within its accepted share, and wait behind this
+group's own servers (rank 2 in the waiting list's key); they are holders like any other.
+
 Events: ``controller.start``, ``controller.state``, ``admission.grant``,
 ``admission.deny``, ``admission.wake``, ``admission.wake_failed``,
 ``admission.notice``, ``waiting.dropped``, ``lease.released``,
@@ -107,6 +115,7 @@ from collections import Counter, deque
 from typing import Any
 
 from protocols.core import Effect, Emit, Persist, Send, TimerFired
+from protocols.workflow.council import COUNCIL_MESSAGES, Council
 from protocols.workflow.messages import (
     AccessDeny,
     AccessGrant,
@@ -257,6 +266,8 @@ class ResourceController:
         underdelivery_window: float = 30.0,
         first_start: bool = False,
         durable: dict | None = None,  # None: no durable store (nothing persisted); {}: a blank one
+        address: str = "",  # this controller's own address (a council member names itself by it)
+        council: dict | None = None,  # the council of its resource type (protocols.workflow.council), or None
     ) -> None:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -337,6 +348,8 @@ class ResourceController:
         self.restored = self._restore(durable) if durable else None
         if self.restored is not None:
             self.state = ControllerState.ACTIVE  # the record holds every lease granted: nothing to wait for
+        # issue 21: routine 600 (redirect load to the council's peers), with its own durable records (c/...)
+        self.council = Council(self, council, address=address, durable=durable) if council else None
 
     # -- figures -------------------------------------------------------------------------
 
@@ -428,6 +441,8 @@ class ResourceController:
         if now - self._ud_start >= self.underdelivery_window:
             fx += self._judge_delivery(now)
         fx += self._admit(now)
+        if self.council is not None:
+            fx += self.council.tick(now)
         return fx + self._flush()
 
     def handle(self, msg, sender: str, now: float) -> list[Effect]:
@@ -444,6 +459,8 @@ class ResourceController:
             fx = self._on_report(msg, now)
         elif t is Provision:
             fx = self._on_provision(msg, now)
+        elif t in COUNCIL_MESSAGES and self.council is not None:
+            fx = self.council.handle(msg, sender, now)
         else:
             fx = self._dispatch(msg, None, now)
         fx += self._admit(now)
@@ -455,6 +472,9 @@ class ResourceController:
             return self._ignored(m, "unexpected message", via=via)
         if m.resource != self.resource:
             return self._ignored(m, f"for resource {m.resource!r}", via=via)
+        if self.council is not None and (type(m) is AccessRequest or type(m) is StatusPing):
+            go_on, fx = self.council.screen(m, via, now)  # redirected servers: sent away, coming home, guests
+            return fx + h(m, via, now) if go_on else fx
         return h(m, via, now)
 
     # -- the one place states change ----------------------------------------------------
@@ -508,7 +528,7 @@ class ResourceController:
         fresh = w is None
         if w is None:
             mode = Directive.PENDING if asking else _MODES.get(m.state, Directive.PENDING)  # type: ignore[union-attr]
-            rank = 0 if (via is not None and self.serve_proxies_first) else 1
+            rank = 2 if m.mitigation else (0 if (via is not None and self.serve_proxies_first) else 1)  # guests last
             w = _Waiter(m, via, mode, (-m.priority, rank, next(self._arrivals)), now)
             self.waiting[w.server] = w
             self.by_key[w.key] = w

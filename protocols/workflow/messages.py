@@ -41,6 +41,9 @@ from __future__ import annotations
 
 import enum
 
+from protocols.workflow.council_messages import *  # noqa: F401,F403  (issue 21: councils and oversight)
+from protocols.workflow.council_messages import Redirect, RedirectRefused
+from protocols.workflow.council_messages import __all__ as _COUNCIL_MESSAGES
 from transport.codec import message
 
 __all__ = [
@@ -67,6 +70,7 @@ __all__ = [
     "Wake",
     "Workflow",
     "WorkflowDone",
+    *_COUNCIL_MESSAGES,
 ]
 
 
@@ -174,6 +178,8 @@ class AccessRequest:
     stamp: float = 0.0  # sender's clock when sent; echoed in the answer
     attempt: int = 1
     boot_time: float = 0.0  # how long the server takes from power-on to asking (s), as its host measured; 0: unknown
+    mitigation: str = ""  # asking a peer's controller under this council mitigation (a Redirect named it)
+    returned: str = ""  # back home from this mitigation (the peer refused it, or could not be reached)
 
 
 @message("workflow.StatusPing")
@@ -193,6 +199,7 @@ class StatusPing:
     wake: str = ""
     stamp: float = 0.0
     boot_time: float = 0.0  # as in AccessRequest
+    mitigation: str = ""  # as in AccessRequest
 
 
 @message("workflow.AccessGrant")
@@ -319,7 +326,7 @@ class ProxyBatch:
 @message("workflow.ProxyReply")
 class ProxyReply:
     epoch: int
-    items: tuple[AccessGrant | AccessDeny | Wake | LeaseRenewed | LeaseLost | ReleaseAck, ...]
+    items: tuple[AccessGrant | AccessDeny | Wake | LeaseRenewed | LeaseLost | ReleaseAck | Redirect | RedirectRefused, ...]
 
 
 # -- host reports ----------------------------------------------------------------

@@ -19,7 +19,8 @@ carrying are absorbed (``deduped``). Unanswered requests older than
 ``forget_after`` are dropped. A :class:`ProxyReply` from a controller is
 unpacked at once: each answer goes to the server it names (a :class:`Wake` to
 the wake address it names), and a grant or denial clears the request it
-answers.
+answers; so does a council's :class:`Redirect` (the server asks a peer's
+controller now, through that peer's own proxies) or :class:`RedirectRefused`.
 
 The proxy has no states of its own (it forwards); every batch emits
 ``proxy.batch``, every unexpected message ``proxy.ignored``.
@@ -35,6 +36,8 @@ from protocols.workflow.messages import (
     LeaseRenew,
     ProxyBatch,
     ProxyReply,
+    Redirect,
+    RedirectRefused,
     Release,
     StatusPing,
     Wake,
@@ -180,7 +183,7 @@ class Proxy:
         for item in reply.items:
             self.answers += 1
             t = type(item)
-            if t is AccessGrant or t is AccessDeny:
+            if t is AccessGrant or t is AccessDeny or t is Redirect or t is RedirectRefused:
                 c = self.carried.get((item.server, item.resource))
                 if c is not None and c.msg.boot == item.boot and c.msg.seq <= item.seq:
                     del self.carried[(item.server, item.resource)]

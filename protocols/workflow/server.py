@@ -70,6 +70,8 @@ from protocols.workflow.messages import (
     LeaseRenew,
     LeaseRenewed,
     NoWorkflow,
+    Redirect,
+    RedirectRefused,
     Release,
     ReleaseAck,
     ResourceRef,
@@ -107,6 +109,7 @@ class RunStage(Effect):
     run: int
     resources: tuple[str, ...] = ()
     expected: float = 0.0
+    sources: tuple[str, ...] = ()  # per resource, the controller that granted it (a peer's, when redirected)
 
 
 @attrs.frozen(slots=True)
@@ -288,6 +291,9 @@ class Server:
         self.specs: dict[str, StageSpec] = {}
         self.refs: dict[str, ResourceRef] = {}
         self.routes: dict[str, _Route] = {}
+        self.home: dict[str, _Route] = {}  # each resource's own route (routes[r] is a peer's while redirected)
+        self.guest: dict[str, str] = {}  # resource -> the council mitigation it was redirected under
+        self.returned: dict[str, str] = {}  # resource -> the mitigation this request came home from
         self.done_stages: set[str] = set()
         self.attempts: dict[str, int] = {}
         # the stage in hand
@@ -306,8 +312,8 @@ class Server:
         self.stage_started = 0.0
         self.lease_losses = 0
         self.alarm_at: float | None = None  # the RTC alarm set when it last powered off
-        # releases sent and not yet acknowledged: (resource, lease, epoch) -> (message, give up at)
-        self.releasing: dict[tuple[str, int, int], tuple[Release, float]] = {}
+        # releases sent and not yet acknowledged: (resource, lease, epoch) -> (message, give up at, to)
+        self.releasing: dict[tuple[str, int, int], tuple[Release, float, str]] = {}
         self._handlers = {
             Workflow: self._on_workflow,
             NoWorkflow: self._on_no_workflow,
@@ -320,6 +326,8 @@ class Server:
             StageDone: self._on_stage_done,
             StageFailed: self._on_stage_failed,
             TimerFired: self._on_timer,
+            Redirect: self._on_redirect,
+            RedirectRefused: self._on_redirect_refused,
         }
 
     # -- the contract ----------------------------------------------------------------
@@ -335,7 +343,7 @@ class Server:
         h = self._handlers.get(type(msg))
         if h is None:
             return self._ignored(msg, "unexpected message", sender=sender)
-        if self.state is S.DORMANT and not isinstance(msg, (Wake, TimerFired)):
+        if self.state is S.DORMANT and not isinstance(msg, (Wake, TimerFired, Redirect)):
             return self._ignored(msg, "powered off")
         return h(msg, now)
 
@@ -395,7 +403,7 @@ class Server:
             if proxies:  # spread servers over the proxies
                 k = self.rng.randrange(len(proxies))
                 proxies = proxies[k:] + proxies[:k]
-            self.routes[r.name] = _Route(r.controller, proxies, self.proxy_first)
+            self.routes[r.name] = self.home[r.name] = _Route(r.controller, proxies, self.proxy_first)
         fx: list[Effect] = [CancelTimer("hello")]
         fx += self._become(S.RUNNING, now, "workflow", workflow=m.workflow, stages=len(m.stages))
         return fx + self._next_stage(now)
@@ -434,7 +442,8 @@ class Server:
         self.stage_started = now
         return [Emit("server.stage_start", {"stage": spec.name, "run": self.run,
                                             "attempt": self.attempts.get(spec.name, 0) + 1}),
-                RunStage(spec.name, self.run, tuple(sorted(spec.resources)), spec.expected)]
+                RunStage(spec.name, self.run, tuple(sorted(spec.resources)), spec.expected,
+                         tuple(self.routes[r].controller for r in sorted(spec.resources)))]
 
     def _on_stage_done(self, m: StageDone, now: float) -> list[Effect]:
         if not self.running or m.run != self.run or m.stage != self.stage:
@@ -481,11 +490,16 @@ class Server:
     def _request(self, now: float, r: str) -> AccessRequest:
         spec = self.specs[self.stage]  # type: ignore[index]
         return AccessRequest(self.address, r, self.boot, self.req_seq or 0, spec.name, self.priority, spec.expected,
-                             self.wake, now, self.ask_attempt, self.boot_time)
+                             self.wake, now, self.ask_attempt, self.boot_time, mitigation=self.guest.get(r, ""),
+                             returned=self.returned.get(r, ""))
 
     def _ask(self, now: float, *, new: bool) -> list[Effect]:
         r = self.need[0]
         if new:
+            if r in self.guest:  # a new request goes home: the controller there decides again
+                self.guest.pop(r)
+                self.routes[r] = self.home[r]
+            self.returned.pop(r, None)
             self.seq += 1
             self.req_seq = self.seq
             self.ask_attempt = 0
@@ -508,6 +522,8 @@ class Server:
         route.streak += 1
         fx: list[Effect] = [Emit("server.retry", {"resource": r, "seq": self.req_seq, "attempt": self.ask_attempt + 1,
                                                   "via": route.target})]
+        if r in self.guest and route.streak >= self.proxy_after_failures * len(route.options):
+            return fx + self._go_home(r, now, "peer unreachable")  # each group works alone when others are cut off
         fx += self._maybe_reroute(r, now)
         return fx + self._ask(now, new=False)
 
@@ -550,7 +566,7 @@ class Server:
             if back is not None:
                 rel = Release(self.address, m.resource, self.boot, m.lease, m.epoch, "", "unused", 0.0)
                 fx.append(Send(back, rel))
-                fx += self._keep_releasing(rel, now + m.ttl, now)
+                fx += self._keep_releasing(rel, now + m.ttl, now, back)
             return fx
         self._route_ok(m.resource)
         self.asking = False
@@ -606,6 +622,46 @@ class Server:
             return self._ask(now, new=False)  # a slot is reserved for us: ask now
         return []  # already asking or booting: the request is on its way
 
+    # -- council redirects (issue 21; protocols.workflow.council) --------------------------------
+
+    def _on_redirect(self, m: Redirect, now: float) -> list[Effect]:
+        r = m.resource
+        if m.server != self.address or m.boot != self.boot or not self._asking_for(r, m.seq) or r not in self.home:
+            return self._ignored(m, "stale redirect")
+        if self.guest.get(r) == m.mitigation or self.returned.get(r) == m.mitigation:
+            return []  # a repeat of one followed already (or come home from)
+        if self.state not in (S.RUNNING, S.PENDING, S.PARKING, S.DORMANT):
+            return self._ignored(m, "not waiting")
+        self.guest[r] = m.mitigation
+        self.routes[r] = _Route(m.controller, list(m.proxies), self.proxy_first)
+        fx: list[Effect] = [CancelTimer("ping"), CancelTimer("recheck"), CancelTimer("ask"),
+                            Emit("server.redirected", {"resource": r, "to": m.controller, "mitigation": m.mitigation,
+                                                       "seq": m.seq, "state": self.state.value})]
+        if self.state is S.DORMANT:  # a redirect is a wake-up with a new destination
+            fx += [CancelTimer("alarm")] + self._become(S.PENDING, now, "redirected", resource=r)
+            return fx + self._resume(now)
+        if self.state is not S.RUNNING:
+            fx += self._become(S.RUNNING, now, "redirected", resource=r)
+        return fx + self._ask(now, new=False)
+
+    def _on_redirect_refused(self, m: RedirectRefused, now: float) -> list[Effect]:
+        r = m.resource
+        if (m.server != self.address or m.boot != self.boot or not self._asking_for(r, m.seq)
+                or self.guest.get(r) != m.mitigation):
+            return self._ignored(m, "stale refusal")
+        return self._go_home(r, now, f"refused: {m.reason}")
+
+    def _go_home(self, r: str, now: float, why: str) -> list[Effect]:
+        mid = self.guest.pop(r)
+        self.returned[r] = mid
+        self.routes[r] = self.home[r]
+        self._route_ok(r)
+        fx: list[Effect] = [CancelTimer("ping"), CancelTimer("recheck"), CancelTimer("ask"),
+                            Emit("server.returned", {"resource": r, "mitigation": mid, "why": why})]
+        if self.state in _WAITING:
+            fx += self._become(S.RUNNING, now, "going home", resource=r)
+        return fx + self._ask(now, new=False)
+
     def _resume(self, now: float) -> list[Effect]:
         if self.resume_delay > 0:
             self.resuming = True
@@ -615,7 +671,7 @@ class Server:
     def _ping_msg(self, now: float, r: str, state: ServerState) -> StatusPing:
         spec = self.specs[self.stage]  # type: ignore[index]
         return StatusPing(self.address, r, self.boot, self.req_seq or 0, state.value, spec.name, self.priority,
-                          spec.expected, self.wake, now, self.boot_time)
+                          spec.expected, self.wake, now, self.boot_time, mitigation=self.guest.get(r, ""))
 
     # -- leases ----------------------------------------------------------------------
 
@@ -689,7 +745,7 @@ class Server:
             rel = Release(self.address, r, self.boot, h.lease, h.epoch, self.stage or "", outcome, duration)
             fx.append(Send(self.routes[r].target, rel))
             # the controller drops the lease by itself a ttl after its last renewal: no use retrying after that
-            fx += self._keep_releasing(rel, now + h.ttl, now)
+            fx += self._keep_releasing(rel, now + h.ttl, now, self.routes[r].target)
         self.leases.clear()
         return fx + [CancelTimer("renew"), CancelTimer("deadline")]
 
@@ -699,22 +755,22 @@ class Server:
     # is dropped once the controller must have expired the lease anyway.
     _MAX_RELEASING = 64
 
-    def _keep_releasing(self, rel: Release, until: float, now: float) -> list[Effect]:
+    def _keep_releasing(self, rel: Release, until: float, now: float, to: str) -> list[Effect]:
         arm = not self.releasing
-        self.releasing[(rel.resource, rel.lease, rel.epoch)] = (rel, until)
+        self.releasing[(rel.resource, rel.lease, rel.epoch)] = (rel, until, to)
         while len(self.releasing) > self._MAX_RELEASING:
             self.releasing.pop(next(iter(self.releasing)))
         return [SetTimer("release", now + self.release_retry)] if arm else []
 
     def _resend_releases(self, now: float) -> list[Effect]:
         fx: list[Effect] = []
-        for key, (rel, until) in list(self.releasing.items()):
+        for key, (rel, until, to) in list(self.releasing.items()):
             if now >= until:
                 del self.releasing[key]
                 continue
             route = self.routes.get(rel.resource)
-            if route is not None:
-                fx.append(Send(route.target, rel))
+            # to the controller (or proxy) it was sent to; the route's current target if it is a proxy of the same
+            fx.append(Send(route.target if route is not None and to in route.options else to, rel))
         if self.releasing:
             fx.append(SetTimer("release", now + self.release_retry))
         return fx
