@@ -225,3 +225,15 @@ def test_a_topology_file_is_planned_as_its_agents_will_report_it(capsys):
     assert "r1-b: losing r1-b takes down program-execution and everything that could restart it (cloud-manager)" in out
     rc, out, err = run(capsys, str(ROOT / "topologies" / "pingpong.toml"))
     assert rc == 2 and "a topology without deps.agent actors" in err
+
+
+def test_operator_commands_without_a_running_manager_exit_2(tmp_path, capsys):
+    from topologies.cli import main
+    assert main(["deps", "condition", "region r2 isolated", "--holds", "--run", str(tmp_path)]) == 2
+    assert "topology.json" in capsys.readouterr().err
+    (tmp_path / "topology.json").write_text('{"nodes": [{"name": "a", "port": 1, "actors": [{"name": "x", '
+                                            '"kind": "deps.agent"}]}]}')
+    assert main(["deps", "override", "dns", "dhcp", "--run", str(tmp_path)]) == 2
+    assert "has no deps.manager actor" in capsys.readouterr().err
+    assert main(["deps", "remediate", "r", "restart", "dns", "--when", "conditional", "--run", str(tmp_path)]) == 2
+    assert "--when conditional needs --condition" in capsys.readouterr().err

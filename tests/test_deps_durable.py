@@ -191,3 +191,28 @@ def test_a_manager_without_a_store_persists_nothing():
     out = m.tick(0.0) + m.handle(Condition("maintenance", True), "op", 0.05) + _report(m, 0.1, {}) + m.tick(0.2)
     assert not [e for e in out if isinstance(e, Persist)]
     assert [e.msg.service for e in out if isinstance(e, Send)] == ["dhcp"]
+
+
+def test_operator_messages_with_ack_are_answered_after_the_decision_is_persisted():
+    from protocols.deps.messages import Ack
+    m = Manager(["a1/agent", "a2/agent"], address="m/manager", durable={})
+    m.tick(0.0)
+    out = m.handle(Condition("maintenance", True, who="bob", ack=True), "client-deps-1/$ask/1", 0.1)
+    _persisted_before_sends(out)
+    assert [e.key for e in out if isinstance(e, Persist)] == ["conditions"]
+    (ans,) = [e for e in out if isinstance(e, Send)]
+    assert ans.to == "client-deps-1/$ask/1" and ans.msg == Ack(True, "condition 'maintenance' holds")
+    (ans,) = [e.msg for e in m.handle(Condition("maintenance", True, ack=True), "c/$ask/2", 0.2) if isinstance(e, Send)]
+    assert ans == Ack(True, "condition 'maintenance' already holds")
+    r = Remediate("r1", "restart", "acl", when="opportunistic", ack=True)
+    (ans,) = [e.msg for e in m.handle(r, "c/$ask/3", 0.3) if isinstance(e, Send)]
+    assert ans.ok and ans.what.endswith("armed")
+    out = m.handle(r, "c/$ask/4", 0.4)  # the same request again (a resent ask): answered, not refused
+    assert [e.msg.ok for e in out if isinstance(e, Send)] == [True] and m.rejected == 0
+    (ans,) = [e.msg for e in m.handle(Remediate("r1", "stop", "acl", ack=True), "c/$ask/5", 0.5) if isinstance(e, Send)]
+    assert not ans.ok and "duplicate" in ans.what
+    (ans,) = [e.msg for e in m.handle(Override("acl", "dhcp", "sideways", ack=True), "c/$ask/6", 0.6)
+              if isinstance(e, Send)]
+    assert not ans.ok and "override" in ans.what
+    # without ack (the simulator's injections, old clients): no answer
+    assert not [e for e in m.handle(Condition("maintenance", False), "sim/driver", 0.7) if isinstance(e, Send)]

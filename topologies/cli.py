@@ -70,9 +70,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"fleetplane run {args.file}: topology {topo.name!r}, {len(topo.nodes)} nodes, "
           f"{len(topo.addresses())} actors ({mode}); run directory {run_dir}", flush=True)
     if args.sim:
-        result = run_sim(topo, run_dir, seed, duration=args.duration, quiet=args.quiet, trace=args.trace)
+        result = run_sim(topo, run_dir, seed, duration=args.duration, quiet=args.quiet, trace=args.trace,
+                         min_seconds=args.min_duration)
     else:
-        result = run_real(topo, run_dir, duration=args.duration, quiet=args.quiet, verbose=args.verbose)
+        result = run_real(topo, run_dir, duration=args.duration, quiet=args.quiet, verbose=args.verbose,
+                          min_seconds=args.min_duration)
     unit = "virtual s" if args.sim else "s"
     total = f"/{topo.run.progress_total}" if topo.run.progress_total else ""
     print(f"{'OK' if result.ok else 'NOT OK'}: {result.reason} after {result.seconds} {unit}; "
@@ -276,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sim", action="store_true", help="run in the deterministic simulator instead")
     r.add_argument("--seed", type=int, help="simulator seed (default: the topology's)")
     r.add_argument("--duration", type=positive_float, help="stop after this many seconds (default: the topology's)")
+    r.add_argument("--min-duration", type=non_negative_float, default=0.0, metavar="S",
+                   help="keep running at least S seconds even once done (e.g. to act on it: fleetplane deps, task)")
     r.add_argument("--trace", action="store_true", help="--sim: log every message send/deliver/drop")
     r.add_argument("--out", default="runs", help="parent folder of the run directory (default ./runs)")
     r.add_argument("-q", "--quiet", action="store_true", help="no live progress")

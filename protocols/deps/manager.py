@@ -80,7 +80,7 @@ import networkx as nx
 from protocols.core import Effect, Emit, Persist, Send, TimerFired
 from protocols.deps.graph import DepGraph, Dependency, Plan, Service, Ticket, Workflow, plan, problems, \
     remedial_workflow
-from protocols.deps.messages import ACTIONS, Act, AssetEvent, Condition, Override, Remediate, Report, Status
+from protocols.deps.messages import ACTIONS, Ack, Act, AssetEvent, Condition, Override, Remediate, Report, Status
 
 __all__ = ["Manager", "MAX_ASSETS", "MAX_REMEDIATIONS"]
 
@@ -482,6 +482,10 @@ class Manager:
                 or (r.when == "conditional" and not r.condition) or r.deadline < 0:
             self.rejected += 1
             return [Emit("deps.bad_input", {"what": f"remediation {r.id!r}: bad action/when/condition/deadline"})]
+        old = self.remediations.get(r.id)
+        if old is not None and (old["action"], old["service"], old["when"], old["condition"]) == \
+                (r.action, r.service, r.when, r.condition):
+            return []  # the same remediation again (an operator's resent request): nothing to do
         if r.id in self.remediations or len(self.remediations) >= MAX_REMEDIATIONS:
             self.rejected += 1
             return [Emit("deps.bad_input", {"what": f"remediation {r.id!r}: duplicate or over the bound"})]
@@ -674,15 +678,36 @@ class Manager:
             return [Emit("deps.asset_event", {"asset": msg.asset, "kind": msg.kind})] + \
                 self._opportunity(msg.asset, msg.kind, now)
         if c is Condition:
-            return self._condition(msg, now)
+            was = msg.name in self.active
+            out = self._condition(msg, now)
+            return self._answer(msg, sender, out, f"condition {msg.name!r} "
+                                + ({(True, True): "already holds", (False, False): "does not hold (no change)",
+                                    (False, True): "holds", (True, False): "ended"}[(was, msg.holds)]))
         if c is Remediate:
-            return self._arm(msg, now)
+            out = self._arm(msg, now)
+            rec = self.remediations.get(msg.id)
+            return self._answer(msg, sender, out, f"remediation {msg.id!r} ({msg.action} {msg.service}, {msg.when}): "
+                                + (rec["state"] if rec else "?"))
         if c is Override:
-            return self._override(msg.service, msg.on, msg.kind, msg.condition, msg.remove, msg.who, now)
+            out = self._override(msg.service, msg.on, msg.kind, msg.condition, msg.remove, msg.who, now)
+            return self._answer(msg, sender, out, f"override: {msg.service} "
+                                + (f"no longer depends on {msg.on}" if msg.remove else
+                                   f"-> {msg.on} ({msg.kind}{', ' + msg.condition if msg.condition else ''})"))
         if c is TimerFired:
             return []
         self.rejected += 1
         return [Emit("deps.bad_input", {"what": f"unexpected {c.__name__} from {sender}"})]
+
+    def _answer(self, msg: Any, sender: str, out: list[Effect], what: str) -> list[Effect]:
+        """An operator message with ``ack``: answer the sender (after the Persists: see :meth:`_flush`)."""
+        if not getattr(msg, "ack", False) or not sender:
+            return out
+        bad = [e.fields["what"] for e in out if type(e) is Emit and e.kind == "deps.bad_input"]
+        if bad:
+            return out + [Send(sender, Ack(False, bad[0]))]
+        if self.plan is not None and any(type(e) is Emit and e.kind == "deps.plan" for e in out):
+            what += "; replanned"
+        return out + [Send(sender, Ack(True, what))]
 
     def _override(self, service: str, on: str, kind: str, condition: str, remove: bool, who: str,
                   now: float) -> list[Effect]:

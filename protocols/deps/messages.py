@@ -14,7 +14,10 @@ How this works
 * operator -> manager: :class:`Condition` (a named condition starts or stops
   holding), :class:`Remediate` (a remediation to run immediately,
   opportunistically or conditionally), :class:`Override` (add, change or
-  remove a dependency; logged with who).
+  remove a dependency; logged with who). With ``ack=True`` the manager answers
+  the sender with an :class:`Ack` once the decision is recorded (persisted,
+  where the manager keeps durable state): ``fleetplane deps condition|remediate|
+  override`` asks that way.
 * host -> agent (the embedding API): :class:`ServiceUp` / :class:`ServiceExited`
   answer a ``StartService`` host effect, :class:`AssetBooted` a ``RebootAsset``.
 
@@ -30,7 +33,7 @@ import attrs
 
 from transport.codec import message
 
-__all__ = ["Act", "AssetBooted", "AssetEvent", "Condition", "Override", "Remediate", "Report", "ServiceExited",
+__all__ = ["Ack", "Act", "AssetBooted", "AssetEvent", "Condition", "Override", "Remediate", "Report", "ServiceExited",
            "ServiceInfo", "ServiceUp", "Status", "STATES", "ACTIONS"]
 
 STATES = ("down", "starting", "waiting", "up", "bootstrap", "failed")
@@ -92,6 +95,7 @@ class Condition:
     name: str
     holds: bool
     who: str = "operator"
+    ack: bool = False  # answer the sender with an Ack
 
 
 @message("deps.Remediate")
@@ -103,6 +107,7 @@ class Remediate:
     condition: str = ""
     deadline: float = 0.0  # opportunistic: seconds after arming it runs anyway (0: no deadline)
     who: str = "operator"
+    ack: bool = False
 
 
 @message("deps.Override")
@@ -113,6 +118,15 @@ class Override:
     condition: str = ""
     remove: bool = False
     who: str = "operator"
+    ack: bool = False
+
+
+@message("deps.Ack")
+class Ack:
+    """The manager's answer to an operator message sent with ``ack=True``: recorded (ok) or refused, and why."""
+
+    ok: bool
+    what: str
 
 
 @message("deps.ServiceUp")

@@ -6,7 +6,9 @@ of :mod:`topologies.deps.checks`; the services-per-state chart
 (:mod:`topologies.deps.report`); ``fleetplane deps plan`` (real inputs:
 :mod:`topologies.deps.sources`, :mod:`topologies.deps.cli`) and
 ``fleetplane deps coldstart`` (the seeded cold-start simulation, naive or
-planned: :mod:`topologies.deps.coldstart`).
+planned: :mod:`topologies.deps.coldstart`); ``fleetplane deps condition|
+remediate|override`` (an operator's decision for a running manager:
+:mod:`topologies.deps.operator`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ PLUGIN = Plugin(
     report=(ReportSection("Dependency startup: services per state, waves", deps_section),),
     must_judge=("deps-start-order", "deps-all-up"),
     commands=(Command("deps", "dependency-aware startup: plan a service graph (deps plan), simulate a cold start "
-                      "(deps coldstart)", setup_deps, cmd_deps),),
+                      "(deps coldstart), send an operator's condition, remediation or override to a running "
+                      "manager (deps condition|remediate|override)", setup_deps, cmd_deps),),
     doc="dependency-aware startup: plans in waves, remedial workflows for cycles, deadlock detection",
 )

@@ -40,6 +40,8 @@ def setup_deps(d: argparse.ArgumentParser) -> None:
                        description=cs_doc.split("\n\n")[1].split("--------------\n", 1)[-1].replace("``", "")
                        if cs_doc else None)
     setup_coldstart(c)
+    from topologies.deps.operator import setup_operator
+    setup_operator(sub)
 
 
 def _counts(g: DepGraph) -> dict:
@@ -188,6 +190,9 @@ def cmd_deps(args: argparse.Namespace) -> int:
     if args.deps_command == "coldstart":
         from topologies.deps.coldstart import cmd_coldstart
         return cmd_coldstart(args)
+    from topologies.deps.operator import OPERATOR_COMMANDS, cmd_operator
+    if args.deps_command in OPERATOR_COMMANDS:
+        return cmd_operator(args)
     try:
         g, what = load(args.source)
     except SourceError as e:
