@@ -26,6 +26,17 @@ the machine is off): a ``Wake`` from a resource controller calls
 (IPMI, Redfish, Wake-on-LAN); the server names the agent's address as its
 ``wake`` address.
 
+:class:`ResourceMonitorActor` runs beside a real resource (an image server): every
+``every`` seconds it calls ``monitor()``, the embedder's measurement of the resource,
+and reports it to the resource's controller (a ``ResourceReport``), so an adaptive
+controller moves its limit on what the resource really does. ``monitor()`` returns a
+mapping (or a :class:`~protocols.workflow.monitor.Measurement`) with ``in_flight``,
+``latency``, ``bandwidth_used`` (offered load over the bandwidth, a fraction; above 1
+over capacity), and optionally ``error_rate``, ``cpu`` (fraction of the processing
+power in use) and ``nominal`` (the unloaded latency). It runs on the actor's thread:
+keep it quick (read counters, not a benchmark). If it raises, or returns nonsense,
+the report is skipped and an event says why (``monitor.failed``, ``monitor.refused``).
+
 Everything else - asking controllers, waiting pending / parking / dormant,
 renewing leases, proxies - is the state machine's. The resource controllers,
 the workflow controller and proxies need no host and run in a plain
@@ -41,10 +52,11 @@ from typing import Any, Callable
 
 from actors.statemachine import StateMachineActor
 from protocols.workflow.messages import StageDone, StageFailed
+from protocols.workflow.monitor import MeasureFailed, MeasureResource, Measurement, ResourceMonitor
 from protocols.workflow.server import AbortStage, PowerOff, PowerOn, RunStage, Server, SetPower
 from protocols.workflow.wake import PowerOnMachine, WakeAgent
 
-__all__ = ["ServerActor", "WakeAgentActor"]
+__all__ = ["ResourceMonitorActor", "ServerActor", "WakeAgentActor"]
 
 
 class ServerActor(StateMachineActor):
@@ -91,3 +103,29 @@ class WakeAgentActor(StateMachineActor):
             self._on_wake(effect.server, effect.resource)
         else:
             raise TypeError(f"{self.address}: WakeAgentActor cannot carry out {effect!r}")
+
+
+_MEASURED = frozenset(a.name for a in Measurement.__attrs_attrs__)  # type: ignore[attr-defined]
+
+
+class ResourceMonitorActor(StateMachineActor):
+    """The monitor of ``resource`` for its controller at ``controller``: ``monitor()`` measures it every ``every`` s."""
+
+    def __init__(self, resource: str, controller: str, *, monitor: Callable[[], Any], every: float = 1.0):
+        super().__init__(lambda: ResourceMonitor(resource, controller, every=every), on_effect=self._host)
+        self._monitor = monitor
+
+    def _host(self, effect: Any, actor: StateMachineActor) -> None:
+        if type(effect) is not MeasureResource:
+            raise TypeError(f"{self.address}: ResourceMonitorActor cannot carry out {effect!r}")
+        try:
+            got = self._monitor()
+            if isinstance(got, Measurement):
+                result: Any = got
+            else:
+                unknown = sorted(set(got) - _MEASURED)
+                result = (MeasureFailed(f"monitor() returned unknown keys {unknown}") if unknown
+                          else Measurement(**dict(got)))
+        except Exception as e:  # the embedder's error: reported, and measured again next time
+            result = MeasureFailed(f"{type(e).__name__}: {e}")
+        self.node.tell(self.address, result, self.address)

@@ -30,11 +30,14 @@ server with a per-client cap: with n transfers in flight each runs at
 ``min(1, capacity / n)`` of nominal speed, so ``capacity`` concurrent clients
 use the whole bandwidth and more only slow everyone down. With
 ``fail_above=f``, a transfer started while ``n > f * capacity`` fails after
-``fail_delay`` seconds (the PXE/TFTP folklore of lost boots). Every
+``fail_delay`` seconds (the PXE/TFTP folklore of lost boots). With
+``timeout_factor=k`` the store is a :class:`CongestedStore` instead: a transfer
+not done ``k`` times its work after it started fails, so past about ``k x
+capacity`` clients every transfer times out (congestion collapse). Every
 ``report_every`` seconds the store sends its controller a
-:class:`ResourceReport` (latency = ``1 / speed``, bandwidth used = ``min(1,
-n / capacity)``, error rate since the last report), injected outside the
-simulated network (the store's monitor has its own channel).
+:class:`ResourceReport` (latency = ``1 / speed``, bandwidth used = ``n /
+capacity``, the offered load, error rate since the last report), injected
+outside the simulated network (the store's monitor has its own channel).
 
 The host: ``RunStage`` starts a transfer on the stage's first resource's store
 (or a local timer), and ``StageDone``/``StageFailed`` go back to the server as
@@ -55,6 +58,7 @@ its event log alone (they rebuild holders, reservations and limits from
 from __future__ import annotations
 
 import copy
+import heapq
 import random
 from collections import defaultdict
 from collections.abc import Iterable
@@ -82,7 +86,7 @@ from protocols.workflow import (
 )
 from transport.sim import LinkSpec, SimNetwork, Uniform
 
-__all__ = ["SERVER_INBOUND_TAGS", "SimStore", "Storm", "build_storm", "check_admission", "check_no_grant_while_dormant"]
+__all__ = ["SERVER_INBOUND_TAGS", "CongestedStore", "SimStore", "Storm", "build_storm", "check_admission", "check_no_grant_while_dormant"]
 
 SERVER_INBOUND_TAGS = ("AccessRequest", "StatusPing", "LeaseRenew", "Release", "ProxyBatch")
 WORKFLOW = "wf/workflow"
@@ -190,6 +194,87 @@ class SimStore:
         self._w_started = self._w_failed = 0
         return ResourceReport(self.resource, self._report_seq, n, 1.0 / self.speed(), n / self.capacity, err,
                               nominal=1.0)
+
+
+class CongestedStore(SimStore):
+    """A store that collapses under congestion: :class:`SimStore`'s processor sharing, and a transfer not done
+    ``timeout_factor`` times its work after it started fails (its client gave up; the work done is wasted) -
+    the simulator's twin of the topology's ``workflow.store`` (:class:`topologies.workflow.store.SharedStore`).
+    Past about ``timeout_factor x capacity`` clients every transfer times out: congestion collapse.
+
+    Kept in virtual time (the work each client has been served since the store started), with heaps of finish
+    marks and deadlines, so an event costs O(log n) with thousands in flight (a naive fleet's retries).
+    """
+
+    def __init__(self, sim: Simulator, resource: str, controller: str, capacity: int, *,
+                 timeout_factor: float = 4.0) -> None:
+        if not timeout_factor > 1:
+            raise ValueError(f"timeout_factor must be > 1, got {timeout_factor!r}")
+        super().__init__(sim, resource, controller, capacity)
+        self.timeout_factor = float(timeout_factor)
+        self.timed_out = 0
+        self.served = 0.0  # virtual time: work served to each client in flight since the start
+        self._finishes: list[tuple[float, int, tuple[str, int]]] = []
+        self._deadlines: list[tuple[float, int, tuple[str, int]]] = []
+        self._token = 0
+
+    def _settle(self) -> None:
+        now = self.sim.now
+        dt = now - self.last
+        if dt > 0 and self.active:
+            self.served += dt * self.speed()
+            self.busy_area += dt * min(len(self.active), self.capacity)
+        self.last = now
+
+    def start(self, server: str, run: int, stage: str, work: float) -> None:
+        self._settle()
+        self._w_started += 1
+        self._token += 1
+        key = (server, run)
+        finish, deadline = self.served + work, self.sim.now + self.timeout_factor * max(work, 1e-3)
+        self.active[key] = [finish, stage, deadline, self._token]
+        heapq.heappush(self._finishes, (finish, self._token, key))
+        heapq.heappush(self._deadlines, (deadline, self._token, key))
+        self.peak = max(self.peak, len(self.active))
+        self._reschedule()
+
+    def _live(self, heap: list) -> tuple | None:
+        while heap:
+            item = heap[0]
+            v = self.active.get(item[2])
+            if v is not None and v[3] == item[1]:
+                return item
+            heapq.heappop(heap)  # ended or aborted
+        return None
+
+    def _reschedule(self) -> None:
+        self.version += 1
+        if not self.active:
+            return
+        fin, dl = self._live(self._finishes), self._live(self._deadlines)
+        at = min(self.sim.now + max(0.0, fin[0] - self.served) / self.speed(), dl[0])
+        ver = self.version
+        self.sim.schedule(max(at, self.sim.now), lambda: self._complete(ver))
+
+    def _complete(self, ver: int) -> None:
+        if ver != self.version:
+            return
+        self._settle()
+        now = self.sim.now
+        while (item := self._live(self._finishes)) is not None and item[0] <= self.served + 1e-7:
+            heapq.heappop(self._finishes)
+            stage = self.active.pop(item[2])[1]
+            self.completed += 1
+            self.sim.send(item[2][0], StageDone(stage, item[2][1]), sender=item[2][0])
+        while (item := self._live(self._deadlines)) is not None and item[0] <= now + 1e-9:
+            heapq.heappop(self._deadlines)
+            stage = self.active.pop(item[2])[1]
+            self.failed += 1
+            self.timed_out += 1
+            self._w_failed += 1
+            self.sim.send(item[2][0], StageFailed(stage, item[2][1], "transfer timed out: the store is overloaded"),
+                          sender=item[2][0])
+        self._reschedule()
 
 
 class Storm:
@@ -487,12 +572,14 @@ def build_storm(
     start_spread: float = 2.0,
     link: LinkSpec | None = None,
     fail_above: float | None = None,
+    timeout_factor: float | None = None,
     report_every: float = 2.0,
     flush_every: float = 2.0,
     parking_power: float = 0.4,
     server_kw: dict | None = None,
     controller_kw: dict | None = None,
     proxy_kw: dict | None = None,
+    workflow_kw: dict | None = None,
     event_log: EventLog | None = None,
     trace_messages: bool = False,
     time_limit: float | None = None,
@@ -502,7 +589,7 @@ def build_storm(
 
     ``limit`` is each controller's starting limit (default ``capacity``);
     ``link`` the spec of every link (default: 1-5 ms uniform latency, no loss);
-    ``server_kw`` / ``controller_kw`` / ``proxy_kw`` pass extra constructor
+    ``server_kw`` / ``controller_kw`` / ``proxy_kw`` / ``workflow_kw`` pass extra constructor
     arguments through.
     """
     if servers < 1 or capacity < 1 or resources < 1 or proxies < 0:
@@ -530,7 +617,7 @@ def build_storm(
         stages.append({"name": "config", "needs": [stage_names[-1]], "expected": local_stage})
     catalogue = [{"workflow": "boot", "match": {}, "stages": stages}]
     refs = {r: {"controller": storm.controllers[k], "proxies": storm.proxies} for k, r in enumerate(res_names)}
-    sim.add(WORKFLOW, WorkflowController(catalogue, refs))
+    sim.add(WORKFLOW, WorkflowController(catalogue, refs, **(workflow_kw or {})))
 
     # resource controllers and their stores
     ckw = {"limit": capacity if limit is None else limit, "ttl": ttl, "grace": 0.0, "adaptive": adaptive,
@@ -547,7 +634,8 @@ def build_storm(
     for k, r in enumerate(res_names):
         addr = storm.controllers[k]
         sim.add(addr, make_controller(k, first=True), host=storm._controller_host)
-        store = SimStore(sim, r, addr, capacity, fail_above=fail_above)
+        store = (SimStore(sim, r, addr, capacity, fail_above=fail_above) if timeout_factor is None
+                 else CongestedStore(sim, r, addr, capacity, timeout_factor=timeout_factor))
         storm.stores.append(store)
         storm._store_of[r] = store
 

@@ -39,6 +39,7 @@ from protocols.workflow.messages import (
     StageSpec,
     StatusPing,
     Wake,
+    WaveNotice,
     Workflow,
     WorkflowDone,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "StatusPing",
     "Wake",
     "WakeAgent",
+    "WaveNotice",
     "Workflow",
     "WorkflowController",
     "WorkflowDone",

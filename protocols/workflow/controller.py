@@ -70,13 +70,28 @@ of each incarnation to be new: the host seeds the rng afresh on every start
 never one of a live lease, adopted ones included.
 
 Adaptive limit (``adaptive=True``): once per ``window`` the window's metrics
-(release outcomes; :class:`ResourceReport` latency, bandwidth use, error rate)
+(release outcomes; :class:`ResourceReport` latency, bandwidth use, error rate, CPU)
 go through :func:`policy.aimd_step` (AIMD: +1 when at the limit through the
 window, i.e. in 80% of its ticks, with headroom; x0.9 when metrics sag); a
 change emits ``limit.changed`` (old, new, reason).
 A lowered limit stops grants until holders drop below it; it never revokes a
 lease, so the invariant checked is: *no grant or reservation ever takes
 holders + reservations above the limit in force*.
+
+Provision (seed doc: "when it is expected that a server computing device will
+request a certain computing resource, the resource control device may begin to
+make that computing resource available"): the workflow controllers'
+:class:`Provision` notices say how many servers are still to come
+(``coming``). An adaptive controller told of a wave larger than its limit
+raises the limit at once to the capacity its resource last measured
+(``in_flight / bandwidth_used`` of a busy report, times the AIMD
+``headroom_utilization``), instead of one a window, provided the latest report
+shows the resource at its best (no errors, latency within
+``headroom_latency_ratio`` of nominal) and it is not flagged under-delivering;
+``limit.changed`` with reason ``provision``. Never above the measured
+capacity, so AIMD still decides from there; a wave that has passed (the count
+back within the limit) raises nothing. Raising the limit also widens the
+wake-ahead horizon, so dormant servers are woken for the wave's slots.
 
 History (:class:`policy.History`): every released stage's duration and
 outcome, kept per stage; it feeds the wait prediction, and every
@@ -311,7 +326,9 @@ class ResourceController:
         self.reserved: dict[str, _Waiter] = {}
         self.known: dict[str, tuple[int, int]] = {}  # server -> (boot, seq)
         self.history = History(history_size)
-        self.notices: dict[tuple[str, str], int] = {}
+        self.notices: dict[tuple[str, str], int] = {}  # (workflow, stage) -> servers still to come (Provision)
+        self.measured_capacity: float | None = None  # the resource's capacity, from its last busy report
+        self.last_report: ResourceReport | None = None
         self.underdelivering = False
         self.min_latency = math.inf  # lowest latency reported (the baseline when no nominal is reported)
         self.baseline_latency = 0.0  # the resource's nominal (unloaded) latency, if it reports one
@@ -753,20 +770,50 @@ class ResourceController:
         elif m.latency > 0:
             self.min_latency = min(self.min_latency, m.latency)
         self._w_reports.append(m)
-        return []
+        self.last_report = m
+        if m.in_flight > 0 and m.bandwidth_used > 0:
+            self.measured_capacity = m.in_flight / m.bandwidth_used
+        return self._provision(now)
 
     def _on_provision(self, m: Provision, now: float) -> list[Effect]:
         if m.resource != self.resource:
             return self._ignored(m, f"for resource {m.resource!r}")
-        self.notices[(m.workflow, m.stage)] = m.servers
-        return [Emit("admission.notice", {"resource": self.resource, "workflow": m.workflow, "stage": m.stage,
-                                          "servers": m.servers, "expected": m.expected,
-                                          "coming": sum(self.notices.values())})]
+        if not isinstance(m.servers, int) or isinstance(m.servers, bool) or not 0 <= m.servers <= 10_000_000:
+            return self._ignored(m, "bad servers count")
+        if m.servers:
+            self.notices[(m.workflow, m.stage)] = m.servers
+        else:
+            self.notices.pop((m.workflow, m.stage), None)
+        fx = [Emit("admission.notice", {"resource": self.resource, "workflow": m.workflow, "stage": m.stage,
+                                        "servers": m.servers, "expected": m.expected, "coming": self.coming})]
+        return fx + self._provision(now)
+
+    @property
+    def coming(self) -> int:
+        """Servers still to come to this resource, as the workflow controllers' notices last said."""
+        return sum(self.notices.values())
+
+    def _provision(self, now: float) -> list[Effect]:
+        """Pre-provisioning ahead of a known wave (see "Provision" in the module docstring)."""
+        cap, rep, p = self.measured_capacity, self.last_report, self.aimd
+        if not self.adaptive or self.underdelivering or cap is None or rep is None or self.coming <= self.limit:
+            return []
+        base = self.baseline_latency or self.min_latency
+        if (rep.error_rate > 0 or not (math.isfinite(base) and base > 0) or rep.latency / base > p.headroom_latency_ratio
+                or rep.cpu > p.headroom_cpu):
+            return []  # the resource is not at its best now: its capacity is no promise
+        new = min(p.max_limit, math.floor(cap * p.headroom_utilization + 1e-9))
+        if new <= self.limit:
+            return []
+        old, self.limit = self.limit, new
+        return self._persist_meta() + [Emit("limit.changed", {
+            "resource": self.resource, "old": old, "new": new, "reason": "provision", "holders": self.holders,
+            "reserved": len(self.reserved), "coming": self.coming, "capacity": cap, "waiting": len(self.waiting)})]
 
     def window_metrics(self) -> WindowMetrics:
         """The metrics of the current adaptation window."""
         reps = self._w_reports
-        latency_ratio = utilization = recent = capacity = None
+        latency_ratio = utilization = recent = capacity = cpu = None
         errors: list[float] = []
         if reps:
             base = self.baseline_latency or self.min_latency
@@ -777,13 +824,16 @@ class ResourceController:
             recent = max(r.bandwidth_used for r in last)
             caps = [r.in_flight / r.bandwidth_used for r in last if r.bandwidth_used > 0 and r.in_flight > 0]
             capacity = min(caps) if caps else None
+            cpus = [r.cpu for r in reps if r.cpu >= 0][-RECENT_REPORTS:]  # the monitor's, when it measures CPU
+            cpu = max(cpus) if cpus else None
             errors.append(sum(r.error_rate for r in reps) / len(reps))
         done = self._w_ok + self._w_failed
         if done >= 5:
             errors.append(self._w_failed / done)
         at_limit = self._w_ticks > 0 and self._w_at_limit >= 0.8 * self._w_ticks
         return WindowMetrics(max(errors) if errors else None, latency_ratio, utilization, at_limit,
-                             settled=self.holders <= self.limit, recent_utilization=recent, capacity=capacity)
+                             settled=self.holders <= self.limit, recent_utilization=recent, capacity=capacity,
+                             cpu=cpu)
 
     def _adapt(self, now: float) -> list[Effect]:
         m = self.window_metrics()

@@ -153,13 +153,30 @@ class WorkflowDone:
 
 @message("workflow.Provision")
 class Provision:
-    """Pre-provisioning notice: ``servers`` servers have been given a workflow using ``resource``."""
+    """Pre-provisioning notice: ``servers`` servers are still to come to ``stage`` of ``workflow`` on ``resource``.
+
+    Counted by the workflow controller: servers assigned the workflow that have not yet done the stage (nor
+    finished or failed the workflow), plus servers of an announced :class:`WaveNotice` that have not said Hello
+    yet; the count goes down as they pass. ``expected``: the stage's expected duration (s).
+    """
 
     resource: str
     workflow: str
     stage: str
     servers: int
     expected: float = 0.0
+
+
+@message("workflow.WaveNotice")
+class WaveNotice:
+    """A wave of ``servers`` servers is about to boot (seed doc: the DHCP server, or an operator powering a row
+    on, alerts the workflow controller that servers "will soon be requesting a workflow"). ``mac``,
+    ``hardware`` and ``location`` are matched against the catalogue as a :class:`Hello`'s would be."""
+
+    servers: int
+    mac: str = ""
+    hardware: str = ""
+    location: str = ""
 
 
 # -- admission ---------------------------------------------------------------------
@@ -301,7 +318,8 @@ class ResourceReport:
     lowest latency it has seen as the baseline);
     ``bandwidth_used``: the offered load, bandwidth demanded / bandwidth available (1.0: exactly at
     capacity; above 1.0 every transfer is slowed, and an adaptive controller decreases its limit);
-    ``error_rate``: failed / started transfers since the last report.
+    ``error_rate``: failed / started transfers since the last report;
+    ``cpu``: the fraction of the resource's processing power in use (0..1; below 0: not measured).
     """
 
     resource: str
@@ -311,6 +329,7 @@ class ResourceReport:
     bandwidth_used: float
     error_rate: float = 0.0
     nominal: float = 0.0
+    cpu: float = -1.0
 
 
 # -- proxies -----------------------------------------------------------------------

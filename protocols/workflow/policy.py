@@ -47,13 +47,15 @@ drop), evaluated once per window (default 5 s) on that window's metrics
   for that last one the resource has measured its capacity ``C`` (in flight /
   load), so the limit goes down to it, by at least one and no more than one
   backoff: ``limit = max(min_limit, floor(limit * 0.9), min(limit - 1, floor(C)))``;
+  or the resource's CPU (``cpu``, the fraction of its processing power in use, from a
+  monitor that measures it; the highest of the window's last two reports) > 0.95;
 * **increase** (``limit = min(max_limit, limit + 1)``) when the controller was
   at the limit through the window (every slot busy and servers waiting, in at
   least 80% of the window's ticks) and the resource has headroom for one more
   holder *now*: ``limit + 1 <= C`` where the resource measured its capacity
   ``C``, else ``load * (limit + 1) / limit <= 1.0`` on the highest load of the
   window's last two reports (not the window's mean, which lags a ramp and let
-  the limit overshoot), latency ratio <= 1.1 and no errors;
+  the limit overshoot), latency ratio <= 1.1, CPU (if measured) <= 0.85 and no errors;
 * otherwise hold. Without resource reports there is no headroom evidence, so
   the limit only ever decreases (on errors).
 
@@ -194,6 +196,8 @@ class AimdParams:
     max_utilization: float = 1.0  # above: decrease
     headroom_latency_ratio: float = 1.1  # increase only at or below
     headroom_utilization: float = 1.0  # increase only if one more holder keeps use at or below this
+    max_cpu: float = 0.95  # the resource's CPU busier than this (a fraction): decrease
+    headroom_cpu: float = 0.85  # increase only at or below
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 < self.backoff < 1.0:
@@ -213,12 +217,13 @@ class WindowMetrics:
     settled: bool = True  # holders are at or below the limit in force (its effect is what the metrics show)
     recent_utilization: float | None = None  # the highest load of the window's last reports: headroom is judged now
     capacity: float | None = None  # the resource's capacity as it measured it (in flight / load), if it reported
+    cpu: float | None = None  # the highest CPU use (a fraction) of the window's last reports that measured it
 
 
 def aimd_step(limit: int, m: WindowMetrics, p: AimdParams = AimdParams()) -> tuple[int, str | None]:
     """The next limit and the reason it changed (``None``: unchanged).
 
-    Reasons: ``"errors"``, ``"latency"``, ``"bandwidth"`` (decrease),
+    Reasons: ``"errors"``, ``"latency"``, ``"bandwidth"``, ``"cpu"`` (decrease),
     ``"headroom"`` (increase), ``"bounds"`` (the limit was outside
     ``[min_limit, max_limit]`` and was clamped).
     """
@@ -233,6 +238,8 @@ def aimd_step(limit: int, m: WindowMetrics, p: AimdParams = AimdParams()) -> tup
         reason = "latency"
     elif load is not None and load > p.max_utilization:
         reason = "bandwidth"
+    elif m.cpu is not None and m.cpu > p.max_cpu:
+        reason = "cpu"
     if reason is not None:
         if not m.settled:
             return limit, None  # the last decrease has not taken effect yet
@@ -250,6 +257,7 @@ def aimd_step(limit: int, m: WindowMetrics, p: AimdParams = AimdParams()) -> tup
         m.at_limit
         and room
         and (m.latency_ratio is None or m.latency_ratio <= p.headroom_latency_ratio)
+        and (m.cpu is None or m.cpu <= p.headroom_cpu)
         and not m.error_rate
     ):
         new = min(p.max_limit, limit + p.increase)

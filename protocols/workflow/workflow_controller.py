@@ -13,8 +13,17 @@ are. A repeated Hello from the same boot gets the same answer (the first was
 lost); a server no entry fits gets :class:`NoWorkflow`.
 
 Pre-provisioning notice: every ``notice_every`` seconds, for each (resource,
-workflow, stage) whose count of assigned servers changed, the resource's
-controller gets a :class:`Provision` saying how many servers will come.
+workflow, stage) whose count changed, the resource's controller gets a
+:class:`Provision` saying how many servers are **still to come** to the stage:
+servers assigned the workflow that have not reported the stage done (a
+:class:`StageReport` ``ok`` from their current boot) nor ended the workflow
+(:class:`WorkflowDone`), plus the servers of an announced wave not yet
+arrived. A :class:`WaveNotice` (the seed doc's DHCP alert: servers "will soon
+be requesting a workflow") names how many servers are about to boot and their
+attributes; the entry that fits them counts them as coming to each of its
+stages until that many new servers of the workflow have said Hello, so the
+resource controllers hear of a wave before its first request. A server that
+boots again (a new boot nonce) has every stage to do again.
 
 Records: per workflow and stage, the count, successes, failures and the
 duration of the successful runs (from :class:`StageReport`), and per
@@ -27,7 +36,7 @@ duplicate stages, needs naming no stage, dependency cycles): a bad catalogue
 is the operator's error, raised as ``ValueError`` before anything runs.
 
 The controller has no states of its own; its decisions are emitted as
-``workflow.assigned``, ``workflow.unmatched``, ``workflow.notice``,
+``workflow.assigned``, ``workflow.unmatched``, ``workflow.wave``, ``workflow.notice``,
 ``workflow.done`` and ``workflow.ignored``.
 """
 
@@ -44,6 +53,7 @@ from protocols.workflow.messages import (
     ResourceRef,
     StageReport,
     StageSpec,
+    WaveNotice,
     Workflow,
     WorkflowDone,
 )
@@ -166,8 +176,11 @@ class WorkflowController:
         self.assigned: dict[str, tuple[int, str]] = {}  # server -> (boot, workflow)
         self.records: dict[tuple[str, str], StageRecord] = {}
         self.finished: dict[str, dict[str, int]] = {}
-        self._coming: dict[tuple[str, str, str], int] = {}  # (resource, workflow, stage) -> servers
+        self._coming: dict[tuple[str, str, str], int] = {}  # (resource, workflow, stage) -> servers still to come
+        self._todo: dict[str, set[str]] = {}  # server -> the stages its current boot has still to do
+        self._announced: dict[str, int] = {}  # workflow -> servers of announced waves that have not said Hello
         self._dirty: set[tuple[str, str, str]] = set()
+        self._sent: dict[tuple[str, str, str], int] = {}  # the count each resource controller was last told
         self._by_name = {e.workflow: e for e in self.entries}
 
     def tick(self, now: float) -> list[Effect]:
@@ -178,6 +191,9 @@ class WorkflowController:
             resource, wf, stage = key
             spec = next(s for s in self._by_name[wf].stages if s.name == stage)
             n = self._coming[key]
+            if self._sent.get(key) == n:
+                continue  # changed and back again since the last notice
+            self._sent[key] = n
             fx.append(Send(self.refs[resource].controller, Provision(resource, wf, stage, n, self._expected(wf, spec))))
             fx.append(Emit("workflow.notice", {"resource": resource, "workflow": wf, "stage": stage, "servers": n}))
         self._dirty.clear()
@@ -189,13 +205,51 @@ class WorkflowController:
             return self._on_hello(msg, now)
         if t is StageReport:
             self.records.setdefault((msg.workflow, msg.stage), StageRecord()).add(msg.outcome, msg.duration)
+            if msg.outcome == "ok" and self.assigned.get(msg.server) == (msg.boot, msg.workflow):
+                self._passed(msg.server, msg.workflow, [msg.stage])
             return []
         if t is WorkflowDone:
             counts = self.finished.setdefault(msg.workflow, {"done": 0, "failed": 0})
             counts["done" if msg.ok else "failed"] += 1
+            if self.assigned.get(msg.server) == (msg.boot, msg.workflow):
+                self._passed(msg.server, msg.workflow, list(self._todo.get(msg.server, ())))
             return [Emit("workflow.done", {"server": msg.server, "workflow": msg.workflow, "ok": msg.ok,
                                            "elapsed": msg.elapsed})]
+        if t is WaveNotice:
+            return self._on_wave(msg, sender)
         return [Emit("workflow.ignored", {"message": t.__name__, "from": sender})]
+
+    # -- servers still to come (the Provision counts) ----------------------------------------------
+
+    def _count(self, wf: str, stages, delta: int) -> None:
+        entry = self._by_name[wf]
+        for s in entry.stages:
+            if s.name in stages:
+                for r in s.resources:
+                    key = (r, wf, s.name)
+                    self._coming[key] = self._coming.get(key, 0) + delta
+                    if self.notify:
+                        self._dirty.add(key)
+
+    def _passed(self, server: str, wf: str, stages: list[str]) -> None:
+        todo = self._todo.get(server)
+        gone = [s for s in stages if todo is not None and s in todo]
+        if gone:
+            todo.difference_update(gone)
+            self._count(wf, gone, -1)
+
+    def _on_wave(self, m: WaveNotice, sender: str) -> list[Effect]:
+        if not isinstance(m.servers, int) or isinstance(m.servers, bool) or not 0 < m.servers <= 1_000_000:
+            return [Emit("workflow.ignored", {"message": "WaveNotice", "from": sender, "why": "bad servers count"})]
+        attrs = {"mac": m.mac, "hardware": m.hardware, "location": m.location}
+        entry = next((e for e in self.entries if e.fits(attrs)), None)
+        if entry is None:
+            return [Emit("workflow.ignored", {"message": "WaveNotice", "from": sender, "why": "no catalogue entry fits",
+                                              **attrs})]
+        self._announced[entry.workflow] = self._announced.get(entry.workflow, 0) + m.servers
+        self._count(entry.workflow, {s.name for s in entry.stages}, m.servers)
+        return [Emit("workflow.wave", {"workflow": entry.workflow, "servers": m.servers,
+                                       "announced": self._announced[entry.workflow]})]
 
     def _expected(self, wf: str, spec: StageSpec) -> float:
         rec = self.records.get((wf, spec.name))
@@ -213,13 +267,15 @@ class WorkflowController:
         previous = self.assigned.get(m.server)
         if previous != (m.boot, entry.workflow):
             self.assigned[m.server] = (m.boot, entry.workflow)
-            if previous is None:  # a new server: more load is coming
-                for s in entry.stages:
-                    for r in s.resources:
-                        key = (r, entry.workflow, s.name)
-                        self._coming[key] = self._coming.get(key, 0) + 1
-                        if self.notify:
-                            self._dirty.add(key)
+            # a new server, or a new boot of one: every stage is still to come (what the old boot had left is not)
+            if previous is not None:
+                self._passed(m.server, previous[1], list(self._todo.get(m.server, ())))
+            names = {s.name for s in entry.stages}
+            self._todo[m.server] = set(names)
+            if previous is None and self._announced.get(entry.workflow, 0) > 0:
+                self._announced[entry.workflow] -= 1  # one of an announced wave: counted already
+            else:
+                self._count(entry.workflow, names, +1)
             fx.append(Emit("workflow.assigned", {"server": m.server, "workflow": entry.workflow, "boot": m.boot,
                                                  "hardware": m.hardware, "location": m.location}))
         stages = tuple(StageSpec(s.name, s.resources, s.needs, self._expected(entry.workflow, s)) for s in entry.stages)
