@@ -30,7 +30,9 @@ power-on time (uniform in ``[0, start_spread]``) drawn in the same order from
 ``random.Random(f"{seed}/storm")``; one :class:`SimStore` per resource
 (reused from the harness; ``fail_above=1.0`` by default: a transfer started
 while the store already serves ``capacity`` clients fails after
-``fail_delay``). The servers send no network messages (their "messages" are
+``fail_delay``; with ``timeout_factor`` a :class:`CongestedStore` instead, where
+nothing is refused but a transfer not done ``timeout_factor`` times its work
+after it started fails: congestion collapse). The servers send no network messages (their "messages" are
 transfer attempts on the store), so the fleet's message count is its
 attempt count.
 """
@@ -44,7 +46,7 @@ from typing import Any
 from actors.simulator import Simulator
 from protocols.core import Effect, Emit, SetTimer, TimerFired
 from protocols.workflow import RunStage, ServerState, StageDone, StageFailed
-from tests.workflow_sim import SimStore, draw_workload, server_address
+from tests.workflow_sim import CongestedStore, SimStore, draw_workload, server_address
 from transport.sim import LinkSpec, SimNetwork, Uniform
 
 __all__ = ["NaiveFleet", "NaiveServer", "backoff_delay", "build_naive_fleet"]
@@ -260,6 +262,7 @@ def build_naive_fleet(
     start_spread: float = 2.0,
     fail_above: float | None = 1.0,
     fail_delay: float = 1.0,
+    timeout_factor: float | None = None,
     base: float = 1.0,
     cap: float = 64.0,
     max_attempts: int | None = None,
@@ -280,7 +283,9 @@ def build_naive_fleet(
     fleet.work.update(work)
     params["time_limit"] = time_limit if time_limit is not None else 20 * fleet.ideal() + 600.0
     for r in res_names:
-        store = SimStore(sim, r, f"store-{r}/store", capacity, fail_above=fail_above, fail_delay=fail_delay)
+        store = (SimStore(sim, r, f"store-{r}/store", capacity, fail_above=fail_above, fail_delay=fail_delay)
+                 if timeout_factor is None else
+                 CongestedStore(sim, r, f"store-{r}/store", capacity, timeout_factor=timeout_factor))
         fleet.stores.append(store)
         fleet._store_of[r] = store
     stages: list[tuple[str, str | None]] = list(zip(stage_names, res_names))

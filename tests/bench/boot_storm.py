@@ -38,6 +38,18 @@ One workload, four fleets, all in the deterministic simulator (harness:
   same moment, from its durable record / on a blank disk: ``restart_makespan_ratio`` (goal <= 1.15).
 * **slow-boot**: servers take 90 s from power-on to asking (and tell it), controllers are set for
   ``wake_ahead`` 10 s: ``slow_boot_makespan_ratio`` (goal <= 1.15); beside it, servers that tell nothing.
+* **collapse-naive** / **collapse**: the same workload against a store that collapses under congestion
+  (``CongestedStore``: nothing is refused, transfers slow down, and one not done 4x its work after it
+  started fails, its work wasted). The naive fleet runs for ``--collapse-horizon`` (5) ideal makespans:
+  ``collapse_naive_makespan_ratio`` (null when not every server finished; then
+  ``collapse_naive_makespan_ratio_lower_bound`` = time run / ideal) and
+  ``collapse_naive_failed_transfers``. The adaptive fleet, its limit starting at 2C (a guess): ``collapse_makespan_ratio``
+  (goal <= 1.10) and ``collapse_peak_holders_over_measured_capacity``: holders minus the capacity the
+  store measured (in flight / load, what its reports tell), sampled every second from when the holders first
+  came within it (steady state; the leases granted under the starting limit are never revoked), goal 0.
+* **provision** / **provision-untold**: the adaptive fleet with its controller's limit starting at C/10,
+  told of the wave by the workflow controller's ``Provision`` notices (the limit goes to the measured
+  capacity) or not (AIMD climbs one a window): ``provision_makespan_ratio`` and its baseline.
 
 ``--quick``: N = 1,000, C = 50 (unless given). Prints progress while each
 scenario runs, then one figure per line with its baseline, then one JSON
@@ -78,10 +90,10 @@ def _ratio(x: float | None) -> str:
     return "n/a (not every server finished)" if x is None else f"{x:.4f}"
 
 
-def run_with_progress(label: str, fleet, every: float) -> float:
+def run_with_progress(label: str, fleet, every: float, until: float | None = None) -> float:
     """``fleet.run()`` (same chunking: 10 s of sim time, stop once every server finished), with progress lines."""
     sim = fleet.sim
-    until = fleet.params["time_limit"]
+    until = fleet.params["time_limit"] if until is None else until
     n = len(fleet.servers)
     t0 = last = time.perf_counter()
     while sim.now < until:
@@ -224,6 +236,82 @@ def naive_scenario(args, every: float) -> dict:
     return f
 
 
+TIMEOUT_FACTOR = 4.0  # a congested store's transfer fails when not done 4x its work after it started
+
+
+def collapse_naive_scenario(args, every: float, ideal: float) -> dict:
+    """The naive fleet against a store that collapses (no refusals: transfers slow down and time out)."""
+    t0 = time.perf_counter()
+    horizon = args.collapse_horizon * ideal
+    print(f"collapse-naive: building ... (store times out transfers at {TIMEOUT_FACTOR:g}x their work; "
+          f"run for {args.collapse_horizon:g}x the ideal makespan, {horizon:.0f} s, or until all are done)", flush=True)
+    fleet = build_naive_fleet(args.seed, servers=args.servers, capacity=args.capacity, stage_time=args.stage_time,
+                              stage_sigma=args.stage_sigma, fail_above=None, timeout_factor=TIMEOUT_FACTOR,
+                              base=args.naive_base, cap=args.naive_cap)
+    run_with_progress("collapse-naive", fleet, every, until=horizon)
+    f = fleet.figures()
+    f["work"] = list(fleet.work.values())
+    f["horizon"] = horizon
+    f["store_completed"] = sum(st.completed for st in fleet.stores)
+    f["wall_s"] = time.perf_counter() - t0
+    return f
+
+
+def collapse_scenario(args, every: float) -> dict:
+    """The adaptive fleet against the same collapsing store, its controller started at twice the capacity (an
+    operator's guess): AIMD finds the capacity the store measures; holders over it are sampled every second."""
+    t0 = time.perf_counter()
+    start = 2 * args.capacity
+    print(f"collapse: building ... (the same store; controller limit starting at {start}, adaptive)", flush=True)
+    storm = build_storm(args.seed, servers=args.servers, capacity=args.capacity, stage_time=args.stage_time,
+                        stage_sigma=args.stage_sigma, limit=start, timeout_factor=TIMEOUT_FACTOR)
+    samples: list[tuple[float, int, float | None, int]] = []
+
+    def sample() -> None:
+        c = storm.controller(0)
+        samples.append((storm.sim.now, c.holders, c.measured_capacity, c.limit))
+        if storm.sim.now < 10.0 or c.holders or c.waiting or c.reserved:  # until the storm is over
+            storm.sim.schedule(storm.sim.now + 1.0, sample)
+    storm.sim.schedule(1.0, sample)
+    run_with_progress("collapse", storm, every)
+    f = storm.figures()
+    storm.drain()
+    events = storm.events()
+    f["admission"] = check_admission(events)
+    f["limit_range"] = limit_range(events)
+    f["limit_end"] = storm.controller(0).limit
+    f["timed_out"] = sum(st.timed_out for st in storm.stores)
+    # steady state: from the first sample where the holders are within the capacity the store measured
+    steady = next((i for i, (_, h, cap, _) in enumerate(samples) if cap is not None and h <= math.floor(cap + 1e-9)),
+                  None)
+    f["steady_from"] = None if steady is None else samples[steady][0]
+    f["over_measured"] = (None if steady is None else
+                          max(0, max(h - math.floor(cap + 1e-9) for _, h, cap, _ in samples[steady:] if cap is not None)))
+    f["over_measured_before"] = max([h - math.floor(cap + 1e-9) for _, h, cap, _ in samples[:steady or 0]
+                                     if cap is not None], default=0)
+    f["measured_capacity"] = samples[-1][2] if samples else None
+    f["wall_s"] = time.perf_counter() - t0
+    return f
+
+
+def provision_scenario(args, every: float, notify: bool) -> dict:
+    """The adaptive fleet with its controller started at a tenth of the capacity; told of the wave or not."""
+    label = "provision" if notify else "provision-untold"
+    start = max(1, args.capacity // 10)
+    t0 = time.perf_counter()
+    print(f"{label}: building ... (controller limit starting at {start}; the workflow controller's Provision "
+          f"notices {'on' if notify else 'off'})", flush=True)
+    storm = build_storm(args.seed, servers=args.servers, capacity=args.capacity, stage_time=args.stage_time,
+                        stage_sigma=args.stage_sigma, limit=start, workflow_kw={"notify": notify})
+    run_with_progress(label, storm, every)
+    f = storm.figures()
+    storm.drain()
+    f["admission"] = check_admission(storm.events())
+    f["start_limit"] = start
+    f["wall_s"] = time.perf_counter() - t0
+    return f
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--servers", type=int, default=None, help="N (default 10,000; 1,000 with --quick)")
@@ -235,6 +323,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--proxies", type=int, default=4)
     ap.add_argument("--naive-base", type=float, default=1.0, help="full-jitter backoff base, seconds")
     ap.add_argument("--naive-cap", type=float, default=64.0, help="full-jitter backoff cap, seconds")
+    ap.add_argument("--collapse-horizon", type=float, default=5.0,
+                    help="how long the naive fleet runs on the collapsing store, in ideal makespans")
     args = ap.parse_args(argv)
     if args.servers is None:
         args.servers = 1_000 if args.quick else 10_000
@@ -263,10 +353,14 @@ def main(argv: list[str] | None = None) -> dict:
     blank = restart_scenario(args, every, iso_at, keep_disk=False)
     slow = slow_boot_scenario(args, every, told=True)
     untold = slow_boot_scenario(args, every, told=False)
+    cn = collapse_naive_scenario(args, every, ad["ideal"])
+    cc = collapse_scenario(args, every)
+    pv = provision_scenario(args, every, notify=True)
+    pu = provision_scenario(args, every, notify=False)
     total_wall = time.perf_counter() - t_all
 
     work = ad["work"]
-    for other in (px, fx, nv):
+    for other in (px, fx, nv, cn):
         assert other["work"] == work, "the scenarios did not get the same workload"
     q = statistics.quantiles(work, n=20)
     ideal = ad["ideal"]
@@ -332,9 +426,33 @@ def main(argv: list[str] | None = None) -> dict:
           f"{slow['wake_failed']} reservations timed out; admission {'ok' if slow['admission']['ok'] else 'VIOLATED'}; "
           f"baseline: servers that say nothing, the controller measuring: {_ratio(untold['makespan_ratio'])} with "
           f"{untold['wake_failed']} timed-out reservations, all re-queued)")
+    cn_lb = cn["sim_time"] / ideal if ideal else None  # a lower bound on its makespan ratio when not all finished
+    cn_ratio = (_ratio(cn["makespan_ratio"]) if cn["makespan_ratio"] is not None else
+                f"n/a: {cn['done']} of {n} done after {cn['sim_time']:.0f} s, so > {cn_lb:.2f}")
+    print(f"collapse_naive_makespan_ratio: {cn_ratio} (the naive fleet on a store that collapses: nothing refused, "
+          f"transfers slow down and one not done {TIMEOUT_FACTOR:g}x its work after it started fails; "
+          f"collapse_naive_failed_transfers {cn['failed_attempts']} of {cn['attempts']} attempts, "
+          f"{cn['store_completed']} completed; store peak {cn['store_peak']} concurrent transfers on a capacity of "
+          f"{c}; baseline: the controlled fleet below)")
+    cc_over = cc["over_measured"]
+    print(f"collapse_makespan_ratio: {_ratio(cc['makespan_ratio'])} (the adaptive fleet on the same store, its limit "
+          f"starting at {2 * c} = 2C; goal <= 1.10: {'met' if (cc['makespan_ratio'] or 9) <= 1.10 else 'MISSED'}; "
+          f"{cc['timed_out']} transfers timed out; limit {cc['limit_range'][0]}..{cc['limit_range'][1]}, "
+          f"{cc['limit_end']} at the end; admission {'ok' if cc['admission']['ok'] else 'VIOLATED'}; baseline: the "
+          f"naive fleet above, {cn_ratio})")
+    print(f"collapse_peak_holders_over_measured_capacity: {'n/a' if cc_over is None else cc_over} (steady state: "
+          f"holders minus the capacity the store measured (in flight / load, "
+          f"{'n/a' if cc['measured_capacity'] is None else round(cc['measured_capacity'], 2)}), sampled each second "
+          f"from {cc['steady_from']} s, when the holders granted under the starting limit of {2 * c} had come down "
+          f"to it; goal 0; before that up to {cc['over_measured_before']} over (leases are never revoked))")
+    print(f"provision_makespan_ratio: {_ratio(pv['makespan_ratio'])} (controller limit starting at "
+          f"{pv['start_limit']} = C/10, told of the wave by the workflow controller's Provision notices: limit "
+          f"raised to the measured capacity; admission {'ok' if pv['admission']['ok'] else 'VIOLATED'}, store peak "
+          f"{pv['store_peak']}; baseline: notices off, AIMD climbing one a window, {_ratio(pu['makespan_ratio'])})")
     walls = {"adaptive": ad["wall_s"], "proxied": px["wall_s"], "fixed": fx["wall_s"], "naive": nv["wall_s"], "isolated": iso["wall_s"],
              "restarted": rs["wall_s"], "blank-disk": blank["wall_s"],
-             "slow-boot": slow["wall_s"], "slow-boot-untold": untold["wall_s"]}
+             "slow-boot": slow["wall_s"], "slow-boot-untold": untold["wall_s"], "collapse-naive": cn["wall_s"],
+             "collapse": cc["wall_s"], "provision": pv["wall_s"], "provision-untold": pu["wall_s"]}
     print("wall: " + ", ".join(f"{k} {v:.1f} s" for k, v in walls.items()) + f"; total {total_wall:.1f} s")
 
     fig = {
@@ -379,7 +497,25 @@ def main(argv: list[str] | None = None) -> dict:
         "slow_boot_makespan_ratio": _r(slow["makespan_ratio"]),
         "slow_boot_wake_failed": slow["wake_failed"],
         "slow_boot_untold_makespan_ratio": _r(untold["makespan_ratio"]),
-        "all_done": all(x["unfinished"] == 0 and x["failed"] == 0 for x in (ad, px, fx, nv, iso, rs, blank, slow, untold)),
+        "collapse_naive_makespan_ratio": _r(cn["makespan_ratio"]),
+        "collapse_naive_makespan_ratio_lower_bound": _r(cn["makespan_ratio"] if cn["makespan_ratio"] is not None
+                                                        else cn_lb),
+        "collapse_naive_done": cn["done"],
+        "collapse_naive_failed_transfers": cn["failed_attempts"],
+        "collapse_naive_attempts": cn["attempts"],
+        "collapse_naive_horizon_s": _r(cn["horizon"], 1),
+        "collapse_makespan_ratio": _r(cc["makespan_ratio"]),
+        "collapse_peak_holders_over_measured_capacity": cc_over,
+        "collapse_steady_from_s": cc["steady_from"],
+        "collapse_failed_transfers": cc["timed_out"],
+        "collapse_limit_start": 2 * c,
+        "collapse_limit_end": cc["limit_end"],
+        "collapse_admission_ok": cc["admission"]["ok"],
+        "provision_makespan_ratio": _r(pv["makespan_ratio"]),
+        "provision_untold_makespan_ratio": _r(pu["makespan_ratio"]),
+        "provision_limit_start": pv["start_limit"],
+        "all_done": all(x["unfinished"] == 0 and x["failed"] == 0
+                        for x in (ad, px, fx, nv, iso, rs, blank, slow, untold, cc, pv, pu)),
         "wall_s": {k: round(v, 2) for k, v in walls.items()},
         "total_wall_s": round(total_wall, 2),
     }
