@@ -125,10 +125,12 @@ def test_worker_runs_a_task_reports_once_and_gives_its_credit_back():
     e = w.handle(TaskFinished(run.run, {"ok": True, "value": 1, "metered": 0.25}), W, 0.5)
     (res,) = sends(e, Result, Q)
     assert res.outcome == {"ok": True, "value": 1, "metered": 0.25, "resource": "py"}
+    assert sends(e, Pull, Q)[0].free == 2  # its slot is offered again as the task ends
     assert events(e, "workload.credential_revoked")[0]["why"] == "task ended"
     assert sends(w.tick(1.6), Result, Q) == [res]  # not acknowledged: sent again
     e = w.handle(ResultAck("t1", "L1", "accepted"), Q, 1.7)
-    assert sends(e, Pull, Q)[0].free == 2 and "t1" not in w.runs
+    assert sends(e, Pull, Q) == [] and "t1" not in w.runs  # credits unchanged since: no second Pull
+    assert sends(w.tick(2.7), Pull, Q)[0].free == 2  # the heartbeat's Pull
     assert w.handle(TaskFinished(run.run, {"ok": True}), W, 1.8) == []  # a late second report
 
 
@@ -251,3 +253,27 @@ def test_data_service_stores_by_checksum_and_bounds():
     assert not sends(d.handle(PutBlob(b"x" * 11), "c/x", 0), Stored)[0].ok
     d.handle(PutBlob(b"def"), "c/x", 0)
     assert sends(d.handle(FetchBlob(st.sha256, "t"), "w/w", 0), BlobMissing)
+
+
+def test_a_prefetching_worker_holds_the_next_task_and_starts_it_when_its_slot_frees():
+    """Worker(prefetch=1) (issue 20, throughput): a task dispatched while the slot runs waits there (renewed, not
+    started, no credential) and starts the moment the running task ends; a third is refused; a waiting task whose
+    lease is gone is dropped without a StopTask."""
+    w = Worker(Q, ["py"], slots=1, prefetch=1, heartbeat=1.0, address=W)
+    assert sends(w.tick(0.0), Pull, Q) == [Pull(w.boot, 1, ["py"], 2, 0, 1)]
+    (run1,) = [x for x in w.handle(dispatch("t1", "L1"), Q, 0.1) if isinstance(x, RunTask)]
+    e = w.handle(dispatch("t2", "L2"), Q, 0.2)
+    assert not [x for x in e if isinstance(x, RunTask)] and not sends(e, Credential)
+    assert w.runs["t2"].waiting and not w.runs["t2"].running
+    e = w.handle(dispatch("t3", "L3"), Q, 0.3)
+    assert events(e, "workload.dispatch_refused") and "t3" not in w.runs
+    assert {m.task_id for m in sends(w.tick(1.5), Renew, Q)} == {"t1", "t2"}  # the waiting task's lease too
+    e = w.handle(TaskFinished(run1.run, {"ok": True, "value": 1, "metered": 0.1}), W, 1.6)
+    (run2,) = [x for x in e if isinstance(x, RunTask)]
+    assert run2.task_id == "t2" and sends(e, Result, Q)[0].task_id == "t1" and sends(e, Credential)
+    assert sends(e, Pull, Q)[-1] == Pull(w.boot, w.seq, ["py"], 1, 3, 1)  # t2 runs: one prefetch credit left
+    e = w.handle(dispatch("t4", "L4"), Q, 1.7)
+    assert w.runs["t4"].waiting
+    e = w.handle(Renewed("t4", "L4", False), Q, 1.8)
+    assert events(e, "workload.fenced") and not [x for x in e if isinstance(x, StopTask)] and "t4" not in w.runs
+    assert w.runs["t2"].running

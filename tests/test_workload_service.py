@@ -249,3 +249,30 @@ def test_a_commit_window_holds_every_effect_until_one_commit_covers_a_burst(tmp_
     assert [type(x.msg).__name__ for x in out if isinstance(x, Send)] == ["Enqueued", "Enqueued", "TaskStatus"]
     assert m.handle(Status("t2"), "c/x", 1.01)[0].msg.state == "queued"  # nothing held: straight through
     m.store.close()
+
+
+def test_a_prefetch_credit_is_used_only_while_no_queued_task_could_fall_overdue_before_it_starts():
+    """Pull.ahead (issue 20, throughput): a task sent on a prefetch credit waits at the worker behind its running
+    task; the queue sends one only once it knows the type's run times and while no queued task comes to its
+    deadline within the longest of them, so an overdue task never waits behind a prefetched one."""
+    s = QueueService(["py"], lease_ttl=5.0)
+    s.tick(0.0)
+    for i in range(6):
+        s.handle(enq(f"t{i}", max_delay=100.0), GW, 0.0)
+    e = s.handle(Pull("b", 1, ["py"], 2, 0, 1), W1, 0.0)  # one slot free now, one prefetch credit
+    assert [d.task_id for d in sends(e, Dispatch)] == ["t0"]  # no run time of "py" known yet: no prefetch
+    assert s.run_guard(("py",)) is None
+    e = s.handle(Result("t0", sends(e, Dispatch)[0].lease_id, 1, {"ok": True, "metered": 0.5}), W1, 1.0)
+    assert s.run_guard(("py",)) == 0.5
+    assert [d.task_id for d in sends(e, Dispatch)] == ["t1"]  # the prefetch credit left is usable now
+    e = s.handle(Pull("b", 2, ["py"], 2, 1, 1), W1, 1.0)  # t0 ended; t1 is on its way (1 received of 2 sent)
+    assert [d.task_id for d in sends(e, Dispatch)] == ["t2"]  # t1 takes the slot, t2 the prefetch credit
+    s.handle(enq("soon", max_delay=1.4), GW, 1.0)  # its deadline (2.4) is 0.5 s away at 1.9
+    e = s.handle(Pull("b", 3, ["py"], 1, 3, 1), W1, 1.8)  # only a prefetch credit: deadline 2.4 > 1.8 + 0.5
+    assert [d.task_id for d in sends(e, Dispatch)] == ["t3"]
+    e = s.handle(Pull("b", 4, ["py"], 1, 4, 1), W1, 1.95)  # 2.4 <= 1.95 + 0.5: held back
+    assert sends(e, Dispatch) == []
+    e = s.handle(Pull("b", 5, ["py"], 1, 4, 0), W1, 1.96)  # a slot that starts at once takes the next task
+    assert [d.task_id for d in sends(e, Dispatch)] == ["t4"]  # (priority and arrival: "soon" is not overdue)
+    e = s.handle(Pull("b", 6, ["py"], 1, 5, 0), W1, 2.5)
+    assert [d.task_id for d in sends(e, Dispatch)] == ["soon"]  # overdue: first

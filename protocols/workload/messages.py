@@ -12,7 +12,9 @@ Source: ``shared/seeds/003_1de75d49b2f91a9e.txt`` (FIGS. 2-4). Three roles talk:
   worker can take (its *credits*; absolute, with a per-boot ``seq``, so a
   duplicated or late ``Pull`` is harmless, and with the number of dispatches
   it has received, so the queue counts those still in flight against the
-  credits) and doubles as its heartbeat. The
+  credits; ``ahead`` of them are *prefetch* credits: a task sent on one waits
+  at the worker until its running task ends, so the worker never waits for the
+  queue between two tasks) and doubles as its heartbeat. The
   queue answers with :class:`Dispatch` (a leased task). The worker sends
   :class:`Renew` while the task runs (:class:`Renewed`, ``ok=False``: the lease
   is gone, stop the task) and :class:`Result` when it ends, resent until
@@ -57,6 +59,7 @@ class Pull:
     types: list
     free: int  # how many more tasks it can take now
     received: int = 0  # Dispatches received this boot: the queue subtracts those still on their way
+    ahead: int = 0  # how many of ``free`` would wait there behind a running task (prefetch), the rest start at once
 
 
 @message("workload.Dispatch")

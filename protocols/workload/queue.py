@@ -270,6 +270,15 @@ class TaskQueue:
                 return choice
         return None
 
+    def earliest_deadline(self) -> float | None:
+        """The earliest deadline of a queued task (None: nothing is queued)."""
+        while self._deadlines:
+            deadline, _seq, gen, tid = self._deadlines[0]
+            if self._valid(tid, gen) is not None:
+                return deadline
+            heapq.heappop(self._deadlines)
+        return None
+
     def _head(self, lvl: _Level, tenant: str) -> Task | None:
         heap = lvl.heaps.get(tenant)
         while heap:

@@ -13,7 +13,13 @@ task type it serves and speaks :mod:`protocols.workload.messages`:
   the ``Pull``; a newer ``seq`` of the same boot wins, a new boot replaces the
   old). The service then *pumps*: while some worker has credits and one of its
   types has a queued task, the next task in dispatch order is leased to it and
-  sent as ``Dispatch``. Workers are served in turn; among a worker's types the
+  sent as ``Dispatch``. A *prefetch* credit (``Pull.ahead``: the task would
+  wait at the worker until its running task ends) is used only while no queued
+  task of the worker's types comes to its deadline within ``run_guard`` (the
+  longest of the last results' metered run times of those types; none seen
+  yet: no prefetch): a prefetched task has then started before any task
+  falls overdue, and an overdue task is never stuck behind one, so it waits
+  at most one task's run time past its maximum delay. Workers are served in turn; among a worker's types the
   most urgent task goes first (an overdue one by deadline, then priority, then
   the oldest). A worker not heard from for ``worker_ttl`` loses its credits.
 * ``Renew`` extends a lease (``Renewed(ok=False)``: the lease is gone and the
@@ -82,6 +88,7 @@ class _Worker:
     free: int
     seen: float
     sent: int = 0  # Dispatches sent to this boot
+    ahead: int = 0  # of ``free``, the prefetch credits (the task would wait there for a slot)
 
 
 class QueueService:
@@ -108,6 +115,7 @@ class QueueService:
         self.workers: dict[str, _Worker] = {}
         self._turn = 0
         self._leases = 0
+        self._run_times: dict[str, list[float]] = {t: [] for t in types}  # the last results' metered run times
         self._dirty: dict[str, Task | None] = {}
         self._restored = list(restored or [])
         self._started = False
@@ -262,7 +270,8 @@ class QueueService:
             if len(self.workers) >= self.max_workers:
                 self.counters["workers_refused"] += 1
                 return []
-            self.workers[sender] = _Worker(m.boot, m.seq, types, max(0, m.free), now)
+            free = max(0, m.free)
+            self.workers[sender] = _Worker(m.boot, m.seq, types, free, now, ahead=min(free, max(0, m.ahead)))
             return self._pump(now)
         if w.boot == m.boot and m.seq <= w.seq:
             self.counters["stale_pulls"] += 1
@@ -272,6 +281,7 @@ class QueueService:
             w.sent = 0  # a new incarnation of the worker: nothing in flight to it
         in_flight = max(0, w.sent - m.received) if w.boot == m.boot else 0
         w.boot, w.seq, w.types, w.free, w.seen = m.boot, m.seq, types, max(0, m.free - in_flight), now
+        w.ahead = min(w.free, max(0, m.ahead))  # a dispatch in flight took a credit that starts at once
         return self._pump(now)
 
     def _pump(self, now: float) -> list[Effect]:
@@ -287,12 +297,15 @@ class QueueService:
                 w = self.workers.get(addr)
                 if w is None or w.free <= 0:
                     continue
+                if w.free <= w.ahead and not self._may_prefetch(w.types, now):
+                    continue  # a prefetched task could still wait there when a queued task falls overdue
                 q = self._most_urgent(w.types, now)
                 if q is None:
                     continue
                 self._leases += 1
                 t = q.dispatch(addr, f"{self.incarnation}.{self._leases}", now)
                 w.free -= 1
+                w.ahead = min(w.ahead, w.free)
                 w.sent += 1
                 self._touch(t)
                 self.counters["dispatched"] += 1
@@ -305,6 +318,35 @@ class QueueService:
                 progress = True
             self._turn += 1
         return out
+
+    def run_guard(self, types: tuple) -> float | None:
+        """The longest recent run time of these types (None: no result of one of them seen yet)."""
+        runs = [self._run_times.get(tt) for tt in types]
+        if not runs or any(not r for r in runs):
+            return None
+        return max(max(r) for r in runs if r)
+
+    def _may_prefetch(self, types: tuple, now: float) -> bool:
+        """May a task of these types be sent to wait at a worker behind its running task? Only while no queued
+        task of them comes to its deadline before that running task could have ended."""
+        guard = self.run_guard(types)
+        if guard is None:
+            return False
+        for tt in types:
+            d = self.queues[tt].earliest_deadline()
+            if d is not None and d <= now + guard:
+                return False
+        return True
+
+    def _ran(self, task_type: str, outcome: dict) -> None:
+        try:
+            metered = float(outcome.get("metered") or 0.0)
+        except (TypeError, ValueError):
+            return
+        runs = self._run_times.setdefault(task_type, [])
+        runs.append(max(0.0, metered))
+        if len(runs) > 32:
+            del runs[0]
 
     def _most_urgent(self, types: tuple, now: float) -> TaskQueue | None:
         best, key = None, None
@@ -343,6 +385,7 @@ class QueueService:
                     Send(sender, ResultAck(m.task_id, m.lease_id, status))]
         t = q.get(m.task_id)
         self._touch(t)
+        self._ran(q.task_type, outcome)
         self.counters["accepted"] += 1
         out = self._ended(t, now)
         out.append(Send(sender, ResultAck(m.task_id, m.lease_id, status)))

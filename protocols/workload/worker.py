@@ -11,7 +11,15 @@ the result; "the user can have exclusive access ... during the task").
   imported) before the first task, not at it.
 * **Credits.** On start (a new ``boot``, from the injected rng) and every
   ``heartbeat`` the worker sends ``Pull(boot, seq, types, free)`` to its queue:
-  how many more tasks it can take (``slots`` minus what it runs).
+  how many more tasks it can take (``slots`` plus ``prefetch`` minus what it
+  holds), ``ahead`` of them prefetch credits. With ``prefetch`` > 0 a task
+  dispatched while every slot runs *waits* here (its lease renewed, its code
+  and data fetched) and starts the moment a slot frees, in the order the queue
+  sent them: the worker does not wait for the queue's round trip and commit
+  between two tasks. (The queue sends a task on a prefetch credit only while
+  no queued task could come to its maximum delay before it starts; see
+  :mod:`protocols.workload.queue_service`.) After a change of its credits it
+  pulls at once; an unchanged ``Pull`` waits for the heartbeat.
 * **A task.** A ``Dispatch`` takes a slot. Code is inline (``{"source": ...}``) or a
   pointer into the code service (``{"ref": name, "version": n}``; the latest when
   no version is pinned); data is inline (``{"inline": ...}``) or a pointer into the
@@ -124,6 +132,7 @@ class _Run:
     data_ok: bool = False
     fetches: int = 0
     running: bool = False
+    waiting: bool = False  # dispatched on a prefetch credit: starts when a slot frees
     renewed: float = 0.0
     renew_sent: float = 0.0
     token: str = ""
@@ -134,10 +143,11 @@ class _Run:
 class Worker:
     def __init__(self, queue: str, types: list[str], slots: int = 1, resource: str = "",
                  code_service: str = "", data_service: str = "", heartbeat: float = 1.0, max_fetches: int = 3,
-                 limits: dict | None = None, address: str = "", rng: random.Random | None = None) -> None:
-        if slots < 1 or not types:
-            raise ValueError("Worker: needs slots >= 1 and at least one task type")
-        self.queue, self.types, self.slots = queue, list(types), slots
+                 limits: dict | None = None, address: str = "", prefetch: int = 0,
+                 rng: random.Random | None = None) -> None:
+        if slots < 1 or not types or prefetch < 0:
+            raise ValueError("Worker: needs slots >= 1, at least one task type and prefetch >= 0")
+        self.queue, self.types, self.slots, self.prefetch = queue, list(types), slots, prefetch
         self.resource = resource  # the resource type billed ("": the task's type)
         self.code_service, self.data_service = code_service, data_service
         self.heartbeat = heartbeat
@@ -152,6 +162,7 @@ class Worker:
         self._runs_by_id: dict[str, str] = {}
         self._n = 0
         self._last_pull = -1e9
+        self._last_credits: tuple[int, int] | None = None  # (free, ahead) of the last Pull
         self.received = 0  # distinct Dispatches received this boot (Pull.received)
         self._leases_seen: dict[str, None] = {}
         self.counters = {"dispatches": 0, "duplicate_dispatches": 0, "refused_dispatches": 0, "fenced": 0,
@@ -160,13 +171,38 @@ class Worker:
     # ---------------------------------------------------------------- helpers
 
     def _busy(self) -> int:
+        """Runs held here (running, being fetched or waiting for a slot)."""
         return sum(1 for r in self.runs.values() if r.outcome is None)
+
+    def _credits(self) -> tuple[int, int]:
+        """(free, ahead): how many more tasks this worker takes, and how many of those would wait for a slot."""
+        held = self._busy()
+        waiting = sum(1 for r in self.runs.values() if r.outcome is None and r.waiting)
+        free = max(0, self.slots + self.prefetch - held)
+        return free, min(free, max(0, self.prefetch - waiting))
 
     def _pull(self, now: float) -> list[Effect]:
         self.seq += 1
         self._last_pull = now
-        return [Send(self.queue, Pull(self.boot, self.seq, self.types, max(0, self.slots - self._busy()),
-                                      self.received))]
+        free, ahead = self._last_credits = self._credits()
+        return [Send(self.queue, Pull(self.boot, self.seq, self.types, free, self.received, ahead))]
+
+    def _pull_if_changed(self, now: float) -> list[Effect]:
+        return self._pull(now) if self._credits() != self._last_credits else []
+
+    def _promote(self, now: float) -> list[Effect]:
+        """Start waiting runs, oldest first, while a slot is free."""
+        out: list[Effect] = []
+        active = sum(1 for r in self.runs.values() if r.outcome is None and not r.waiting)
+        for r in list(self.runs.values()):
+            if active >= self.slots:
+                break
+            if r.outcome is None and r.waiting:
+                r.waiting = False
+                r.started = now
+                active += 1
+                out.extend(self._maybe_start(r, now))
+        return out
 
     def _token(self) -> str:
         return f"{self.rng.getrandbits(128):032x}"
@@ -187,7 +223,7 @@ class Worker:
                 if now - r.renew_sent >= ttl / 3:
                     r.renew_sent = now
                     out.append(Send(self.queue, Renew(r.d.task_id, r.d.lease_id)))
-                if not r.running and r.fetches and now - r.started > ttl / 2:
+                if not r.running and (r.code is None or not r.data_ok) and r.fetches and now - r.started > ttl / 2:
                     out.extend(self._fetch(r, now))  # a fetch answer went missing: ask again
             elif now - r.result_sent >= self.heartbeat:
                 r.result_sent = now
@@ -218,7 +254,8 @@ class Worker:
             if r is not None and r.d.lease_id == msg.lease_id and r.outcome is not None:
                 del self.runs[msg.task_id]
                 self._runs_by_id.pop(r.run, None)
-                return [Emit("workload.result_acked", {"task": msg.task_id, "status": msg.status}), *self._pull(now)]
+                return [Emit("workload.result_acked", {"task": msg.task_id, "status": msg.status}),
+                        *self._pull_if_changed(now)]  # its slot was offered when the task ended
             return []
         if isinstance(msg, Access):
             return self._access(msg, sender, now)
@@ -253,11 +290,12 @@ class Worker:
                 self.runs.pop(d.task_id, None)
         else:
             out = []
-        if self._busy() >= self.slots:
+        if self._busy() >= self.slots + self.prefetch:
             self.counters["refused_dispatches"] += 1
             return out + [Emit("workload.dispatch_refused", {"task": d.task_id, "why": "no free slot"})]
         self._n += 1
-        r = _Run(d, f"{self.boot}.{self._n}", started=now, renewed=now, renew_sent=now)
+        active = sum(1 for r in self.runs.values() if r.outcome is None and not r.waiting)
+        r = _Run(d, f"{self.boot}.{self._n}", started=now, renewed=now, renew_sent=now, waiting=active >= self.slots)
         self.runs[d.task_id] = r
         self._runs_by_id[r.run] = d.task_id
         self.counters["dispatches"] += 1
@@ -312,7 +350,7 @@ class Worker:
         return self._maybe_start(r, now)
 
     def _maybe_start(self, r: _Run, now: float) -> list[Effect]:
-        if r.running or r.code is None or not r.data_ok or r.outcome is not None:
+        if r.running or r.waiting or r.code is None or not r.data_ok or r.outcome is not None:
             return []
         r.running = True
         r.token = self._token()
@@ -342,7 +380,7 @@ class Worker:
         self.runs.pop(r.d.task_id, None)
         self._runs_by_id.pop(r.run, None)
         return [*out, Emit("workload.fenced", {"task": r.d.task_id, "worker": self.address, "lease": r.d.lease_id,
-                                               "why": why}), *self._pull(now)]
+                                               "why": why}), *self._promote(now), *self._pull(now)]
 
     def _finished(self, m: TaskFinished, now: float) -> list[Effect]:
         tid = self._runs_by_id.get(m.run)
@@ -372,6 +410,7 @@ class Worker:
                                                    "ok": o["ok"], "metered": o["metered"], "ran": was_running,
                                                    "attempt": r.d.attempt}))
         out.append(Send(self.queue, Result(r.d.task_id, r.d.lease_id, r.d.attempt, o)))
+        out.extend(self._promote(now))
         out.extend(self._pull(now))
         return out
 

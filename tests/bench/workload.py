@@ -77,6 +77,7 @@ liveness = 6
 [defaults."workload.worker"]
 queue = "q/queue"
 slots = 1
+prefetch = 1
 heartbeat = 0.25
 env = "python"
 limits = {{ cpu_s = 5, memory_mb = 256, processes = 8, wall_s = 10.0 }}
