@@ -49,7 +49,7 @@ def test_the_council_at_least_halves_the_damaged_regions_makespan_and_peers_bare
     assert slowdown <= 1.10, f"seed {seed}: peer_slowdown {slowdown:.3f}"
 
 
-@pytest.mark.parametrize("seed", range(1, 6))
+@pytest.mark.parametrize("seed", range(1, 4))
 def test_every_peer_overloaded_rejections_hold_and_the_operator_is_told(seed):
     reg = build_regions(seed, damaged=None, servers=60, capacity=5, stage_time=5.0, oversight=True,
                         council_kw={"wait_threshold": 10.0, "hold": 20.0}, time_limit=200.0).run()
@@ -113,7 +113,7 @@ def test_above_share_approval_holds_only_the_large_shares(seed):
     assert_holds(reg, judge(reg), must=("redirect-accepted", "servers-done"))
 
 
-@pytest.mark.parametrize("seed", range(1, 6))
+@pytest.mark.parametrize("seed", range(1, 5))
 @pytest.mark.parametrize("victim", ["east", "west"])
 def test_a_regions_controller_cut_off_for_a_while_breaks_nothing(seed, victim):
     """Nemesis ``one``: the damaged region's controller, or a lending peer's, is isolated from t = 25 s to 85 s;
