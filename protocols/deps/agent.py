@@ -33,6 +33,10 @@ start job until its dependencies are up):
   a resend (the manager did not see its effect yet) and is ignored.
 * ``autostart``: start every service when the agent starts (a naive cold start:
   everything at once); otherwise the agent waits for the manager's actions.
+* reachability: each Report names the peer agents (addresses) this agent has
+  not heard from for ``silent_after`` seconds (default 3 x ``report_every``;
+  peers report every ``report_every``), counted from its start for a peer never
+  heard: the manager's evidence for conditions such as "region r2 isolated".
 
 Every start of the agent is a new incarnation (a random value from the injected
 rng; receivers use it to drop an older incarnation's messages). Tables peers
@@ -115,9 +119,10 @@ class Agent:
     def __init__(self, asset: str, services: list, manager: str = "", peers: list[str] | None = None,
                  failure_domain: str = "", region: str = "", autostart: bool = False,
                  autostart_after_reboot: bool = True, start_timeout: float = 0.0, retry_after: float = 1.0,
-                 report_every: float = 1.0, address: str = "", rng: random.Random | None = None):
-        if start_timeout < 0 or retry_after <= 0 or report_every <= 0:
-            raise ValueError("start_timeout must be >= 0, retry_after and report_every > 0")
+                 report_every: float = 1.0, silent_after: float = 0.0, address: str = "",
+                 rng: random.Random | None = None):
+        if start_timeout < 0 or retry_after <= 0 or report_every <= 0 or silent_after < 0:
+            raise ValueError("start_timeout, silent_after must be >= 0, retry_after and report_every > 0")
         self.asset = asset
         self.address = address
         self.manager = manager
@@ -125,6 +130,9 @@ class Agent:
         self.failure_domain, self.region = failure_domain, region
         self.autostart, self.autostart_after_reboot = autostart, autostart_after_reboot
         self.start_timeout, self.retry_after, self.report_every = start_timeout, retry_after, report_every
+        self.silent_after = silent_after or 3 * report_every
+        self.heard: dict[str, float] = {}  # peer address -> when a fresh message of it last arrived
+        self.started_at = 0.0
         rng = rng if rng is not None else random.Random(0)
         self.incarnation = rng.getrandbits(48)
         self.svcs: dict[str, _Svc] = {}
@@ -166,14 +174,16 @@ class Agent:
                     out += self._advance(other, now)
         return out
 
-    def report(self) -> Report:
+    def report(self, now: float | None = None) -> Report:
         self.seq += 1
+        silent = [] if now is None else \
+            [p for p in self.peers if now - self.heard.get(p, self.started_at) >= self.silent_after]
         return Report(self.asset, self.incarnation, self.seq, self.failure_domain, self.region,
                       [s.info for s in self.svcs.values()], {n: s.state for n, s in self.svcs.items()},
-                      {n: list(s.waiting_on) for n, s in self.svcs.items() if s.waiting_on})
+                      {n: list(s.waiting_on) for n, s in self.svcs.items() if s.waiting_on}, silent)
 
-    def _send_report(self) -> list[Effect]:
-        r = self.report()
+    def _send_report(self, now: float | None = None) -> list[Effect]:
+        r = self.report(now)
         return [Send(t, r) for t in self._targets()]
 
     def _up(self, dep: str) -> bool:
@@ -280,13 +290,14 @@ class Agent:
         if self.started:
             return []
         self.started = True
+        self.started_at = now
         out: list[Effect] = [Emit("deps.agent_start", {"asset": self.asset, "incarnation": self.incarnation,
                                                        "services": sorted(self.svcs), "region": self.region,
                                                        "failure_domain": self.failure_domain})]
         for s in self.svcs.values():
             self.known[s.info.name] = "down"
             out += self._status(s, now)
-        out += self._send_report()
+        out += self._send_report(now)
         out.append(SetTimer("report", now + self.report_every))
         if self.autostart:
             for s in self.svcs.values():
@@ -331,10 +342,14 @@ class Agent:
         if c is Status:
             if not self._fresh(msg.asset, msg.incarnation, msg.seq):
                 return []
+            if sender in self.peers:
+                self.heard[sender] = now
             return self._learn(msg.service, msg.state, now)
         if c is Report:
             if not self._fresh(msg.asset, msg.incarnation, msg.seq):
                 return []
+            if sender in self.peers:
+                self.heard[sender] = now
             out: list[Effect] = []
             for name, state in msg.states.items():
                 out += self._learn(name, state, now)
@@ -365,7 +380,7 @@ class Agent:
 
     def _timer(self, key: str, now: float) -> list[Effect]:
         if key == "report":
-            return self._send_report() + [SetTimer("report", now + self.report_every)]
+            return self._send_report(now) + [SetTimer("report", now + self.report_every)]
         kind, _, rest = key.partition(":")
         name, _, token = rest.rpartition(":")
         s = self.svcs.get(name)

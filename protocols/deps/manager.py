@@ -35,6 +35,20 @@ A :class:`Manager` (a pure state machine, ticked every ``tick_interval``):
   the manager checks the group is up within ``verify_after``
   (``deps.deadlock_resolved`` or ``deps.remediation_failed``) and watches its
   services for ``watch_for`` seconds (``deps.watch_alert`` if one drops).
+* **Detected conditions** (``detect_after`` > 0): besides an operator's
+  :class:`Condition`, the manager detects ``region R down`` - it has heard
+  nothing from any asset of region R for ``detect_after`` seconds while it
+  still hears assets outside R (so a manager cut off from everyone detects
+  nothing) - and ``region R isolated`` - every asset of R it hears reports
+  (``Report.unreachable``) every agent outside R silent. A detected condition
+  is set only if the graph or an armed conditional remediation names it, and
+  ends only on evidence (an asset of R heard again; an agent of R hearing one
+  outside R again), never because the manager lacks news (e.g. right after its
+  own restart). ``deps.condition`` says ``who: detected``. An operator's word
+  on a condition wins over detection from then on. Detection bound for
+  ``down``: ``detect_after`` + one ``tick_interval`` after the region's last
+  message; for ``isolated``: the agents' ``silent_after`` + their
+  ``report_every`` + delivery + one tick.
 * **Remediation timing** (:class:`Remediate` from an operator or the
   ``remediations`` parameter): ``immediate``; ``opportunistic`` - when the
   service's asset reboots or powers down for another reason, opens a
@@ -99,10 +113,16 @@ class Manager:
                  confirm_after: float = 0.5, verify_after: float = 30.0, watch_for: float = 10.0,
                  remediate: bool = True, execute: bool = True, conditions: list[str] | None = None,
                  remediations: list[dict] | None = None, overrides: list[dict] | None = None,
-                 tick_interval: float = 0.1, address: str = "", rng: random.Random | None = None,
-                 durable: dict | None = None):
-        if min(gather_timeout, act_timeout, verify_after, tick_interval) <= 0 or confirm_after < 0 or watch_for < 0:
-            raise ValueError("timeouts must be > 0 (confirm_after, watch_for >= 0)")
+                 tick_interval: float = 0.1, detect_after: float = 0.0, address: str = "",
+                 rng: random.Random | None = None, durable: dict | None = None):
+        if min(gather_timeout, act_timeout, verify_after, tick_interval) <= 0 or confirm_after < 0 or watch_for < 0 \
+                or detect_after < 0:
+            raise ValueError("timeouts must be > 0 (confirm_after, watch_for, detect_after >= 0)")
+        self.detect_after = detect_after
+        self.heard: dict[str, float] = {}  # asset -> when a fresh message of it last arrived
+        self.unreachable: dict[str, set[str]] = {}  # asset -> peer agents (addresses) its last report said silent
+        self.detected: set[str] = set()  # conditions in force because the manager detected them
+        self.manual: set[str] = set()  # conditions an operator set or ended: detection leaves them alone
         self.agents = list(agents)
         self.gather_timeout, self.act_timeout, self.confirm_after = gather_timeout, act_timeout, confirm_after
         self.verify_after, self.watch_for = verify_after, watch_for
@@ -144,8 +164,14 @@ class Manager:
         self.restored = self._restore(durable) if durable else None
 
     # -- input -----------------------------------------------------------------------
-    def _fresh(self, asset: str, inc: int, seq: int, sender: str) -> tuple[bool, bool]:
+    def _fresh(self, asset: str, inc: int, seq: int, sender: str, now: float = 0.0) -> tuple[bool, bool]:
         """(apply it, a new incarnation of a known asset)."""
+        ok, reborn = self._fresh1(asset, inc, seq, sender)
+        if ok:
+            self.heard[asset] = now
+        return ok, reborn
+
+    def _fresh1(self, asset: str, inc: int, seq: int, sender: str) -> tuple[bool, bool]:
         old = self.old_incarnations.setdefault(asset, set())
         if inc in old:
             return False, False
@@ -178,11 +204,13 @@ class Manager:
             self.up_at[service] = now
 
     def _report(self, r: Report, sender: str, now: float) -> list[Effect]:
-        ok, reborn = self._fresh(r.asset, r.incarnation, r.seq, sender)
+        ok, reborn = self._fresh(r.asset, r.incarnation, r.seq, sender, now)
         if not ok:
             return []
         out: list[Effect] = []
         a = self.assets[r.asset]
+        a["region"] = r.region
+        self.unreachable[r.asset] = set(r.unreachable[:MAX_ASSETS])
         sig = (r.failure_domain, r.region, tuple(r.services))
         if a["sig"] != sig:
             a["sig"] = sig
@@ -476,6 +504,51 @@ class Manager:
                     out.append(Emit("deps.watch_alert", {"id": rec["id"], "dropped": dropped}))
         return out
 
+    # -- detected conditions ---------------------------------------------------------------------
+    def _region_evidence(self, now: float) -> dict[str, bool | None]:
+        """condition -> True (holds), False (evidence it does not), None (no evidence either way)."""
+        fresh = {a for a, t in self.heard.items() if now - t < self.detect_after}
+        regions: dict[str, list[str]] = {}
+        for asset, a in self.assets.items():
+            if a.get("region"):
+                regions.setdefault(a["region"], []).append(asset)
+        out: dict[str, bool | None] = {}
+        for region, members in sorted(regions.items()):
+            outside = [x for x in self.assets if x not in members]
+            heard_in = [x for x in members if x in fresh]
+            if heard_in:
+                out[f"region {region} down"] = False
+            elif any(x in fresh for x in outside):  # silent, while the manager hears the others
+                out[f"region {region} down"] = True
+            else:
+                out[f"region {region} down"] = None  # the manager hears nobody: it is the one cut off
+            outside_addrs = {self.assets[x]["address"] for x in outside}
+            if not heard_in or not outside_addrs:
+                out[f"region {region} isolated"] = None
+                continue
+            cut = [outside_addrs <= self.unreachable.get(x, set()) for x in heard_in]
+            out[f"region {region} isolated"] = all(cut) if all(cut) or not any(cut) else None
+        return out
+
+    def _detect_conditions(self, now: float) -> list[Effect]:
+        if self.started_at is None or now - self.started_at < self.detect_after:
+            return []
+        named = set(self.graph.conditions()) | {r["condition"] for r in self.remediations.values()
+                                                if r["when"] == "conditional"}
+        out: list[Effect] = []
+        for name, holds in self._region_evidence(now).items():
+            if holds is None or name in self.manual:
+                continue
+            if holds and name not in self.active and name in named:
+                self.detected.add(name)
+                self._dirty.add("conditions")
+                out += self._condition(Condition(name, True, "detected"), now)
+            elif not holds and name in self.detected:
+                self.detected.discard(name)
+                self._dirty.add("conditions")
+                out += self._condition(Condition(name, False, "detected"), now)
+        return out
+
     # -- remediation timing -------------------------------------------------------------------
     def _arm(self, r: Remediate, now: float) -> list[Effect]:
         if r.action not in ACTIONS or r.when not in ("immediate", "opportunistic", "conditional") \
@@ -583,7 +656,7 @@ class Manager:
             return {"incarnations": (self.previous + [self.incarnation])[-MAX_INCARNATIONS:],
                     "deadlocks": self.dl_count}
         if key == "conditions":
-            return sorted(self.active)
+            return {"active": sorted(self.active), "detected": sorted(self.detected), "manual": sorted(self.manual)}
         if key == "tickets":
             return sorted(self._announced_tickets)
         kind, _, name = key.partition("/")
@@ -621,8 +694,11 @@ class Manager:
             return None  # a blank or foreign disk: a first start
         self.previous = [i for i in meta.get("incarnations", []) if isinstance(i, int)][-MAX_INCARNATIONS:]
         self.dl_count = int(meta.get("deadlocks", 0))
-        if isinstance(durable.get("conditions"), list):
-            self.active = {c for c in durable["conditions"] if isinstance(c, str)}
+        conds = durable.get("conditions")
+        if isinstance(conds, dict):
+            self.active = {c for c in conds.get("active", []) if isinstance(c, str)}
+            self.detected = {c for c in conds.get("detected", []) if isinstance(c, str)} & self.active
+            self.manual = {c for c in conds.get("manual", []) if isinstance(c, str)}
         if isinstance(durable.get("tickets"), list):
             self._announced_tickets = {t for t in durable["tickets"] if isinstance(t, str)}
         counts = {"conditions": len(self.active), "overrides": 0, "remediations": 0, "deadlocks": 0, "in_flight": 0}
@@ -668,7 +744,7 @@ class Manager:
         if c is Report:
             return self._report(msg, sender, now) + (self._progress(now) if self.plan is not None else [])
         if c is Status:
-            ok, reborn = self._fresh(msg.asset, msg.incarnation, msg.seq, sender)
+            ok, reborn = self._fresh(msg.asset, msg.incarnation, msg.seq, sender, now)
             out = self._reborn(msg.asset, now) if reborn else []
             if not ok or self.owner.get(msg.service) != msg.asset:
                 return out
@@ -679,6 +755,10 @@ class Manager:
                 self._opportunity(msg.asset, msg.kind, now)
         if c is Condition:
             was = msg.name in self.active
+            if msg.who != "detected" and msg.name not in self.manual:
+                self.manual.add(msg.name)  # an operator's word wins over detection from now on
+                self.detected.discard(msg.name)
+                self._dirty.add("conditions")
             out = self._condition(msg, now)
             return self._answer(msg, sender, out, f"condition {msg.name!r} "
                                 + ({(True, True): "already holds", (False, False): "does not hold (no change)",
@@ -755,6 +835,8 @@ class Manager:
             out += self._replan(now, "agents reported" if set(self.agents) <= reported else "gather timeout")
         elif (self.graph.version, tuple(sorted(self.active))) != self.plan_key:
             out += self._replan(now, "graph changed")
+        if self.detect_after > 0:
+            out += self._detect_conditions(now)
         if self.execute:
             out += self._dispatch(now)
         out += self._detect(now)

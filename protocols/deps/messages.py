@@ -3,8 +3,9 @@
 How this works
 --------------
 * agent -> manager and peer agents: :class:`Report` (the asset's services, what
-  each depends on, every service's state; sent at start and every
-  ``report_every`` seconds) and :class:`Status` (one service changed state:
+  each depends on, every service's state, the peer agents it has not heard
+  from for ``silent_after`` seconds; sent at start and every ``report_every``
+  seconds) and :class:`Status` (one service changed state:
   down, starting, waiting (on ``waiting_on``), up, bootstrap, failed);
   :class:`AssetEvent` (the asset is about to reboot or power down, or a
   maintenance window opened: a trigger for opportunistic remediation).
@@ -64,6 +65,7 @@ class Report:
     services: list[ServiceInfo]
     states: dict[str, str]
     waiting: dict[str, list[str]]
+    unreachable: list[str] = attrs.field(factory=list)  # peer agents not heard from for silent_after seconds
 
 
 @message("deps.Status")
