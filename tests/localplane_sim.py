@@ -25,6 +25,11 @@ capabilities, free resources and criteria are drawn from
   store would hold), or with ``disk=False`` from an empty one (a replaced
   disk). Every start gets a fresh rng; the first start is told so
   (``first_start=True``), a restart never is;
+* served roles: every edge node's host effects (``StartRole`` / ``StopRole``
+  / ``CheckRole`` / ``ServeRequest``) go to its simulated workloads
+  (:class:`topologies.edge.services.ServiceHost`, in :attr:`EdgeSim.services`)
+  and are recorded in :attr:`EdgeSim.host_effects`; ``build_edge(clients={})``
+  adds the site's clients (``SiteClients`` at ``e0/clients``);
 * :meth:`EdgeSim.leader_of` / :meth:`EdgeSim.plans` read the plane's state
   from the event log; :func:`held_at` / :func:`all_held_since` replay the
   holders' own ``edge.role_assigned`` / ``edge.role_relinquished`` events
@@ -59,7 +64,9 @@ from typing import Any, Callable
 
 from actors.simulator import Simulator
 from protocols.core import Persist, SetTimer
-from protocols.localplane import DeploymentManager, EdgeNode
+from protocols.localplane import DeploymentManager, EdgeNode, SiteClients
+from topologies.edge.services import ServiceHost
+from topologies.hosts import sim_api
 from transport.sim import LinkSpec, SimNetwork, Uniform
 
 MANAGER = "mgr/manager"
@@ -128,13 +135,18 @@ class EdgeSim:
         self.clocks: dict[str, tuple[float, float]] = {}
         self.host_effects: list[tuple[float, str, Any]] = []  # (time, address, effect) of non-Persist host effects
         self.on_host: Callable[[Any, str, Any], None] | None = None  # plugged in by a test: (effect, address, sim)
+        self.services: dict[str, ServiceHost] = {}  # edge address -> its simulated workloads
+        self.clients = ""  # the address of the site's simulated clients ("" if none)
 
     def host(self, effect: Any, address: str, sim: Any) -> None:
-        """The simulated host of every participant: ``Persist`` to its disk, anything else recorded."""
+        """The simulated host of every participant: ``Persist`` to its disk, anything else recorded and handed to
+        the node's simulated workloads (``topologies.edge.services.ServiceHost``)."""
         if isinstance(effect, Persist):
             self.disk.setdefault(address, {})[effect.key] = json.loads(json.dumps(effect.data))
             return
         self.host_effects.append((sim.now, address, effect))
+        if address in self.services:
+            self.services[address].on_effect(effect, sim_api(sim, address))
         if self.on_host is not None:
             self.on_host(effect, address, sim)
 
@@ -237,10 +249,12 @@ def build_edge(
     skew: float = 0.0,
     drift: float = 0.0,
     clocks: dict[str, tuple[float, float]] | None = None,
+    clients: dict | None = None,
 ) -> EdgeSim:
     """A manager and ``n`` edge nodes in a fresh simulator (see the module docstring). ``skew`` (seconds) and
     ``drift`` (a fraction) give every participant its own clock; ``clocks`` (address -> (rate, offset)) sets
-    some explicitly."""
+    some explicitly. Every edge node's workloads are simulated (``services``); ``clients`` (SiteClients
+    parameters, ``{}`` for the defaults) adds the site's simulated clients at ``e0/clients``."""
     net = SimNetwork(default=LinkSpec(latency=Uniform(*latency), loss=loss, duplicate=duplicate))
     sim = Simulator(seed, network=net, trace_messages=trace)
     edges = [f"e{i}/edge" for i in range(n)]
@@ -266,11 +280,15 @@ def build_edge(
         s.builders[addr] = lambda rng, durable, first, addr=addr, prof=prof: EdgeNode(
             addr, MANAGER, rng=rng, **prof, **ep, **extra(EdgeNode, durable, first))
         s.clocks[addr] = given.get(addr, (1.0 + draw.uniform(-drift, drift), draw.uniform(-skew, skew)))
+        s.services[addr] = ServiceHost(random.Random(f"{seed}/{addr}/host"))
         sim.add(addr, s.build(addr), host=s.host)
     s.builders[MANAGER] = lambda rng, durable, first: DeploymentManager(
         MANAGER, edges, intent or DEFAULT_INTENT, tables, rng=rng, **mp, **extra(DeploymentManager, durable, first))
     s.clocks[MANAGER] = given.get(MANAGER, (1.0 + draw.uniform(-drift, drift), draw.uniform(-skew, skew)))
     sim.add(MANAGER, s.build(MANAGER), host=s.host)
+    if clients is not None:  # the site's clients live on e0's node (its links, its partitions)
+        s.clients = "e0/clients"
+        sim.add(s.clients, SiteClients(edges, **clients))
     return s
 
 

@@ -18,7 +18,8 @@ from topologies.plugin import load_plugins
 
 load_plugins()
 
-EDGE_CHECKERS = ("one-leader-per-island-term", "plan-holders", "governance", "ratified-after-heal")
+EDGE_CHECKERS = ("one-leader-per-island-term", "plan-holders", "governance", "ratified-after-heal",
+                 "clients-single-holder")
 GOVERNANCE = {"size_threshold": 8, "connected": "assignee", "isolated_below": "unanimous",
               "isolated_above": "ratio:0.67"}
 
@@ -125,7 +126,19 @@ _RATIFIED_NONE = [deployed(), partition(0.5, ["mgr"], ["e1", "e2"]),
                   ev(1.0, "e1", "edge.isolation_declared", last_heartbeat=0.4, after=0.5, term=0),
                   assigned(1.2, "e1", "store", "T1@e1", term=1)]
 
+# clients-single-holder: one request for store answered by e1 and e2, both holding store#0/1 of F2@mgr; and one
+# client that sees e1 (T1@e1) and e2 (F2@mgr) both serve store for 0.75 s. Nothing to judge: no request served.
+def client_request(t: float, rid: int, role: str, servers: list, outcome: str | None = None) -> dict:
+    return ev(t, "e0", "client.request", actor="clients", rid=rid, role=role, sent=round(t - 0.2, 6),
+              outcome=outcome or ("served" if servers else "unserved"), servers=servers, refused_by=[])
+
+
+_TWICE = client_request(1.2, 7, "store", [["e1/edge", "store#0/1", "F2@mgr"], ["e2/edge", "store#0/1", "F2@mgr"]])
+_CLIENTS_BAD = [deployed(), client_request(1.0, 6, "store", [["e1/edge", "store#0/1", "F2@mgr"]]), _TWICE]
+_CLIENTS_NONE = [deployed(), client_request(1.0, 1, "store", []), client_request(1.25, 2, "frontend", [])]
+
 CASES = {
+    "clients-single-holder": {"invalid": (_CLIENTS_BAD, [_TWICE]), "unknown": _CLIENTS_NONE},
     "one-leader-per-island-term": {"invalid": (_LEADERS_BAD, [_LEAD_A, _LEAD_B]), "unknown": _LEADERS_NONE},
     "plan-holders": {"invalid": (_HOLDERS_BAD, [_HOLD_A, _HOLD_B]), "unknown": _HOLDERS_NONE},
     "governance": {"invalid": (_GOVERNANCE_BAD, [_LAX]), "unknown": _GOVERNANCE_NONE},
@@ -305,7 +318,11 @@ def test_a_correct_isolation_and_heal_is_valid_for_every_checker():
            ev(3.3, "e0", "plane.stepdown", term=1, plan_id="T1@e0", reason="final plan committed"),
            assigned(3.3, "e1", "store", "F2@mgr", converted=True),
            plan_final(3.4, "F2@mgr", [a("store", "e1/edge")], ratified=True),
-           fit_reported(5.0, "e2", "F2@mgr")]
+           fit_reported(5.0, "e2", "F2@mgr"),
+           client_request(0.6, 1, "store", [["e2/edge", "store#0/1", "F1@mgr"]]),
+           client_request(2.5, 2, "store", [["e1/edge", "store#0/1", "T1@e0"]]),
+           client_request(3.6, 3, "store", [["e1/edge", "store#0/1", "F2@mgr"]])]
+    log.sort(key=lambda e: e["time"])
     for name in EDGE_CHECKERS:
         v = CHECKERS[name].check(log)
         assert v.status == "valid", (name, v)
@@ -322,3 +339,19 @@ def test_run_bookkeeping_events_are_not_a_node_that_bridges_islands():
     log = [topo, edge_deployed(0.0, "e1"), edge_deployed(0.0, "e3"), grudge, x, y, fit_reported(3.0, "e1", "T1@e1")]
     v = PlanHolders().check(log)
     assert v.status == "valid", v
+
+
+def test_clients_seeing_two_holders_of_different_plans_past_the_settle_time_is_invalid():
+    both = [["e1/edge", "store#0/1", "T1@e1"], ["e2/edge", "store#0/1", "F2@mgr"]]
+    first = client_request(1.2, 1, "store", both)
+    log = [deployed(), first] + [client_request(1.2 + 0.25 * i, 1 + i, "store", both) for i in range(1, 3)]
+    last = client_request(1.95, 4, "store", both)
+    v = CHECKERS["clients-single-holder"].check(log + [last])
+    assert v.status == "invalid" and in_evidence(first, v.evidence) and in_evidence(last, v.evidence), v
+    # the same double for no longer than the settle time (a merge in flight) is counted, not a violation
+    short = CHECKERS["clients-single-holder"].check([deployed(), first, client_request(1.45, 2, "store", both),
+                                                     client_request(1.7, 3, "store", both[:1])])
+    assert short.status == "valid" and "2 answered by two holders" in short.summary, short
+    # a split role (store#0/2 and store#1/2) has two holders by design
+    split = [["e1/edge", "store#0/2", "F2@mgr"], ["e2/edge", "store#1/2", "F2@mgr"]]
+    assert CHECKERS["clients-single-holder"].check([client_request(1.0, 1, "store", split)]).status == "valid"

@@ -37,6 +37,7 @@ from protocols.localplane.messages import (
 )
 from tests.localplane_sim import all_held_since, build_edge, held_at, toml_profiles, toml_timings
 from topologies.edge.checks import (
+    ClientsSingleHolder,
     GovernanceApplied,
     OneLeaderPerIslandTerm,
     PlanHolders,
@@ -51,10 +52,12 @@ ISOLATED = {"leader", "validator", "reporter", "store", "frontend"}
 
 
 def judge(s, bound: float = 2.0) -> dict[str, str]:
-    """Every edge checker on the log; none may say invalid. Returns checker -> status."""
+    """Every edge checker on the log (clients-single-holder too: unknown without clients); none may say invalid.
+    Returns checker -> status."""
     events = s.events()
     out = {}
-    for c in (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal(bound=bound)):
+    for c in (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal(bound=bound),
+              ClientsSingleHolder()):
         v = c.check(events)
         assert v.status != "invalid", f"seed={s.seed}: {c.name}: {v.summary} {v.evidence[:2]}"
         out[c.name] = v.status

@@ -16,11 +16,14 @@ the validator checks holders, the reporter records. On reconnect the manager
 ratifies the temporary plan or replaces it, break-then-make.
 
 Modules: ``messages`` (wire messages, tags ``localplane.*``), ``ir`` (tables,
-``build_ir``, governance arithmetic, fit), ``negotiation``, ``edge``,
-``manager``. Checkers of the invariants live in ``topologies/edge/checks.py``.
+``build_ir``, governance arithmetic, fit), ``negotiation``, ``edge`` (with the
+host effects ``StartRole`` / ``StopRole`` / ``CheckRole`` / ``ServeRequest``
+of the workloads a node holds), ``manager``, ``clients`` (simulated clients of
+a site: what they saw). Checkers of the invariants live in ``topologies/edge/checks.py``.
 """
 
-from protocols.localplane.edge import EdgeNode, PlaneRole
+from protocols.localplane.clients import SiteClients
+from protocols.localplane.edge import CheckRole, EdgeNode, PlaneRole, ServeRequest, StartRole, StopRole
 from protocols.localplane.ir import (
     DEFAULT_TABLES,
     build_ir,
@@ -34,11 +37,16 @@ from protocols.localplane.manager import DeploymentManager
 from protocols.localplane.negotiation import Negotiation, role_key
 
 __all__ = [
+    "CheckRole",
     "DEFAULT_TABLES",
     "DeploymentManager",
     "EdgeNode",
     "Negotiation",
     "PlaneRole",
+    "ServeRequest",
+    "SiteClients",
+    "StartRole",
+    "StopRole",
     "build_ir",
     "objective",
     "required_assent",

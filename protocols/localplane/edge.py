@@ -218,6 +218,7 @@ from protocols.localplane.messages import (
     Announce,
     Answer,
     Assignment,
+    ClientRequest,
     Commit,
     Committed,
     Deploy,
@@ -237,6 +238,7 @@ from protocols.localplane.messages import (
     Relinquish,
     ReportReceived,
     ReporterRecord,
+    RoleHealth,
     RoleSpec,
     SiteQuery,
     SiteStatus,
@@ -248,7 +250,63 @@ from protocols.localplane.messages import (
 from protocols.localplane.negotiation import Negotiation, _adict, role_key
 from transport.codec import DecodeError, decode_value, encode_value
 
-__all__ = ["EdgeNode", "PlaneRole"]
+__all__ = ["CheckRole", "EdgeNode", "PlaneRole", "ServeRequest", "StartRole", "StopRole"]
+
+
+# -- host effects: the workloads of the roles a node holds ---------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class StartRole(Effect):
+    """Start the workload of holding ``key`` (role share ``share`` of ``shares`` of plan ``plan_id``, to meet
+    ``target``). ``converted``: the node held this share already under another plan (a ratification, a
+    temporary holding made final) - the workload keeps running, now for ``plan_id``."""
+
+    key: str
+    role: str
+    share: int
+    shares: int
+    plan_id: str
+    temporary: bool
+    target: float
+    kind: str = "service"
+    converted: bool = False
+
+
+@attrs.frozen(slots=True)
+class StopRole(Effect):
+    """Stop the workload of holding ``key``: the node gave it up (``reason``). Always before a StartRole that
+    replaces it on this node (break before make)."""
+
+    key: str
+    role: str
+    plan_id: str
+    reason: str
+    kind: str = "service"
+
+
+@attrs.frozen(slots=True)
+class CheckRole(Effect):
+    """Check the workload of holding ``key``; the host answers the node with a :class:`RoleHealth` message (a
+    workload that is down is given up). ``why``: ``"periodic"`` (every ``validate_every``) or ``"probe"`` (the
+    plane's validator asked)."""
+
+    key: str
+    role: str
+    plan_id: str
+    why: str = "periodic"
+
+
+@attrs.frozen(slots=True)
+class ServeRequest(Effect):
+    """A client's request for a role this node holds (share ``key`` of ``plan_id``): the workload answers the client
+    with a :class:`ClientReply` (served, or refused if it is not running for that holding)."""
+
+    client: str
+    rid: int
+    role: str
+    key: str
+    plan_id: str
 
 
 class PlaneRole(enum.Enum):
@@ -380,6 +438,7 @@ class EdgeNode:
         self.commitments: dict[str, dict[str, float]] = {}  # plan_id -> role -> load
         self.record: list[dict[str, Any]] = []  # the reporter's record
         self.next_validate = 0.0
+        self.next_check = 0.0  # the next periodic CheckRole of the workloads held here
         self.lead: _Lead | None = None
         # answers and fit reports already given, replayed for a duplicate request (plan id + round / plan id)
         self.answered: dict[tuple, Answer] = {}
@@ -509,6 +568,7 @@ class EdgeNode:
 
     def _tick(self, now: float) -> list[Effect]:
         out: list[Effect] = [] if self.started is not None else self._first_tick(now)
+        out += self._check_roles(now)
         if self.role is PlaneRole.LEADER and self.lead is not None:
             out += self.lead.tick(now)
         if now >= self.next_validate and self.plan_id and self._holds("validator"):
@@ -1051,6 +1111,7 @@ class EdgeNode:
             out.append(self._emit("edge.role_assigned", role=a.role, share=a.share, shares=a.shares, key=key,
                                   plan_id=msg.plan_id, term=0, temporary=False, target=a.target,
                                   kind=a.kind, converted=converted, ratified=msg.ratified))
+            out.append(self._start_role(key, self.holdings[key], converted))
         # the temporary plane ends here
         if self.role is PlaneRole.LEADER:
             out.append(self._emit("plane.stepdown", term=self.leader_term, plan_id=self.plan_id,
@@ -1080,13 +1141,45 @@ class EdgeNode:
         if h is None:
             return []
         out: list[Effect] = [self._emit("edge.role_relinquished", role=h.a.role, share=h.a.share, shares=h.a.shares,
-                                        key=key, plan_id=h.plan_id, temporary=h.temporary, reason=reason)]
+                                        key=key, plan_id=h.plan_id, temporary=h.temporary, reason=reason),
+                             StopRole(key=key, role=h.a.role, plan_id=h.plan_id, reason=reason, kind=h.a.kind)]
         if tell and self.leader and self.leader != self.address:
             out.append(Send(self.leader, Relinquish(plan_id=h.plan_id, role=h.a.role, share=h.a.share, reason=reason)))
         elif tell and self.lead is not None:
             out += self.lead.on_relinquish(Relinquish(plan_id=h.plan_id, role=h.a.role, share=h.a.share, reason=reason),
                                            self.address, now)
         return out
+
+    @staticmethod
+    def _start_role(key: str, h: _Holding, converted: bool) -> StartRole:
+        return StartRole(key=key, role=h.a.role, share=h.a.share, shares=h.a.shares, plan_id=h.plan_id,
+                         temporary=h.temporary, target=h.a.target, kind=h.a.kind, converted=converted)
+
+    # -- served roles: the workloads' host and the site's clients --------------------------------------
+
+    def _check_roles(self, now: float) -> list[Effect]:
+        """Every ``validate_every``: the host checks the workload of every service role held here."""
+        if now < self.next_check or not self.holdings:
+            return []
+        self.next_check = now + self.validate_every
+        return [CheckRole(key=k, role=h.a.role, plan_id=h.plan_id, why="periodic")
+                for k, h in sorted(self.holdings.items()) if h.a.kind == "service"]
+
+    def _on_role_health(self, msg: RoleHealth, sender: str, now: float) -> list[Effect]:
+        """The host's word on a workload: one that is down (or answers for another plan's holding) is given up, and
+        the plane (or the manager, from the next ack) re-assigns it."""
+        if sender not in (self.address, "", None):  # the host speaks as the node itself
+            return []
+        h = self.holdings.get(msg.key)
+        if h is None or h.plan_id != msg.plan_id or msg.ok:
+            return []
+        return self._relinquish(msg.key, f"workload check failed: {msg.reason or 'down'}", now, tell=True)
+
+    def _on_client_request(self, msg: ClientRequest, sender: str, now: float) -> list[Effect]:
+        """A client of the site asks for a role: each share held here goes to its workload (the host answers the
+        client, served or refused); a node that holds none says nothing."""
+        return [ServeRequest(client=sender, rid=msg.rid, role=msg.role, key=k, plan_id=h.plan_id)
+                for k, h in sorted(self.holdings.items()) if h.a.role == msg.role]
 
     def _adopt_plan(self, msg: LeaderHeartbeat, now: float) -> list[Effect]:
         """Hold exactly this node's assignments in the leader's complete plan."""
@@ -1104,6 +1197,7 @@ class EdgeNode:
             out.append(self._emit("edge.role_assigned", role=a.role, share=a.share, shares=a.shares, key=key,
                                   plan_id=msg.plan_id, term=msg.term, temporary=True, target=a.target, kind=a.kind,
                                   converted=False, ratified=False))
+            out.append(self._start_role(key, self.holdings[key], False))
         if self._holds("reporter"):
             self._note({"what": "plan", "plan_id": msg.plan_id, "version": msg.version, "time": now,
                         "assignments": [_adict(a) for a in msg.assignments]})
@@ -1355,7 +1449,8 @@ class EdgeNode:
         spec = RoleSpec(name=h.a.role, metric=self._metric(h.a.role), target=h.a.target)
         measured = self.fit_for(spec) or 0.0
         out: list[Effect] = [Send(sender, ProbeResult(plan_id=msg.plan_id, role=msg.role, share=msg.share,
-                                                      measured=measured))]
+                                                      measured=measured)),
+                             CheckRole(key=key, role=h.a.role, plan_id=h.plan_id, why="probe")]
         if measured < h.a.min_ratio:
             out += self._relinquish(key, f"measured {measured:.2f} below {h.a.min_ratio}", now, tell=True)
         return out
@@ -1806,5 +1901,7 @@ _HANDLERS: dict[type, Callable[[EdgeNode, Any, str, float], list[Effect]]] = {
     ReportReceived: EdgeNode._on_report_received,
     SiteQuery: EdgeNode._on_site_query,
     SiteStatus: EdgeNode._on_site_status,
+    ClientRequest: EdgeNode._on_client_request,
+    RoleHealth: EdgeNode._on_role_health,
     TimerFired: EdgeNode._on_timer,
 }

@@ -26,6 +26,12 @@ conversations share these messages:
   the manager asks its peers first (:class:`SiteQuery` -> :class:`SiteStatus`:
   whether and how long ago each last heard it), so only a whole island
   declares isolation, never a node that lost only its own uplink.
+* served roles: a client of the site asks every edge node for a role
+  (:class:`ClientRequest`, numbered by the client); a node that holds a share
+  of it hands the request to its workload (the host), which answers
+  :class:`ClientReply` (served, or refused when the workload is not running
+  for that holding); a node that holds nothing says nothing. A host's check
+  of a workload comes back to its node as :class:`RoleHealth`.
 * reconnect: the island's leader sends :class:`PlanReport` and its reporter
   sends :class:`ReporterRecord` (the record and the metric bundle) to the
   manager, which confirms each (:class:`ReportReceived`) and ratifies or
@@ -54,6 +60,8 @@ __all__ = [
     "Announce",
     "Answer",
     "Assignment",
+    "ClientReply",
+    "ClientRequest",
     "Commit",
     "Committed",
     "Deploy",
@@ -74,6 +82,7 @@ __all__ = [
     "Relinquish",
     "ReportReceived",
     "ReporterRecord",
+    "RoleHealth",
     "RoleSpec",
     "SiteQuery",
     "SiteStatus",
@@ -431,3 +440,38 @@ class Validation:
     holder: str
     ratio: float
     ok: bool
+
+
+# -- served roles: clients of the site and the workloads' host ----------------------------------------
+
+
+@message("localplane.ClientRequest")
+class ClientRequest:
+    """A client's request for ``role`` (``rid``: its number at that client), sent to every edge node of the site."""
+
+    rid: int
+    role: str
+
+
+@message("localplane.ClientReply")
+class ClientReply:
+    """The answer of a holder's workload: ``served`` (by the share ``key`` of plan ``plan_id``) or refused (``reason``)."""
+
+    rid: int
+    role: str
+    key: str
+    plan_id: str
+    served: bool
+    reason: str = ""
+
+
+@message("localplane.RoleHealth")
+class RoleHealth:
+    """A host's answer to ``CheckRole``: is the workload of holding ``key`` (of ``plan_id``) up, and how well it does
+    (``measured``: a fraction of its target; 1.0 when the host does not measure)."""
+
+    key: str
+    plan_id: str
+    ok: bool
+    measured: float = 1.0
+    reason: str = ""

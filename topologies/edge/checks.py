@@ -59,6 +59,17 @@ of the node) ends what the node led or held.
   (``event``), the other holding (``other``), the relinquish that left the
   role vacant (``vacated``), the heal (``heal``).
 
+* ``clients-single-holder`` - clients are never served by two holders of one
+  role share (``client.request`` of the site's simulated clients,
+  ``protocols/localplane/clients.py``: the servers that answered one request,
+  each ``[address, key, plan_id]``). Two servers of overlapping shares under
+  the *same* plan are a violation at once. Under different plans they are a
+  violation when that client sees the same two keep answering for longer than
+  ``settle`` seconds (the settle time of ``plan-holders``: a merge or a
+  handover in flight); shorter doubles are counted in the verdict. Evidence:
+  the first and the last ``client.request`` that saw them (``a``, ``b``), or
+  the request (``event``).
+
 Verdicts: ``invalid`` with one evidence item per violation: a dict with its
 ``why`` and the offending event records, as the log holds them, as values.
 ``unknown`` when there is nothing to judge: no local-plane events at all, or
@@ -80,6 +91,7 @@ from protocols.localplane.messages import Governance
 from topologies.checkers import Verdict, plural
 
 __all__ = [
+    "check_clients",
     "check_governance",
     "check_leaders",
     "check_plan_holders",
@@ -515,6 +527,50 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
     return {"ok": not violations, "violations": violations, "heals": len(heals), "outcomes": outcomes}
 
 
+# -- what the clients saw ---------------------------------------------------------------------------------
+
+
+def check_clients(events: list[dict], settle: float = 0.5) -> dict[str, Any]:
+    """See the module docstring; ``settle``: the longest one client may see two holders of one share answer."""
+    violations: list[dict] = []
+    counts = {"served": 0, "refused": 0, "unserved": 0}
+    doubles = 0  # requests answered by two holders of one share (under different plans), within the settle time
+    open_: dict[tuple, dict] = {}  # (client, role, pair of servers) -> the first request that saw them
+    reported: set[tuple] = set()
+    for e in _ordered(events):
+        if e["kind"] != "client.request":
+            continue
+        f = e.get("fields") or {}
+        out = f.get("outcome")
+        if out in counts:
+            counts[out] += 1
+        client, role, sent = _addr(e), f.get("role"), float(f.get("sent", e["time"]))
+        servers = [tuple(x) for x in f.get("servers") or [] if isinstance(x, (list, tuple)) and len(x) == 3]
+        seen: set[tuple] = set()
+        for i in range(len(servers)):
+            for j in range(i + 1, len(servers)):
+                a, b = sorted((servers[i], servers[j]))
+                if a[0] == b[0] or not _overlap(_share_of({"key": a[1]}), _share_of({"key": b[1]})):
+                    continue
+                if a[2] == b[2]:
+                    violations.append({"why": f"request {f.get('rid')} of {client} for {role} served by {a[0]} and "
+                                              f"{b[0]}, both holding {a[1]}/{b[1]} of {a[2]}", "event": e})
+                    continue
+                doubles += 1
+                k = (client, role, (a, b))
+                seen.add(k)
+                first = open_.setdefault(k, e)
+                took = sent - float(first["fields"].get("sent", first["time"]))
+                if took > settle + _EPS and k not in reported:
+                    reported.add(k)
+                    violations.append({"why": f"{client} served {role} by {a[0]} ({a[1]} of {a[2]}) and {b[0]} "
+                                              f"({b[1]} of {b[2]}) for {took:.3f}s (settle {settle}s)", "a": first, "b": e})
+        for k in [k for k in open_ if k[0] == client and k[1] == role and k not in seen]:
+            del open_[k]
+    return {"ok": not violations, "violations": violations, "requests": sum(counts.values()), **counts,
+            "doubles": doubles}
+
+
 # -- registered checkers ------------------------------------------------------------------------------
 
 
@@ -592,4 +648,20 @@ class RatifiedAfterHeal:
                                       "with no role held twice")
 
 
-CHECKERS = (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal())
+@attrs.frozen
+class ClientsSingleHolder:
+    name: str = "clients-single-holder"
+    settle: float = 0.5  # as PlanHolders.settle
+
+    def check(self, events: list[dict]) -> Verdict:
+        r = check_clients(events, self.settle)
+        if not r["violations"] and not r["served"]:
+            return Verdict(self.name, "unknown", f"no client request served in this log ({r['requests']} requests): "
+                                                 "nothing to judge")
+        tail = f", {r['doubles']} answered by two holders of one share for at most {self.settle}s" if r["doubles"] else ""
+        return _verdict(self.name, r, f"{r['requests']} client requests: {r['served']} served, {r['refused']} "
+                                      f"refused, {r['unserved']} unserved{tail}; never two holders of one share "
+                                      "for longer")
+
+
+CHECKERS = (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal(), ClientsSingleHolder())

@@ -1,0 +1,221 @@
+"""Served roles (issue 18, deliverable 5): host effects for the workloads of the roles an edge node holds, and
+simulated clients of the site that measure what they were answered.
+
+An EdgeNode returns ``StartRole`` when it takes a role (``converted``: the same share under a new plan keeps
+running), ``StopRole`` when it gives one up (before any StartRole that replaces it on that node), ``CheckRole``
+every ``validate_every`` and when the validator probes it (the host answers ``RoleHealth``; a workload that is
+down is given up and re-assigned) and ``ServeRequest`` for a client's request of a role it holds (the host
+answers the client). ``tests/localplane_sim.py`` plays the workloads with ``topologies.edge.services.ServiceHost``
+and adds the site's clients (``SiteClients``); the ``clients-single-holder`` checker judges what they saw.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from protocols.core import Send
+from protocols.localplane import CheckRole, EdgeNode, ServeRequest, StartRole, StopRole, build_ir
+from protocols.localplane.messages import (
+    Assignment,
+    ClientRequest,
+    Commit,
+    Deploy,
+    LeaderHeartbeat,
+    Release,
+    Relinquish,
+    RoleHealth,
+)
+from tests.localplane_sim import build_edge
+from tests.test_localplane_loss import assert_final_plan_in_force, judge
+
+INTENT = {"name": "shop", "functionalities": ["storage", "frontend"]}
+M = "mgr/manager"
+
+
+def _node() -> EdgeNode:
+    e = EdgeNode("e1/edge", M, capability={"tx_per_s": 200, "req_per_s": 400, "ops_per_s": 800})
+    e.handle(Deploy(ir=build_ir(INTENT), members=["e1/edge", "e2/edge"], epoch=7), M, 0.0)
+    return e
+
+
+STORE = Assignment(role="store", holder="e1/edge", target=120.0)
+
+
+def test_taking_and_giving_up_a_final_role_starts_and_stops_its_workload():
+    e = _node()
+    out = e.handle(Commit(plan_id="F1@mgr", assignments=[STORE], echo=0.0, lease=0.5, epoch=7), M, 0.01)
+    starts = [x for x in out if isinstance(x, StartRole)]
+    assert [(s.key, s.plan_id, s.temporary, s.converted) for s in starts] == [("store#0/1", "F1@mgr", False, False)]
+    out = e.handle(Release(plan_id="F2@mgr", keep=[], epoch=7), M, 0.1)
+    stops = [x for x in out if isinstance(x, StopRole)]
+    assert [(s.key, s.plan_id) for s in stops] == [("store#0/1", "F1@mgr")]
+
+
+def test_a_ratified_temporary_holding_keeps_its_workload_running():
+    e = _node()
+    e.isolated, e.isolated_at = True, 1.0
+    hb = LeaderHeartbeat(term=1, plan_id="T1@e2", version=1, lease=0.4, complete=True, members=2, score=9.0,
+                         assignments=[STORE])
+    e.leader, e.leader_term, e.role = "e2/edge", 1, e.role.FOLLOWER
+    out = e.handle(hb, "e2/edge", 1.1)
+    assert [x.key for x in out if isinstance(x, StartRole)] == ["store#0/1"]
+    out = e.handle(Commit(plan_id="F2@mgr", assignments=[STORE], echo=1.2, lease=0.5, epoch=7, ratified=True),
+                   M, 1.25)
+    starts = [x for x in out if isinstance(x, StartRole)]
+    assert [(s.plan_id, s.converted) for s in starts] == [("F2@mgr", True)]
+    assert not [x for x in out if isinstance(x, StopRole)], "a ratified holding was stopped"
+
+
+def test_a_replanned_holding_is_stopped_before_the_new_one_starts():
+    e = _node()
+    e.isolated, e.isolated_at = True, 1.0
+    e.leader, e.leader_term, e.role = "e2/edge", 1, e.role.FOLLOWER
+    front = Assignment(role="frontend", holder="e1/edge", target=240.0)
+    e.handle(LeaderHeartbeat(term=1, plan_id="T1@e2", version=1, lease=0.4, complete=True, members=2, score=9.0,
+                             assignments=[STORE]), "e2/edge", 1.1)
+    out = e.handle(LeaderHeartbeat(term=1, plan_id="T1@e2", version=2, lease=0.4, complete=True, members=2,
+                                   score=9.0, assignments=[front]), "e2/edge", 1.2)
+    kinds = [type(x).__name__ for x in out if isinstance(x, (StartRole, StopRole))]
+    assert kinds == ["StopRole", "StartRole"], kinds
+
+
+def test_client_requests_go_to_the_workload_only_where_the_role_is_held():
+    e = _node()
+    assert e.handle(ClientRequest(rid=1, role="store"), "e0/clients", 0.05) == []
+    e.handle(Commit(plan_id="F1@mgr", assignments=[STORE], echo=0.0, lease=0.5, epoch=7), M, 0.01)
+    out = e.handle(ClientRequest(rid=2, role="store"), "e0/clients", 0.05)
+    assert out == [ServeRequest(client="e0/clients", rid=2, role="store", key="store#0/1", plan_id="F1@mgr")]
+    assert e.handle(ClientRequest(rid=3, role="frontend"), "e0/clients", 0.05) == []
+
+
+def test_a_workload_found_down_is_given_up_and_the_leader_told():
+    e = _node()
+    e.isolated, e.isolated_at = True, 1.0
+    e.leader, e.leader_term, e.role = "e2/edge", 1, e.role.FOLLOWER
+    e.handle(LeaderHeartbeat(term=1, plan_id="T1@e2", version=1, lease=0.4, complete=True, members=2, score=9.0,
+                             assignments=[STORE]), "e2/edge", 1.1)
+    checks = [x for x in e.tick(1.2) if isinstance(x, CheckRole)]
+    assert [(c.key, c.plan_id) for c in checks] == [("store#0/1", "T1@e2")]
+    assert e.handle(RoleHealth(key="store#0/1", plan_id="T1@e2", ok=True), e.address, 1.21) == []
+    out = e.handle(RoleHealth(key="store#0/1", plan_id="T1@e2", ok=False, reason="crashed"), e.address, 1.22)
+    assert not e.holdings
+    assert any(isinstance(x, Send) and isinstance(x.msg, Relinquish) and x.to == "e2/edge" for x in out), out
+    assert any(isinstance(x, StopRole) for x in out)
+
+
+# -- seeded simulations: what the site's clients saw -------------------------------------------------------
+
+SEEDS = tuple(range(1, 9))
+
+
+def _success(s, role: str, since: float, until: float) -> tuple[int, int]:
+    reqs = [e for e in s.of("client.request") if e["fields"]["role"] == role and since <= e["fields"]["sent"] < until]
+    return sum(1 for e in reqs if e["fields"]["outcome"] == "served"), len(reqs)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_sites_clients_are_served_through_an_outage_by_one_holder(seed):
+    """8 nodes and the site's clients (a request per role every 0.1 s); the manager cut off at 1.0 s, healed at
+    5.0 s. Once the temporary plan is in force and until the heal, and once the final plan is in force after it,
+    at least 99% of the store requests are served, never by two holders (clients-single-holder valid)."""
+    s = build_edge(seed, 8, clients={"every": 0.1, "timeout": 0.05})
+    s.sim.schedule(1.0, s.isolate)
+    s.sim.schedule(5.0, s.heal)
+    s.run(9.0)
+    v = judge(s)
+    assert v["clients-single-holder"] == "valid", f"seed={seed}: {v}"
+    complete = [e["time"] for e in s.of("plane.plan_complete", 1.0) if e["time"] < 5.0]
+    assert complete, f"seed={seed}: no temporary plan"
+    ok, n = _success(s, "store", complete[0] + 0.1, 4.9)
+    assert n >= 20 and ok >= 0.99 * n, f"seed={seed}: store served {ok} of {n} during the outage"
+    final = [e["time"] for e in s.of("manager.plan_final", 5.0)]
+    assert final, f"seed={seed}: no final plan after the heal"
+    ok, n = _success(s, "store", final[0] + 0.1, 8.9)
+    assert n >= 20 and ok >= 0.99 * n, f"seed={seed}: store served {ok} of {n} after the heal"
+    assert_final_plan_in_force(s, "after the heal")
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_a_workload_that_dies_is_replaced_and_the_clients_served_again(seed):
+    """During the outage the store's workload dies on its holder (the host stops running it, the node still holds
+    the role): the periodic check finds it down, the node gives the role up and the leader re-assigns it; the
+    clients are refused meanwhile and served again within 1.5 s."""
+    s = build_edge(seed, 8, clients={"every": 0.1, "timeout": 0.05})
+    s.sim.schedule(1.0, s.isolate)
+    s.run(3.0)
+    holders = [a for a in s.edges if any(k.startswith("store#") for k in s.edge(a).holdings)]
+    assert holders, f"seed={seed}: nobody holds store at 3.0"
+    for a in holders:
+        for k in [k for k in s.services[a].running if k.startswith("store#")]:
+            del s.services[a].running[k]  # the workload crashed
+    s.run(6.0)
+    gave_up = [e for e in s.of("edge.role_relinquished", 3.0) if e["fields"]["role"] == "store"
+               and e["fields"]["reason"].startswith("workload check failed")]
+    assert gave_up, f"seed={seed}: the dead store workload was never given up"
+    back = [e["fields"]["sent"] for e in s.of("client.request", 3.0)
+            if e["fields"]["role"] == "store" and e["fields"]["outcome"] == "served"]
+    assert back and back[0] - 3.0 <= 1.5, f"seed={seed}: store served again only at {back[:1]}"
+    judge(s)
+
+
+# -- the embedding API -----------------------------------------------------------------------------------------
+
+
+def test_an_embedded_edge_node_starts_and_serves_its_workloads_through_callbacks(nodes, tmp_path):
+    """actors/localplane.py: two EdgeNodeActors with the embedder's callbacks under a real DeploymentManager (one
+    in-process node): the final plan's roles are started through on_start, checked through on_check, and a
+    client's request is answered through on_serve; Persist goes to the FileStore, read back on a restart."""
+    import threading
+
+    from actors import Node, StateMachineActor
+    from actors.localplane import EdgeNodeActor
+    from protocols.localplane import DeploymentManager
+    from protocols.localplane.messages import ClientReply
+    from tests.conftest import wait_for
+    from topologies.durable import FileStore
+
+    node = Node("lab")
+    nodes.append(node)
+    edges = ["lab/e1", "lab/e2"]
+    node.spawn(StateMachineActor, lambda: DeploymentManager("lab/mgr", edges, INTENT), name="mgr")
+    started: list[tuple[str, str]] = []
+    checked: list[str] = []
+    lock = threading.Lock()
+    store = FileStore(tmp_path / "durable", fsync=False)
+
+    def on_start(eff):
+        with lock:
+            started.append((eff.key, eff.plan_id))
+
+    def on_check(eff, report):
+        with lock:
+            checked.append(eff.key)
+        report(True)
+
+    for name in ("e1", "e2"):
+        node.spawn(EdgeNodeActor, "lab/mgr", on_start=on_start, on_stop=lambda eff: None, on_check=on_check,
+                   on_serve=lambda eff, reply: reply(True), store=store if name == "e1" else None,
+                   capability={"tx_per_s": 200, "req_per_s": 400, "ops_per_s": 800}, validate_every=0.2, name=name)
+    wait_for(lambda: {k.partition("#")[0] for k, _ in started} >= {"store", "frontend"} or None, timeout=20,
+             what="store and frontend started")
+    wait_for(lambda: checked or None, timeout=10, what="a workload check")
+    replies: list = []
+
+    class Client(StateMachineActor):
+        pass
+
+    class _Asker:
+        tick_interval = None
+
+        def tick(self, now):
+            return [Send(e, ClientRequest(rid=1, role="store")) for e in edges]
+
+        def handle(self, msg, sender, now):
+            if isinstance(msg, ClientReply):
+                replies.append((sender, msg))
+            return []
+
+    node.spawn(Client, _Asker, name="client")
+    wait_for(lambda: replies or None, timeout=10, what="a client reply")
+    assert len({s for s, _ in replies}) == 1 and replies[0][1].served, replies
+    assert store.load("lab/e1").get("edge", {}).get("deploy") is not None, "the deployment was not persisted"
