@@ -135,3 +135,51 @@ def test_max_delay_held_counts_a_worker_start_as_the_dispatch():
     started = ev(1.0, "workload.task_started", node="w1", actor="worker", task="a", worker="w1/worker")
     later = ev(6.0, "workload.dispatched", task="b", type="py")
     assert MaxDelayHeld().check([ACC_A, ACC_B, started, later]).status == "valid"
+
+
+# ---------------------------------------------------------------- max-delay-held: an idle worker (issue 20, (b))
+
+W1_UP = ev(0.0, "workload.worker_started", node="w1", actor="worker", boot="b1", types=["py"], slots=1, heartbeat=0.5)
+
+
+def test_max_delay_held_sees_an_overdue_task_wait_while_a_worker_of_its_type_is_idle():
+    """The blind spot: a worker of the task's type is up, reachable and runs nothing (its credit never reached the
+    queue, or the queue lost count of it), the overdue task waits, and nothing is dispatched at all - no dispatch
+    passes over it, so the old checker said valid. "No task waits past its maximum delay plus one task's run time
+    while a worker of its type is free": it is invalid once the worker has been free, with the task overdue, for
+    longer than the worker needs to be heard (two heartbeats) plus the slack."""
+    late = ev(20.0, "workload.dispatched", task="a", worker="w1/worker", type="py", attempt=1, waited=20.0,
+              max_delay=5.0)
+    v = MaxDelayHeld().check([W1_UP, ACC_A, late])
+    assert v.status == "invalid", v.summary
+    assert v.evidence[0]["waiting"] == ACC_A and v.evidence[0]["free"] == W1_UP
+    assert "w1/worker" in v.evidence[0]["why"]
+
+
+def test_max_delay_held_allows_the_wait_while_the_worker_is_busy_cut_off_dead_or_of_another_type():
+    def start(t, task):
+        return ev(t, "workload.task_started", node="w1", actor="worker", task=task, worker="w1/worker")
+
+    def finish(t, task):
+        return ev(t, "workload.task_finished", node="w1", actor="worker", task=task, worker="w1/worker")
+
+    late = ev(20.0, "workload.dispatched", task="a", worker="w1/worker", type="py", waited=20.0, max_delay=5.0)
+    acc_c = ev(0.0, "workload.accepted", task="c", type="py", max_delay=600.0)
+    busy = [W1_UP, ACC_A, acc_c, start(0.5, "c"), finish(19.9, "c"), late]  # a long task ran: one run time
+    assert MaxDelayHeld().check(busy).status == "valid"
+    freed_too_long = [W1_UP, ACC_A, acc_c, start(0.5, "c"), finish(10.0, "c"), late]  # free 10 s, a overdue
+    assert MaxDelayHeld().check(freed_too_long).status == "invalid"
+    cut = ev(1.0, "net.partition", node="sim", actor="net", islands=[["w1"], ["q", "gw"]])
+    heal = ev(19.8, "net.heal", node="sim", actor="net")
+    assert MaxDelayHeld().check([W1_UP, ACC_A, cut, heal, late]).status == "valid"  # it could not be reached
+    killed = {"time": 1.0, "node": "chaos", "actor": "nemesis", "kind": "nemesis.kill", "fields": {"node": "w1"}}
+    back = dict(W1_UP, time=19.5)
+    assert MaxDelayHeld().check([W1_UP, ACC_A, killed, back, late]).status == "valid"  # dead until it came back
+    q_down = {"time": 1.0, "node": "chaos", "actor": "nemesis", "kind": "nemesis.kill", "fields": {"node": "q"}}
+    q_up = ev(19.5, "workload.queue_started", incarnation="i2", restored=1, queued=1)
+    assert MaxDelayHeld().check([W1_UP, ACC_A, q_down, q_up, late]).status == "valid"  # no queue to dispatch
+    sh_worker = dict(W1_UP, fields={**W1_UP["fields"], "types": ["sh"]})
+    assert MaxDelayHeld().check([sh_worker, ACC_A, late]).status == "valid"  # it cannot run a py task
+    held = ev(0.5, "workload.dispatched", task="c", worker="w1/worker", type="py")  # on its way there, never started
+    lapsed = ev(19.0, "workload.lease_lapsed", task="c", attempts=1)
+    assert MaxDelayHeld().check([W1_UP, ACC_A, acc_c, held, lapsed, late]).status == "valid"  # its slot was taken

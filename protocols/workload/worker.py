@@ -212,7 +212,8 @@ class Worker:
     def tick(self, now: float) -> list[Effect]:
         out: list[Effect] = []
         if self.seq == 0:
-            out.append(Emit("workload.worker_started", {"boot": self.boot, "types": self.types, "slots": self.slots}))
+            out.append(Emit("workload.worker_started", {"boot": self.boot, "types": self.types, "slots": self.slots,
+                                                        "prefetch": self.prefetch, "heartbeat": self.heartbeat}))
             out.append(Prepare(tuple(self.types)))
         for r in list(self.runs.values()):
             ttl = r.d.lease_ttl

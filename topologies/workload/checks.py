@@ -20,14 +20,26 @@ the events are those of ``protocols/workload``):
   has ended after its last acceptance by the end of the run. Evidence: the
   acknowledgement of each task that did not (``event``).
 * ``max-delay-held`` - no task waits past its maximum delay while a worker of
-  its type takes another task: a ``workload.dispatched`` of a task while a
-  queued task of the same type is overdue by more than ``slack`` seconds and
-  has the earlier deadline (``deadline = accepted time + max_delay``; a task
-  given back by a lapsed lease keeps its deadline) is a violation. So a task
-  may wait past its maximum delay only while no worker of its type is free -
-  at most one task's run time when workers are busy. Evidence: the waiting
-  task's ``workload.accepted`` (``waiting``) and the dispatch that passed it
-  over (``dispatched``). A restarted queue re-states every task it holds with
+  its type is free. Two ways to break it: (1) a ``workload.dispatched`` of a
+  task while a queued task of the same type is overdue by more than ``slack``
+  seconds and has the earlier deadline (``deadline = accepted time +
+  max_delay``; a task given back by a lapsed lease keeps its deadline): the
+  worker took another task; (2) a queued task overdue by more than ``slack``
+  while a worker of its type is *free* - started (``workload.worker_started``:
+  types, slots, heartbeat) and not crashed or killed since, reachable from the
+  task's queue both ways (``net.*`` and ``nemesis`` grudge/pause events), the
+  queue up (not killed or crashed since its ``workload.queue_started``), and
+  fewer tasks held than slots (a task is held from its dispatch to that worker
+  or its start there until it finishes or is fenced there, its dispatch is
+  refused, its lease lapses or it ends) - for longer than ``2 * heartbeat +
+  slack`` (the worker's ``Pull`` is resent every heartbeat): nothing was
+  dispatched to a free worker at all, which (1) cannot see (a worker whose
+  credit never reached the queue, or whose credit the queue lost count of).
+  So a task may wait past its maximum delay only while every worker of its
+  type is busy (at most one task's run time), dead, or cut off. Evidence:
+  the waiting task's ``workload.accepted`` (``waiting``) and the dispatch
+  that passed it over (``dispatched``), or the event since which the worker
+  was free (``free``). A restarted queue re-states every task it holds with
   its state (``workload.accepted`` with ``restored`` and ``state``), which
   replaces what the log said of it. The summary gives the largest overrun seen.
 * ``billed-as-metered`` - every ``workload.billed`` bills the attempt that
@@ -56,7 +68,7 @@ from typing import Any
 
 import attrs
 
-from topologies.checkers import Verdict, plural
+from topologies.checkers import Reach, Verdict, plural
 
 __all__ = ["BilledAsMetered", "CHECKERS", "CredentialWhileRunning", "MaxDelayHeld", "NoTaskLost", "TasksEndOnce"]
 
@@ -159,60 +171,194 @@ class NoTaskLost:
 class MaxDelayHeld:
     name: str = "max-delay-held"
     slack: float = 0.05
+    default_heartbeat: float = 1.0  # a worker's Pull interval when its worker_started does not say (Worker's default)
 
     def check(self, events: list[dict]) -> Verdict:
-        info: dict[str, tuple[float, str, dict]] = {}  # task -> (deadline, type, accepted event)
+        info: dict[str, tuple[float, str, dict, str]] = {}  # task -> (deadline, type, accepted event, queue node)
         queued: dict[str, set[str]] = {}  # type -> queued task ids
+        queued_since: dict[str, float] = {}
+        workers: dict[str, _IdleWorker] = {}
+        queues: dict[str, float | None] = {}  # queue node -> up since (None: down)
+        reach = Reach()
+        reach_since: dict[tuple[str, str], float | None] = {}  # (worker node, queue node) -> both ways up since
+        reported: set[str] = set()
         evidence: list[dict] = []
         dispatches, overdue, worst = 0, 0, 0.0
+
+        def up_since(wnode: str, qnode: str, t: float) -> float | None:
+            """Since when the worker's node and the queue's reach each other both ways (None: they do not);
+            a pair is registered when the later of the two is first seen (a worker's start, a queue's first
+            acceptance), so ``t`` is never later than the start of the wait being judged."""
+            key = (wnode, qnode)
+            if key not in reach_since:
+                up = reach.blocked_by(wnode, qnode) is None and reach.blocked_by(qnode, wnode) is None
+                reach_since[key] = t if up else None
+            return reach_since[key]
+
+        def idle_check(t: float) -> None:
+            """An overdue queued task and a worker of its type that is up, reachable and free the whole time."""
+            for tt, q in queued.items():
+                for tid in sorted(q):
+                    d, _, acc, qnode = info[tid]
+                    if tid in reported or d + self.slack >= t:
+                        continue
+                    qs = queues.get(qnode, -1e18)
+                    if qs is None:
+                        continue  # no queue to dispatch it
+                    for addr, w in sorted(workers.items()):
+                        if w.free_since is None or tt not in w.types:
+                            continue
+                        rs = up_since(addr.partition("/")[0], qnode, t)
+                        if rs is None:
+                            continue
+                        since = max(w.free_since, rs, qs, d + self.slack, queued_since.get(tid, -1e18))
+                        grace = 2 * w.heartbeat + self.slack  # the worker's Pull is resent every heartbeat
+                        if t - since > grace:
+                            reported.add(tid)
+                            evidence.append({"why": f"task {tid} was {t - d:.3f} s past its maximum delay while "
+                                                    f"{addr} (serving {tt}) was free and reachable for "
+                                                    f"{t - since:.3f} s, and nothing was dispatched to it",
+                                             "waiting": acc, "free": w.free_ev})
+                            break
+
+        def release(tid: str, t: float, ev: dict, only: str | None = None) -> None:
+            for addr, w in workers.items():
+                if only is None or addr == only:
+                    w.drop(tid, t, ev)
+
         for ev in _ordered(events):
             k, f = _kind(ev), _f(ev)
             tid = f.get("task")
             t = float(ev.get("time", 0.0))
+            idle_check(t)
+            if reach.update(ev):
+                for key in list(reach_since):
+                    up = reach.blocked_by(*key) is None and reach.blocked_by(key[1], key[0]) is None
+                    if not up:
+                        reach_since[key] = None
+                    elif reach_since[key] is None:
+                        reach_since[key] = t
+                continue
             if k == "workload.accepted":
                 if not (f.get("restored") and tid in info):
                     try:
                         info[tid] = (float(f.get("enqueued_at", t)) + float(f.get("max_delay", 0.0)),
-                                     str(f.get("type", "")), ev)
+                                     str(f.get("type", "")), ev, str(ev.get("node", "")))
                     except (TypeError, ValueError):
                         continue
+                if str(ev.get("node", "")) not in queues:
+                    queues[str(ev.get("node", ""))] = -1e18
+                    for addr in workers:
+                        up_since(addr.partition("/")[0], str(ev.get("node", "")), t)
                 # a restarted queue re-states each task with its state (the dispatch that leased it may be
                 # missing from the log: a SIGKILLed process loses the unflushed tail of its event log)
                 state = f.get("state") if f.get("restored") else "queued"
                 if state == "leased":
                     queued.get(info[tid][1], set()).discard(tid)
                 elif state == "queued":
-                    queued.setdefault(info[tid][1], set()).add(tid)
+                    if tid not in queued.setdefault(info[tid][1], set()):
+                        queued_since[tid] = t
+                    queued[info[tid][1]].add(tid)
+            elif k == "workload.worker_started":
+                addr = _worker(ev)
+                try:
+                    hb = float(f.get("heartbeat", self.default_heartbeat))
+                    slots = int(f.get("slots", 1))
+                except (TypeError, ValueError):
+                    hb, slots = self.default_heartbeat, 1
+                workers[addr] = _IdleWorker(frozenset(str(x) for x in f.get("types") or ()), max(1, slots), hb)
+                workers[addr].update(t, ev)
+                for qnode in queues:
+                    up_since(addr.partition("/")[0], qnode, t)
+            elif k == "workload.queue_started":
+                queues[str(ev.get("node", ""))] = t
+            elif k == "sim.crash" or k == "nemesis.kill":
+                node = f.get("node") if k == "nemesis.kill" else ev.get("node")
+                gone = f"{ev.get('node')}/{ev.get('actor')}" if k == "sim.crash" else None
+                if node in queues and (k == "nemesis.kill" or ev.get("actor") == "queue"):
+                    queues[node] = None
+                for addr, w in workers.items():
+                    if addr == gone or (k == "nemesis.kill" and addr.partition("/")[0] == node):
+                        w.dead(ev)
             elif k == "workload.task_started" and tid in info:  # a worker runs it: it was dispatched (even when
                 queued.get(info[tid][1], set()).discard(tid)      # the queue's own event died with its process)
+                w = workers.get(_worker(ev))
+                if w is not None:
+                    w.hold(tid, t, ev)
+            elif k in ("workload.task_finished", "workload.fenced", "workload.dispatch_refused"):
+                release(tid, t, ev, only=_worker(ev))
             elif k == "workload.lease_lapsed" and tid in info:
-                queued.setdefault(info[tid][1], set()).add(tid)
+                if tid not in queued.setdefault(info[tid][1], set()):
+                    queued_since[tid] = t
+                queued[info[tid][1]].add(tid)
+                release(tid, t, ev)
             elif k in ("workload.task_done", "workload.done_restated") and tid in info:
                 queued.get(info[tid][1], set()).discard(tid)
+                release(tid, t, ev)
             elif k == "workload.dispatched":
                 dispatches += 1
                 mine = info.get(tid)
                 tt = mine[1] if mine else str(f.get("type", ""))
                 q = queued.setdefault(tt, set())
                 q.discard(tid)
+                release(tid, t, ev)
+                w = workers.get(str(f.get("worker", "")))
+                if w is not None:
+                    w.hold(tid, t, ev)  # its slot is taken until the run ends there or the lease lapses
                 my_deadline = mine[0] if mine else float("inf")
                 if my_deadline <= t:
                     overdue += 1
                     worst = max(worst, t - my_deadline)
                 for other in sorted(q):
-                    d, _, acc = info[other]
+                    d, _, acc, _ = info[other]
                     if d + self.slack < t and d < my_deadline:
                         evidence.append({"why": f"task {other} was {t - d:.3f} s past its maximum delay when "
                                                 f"{tid} (deadline {my_deadline - t:+.3f} s) was dispatched instead",
                                          "waiting": acc, "dispatched": ev})
+        if events:
+            idle_check(max(float(e.get("time", 0.0)) for e in events))
         if not dispatches:
             return Verdict(self.name, "unknown", "no task was dispatched in this log: nothing to judge")
         if evidence:
             return Verdict(self.name, "invalid", f"{plural(len(evidence), 'overdue task')} passed over by a dispatch "
-                                                 f"of a later deadline", evidence)
+                                                 f"of a later deadline or left waiting while a worker of its type "
+                                                 f"was free", evidence)
         return Verdict(self.name, "valid", f"{plural(dispatches, 'dispatch', 'dispatches')}, none passing over an "
-                                           f"overdue task; {overdue} overdue when dispatched, largest overrun "
-                                           f"{worst:.3f} s")
+                                           f"overdue task, no overdue task waiting while a worker of its type was "
+                                           f"free; {overdue} overdue when dispatched, largest overrun {worst:.3f} s")
+
+
+class _IdleWorker:
+    """What max-delay-held knows of a worker: its types, slots and heartbeat, the tasks it holds (dispatched to it
+    or running there), and since when it has had a free slot (None: all its slots are taken, or it is dead)."""
+
+    def __init__(self, types: frozenset, slots: int, heartbeat: float) -> None:
+        self.types, self.slots, self.heartbeat = types, slots, heartbeat
+        self.held: set[str] = set()
+        self.alive = True
+        self.free_since: float | None = None
+        self.free_ev: dict | None = None
+
+    def update(self, t: float, ev: dict) -> None:
+        free = self.alive and len(self.held) < self.slots
+        if not free:
+            self.free_since, self.free_ev = None, None
+        elif self.free_since is None:
+            self.free_since, self.free_ev = t, ev
+
+    def hold(self, tid: str, t: float, ev: dict) -> None:
+        self.held.add(tid)
+        self.update(t, ev)
+
+    def drop(self, tid: str, t: float, ev: dict) -> None:
+        if tid in self.held:
+            self.held.discard(tid)
+            self.update(t, ev)
+
+    def dead(self, ev: dict) -> None:
+        self.alive = False
+        self.held.clear()
+        self.free_since, self.free_ev = None, None
 
 
 def _billed_us(metered: float, increment: float, minimum: float) -> int:
