@@ -276,3 +276,19 @@ def test_a_prefetch_credit_is_used_only_while_no_queued_task_could_fall_overdue_
     assert [d.task_id for d in sends(e, Dispatch)] == ["t4"]  # (priority and arrival: "soon" is not overdue)
     e = s.handle(Pull("b", 6, ["py"], 1, 5, 0), W1, 2.5)
     assert [d.task_id for d in sends(e, Dispatch)] == ["soon"]  # overdue: first
+
+
+def test_a_lost_dispatch_does_not_take_the_workers_credit_for_ever():
+    """A Dispatch the network lost was never received: the worker's Pulls say so (received 0) and the queue counted
+    it as still on its way for the rest of the worker's boot - the worker's slot was never offered again, and an
+    idle worker left every later task waiting (max-delay-held's idle-worker rule, issue 20 (b)). A dispatch is on
+    its way for at most a lease: by then it was received or its lease has lapsed."""
+    s = QueueService(["py"], lease_ttl=2.0, tick=0.5)
+    s.tick(0.0)
+    s.handle(enq("t1"), GW, 0.0)
+    s.handle(enq("t2"), GW, 0.0)
+    assert [d.task_id for d in sends(s.handle(Pull("b", 1, ["py"], 1, 0), W1, 0.0), Dispatch)] == ["t1"]  # lost
+    assert sends(s.handle(Pull("b", 2, ["py"], 1, 0), W1, 1.0), Dispatch) == []  # it may still be on its way
+    s.tick(2.5)  # t1's lease lapses: queued again
+    e = s.handle(Pull("b", 3, ["py"], 1, 0), W1, 3.0)
+    assert [d.task_id for d in sends(e, Dispatch)] == ["t1"]

@@ -10,8 +10,9 @@ task type it serves and speaks :mod:`protocols.workload.messages`:
   with the reason.
 * ``Pull`` from a worker sets its credits (how many more tasks of which types
   it takes, less the dispatches sent that it had not received when it wrote
-  the ``Pull``; a newer ``seq`` of the same boot wins, a new boot replaces the
-  old). The service then *pumps*: while some worker has credits and one of its
+  the ``Pull``, counting as still on its way only a dispatch younger than a
+  lease: an older one was received, or lost and its lease lapses; a newer
+  ``seq`` of the same boot wins, a new boot replaces the old). The service then *pumps*: while some worker has credits and one of its
   types has a queued task, the next task in dispatch order is leased to it and
   sent as ``Dispatch``. A *prefetch* credit (``Pull.ahead``: the task would
   wait at the worker until its running task ends) is used only while no queued
@@ -88,6 +89,7 @@ class _Worker:
     free: int
     seen: float
     sent: int = 0  # Dispatches sent to this boot
+    sent_at: list = attrs.field(factory=list)  # when the Dispatches of the last lease_ttl were sent
     ahead: int = 0  # of ``free``, the prefetch credits (the task would wait there for a slot)
 
 
@@ -279,7 +281,12 @@ class QueueService:
             return []
         if w.boot != m.boot:
             w.sent = 0  # a new incarnation of the worker: nothing in flight to it
-        in_flight = max(0, w.sent - m.received) if w.boot == m.boot else 0
+            w.sent_at.clear()
+        # a Dispatch is on its way for at most a lease: by then it was received, or it was lost and its lease
+        # lapses (counting a lost one for ever took the worker's credit for the rest of its boot)
+        while w.sent_at and w.sent_at[0] < now - self.lease_ttl:
+            w.sent_at.pop(0)
+        in_flight = max(0, min(w.sent - m.received, len(w.sent_at))) if w.boot == m.boot else 0
         w.boot, w.seq, w.types, w.free, w.seen = m.boot, m.seq, types, max(0, m.free - in_flight), now
         w.ahead = min(w.free, max(0, m.ahead))  # a dispatch in flight took a credit that starts at once
         return self._pump(now)
@@ -307,6 +314,9 @@ class QueueService:
                 w.free -= 1
                 w.ahead = min(w.ahead, w.free)
                 w.sent += 1
+                w.sent_at.append(now)
+                if len(w.sent_at) > 10_000:
+                    del w.sent_at[0]
                 self._touch(t)
                 self.counters["dispatched"] += 1
                 out.append(Emit("workload.dispatched", {"task": t.id, "worker": addr, "lease": t.lease_id,
