@@ -51,7 +51,7 @@ from transport.sim import LinkSpec, SimNetwork, Uniform
 __all__ = ["OVERSIGHT", "Regions", "build_regions"]
 
 OVERSIGHT = "ops/oversight"
-OPERATOR = "ops-console/console"
+OPERATOR = "ops/console"  # the console runs on the oversight role's node
 
 
 def rc(g: str) -> str:

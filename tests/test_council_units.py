@@ -366,3 +366,12 @@ def test_an_end_is_acknowledged_and_resent_until_then():
     p.q.append((A, MitigationEnd(mid, "images", B, "test"), B))
     p.pump(drop={(B, "MitigationEndAck")})
     assert p.m[A].council.mits[mid].ended
+
+
+def test_operator_requests_from_another_node_are_refused():
+    p = Pump(approval="all")
+    p.q.append((OV, OversightPropose("images", A, B, 2, 50.0, "mallory"), "b-srv/intruder"))
+    p.pump()
+    ack = p.inbox["b-srv/intruder"][-1]
+    assert not ack.ok and "own node" in ack.detail
+    assert not p.kinds("oversight.propose") and p.kinds("oversight.refused")

@@ -27,7 +27,8 @@ configuration and say, in each decision, whether it needs approval). It hears fr
   latest history.
 
 Every operator message is answered with :class:`OversightAck` (``ok`` False and why, e.g. approving a
-mitigation that is not pending). The **history** holds every decision with who made it (a member, an
+mitigation that is not pending). Operator messages are taken only from the oversight role's own node
+(where its console runs, and which a CURVE-keyed transport proves); from anywhere else they are refused. The **history** holds every decision with who made it (a member, an
 operator, the clock), ``history_size`` entries, persisted as a ring (``h/<i>``); mitigation records are
 persisted under ``m/<id>`` before any message that reveals a decision leaves.
 
@@ -69,6 +70,7 @@ from protocols.workflow.council_messages import (
 __all__ = ["Oversight"]
 
 MAX_MITIGATIONS = 1024
+_OPERATOR = (OversightList, OversightApprove, OversightReject, OversightPropose, OversightImpose, OversightCancel)
 
 
 class Oversight:
@@ -131,9 +133,12 @@ class Oversight:
             if entry is not None and msg.member in entry[1]:
                 entry[1].remove(msg.member)
             return []
+        if t in _OPERATOR and self.address and sender.partition("/")[0] != self.address.partition("/")[0]:
+            return self._refuse(sender, "operator requests are taken only from this role's own node (its console)",
+                                getattr(msg, "mitigation", ""))
         if t is OversightList:
             return [Send(sender, self.view(now, msg.history))]
-        if t in (OversightApprove, OversightReject, OversightPropose, OversightImpose, OversightCancel):
+        if t in _OPERATOR:
             if not isinstance(msg.operator, str) or not msg.operator.strip():
                 return self._refuse(sender, "an operator request must name its operator", getattr(msg, "mitigation", ""))
             return {OversightApprove: self._on_approve, OversightReject: self._on_approve,
