@@ -375,3 +375,27 @@ def test_operator_requests_from_another_node_are_refused():
     ack = p.inbox["b-srv/intruder"][-1]
     assert not ack.ok and "own node" in ack.detail
     assert not p.kinds("oversight.propose") and p.kinds("oversight.refused")
+
+
+def test_servers_that_came_through_a_proxy_are_redirected_through_it():
+    from protocols.core import TimerFired
+    from protocols.workflow.proxy import Proxy
+
+    p = Pump()
+    px = "a-px/proxy0"
+    p.m[px] = Proxy(px, {"images": A})
+    servers = [f"a-s{i}/server" for i in range(80)]
+    for s in servers:
+        p.q.append((px, AccessRequest(s, "images", 1, 1, "image", 0, 10.0, s, 0.0), s))
+    p.pump()
+    p._apply(px, p.m[px].handle(TimerFired("flush"), px, 0.0))  # one ProxyBatch to A
+    p.pump()
+    assert len(p.m[A].waiting) == 78
+    p.at(5.0)
+    p.at(7.1)
+    p.at(8.0)
+    moved = [e["fields"]["server"] for e in p.kinds("council.redirect", A)]
+    assert moved
+    got = redirects_to(p, moved[0])
+    assert got and got[0].controller in (B, C), "the proxy did not hand the redirect to its server"
+    assert p.m[px].answers >= len(moved)
