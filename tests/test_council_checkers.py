@@ -99,3 +99,12 @@ def test_a_hold_lifted_by_an_operator_and_a_query_after_the_hold_are_valid():
 
 def _fields_of(evidence: list[dict], kind: str, key: str) -> set:
     return {e["fields"].get(key) for e in evidence if e.get("kind") == kind}
+
+
+def test_the_report_section_lists_each_mitigation_and_is_absent_without_councils():
+    from topologies.workflow.council_report import council_table
+
+    html = council_table(ACCEPTED_VALID + [ev(3.0, P, "council.proposed", mitigation=MID, peer="west-rc/images",
+                                              count=3, by="east-rc/images")], [], 0.0, 10.0)
+    assert html and MID in html and "not needed" in html and "1 servers admitted" in html
+    assert council_table(NOTHING[:1], [], 0.0, 10.0) is None

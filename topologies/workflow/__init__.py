@@ -18,6 +18,7 @@ from topologies.kinds import make_kind
 from topologies.plugin import Command, Plugin, ReportSection
 from topologies.workflow.checks import CHECKERS
 from topologies.workflow.council_checks import COUNCIL_CHECKERS
+from topologies.workflow.council_report import council_table
 from topologies.workflow.console import Console, ConsoleHost, cmd_console, cmd_oversee, setup_console, setup_oversee
 from topologies.workflow.hosts import BootHost
 from topologies.workflow.report import holders_chart
@@ -40,7 +41,8 @@ PLUGIN = Plugin(
                   doc="the oversight role's operator console: a web page on 127.0.0.1 (fleetplane console)"),
     ),
     checkers=CHECKERS + COUNCIL_CHECKERS,
-    report=(ReportSection("Holders and the limit in force", holders_chart),),
+    report=(ReportSection("Holders and the limit in force", holders_chart),
+            ReportSection("Councils: mitigations proposed, decided, approved, enforced", council_table)),
     must_judge=("admission-limit", "leases-end", "servers-done", "no-grant-while-dormant"),
     commands=(Command("console", "print the link (with its token) to a running topology's oversight console",
                       setup_console, cmd_console),
