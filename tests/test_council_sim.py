@@ -138,3 +138,39 @@ def test_a_restarted_lending_controller_keeps_its_council_records():
     west = reg.controller("west").council
     assert any(m.peer == rc("west") for m in west.mits.values()), f"seed {seed}: records lost in the restart"
     assert_holds(reg, judge(reg), must=("admission-limit", "redirect-within-accepted", "servers-done"))
+
+
+def _faulty_run(seed: int, approval: str = "none"):
+    """Lossy, duplicating, reordering links (5% / 5% / 10%) everywhere, and one region's controller (chosen by the
+    seed) isolated for 40 s at a time chosen by the seed; with approval, an operator approves after 5 s."""
+    import random
+
+    from transport.sim import LinkSpec, Uniform
+
+    rnd = random.Random(f"{seed}/nemesis")
+    link = LinkSpec(latency=Uniform(0.001, 0.005), loss=0.05, duplicate=0.05, reorder=0.1)
+    reg = build_regions(seed, link=link, approval=approval, operator=_approver(5.0) if approval != "none" else None,
+                        **SMALL)
+    victim, start = rnd.choice(reg.regions), rnd.uniform(10.0, 60.0)
+    reg.sim.schedule(start, lambda: reg.isolate(f"{victim}-rc"))
+    reg.sim.schedule(start + 40.0, reg.heal)
+    reg.run()
+    return reg, f"seed {seed}: {victim}-rc isolated at {start:.1f} s for 40 s"
+
+
+@pytest.mark.parametrize("seed,approval", [(1, "none"), (2, "all")])
+def test_lossy_links_and_an_isolated_controller_break_nothing(seed, approval):
+    reg, what = _faulty_run(seed, approval)
+    f = reg.figures()
+    assert all(v == SMALL["servers"] for v in f["done"].values()), f"{what}: {f['done']}"
+    assert_holds(reg, judge(reg), must=("admission-limit", "servers-done", "redirect-accepted"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3, 23))
+def test_many_seeds_of_lossy_links_and_isolated_controllers(seed):
+    reg, what = _faulty_run(seed, "all" if seed % 3 == 0 else "none")
+    f = reg.figures()
+    assert all(v == SMALL["servers"] for v in f["done"].values()), f"{what}: {f['done']}"
+    bad = {n: v.summary for n, v in judge(reg).items() if v.status == "invalid"}
+    assert not bad, f"{what}: {bad}"
