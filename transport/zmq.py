@@ -41,7 +41,10 @@ by ``PeerDown`` (pending asks to that node fail with ``PeerDownError``).
 Anything else (wrong frame count, unknown kind, undecodable text, an address
 over ``MAX_ADDRESS`` = 255 bytes, a payload over the size limit, an unknown tag,
 a well-formed message for an actor that does not exist) is counted per peer and
-dropped; the node keeps serving. ``MAXMSGSIZE`` (4x the frame limit) makes zmq
+dropped; the node keeps serving. ``transport.bad_frame`` events are rate-limited
+(``bad_frame_events`` per problem per second, the rest counted and summed up in one
+``transport.bad_frames_suppressed`` event), so a hostile peer cannot flood the log.
+``MAXMSGSIZE`` (4x the frame limit) makes zmq
 itself cut off a peer that sends a gigantic frame before it is ever buffered.
 docs/wire.md is the full wire format, for clients in other languages.
 
@@ -97,6 +100,10 @@ it stays open (a ROUTER_MANDATORY send of one empty frame tells whether it
 still is; ZMTP pings close vanished ones); a new connection for a node whose
 bound one closed starts a new session (the old one is reported down, reason
 "reconnected"); one connection speaks for one node.
+A peer that re-makes its link may be heard on the new connection before the old
+one's close is seen here, so a new connection's frames wait (held in order, no
+sign of life) up to one heartbeat interval for the bound one to close; only if
+it stays open are they bad_identity (see ``_admit``).
 A heartbeat never changes a configured node's endpoint.
 
 **Security.** With :class:`CurveConfig` the ROUTER is a CURVE server that
@@ -173,6 +180,13 @@ _MAX_HEADER = 11 + 2 * MAX_ADDRESS
 MAX_ENDPOINT = 255  # bytes of a heartbeat's endpoint
 _IDENTS = 4096  # CURVE: connection identities whose authenticated node name is remembered
 _FATAL_ERRORS = 100  # unexpected errors in a row on the I/O thread after which it gives up (transport.died)
+# Plaintext: a new connection that speaks for a node whose bound connection is not seen closed yet
+# waits (its frames held, in order) for that connection to close, for one heartbeat interval at most.
+_HOLD_CONNS = 64  # connections waiting at a time
+_HOLD_FRAMES = 10_000  # frames held per waiting connection
+_HOLD_BYTES = 16 << 20  # bytes held in all
+_PROBE_FIRST = 0.01  # seconds between the first two probes of a bound connection; doubles up to a heartbeat interval
+BAD_FRAME_EVENTS = 20  # transport.bad_frame events per problem per second; the rest are counted and summed up
 # tcp://host:port: a DNS name or IPv4 address, or an IPv6 address in brackets; no wildcard, no interface
 _TCP_ENDPOINT = re.compile(r"tcp://([A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]{1,5})")
 
@@ -230,6 +244,18 @@ class LoopTimer:
         self.cancelled = True  # dropped when it comes due (a heap entry is not worth a lookup)
 
 
+class _Held:
+    """Frames of a new connection that claims node ``name`` while that node's bound connection is
+    not seen closed yet: released when it is (a new session), refused once ``deadline`` passes."""
+
+    __slots__ = ("name", "deadline", "items", "size")
+
+    def __init__(self, name: str, deadline: float):
+        self.name, self.deadline = name, deadline
+        self.items: list[tuple] = []  # ("message", route, header, payload) | (what, frames)
+        self.size = 0
+
+
 class _Peer:
     __slots__ = ("name", "endpoint", "sock", "lock", "counts")
 
@@ -265,7 +291,8 @@ class ZmqTransport:
                  reconnect_ivl: float = 0.1, reconnect_ivl_max: float = 2.0,
                  clock: Callable[[], float] = time.monotonic, directory: dict[str, str] | None = None,
                  learn_peers: bool | Collection[str] = True, max_learned_peers: int = 256,
-                 evict_after: int = 20, on_died: Callable[[], None] | None = None):
+                 evict_after: int = 20, on_died: Callable[[], None] | None = None,
+                 bad_frame_events: int = BAD_FRAME_EVENTS):
         self.bind_to = bind
         self._initial_peers = dict(peers or {})
         # endpoints of nodes we connect to only when we first send to them (a large topology
@@ -291,7 +318,15 @@ class ZmqTransport:
         # traffic (trust on first use), kept for the life of that connection.
         self._ident_name: dict[bytes, str] = {}
         self._name_ident: dict[str, bytes] = {}  # plaintext: node -> its bound connection
-        self._alive_at: dict[bytes, float] = {}  # plaintext: bound connection -> last seen still open
+        self._alive_at: dict[bytes, float] = {}  # plaintext: bound connection -> last probed still open
+        self._probe_gap: dict[bytes, float] = {}  # plaintext: bound connection -> seconds until it is probed again
+        self._held: dict[bytes, _Held] = {}  # plaintext: new connection -> its frames waiting (see _admit)
+        self._held_bytes = 0
+        self._no_hold: bytes | None = None  # the connection whose held frames are being refused
+        if bad_frame_events < 1:
+            raise ValueError("bad_frame_events must be >= 1")
+        self.bad_frame_events = bad_frame_events
+        self._bad_window: dict[str, list] = {}  # problem -> [window start, events, suppressed]
         self.detector = FailureDetector(heartbeat_interval, liveness)
         self.heartbeat_interval = heartbeat_interval
         self.sndhwm, self.rcvhwm = sndhwm, rcvhwm
@@ -427,6 +462,13 @@ class ZmqTransport:
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._thread is None or not self._thread.is_alive():
+            try:
+                self._flush_bad()  # what the rate limit left out, summed up before the node's log closes
+            except Exception:
+                pass
+        self._held.clear()  # frames that waited for a connection to close: nobody will read them now
+        self._held_bytes = 0
         with self._peers_lock:
             peers = list(self._peers.values())
         for p in peers:
@@ -667,6 +709,8 @@ class ZmqTransport:
                         next_beat = now + self.heartbeat_interval
                         self._apply_quiet()
                         self._heartbeat(now)
+                        if self._bad_window:
+                            self._flush_bad(now)
                     due = next_beat
                     if self._delayed:
                         with self._delayed_lock:
@@ -674,6 +718,8 @@ class ZmqTransport:
                                 due = min(due, self._delayed[0][0])
                     if timers:
                         due = min(due, timers[0][0])
+                    if self._held:  # frames wait for a connection to close: look again soon
+                        due = min(due, now + _PROBE_FIRST)
                     # ceil: never wake (and spin) before a deadline; ready callbacks: just look
                     timeout = 0 if ready else math.ceil(max(0.0, due - now) * 1000)
                     for sock, _ in poll(items, timeout):
@@ -694,6 +740,8 @@ class ZmqTransport:
                         self._run_timers(clock())
                     if ready:
                         self._run_ready()
+                    if self._held:
+                        self._check_held(clock())
                     errors = 0
                 except Exception as e:  # never a silent death of the I/O thread
                     errors += 1
@@ -797,13 +845,41 @@ class ZmqTransport:
             self._peer_event(change)
 
     def _bad(self, peer: str, what: str, detail: str) -> None:
+        """Bad input: always counted; a ``transport.bad_frame`` event only within the rate limit.
+
+        At most ``bad_frame_events`` events per problem per second (a hostile peer cannot flood the
+        event log); the rest are counted (``bad_frame_events_suppressed``) and summed up in one
+        ``transport.bad_frames_suppressed`` event once their second is over (at the next heartbeat
+        tick) and at close. I/O thread only.
+        """
         key = f"bad_{what}"
         self._counts[key] += 1
         if peer:
             p = self._peers.get(peer)
             if p is not None:
                 p.counts[key] += 1
-        self._emit("transport.bad_frame", {"peer": peer, "problem": what, "detail": detail[:200]})
+        now = self._clock()
+        w = self._bad_window.get(what)
+        if w is None or not 0 <= now - w[0] < 1.0:
+            if w is not None and w[2]:
+                self._bad_summary(what, w)
+            w = self._bad_window[what] = [now, 0, 0]
+        if w[1] < self.bad_frame_events:
+            w[1] += 1
+            self._emit("transport.bad_frame", {"peer": peer, "problem": what, "detail": detail[:200]})
+        else:
+            w[2] += 1
+            self._counts["bad_frame_events_suppressed"] += 1
+
+    def _bad_summary(self, what: str, w: list) -> None:
+        n, w[2] = w[2], 0
+        self._emit("transport.bad_frames_suppressed", {"problem": what, "suppressed": n, "per_second": self.bad_frame_events})
+
+    def _flush_bad(self, now: float | None = None) -> None:
+        """Sum up the bad-frame events left out in seconds that are over (all of them: ``now`` None)."""
+        for what, w in list(self._bad_window.items()):
+            if w[2] and (now is None or not 0 <= now - w[0] < 1.0):
+                self._bad_summary(what, w)
 
     def _drain(self, router: zmq.Socket) -> None:
         """Read what is waiting (at most 1,000 messages) and deliver it as one batch."""
@@ -856,8 +932,8 @@ class ZmqTransport:
                 if route is None:
                     continue
             to, sender, peer = route
-            if names.get(ident) != peer and not self._admit(ident, peer, "message"):
-                continue  # another connection (or key) speaks for that node: counted
+            if names.get(ident) != peer and not self._admit(ident, peer, "message", item=("message", route, header, payload)):
+                continue  # another connection (or key) speaks for that node: counted (or held, see _admit)
             corr = int.from_bytes(header[1:9], "big")
             if corr:  # restore the per-ask address (see send)
                 if to.endswith(_ASK):
@@ -947,7 +1023,7 @@ class ZmqTransport:
             names.clear()  # a cache: a connection's name is read again from its next message
         names[ident] = uid or ""
 
-    def _admit(self, ident: bytes, name: str, what: str, bind: bool = True) -> bool:
+    def _admit(self, ident: bytes, name: str, what: str, bind: bool = True, item: tuple | None = None) -> bool:
         """May this connection speak for node ``name``? (It does not already, per ``_ident_name``.)
 
         CURVE: only the connection whose key belongs to ``name``. Plaintext: a connection that already
@@ -955,6 +1031,14 @@ class ZmqTransport:
         the bound one is closed: that session is reported down, reason "reconnected"), this one -
         the first to speak for a known node owns the name for the life of its connection. Messages
         from strangers (nodes that are not peers) bind nothing.
+
+        Plaintext, a new connection for a node whose bound connection is not seen closed yet: that
+        is what a peer's legitimate reconnect looks like (it closed its old connection and opened a
+        new one; the close may be processed here after the new connection's first frames), and what
+        an attacker's claim looks like. ``item`` (this frame) is then held, with every later frame of
+        this connection, in order (False is returned, nothing is counted): released as a new session
+        as soon as the bound connection is seen closed (``_check_held``), counted as bad_identity and
+        dropped if it is still open one heartbeat interval later. Held frames are no sign of life.
         """
         owner = self._ident_name.get(ident)
         if self.curve is not None:
@@ -965,25 +1049,127 @@ class ZmqTransport:
             self._bad(name if name in self._peers else "", "identity",
                       f"{what} claims node {name!r:.60} on the connection of node {owner!r:.60}")
             return False
+        holding = ident != self._no_hold
+        if holding and ident in self._held:  # it waits already: so do its later frames
+            if item is not None and self._hold(ident, name, item):
+                return False
+            self._bad(name if name in self._peers else "", "identity",
+                      f"{what} claims node {name!r:.60} from a connection that waits for another to close (no room to hold it)")
+            return False
         bound = self._name_ident.get(name)
         if bound is not None:
             if not self._gone(bound):
+                if holding and item is not None and self._hold(ident, name, item):
+                    return False
                 self._bad(name if name in self._peers else "", "identity",
                           f"{what} claims node {name!r:.60} from another connection than the one it uses")
                 return False
-            # Its connection is closed: that session is over. Reported down at once (pending asks
-            # fail), so traffic on a new connection never silently continues a dead node's session.
-            self._unbind(name)
-            for change in self.detector.left(name, "reconnected"):
-                self._changed(change)
+            self._take_over(name, what)
         if bind and name in self._peers:
             self._bind(name, ident)
         return True
 
+    def _take_over(self, name: str, what: str) -> None:
+        """Plaintext: ``name``'s bound connection is closed, so its session is over.
+
+        Reported down at once (pending asks fail), so traffic on a new connection never silently
+        continues a dead node's session; a goodbye reports it itself ("left").
+        """
+        self._unbind(name)
+        self._counts["connections_replaced"] += 1
+        if what != "goodbye":
+            for change in self.detector.left(name, "reconnected"):
+                self._changed(change)
+
+    def _hold(self, ident: bytes, name: str, item: tuple) -> bool:
+        """Hold ``item`` of connection ``ident`` (see _admit); False if there is no room (bounded)."""
+        h = self._held.get(ident)
+        size = len(item[3]) + len(item[2]) if item[0] == "message" else sum(len(f) for f in item[1])
+        if h is None and len(self._held) >= _HOLD_CONNS:
+            return False
+        if (h is not None and len(h.items) >= _HOLD_FRAMES) or self._held_bytes + size > _HOLD_BYTES:
+            return False
+        if h is None:
+            h = self._held[ident] = _Held(name, self._clock() + self.heartbeat_interval)
+        h.items.append(item)
+        h.size += size
+        self._held_bytes += size
+        self._counts["identity_held"] += 1
+        return True
+
+    def _check_held(self, now: float) -> None:
+        """Release what waits for a closed connection; refuse what waited its time (I/O thread)."""
+        for ident, h in list(self._held.items()):
+            bound = self._name_ident.get(h.name)
+            expired = now >= h.deadline
+            still_open = bound is not None and bound != ident and not self._gone(bound, fresh=expired)
+            if still_open and not expired:
+                continue
+            del self._held[ident]
+            self._held_bytes -= h.size
+            if still_open:  # another connection speaks for that node: these frames are not its
+                self._no_hold = ident
+                try:
+                    self._replay(ident, h.items)
+                finally:
+                    self._no_hold = None
+            else:
+                if bound is not None and bound != ident:
+                    self._take_over(h.name, h.items[0][0])
+                self._replay(ident, h.items)
+
+    def _replay(self, ident: bytes, items: list[tuple]) -> None:
+        """Run held frames through the receive path again, in order."""
+        batch: list[Envelope] = []
+        for item in items:
+            if item[0] == "message":
+                self._message(ident, item[1], item[2], item[3], batch)
+                continue
+            if batch:  # in order with a heartbeat or goodbye among them
+                self._deliver(batch)  # type: ignore[misc]
+                batch = []
+            self._other(item[1])
+        if batch:
+            self._deliver(batch)  # type: ignore[misc]
+
+    def _message(self, ident: bytes, route: tuple[str, str, str], header: bytes, payload: bytes,
+                 batch: list[Envelope]) -> None:
+        """One message, the steps of _drain's inline path (for held frames)."""
+        to, sender, peer = route
+        if self._ident_name.get(ident) != peer and not self._admit(ident, peer, "message",
+                                                                   item=("message", route, header, payload)):
+            return
+        corr = int.from_bytes(header[1:9], "big")
+        if corr:
+            if to.endswith(_ASK):
+                to += str(corr)
+            elif sender.endswith(_ASK):
+                sender += str(corr)
+        p = self._peers.get(peer)
+        if self.faults:
+            delays, why = self.faults.decide(peer, "in", self.rng)
+            if not delays:
+                if p is not None:
+                    p.counts[f"dropped_by_rule_{why}"] += 1
+                return
+            if delays != (0.0,):
+                for d in delays:
+                    self._later(d, ("in", peer, Envelope(to, sender, corr, payload)))
+                return
+        if p is not None:
+            self._heard(peer, None)
+            p.counts["msgs_in"] += 1
+            p.counts["bytes_in"] += len(payload)
+        else:
+            self._counts["msgs_in_unknown_peer"] += 1
+        if len(payload) > self.max_frame:
+            self._bad(peer, "oversized", f"payload of {len(payload)} bytes over the limit of {self.max_frame}")
+            return
+        batch.append(Envelope(to, sender, corr, payload))
+
     def _bind(self, name: str, ident: bytes) -> None:
         self._name_ident[name] = ident
         self._ident_name[ident] = name
-        self._alive_at[ident] = self._clock()
 
     def _unbind(self, name: str) -> None:
         ident = self._name_ident.pop(name, None)
@@ -991,15 +1177,19 @@ class ZmqTransport:
             if self.curve is None:
                 self._ident_name.pop(ident, None)
             self._alive_at.pop(ident, None)
+            self._probe_gap.pop(ident, None)
 
-    def _gone(self, ident: bytes) -> bool:
+    def _gone(self, ident: bytes, fresh: bool = False) -> bool:
         """Plaintext: is the connection ``ident`` closed? (A send to it fails: ROUTER_MANDATORY.)
 
         The probe is one empty frame back over that connection (a DEALER that never reads just
-        queues it, up to its receive limit); at most one per heartbeat interval per connection.
+        queues it, up to its receive limit). The first comes at once; while the connection stays
+        open the next ones come 10 ms, 20 ms, ... apart, at most one per heartbeat interval
+        (``fresh``: now, whatever the gap).
         """
         now = self._clock()
-        if now - self._alive_at.get(ident, -math.inf) < self.heartbeat_interval:
+        gap = self._probe_gap.get(ident, _PROBE_FIRST)
+        if not fresh and now - self._alive_at.get(ident, -math.inf) < gap:
             return False
         try:
             self._router.send_multipart([ident, b""], _F_NB)  # type: ignore[union-attr]
@@ -1007,6 +1197,7 @@ class ZmqTransport:
             if e.errno == zmq.EHOSTUNREACH:
                 return True
         self._alive_at[ident] = now
+        self._probe_gap[ident] = min(2 * gap, self.heartbeat_interval)
         return False
 
     def _may_learn(self, name: str) -> str | None:
@@ -1038,8 +1229,9 @@ class ZmqTransport:
             if len(frames[3]) != 8 or not name or "/" in name or name == self.node or len(frames[2]) > MAX_ADDRESS:
                 self._bad("", "heartbeat", f"malformed heartbeat from {name!r:.40}")
                 return
-            if self._ident_name.get(ident) != name and not self._admit(ident, name, "heartbeat", bind=False):
-                return  # counted (bad_identity)
+            if self._ident_name.get(ident) != name and not self._admit(ident, name, "heartbeat", bind=False,
+                                                                       item=("heartbeat", frames)):
+                return  # counted (bad_identity), or held until the node's old connection closes
             if self.faults:
                 delays, _ = self.faults.decide(name, "in", self.rng)
                 if not delays:
@@ -1084,9 +1276,9 @@ class ZmqTransport:
             known = self.detector.incarnation(name)
             if inc and inc == known:
                 # only the connection (plaintext) or key (CURVE) that speaks for the node may say it left
-                if self._ident_name.get(ident) != name:
-                    self._bad(name if name in self._peers else "", "identity",
-                              f"goodbye for node {name!r:.60} from a connection that does not speak for it")
+                # (plaintext: a new connection may, once the node's old one is closed - see _admit)
+                if self._ident_name.get(ident) != name and not self._admit(ident, name, "goodbye", bind=False,
+                                                                           item=("goodbye", frames)):
                     return
                 for change in self.detector.left(name):
                     self._changed(change)
