@@ -399,3 +399,28 @@ def test_servers_that_came_through_a_proxy_are_redirected_through_it():
     got = redirects_to(p, moved[0])
     assert got and got[0].controller in (B, C), "the proxy did not hand the redirect to its server"
     assert p.m[px].answers >= len(moved)
+
+
+def test_a_provision_wave_larger_than_capacity_is_an_overload_before_the_servers_ask():
+    from protocols.workflow.messages import Provision
+
+    p = Pump()
+    p.ask(A, 5, "a-s")  # 2 granted, 3 waiting: no overload by itself
+    p.q.append((A, Provision("images", "boot", "image", 100, 10.0), "a-wf/workflow"))
+    p.pump()
+    p.at(5.0)
+    over = p.kinds("council.overload", A)
+    assert over and "provision" in over[0]["fields"]["reasons"], over
+    assert over[0]["fields"]["unseen"] == 95  # announced, not arrived: 100 - 3 waiting - 2 holding
+    assert p.kinds("council.query", A)
+
+
+def test_an_under_delivering_resource_is_named_as_a_reason():
+    p = Pump()
+    p.ask(A, 30, "a-s")
+    p.m[A].underdelivering = True  # as history.underdelivery sets it
+    p.at(5.0)
+    assert "underdelivery" in p.kinds("council.overload", A)[0]["fields"]["reasons"]
+    # and an under-delivering member lends nothing
+    p.m[B].underdelivering = True
+    assert p.m[B].council.headroom(5.0) == 0
