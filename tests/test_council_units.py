@@ -424,3 +424,25 @@ def test_an_under_delivering_resource_is_named_as_a_reason():
     # and an under-delivering member lends nothing
     p.m[B].underdelivering = True
     assert p.m[B].council.headroom(5.0) == 0
+
+
+def test_a_restarted_oversight_role_still_gets_its_approval_to_both_parties():
+    p = Pump(approval="all")
+    p.ask(A, 80, "a-s")
+    p.at(5.0)
+    p.at(7.1)
+    mid = p.m[OV].pending(7.1)[0]
+    p.operator(OversightApprove(mid, "ana"))
+    # the approval to the peer is lost, and the oversight role restarts from its record (its resends forgotten)
+    p.q.clear()
+    p.m[A].council.mits[mid].approved = None
+    p.m[A].council.mits[mid].state = derive(p.m[A].council.mits[mid])
+    peer = p.m[OV].mits[mid].peer
+    p.m[peer].council.mits[mid].approved = None
+    p.m[peer].council.mits[mid].state = derive(p.m[peer].council.mits[mid])
+    p.m[OV] = Oversight({"images": {"members": [A, B, C], "approval": "all"}}, rng=random.Random(10), address=OV,
+                        durable=dict(p.disk[OV]))
+    for t in (8.0, 14.0):
+        p.at(t)
+    assert p.m[peer].council.mits[mid].approved is True
+    assert derive(p.m[peer].council.mits[mid], 14.0).value == "in_force"

@@ -369,8 +369,9 @@ class Council:
                 elif now - m.sent_at >= self.cfg.retry_every and m.peer:
                     m.sent_at = now
                     fx.append(self._send(m.peer, self._proposal(m)))
-            elif (m.state is M.PENDING and m.proposer == self.address and self.cfg.oversight
+            elif (m.state is M.PENDING and self.address in (m.proposer, m.peer) and self.cfg.oversight
                   and now - m.asked_at >= 5 * self.cfg.retry_every):
+                # both parties ask again while it waits: the oversight role answers a decided one again
                 m.asked_at = now
                 fx.append(self._send(self.cfg.oversight, self._notice("approval", m)))
             if m.unacked and m.ended:
