@@ -93,6 +93,7 @@ class Persist(Effect):
     The host writes it at once and syncs before the next message leaves (group
     commit), so a send that depends on the state never overtakes it. On the
     next start the machine gets everything written so far back (``durable=``).
+    ``data=None`` deletes ``key`` (it is not given back on the next start).
     """
 
     key: str

@@ -5,7 +5,8 @@
 deterministic simulator. Monitors' ``Persist`` effects go to a per-monitor
 dict (the disk) in effect order; ``crash_monitor``/``restart_monitor`` lose
 everything but the disk; ``restart_monitor(rack, wipe=True)`` also empties
-its disk first (a replaced drive or a new machine). ``control_params`` go to every
+its disk first (a replaced drive or a new machine); ``Persist(key, None)`` deletes
+a key (``history=True`` also keeps every key ever written, for the benchmark). ``control_params`` go to every
 rack control (e.g. ``reboot_time``). ``main_net``/``monitor_net`` are the node names of
 the two channels, so a test can cut one and leave the other up.
 """
@@ -26,7 +27,8 @@ CLEAN = LinkSpec(latency=Uniform(0.0005, 0.002))
 
 class RackFleet:
     def __init__(self, seed: int, dcs: int = 3, sectors: int = 4, racks: int = 6, *, link: LinkSpec = CLEAN,
-                 trace: bool = False, control_params: dict | None = None, **monitor_params) -> None:
+                 trace: bool = False, control_params: dict | None = None, history: bool = False,
+                 **monitor_params) -> None:
         self.seed = seed
         self.layout = Layout(dcs, sectors, racks)
         self.layout_dict = {"dcs": dcs, "sectors": sectors, "racks": racks}
@@ -34,6 +36,8 @@ class RackFleet:
         self.control_params = dict(control_params or {})
         self.sim = Simulator(seed, SimNetwork(default=link), trace_messages=trace)
         self.disk: dict[str, dict] = defaultdict(dict)
+        # history=True: every key each monitor ever wrote, deletions ignored (what it would hold without retiring)
+        self.history: dict[str, dict] | None = defaultdict(dict) if history else None
         self.wipes: dict[str, int] = {}  # monitor -> disks lost (keeps each incarnation's rng distinct)
         self.racks = self.layout.all_racks()
         for r in self.racks:
@@ -73,7 +77,12 @@ class RackFleet:
 
     def _persist(self, effect, address, sim):
         assert isinstance(effect, Persist), effect
-        self.disk[address][effect.key] = copy.deepcopy(effect.data)
+        if effect.data is None:
+            self.disk[address].pop(effect.key, None)  # a deletion (a retired instance)
+        else:
+            self.disk[address][effect.key] = copy.deepcopy(effect.data)
+            if self.history is not None:
+                self.history[address][effect.key] = self.disk[address][effect.key]
 
     # faults and commands (call now or from sim.schedule callbacks)
     def at(self, t: float, fn, *args, **kwargs) -> None:

@@ -19,6 +19,10 @@ data written per key). A store keeps that mapping per actor address:
   sync covers every ``Persist`` of a handler, however many it returned (group
   commit), and no message ever reports state the disk does not hold.
 
+  ``Persist(key, None)`` deletes ``key``: the record ``[key, null]`` is
+  appended like any other, loading drops the key, and a compaction leaves it
+  out (so a machine that retires keys keeps a log bounded by its live keys).
+
   Format (docs/durable.md): each line is ``<crc32 hex8> <seq> <json>\\n``; the
   CRC32 covers ``<seq> <json>`` exactly as stored. Line 1 is a header whose
   JSON is ``{"durable": 2, "snapshot": K}`` and whose seq is the base ``B``;
@@ -93,7 +97,10 @@ class MemoryStore:
         return copy.deepcopy(self.data.get(address, {}))
 
     def write(self, address: str, key: str, value: Any) -> None:
-        self.data.setdefault(address, {})[key] = copy.deepcopy(value)
+        if value is None:
+            self.data.setdefault(address, {}).pop(key, None)  # a deletion
+        else:
+            self.data.setdefault(address, {})[key] = copy.deepcopy(value)
         self.writes += 1
 
     def sync(self, address: str) -> None:
@@ -202,7 +209,10 @@ def verify(path: Path, address: str = "") -> tuple[dict[str, Any], int, int, int
             raise CorruptLog(path, n, f"sequence gap: record {seq} after {last}", address)
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
             raise CorruptLog(path, n, f"expected [key, data], got {chunk[:60]!r}", address)
-        data[entry[0]] = entry[1]
+        if entry[1] is None:
+            data.pop(entry[0], None)  # a deletion record
+        else:
+            data[entry[0]] = entry[1]
         last = seq
     if not chunks:
         raise CorruptLog(path, 1, "the header line is incomplete", address)
@@ -284,7 +294,10 @@ class FileStore:
             self.load(address)
             log = self._logs[address]
         payload = json.dumps([key, value], separators=(",", ":"))
-        log.data[key] = json.loads(payload)[1]  # what the disk holds (a copy; tuples read back as lists)
+        if value is None:
+            log.data.pop(key, None)  # a deletion: the record stays in the log until the next compaction
+        else:
+            log.data[key] = json.loads(payload)[1]  # what the disk holds (a copy; tuples read back as lists)
         log.seq += 1
         if log.fresh:
             self._rewrite(log)  # the first write: sidecar, then a log holding a snapshot of this record

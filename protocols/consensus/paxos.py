@@ -62,7 +62,9 @@ Whenever they change the machine returns ``Persist(key, data)`` *before* any
 before it carries out later effects of the same list. A restarted node is
 built with ``PaxosNode(..., durable=saved)`` where ``saved`` maps each key to
 its latest data (``state()`` returns the same mapping from a live node), and
-resumes its unfinished proposals on its first ``tick``. Without that an
+resumes its unfinished proposals on its first ``tick``. ``retire(instance)``
+deletes an instance's key (``Persist(key, None)``: the store drops it) for a
+host that refuses that instance from then on (see its docstring). Without that an
 acceptor could promise or accept below its old promise, and a proposer could
 reuse a ballot with a different value.
 
@@ -239,6 +241,8 @@ class PaxosNode:
                 self.round = int(data.get("round", 0))
                 self.pending = dict(data.get("pending", {}))
             elif key.startswith("instance/"):
+                if data is None:
+                    continue  # retired (a store that keeps deleted keys as None)
                 st = self._inst(key[len("instance/"):])
                 if st is None:
                     raise ValueError(f"durable state for instance {key!r}, which has no member group")
@@ -317,6 +321,27 @@ class PaxosNode:
             return []
         self.round = int(round_)
         return [Persist(PROPOSER_KEY, self._proposer_data())]
+
+    def retire(self, instance: str) -> list[Effect]:
+        """Forget ``instance`` for good: its durable key is deleted (``Persist(key, None)``), its timers cancelled.
+
+        Only for a host that will never hand this node a message of that instance again (it
+        keeps a watermark, durably *before* these effects, and refuses the instance itself):
+        a node that forgot an instance and then voted in it afresh could help choose a second value.
+        """
+        st = self.instances.pop(instance, None)
+        effects: list[Effect] = []
+        if self.pending.pop(instance, None) is not None:
+            effects.append(Persist(PROPOSER_KEY, self._proposer_data()))
+        if st is None:
+            return effects
+        if any(v is not None for v in st.durable().values()):
+            effects.append(Persist(instance_key(instance), None))
+        if st.phase in (Phase.PREPARING, Phase.ACCEPTING):
+            effects.append(CancelTimer(f"retry/{instance}"))
+        if st.unconfirmed:
+            effects.append(CancelTimer(f"announce/{instance}"))
+        return effects
 
     def highest_round_seen(self) -> int:
         """The highest ballot round this node has used, promised, accepted or learned in any instance."""

@@ -18,7 +18,8 @@ of its group), ``Seat`` (an authority announcing itself to the group above),
 decision to the target rack's own monitor, retried until acknowledged),
 ``Rejoin``/``RejoinReply`` (a monitor that started on an empty disk learning,
 from enough other members of its sector to meet every quorum, what it may have voted for
-and which condition seqs are used).
+and which condition seqs are used), ``Retired`` (an acceptor's answer to a Paxos message of an
+instance it retired behind a newer decided one).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from transport.codec import message
 
 __all__ = ["Execute", "ExecuteAck", "Fact", "FactAck", "Heartbeat", "HeartbeatAck", "Reboot", "RebootAck", "Seat",
            "SetMetrics", "Status",
-           "Rejoin", "RejoinReply", "SyncReply", "SyncRequest", "TermHint"]
+           "Rejoin", "RejoinReply", "Retired", "SyncReply", "SyncRequest", "TermHint"]
 
 
 @message("rack.Status")
@@ -167,6 +168,15 @@ class SyncRequest:
 class SyncReply:
     facts: list  # fleet-level facts, each a dict
     extra: Any = None
+
+
+@message("rack.Retired")
+class Retired:
+    """The sender retired ``instance`` (a newer instance of its stream was decided): it will not vote in it.
+
+    The receiver stops proposing in it and retires it too (refusing an instance is always safe)."""
+
+    instance: str
 
 
 @message("rack.Rejoin")

@@ -197,6 +197,49 @@ by the even quorum arithmetic of 4 or more seats and by the terms its sector
 peers know; and two members of one group losing their disks at once exceeds
 the failure model (the answers of a rejoining peer carry no memory).
 
+**6. Bounded state: retired instances.** Every condition change, term and
+decision is a Paxos instance, so without pruning a monitor's durable state
+grows with history. Instances form *streams* (``<group>|authority`` by
+term, ``<group>|condition|<rack>`` and ``<group>|control|reboot:<rack>`` by
+seq; the gid's seat list is not part of the stream) and only the newest
+decided key of a stream matters: a newer fact about a rack supersedes every
+older one (at every level), a newer term every older designation, a newer
+decision every older one (the target refuses older decisions by seq). So a
+monitor keeps a durable *watermark* per stream (``retired``): when it learns
+a fact, a term or a decision, it raises the watermark to that key, persists
+it, and only *then* deletes the instances below it (``PaxosNode.retire``:
+``Persist(key, None)``). It never votes in an instance below a watermark:
+``Prepare``/``Accept`` of one are answered ``Retired`` (and, for a stale
+designation, a ``TermHint``), a ``Chosen`` is acknowledged and not learned,
+and a proposer told ``Retired`` stops and retires that instance too. Why this
+is safe: refusing to vote is always safe for Paxos (a retired acceptor acts
+as a crashed one for that instance), and nothing is forgotten before the
+refusal is durable, so no restart votes afresh in a forgotten instance. What
+is given up: a member that missed the value of a retired instance never
+learns it, which is harmless because a newer value of the same stream is
+decided and what the monitor acts on is the newest one. A restart so loads
+and replays only the live instances: per stream its newest key (and its
+copies in other seat lists of an upper group, until the next key), hence
+racks x levels x a small constant. Superseded push-downs (``Fact`` awaiting
+acks for an older seq) are dropped too.
+
+**7. Silent peers.** A member that died for good must not be sent a resend
+every beat for ever (heartbeats, ``Fact`` and ``Chosen`` resends, ``Execute``).
+A monitor notes, per peer, the first message that asks for an answer
+(``Heartbeat``, ``Fact``, ``Execute``, ``Prepare``, ``Accept``, ``Chosen``,
+``SyncRequest``, ``Rejoin``) sent since it last heard anything from that
+peer; a peer that answered nothing for ``silent_after`` is *silent*
+(``monitor.peer`` state ``silent``): every send to it is held back
+(``held_back``) except a probe, one asking message at intervals doubling
+from ``silent_after`` up to ``probe_cap`` (so a few messages a minute per
+sender, not tens a second). Any message from the peer makes it heard again
+(``monitor.peer`` state ``heard``) and the ordinary resends (next beat,
+next announce, next ``Execute`` retry) catch it up. Dropping a send is a
+message loss, which every part of the protocol already survives. The probes
+do not stop altogether: two monitors cut off from each other by a partition
+would otherwise, after the heal, never hear each other again (a member that
+only answers never speaks first).
+
 Without a quorum (no heartbeat from the sector's authority for
 ``quorum_timeout``) nothing is chosen; the monitor says so
 (``monitor.no_quorum``) and, per ``on_no_quorum``, keeps its view of the other
@@ -207,7 +250,8 @@ data centers (``"keep"``) or reverts it to ``default_assumption``
 Durable state (``Persist`` effects, written before later sends): Paxos's, plus
 ``monitor`` = the condition counter, the decisions taken on as target (the last
 ``KEEP_EXECUTED``, with their state) and the seq a reboot covered, the streams
-blocked after an empty-disk start, and ``rejoining`` while that rejoin runs. Timers:
+blocked after an empty-disk start, the retirement watermarks (rule 6), and ``rejoining`` while that rejoin
+runs. Timers:
 ``mon|deadline`` (status silence) and ``mon|beat`` (everything periodic).
 
 Events: ``monitor.start``, ``monitor.condition``, ``monitor.no_quorum``,
@@ -218,7 +262,8 @@ Events: ``monitor.start``, ``monitor.condition``, ``monitor.no_quorum``,
 ``control.acknowledged`` (authority side), ``control.executed``,
 ``control.done``, ``control.cancelled``, ``control.refused`` (target side),
 ``control.skipped`` (either),
-``monitor.deferred``, ``monitor.refused``, ``monitor.rejoined`` and the
+``monitor.deferred``, ``monitor.refused``, ``monitor.rejoined``, ``monitor.retired``, ``monitor.peer``,
+``authority.resigned`` and the
 ``paxos.*`` events of the embedded node.
 """
 
@@ -228,7 +273,7 @@ import random
 import zlib
 from typing import Any
 
-from protocols.consensus import Accept, Chosen, PaxosNode, Persist, Prepare, Quorum
+from protocols.consensus import Accept, Accepted, Chosen, Learned, Nack, PaxosNode, Persist, Prepare, Promise, Quorum
 from protocols.consensus.quorum import majority
 from protocols.core import Effect, Emit, Send, SetTimer, TimerFired
 from protocols.rack.detector import FAULT_KINDS, NON_FAULT, REBOOTING, FaultDetector
@@ -244,6 +289,7 @@ from protocols.rack.messages import (
     RebootAck,
     Rejoin,
     RejoinReply,
+    Retired,
     Seat,
     Status,
     SyncReply,
@@ -256,6 +302,9 @@ __all__ = ["LEVELS", "MONITOR_KEY", "RackMonitor", "split_instance"]
 MONITOR_KEY = "monitor"
 LEVELS = {"sector": 1, "dc": 2, "fleet": 3}
 _MINE = "mon|"
+_PAXOS = (Prepare, Promise, Accept, Accepted, Nack, Chosen, Learned)
+# sends that expect an answer: a peer that answers none of them for silent_after is silent
+_ASKS = (Heartbeat, Fact, Execute, Prepare, Accept, Chosen, SyncRequest, Rejoin)
 KEEP_EXECUTED = 8  # decisions about my rack remembered (durably) by id; older ones are refused by seq
 
 
@@ -304,6 +353,8 @@ class RackMonitor:
         retry_timeout: list | None = None,
         reboot_window: float = 1.5,
         execute_backoff: list | None = None,
+        silent_after: float = 1.0,
+        probe_cap: float = 8.0,
         durable: dict | None = None,
     ) -> None:
         self.layout = Layout(**layout) if isinstance(layout, dict) else layout
@@ -337,6 +388,14 @@ class RackMonitor:
         if not 0 < b_lo <= b_hi:
             raise ValueError(f"execute_backoff must be [first, cap] with 0 < first <= cap, got {execute_backoff!r}")
         self.backoff = (float(b_lo), float(b_hi))
+        if not 0 < silent_after <= probe_cap:
+            raise ValueError(f"need 0 < silent_after <= probe_cap, got {silent_after!r}, {probe_cap!r}")
+        self.silent_after, self.probe_cap = float(silent_after), float(probe_cap)
+        # peers' liveness, as seen from here (volatile): a monitor owed answers for silent_after is silent
+        self.heard: dict[str, float] = {}  # monitor -> when I last heard from it
+        self.owed: dict[str, float] = {}  # monitor -> first send since then that expects an answer
+        self.probes: dict[str, list] = {}  # silent monitor -> [next probe at, interval, last probe at]
+        self.held_back = 0  # sends to silent monitors dropped (a figure)
         durable = dict(durable or {})
         mine = durable.pop(MONITOR_KEY, None) or {}
         self.cond_seq = int(mine.get("cond_seq", 0))
@@ -357,6 +416,9 @@ class RackMonitor:
         self.decisions: dict[str, dict] = {}
         # instance streams this monitor may have voted in before it lost a disk: stream -> highest key
         self.blocked: dict[str, int] = {k: int(v) for k, v in (mine.get("blocked") or {}).items()}
+        # retired instance streams: stream -> watermark (its instances with a lower key are decided and
+        # superseded: their keys are deleted and I refuse them)
+        self.retired: dict[str, int] = {k: int(v) for k, v in (mine.get("retired") or {}).items()}
         # no durable state at all (a new or replaced disk), or a rejoin that a crash interrupted:
         # no vote and no proposal until enough other sector members have told what they know
         self.rejoining = not durable and not mine or bool(mine.get("rejoining"))
@@ -489,6 +551,15 @@ class RackMonitor:
     # -- state machine API -------------------------------------------------------------
 
     def tick(self, now: float) -> list[Effect]:
+        return self._outbound(self._tick(now), now)
+
+    def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
+        if sender != self.address and sender.__class__ is str and self.layout.rack_of_monitor(sender) is not None:
+            heard = self._heard(sender, now)
+            return self._outbound(heard + self._handle(msg, sender, now), now)
+        return self._outbound(self._handle(msg, sender, now), now)
+
+    def _tick(self, now: float) -> list[Effect]:
         if self.started_at is not None:
             return []
         self.started_at = now
@@ -513,7 +584,7 @@ class RackMonitor:
             effects += self._ask_rejoin(now) if self._rejoin_need() else self._rejoined(now)
         return effects
 
-    def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
+    def _handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
         if isinstance(msg, TimerFired):
             if msg.key == _MINE + "deadline":
                 return self._on_deadline(now)
@@ -523,6 +594,10 @@ class RackMonitor:
         h = self._handlers.get(type(msg))
         if h is not None:
             return h(self, msg, sender, now)
+        if isinstance(msg, _PAXOS) and isinstance(msg.instance, str):
+            w = self._retired_below(msg.instance)
+            if w is not None:
+                return self._on_retired_instance(msg, sender, w, now)
         if isinstance(msg, (Prepare, Accept)):
             amnesia = self._refuse_amnesic(msg.instance)
             if amnesia:
@@ -604,7 +679,7 @@ class RackMonitor:
             return []
         self.up.setdefault(base, {})[value["subject"]] = (value, gid)
         inst = f"{gid}|condition|{value['subject']}|{value['seq']}"
-        if self.paxos.chosen(inst) is not None or inst in self.paxos.pending:
+        if self.paxos.chosen(inst) is not None or inst in self.paxos.pending or self._retired_below(inst) is not None:
             return []
         effects: list[Effect] = [Emit("fact.propose", {"instance": inst, "level": self.layout.level(base),
                                                        "subject": value["subject"], "seq": value["seq"]})]
@@ -623,7 +698,8 @@ class RackMonitor:
         if rank == LEVELS["fleet"]:
             self._digest = None
         return [Emit("rack.known", {"subject": subject, "seq": seq, "level": level,
-                                    "condition": value.get("condition"), "indicator": value.get("indicator")})]
+                                    "condition": value.get("condition"), "indicator": value.get("indicator")}),
+                *self._retire_subject(subject, seq)]
 
     def _on_chosen(self, instance: str, value: Any, now: float) -> list[Effect]:
         base, gid, kind, rest = split_instance(instance)
@@ -781,6 +857,7 @@ class RackMonitor:
         if known is None or term > known.term:
             self.auth[base] = _Auth(term, holder, gid)
             self.candidate_at.pop(base, None)
+            effects += self._retire(f"{base}|authority", term)  # older terms' instances are moot
             if self.layout.level(base) == "sector" or base == self.dc:
                 parent = self.layout.parent(base)
                 if parent is not None:
@@ -1102,6 +1179,8 @@ class RackMonitor:
     def _propose_reboot(self, value: dict, now: float) -> list[Effect]:
         decision = f"reboot:{value['subject']}:{value['seq']}"
         inst = f"{self.sector}|control|{decision}"
+        if self._retired_below(inst) is not None:
+            return []  # a newer decision about the rack was taken
         why = self._stale_decision(value["subject"], value["seq"])
         known = self.known.get(value["subject"])
         if why is None and known is not None and known[0] > value["seq"]:
@@ -1127,7 +1206,9 @@ class RackMonitor:
             return []
         self.decisions[rack] = {"decision": decision, "seq": seq, "plan": plan, "open": True, "next_at": now,
                                 "backoff": self.backoff[0], "sent": 0}
-        return self._drive_decisions(now)
+        # older decisions about the rack are superseded (the target refuses them by seq anyway)
+        head = decision.rpartition(":")[0]
+        return self._retire(f"{self.sector}|control|{head}", seq) + self._drive_decisions(now)
 
     def _drive_decisions(self, now: float) -> list[Effect]:
         """As acting sector authority: (re)send every open decision to its target's monitor, backing off."""
@@ -1291,6 +1372,9 @@ class RackMonitor:
     def _frontier(self) -> tuple[dict[str, int], int]:
         """Every instance stream I know of, with its highest key; and the highest ballot round I have seen."""
         front: dict[str, int] = dict(self.blocked)
+        for stream, w in self.retired.items():  # (key w - 1 was decided at least)
+            if w - 1 > front.get(stream, -1):
+                front[stream] = w - 1
 
         def bump(stream: str, key: int) -> None:
             if key > front.get(stream, -1):
@@ -1389,7 +1473,104 @@ class RackMonitor:
                 return "may have voted in it before losing my disk"
         return None
 
-    # -- the periodic beat -------------------------------------------------------------
+    # -- 6. bounded state: retired instances -------------------------------------------
+
+    def _retired_below(self, instance: str) -> int | None:
+        """The watermark that retires ``instance`` (its stream's, above its key), or None if it is live."""
+        if not self.retired:
+            return None
+        sk = self._stream(instance)
+        if sk is None:
+            return None
+        w = self.retired.get(sk[0])
+        return w if w is not None and sk[1] < w else None
+
+    def _retire(self, stream: str, key: int) -> list[Effect]:
+        """Raise ``stream``'s watermark to ``key``: every instance of it below is forgotten, and refused.
+
+        The watermark is persisted *before* the deletions (a crash between them leaves instances
+        that are refused anyway, never a forgotten instance that is not)."""
+        if key <= self.retired.get(stream, 0):
+            return []
+        self.retired[stream] = key
+        gone = [i for i in list(self.paxos.instances) + list(self.paxos.pending)
+                if (sk := self._stream(i)) is not None and sk[0] == stream and sk[1] < key]
+        if not gone:
+            return [self._persist_mine()]
+        effects: list[Effect] = [self._persist_mine()]
+        for inst in sorted(set(gone)):
+            effects += self.paxos.retire(inst)
+        return effects
+
+    def _retire_subject(self, subject: str, seq: int) -> list[Effect]:
+        """A fact of ``subject`` at ``seq`` is known: its older condition instances, at every level, are moot."""
+        try:
+            bases = [self.layout.sector_of(subject), self.layout.dc_of(subject), FLEET]
+        except ValueError:
+            return []
+        effects: list[Effect] = []
+        for base in bases:
+            effects += self._retire(f"{base}|condition|{subject}", seq)
+        return effects
+
+    def _on_retired_instance(self, msg: Any, sender: str, w: int, now: float) -> list[Effect]:
+        """A Paxos message of an instance I retired: refused (never voted in afresh), answered so it stops."""
+        if isinstance(msg, Chosen):
+            return [Send(sender, Learned(msg.instance, msg.ballot))]  # the announcer may stop
+        if isinstance(msg, (Prepare, Accept)):
+            q = self.members_of(msg.instance)
+            if q is None or sender not in q.members:
+                return []
+            out: list[Effect] = [Emit("monitor.retired", {"instance": msg.instance, "from": sender, "watermark": w}),
+                                 Send(sender, Retired(msg.instance))]
+            base, _gid, kind, _rest = split_instance(msg.instance)
+            if kind == "authority" and base in self.auth:
+                out.append(Send(sender, TermHint(base, self.auth[base].term)))  # a stale candidate: the term now
+            return out
+        return []
+
+    def _on_retired(self, msg: Retired, sender: str, now: float) -> list[Effect]:
+        """A member retired an instance I am still at: stop proposing in it, and retire it here too."""
+        sk = self._stream(msg.instance) if isinstance(msg.instance, str) else None
+        q = self.members_of(msg.instance) if sk is not None else None
+        if q is None or sender not in q.members or self.address not in q.members:
+            return []
+        return self._retire(sk[0], sk[1] + 1)  # that instance only: a peer's word never blocks newer ones
+
+    # -- 7. silent peers ---------------------------------------------------------------
+
+    def _heard(self, peer: str, now: float) -> list[Effect]:
+        self.heard[peer] = now
+        self.owed.pop(peer, None)
+        p = self.probes.pop(peer, None)
+        if p is None:
+            return []
+        return [Emit("monitor.peer", {"peer": peer, "state": "heard", "held_back": self.held_back})]
+
+    def _outbound(self, effects: list[Effect], now: float) -> list[Effect]:
+        """Hold back sends to a silent monitor (one that has answered nothing I asked for ``silent_after``).
+
+        It gets a probe now and then: one message that asks for an answer, at intervals doubling
+        from ``silent_after`` up to ``probe_cap``; everything else to it is dropped (counted in
+        ``held_back``) until it is heard again, and the usual resends then catch it up."""
+        if not effects:
+            return effects
+        out: list[Effect] = []
+        for eff in effects:
+            if eff.__class__ is Send and eff.to != self.address and self.layout.rack_of_monitor(eff.to) is not None:
+                to = eff.to
+                since = self.owed.setdefault(to, now) if isinstance(eff.msg, _ASKS) else self.owed.get(to)
+                if since is not None and now - since >= self.silent_after:
+                    p = self.probes.get(to)
+                    if p is None:
+                        self.probes[to] = p = [now, self.silent_after, None]
+                        out.append(Emit("monitor.peer", {"peer": to, "state": "silent", "owed_since": since}))
+                    if now < p[0] or not isinstance(eff.msg, _ASKS):
+                        self.held_back += 1
+                        continue
+                    p[0], p[1], p[2] = now + p[1], min(2 * p[1], self.probe_cap), now
+            out.append(eff)
+        return out
 
     def _on_beat(self, now: float) -> list[Effect]:
         effects: list[Effect] = [SetTimer(_MINE + "beat", now + self.heartbeat_every)]
@@ -1480,6 +1661,7 @@ class RackMonitor:
         for (subject, seq), waiting in sorted(self.down.items()):
             known = self.known.get(subject)
             if known is None or known[0] != seq:
+                del self.down[(subject, seq)]  # superseded by a newer fact (pushed down on its own)
                 continue
             out = Fact("fleet", known[2])
             effects += [Send(m, out) for m in sorted(waiting)]
@@ -1529,6 +1711,8 @@ class RackMonitor:
             out["covered"] = self.covered
         if self.blocked:
             out["blocked"] = dict(sorted(self.blocked.items()))
+        if self.retired:
+            out["retired"] = dict(sorted(self.retired.items()))
         if self.rejoining:
             out["rejoining"] = True
         return out
@@ -1560,6 +1744,7 @@ class RackMonitor:
         SyncReply: _on_sync_reply,
         TermHint: _on_term_hint,
         Rejoin: _on_rejoin,
+        Retired: _on_retired,
         RejoinReply: _on_rejoin_reply,
         Execute: _on_execute,
         ExecuteAck: _on_execute_ack,

@@ -19,6 +19,22 @@ How this works
   crashed; time until another monitor acts as that sector's authority
   (``authority.acting``).
 
+**Bounded state and traffic** (issue 17, deliverable 4), simulated:
+
+* ``live_keys_per_monitor``: durable keys per monitor (mean and max) after
+  ``--changes`` condition changes (default 1,000; 200 with ``--quick``) spread
+  over the racks of a 1 x 2 x 6 fleet (12 racks); **baseline, same run**: the
+  keys the same monitors would hold without retirement (every key each one
+  ever wrote, deletions ignored). Goal: bounded by racks x a small constant.
+* ``restart_s`` after those changes: wall time to rebuild the busiest monitor from
+  its disk and run its start tick (load + replay); baseline: the same from
+  the disk without retirement.
+* ``dead_member_msgs_per_s``: a sector member of the 72-monitor fleet dies
+  for good, four racks elsewhere fault; messages other monitors send it in
+  the 10 s from 10 s after its death (its own rack control's reports are
+  rack-local and not counted); **baseline, same run**: the same with the
+  silent-peer hold-back off (``silent_after`` beyond the run). Goal < 1.
+
 **Real processes** (``topologies/racks.toml``: 21 processes on 127.0.0.1,
 monitors packed by column, see ``topologies/rack/gen.py``), ``--real-runs``
 chaos runs with the ``kill`` nemesis (SIGKILL at 4 s, restart 3 s later):
@@ -136,6 +152,67 @@ def flat_baseline(seed: int, n: int = 72) -> dict:
     return {"time": max(learned) - 1.0 if len(learned) == n else None, "msgs": msgs}
 
 
+def bounded_state(seed: int, changes: int) -> dict:
+    """Durable keys and restart time after ``changes`` condition changes (module doc)."""
+    import copy as _copy
+
+    from protocols.rack import RackMonitor
+    f = RackFleet(seed, 1, 2, 6, history=True)
+    history = f.history
+    every, t = 0.25, 1.5
+    per_rack = -(-changes // len(f.racks))
+    for i in range(per_rack):
+        for j, r in enumerate(f.racks):
+            if i * len(f.racks) + j < changes:
+                f.at(t + i * every, f.set_metrics, r, temp=96.0 if i % 2 == 0 else 40.0)
+    f.run(t + per_rack * every + 2.0)
+    done = sum(f.monitor(r).cond_seq for r in f.racks)
+    live = [len(f.disk[m]) for m in f.layout.all_monitors()]
+    full = [len(history[m]) for m in f.layout.all_monitors()]
+    busiest = max(f.layout.all_monitors(), key=lambda m: len(history[m]))
+    rack = f.layout.rack_of_monitor(busiest)
+
+    def restart(disk: dict) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            m = RackMonitor(rack, f.layout_dict, busiest, random.Random(1), durable=_copy.deepcopy(disk))
+            m.tick(100.0)
+            best = min(best, time.perf_counter() - t0)
+        return best
+    return {"changes": done, "live_mean": statistics.mean(live), "live_max": max(live),
+            "full_mean": statistics.mean(full), "full_max": max(full), "racks": len(f.racks),
+            "restart_s": restart(f.disk[busiest]), "restart_full_s": restart(_old_disk(history[busiest]))}
+
+
+def _old_disk(disk: dict) -> dict:
+    """A monitor's every key ever written, without its retirement watermarks: what it loaded before retiring."""
+    import copy as _copy
+    out = _copy.deepcopy(disk)
+    if isinstance(out.get("monitor"), dict):
+        out["monitor"].pop("retired", None)
+    return out
+
+
+def dead_member(seed: int, hold_back: bool, dcs: int = 3) -> float:
+    """Messages per second other monitors send a dead sector member, from 10 s to 20 s after its death."""
+    kw = {} if hold_back else {"silent_after": 1e9, "probe_cap": 1e9}
+    f = RackFleet(seed, dcs, 4, 6, trace=True, **kw)
+    f.run(2.0)
+    auth = {r for r in f.racks for g in ("fleet", f.layout.dc_of(r), f.layout.sector_of(r)) if r in f.authority(g)}
+    dead = next(r for r in f.layout.racks_of("d0s0") if r not in auth)
+    f.crash_monitor(dead)
+    died = f.sim.now
+    others = [r for r in f.racks if r not in auth and r != dead]
+    for i, r in enumerate(random.Random(seed).sample(others, 4)):
+        f.at(died + 0.5 + i, f.set_metrics, r, temp=96.0)
+    f.run(died + 20.0)
+    to = f.layout.monitor(dead)
+    n = sum(1 for e in f.events("net.send") if died + 10.0 <= e["time"] < died + 20.0
+            and e["fields"]["dst"] == to and e["fields"]["src"].startswith("mon-"))
+    return n / 10.0
+
+
 def real_runs(runs: int) -> dict:
     from topologies.chaos import run_chaos
     from topologies.loader import load_topology
@@ -189,9 +266,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=None, help="simulated runs per figure (default 40; 4 with --quick)")
     ap.add_argument("--real-runs", type=int, default=None, help="real monitor-kill runs (default 3; 1 with --quick)")
+    ap.add_argument("--changes", type=int, default=None,
+                    help="condition changes before counting durable keys (default 1000; 200 with --quick)")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     seeds = a.seeds or (4 if a.quick else 40)
+    changes = a.changes or (200 if a.quick else 1000)
     real = a.real_runs if a.real_runs is not None else (1 if a.quick else 3)
 
     print(f"simulated: 3 DCs x 4 sectors x 6 racks = 72 monitors, {seeds} seeds", flush=True)
@@ -229,6 +309,26 @@ def main() -> int:
            "flat_msgs_per_decision": _r(flat_mpd, 1), "msgs_ratio": _r(mpd / flat_mpd, 3),
            "authority_failover_sim_p50_s": _r(pct(fo, 50)), "authority_failover_sim_p99_s": _r(pct(fo, 99)),
            "timeouts": settings}
+
+    b = bounded_state(1, changes)
+    print(f"durable keys per monitor after {b['changes']} condition changes (sim, 1 x 2 x 6 = {b['racks']} racks): "
+          f"mean {b['live_mean']:.1f}, max {b['live_max']} (goal: bounded by racks x a small constant)")
+    print(f"  baseline without retirement (every key each monitor wrote, same run): mean {b['full_mean']:.1f}, "
+          f"max {b['full_max']}; ratio {b['live_mean'] / b['full_mean']:.3f}")
+    print(f"restart of the busiest monitor after {b['changes']} changes (load + start tick): "
+          f"{b['restart_s'] * 1000:.2f} ms; baseline from the disk without retirement "
+          f"{b['restart_full_s'] * 1000:.2f} ms; ratio {b['restart_s'] / b['restart_full_s']:.3f}")
+    dm_dcs = 1 if a.quick else 3
+    dm, dm_base = dead_member(1, True, dm_dcs), dead_member(1, False, dm_dcs)
+    print(f"messages/s to a dead sector member 10-20 s after its death (sim, {dm_dcs * 24} monitors, 4 faults "
+          f"elsewhere): {dm:.2f} (goal < 1); baseline without the silent-peer hold-back, same run: {dm_base:.2f}; "
+          f"ratio {dm / dm_base if dm_base else float('nan'):.3f}")
+    fig.update({"live_keys_per_monitor": _r(b["live_mean"], 1), "live_keys_per_monitor_max": b["live_max"],
+                "live_keys_baseline": _r(b["full_mean"], 1), "live_keys_ratio": _r(b["live_mean"] / b["full_mean"], 3),
+                "condition_changes": b["changes"], "restart_s": _r(b["restart_s"], 5),
+                "restart_baseline_s": _r(b["restart_full_s"], 5),
+                "restart_ratio": _r(b["restart_s"] / b["restart_full_s"], 3),
+                "dead_member_msgs_per_s": _r(dm, 2), "dead_member_msgs_per_s_baseline": _r(dm_base, 2)})
     if real:
         from topologies.loader import load_topology
         d = load_topology(_HERE.parents[1] / "topologies" / "racks.toml")
