@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
+import attrs
 import pytest
 
 from protocols.core import Emit, Send
@@ -125,9 +126,9 @@ def test_worker_runs_a_task_reports_once_and_gives_its_credit_back():
     e = w.handle(TaskFinished(run.run, {"ok": True, "value": 1, "metered": 0.25}), W, 0.5)
     (res,) = sends(e, Result, Q)
     assert res.outcome == {"ok": True, "value": 1, "metered": 0.25, "resource": "py"}
-    assert sends(e, Pull, Q)[0].free == 2  # its slot is offered again as the task ends
+    assert res.credits == Pull(w.boot, 2, ["py"], 2, 1)  # its slot is offered again with the result
     assert events(e, "workload.credential_revoked")[0]["why"] == "task ended"
-    assert sends(w.tick(1.6), Result, Q) == [res]  # not acknowledged: sent again
+    assert sends(w.tick(1.6), Result, Q) == [attrs.evolve(res, credits=None)]  # not acknowledged: sent again
     e = w.handle(ResultAck("t1", "L1", "accepted"), Q, 1.7)
     assert sends(e, Pull, Q) == [] and "t1" not in w.runs  # credits unchanged since: no second Pull
     assert sends(w.tick(2.7), Pull, Q)[0].free == 2  # the heartbeat's Pull
@@ -271,7 +272,7 @@ def test_a_prefetching_worker_holds_the_next_task_and_starts_it_when_its_slot_fr
     e = w.handle(TaskFinished(run1.run, {"ok": True, "value": 1, "metered": 0.1}), W, 1.6)
     (run2,) = [x for x in e if isinstance(x, RunTask)]
     assert run2.task_id == "t2" and sends(e, Result, Q)[0].task_id == "t1" and sends(e, Credential)
-    assert sends(e, Pull, Q)[-1] == Pull(w.boot, w.seq, ["py"], 1, 3, 1)  # t2 runs: one prefetch credit left
+    assert sends(e, Result, Q)[0].credits == Pull(w.boot, w.seq, ["py"], 1, 3, 1)  # t2 runs: a prefetch credit
     e = w.handle(dispatch("t4", "L4"), Q, 1.7)
     assert w.runs["t4"].waiting
     e = w.handle(Renewed("t4", "L4", False), Q, 1.8)

@@ -292,3 +292,20 @@ def test_a_lost_dispatch_does_not_take_the_workers_credit_for_ever():
     s.tick(2.5)  # t1's lease lapses: queued again
     e = s.handle(Pull("b", 3, ["py"], 1, 0), W1, 3.0)
     assert [d.task_id for d in sends(e, Dispatch)] == ["t1"]
+
+
+def test_a_result_carries_the_workers_pull_and_the_next_task_goes_out_in_the_same_commit():
+    """Result.credits (issue 20, throughput): the slot a task frees is offered with its result - one message and
+    one handler instead of two; a resend (credits None) changes no credit, and a stale one is ignored by its seq."""
+    m = DurableMachine(QueueService(["py"], lease_ttl=5.0), SqliteTaskStore(""))
+    m.tick(0.0)
+    for i in range(3):
+        m.handle(enq(f"t{i}"), GW, 0.0)
+    (d0,) = sends(m.handle(Pull("b", 1, ["py"], 1, 0), W1, 0.0), Dispatch)
+    e = m.handle(Result("t0", d0.lease_id, 1, {"ok": True, "metered": 0.1}, Pull("b", 2, ["py"], 1, 1)), W1, 1.0)
+    assert sends(e, ResultAck)[0].status == "accepted" and [d.task_id for d in sends(e, Dispatch)] == ["t1"]
+    assert m.store.commits == 5  # three enqueues, the first dispatch, and the result with the next dispatch
+    e = m.handle(Result("t0", d0.lease_id, 1, {"ok": True, "metered": 0.1}), W1, 1.1)  # a resend: no credit
+    assert sends(e, ResultAck)[0].status == "duplicate" and sends(e, Dispatch) == []
+    e = m.handle(Result("t0", d0.lease_id, 1, {"ok": True}, Pull("b", 2, ["py"], 1, 1)), W1, 1.2)  # stale seq
+    assert sends(e, Dispatch) == []

@@ -17,7 +17,8 @@ Source: ``shared/seeds/003_1de75d49b2f91a9e.txt`` (FIGS. 2-4). Three roles talk:
   queue between two tasks) and doubles as its heartbeat. The
   queue answers with :class:`Dispatch` (a leased task). The worker sends
   :class:`Renew` while the task runs (:class:`Renewed`, ``ok=False``: the lease
-  is gone, stop the task) and :class:`Result` when it ends, resent until
+  is gone, stop the task) and :class:`Result` when it ends (carrying its
+  ``Pull`` of that moment: the slot it frees is offered in the same message), resent until
   :class:`ResultAck` (whose ``status`` says ``accepted``, ``duplicate`` or
   ``unknown``: the first result of a task is kept, later ones discarded).
 * anyone -> queue: :class:`Status` -> :class:`TaskStatus`; :class:`Retry` ->
@@ -93,6 +94,7 @@ class Result:
     lease_id: str
     attempt: int
     outcome: dict
+    credits: Pull | None = None  # the worker's Pull as the task ends (one message, not two); None on a resend
 
 
 @message("workload.ResultAck")

@@ -379,6 +379,12 @@ class QueueService:
         return [Send(sender, Renewed(m.task_id, m.lease_id, ok))]
 
     def _result(self, m: Result, sender: str, now: float) -> list[Effect]:
+        out = self._answer_result(m, sender, now)
+        if isinstance(m.credits, Pull):
+            out.extend(self._pull(m.credits, sender, now))  # the worker's Pull as the task ended
+        return out
+
+    def _answer_result(self, m: Result, sender: str, now: float) -> list[Effect]:
         q = self._queue_of(m.task_id)
         outcome = dict(m.outcome) if isinstance(m.outcome, dict) else {"ok": False, "error": "malformed outcome"}
         outcome.setdefault("ok", False)

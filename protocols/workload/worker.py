@@ -410,9 +410,9 @@ class Worker:
         out.append(Emit("workload.task_finished", {"task": r.d.task_id, "worker": self.address, "run": r.run,
                                                    "ok": o["ok"], "metered": o["metered"], "ran": was_running,
                                                    "attempt": r.d.attempt}))
-        out.append(Send(self.queue, Result(r.d.task_id, r.d.lease_id, r.d.attempt, o)))
         out.extend(self._promote(now))
-        out.extend(self._pull(now))
+        (pull,) = [e.msg for e in self._pull(now)]  # the slot it frees is offered with the result
+        out.append(Send(self.queue, Result(r.d.task_id, r.d.lease_id, r.d.attempt, o, pull)))
         return out
 
     def _access(self, m: Access, sender: str, now: float) -> list[Effect]:
