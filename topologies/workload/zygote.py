@@ -46,7 +46,9 @@ dedicated to the task. The private directory is removed afterwards.
 Forks are cheap when the zygote is small: it is started as a file, not as
 ``-m topologies.workload.zygote`` (which imports the plug-in package and the
 whole runtime), looks ``prctl`` up once, has compiled once (the first
-``compile`` of a process builds the interpreter's AST types), and freezes its objects
+``compile`` of a process builds the interpreter's AST types), does not import
+``threading`` (whose at-fork handler would rebuild its locks in every child),
+and freezes its objects
 (``gc.freeze``) so a child's garbage collections do not write to, and so copy,
 the zygote's pages.
 """
@@ -67,13 +69,13 @@ import resource  # noqa: E402
 import selectors  # noqa: E402
 import signal  # noqa: E402
 import struct  # noqa: E402
-import threading  # noqa: E402
+import _thread  # noqa: E402  (not threading: its at-fork handler runs in every child)
 import time  # noqa: E402
 import traceback  # noqa: E402
 
 import msgpack  # noqa: E402
 
-_OUT_LOCK = threading.Lock()
+_OUT_LOCK = _thread.allocate_lock()
 _RUNNING: dict[str, int] = {}  # task id -> child pid
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _REFUSED = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.forkpty",
@@ -446,7 +448,7 @@ def main(argv: list[str]) -> int:
                 sel.unregister(t.pidfd)
                 os.close(t.pidfd)
             if _sweeps(t):  # a sweep of the slot's uid may take a while: the other slots go on meanwhile
-                threading.Thread(target=_finish, args=(t,), daemon=True).start()
+                _thread.start_new_thread(_finish, (t,))
             else:
                 _finish(t)
     for pid in list(_RUNNING.values()):
