@@ -178,3 +178,36 @@ def test_a_goodbye_on_a_replaced_link_is_the_peer_leaving_not_bad_input(made):
     assert east.bad_frames() == [], east.bad_frames()
     assert east.counters().get("bad_identity", 0) == 0
     assert [ch for ch in east.changes if ch[0] == "ctl"][-1] == ("ctl", "down", "left")
+
+
+def test_a_restarted_nodes_goodbye_before_its_first_heartbeat_is_it_leaving_not_bad_input(made):
+    """A node is killed and restarted (a new incarnation, new connections) and shuts down before its
+    first heartbeat reached east (on-demand racks nodes did, in a chaos run): its goodbye carries an
+    incarnation east never heard, on the connection that now speaks for it. It leaves; not bad input."""
+    east, raw = _east(made)
+    old = raw.dealer(east.t.endpoint)
+    _speak_as_west(raw, east, old, inc=7)
+    old.close(0)  # the old process dies: its connection closes
+    raw.socks.remove(old)
+    new = raw.dealer(east.t.endpoint)
+    raw.message(new, "east/x", "west/a", payload("hostile.Echo", n=0))  # the new process, on demand
+    raw.goodbye(new, "west", 8)  # and its goodbye, before any heartbeat of incarnation 8
+    wait_for(lambda: east.counters().get("goodbyes_new_incarnation", 0) or east.bad_frames(),
+             what="the new incarnation's goodbye")
+    assert east.bad_frames() == [], east.bad_frames()
+    assert east.senders() == ["west/a"]
+    assert east.t.peers()["west"] == "down"
+    assert east.counters().get("bad_goodbye", 0) == 0
+
+
+def test_a_goodbye_with_another_incarnation_from_a_contender_is_still_refused(made):
+    east, raw = _east(made, heartbeat_interval=0.2, liveness=50)
+    real = raw.dealer(east.t.endpoint)
+    _speak_as_west(raw, east, real, inc=7)
+    evil = raw.dealer(east.t.endpoint)
+    raw.goodbye(evil, "west", 8)
+    raw.goodbye(evil, "west", 0)  # no incarnation at all: bad_goodbye, from any connection
+    wait_for(lambda: east.counters().get("bad_identity", 0) >= 1, what="the contender's goodbye refused")
+    c = east.counters()
+    assert c["bad_identity"] == 1 and c["bad_goodbye"] == 1
+    assert east.t.peers()["west"] == "up" and [ch for ch in east.changes if ch[1] == "down"] == []

@@ -36,7 +36,9 @@ by ``PeerDown`` (pending asks to that node fail with ``PeerDownError``).
   peers report ``PeerDown(reason="left")`` at once instead of after the timeout
   (one from a node this side never heard a heartbeat from, e.g. one that only
   sent to it on demand, is just counted as ``goodbyes_untracked``; one with a
-  zero or a different incarnation than the peer's is bad input)
+  zero incarnation is bad input; one from the node with another incarnation than
+  the one heard here is a restarted node that leaves before its first heartbeat
+  arrived: it leaves too, counted as ``goodbyes_new_incarnation``)
 
 Anything else (wrong frame count, unknown kind, undecodable text, an address
 over ``MAX_ADDRESS`` = 255 bytes, a payload over the size limit, an unknown tag,
@@ -1274,15 +1276,19 @@ class ZmqTransport:
                 return
             inc = int.from_bytes(frames[3], "big") if len(frames[3]) == 8 else 0
             known = self.detector.incarnation(name)
-            if inc and inc == known:
+            if inc and known:
                 # only the connection (plaintext) or key (CURVE) that speaks for the node may say it left
                 # (plaintext: a new connection may, once the node's old one is closed - see _admit)
                 if self._ident_name.get(ident) != name and not self._admit(ident, name, "goodbye", bind=False,
                                                                            item=("goodbye", frames)):
                     return
+                if inc != known:
+                    # From the node itself, an incarnation never heard here: it restarted and leaves before
+                    # its first heartbeat reached us (so the incarnation we knew is gone as well).
+                    self._counts["goodbyes_new_incarnation"] += 1
                 for change in self.detector.left(name):
                     self._changed(change)
-            elif inc and not known:  # 0: no heartbeat (so no incarnation) ever heard from it
+            elif inc:  # 0: no heartbeat (so no incarnation) ever heard from it
                 # a node that sent to us (on-demand connect) but was never tracked here says
                 # goodbye on its way out: nothing to take down, and nothing wrong either
                 self._counts["goodbyes_untracked"] += 1
