@@ -19,7 +19,7 @@ from topologies.plugin import load_plugins
 load_plugins()
 
 EDGE_CHECKERS = ("one-leader-per-island-term", "plan-holders", "governance", "ratified-after-heal",
-                 "clients-single-holder")
+                 "holderless-gap", "clients-single-holder")
 GOVERNANCE = {"size_threshold": 8, "connected": "assignee", "isolated_below": "unanimous",
               "isolated_above": "ratio:0.67"}
 
@@ -137,7 +137,16 @@ _TWICE = client_request(1.2, 7, "store", [["e1/edge", "store#0/1", "F2@mgr"], ["
 _CLIENTS_BAD = [deployed(), client_request(1.0, 6, "store", [["e1/edge", "store#0/1", "F2@mgr"]]), _TWICE]
 _CLIENTS_NONE = [deployed(), client_request(1.0, 1, "store", []), client_request(1.25, 2, "frontend", [])]
 
+# holderless-gap: no partition, no heal: e1 gives store up at 1.0 (its lease ran out on lossy links) and e2 takes it
+# under F2 only at 4.5; 3.5 s without a store holder in the whole site. Nothing to judge: no role ever held.
+_GAP_OPEN = relinquished(1.0, "e1", "store", "F1@mgr", reason="manager_lease_expired")
+_GAP_CLOSE = assigned(4.5, "e2", "store", "F2@mgr")
+_GAP_BAD = [deployed(), edge_deployed(0.01, "e1"), edge_deployed(0.01, "e2"), assigned(0.3, "e1", "store", "F1@mgr"),
+            assigned(0.3, "e2", "frontend", "F1@mgr"), _GAP_OPEN, _GAP_CLOSE]
+_GAP_NONE = [deployed(), edge_deployed(0.01, "e1"), fit_reported(0.2, "e1", "F1@mgr")]
+
 CASES = {
+    "holderless-gap": {"invalid": (_GAP_BAD, [_GAP_OPEN, _GAP_CLOSE]), "unknown": _GAP_NONE},
     "clients-single-holder": {"invalid": (_CLIENTS_BAD, [_TWICE]), "unknown": _CLIENTS_NONE},
     "one-leader-per-island-term": {"invalid": (_LEADERS_BAD, [_LEAD_A, _LEAD_B]), "unknown": _LEADERS_NONE},
     "plan-holders": {"invalid": (_HOLDERS_BAD, [_HOLD_A, _HOLD_B]), "unknown": _HOLDERS_NONE},
@@ -355,3 +364,36 @@ def test_clients_seeing_two_holders_of_different_plans_past_the_settle_time_is_i
     # a split role (store#0/2 and store#1/2) has two holders by design
     split = [["e1/edge", "store#0/2", "F2@mgr"], ["e2/edge", "store#1/2", "F2@mgr"]]
     assert CHECKERS["clients-single-holder"].check([client_request(1.0, 1, "store", split)]).status == "valid"
+
+
+def test_a_holderless_gap_without_a_heal_escaped_every_other_checker():
+    """Deliverable 6 (issue 18): the handover bound of ratified-after-heal is judged only after a heal; a 3.5 s gap
+    in a run with no partition passes every other checker (valid or unknown) - holderless-gap flags it."""
+    others = {n: CHECKERS[n].check(_GAP_BAD).status for n in EDGE_CHECKERS if n != "holderless-gap"}
+    assert "invalid" not in others.values(), others
+    assert CHECKERS["ratified-after-heal"].check(_GAP_BAD).status == "unknown"
+    assert CHECKERS["holderless-gap"].check(_GAP_BAD).status == "invalid"
+
+
+def test_holderless_gaps_are_judged_per_island_and_end_with_a_declared_unfilled_role():
+    base = [deployed(), *(edge_deployed(0.01, n) for n in ("e1", "e2", "e3")),
+            assigned(0.3, "e1", "store", "F1@mgr"), assigned(0.3, "e1", "frontend", "F1@mgr")]
+    # e3 is cut off from e1 (the holder) at 1.0: its island has no store; its plane declares store unfilled at 2.0
+    cut = [partition(1.0, ["mgr", "e1", "e2"], ["e3"]),
+           ev(2.0, "e3", "plane.plan_complete", term=1, plan_id="T1@e3", version=1, members=["e3/edge"], electorate=1,
+              rule="unanimous", assignments=[a("leader", "e3/edge")], lowered={}, splits={},
+              unfilled=["store", "frontend"], negotiation_msgs=0, roles=[], since_isolation=0.5, since_leader=0.1),
+           fit_reported(6.0, "e2", "F1@mgr")]
+    v = CHECKERS["holderless-gap"].check(base + cut)
+    assert v.status == "valid", v
+    # the same without the declaration: 5 s without store and frontend on e3's side
+    v = CHECKERS["holderless-gap"].check(base + [cut[0], cut[2]])
+    assert v.status == "invalid" and "island of e3" in v.summary, v
+    # a split role is covered by its shares together
+    split = [deployed(), edge_deployed(0.01, "e1"), edge_deployed(0.01, "e2"),
+             assigned(0.3, "e1", "store", "F1@mgr", share=0, shares=2),
+             assigned(0.3, "e2", "store", "F1@mgr", share=1, shares=2),
+             assigned(0.3, "e2", "frontend", "F1@mgr"), fit_reported(6.0, "e2", "F1@mgr")]
+    assert CHECKERS["holderless-gap"].check(split).status == "valid"
+    gone = split[:-1] + [relinquished(1.0, "e2", "store", "F1@mgr", share=1, shares=2), split[-1]]
+    assert CHECKERS["holderless-gap"].check(gone).status == "invalid"

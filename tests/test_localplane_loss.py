@@ -39,6 +39,7 @@ from tests.localplane_sim import all_held_since, build_edge, held_at, toml_profi
 from topologies.edge.checks import (
     ClientsSingleHolder,
     GovernanceApplied,
+    HolderlessGap,
     OneLeaderPerIslandTerm,
     PlanHolders,
     RatifiedAfterHeal,
@@ -51,13 +52,20 @@ CONNECTED = {"store", "frontend"}
 ISOLATED = {"leader", "validator", "reporter", "store", "frontend"}
 
 
+# holderless-gap in every simulated run: 2.0 s (the issue's goal; the checker's default, 3.0 s, is the manager's stated
+# vacancy bound at edge.toml's timings, for real processes). The longest gap over the 288 judged runs of
+# tests/test_localplane*.py when this was set: 1.25 s (edge.toml's fleet, skewed clocks, its own fault schedule).
+GAP_BOUND = 2.0
+
+
 def judge(s, bound: float = 2.0) -> dict[str, str]:
-    """Every edge checker on the log (clients-single-holder too: unknown without clients); none may say invalid.
+    """Every edge checker on the log (holderless-gap in every run; clients-single-holder: unknown without clients);
+    none may say invalid.
     Returns checker -> status."""
     events = s.events()
     out = {}
     for c in (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal(bound=bound),
-              ClientsSingleHolder()):
+              HolderlessGap(bound=GAP_BOUND), ClientsSingleHolder()):
         v = c.check(events)
         assert v.status != "invalid", f"seed={s.seed}: {c.name}: {v.summary} {v.evidence[:2]}"
         out[c.name] = v.status

@@ -59,6 +59,24 @@ of the node) ends what the node led or held.
   (``event``), the other holding (``other``), the relinquish that left the
   role vacant (``vacated``), the heal (``heal``).
 
+* ``holderless-gap`` - in every run, not only after a heal: no deployed edge
+  node is left without a holder of a service role (``manager.deployed``
+  ``roles``) in its connected island for longer than ``bound`` seconds
+  (default 3.0). For each live, deployed edge node and role, a gap opens when
+  the role stops being covered in the node's island (the shares held there by
+  live nodes no longer cover the whole role: a holder gave it up, crashed or
+  was killed, or a partition put it on the other side) after it had been
+  covered for that node, and closes when it is covered again or a plan made
+  in the node's island declares it unfilled (``plane.plan_complete``
+  ``unfilled``, or a ``manager.plan_final`` without it: a decision that
+  nobody there fits, which is the plane's to retry). The bound covers the
+  slowest decision the protocol promises with ``edge.toml``'s timings (the
+  manager's vacancy bound: ``isolation_after`` 1.0 + ``fit_timeout`` 0.3 +
+  ``proposal_timeout`` 0.3 + the release wait, at most ``lease`` 1.0 +
+  ``lease_margin`` 0.2 = 2.8 s, then one Commit delivery). A gap still open
+  when the log ends counts if it is already longer than the bound. Evidence:
+  the event that opened the gap (``vacated``) and the one that closed it
+  (``event``), or the last event of the log.
 * ``clients-single-holder`` - clients are never served by two holders of one
   role share (``client.request`` of the site's simulated clients,
   ``protocols/localplane/clients.py``: the servers that answered one request,
@@ -93,6 +111,7 @@ from topologies.checkers import Verdict, plural
 __all__ = [
     "check_clients",
     "check_governance",
+    "check_holderless_gaps",
     "check_leaders",
     "check_plan_holders",
     "check_ratified_after_heal",
@@ -527,6 +546,143 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
     return {"ok": not violations, "violations": violations, "heals": len(heals), "outcomes": outcomes}
 
 
+# -- holderless gaps, in every run ----------------------------------------------------------------------------
+
+
+def _covered(shares: set[tuple[int, int]]) -> bool:
+    """Do these shares (s of n: the part [s/n, (s+1)/n)) cover the whole role?"""
+    reach = 0.0
+    for lo, hi in sorted((s / n, (s + 1) / n) for s, n in shares):
+        if lo > reach + _EPS:
+            return False
+        reach = max(reach, hi)
+    return reach >= 1.0 - _EPS
+
+
+def check_holderless_gaps(events: list[dict], bound: float = 3.0) -> dict[str, Any]:
+    """See the module docstring; ``bound``: the longest a deployed edge node's island may have no holder of a role."""
+    ordered = _ordered(events)
+    islands = _Islands(_net_logged(ordered))
+    violations: list[dict] = []
+    roles: list[str] = []
+    held: dict[str, dict[str, dict]] = defaultdict(dict)  # holder address -> key -> role_assigned fields
+    nodes: set[str] = set()  # deployed edge nodes (node names), alive
+    was: dict[tuple[str, str], bool] = {}  # (node, role) -> covered for it at the last judgement
+    gaps: dict[tuple[str, str], dict] = {}  # (node, role) -> the event that opened the gap
+    reported: set[tuple[str, str, float]] = set()
+    longest = 0.0
+    judged = 0
+    last_change: dict | None = None  # the latest holder or network event (what opened a gap)
+
+    def close(key: tuple[str, str], e: dict, why: str) -> None:
+        nonlocal longest
+        opened = gaps.pop(key)
+        took = e["time"] - opened["time"]
+        if took > bound + _EPS:
+            tag = (key[0], key[1], opened["time"])
+            if tag not in reported:
+                reported.add(tag)
+                violations.append({"why": f"{key[1]} had no holder in the island of {key[0]} for {took:.3f}s{why} "
+                                          f"(bound {bound}s)", "vacated": opened, "event": e})
+        else:
+            longest = max(longest, took)
+
+    def judge(e: dict, declared: dict[str, set[str]] | None = None) -> None:
+        """Coverage for every live deployed node and role after the events of one instant."""
+        nonlocal judged
+        for n in sorted(nodes):
+            for r in roles:
+                shares = {(f["share"], f["shares"]) for who, hs in held.items()
+                          if who.partition("/")[0] not in dead and islands.same(who.partition("/")[0], n)
+                          for f in hs.values() if f["role"] == r}
+                cov = _covered(shares)
+                key = (n, r)
+                if cov:
+                    if key in gaps:
+                        close(key, e, "")
+                    was[key] = True
+                    judged += 1
+                elif was.get(key):
+                    was[key] = False
+                    gaps.setdefault(key, last_change or e)
+                if key in gaps and declared is not None and r in declared.get(n, set()):
+                    close(key, e, " until a plan declared it unfilled")
+                    was[key] = False  # a decision was made: a new gap opens only once it is held again
+
+    dead: set[str] = set()
+    deployed: set[str] = set()
+    pending = False
+    at = ordered[0]["time"] if ordered else 0.0
+    prev: dict | None = None
+    for e in ordered:
+        if e["time"] > at and pending and prev is not None:
+            judge(prev)
+            pending = False
+        at = e["time"]
+        prev = e
+        before = islands.island
+        if islands.update(e) or islands.island is not before:
+            pending = True
+            last_change = e
+        k = e["kind"]
+        f = e.get("fields") or {}
+        if k == "manager.deployed":
+            roles = [r for r in f.get("roles") or [] if isinstance(r, str)]
+        elif k == "edge.deployed":
+            nodes.add(e["node"])
+            deployed.add(e["node"])
+            dead.discard(e["node"])
+        elif k in ("sim.restart", "nemesis.restart"):
+            node = e["node"] if k == "sim.restart" else f.get("node")
+            if node in deployed and (k == "nemesis.restart" or e["actor"] == "edge"):
+                nodes.add(node)  # a restarted node is judged again once a role is held for it
+                dead.discard(node)
+        elif k == "edge.role_assigned":
+            held[_addr(e)][f["key"]] = {"role": _share_of(f)[0], "share": _share_of(f)[1], "shares": _share_of(f)[2]}
+            pending = True
+            last_change = e
+        elif k == "edge.role_relinquished":
+            if held[_addr(e)].pop(f["key"], None) is not None:
+                pending = True
+                last_change = e
+        elif k == "sim.crash" or _killed(e) is not None:
+            node = e["node"] if k == "sim.crash" else _killed(e)
+            if k == "sim.crash" and e["actor"] != "edge":
+                continue
+            dead.add(node)
+            nodes.discard(node)
+            for a in [a for a in held if a.partition("/")[0] == node]:
+                del held[a]
+            for key in [key for key in gaps if key[0] == node]:
+                del gaps[key]  # a dead node's island is judged by its live members
+            for key in [key for key in was if key[0] == node]:
+                del was[key]
+            pending = True
+            last_change = e
+        elif k in ("plane.plan_complete", "manager.plan_final") and roles:
+            if k == "plane.plan_complete":
+                missing = set(f.get("unfilled") or []) & set(roles)
+            else:
+                missing = set(roles) - {a.get("role") for a in f.get("assignments") or [] if isinstance(a, dict)}
+            if missing:
+                if pending and prev is not None:
+                    judge(prev)
+                    pending = False
+                declared = {n: missing for n in nodes if islands.same(n, e["node"])}
+                judge(e, declared)
+    if pending and prev is not None:
+        judge(prev)
+    end = ordered[-1] if ordered else None
+    unsettled = 0
+    for key in sorted(gaps):
+        if end is not None and end["time"] - gaps[key]["time"] > bound + _EPS:
+            close(key, end, " until the log ends")
+        else:
+            unsettled += 1
+    return {"ok": not violations, "violations": violations, "roles": roles, "judged": judged, "longest": longest,
+            "unsettled": unsettled}
+
+
 # -- what the clients saw ---------------------------------------------------------------------------------
 
 
@@ -649,6 +805,23 @@ class RatifiedAfterHeal:
 
 
 @attrs.frozen
+class HolderlessGap:
+    name: str = "holderless-gap"
+    bound: float = 3.0
+
+    def check(self, events: list[dict]) -> Verdict:
+        if not _has_plane(events):
+            return Verdict(self.name, "unknown", "no local-plane events in this log")
+        r = check_holderless_gaps(events, self.bound)
+        if not r["violations"] and not r["judged"]:
+            return Verdict(self.name, "unknown", "no service role was ever held by a deployed edge node in this log "
+                                                 "(manager.deployed roles, edge.deployed, edge.role_assigned)")
+        tail = f"; {r['unsettled']} gaps still open at the end, younger than {self.bound}s" if r["unsettled"] else ""
+        return _verdict(self.name, r, f"roles {', '.join(r['roles'])}: never without a holder in a deployed node's "
+                                      f"island for more than {self.bound}s (longest gap {r['longest']:.3f}s){tail}")
+
+
+@attrs.frozen
 class ClientsSingleHolder:
     name: str = "clients-single-holder"
     settle: float = 0.5  # as PlanHolders.settle
@@ -664,4 +837,5 @@ class ClientsSingleHolder:
                                       "for longer")
 
 
-CHECKERS = (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal(), ClientsSingleHolder())
+CHECKERS = (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal(), HolderlessGap(),
+            ClientsSingleHolder())
