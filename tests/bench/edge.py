@@ -22,6 +22,16 @@ event log:
   is left, every node follows it and every isolated role share is held under
   its plan and no other (``merge_p50_s``, goal <= 1 s).
 
+* **clients and gaps** (same size as the merge): the site's simulated clients
+  (``SiteClients``, a request per role every 0.1 s) through an outage (cut off
+  at 1 s, healed at 4 s): the share of ``store`` requests served from 0.1 s
+  after the temporary plan is complete until the heal
+  (``client_success_during_outage``, goal >= 0.99); and with 30 % loss on
+  every link (the manager's and inside the site) through the same outage, the
+  longest time a node's island had no holder of a service role
+  (``holderless_max_s_loss30``, the ``holderless-gap`` checker's measure, goal
+  <= 2 s).
+
 The invariant checkers of ``topologies/edge/checks.py`` run on every log; a
 violation is printed. The timeout settings used are printed first.
 
@@ -64,10 +74,13 @@ sys.path.insert(0, str(_HERE.parents[1]))
 from protocols.localplane import DeploymentManager, EdgeNode  # noqa: E402
 from tests.localplane_sim import build_edge  # noqa: E402
 from topologies.edge.checks import (  # noqa: E402
+    ClientsSingleHolder,
     GovernanceApplied,
+    HolderlessGap,
     OneLeaderPerIslandTerm,
     PlanHolders,
     RatifiedAfterHeal,
+    check_holderless_gaps,
 )
 
 ISOLATE_AT = 1.0
@@ -121,6 +134,25 @@ def merge_run(seed: int, n: int) -> dict:
     return {"merge": None if since is None else max(0.0, since - MERGE_JOIN), "leaders": 1, "violations": bad}
 
 
+def served_run(seed: int, n: int, loss: float = 0.0) -> dict:
+    """An outage with the site's clients (``loss`` on every link): store requests served while the temporary plan is
+    in force, the longest holderless gap, and the checkers' verdicts."""
+    s = build_edge(seed, n, loss=loss, clients={"every": 0.1, "timeout": 0.05})
+    s.sim.schedule(ISOLATE_AT, s.isolate)
+    s.sim.schedule(HEAL_AT, s.heal)
+    s.run(END + 2.0)
+    events = s.events()
+    plan = next((e["time"] for e in events if e["kind"] == "plane.plan_complete" and e["time"] < HEAL_AT), None)
+    reqs = [e["fields"] for e in events if e["kind"] == "client.request" and e["fields"]["role"] == "store"
+            and plan is not None and plan + 0.1 <= e["fields"]["sent"] < HEAL_AT]
+    served = sum(1 for f in reqs if f["outcome"] == "served")
+    gaps = check_holderless_gaps(events, bound=1e9)
+    bad = [f"{c.name}: {v.summary}" for c in (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(),
+                                               HolderlessGap(), ClientsSingleHolder())
+           if (v := c.check(events)).status == "invalid"]
+    return {"served": served, "requests": len(reqs), "gap_max": gaps["longest"], "violations": bad}
+
+
 def one_run(seed: int, n: int) -> dict:
     s = build_edge(seed, n)
     sim = s.sim
@@ -142,7 +174,8 @@ def one_run(seed: int, n: int) -> dict:
     final = next((e for e in events if e["kind"] == "manager.plan_final" and e["time"] >= HEAL_AT), None)
     roles = max(1, plan["fields"]["roles"])
     bad = []
-    for c in (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal(bound=1.0)):
+    for c in (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal(bound=1.0),
+              HolderlessGap()):
         v = c.check(events)
         if v.status == "invalid":
             bad.append(f"{c.name}: {v.summary}")
@@ -300,12 +333,25 @@ def main() -> None:
           f"isolated role held after p50 {pct(took, .5) if took else float('nan'):.3f}s max "
           f"{max(took) if took else float('nan'):.3f}s; not merged {len(merges) - len(took)}; violations "
           f"{sum(len(m.get('violations', [])) for m in merges)}")
+    clean = [served_run(seed, mn) for seed in range(1, seeds + 1)]
+    lossy = [served_run(seed, mn, loss=0.3) for seed in range(1, seeds + 1)]
+    ok, asked = sum(r["served"] for r in clean), sum(r["requests"] for r in clean)
+    success = ok / asked if asked else None
+    gap30 = max(r["gap_max"] for r in lossy)
+    print(f"{mn:4d} nodes x {seeds} seeds, the site's clients through an outage: store requests served while the "
+          f"temporary plan is in force {ok}/{asked} ({success if success is not None else float('nan'):.4f}); at 30% "
+          f"loss on every link, the longest time without a holder in a node's island {gap30:.3f}s; violations "
+          f"{sum(len(r['violations']) for r in clean + lossy)}")
+    for v in [v for r in clean + lossy for v in r["violations"]][:3]:
+        print(f"     VIOLATION {v}")
     out = {"isolation_to_plan_sim_p50_s": fig[key]["isolation_to_plan_sim_p50_s"],
            "heal_to_ratified_sim_p50_s": fig[key]["heal_to_final_sim_p50_s"],
            "msgs_per_role": fig[key]["msgs_per_role"],
            "merge_p50_s": round(pct(took, .5), 4) if took and len(took) == len(merges) else None,
            "merge_max_s": round(max(took), 4) if took and len(took) == len(merges) else None,
-           "merge_nodes": mn, "sizes": fig}
+           "merge_nodes": mn,
+           "client_success_during_outage": round(success, 4) if success is not None else None,
+           "holderless_max_s_loss30": round(gap30, 4), "sizes": fig}
     real = {} if args.no_real else real_figures([int(x) for x in args.real_sizes.split(",")],
                                                 args.cycles or (2 if args.quick else 5))
     if real:
