@@ -9,13 +9,16 @@ resource's :class:`ResourceController` for access, directly or through a
 directs everyone else to wait as **pending**, **parking** or **dormant** by
 predicted wait, waking dormant servers when their turn comes. The arithmetic
 (directives, wait prediction, leases, AIMD, history) is in :mod:`.policy`; the
-wire messages in :mod:`.messages`. All four roles are sans-I/O state machines
+wire messages in :mod:`.messages`. Controllers of interchangeable resources in several workflow groups
+form a :class:`Council` (routine 600: redirect load to peers with headroom), overseen by an
+:class:`Oversight` role (issue 21; docs/council.md). All four roles are sans-I/O state machines
 (``handle(msg, sender, now)`` / ``tick(now)`` returning effects); the server's
 host effects are :class:`RunStage`, :class:`AbortStage`, :class:`SetPower`,
 :class:`PowerOff` and :class:`PowerOn`.
 """
 
 from protocols.workflow.controller import ControllerState, ResourceController
+from protocols.workflow.council import Council, CouncilConfig, MitState
 from protocols.workflow.messages import (
     AccessDeny,
     AccessGrant,
@@ -43,6 +46,7 @@ from protocols.workflow.messages import (
     Workflow,
     WorkflowDone,
 )
+from protocols.workflow.oversight import Oversight
 from protocols.workflow.proxy import Proxy
 from protocols.workflow.server import (
     AbortStage,
@@ -62,6 +66,10 @@ __all__ = [
     "AccessGrant",
     "AccessRequest",
     "ControllerState",
+    "Council",
+    "CouncilConfig",
+    "MitState",
+    "Oversight",
     "Directive",
     "Hello",
     "LeaseLost",

@@ -32,6 +32,12 @@ echo the ``stamp`` (the server's own clock reading when it sent the message
 answered), so a server can tell an answer to an old message from a fresh one
 and can compute its lease deadline from its own clock only.
 
+Councils and oversight (issue 21; seed doc FIGS. 5-6): the messages between the members of a
+council of resource controllers, the redirect a server follows to a peer's controller, and the
+oversight role's operator messages (``OversightList``, ``OversightApprove``, ``OversightReject``,
+``OversightPropose``, ``OversightImpose``, ``OversightCancel`` -> ``OversightAck`` / ``OversightView``)
+are defined in :mod:`protocols.workflow.council_messages` and re-exported here; see docs/council.md.
+
 Host reports (:class:`StageDone`, :class:`StageFailed`) are messages the server's
 host agent sends back after carrying out a ``RunStage`` effect; they carry the
 run id so a late report of an aborted run is recognised.
