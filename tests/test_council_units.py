@@ -106,6 +106,15 @@ class Pump:
         self.pump()
         return self.inbox[OP][-1] if self.inbox[OP] else None
 
+    def approve_pending(self) -> list[str]:
+        """With oversight on, an operator approves every pending mitigation (a no-op with approval none)."""
+        if OV not in self.m:
+            return []
+        pending = self.m[OV].pending(self.now)
+        for mid in pending:
+            assert self.operator(OversightApprove(mid, "ana")).ok
+        return pending
+
     def kinds(self, kind: str, at: str | None = None) -> list[dict]:
         return [e for e in self.events if e["kind"] == kind and (at is None or f"{e['node']}/{e['actor']}" == at)]
 
@@ -139,8 +148,9 @@ def test_excess_lendable_and_approval_rules():
 # -- block 602 -> 604 -> 606 -> 610: accept and enforce ---------------------------------------------------
 
 
-def test_an_overloaded_controller_asks_for_headroom_proposes_and_redirects_within_the_accepted_share():
-    p = Pump()
+@pytest.mark.parametrize("approval", ["none", "all"])
+def test_an_overloaded_controller_asks_for_headroom_proposes_and_redirects_within_the_accepted_share(approval):
+    p = Pump(approval=approval)
     servers = p.ask(A, 80, "a-s")
     p.at(5.0)  # block 602: 78 waiting (2 granted) at 2 slots of 10 s, 4 served within 20 s -> excess 74
     over = p.kinds("council.overload", A)
@@ -150,6 +160,8 @@ def test_an_overloaded_controller_asks_for_headroom_proposes_and_redirects_withi
     decided = {e["fields"]["peer"]: e["fields"] for e in p.kinds("council.decided")}
     assert {p_: d["accepted"] for p_, d in decided.items()} == {B: 50, C: 24}  # each lends half its spare
     assert all(d["outcome"] == "accepted" for d in decided.values())
+    assert all(d["needs_approval"] == (approval == "all") for d in decided.values())
+    assert len(p.approve_pending()) == (2 if approval == "all" else 0)  # block 608
     p.at(8.0)  # block 610: enforced from the tail of A's waiting list
     moved = [e["fields"]["server"] for e in p.kinds("council.redirect", A)]
     assert len(moved) == 74 and set(moved) == set(servers[-74:])
@@ -171,8 +183,9 @@ def test_an_overloaded_controller_asks_for_headroom_proposes_and_redirects_withi
         assert in_force == {e["fields"]["mitigation"] for e in p.kinds("council.decided")}, ctrl
 
 
-def test_a_peer_accepts_only_up_to_its_headroom_at_decision_time_partial_acceptance():
-    p = Pump(lend=1.0)
+@pytest.mark.parametrize("approval", ["none", "all"])
+def test_a_peer_accepts_only_up_to_its_headroom_at_decision_time_partial_acceptance(approval):
+    p = Pump(lend=1.0, approval=approval)
     p.ask(A, 130, "a-s")
     p.at(5.0, drop={(A, "HeadroomReport", C)})  # B reports 100 of headroom (10 slots x 100 s / 10 s); C is silent
     p.ask(B, 25, "b-s")  # B's own servers arrive before the proposal is decided (10 granted, 15 waiting)
@@ -181,6 +194,10 @@ def test_a_peer_accepts_only_up_to_its_headroom_at_decision_time_partial_accepta
     assert set(d) == {B}
     assert d[B]["outcome"] == "partial" and d[B]["requested"] == 100 and d[B]["accepted"] == 75, d[B]
     p.at(8.0)
+    if approval == "all":
+        assert not p.kinds("council.redirect"), "enforced before an operator approved"
+        p.approve_pending()
+        p.at(9.0)
     per = defaultdict(int)
     for e in p.kinds("council.redirect", A):
         per[e["fields"]["peer"]] += 1
@@ -188,12 +205,14 @@ def test_a_peer_accepts_only_up_to_its_headroom_at_decision_time_partial_accepta
     assert p.verdicts()["redirect-within-accepted"] == "valid"
 
 
-def test_a_rejection_holds_no_request_to_that_peer_and_its_servers_refused():
-    p = Pump(lend=1.0)
+@pytest.mark.parametrize("approval", ["none", "all"])
+def test_a_rejection_holds_no_request_to_that_peer_and_its_servers_refused(approval):
+    p = Pump(lend=1.0, approval=approval)
     p.ask(A, 30, "a-s")
     p.ask(B, 100, "b-s")  # B is overloaded itself: no headroom -> rejection with a hold
     p.at(5.0)
     p.at(7.1)
+    p.approve_pending()  # C's acceptance, with oversight on
     hold = p.kinds("council.hold", A)
     assert [h["fields"]["peer"] for h in hold] == [B] and hold[0]["fields"]["until"] == pytest.approx(35.0, abs=0.1)
     for t in (12.0, 17.0, 22.0, 27.0, 32.0):
@@ -227,11 +246,13 @@ def test_no_peer_with_headroom_notifies_the_oversight_role():
     assert view.alerts and view.alerts[0].what == "no mitigation possible" and view.alerts[0].by == A
 
 
-def test_a_peer_that_becomes_overloaded_withdraws_and_new_requests_go_home():
-    p = Pump(lend=1.0)
+@pytest.mark.parametrize("approval", ["none", "all"])
+def test_a_peer_that_becomes_overloaded_withdraws_and_new_requests_go_home(approval):
+    p = Pump(lend=1.0, approval=approval)
     p.ask(A, 30, "a-s")
     p.at(5.0)
     p.at(7.1)
+    p.approve_pending()
     p.at(8.0)
     mid_b = next(e["fields"]["mitigation"] for e in p.kinds("council.decided") if e["fields"]["peer"] == B)
     p.ask(B, 100, "b-s")  # B's own storm arrives

@@ -12,8 +12,8 @@ configuration and say, in each decision, whether it needs approval). It hears fr
 * a peer's *decision* that needs approval, or the proposer's request for one, makes the mitigation
   **pending** (``oversight.pending``) until an operator sends :class:`OversightApprove` or
   :class:`OversightReject`. The decision (``oversight.decision``: approve, by ``operator:<name>``) is
-  persisted, then sent as :class:`OversightDecision` to the proposer and the peer and resent every
-  ``resend_every`` seconds until each acknowledges it (a member asking again gets it again). The
+  persisted, then sent as :class:`OversightDecision` to every member of the council (the proposer and the
+  peer first) and resent every ``resend_every`` seconds until each acknowledges it (a member asking again gets it again). The
   oversight role is the only author of approvals, so no member enforces a pending mitigation on its own;
 * *no mitigation possible* (an overloaded member found no peer with headroom) is an **alert**
   (``oversight.alert``), kept with the latest ones;
@@ -217,7 +217,7 @@ class Oversight:
         fx.append(Emit("oversight.decision", {"council": council, "mitigation": m.id, "approve": approve, "by": by,
                                               "reason": reason, "proposer": m.proposer, "peer": m.peer}))
         d = OversightDecision(m.id, council, approve, by, reason)
-        to = [a for a in (m.proposer, m.peer) if a]
+        to = self._members(council, m)  # every member learns it (the parties first), so all know what is in force
         self.outbox[m.id] = [d, list(to), m.until]
         fx += [Send(a, d) for a in to]
         return fx + [Send(sender, OversightAck(True, f"{m.id} {'approved' if approve else 'rejected'} by {by}", m.id))]
@@ -270,7 +270,7 @@ class Oversight:
         fx = self._set_state(m, now) + self._persist_entry(e)
         fx.append(Emit("oversight.cancel", {"council": council, "mitigation": m.id, "by": by, "reason": msg.reason}))
         end = MitigationEnd(m.id, council, by, msg.reason or "cancelled by an operator")
-        to = [a for a in (m.proposer, m.peer) if a]
+        to = self._members(council, m)
         self.outbox[m.id] = [end, list(to), m.until]
         fx += [Send(a, end) for a in to]
         return fx + [Send(sender, OversightAck(True, f"{m.id} cancelled by {by}", m.id))]
@@ -290,6 +290,11 @@ class Oversight:
         return [m.id for m in self.mits.values() if derive(m, now).value == "pending"]
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _members(self, council: str, m: _Mit) -> list[str]:
+        first = [a for a in (m.proposer, m.peer) if a]
+        rest = [a for a in self.councils.get(council, {}).get("members", ()) if a not in first]
+        return first + rest
 
     def _set_state(self, m: _Mit, now: float) -> list[Effect]:
         m.state = derive(m, now)
