@@ -216,3 +216,27 @@ def test_operator_messages_with_ack_are_answered_after_the_decision_is_persisted
     assert not ans.ok and "override" in ans.what
     # without ack (the simulator's injections, old clients): no answer
     assert not [e for e in m.handle(Condition("maintenance", False), "sim/driver", 0.7) if isinstance(e, Send)]
+
+
+def test_the_manager_answers_a_query_with_its_view_and_an_agent_acknowledges_a_console_act():
+    from protocols.deps.agent import Agent
+    from protocols.deps.messages import Ack, Query, View
+    m = Manager(["a1/agent", "a2/agent"], address="m/manager")
+    m.tick(0.0)
+    _report(m, 0.1, {"dhcp": "up"})
+    m.tick(0.2)
+    (v,) = [e.msg for e in m.handle(Query(), "client-deps-1/$ask/1", 0.3) if isinstance(e, Send)]
+    assert isinstance(v, View) and v.planned and not v.all_up and v.states["dhcp"] == "up"
+    a = Agent("a1", [{"name": "dhcp"}, {"name": "dns", "hard": ["dhcp"]}], manager="m/manager", address="a1/agent")
+    a.tick(0.0)
+    out = a.handle(Act("start", "dns", ref="console:1", ack=True), "client-deps-1/$ask/2", 1.0)
+    (ans,) = [e for e in out if isinstance(e, Send) and isinstance(e.msg, Ack)]
+    assert ans.to == "client-deps-1/$ask/2" and ans.msg == Ack(True, "start dns: carried out, dns is waiting")
+    out = a.handle(Act("start", "dns", ref="console:1", ack=True), "client-deps-1/$ask/3", 1.1)  # resent: once
+    assert [e.msg.ok for e in out if isinstance(e, Send) and isinstance(e.msg, Ack)] == [True]
+    assert [e for e in out if isinstance(e, Emit) and e.kind == "deps.act_duplicate"]
+    out = a.handle(Act("start", "nope", ack=True), "c/$ask/4", 1.2)
+    (ans,) = [e.msg for e in out if isinstance(e, Send) and isinstance(e.msg, Ack)]
+    assert not ans.ok and "no service 'nope'" in ans.what
+    assert not [e for e in a.handle(Act("stop", "dns"), "m/manager", 1.3) if isinstance(e, Send)
+                and isinstance(e.msg, Ack)], "the manager's acts are not answered"

@@ -52,7 +52,7 @@ from typing import Any
 import attrs
 
 from protocols.core import Effect, Emit, Send, SetTimer, TimerFired
-from protocols.deps.messages import (ACTIONS, Act, AssetBooted, AssetEvent, Report, ServiceExited, ServiceInfo,
+from protocols.deps.messages import (ACTIONS, Ack, Act, AssetBooted, AssetEvent, Report, ServiceExited, ServiceInfo,
                                      ServiceUp, Status)
 
 __all__ = ["Agent", "RebootAsset", "StartService", "StopService", "MAX_KNOWN"]
@@ -355,7 +355,16 @@ class Agent:
                 out += self._learn(name, state, now)
             return out
         if c is Act:
-            return self._act(msg, now)
+            out = self._act(msg, now)
+            if msg.ack and sender:  # someone at the console (fleetplane deps act) waits for the answer
+                bad = [e.fields["what"] for e in out if type(e) is Emit and e.kind == "deps.bad_input"]
+                held = any(type(e) is Emit and e.kind == "deps.act_held" for e in out)
+                s = self.svcs.get(msg.service)
+                what = bad[0] if bad else (f"{msg.action} {msg.service or self.asset}: "
+                                           + ("held until the asset has rebooted" if held else
+                                              f"carried out, {msg.service} is {s.state}" if s else "carried out"))
+                out.append(Send(sender, Ack(not bad, what)))
+            return out
         if c is ServiceUp:
             s = self.svcs.get(msg.service)
             if s is None or msg.token != s.token or not s.launched or s.state in UPISH:

@@ -94,7 +94,8 @@ import networkx as nx
 from protocols.core import Effect, Emit, Persist, Send, TimerFired
 from protocols.deps.graph import DepGraph, Dependency, Plan, Service, Ticket, Workflow, plan, problems, \
     remedial_workflow
-from protocols.deps.messages import ACTIONS, Ack, Act, AssetEvent, Condition, Override, Remediate, Report, Status
+from protocols.deps.messages import ACTIONS, Ack, Act, AssetEvent, Condition, Override, Query, Remediate, Report, \
+    Status, View
 
 __all__ = ["Manager", "MAX_ASSETS", "MAX_REMEDIATIONS"]
 
@@ -773,6 +774,11 @@ class Manager:
             return self._answer(msg, sender, out, f"override: {msg.service} "
                                 + (f"no longer depends on {msg.on}" if msg.remove else
                                    f"-> {msg.on} ({msg.kind}{', ' + msg.condition if msg.condition else ''})"))
+        if c is Query:
+            return [Send(sender, View(self.incarnation, self.plan is not None, self.all_up, dict(self.states),
+                                      sorted(self.active), sorted(self.detected),
+                                      {k: r["state"] for k, r in self.remediations.items()},
+                                      {k: d["state"] for k, d in self.deadlocks.items()}))] if sender else []
         if c is TimerFired:
             return []
         self.rejected += 1

@@ -19,6 +19,8 @@ How this works
   the sender with an :class:`Ack` once the decision is recorded (persisted,
   where the manager keeps durable state): ``fleetplane deps condition|remediate|
   override`` asks that way.
+* anyone -> manager: :class:`Query`, answered with :class:`View` (its
+  incarnation, the services' states, conditions, remediations, deadlocks).
 * host -> agent (the embedding API): :class:`ServiceUp` / :class:`ServiceExited`
   answer a ``StartService`` host effect, :class:`AssetBooted` a ``RebootAsset``.
 
@@ -34,8 +36,8 @@ import attrs
 
 from transport.codec import message
 
-__all__ = ["Ack", "Act", "AssetBooted", "AssetEvent", "Condition", "Override", "Remediate", "Report", "ServiceExited",
-           "ServiceInfo", "ServiceUp", "Status", "STATES", "ACTIONS"]
+__all__ = ["Ack", "Act", "AssetBooted", "AssetEvent", "Condition", "Override", "Query", "Remediate", "Report",
+           "ServiceExited", "ServiceInfo", "ServiceUp", "Status", "STATES", "ACTIONS", "View"]
 
 STATES = ("down", "starting", "waiting", "up", "bootstrap", "failed")
 ACTIONS = ("start", "start-bootstrap", "restart", "restart-bootstrap", "stop", "reboot")
@@ -90,6 +92,7 @@ class Act:
     service: str = ""
     skip: list[str] = attrs.field(factory=list)
     ref: str = ""
+    ack: bool = False  # the agent answers the sender with an Ack (fleetplane deps act)
 
 
 @message("deps.Condition")
@@ -129,6 +132,23 @@ class Ack:
 
     ok: bool
     what: str
+
+
+@message("deps.Query")
+class Query:
+    """Asks the manager for its view (answered with :class:`View`): ``fleetplane deps status``."""
+
+
+@message("deps.View")
+class View:
+    incarnation: int
+    planned: bool
+    all_up: bool
+    states: dict[str, str]
+    conditions: list[str]
+    detected: list[str]
+    remediations: dict[str, str]  # id -> state
+    deadlocks: dict[str, str]  # id -> state
 
 
 @message("deps.ServiceUp")

@@ -1,4 +1,4 @@
-"""``fleetplane deps condition|remediate|override``: an operator's decision, sent to a running manager.
+"""``fleetplane deps condition|remediate|override|status|act``: operators and a running topology.
 
 How this works
 --------------
@@ -27,9 +27,20 @@ applied again, a remediation id the manager already has with the same content).
 * ``override SERVICE ON [--kind hard|conditional|order] [--condition NAME]
   [--remove]``: add, change or remove a dependency; the manager replans.
 
-Prints the manager's answer. Exit 0: recorded; 1: the manager refused it (the
-reason is printed); 2: bad arguments or no running topology with a manager; 3:
-no answer from the manager.
+* ``status``: the manager's view as JSON (:class:`~protocols.deps.messages.Query`
+  answered by :class:`~protocols.deps.messages.View`): planned, all up, every
+  service's state, conditions (and which were detected), remediations and
+  deadlocks.
+* ``act ACTION SERVICE... [--then ACTION --after S]``: actions sent straight to
+  the services' agents, bypassing the manager (what a person at an asset's
+  console does: ``systemctl stop``; the manager sees only the effects), each
+  agent answering once it has carried the action out; ``--then`` sends a
+  second action to the same services ``--after`` seconds later. ``act stop dns
+  access-control --then start --after 0.3`` restarts two services of a cycle
+  at once, in full: a run-time deadlock the manager must find and break.
+
+Prints the answers. Exit 0: recorded (carried out); 1: refused (the reason is
+printed); 2: bad arguments or no running topology with a manager; 3: no answer.
 """
 
 from __future__ import annotations
@@ -42,13 +53,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from protocols.deps.messages import ACTIONS, Ack, Condition, Override, Remediate
+from protocols.deps.messages import ACTIONS, Ack, Act, Condition, Override, Query, Remediate, View
 
 __all__ = ["cmd_operator", "OPERATOR_COMMANDS", "setup_operator"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGER = "deps.manager"
-OPERATOR_COMMANDS = ("condition", "remediate", "override")
+OPERATOR_COMMANDS = ("condition", "remediate", "override", "status", "act")
+AGENT = "deps.agent"
 
 
 class OperatorError(Exception):
@@ -61,7 +73,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--who", default=os.environ.get("USER") or "operator",
                    help="who decides (logged by the manager; default $USER)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer per try (default 3)")
-    p.add_argument("--tries", type=int, default=4, help="tries before giving up (default 4)")
+    p.add_argument("--tries", type=int, default=6, help="tries before giving up (default 6)")
 
 
 def setup_operator(sub: Any) -> None:
@@ -90,6 +102,27 @@ def setup_operator(sub: Any) -> None:
     o.add_argument("--condition", default="", help="a conditional dependency's condition")
     o.add_argument("--remove", action="store_true", help="SERVICE does not depend on ON (whatever agents report)")
     _common(o)
+    st = sub.add_parser("status", help="a running manager's view: services' states, conditions, remediations (JSON)")
+    _common(st)
+    a = sub.add_parser("act", help="send actions straight to services' agents, bypassing the manager (as at the "
+                                   "console; e.g. to inject a run-time deadlock)")
+    a.add_argument("action", choices=ACTIONS)
+    a.add_argument("services", nargs="+", metavar="SERVICE", help="services (for reboot: a service of the asset)")
+    a.add_argument("--then", choices=ACTIONS, help="a second action to the same services, --after seconds later")
+    a.add_argument("--after", type=float, default=0.3, help="seconds between the two (default 0.3)")
+    _common(a)
+
+
+def agents_of(topo: dict) -> dict[str, str]:
+    """service -> the address of the deps.agent that runs it."""
+    out: dict[str, str] = {}
+    for n in topo.get("nodes", []):
+        for a in n.get("actors", []):
+            if a.get("kind") == AGENT:
+                for svc in (a.get("params") or {}).get("services", []):
+                    if isinstance(svc, dict) and isinstance(svc.get("name"), str):
+                        out[svc["name"]] = f"{n['name']}/{a['name']}"
+    return out
 
 
 def find_run(run: Path | None, root: Path = ROOT) -> tuple[Path, dict]:
@@ -122,6 +155,12 @@ def _manager_of(topo: dict) -> str:
 
 def message_of(args: argparse.Namespace) -> Any:
     c = args.deps_command
+    if c == "status":
+        return Query()
+    if c == "act":
+        if args.after < 0:
+            raise OperatorError("--after must be >= 0")
+        return None
     if c == "condition":
         return Condition(args.name, bool(args.holds), args.who, ack=True)
     if c == "remediate":
@@ -136,7 +175,7 @@ def message_of(args: argparse.Namespace) -> Any:
     return Override(args.service, args.on, args.kind, args.condition, bool(args.remove), args.who, ack=True)
 
 
-def ask_manager(node: Any, manager: str, msg: Any, timeout: float, tries: int) -> Ack | None:
+def ask_manager(node: Any, manager: str, msg: Any, timeout: float, tries: int, expect: type = Ack) -> Any:
     pause = threading.Event()
     for i in range(max(1, tries)):
         if i:
@@ -145,9 +184,27 @@ def ask_manager(node: Any, manager: str, msg: Any, timeout: float, tries: int) -
             reply = node.ask(manager, msg, timeout=timeout).result()
         except Exception:  # AskTimeout, DeadLetterError: the same message again (it is idempotent)
             continue
-        if isinstance(reply, Ack):
+        if isinstance(reply, expect):
             return reply
     return None
+
+
+def _act(node: Any, agents: dict[str, str], action: str, services: list[str], args: argparse.Namespace) -> int:
+    """One action to each service's agent, all at once; the answers printed. Exit status as for the others."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        answers = list(pool.map(lambda s: ask_manager(node, agents[s], Act(action, s, ref=f"console:{os.getpid()}:{action}:{s}", ack=True), args.timeout,
+                                                      args.tries), services))
+    rc = 0
+    for svc, ack in zip(services, answers):
+        if ack is None:
+            print(f"fleetplane deps act: no answer from {agents[svc]} about {svc} after {args.tries} tries",
+                  file=sys.stderr)
+            rc = max(rc, 3)
+        else:
+            print(f"{agents[svc]}: {'done' if ack.ok else 'refused'}: {ack.what}")
+            rc = max(rc, 0 if ack.ok else 1)
+    return rc
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
@@ -171,8 +228,30 @@ def cmd_operator(args: argparse.Namespace) -> int:
     except (OperatorError, KeyError, TypeError) as e:
         print(f"fleetplane deps {args.deps_command}: {e}", file=sys.stderr)
         return 2
+    if args.deps_command == "act":
+        agents = agents_of(topo)
+        unknown = [s for s in args.services if s not in agents]
+        if unknown:
+            print(f"fleetplane deps act: no agent runs {', '.join(unknown)} in {run}", file=sys.stderr)
+            return 2
     node = Node(f"client-deps-{os.getpid()}", transport=ZmqTransport("tcp://127.0.0.1:*", peers))
     try:
+        if args.deps_command == "act":
+            rc = _act(node, agents, args.action, args.services, args)
+            if args.then and rc == 0:
+                threading.Event().wait(args.after)
+                rc = _act(node, agents, args.then, args.services, args)
+            return rc
+        if args.deps_command == "status":
+            view = ask_manager(node, manager, msg, args.timeout, args.tries, View)
+            if view is None:
+                print(f"fleetplane deps status: no answer from {manager} ({run})", file=sys.stderr)
+                return 3
+            print(json.dumps({"manager": manager, "incarnation": view.incarnation, "planned": view.planned,
+                              "all_up": view.all_up, "states": dict(sorted(view.states.items())),
+                              "conditions": view.conditions, "detected": view.detected,
+                              "remediations": view.remediations, "deadlocks": view.deadlocks}, indent=1))
+            return 0
         ack = ask_manager(node, manager, msg, args.timeout, args.tries)
     finally:
         node.shutdown()
