@@ -5,7 +5,8 @@
 deterministic simulator. Monitors' ``Persist`` effects go to a per-monitor
 dict (the disk) in effect order; ``crash_monitor``/``restart_monitor`` lose
 everything but the disk; ``restart_monitor(rack, wipe=True)`` also empties
-its disk first (a replaced drive or a new machine); ``Persist(key, None)`` deletes
+its disk first (a replaced drive or a new machine); ``add_sector()`` grows the fleet at
+run time through an agreed reconfiguration; ``Persist(key, None)`` deletes
 a key (``history=True`` also keeps every key ever written, for the benchmark). ``control_params`` go to every
 rack control (e.g. ``reboot_time``). ``main_net``/``monitor_net`` are the node names of
 the two channels, so a test can cut one and leave the other up.
@@ -19,7 +20,7 @@ from collections import defaultdict
 from actors.simulator import Simulator
 from protocols.consensus import Persist
 from protocols.rack import Layout, RackControl, RackMonitor
-from protocols.rack.messages import SetMetrics
+from protocols.rack.messages import Reconfigure, SetMetrics
 from transport.sim import LinkSpec, SimNetwork, Uniform
 
 CLEAN = LinkSpec(latency=Uniform(0.0005, 0.002))
@@ -69,11 +70,29 @@ class RackFleet:
     def _control(self, rack: str) -> RackControl:
         return RackControl(rack, self.layout.monitor(rack), address=self.layout.control(rack), **self.control_params)
 
-    def _monitor(self, rack: str) -> RackMonitor:
+    def _monitor(self, rack: str, layout: dict | None = None, join: bool = False) -> RackMonitor:
         m = self.layout.monitor(rack)
         name = m + f"#{len(self.disk[m])}" + (f"w{self.wipes[m]}" if m in self.wipes else "")
-        return RackMonitor(rack, self.layout_dict, m, self.sim.rng(name),
+        return RackMonitor(rack, layout or self.layout_dict, m, self.sim.rng(name), join=join,
                            durable=copy.deepcopy(self.disk[m]), **self.monitor_params)
+
+    def add_sector(self) -> list[str]:
+        """One more sector per data center, at run time: its rack controls and monitors start (the
+        monitors *joining*: their layout is not agreed yet), and the fleet's acting authority is asked
+        (``Reconfigure``) to agree on the new layout. Returns the new racks."""
+        old = set(self.racks)
+        self.layout_dict = dict(self.layout_dict, sectors=self.layout_dict["sectors"] + 1)
+        self.layout = Layout(**self.layout_dict)
+        self.racks = self.layout.all_racks()
+        new = [r for r in self.racks if r not in old]
+        for r in new:
+            self.sim.add(self.layout.control(r), self._control(r))
+            self.sim.add(self.layout.monitor(r), self._monitor(r, join=True), host=self._persist)
+            self.sim.set_link(f"rack-{r}", f"mon-{r}", CLEAN, both=True)
+        top = [r for r in old if self.sim.alive(self.layout.monitor(r)) and self.monitor(r).acting("fleet", self.sim.now)]
+        to = self.layout.monitor(top[0] if top else sorted(old)[0])  # (any monitor forwards it to the authority)
+        self.sim.send(to, Reconfigure(dict(self.layout_dict)))
+        return new
 
     def _persist(self, effect, address, sim):
         assert isinstance(effect, Persist), effect
@@ -103,13 +122,14 @@ class RackFleet:
     def crash_monitor(self, rack: str) -> None:
         self.sim.crash(self.layout.monitor(rack))
 
-    def restart_monitor(self, rack: str, *, wipe: bool = False) -> None:
-        """Restart a crashed monitor from its disk; ``wipe=True``: from an empty disk (its old one is lost)."""
+    def restart_monitor(self, rack: str, *, wipe: bool = False, layout: dict | None = None) -> None:
+        """Restart a crashed monitor from its disk; ``wipe=True``: from an empty disk (its old one is lost);
+        ``layout``: the layout it is started with (e.g. an old file; default the fleet's current one)."""
         m = self.layout.monitor(rack)
         if not self.sim.alive(m):
             if wipe:
                 self.wipe_disk(rack)
-            self.sim.restart(m, self._monitor(rack))
+            self.sim.restart(m, self._monitor(rack, layout))
 
     def wipe_disk(self, rack: str) -> None:
         """Lose everything the monitor of ``rack`` persisted (call while it is down)."""

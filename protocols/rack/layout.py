@@ -15,6 +15,11 @@ Groups and their seats (FIGS. 4A-4C of the seed document):
 * a data center's seats are its sectors, each held by that sector's authority;
 * the fleet's seats are the data centers, each held by the data center's authority.
 
+The counts a running monitor uses are not simply the ones it was started with:
+the fleet agrees on each change (one more sector per data center per
+configuration epoch) and every monitor applies and keeps the agreed one
+(:mod:`protocols.rack.monitor`, rule 8).
+
 Seat holders change when authorities change, so the member list of an upper
 group is not fixed: see :mod:`protocols.rack.monitor` for how a consensus
 instance binds the holders it was started with.

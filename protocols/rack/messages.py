@@ -19,7 +19,8 @@ decision to the target rack's own monitor, retried until acknowledged),
 ``Rejoin``/``RejoinReply`` (a monitor that started on an empty disk learning,
 from enough other members of its sector to meet every quorum, what it may have voted for
 and which condition seqs are used), ``Retired`` (an acceptor's answer to a Paxos message of an
-instance it retired behind a newer decided one).
+instance it retired behind a newer decided one), ``Reconfigure`` (an operator asking the fleet to
+agree on a layout with one more sector per data center).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from transport.codec import message
 
 __all__ = ["Execute", "ExecuteAck", "Fact", "FactAck", "Heartbeat", "HeartbeatAck", "Reboot", "RebootAck", "Seat",
            "SetMetrics", "Status",
-           "Rejoin", "RejoinReply", "Retired", "SyncReply", "SyncRequest", "TermHint"]
+           "Reconfigure", "Rejoin", "RejoinReply", "Retired", "SyncReply", "SyncRequest", "TermHint"]
 
 
 @message("rack.Status")
@@ -168,6 +169,15 @@ class SyncRequest:
 class SyncReply:
     facts: list  # fleet-level facts, each a dict
     extra: Any = None
+
+
+@message("rack.Reconfigure")
+class Reconfigure:
+    """Operator to any monitor: agree on this layout (``{"dcs", "sectors", "racks"}``) as the next
+    configuration epoch. Forwarded to the fleet's acting authority, which proposes it; refused
+    (``monitor.config_refused``) unless it is the current layout with one more sector per data center."""
+
+    layout: dict
 
 
 @message("rack.Retired")

@@ -240,6 +240,41 @@ do not stop altogether: two monitors cut off from each other by a partition
 would otherwise, after the heal, never hear each other again (a member that
 only answers never speaks first).
 
+**8. Membership changes: an agreed configuration.** The layout a monitor
+works with is agreed, not read: the file it is started with is only the
+bootstrap (epoch 0, assumed the same everywhere, as at a first deployment).
+Growing the fleet by one sector per data center is a fleet-level fact
+``{"subject": "config", "seq": <epoch>, "layout": {...}}``: an operator's
+``Reconfigure`` (to any monitor, forwarded once to the fleet's acting
+authority) is proposed there only if it is the current layout with one more
+sector per data center (else ``monitor.config_refused``); once chosen it
+travels like every fleet fact (``Fact`` push-down, digest sync), and each
+monitor applies it (``monitor.config``) only if it is its current layout
+plus as many sectors as epochs, persisting ``{epoch, layout}`` before
+anything that depends on it; on a restart the agreed configuration on disk
+wins over the layout it was started with, and a monitor restarted on an
+empty disk with an old file learns it again from its peers. So two monitors
+never hold two different layouts for one epoch. The new sector's monitors
+start *joining* (``join=True``, epoch unknown): their own sector works at
+once (a new group with new instance names), but they take part in no upper
+group and propose nothing there until they learn an agreed configuration
+equal to the layout they were started with.
+
+Why this keeps one value per instance and one authority at a time: sector
+groups never change (a new sector is a new group); the fleet's seats (the
+data centers) do not change; a data center's group gains one seat, and the
+gid of every upper instance lists one holder per seat, so an instance name
+has the same members and quorum on every monitor that accepts it at all
+(one that has not applied the new epoch finds the seat count wrong and
+ignores the instance: ``members_of`` is None). An authority whose held gid
+has the old seat count resigns once it applies the epoch, and the lease
+rule keeps authorities apart across the two gids: a majority of n seats and
+a majority of n + 1 seats share an old seat (maj(n) + maj(n + 1) - 1 > n,
+hence *one* sector per data center per epoch), whose holder promised the old
+authority and refuses until that promise runs out. Not supported: removing
+racks or sectors, adding racks to a sector (it would change a sector group's
+members under the same instance names) or data centers.
+
 Without a quorum (no heartbeat from the sector's authority for
 ``quorum_timeout``) nothing is chosen; the monitor says so
 (``monitor.no_quorum``) and, per ``on_no_quorum``, keeps its view of the other
@@ -250,8 +285,8 @@ data centers (``"keep"``) or reverts it to ``default_assumption``
 Durable state (``Persist`` effects, written before later sends): Paxos's, plus
 ``monitor`` = the condition counter, the decisions taken on as target (the last
 ``KEEP_EXECUTED``, with their state) and the seq a reboot covered, the streams
-blocked after an empty-disk start, the retirement watermarks (rule 6), and ``rejoining`` while that rejoin
-runs. Timers:
+blocked after an empty-disk start, the retirement watermarks (rule 6), the agreed configuration
+(rule 8), and ``rejoining`` while that rejoin runs. Timers:
 ``mon|deadline`` (status silence) and ``mon|beat`` (everything periodic).
 
 Events: ``monitor.start``, ``monitor.condition``, ``monitor.no_quorum``,
@@ -263,7 +298,7 @@ Events: ``monitor.start``, ``monitor.condition``, ``monitor.no_quorum``,
 ``control.done``, ``control.cancelled``, ``control.refused`` (target side),
 ``control.skipped`` (either),
 ``monitor.deferred``, ``monitor.refused``, ``monitor.rejoined``, ``monitor.retired``, ``monitor.peer``,
-``authority.resigned`` and the
+``authority.resigned``, ``monitor.reconfigure``, ``monitor.config``, ``monitor.config_refused`` and the
 ``paxos.*`` events of the embedded node.
 """
 
@@ -272,6 +307,8 @@ from __future__ import annotations
 import random
 import zlib
 from typing import Any
+
+import attrs
 
 from protocols.consensus import Accept, Accepted, Chosen, Learned, Nack, PaxosNode, Persist, Prepare, Promise, Quorum
 from protocols.consensus.quorum import majority
@@ -288,6 +325,7 @@ from protocols.rack.messages import (
     Reboot,
     RebootAck,
     Rejoin,
+    Reconfigure,
     RejoinReply,
     Retired,
     Seat,
@@ -305,6 +343,8 @@ _MINE = "mon|"
 _PAXOS = (Prepare, Promise, Accept, Accepted, Nack, Chosen, Learned)
 # sends that expect an answer: a peer that answers none of them for silent_after is silent
 _ASKS = (Heartbeat, Fact, Execute, Prepare, Accept, Chosen, SyncRequest, Rejoin)
+_CONFIG_FIELDS = ("dcs", "sectors", "racks")
+CONFIG = "config"  # the subject of configuration facts (fleet level, seq = epoch)
 KEEP_EXECUTED = 8  # decisions about my rack remembered (durably) by id; older ones are refused by seq
 
 
@@ -355,9 +395,16 @@ class RackMonitor:
         execute_backoff: list | None = None,
         silent_after: float = 1.0,
         probe_cap: float = 8.0,
+        join: bool = False,
         durable: dict | None = None,
     ) -> None:
         self.layout = Layout(**layout) if isinstance(layout, dict) else layout
+        # the agreed configuration (rule 8): the one on my disk wins over the layout I was given
+        cfg = ((durable or {}).get(MONITOR_KEY) or {}).get("config")
+        self.epoch: int | None = None if join else 0  # None: joining, my layout is not agreed yet
+        if isinstance(cfg, dict) and isinstance(cfg.get("epoch"), int) and isinstance(cfg.get("layout"), dict):
+            self.layout = attrs.evolve(self.layout, **{k: cfg["layout"][k] for k in _CONFIG_FIELDS})
+            self.epoch = cfg["epoch"]
         self.layout.check_rack(rack)
         if self.layout.monitor(rack) != address:
             raise ValueError(f"monitor of rack {rack} must be at {self.layout.monitor(rack)!r}, not {address!r}")
@@ -526,7 +573,7 @@ class RackMonitor:
     def _bases(self) -> list[str]:
         """The groups this monitor may take part in now: its sector, and the upper ones it holds a seat in."""
         out = [self.sector]
-        if self.acting(self.sector):
+        if self.epoch is not None and self.acting(self.sector):
             out.append(self.dc)
             if self.acting(self.dc):
                 out.append(FLEET)
@@ -544,6 +591,8 @@ class RackMonitor:
         level = self.layout.level(base)
         if level == "sector":
             return True
+        if self.epoch is None:
+            return False  # joining: no upper group until my layout is the agreed one
         child = self.sector if level == "dc" else self.dc
         since = self.acting_since.get(child)
         return since is not None and now < self.lease_until.get(child, 0.0) and now >= since + self.lease
@@ -674,7 +723,7 @@ class RackMonitor:
 
     def _propose_fact(self, base: str, value: dict, now: float) -> list[Effect]:
         gid = self.gid(base)
-        if self._member(gid) is None:
+        if self._member(gid) is None or (self.epoch is None and base != self.sector):
             self.up.setdefault(base, {})[value["subject"]] = (value, "")
             return []
         self.up.setdefault(base, {})[value["subject"]] = (value, gid)
@@ -697,9 +746,12 @@ class RackMonitor:
         self.known[subject] = (seq, rank, value)
         if rank == LEVELS["fleet"]:
             self._digest = None
-        return [Emit("rack.known", {"subject": subject, "seq": seq, "level": level,
-                                    "condition": value.get("condition"), "indicator": value.get("indicator")}),
-                *self._retire_subject(subject, seq)]
+        out: list[Effect] = [Emit("rack.known", {"subject": subject, "seq": seq, "level": level,
+                                                 "condition": value.get("condition"),
+                                                 "indicator": value.get("indicator")})]
+        if subject == CONFIG:
+            return out + self._retire(f"{FLEET}|condition|{CONFIG}", seq) + self._apply_config(value, now)
+        return out + self._retire_subject(subject, seq)
 
     def _on_chosen(self, instance: str, value: Any, now: float) -> list[Effect]:
         base, gid, kind, rest = split_instance(instance)
@@ -1537,6 +1589,68 @@ class RackMonitor:
             return []
         return self._retire(sk[0], sk[1] + 1)  # that instance only: a peer's word never blocks newer ones
 
+    # -- 8. the agreed configuration ---------------------------------------------------
+
+    def _layout_dict(self) -> dict:
+        return {k: getattr(self.layout, k) for k in _CONFIG_FIELDS}
+
+    def _next_layout(self, layout: Any) -> tuple[Layout | None, str]:
+        """The layout asked for, if it is the current one with one more sector per data center."""
+        try:
+            new = attrs.evolve(self.layout, **{k: layout[k] for k in _CONFIG_FIELDS})
+        except (TypeError, KeyError, ValueError) as e:
+            return None, f"not a layout: {e}"
+        cur = self.layout
+        if (new.dcs, new.racks, new.sectors) != (cur.dcs, cur.racks, cur.sectors + 1):
+            return None, (f"{new.dcs}x{new.sectors}x{new.racks} is not {cur.dcs}x{cur.sectors}x{cur.racks} "
+                          "with one more sector per data center")
+        return new, ""
+
+    def _on_reconfigure(self, msg: Reconfigure, sender: str, now: float) -> list[Effect]:
+        """An operator's request: the fleet's acting authority proposes the next epoch; others forward it."""
+        if not self.acting(FLEET, now):
+            holder = (self.auth.get(FLEET) or _Auth()).holder
+            if holder and holder != self.rack and self.layout.rack_of_monitor(sender) is None:
+                return [Send(self.layout.monitor(holder), msg)]  # (once: a monitor's forward is not forwarded)
+            return [Emit("monitor.config_refused", {"layout": msg.layout, "from": sender,
+                                                    "reason": "not the fleet's acting authority"})]
+        new, why = self._next_layout(msg.layout if isinstance(msg.layout, dict) else {})
+        if new is None or self.epoch is None:
+            return [Emit("monitor.config_refused", {"layout": msg.layout, "from": sender,
+                                                    "reason": why or "joining"})]
+        epoch = self.epoch + 1
+        value = {"subject": CONFIG, "seq": epoch, "condition": "config",
+                 "layout": {k: getattr(new, k) for k in _CONFIG_FIELDS}}
+        pending = self.up.get(FLEET, {}).get(CONFIG)
+        if pending is not None and pending[0]["seq"] >= epoch:
+            return []  # already under way
+        return [Emit("monitor.reconfigure", {"epoch": epoch, **value["layout"], "from": sender})] + \
+            self._propose_fact(FLEET, value, now)
+
+    def _apply_config(self, value: dict, now: float) -> list[Effect]:
+        """A configuration agreed by the fleet: from now on my layout (durably, before anything it leads to)."""
+        epoch, layout = value.get("seq"), value.get("layout")
+        if self.epoch is not None and epoch <= self.epoch:
+            return []
+        try:
+            new = attrs.evolve(self.layout, **{k: layout[k] for k in _CONFIG_FIELDS})
+        except (TypeError, KeyError, ValueError) as e:
+            new, why = None, f"not a layout: {e}"
+        else:
+            cur = self.layout
+            if self.epoch is None:
+                why = "" if new == cur else "not the layout I was started with (joining)"
+            elif (new.dcs, new.racks, new.sectors - cur.sectors) != (cur.dcs, cur.racks, epoch - self.epoch):
+                why = f"epoch {epoch} is not epoch {self.epoch} with {epoch - self.epoch} more sector(s)"
+            else:
+                why = ""
+        if new is None or why:
+            return [Emit("monitor.config_refused", {"epoch": epoch, "layout": layout, "reason": why})]
+        joined = self.epoch is None
+        self.layout, self.epoch, self._seat_cache = new, epoch, None
+        return [self._persist_mine(),
+                Emit("monitor.config", {"epoch": epoch, **self._layout_dict(), "joined": joined})]
+
     # -- 7. silent peers ---------------------------------------------------------------
 
     def _heard(self, peer: str, now: float) -> list[Effect]:
@@ -1602,6 +1716,15 @@ class RackMonitor:
                 del self.holding[base]
                 self.acting_since.pop(base, None)
                 self.healthy_acks.pop(base, None)
+                continue
+            held = self.holding[base].gid
+            if "@" in held and len(held.partition("@")[2].split(",")) != len(self.layout.seats(base)):
+                # a configuration epoch changed the seats: resign, a designation in the new seats follows
+                effects.append(Emit("authority.resigned", {"group": base, "term": self.holding[base].term,
+                                                           "holder": self.rack, "gid": held,
+                                                           "reason": f"configuration epoch {self.epoch}"}))
+                del self.holding[base]
+                self.acting_since.pop(base, None)
                 continue
             filled = self._filled_seats(base)
             if filled:
@@ -1713,6 +1836,8 @@ class RackMonitor:
             out["blocked"] = dict(sorted(self.blocked.items()))
         if self.retired:
             out["retired"] = dict(sorted(self.retired.items()))
+        if self.epoch:
+            out["config"] = {"epoch": self.epoch, "layout": self._layout_dict()}
         if self.rejoining:
             out["rejoining"] = True
         return out
@@ -1745,6 +1870,7 @@ class RackMonitor:
         TermHint: _on_term_hint,
         Rejoin: _on_rejoin,
         Retired: _on_retired,
+        Reconfigure: _on_reconfigure,
         RejoinReply: _on_rejoin_reply,
         Execute: _on_execute,
         ExecuteAck: _on_execute_ack,
