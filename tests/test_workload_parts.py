@@ -54,6 +54,7 @@ def gateway():
     (dict(code={}), "code must be {'source': ...}"),
     (dict(code={"source": "x" * 200}), "inline code is 200 bytes; the limit is 100"),
     (dict(code={"ref": "lib", "version": -1}), "code.version must be an integer >= 0"),
+    (dict(code={"source": "puts 1", "type": "ruby"}), "code.type must be one of ['python', 'shell']"),
     (dict(data={"ref": "abc"}), "data.ref must be the SHA-256"),
     (dict(data={}), "data must be {'inline': value}"),
     (dict(max_delay=0.0), "max_delay must be a number of seconds in (0, 86400.0]"),

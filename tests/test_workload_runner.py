@@ -182,3 +182,81 @@ def test_a_descendant_that_left_the_process_group_is_killed_at_the_tasks_end(tmp
         assert uid_processes(range(w.base_uid, w.base_uid + w.slots)) == 0, "the setsid descendant outlived its task"
     finally:
         w.close()
+
+
+# ---------------------------------------------------------------- the shell environment (deliverable 3)
+
+HOSTILE_SHELL = {
+    "fork-bomb": "f() {{ f | f; }}; f",
+    "background-fork-bomb": "f() {{ f | f & }}; f",  # the shell exits at once: the end of the task kills the rest
+    "spin-forever": "while :; do :; done",
+    "sleep-forever": "sleep 1000",
+    "write-outside": "echo pwned > {escape}",
+    "steal-the-output": "rm -f output.txt; ln -s /etc/shadow output.txt; echo done",
+    "fill-the-disk": "head -c 5000000 /dev/zero > big",
+}
+
+
+@pytest.fixture(scope="module")
+def shell_env(tmp_path_factory):
+    """A shell environment: its prepared working directory holds a tool every task finds in its own directory."""
+    prepared = tmp_path_factory.mktemp("prepared")
+    (prepared / "tool.sh").write_text('echo "tool says $1"\n')
+    got = Collector()
+    w = WarmPython(("json",), work_root=tmp_path_factory.mktemp("shwork"), on_done=got, slots=4, shell_dir=prepared)
+    w.start()
+    yield w, got
+    w.close()
+
+
+def run_shell(w, got, tasks, data=None, limits=None):
+    for tid, src in tasks.items():
+        while w.free_slots() == 0:
+            time.sleep(0.01)
+        w.run(tid, src, data, (limits or {}).get(tid, LIMITS), kind="shell")
+    return dict(zip(tasks, got.wait(list(tasks))))
+
+
+def test_a_shell_task_runs_in_a_copy_of_the_prepared_directory_with_its_data(shell_env):
+    w, got = shell_env
+    r = run_shell(w, got, {"tool": 'sh tool.sh "$(cat data.json)"; pwd', "fails": "echo oops >&2; exit 3"},
+                  data={"n": 7})
+    assert r["tool"]["ok"], r["tool"]
+    out = r["tool"]["value"]["output"].splitlines()
+    assert r["tool"]["value"]["exit"] == 0 and out[0] == 'tool says {"n": 7}'
+    assert Path(out[1]).parent == w.work_root and not Path(out[1]).exists()  # private, removed afterwards
+    assert r["fails"]["ok"] is False and "exit status 3" in r["fails"]["error"] and "oops" in r["fails"]["trace"]
+
+
+def test_hostile_shell_payloads_are_stopped_reported_and_the_worker_survives(shell_env, tmp_path):
+    w, got = shell_env
+    escape = tmp_path / "escaped"
+    pid_before = w.pid
+    tasks = {k: v.format(escape=escape) for k, v in HOSTILE_SHELL.items()}
+    limits = {"spin-forever": Limits(cpu_s=1, memory_mb=200, processes=8, wall_s=6.0)}
+    r = run_shell(w, got, tasks, limits=limits)
+    for k in ("fork-bomb", "spin-forever", "sleep-forever", "fill-the-disk"):
+        assert r[k]["ok"] is False, (k, r[k])
+    spin = r["spin-forever"]  # the CPU limit stops it, unless a loaded machine gave it < 1 s of CPU in 6 s
+    assert "CPU time limit" in spin["error"] or (spin["killed"].startswith("wall") and spin["cpu"] < 1.0), spin
+    assert r["sleep-forever"]["error"] == "killed: wall time limit of 2.0 s"
+    assert "File too large" in r["fill-the-disk"]["trace"] or "file size" in r["fill-the-disk"]["error"]
+    # the task's own output is read through the zygote's descriptor, never through what the task left at the path
+    assert r["steal-the-output"]["ok"] and r["steal-the-output"]["value"]["output"] == "done\n"
+    if os.geteuid() == 0:  # as its slot's own unprivileged uid, a shell task cannot write where root's files live
+        assert r["write-outside"]["ok"] is False and "Permission denied" in r["write-outside"]["trace"]
+        assert not escape.exists(), "a shell task wrote outside its directory"
+        assert uid_processes(range(w.base_uid, w.base_uid + w.slots)) == 0, "a shell task's process outlived it"
+    after = run_shell(w, got, {"still-alive": "echo 42"})
+    assert after["still-alive"]["value"]["output"] == "42\n"
+    assert w.pid == pid_before and w.zygote_starts == 1  # the same environment throughout
+    assert sorted(os.listdir(w.work_root)) == []
+
+
+def test_an_unknown_environment_is_refused():
+    w = WarmPython(("json",), slots=1)
+    try:
+        with pytest.raises(RuntimeError, match="no 'ruby' environment"):
+            w.run("t", "puts 1", None, LIMITS, kind="ruby")
+    finally:
+        w.close()

@@ -45,6 +45,8 @@ from transport.codec import message
 
 __all__ = ["Gateway", "Submit", "Submitted", "TaskQuery"]
 
+CODE_TYPES = ("python", "shell")  # the warm environments a worker keeps
+
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -133,6 +135,8 @@ class Gateway:
                 return f"code.version must be an integer >= 0 (0: the latest), got {v!r}", 0
         else:
             return "code must be {'source': ...} (inline) or {'ref': name, 'version': n} (code service)", 0
+        if code.get("type", "python") not in CODE_TYPES:
+            return f"code.type must be one of {list(CODE_TYPES)} (default python), got {code.get('type')!r}", 0
         data = m.data
         if "ref" in data:
             if not isinstance(data["ref"], str) or not re.fullmatch(r"[0-9a-f]{64}", data["ref"]):

@@ -127,9 +127,11 @@ def setup_task(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("submit", help="submit a task; prints its id (and with --wait its result)")
     s.add_argument("--type", required=True, dest="task_type")
     g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--code", help="Python source defining main(data) or setting result")
+    g.add_argument("--code", help="Python source defining main(data) or setting result (with --shell: a shell script)")
     g.add_argument("--code-file", type=Path)
     g.add_argument("--code-ref", help="code in the code service: NAME or NAME@VERSION")
+    s.add_argument("--shell", action="store_true", help="the inline code is a shell script (runs in the workers' "
+                                                         "shell environment; its data in data.json)")
     s.add_argument("--data", default="null", help="the task's data, as JSON (default: null)")
     s.add_argument("--priority", type=int, default=None, help="default: the tenant's account class")
     s.add_argument("--max-delay", type=float, default=60.0)
@@ -189,6 +191,8 @@ def cmd_task(args: argparse.Namespace) -> int:
                 code: dict | str = {"ref": name, "version": int(version or 0)}
             else:
                 code = args.code if args.code is not None else args.code_file.read_text()
+                if args.shell:
+                    code = {"source": code, "type": "shell"}
             try:
                 data = json.loads(args.data)
             except ValueError as e:

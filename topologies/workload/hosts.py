@@ -64,8 +64,9 @@ class SimRunner:
 
 class PythonRunner:
     def __init__(self, rng: random.Random, modules: list[str] | None = None, env_slots: int = 4,
-                 work_root: str = "") -> None:
+                 work_root: str = "", shell_dir: str = "") -> None:
         self.modules = tuple(modules or ["json", "math", "time"])
+        self.shell_dir = shell_dir or None
         self.slots = env_slots
         self.work_root = work_root or None
         self.env: WarmPython | None = None
@@ -83,7 +84,8 @@ class PythonRunner:
             node.tell(address, TaskFinished(report["id"], outcome), address)
 
         work_root = self.work_root or os.path.join(_run_dir(), f"{address.replace('/', '.')}.work")
-        self.env = WarmPython(self.modules, work_root=work_root, on_done=done, slots=self.slots)
+        self.env = WarmPython(self.modules, work_root=work_root, on_done=done, slots=self.slots,
+                              shell_dir=self.shell_dir)
         self.env.start()
         atexit.register(self.env.close)  # a node stopped by SIGTERM leaves no task directory behind
 
@@ -93,7 +95,7 @@ class PythonRunner:
         if isinstance(effect, RunTask):
             fields = {k: v for k, v in effect.limits.items() if k in {a.name for a in attrs.fields(Limits)}}
             try:
-                self.env.run(effect.run, effect.source, effect.data, Limits(**fields))
+                self.env.run(effect.run, effect.source, effect.data, Limits(**fields), kind=effect.code_type or "python")
             except RuntimeError as e:
                 api.later(0.0, TaskFinished(effect.run, {"ok": False, "error": f"could not start: {e}",
                                                           "metered": 0.0}))
@@ -107,11 +109,11 @@ class PythonRunner:
 
 class WorkerHost:
     def __init__(self, rng: random.Random, env: str = "python", modules: list[str] | None = None,
-                 env_slots: int = 4, default_seconds: float = 0.1) -> None:
+                 env_slots: int = 4, default_seconds: float = 0.1, shell_dir: str = "") -> None:
         if env not in ("python", "sim"):
             raise ValueError(f"WorkerHost: env must be 'python' or 'sim', got {env!r}")
         self.env = env
-        self.python = PythonRunner(rng, modules, env_slots) if env == "python" else None
+        self.python = PythonRunner(rng, modules, env_slots, shell_dir=shell_dir) if env == "python" else None
         self.sim = SimRunner(rng, default_seconds)
 
     def on_effect(self, effect: Any, api: Any) -> None:

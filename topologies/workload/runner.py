@@ -104,8 +104,10 @@ def claim_uids(slots: int) -> tuple[int, Any]:
 
 class WarmPython:
     def __init__(self, modules: tuple[str, ...] = ("json", "math"), *, work_root: str | Path | None = None,
-                 on_done: Callable[[dict], None] | None = None, slots: int = 4, base_uid: int | None = None) -> None:
+                 on_done: Callable[[dict], None] | None = None, slots: int = 4, base_uid: int | None = None,
+                 shell_dir: str | Path | None = None) -> None:
         self.modules = tuple(modules)
+        self.shell_dir = Path(shell_dir) if shell_dir else None  # the shell environment's prepared directory
         self.work_root = Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="fleetplane-work-"))
         self.work_root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.work_root, 0o711)
@@ -198,9 +200,15 @@ class WarmPython:
         with self._lock:
             return len(self._free)
 
-    def run(self, task_id: str, source: str, data: Any, limits: Limits | None = None) -> None:
-        """Start ``task_id`` (its report comes through ``on_done``). Raises RuntimeError when no slot is free."""
+    def run(self, task_id: str, source: str, data: Any, limits: Limits | None = None, kind: str = "python") -> None:
+        """Start ``task_id`` (its report comes through ``on_done``). Raises RuntimeError when no slot is free.
+
+        ``kind`` ``"python"``: ``source`` is Python run in the forked child; ``"shell"``: the child, confined the
+        same way, execs ``/bin/sh -c source`` in a private directory holding a copy of ``shell_dir`` (the shell
+        environment's prepared directory) and the task's data (``data.json``, or ``data`` for bytes)."""
         limits = limits or Limits()
+        if kind not in ("python", "shell"):
+            raise RuntimeError(f"no {kind!r} environment here (python and shell)")
         with self._lock:
             if self._closed:
                 raise RuntimeError("the warm python environment is closed")
@@ -213,12 +221,16 @@ class WarmPython:
             slot = self._free.pop(0)
             uid = self.base_uid + slot if self.as_root else 0
             d = Path(tempfile.mkdtemp(prefix=f"task-{slot}-", dir=self.work_root))
+            if kind == "shell" and self.shell_dir is not None:
+                shutil.copytree(self.shell_dir, d, symlinks=True, dirs_exist_ok=True)
             if uid:
-                os.chown(d, uid, uid)
+                for dirpath, dirnames, filenames in os.walk(d):
+                    for name in (dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)):
+                        os.lchown(name, uid, uid)
             self._running[task_id] = (slot, d)
             try:
                 self._send({"op": "run", "id": task_id, "source": source, "data": data, "dir": str(d), "uid": uid,
-                            "limits": limits.as_dict()})
+                            "limits": limits.as_dict(), "kind": kind})
             except (OSError, ValueError) as e:
                 self._running.pop(task_id, None)
                 self._free.append(slot)

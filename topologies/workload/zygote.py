@@ -149,7 +149,9 @@ def _child(req: dict, wfd: int) -> None:
         lim = req["limits"]
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        out = os.open(os.path.join(root, "output.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        out = req.get("out_fd")  # a shell task's: opened by the zygote, which reads it afterwards
+        if out is None:
+            out = os.open(os.path.join(root, "output.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(out, 1)
         os.dup2(out, 2)
         os.chdir(root)
@@ -169,6 +171,12 @@ def _child(req: dict, wfd: int) -> None:
         if os.geteuid() != 0 and not uid:
             nproc += _count_processes(os.getuid())  # shared uid: leave room for what already runs
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        if req.get("kind") == "shell":  # the same confinement, then the shell (the report pipe closes on exec)
+            data = req.get("data")
+            with open("data" if isinstance(data, bytes) else "data.json", "wb") as f:
+                f.write(data if isinstance(data, bytes) else json.dumps(data, default=str).encode())
+            os.execve(SHELL, ["sh", "-c", req["source"]], {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": root,
+                                                             "TMPDIR": root, "PWD": root, "LANG": "C.UTF-8"})
         sys.addaudithook(_hook_for(root))
         scope.update({"__name__": "__task__", "data": req.get("data")})
         exec(compile(req["source"], "<task>", "exec"), scope)  # noqa: S102 - the task's own code, confined above
@@ -203,6 +211,7 @@ def _child(req: dict, wfd: int) -> None:
         os._exit(status)
 
 
+SHELL = "/bin/sh"
 _PRCTL: list = []  # libc's prctl, looked up once in the zygote (a lookup per child made a ctypes class each time)
 
 
@@ -278,10 +287,10 @@ class _Task:
     """One forked task as the zygote's loop sees it."""
 
     __slots__ = ("req", "pid", "rfd", "pidfd", "started", "deadline", "cap", "data", "eof", "status", "rusage",
-                 "exited", "killed")
+                 "exited", "killed", "out_fd")
 
-    def __init__(self, req: dict, pid: int, rfd: int, started: float) -> None:
-        self.req, self.pid, self.rfd, self.started = req, pid, rfd, started
+    def __init__(self, req: dict, pid: int, rfd: int, started: float, out_fd: int | None = None) -> None:
+        self.req, self.pid, self.rfd, self.started, self.out_fd = req, pid, rfd, started, out_fd
         self.deadline = started + float(req["limits"]["wall_s"])
         self.cap = int(req["limits"]["output"]) + 4096
         self.data = b""
@@ -342,6 +351,8 @@ def _finish(t: _Task) -> None:
               "cpu": (rusage.ru_utime + rusage.ru_stime) if rusage else 0.0, "killed": killed}
     if killed:
         report.update(ok=False, error=f"killed: {killed}")
+    elif req.get("kind") == "shell":
+        report.update(_shell_outcome(t))
     elif isinstance(result, dict) and "ok" in result:
         report.update(ok=bool(result["ok"]), **({"value": result.get("value")} if result["ok"] else
                                                  {"error": str(result.get("error")), "trace": result.get("trace", "")}))
@@ -351,7 +362,34 @@ def _finish(t: _Task) -> None:
         report.update(ok=False, error=f"the task's process ended without a result"
                       f" ({'signal ' + signal.Signals(sig).name if sig else 'status ' + str(status)})"
                       + (f": {why}" if why else ""))
+    if t.out_fd is not None:
+        os.close(t.out_fd)
     send(report)
+
+
+def _shell_outcome(t: _Task) -> dict:
+    """A shell task's outcome: exit status 0 is a result, ``{"exit": 0, "output": ...}`` (the tail of what it
+    wrote to stdout and stderr, read through the zygote's own descriptor: the task may have replaced the file
+    by a link to anything), any other status a failure with that output."""
+    out = ""
+    if t.out_fd is not None:
+        try:
+            size = os.fstat(t.out_fd).st_size
+            n = min(size, int(t.req["limits"]["output"]), 1 << 16)
+            out = os.pread(t.out_fd, n, size - n).decode("utf-8", "replace")
+        except (OSError, ValueError):
+            out = ""
+    st = t.status
+    if st is not None and os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0:
+        return {"ok": True, "value": {"exit": 0, "output": out}}
+    if st is not None and os.WIFEXITED(st):
+        why = f"exit status {os.WEXITSTATUS(st)}"
+    else:
+        sig = os.WTERMSIG(st) if st is not None and os.WIFSIGNALED(st) else None
+        why = f"signal {signal.Signals(sig).name}" if sig else "no status"
+        why += {signal.SIGXCPU: ": CPU time limit", signal.SIGKILL: ": killed (CPU or memory limit)",
+                signal.SIGXFSZ: ": file size limit"}.get(sig, "")
+    return {"ok": False, "error": f"the shell task failed ({why})", "trace": out[-2000:]}
 
 
 def _kill_group(pid: int, uid: int) -> None:
@@ -464,6 +502,16 @@ def _request(req: dict) -> _Task | None:
     elif op == "kill":
         _RUNNING.pop(req.get("id"), None)
     elif op == "run":
+        out_fd = None
+        if req.get("kind") == "shell":  # its output is read back afterwards: through this descriptor, not the path
+            try:
+                out_fd = os.open(os.path.join(req["dir"], "output.txt"),
+                                 os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except OSError as e:
+                send({"op": "done", "id": req["id"], "ok": False, "error": f"could not prepare the task: {e}",
+                      "metered": 0.0, "cpu": 0.0, "killed": ""})
+                return None
+            req["out_fd"] = out_fd
         rfd, wfd = os.pipe()
         started = time.monotonic()
         pid = os.fork()
@@ -472,7 +520,7 @@ def _request(req: dict) -> _Task | None:
             _child(req, wfd)
         os.close(wfd)
         _RUNNING[req["id"]] = pid
-        return _Task(req, pid, rfd, started)
+        return _Task(req, pid, rfd, started, out_fd)
     return None
 
 
