@@ -7,7 +7,7 @@ controller ``{g}-wf/workflow``, the image store's resource controller ``{g}-rc/i
 Persist effects go to ``Regions.disk``), ``proxies`` proxies ``{g}-px/proxy{j}``, a simulated image
 store (:class:`tests.workflow_sim.SimStore`, processor sharing, reporting its load to its controller
 every ``report_every`` s) and ``servers`` servers ``{g}-s{i}/server`` (one node each), all powered on
-within ``start_spread`` s. Every server's workflow is one stage ``image`` (``stage_time`` s of work at
+within ``start_spread`` s (``late``: region -> (servers, at): a second wave powered on at ``at``). Every server's workflow is one stage ``image`` (``stage_time`` s of work at
 full speed, lognormal per server, drawn from the seed) then, if ``local_stage``, a local one.
 
 The ``damaged`` region's store comes back from an outage at ``damaged_fraction`` of its capacity (after
@@ -214,6 +214,7 @@ def build_regions(
     local_stage: float = 0.0,
     boot_time: float = 5.0,
     start_spread: float = 2.0,
+    late: dict[str, tuple[int, float]] | None = None,
     ttl: float = 30.0,
     link: LinkSpec | None = None,
     cross: LinkSpec | None = None,
@@ -239,6 +240,13 @@ def build_regions(
             reg.region_of[a] = g
             reg.work[a] = stage_time * wrng.lognormvariate(-stage_sigma ** 2 / 2, stage_sigma)
             starts[a] = wrng.uniform(0.0, start_spread) if start_spread > 0 else 0.0
+        n_late, at = (late or {}).get(g, (0, 0.0))
+        for i in range(n_late):  # a second wave: servers of this region powered on at ``at``
+            a = f"{g}-l{i}/server"
+            reg.servers[g].append(a)
+            reg.region_of[a] = g
+            reg.work[a] = stage_time * wrng.lognormvariate(-stage_sigma ** 2 / 2, stage_sigma)
+            starts[a] = at + (wrng.uniform(0.0, start_spread) if start_spread > 0 else 0.0)
     worst = max(sum(reg.work[a] for a in reg.servers[g]) / (capacity * (damaged_fraction if g == damaged else 1.0))
                 for g in regions)
     reg.params["time_limit"] = time_limit if time_limit is not None else 3 * worst + outage + 600.0

@@ -175,3 +175,22 @@ def test_many_seeds_of_lossy_links_and_isolated_controllers(seed):
     assert all(v == SMALL["servers"] for v in f["done"].values()), f"{what}: {f['done']}"
     bad = {n: v.summary for n, v in judge(reg).items() if v.status == "invalid"}
     assert not bad, f"{what}: {bad}"
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_a_lending_region_hit_by_its_own_wave_withdraws(seed):
+    """West lends to east, then 250 more of west's own servers power on at t = 35 s: west withdraws what it
+    lent (``peer overloaded``); nothing more is admitted under it, and everyone finishes."""
+    reg = build_regions(seed, late={"west": (250, 35.0)}, **SMALL).run()
+    ev = reg.events()
+    withdrawn = [e for e in ev if e["kind"] == "council.state" and e["fields"]["to"] == "ended"
+                 and e["fields"]["reason"] == "peer overloaded" and e["node"] == "west-rc"]
+    assert withdrawn and all(e["fields"]["by"] == rc("west") for e in withdrawn), f"seed {seed}: no withdrawal"
+    mids = {e["fields"]["mitigation"] for e in withdrawn}
+    at = min(e["time"] for e in withdrawn)
+    late = [e for e in ev if e["kind"] == "council.admitted" and e["fields"]["mitigation"] in mids and e["time"] > at]
+    assert not late, f"seed {seed}: admitted under a withdrawn mitigation: {late[:3]}"
+    f = reg.figures()
+    assert f["done"] == {"east": 60, "west": 310, "north": 60}, f"seed {seed}: {f['done']}"
+    assert_holds(reg, judge(reg), must=("admission-limit", "servers-done", "redirect-accepted",
+                                        "redirect-within-accepted"))
