@@ -10,7 +10,7 @@ every ``report_every`` s) and ``servers`` servers ``{g}-s{i}/server`` (one node 
 within ``start_spread`` s (``late``: region -> (servers, at): a second wave powered on at ``at``). Every server's workflow is one stage ``image`` (``stage_time`` s of work at
 full speed, lognormal per server, drawn from the seed) then, if ``local_stage``, a local one.
 
-The ``damaged`` region's store comes back from an outage at ``damaged_fraction`` of its capacity (after
+The ``damaged`` region's store (or each of several) comes back from an outage at ``damaged_fraction`` of its capacity (after
 ``outage`` s at 1 client, if ``outage`` > 0) while its servers boot. With ``council`` the image
 controllers form a council (``council_kw`` sets its rules; ``approval`` its oversight mode), and an
 oversight role ``ops/oversight`` (:class:`Oversight`) serves it when ``oversight`` (default: whenever
@@ -200,7 +200,7 @@ def build_regions(
     regions: tuple[str, ...] = ("east", "west", "north"),
     servers: int = 200,
     capacity: int = 20,
-    damaged: str | None = "east",
+    damaged: str | tuple[str, ...] | None = "east",
     damaged_fraction: float = 0.2,
     outage: float = 0.0,
     council: bool = True,
@@ -228,6 +228,7 @@ def build_regions(
     """Build the multi-region storm (see the module docstring); nothing runs until :meth:`Regions.run`."""
     if oversight is None:
         oversight = approval != "none"
+    hurt = (damaged,) if isinstance(damaged, str) else tuple(damaged or ())
     network = SimNetwork(default=link if link is not None else LinkSpec(latency=Uniform(0.001, 0.005)))
     sim = Simulator(seed, network, event_log=event_log)
     reg = Regions(sim, {"local_stage": local_stage, "boot_time": boot_time, "stage_time": stage_time})
@@ -247,7 +248,7 @@ def build_regions(
             reg.region_of[a] = g
             reg.work[a] = stage_time * wrng.lognormvariate(-stage_sigma ** 2 / 2, stage_sigma)
             starts[a] = at + (wrng.uniform(0.0, start_spread) if start_spread > 0 else 0.0)
-    worst = max(sum(reg.work[a] for a in reg.servers[g]) / (capacity * (damaged_fraction if g == damaged else 1.0))
+    worst = max(sum(reg.work[a] for a in reg.servers[g]) / (capacity * (damaged_fraction if g in hurt else 1.0))
                 for g in regions)
     reg.params["time_limit"] = time_limit if time_limit is not None else 3 * worst + outage + 600.0
 
@@ -273,10 +274,10 @@ def build_regions(
     for g in regions:
         addr = rc(g)
         sim.add(addr, make_controller(g, first=True), host=reg._durable_host)
-        cap = max(1, round(capacity * damaged_fraction)) if g == damaged else capacity
-        store = SimStore(sim, "images", addr, 1 if (g == damaged and outage > 0) else cap)
+        cap = max(1, round(capacity * damaged_fraction)) if g in hurt else capacity
+        store = SimStore(sim, "images", addr, 1 if (g in hurt and outage > 0) else cap)
         reg.stores[addr] = store
-        if g == damaged and outage > 0:
+        if g in hurt and outage > 0:
             sim.schedule(outage, lambda s=store, c=cap: s.set_capacity(c))
         for j, p in enumerate(proxy_of[addr]):
             sim.add(p, Proxy(p, {"images": addr}, flush_every=1.0))

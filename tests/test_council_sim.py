@@ -194,3 +194,18 @@ def test_a_lending_region_hit_by_its_own_wave_withdraws(seed):
     assert f["done"] == {"east": 60, "west": 310, "north": 60}, f"seed {seed}: {f['done']}"
     assert_holds(reg, judge(reg), must=("admission-limit", "servers-done", "redirect-accepted",
                                         "redirect-within-accepted"))
+
+
+def test_two_damaged_regions_share_one_peer_and_it_accepts_one_of_them_partially():
+    """East and north both at 20%: both ask west; west accepts the second proposal only up to what is left of its
+    headroom (a partial acceptance, seed 5), and never admits more than it accepted."""
+    seed = 5
+    reg = build_regions(seed, damaged=("east", "north"), **SMALL).run()
+    dec = [e["fields"] for e in reg.events() if e["kind"] == "council.decided"]
+    partial = [d for d in dec if d["outcome"] == "partial"]
+    assert partial and all(0 < d["accepted"] < d["requested"] for d in partial), f"seed {seed}: {dec}"
+    assert {d["proposer"] for d in dec} == {rc("east"), rc("north")}, f"seed {seed}"
+    f = reg.figures()
+    assert all(v == SMALL["servers"] for v in f["done"].values()), f"seed {seed}: {f['done']}"
+    assert_holds(reg, judge(reg), must=("admission-limit", "servers-done", "redirect-accepted",
+                                        "redirect-within-accepted"))
