@@ -1,11 +1,13 @@
 """Operators acting on a running coldstart topology, and a durable manager killed, as real processes (slow tier).
 
-* ``fleetplane run topologies/coldstart.toml --min-duration 25`` runs in the background (eight
-  processes on 127.0.0.1); ``fleetplane deps override|remediate|condition --run DIR`` join it as
-  ``client-deps-<pid>`` nodes and ask the manager, which answers once the decision is recorded;
-  the event log shows each decision taking effect (the override in the next plan, the
-  remediation fired and done, the condition's conditional remediation fired and released), and
-  a refused request exits 1. The run is stopped by its PID if it outlives the test.
+* ``fleetplane run topologies/coldstart.toml`` runs in the background (eight processes on
+  127.0.0.1) until the test stops it by its PID (SIGINT); ``fleetplane deps status|act|override|
+  remediate|condition --run DIR`` join it as ``client-deps-<pid>`` nodes. ``deps act stop dns
+  access-control --then start`` restarts the two services of a cycle in full at once, by hand: a
+  run-time wait-for cycle among real processes, which the manager detects, remedies (a bootstrap
+  restart of dns) and resolves (checker deps-deadlocks-real). Then each operator decision takes
+  effect (the override in the next plan, the remediation fired and done, the condition's
+  conditional remediation fired and released), and a refused request exits 1.
 * ``fleetplane chaos topologies/coldstart.toml --nemesis kill --target mgr``: the manager's
   process SIGKILLed mid-start; its new incarnation names the old one and what it restored from
   its durable log, and every service still comes up in order.
@@ -18,6 +20,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -31,18 +35,48 @@ ROOT = Path(__file__).resolve().parents[1]
 FLEETPLANE = [sys.executable, "-m", "topologies.cli"]
 
 
-def _fleetplane(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+def _fleetplane(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     return subprocess.run(FLEETPLANE + list(args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def test_operator_commands_act_on_a_running_manager(tmp_path):
-    run = subprocess.Popen(FLEETPLANE + ["run", "topologies/coldstart.toml", "--min-duration", "25", "-q",
-                                         "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+def _until(pred, timeout: float, what: str, run: subprocess.Popen | None = None):
+    """Poll ``pred`` (each call runs a command) until truthy; fail after ``timeout`` seconds (a give-up, not a
+    bound) or as soon as the run has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if run is not None and run.poll() is not None:
+            pytest.fail(f"the run ended (exit {run.returncode}) while waiting for {what}: {run.stdout.read()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout}s waiting for {what}")
+        threading.Event().wait(0.5)
+
+
+def _status(run_dir: Path) -> dict:
+    r = _fleetplane("deps", "status", "--run", str(run_dir), "--timeout", "2", "--tries", "3")
+    return json.loads(r.stdout) if r.returncode == 0 else {}
+
+
+@pytest.mark.timeout(600)  # a dozen commands, each a Python start, against eight processes on a shared machine
+def test_operators_and_an_injected_deadlock_on_a_running_topology(tmp_path):
+    """One real run (stopped by SIGINT to its PID once the test is done, so no step races its end):
+    a run-time deadlock injected by hand, then each operator command, each effect in the event log."""
+    run = subprocess.Popen(FLEETPLANE + ["run", "topologies/coldstart.toml", "--duration", "600", "--min-duration",
+                                         "600", "-q", "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:
-        topo = wait_for(lambda: next(iter(tmp_path.glob("coldstart-real-*/topology.json")), None), timeout=30,
+        topo = wait_for(lambda: next(iter(tmp_path.glob("coldstart-real-*/topology.json")), None), timeout=60,
                         what="the run directory")
         run_dir = topo.parent
+        _until(lambda: _status(run_dir).get("all_up"), 180, "every service up (deps status)", run)
+        # dns and access-control (a cycle) stopped and started in full by hand, at once: each waits for the other
+        r = _fleetplane("deps", "act", "stop", "dns", "access-control", "--then", "start", "--after", "0.3",
+                        "--run", str(run_dir))
+        assert r.returncode == 0 and r.stdout.count("done: start") == 2, r
+        _until(lambda: (lambda v: v.get("all_up") and v.get("deadlocks"))(_status(run_dir)), 120,
+               "the deadlock found and every service up again", run)
         r = _fleetplane("deps", "override", "logging", "secrets", "--run", str(run_dir), "--who", "test-op")
         assert r.returncode == 0 and "recorded: override: logging -> secrets (hard)" in r.stdout, r
         r = _fleetplane("deps", "remediate", "op-1", "restart", "logging", "--run", str(run_dir), "--who", "test-op")
@@ -52,20 +86,25 @@ def test_operator_commands_act_on_a_running_manager(tmp_path):
         assert r.returncode == 1 and "refused" in r.stdout, r
         r = _fleetplane("deps", "condition", "region r2 isolated", "--holds", "--run", str(run_dir))
         assert r.returncode == 0 and "condition 'region r2 isolated' holds" in r.stdout, r
+        _until(lambda: _status(run_dir).get("remediations", {}).get("cond:region r2 isolated:identity") == "done",
+               120, "identity restarted in bootstrap mode", run)
         r = _fleetplane("deps", "condition", "region r2 isolated", "--ends", "--run", str(run_dir))
         assert r.returncode == 0 and "ended" in r.stdout, r
-        out, _ = run.communicate(timeout=120)
-        assert run.returncode == 0, out
+        _until(lambda: _status(run_dir).get("all_up"), 120, "every service fully up again", run)
     finally:
         if run.poll() is None:  # stop the run (and through it, its node processes) by its PID
             os.kill(run.pid, signal.SIGINT)
-            try:
-                run.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                run.kill()
-                run.wait()
+        try:
+            out, _ = run.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            out, _ = run.communicate()
+    assert run.returncode == 130, out  # interrupted, as asked
     events = read_events(run_dir / "events.jsonl")
     mgr = [e for e in events if e["node"] == "mgr"]
+    (det,) = [e["fields"] for e in mgr if e["kind"] == "deps.deadlock_detected"]
+    assert det["members"] == ["access-control", "dns"], det
+    assert [e for e in mgr if e["kind"] == "deps.deadlock_resolved" and e["fields"]["id"] == det["id"]]
     (ov,) = [e for e in mgr if e["kind"] == "deps.override"]
     assert ov["fields"]["who"] == "test-op" and (ov["fields"]["service"], ov["fields"]["on"]) == ("logging", "secrets")
     plans = [e for e in mgr if e["kind"] == "deps.plan" and e["time"] >= ov["time"]]
@@ -78,9 +117,11 @@ def test_operator_commands_act_on_a_running_manager(tmp_path):
     assert conds == [("region r2 isolated", True), ("region r2 isolated", False)]
     assert [e for e in mgr if e["kind"] == "deps.remediation_released"]
     verdicts = {v["checker"]: v["status"] for v in json.loads((run_dir / "results.json").read_text())["verdicts"]}
-    assert verdicts["deps-start-order"] == "valid" and verdicts["deps-all-up"] == "valid", verdicts
+    for name in ("deps-start-order", "deps-all-up", "deps-deadlocks-real"):
+        assert verdicts[name] == "valid", verdicts
 
 
+@pytest.mark.timeout(300)
 def test_the_manager_killed_mid_start_resumes_from_its_durable_log(tmp_path):
     from topologies.chaos import run_chaos
     from topologies.loader import load_topology
