@@ -467,3 +467,28 @@ def test_a_restarted_oversight_role_still_gets_its_approval_to_both_parties():
         p.at(t)
     assert p.m[peer].council.mits[mid].approved is True
     assert derive(p.m[peer].council.mits[mid], 14.0).value == "in_force"
+
+
+def test_council_facts_are_taken_only_from_their_author():
+    from protocols.workflow.council_messages import MitigationDecision, MitigationPropose
+
+    p = Pump(approval="all")
+    p.ask(A, 80, "a-s")
+    p.at(5.0)
+    p.at(7.1)
+    mid = p.m[OV].pending(7.1)[0]
+    peer = p.m[OV].mits[mid].peer
+    other = C if peer == B else B
+    # another member cannot decide for the peer, nor approve for the oversight role
+    p.q.append((A, MitigationDecision("a-rc/images#9.9", "images", A, peer, 5, 5, 100.0, False, 0.0, peer, 10), other))
+    p.q.append((A, OversightApprove(mid, "mallory"), other))
+    from protocols.workflow.council_messages import OversightDecision
+    p.q.append((A, OversightDecision(mid, "images", True, "operator:mallory"), other))
+    # a proposal must come from its proposer, and a decision cannot accept more than was asked
+    p.q.append((B, MitigationPropose("x#1.1", "images", A, B, 5, 100.0, 10), C))
+    p.q.append((A, MitigationDecision("a-rc/images#9.8", "images", A, peer, 5, 50, 100.0, False, 0.0, peer, 10), peer))
+    p.pump()
+    assert "a-rc/images#9.9" not in p.m[A].council.mits and "a-rc/images#9.8" not in p.m[A].council.mits
+    assert "x#1.1" not in p.m[B].council.mits
+    assert p.m[A].council.mits[mid].approved is None and p.m[A].council.refused >= 3
+    assert not p.kinds("council.redirect")

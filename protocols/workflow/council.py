@@ -60,6 +60,12 @@ peer: its limit and leases apply. When the mitigation ends, no new server is red
 those admitted finish there. A server that comes home (``AccessRequest.returned``) is queued again and
 never redirected again for that request.
 
+Identity and bounds: each fact is taken only from its author - a query or proposal from its proposer, a
+report or decision from its peer (never accepting more than asked), approvals, operators' proposals and
+impositions from the council's oversight role, ends from a member or the oversight role; anything else is
+refused (``council.ignored``, counted in ``refused``) and changes nothing. At most ``2 x MAX_RECORDS``
+mitigations are known; finished ones are pruned first.
+
 Durable state (with the controller's store: ``Persist`` before the sends that depend on it): every
 mitigation record (``c/m/<id>``: facts, redirected and admitted servers) and the holds (``c/holds``).
 A restarted member resumes them (expiry by the clock, resends of what is unanswered).
@@ -300,6 +306,7 @@ class Council:
         self.round_no = 0
         self.last_alert = -math.inf
         self.sent = 0  # council messages sent (for the benchmark)
+        self.refused = 0  # peer messages refused (wrong sender, out of bounds)
         if durable:
             self._restore(durable)
 
@@ -391,6 +398,10 @@ class Council:
         t = type(msg)
         if getattr(msg, "council", self.cfg.name) != self.cfg.name:
             return self._ignored(msg, f"for council {msg.council!r}", sender)
+        why = self._refuse_input(msg, sender)
+        if why:
+            self.refused += 1
+            return self._ignored(msg, why, sender)
         if t is HeadroomQuery:
             return self._on_query(msg, now)
         if t is HeadroomReport:
@@ -435,6 +446,35 @@ class Council:
             return True, []
         self.ctrl._out.append((via, m.server, self._redirect_msg(mit, m.server, m.boot, m.seq, now)))
         return False, []  # the redirect was lost or crossed this message: say it again
+
+    def _refuse_input(self, msg: Any, sender: str) -> str:
+        """Why a council message is refused ("" if it is taken): each fact comes from its only author."""
+        t = type(msg)
+        members = self.cfg.members
+        if t is HeadroomQuery:
+            ok = sender == msg.proposer and sender in self.peers and msg.needed >= 0
+        elif t is HeadroomReport:
+            ok = sender == msg.peer and sender in self.peers and msg.hold >= 0 and math.isfinite(msg.hold)
+        elif t is MitigationPropose:
+            ok = (sender == msg.proposer and sender in self.peers and msg.peer == self.address and msg.count >= 0
+                  and math.isfinite(msg.until))
+        elif t is MitigationDecision:
+            ok = (sender == msg.peer and sender in self.peers and 0 <= msg.accepted <= max(msg.requested, 0)
+                  and msg.hold >= 0 and math.isfinite(msg.until) and msg.proposer in members)
+        elif t in (MitigationEnd, MitigationEndAck):
+            ok = sender in self.peers or (bool(self.cfg.oversight) and sender == self.cfg.oversight)
+        elif t in (OversightDecision, ProposeMitigation, ImposeMitigation):
+            ok = bool(self.cfg.oversight) and sender == self.cfg.oversight
+            if ok and t is not OversightDecision:
+                ok = msg.count > 0 and math.isfinite(msg.until)
+        else:
+            return ""
+        if not ok:
+            return "refused: not from the fact's author, or out of bounds"
+        if (t in (MitigationPropose, MitigationDecision, ImposeMitigation, MitigationEnd, OversightDecision)
+                and msg.mitigation not in self.mits and len(self.mits) >= 2 * MAX_RECORDS):
+            return "refused: too many mitigations known"
+        return ""
 
     # -- proposer: detect, ask, propose ---------------------------------------------------------
 
