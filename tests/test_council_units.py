@@ -492,3 +492,13 @@ def test_council_facts_are_taken_only_from_their_author():
     assert "x#1.1" not in p.m[B].council.mits
     assert p.m[A].council.mits[mid].approved is None and p.m[A].council.refused >= 3
     assert not p.kinds("council.redirect")
+
+
+def test_the_oversight_role_hears_notices_only_from_council_members():
+    from protocols.workflow.council_messages import MitigationNotice
+
+    p = Pump(approval="all")
+    p.q.append((OV, MitigationNotice("images", "decision", B, "fake#1", A, B, 5, 5, 100.0, True, 10), "x-srv/intruder"))
+    p.q.append((OV, MitigationNotice("images", "decision", C, "fake#2", A, B, 5, 5, 100.0, True, 10), B))
+    p.pump()
+    assert not p.m[OV].mits and len(p.kinds("oversight.ignored")) == 2

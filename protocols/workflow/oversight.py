@@ -130,7 +130,7 @@ class Oversight:
             return self._on_notice(msg, sender, now)
         if t is OversightDecisionAck or t is MitigationEndAck:
             entry = self.outbox.get(msg.mitigation)
-            if entry is not None and msg.member in entry[1]:
+            if entry is not None and msg.member == sender and msg.member in entry[1]:
                 entry[1].remove(msg.member)
             return []
         if t in _OPERATOR and self.address and sender.partition("/")[0] != self.address.partition("/")[0]:
@@ -151,6 +151,9 @@ class Oversight:
     def _on_notice(self, n: MitigationNotice, sender: str, now: float) -> list[Effect]:
         if n.council not in self.councils:
             return [Emit("oversight.ignored", {"message": "MitigationNotice", "why": f"unknown council {n.council!r}",
+                                               "from": sender})]
+        if sender != n.member or sender not in self.councils[n.council]["members"]:
+            return [Emit("oversight.ignored", {"message": "MitigationNotice", "why": "not from a member of its council",
                                                "from": sender})]
         fx: list[Effect] = [Emit("oversight.notice", {"council": n.council, "kind": n.kind, "member": n.member,
                                                       "mitigation": n.mitigation, "accepted": n.accepted,
