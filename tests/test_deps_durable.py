@@ -240,3 +240,21 @@ def test_the_manager_answers_a_query_with_its_view_and_an_agent_acknowledges_a_c
     assert not ans.ok and "no service 'nope'" in ans.what
     assert not [e for e in a.handle(Act("stop", "dns"), "m/manager", 1.3) if isinstance(e, Send)
                 and isinstance(e.msg, Ack)], "the manager's acts are not answered"
+
+
+def test_operators_cannot_grow_the_managers_tables_without_bound(monkeypatch):
+    import protocols.deps.manager as mm
+    monkeypatch.setattr(mm, "MAX_OVERRIDES", 3)
+    monkeypatch.setattr(mm, "MAX_CONDITIONS", 2)
+    m = Manager(["a1/agent"], address="m/manager", durable={})
+    m.tick(0.0)
+    for i in range(3):
+        m.handle(Override(f"s{i}", "x"), "op", 0.1)
+    out = m.handle(Override("s9", "x", ack=True), "c/$ask/1", 0.2)
+    assert [e.msg.ok for e in out if isinstance(e, Send)] == [False] and len(m.overrides) == 3
+    assert m.handle(Override("s0", "x", "order"), "op", 0.3)[0].kind == "deps.override"  # a known pair: changed
+    for i in range(2):
+        m.handle(Condition(f"c{i}", True), "op", 0.4)
+    out = m.handle(Condition("c9", True, ack=True), "c/$ask/2", 0.5)
+    assert [e.msg.ok for e in out if isinstance(e, Send)] == [False] and m.active == {"c0", "c1"}
+    assert m.rejected == 2

@@ -79,8 +79,10 @@ that they are in the record). Without a store (``durable=None``) nothing is
 persisted and a restart forgets operators' decisions.
 
 Bounds: at most ``MAX_ASSETS`` assets, ``MAX_REMEDIATIONS`` armed
-remediations and ``MAX_DEADLOCKS`` deadlock records; bad input is counted
-(``rejected``) and logged.
+remediations, ``MAX_DEADLOCKS`` deadlock records, ``MAX_OVERRIDES``
+overridden dependencies and ``MAX_CONDITIONS`` conditions in force (operators
+reach the manager from client nodes: each table they can grow is bounded);
+bad input is counted (``rejected``) and logged.
 """
 
 from __future__ import annotations
@@ -97,10 +99,12 @@ from protocols.deps.graph import DepGraph, Dependency, Plan, Service, Ticket, Wo
 from protocols.deps.messages import ACTIONS, Ack, Act, AssetEvent, Condition, Override, Query, Remediate, Report, \
     Status, View
 
-__all__ = ["Manager", "MAX_ASSETS", "MAX_REMEDIATIONS"]
+__all__ = ["Manager", "MAX_ASSETS", "MAX_CONDITIONS", "MAX_OVERRIDES", "MAX_REMEDIATIONS"]
 
 MAX_ASSETS = 10_000
 MAX_REMEDIATIONS = 1_000
+MAX_OVERRIDES = 10_000  # (service, on) pairs an operator has overridden
+MAX_CONDITIONS = 1_000  # named conditions in force, and ones an operator has spoken of
 MAX_DEADLOCKS = 1_000  # deadlock records kept (finished ones are forgotten first)
 UPISH = ("up", "bootstrap")
 MAX_INCARNATIONS = 16  # earlier incarnations named in the record
@@ -601,6 +605,9 @@ class Manager:
         was = c.name in self.active
         if c.holds == was:
             return []
+        if c.holds and len(self.active) >= MAX_CONDITIONS:
+            self.rejected += 1
+            return [Emit("deps.bad_input", {"what": f"condition {c.name!r}: more than {MAX_CONDITIONS} in force"})]
         self._dirty.add("conditions")
         out: list[Effect] = [Emit("deps.condition", {"name": c.name, "holds": c.holds, "who": c.who})]
         if c.holds:
@@ -756,7 +763,7 @@ class Manager:
                 self._opportunity(msg.asset, msg.kind, now)
         if c is Condition:
             was = msg.name in self.active
-            if msg.who != "detected" and msg.name not in self.manual:
+            if msg.who != "detected" and msg.name not in self.manual and len(self.manual) < MAX_CONDITIONS:
                 self.manual.add(msg.name)  # an operator's word wins over detection from now on
                 self.detected.discard(msg.name)
                 self._dirty.add("conditions")
@@ -797,6 +804,9 @@ class Manager:
 
     def _override(self, service: str, on: str, kind: str, condition: str, remove: bool, who: str,
                   now: float) -> list[Effect]:
+        if len(self.overrides) >= MAX_OVERRIDES and "ov/" + json.dumps([service, on]) not in self.overrides:
+            self.rejected += 1
+            return [Emit("deps.bad_input", {"what": f"override: more than {MAX_OVERRIDES} overridden dependencies"})]
         try:
             if remove:
                 self.graph.remove(service, on)
