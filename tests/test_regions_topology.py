@@ -60,3 +60,26 @@ def test_regions_with_easts_node_isolated_in_the_simulator(topo, tmp_path, seed)
     assert all(v[c] == "valid" for c in MUST), f"seed {seed}: {result.verdicts}"
     kinds = {e["kind"] for e in read_events(tmp_path / "events.jsonl")}
     assert "nemesis.grudge" in kinds and "nemesis.heal" in kinds, f"seed {seed}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_regions_as_real_processes_scaled_down(tmp_path):
+    """regions.toml as 10 OS processes, scaled down to 40 servers a region (stores of 4, east's of 1) so it starts
+    on a loaded machine: east's controller redirects across processes and every checker holds."""
+    from topologies.launcher import run_real
+
+    text = REGIONS.read_text()
+    for old, new in (("count = 300", "count = 40"), ("progress_total = 900", "progress_total = 120"),
+                     ("done_count = 900", "done_count = 120"), ("capacity = 30,", "capacity = 4,"),
+                     ("capacity = 6,", "capacity = 1,"), ("\nlimit = 30\n", "\nlimit = 4\n")):
+        assert old in text, f"regions.toml no longer has {old!r}"
+        text = text.replace(old, new)
+    small = tmp_path / "regions_small.toml"
+    small.write_text(text)
+    run_dir = tmp_path / "run"
+    result = run_real(load_topology(small), run_dir, quiet=True)
+    assert result.progress == 120, result.summary()
+    v = {x["checker"]: x["status"] for x in make_report(run_dir)["verdicts"]}
+    assert all(v[c] == "valid" for c in ("admission-limit", "leases-end", "servers-done", "redirect-accepted",
+                                         "redirect-within-accepted")), v
