@@ -309,3 +309,30 @@ def test_an_edge_node_back_on_an_empty_disk_takes_part_again_once_deployed(seed)
     assert s.edge(victim).ir is not None, f"seed={seed}: never deployed again"
     judge(s)
     assert_final_plan_in_force(s, "after the heal")
+
+
+# -- the reporter's record covers one isolation (audit concern 4) -------------------------------------------------
+
+@pytest.mark.parametrize("seed", SEEDS[:6])
+def test_a_failure_recorded_in_one_isolation_does_not_block_ratifying_the_next(seed):
+    """A validation failure is recorded during the first outage (1-3 s); the second outage (6-8 s) is clean. Before,
+    the reporter's record summed every validation it ever noted, so the second temporary plan was replaced "for the
+    validator recorded failures" (the audit's stale.py: 10 of 10); the record now starts empty with each isolation."""
+    from tests.test_localplane_loss import _strong
+
+    s = build_edge(seed, 8, profiles=_strong(seed, 8))
+    s.sim.schedule(1.0, s.isolate)
+    s.sim.schedule(3.0, s.heal)
+    s.sim.schedule(6.0, s.isolate)
+    s.sim.schedule(8.0, s.heal)
+    s.run(2.5)
+    reporter = next(e for e in s.edges if s.edge(e)._holds("reporter"))
+    s.edge(reporter)._note({"what": "validation", "plan_id": s.edge(reporter).plan_id, "role": "store", "share": 0,
+                            "holder": "e0/edge", "ratio": 0.2, "ok": False, "time": 2.5})
+    s.run(11.0)
+    judge(s)
+    second = [e["fields"] for e in s.of("manager.plan_final", 8.0)]
+    assert second, f"seed={seed}: no final plan after the second heal"
+    assert "the validator recorded failures" not in second[0]["reason"] and \
+        all("the validator recorded failures" not in e["fields"]["reason"] for e in s.of("manager.replaced", 8.0)), \
+        f"seed={seed}: the second plan was replaced for the first outage's failure: {second[0]}"

@@ -143,7 +143,9 @@ per plan and round, the fit evaluation per requester and plan.
 each ``validate_every`` seconds (:class:`Probe` -> :class:`ProbeResult`),
 judges the measured ratio against the subscription's ``min_ratio`` and sends
 :class:`Validation` to the leader and the reporter; a holder measuring itself
-below it relinquishes. The reporter records plan versions and verdicts.
+below it relinquishes. The reporter records plan versions and verdicts of one
+isolation: its record starts empty when the node declares isolation (a
+failure of an earlier outage never blocks ratifying a later plan).
 
 **Reconnect.** The first heartbeat heard while isolated stops the node's
 electioneering, and the leader sends its :class:`PlanReport`, the reporter its
@@ -993,6 +995,7 @@ class EdgeNode:
         self.report_due = {}
         self.hears_manager = False
         self.lapsed = {}
+        self.record = []  # the reporter's record covers one isolation (what the manager ratifies or replaces)
         out: list[Effect] = [self._emit("edge.isolation_declared", last_heartbeat=self.last_heartbeat,
                                         after=self.isolation_after, term=self.term, asked=asked, answered=answered)]
         for key in [k for k, h in self.holdings.items() if not h.temporary]:
