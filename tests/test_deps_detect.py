@@ -1,8 +1,8 @@
 """Detected conditions: conditional dependencies switched by what the manager sees, not only by operators.
 
 coldstart.toml's manager has ``detect_after = 1.5``: "region R down" when no asset of R has been
-heard for 1.5 s while assets outside R are; "region R isolated" when every asset of R it hears
-reports (``Report.unreachable``) every agent outside R silent (``silent_after`` = 3 reports).
+heard for 1.5 s while assets outside R are; "region R isolated" when, for 1.5 s, every asset of R it
+hears reports (``Report.unreachable``) every agent outside R silent (``silent_after`` = 3 reports).
 A detected condition is set only when something names it (a conditional dependency, an armed
 conditional remediation), ends only on evidence, and never fires on a manager that is itself
 cut off or on a lossy network. Every failure message names the seed.
@@ -48,8 +48,10 @@ def test_a_partition_between_the_regions_is_detected_and_switches_the_conditiona
     conds = _conditions(events)
     assert [c[1:] for c in conds] == [("region r2 isolated", True, "detected"),
                                       ("region r2 isolated", False, "detected")], f"seed {seed}: {conds}"
-    # the agents call a peer silent after 1.5 s, their next report says so (0.5 s), then a tick
-    assert 12.0 + 1.5 <= conds[0][0] <= 12.0 + 1.5 + 0.5 + 0.05 + MGR["tick_interval"], f"seed {seed}: {conds}"
+    # the agents call a peer silent after 1.5 s, their next report says so (0.5 s), the evidence must
+    # last detect_after (1.5 s), then a tick
+    assert 12.0 + 1.5 + MGR["detect_after"] <= conds[0][0] <= 12.0 + 1.5 + 0.5 + 0.05 + MGR["detect_after"] \
+        + MGR["tick_interval"], f"seed {seed}: {conds}"
     assert 20.0 < conds[1][0] <= 20.0 + 0.5 + 0.05 + MGR["tick_interval"], f"seed {seed}: {conds}"
     plans = [e["fields"]["conditions"] for e in kinds(events, "deps.plan") if conds[0][0] <= e["time"] < conds[1][0]]
     assert plans == [["region r2 isolated"]], f"seed {seed}: the plan under the detected condition"

@@ -39,8 +39,9 @@ A :class:`Manager` (a pure state machine, ticked every ``tick_interval``):
   :class:`Condition`, the manager detects ``region R down`` - it has heard
   nothing from any asset of region R for ``detect_after`` seconds while it
   still hears assets outside R (so a manager cut off from everyone detects
-  nothing) - and ``region R isolated`` - every asset of R it hears reports
-  (``Report.unreachable``) every agent outside R silent. A detected condition
+  nothing) - and ``region R isolated`` - for ``detect_after`` seconds, every
+  asset of R it hears reports (``Report.unreachable``) every agent outside R
+  silent (a stalled process's one late report is not enough). A detected condition
   is set only if the graph or an armed conditional remediation names it, and
   ends only on evidence (an asset of R heard again; an agent of R hearing one
   outside R again), never because the manager lacks news (e.g. right after its
@@ -48,7 +49,7 @@ A :class:`Manager` (a pure state machine, ticked every ``tick_interval``):
   on a condition wins over detection from then on. Detection bound for
   ``down``: ``detect_after`` + one ``tick_interval`` after the region's last
   message; for ``isolated``: the agents' ``silent_after`` + their
-  ``report_every`` + delivery + one tick.
+  ``report_every`` + delivery + ``detect_after`` + one tick.
 * **Remediation timing** (:class:`Remediate` from an operator or the
   ``remediations`` parameter): ``immediate``; ``opportunistic`` - when the
   service's asset reboots or powers down for another reason, opens a
@@ -128,6 +129,7 @@ class Manager:
         self.unreachable: dict[str, set[str]] = {}  # asset -> peer agents (addresses) its last report said silent
         self.detected: set[str] = set()  # conditions in force because the manager detected them
         self.manual: set[str] = set()  # conditions an operator set or ended: detection leaves them alone
+        self.evidence_since: dict[str, float] = {}  # condition -> since when the evidence says it holds
         self.agents = list(agents)
         self.gather_timeout, self.act_timeout, self.confirm_after = gather_timeout, act_timeout, confirm_after
         self.verify_after, self.watch_for = verify_after, watch_for
@@ -542,6 +544,12 @@ class Manager:
                                                 if r["when"] == "conditional"}
         out: list[Effect] = []
         for name, holds in self._region_evidence(now).items():
+            if holds and name.endswith(" isolated"):  # evidence from reports: it must last detect_after
+                since = self.evidence_since.setdefault(name, now)
+                if now - since < self.detect_after:
+                    continue
+            else:
+                self.evidence_since.pop(name, None)
             if holds is None or name in self.manual:
                 continue
             if holds and name not in self.active and name in named:

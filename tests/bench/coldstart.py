@@ -33,7 +33,7 @@ One run, four figures, each beside its baseline from the same run:
   regions r1 and r2 being cut from each other (the manager reaching both) to
   ``region r2 isolated`` being detected, and from r2's two assets being killed
   to ``region r2 down``; against their stated bounds (the agents' silent_after
-  + report_every + a tick; detect_after + a tick).
+  + report_every + detect_after + a tick; detect_after + a tick).
 
 Run: ``.venv/bin/python tests/bench/coldstart.py``. The last line is a JSON
 object of the figures.
@@ -200,7 +200,7 @@ def main(argv: list[str]) -> dict:
     fig["region_isolated_detect_s"] = round(iso["time"] - 12.0, 3) if iso else None
     mgr = topo.node("mgr").actors[0].params
     agent = next(a.params for n in topo.nodes for a in n.actors if a.kind == "deps.agent")
-    iso_bound = 3 * agent["report_every"] + agent["report_every"] + mgr["tick_interval"]
+    iso_bound = 3 * agent["report_every"] + agent["report_every"] + mgr["detect_after"] + mgr["tick_interval"]
     import attrs
     nodes = tuple(attrs.evolve(n, actors=tuple(attrs.evolve(a, params={**a.params, "remediations": [
         {"id": "r2-gone", "action": "restart", "service": "monitoring", "when": "conditional",
