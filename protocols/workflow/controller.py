@@ -518,6 +518,7 @@ class ResourceController:
                     # Woken, it powered on as a new incarnation (a real power cycle): the machine is the same
                     # (its stable address), so it keeps its place and any slot reserved for it.
                     w.boot, w.seq, w.stage, w.stamp = m.boot, m.seq, m.stage, m.stamp
+                    w.told_stamp = -math.inf  # a new incarnation's stamps are read on a new clock
                     self._dirty.add(m.server)
                     fx.append(Emit("waiting.rebooted", {"server": m.server, "boot": m.boot,
                                                         "reserved": m.server in self.reserved}))
@@ -551,6 +552,11 @@ class ResourceController:
             self.by_key[w.key] = w
             bisect.insort(self.queue, w.key)
             self._dirty.add(w.server)
+        elif asking and w.mode is Directive.DORMANT and m.stamp <= w.told_stamp:
+            # A copy of the request the dormant directive answered (a proxy resends a request until it hears an
+            # answer, to a restarted controller too; a late duplicate): the server is powered off. Tell it dormant
+            # again, so that the proxy stops resending, and grant it nothing; what the woken server sends is newer.
+            return fx + self._repeat_dormant(w, now, m.stamp)
         else:
             if asking and w.mode is Directive.DORMANT and w.woken_at is not None:
                 self.boot_times.append(now - w.woken_at)  # woken -> asking: how long this kind of server boots
@@ -598,6 +604,16 @@ class ResourceController:
                                         "wait": wait if math.isfinite(wait) else None, "position": position,
                                         "holders": self.holders, "reserved": len(self.reserved),
                                         "limit": self.limit, "via": w.via})]
+
+    def _repeat_dormant(self, w: _Waiter, now: float, stamp: float) -> list[Effect]:
+        """Answer a copy of a request already told dormant: dormant again, nothing changed."""
+        position = bisect.bisect_left(self.queue, w.key) if w.server in self.waiting else 0
+        self._out.append((w.via, w.server, AccessDeny(w.server, self.resource, w.boot, w.seq, self.epoch,
+                                                      Directive.DORMANT, 0.0, position, 0.0, stamp)))
+        return [Emit("controller.ignored", {"message": "AccessRequest", "server": w.server, "via": w.via,
+                                            "why": "a copy of a request already told dormant: told dormant again",
+                                            "stamp": stamp, "told": w.told_stamp,
+                                            "reserved": w.server in self.reserved})]
 
     def _remove_waiter(self, w: _Waiter) -> None:
         self._dirty.add(w.server)
@@ -955,6 +971,8 @@ class ResourceController:
                 m = AccessRequest(server, self.resource, boot, seq, stage, priority, expected, wake, stamp)
                 w = _Waiter(m, via, Directive(mode), tuple(key_), 0.0)
                 w.restored = True
+                if w.mode is Directive.DORMANT:  # told dormant in answer to a request no newer than this
+                    w.told_stamp = stamp
                 arrivals = max(arrivals, key_[2])
                 if reserved:
                     self.reserved[server] = w
