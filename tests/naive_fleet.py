@@ -32,9 +32,9 @@ power-on time (uniform in ``[0, start_spread]``) drawn in the same order from
 while the store already serves ``capacity`` clients fails after
 ``fail_delay``; with ``timeout_factor`` a :class:`CongestedStore` instead, where
 nothing is refused but a transfer not done ``timeout_factor`` times its work
-after it started fails: congestion collapse). The servers send no network messages (their "messages" are
-transfer attempts on the store), so the fleet's message count is its
-attempt count.
+after it started fails: congestion collapse). The servers send no network
+messages (their "messages" are transfer attempts on the store), so the fleet's
+message count is its attempt count.
 """
 
 from __future__ import annotations
