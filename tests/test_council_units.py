@@ -502,3 +502,30 @@ def test_the_oversight_role_hears_notices_only_from_council_members():
     p.q.append((OV, MitigationNotice("images", "decision", C, "fake#2", A, B, 5, 5, 100.0, True, 10), B))
     p.pump()
     assert not p.m[OV].mits and len(p.kinds("oversight.ignored")) == 2
+
+
+def test_a_guest_arriving_before_the_peer_heard_the_approval_waits_there_then_is_admitted():
+    from protocols.workflow.messages import AccessDeny, Directive, StatusPing
+
+    p = Pump(approval="all")
+    p.ask(A, 80, "a-s")
+    p.at(5.0)
+    p.at(7.1)
+    mid = p.m[OV].pending(7.1)[0]
+    peer = p.m[OV].mits[mid].peer
+    p.q.append((OV, OversightApprove(mid, "ana"), OP))
+    p.pump(drop={(peer, "OversightDecision")})  # the peer misses the approval; the proposer has it
+    p.at(8.0, drop={(peer, "OversightDecision")})
+    s = next(e["fields"]["server"] for e in p.kinds("council.redirect", A) if e["fields"]["mitigation"] == mid)
+    p.q.append((peer, AccessRequest(s, "images", 1, 1, "image", 0, 10.0, s, 8.0, mitigation=mid), s))
+    p.pump(drop={(peer, "OversightDecision")})
+    deny = [m for m in p.inbox[s] if type(m) is AccessDeny]
+    assert deny and deny[-1].directive is Directive.PENDING and deny[-1].ping_every > 0
+    assert not [m for m in p.inbox[s] if type(m) is RedirectRefused]
+    assert s not in p.m[peer].waiting and not p.kinds("council.admitted", peer)
+    p.at(9.0)  # the oversight role resends its decision; now it arrives
+    assert derive(p.m[peer].council.mits[mid], 9.0).value == "in_force"
+    p.q.append((peer, StatusPing(s, "images", 1, 1, "pending", "image", 0, 10.0, s, 9.0, mitigation=mid), s))
+    p.pump()
+    assert [e["fields"]["server"] for e in p.kinds("council.admitted", peer)] == [s]
+    assert s in p.m[peer].waiting or s in p.m[peer].lease_of

@@ -54,8 +54,10 @@ wait longest), at most ``accepted`` distinct servers per mitigation in force (:c
 the proxy a server came by; ``council.redirect``); a redirected server asks the peer with
 ``AccessRequest.mitigation``. The peer admits it into its waiting list (behind its own servers) only
 while the mitigation is in force there, no hold on the proposer stands, and fewer than ``accepted``
-servers were admitted under it (``council.admitted``); otherwise it answers :class:`RedirectRefused`
-(``council.refused``) and the server goes home. Admitted servers are ordinary waiters and holders of the
+servers were admitted under it (``council.admitted``); a server that arrives while the peer has not yet
+heard the operator's approval (the proposer had it) is told to wait pending a moment and ping
+(``council.wait_approval``); otherwise the peer answers :class:`RedirectRefused` (``council.refused``) and
+the server goes home. Admitted servers are ordinary waiters and holders of the
 peer: its limit and leases apply. When the mitigation ends, no new server is redirected or admitted;
 those admitted finish there. A server that comes home (``AccessRequest.returned``) is queued again and
 never redirected again for that request.
@@ -72,7 +74,7 @@ A restarted member resumes them (expiry by the clock, resends of what is unanswe
 
 Events: ``council.start``, ``council.overload``, ``council.query``, ``council.headroom``,
 ``council.hold``, ``council.hold_lifted``, ``council.proposed``, ``council.decided``, ``council.state``,
-``council.redirect``, ``council.returned``, ``council.admitted``, ``council.refused``,
+``council.redirect``, ``council.returned``, ``council.admitted``, ``council.refused``, ``council.wait_approval``,
 ``council.no_mitigation``, ``council.declined``, ``council.ignored``.
 """
 
@@ -100,7 +102,7 @@ from protocols.workflow.council_messages import (
     Redirect,
     RedirectRefused,
 )
-from protocols.workflow.messages import AccessRequest, Directive, StatusPing
+from protocols.workflow.messages import AccessDeny, AccessRequest, Directive, StatusPing
 from protocols.workflow.policy import check_transition
 
 __all__ = [
@@ -728,6 +730,18 @@ class Council:
             why = "unknown mitigation"
         elif self.hold_in.get(m.proposer, -math.inf) > now:
             why = "hold"
+        elif m.state is M.PENDING and m.accepted and len(m.admitted) < m.accepted and now < m.until:
+            # the proposer has the approval (it redirected) and this member has not heard it yet: wait a moment
+            # here, pinging, without a place in the list (the approval is resent to every member until acked)
+            every = self.cfg.retry_every
+            self.ctrl._out.append((via, r.server, AccessDeny(r.server, r.resource, r.boot, r.seq, self.ctrl.epoch,
+                                                             Directive.PENDING, 2 * every, 0, every, r.stamp)))
+            fx: list[Effect] = [Emit("council.wait_approval", {"council": self.cfg.name, "mitigation": m.id,
+                                                               "server": r.server})]
+            if self.cfg.oversight and now - m.asked_at >= every:
+                m.asked_at = now
+                fx.append(self._send(self.cfg.oversight, self._notice("approval", m)))
+            return False, fx
         elif m.state is not M.IN_FORCE:
             why = m.state.value
         elif now >= m.until:
