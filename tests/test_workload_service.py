@@ -240,12 +240,14 @@ def test_a_commit_window_holds_every_effect_until_one_commit_covers_a_burst(tmp_
 
     m = durable_queue(["py"], db=str(tmp_path / "q.sqlite"), commit_window=0.005)
     m.tick(0.0)
-    first = m.handle(enq("t1"), GW, 1.0)
-    assert first == [SetTimer(COMMIT_TIMER, 1.005)]  # held: not on disk yet, so not acknowledged
-    assert m.handle(enq("t2"), GW, 1.001) == [] and m.handle(Status("t1"), "c/x", 1.002) == []
-    assert m.store.count() == 0
+    quiet = m.handle(enq("t0"), GW, 1.0)  # no commit for a window: nothing to batch with, committed at once
+    assert m.store.count() == 1 and m.store.commits == 1 and sends(quiet, Enqueued) == [Enqueued("t0", True)]
+    first = m.handle(enq("t1"), GW, 1.001)
+    assert first == [SetTimer(COMMIT_TIMER, 1.005)]  # held (a window after the last commit): not on disk yet,
+    assert m.handle(enq("t2"), GW, 1.002) == [] and m.handle(Status("t1"), "c/x", 1.003) == []  # so not answered
+    assert m.store.count() == 1
     out = m.handle(TimerFired(COMMIT_TIMER), Q_SELF, 1.005)
-    assert m.store.count() == 2 and m.store.commits == 1  # one commit for the burst
+    assert m.store.count() == 3 and m.store.commits == 2  # one commit for the burst
     assert [type(x.msg).__name__ for x in out if isinstance(x, Send)] == ["Enqueued", "Enqueued", "TaskStatus"]
     assert m.handle(Status("t2"), "c/x", 1.01)[0].msg.state == "queued"  # nothing held: straight through
     m.store.close()

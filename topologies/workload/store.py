@@ -103,12 +103,14 @@ COMMIT_TIMER = "$group-commit"
 class DurableMachine:
     """Commits a machine's ``StoreTasks`` effects before handing its other effects on (group commit).
 
-    ``commit_window`` 0: every handler that wrote commits at once. ``commit_window`` w > 0: the first
-    handler that writes arms a timer ``w`` seconds away and its effects are held; every later handler's
-    writes join the same transaction and its effects are held too (so nothing overtakes what was held:
-    the order of the machine's effects is kept); when the timer fires (or ``max_batch`` rows wait) one
-    commit covers them all and every held effect is handed on. Nothing is acknowledged before its
-    commit either way; the window trades up to ``w`` of latency for one ``fsync`` per burst.
+    ``commit_window`` 0: every handler that wrote commits at once. ``commit_window`` w > 0: a handler that
+    writes when the last commit is ``w`` or more behind commits at once (nothing to batch with: no latency
+    added when the queue is quiet); otherwise it arms a timer for ``w`` after the last commit and its
+    effects are held; every later handler's writes join the same transaction and its effects are held too
+    (so nothing overtakes what was held: the order of the machine's effects is kept); when the timer
+    fires (or ``max_batch`` rows wait) one commit covers them all and every held effect is handed on.
+    Nothing is acknowledged before its commit either way; under load the window gives one ``fsync`` per
+    ``w`` at most, for up to ``w`` of latency.
     """
 
     def __init__(self, machine: Any, store: SqliteTaskStore, commit_window: float = 0.0,
@@ -122,6 +124,7 @@ class DurableMachine:
         self._drop: set[str] = set()
         self._held: list = []
         self._armed = False
+        self._last_commit = -1e18  # the ``now`` of the last commit
 
     def _take(self, effects: list) -> tuple[bool, list]:
         wrote, rest = False, []
@@ -138,9 +141,11 @@ class DurableMachine:
                 rest.append(e)
         return wrote, rest
 
-    def _flush(self) -> list:
+    def _flush(self, now: float | None = None) -> list:
         if self._rows or self._drop:
             self.store.apply(list(self._rows.values()), sorted(self._drop))
+            if now is not None:
+                self._last_commit = now
         self._rows, self._drop = {}, set()
         out, self._held = self._held, []
         return out
@@ -154,20 +159,22 @@ class DurableMachine:
             return rest  # nothing written, nothing waiting: pass through
         self._held.extend(rest)
         if len(self._rows) + len(self._drop) >= self.max_batch:
-            out = self._flush()
+            out = self._flush(now)
             if self._armed:
                 self._armed = False
                 out.insert(0, CancelTimer(COMMIT_TIMER))
             return out
         if not self._armed:
+            if now - self._last_commit >= self.commit_window:
+                return self._flush(now)  # quiet: nothing to wait for
             self._armed = True
-            return [SetTimer(COMMIT_TIMER, now + self.commit_window)]
+            return [SetTimer(COMMIT_TIMER, self._last_commit + self.commit_window)]
         return []
 
     def handle(self, msg: Any, sender: str, now: float) -> list:
         if msg.__class__ is TimerFired and msg.key == COMMIT_TIMER:
             self._armed = False
-            return self._flush()
+            return self._flush(now)
         return self._commit(self.machine.handle(msg, sender, now), now)
 
     def tick(self, now: float) -> list:
