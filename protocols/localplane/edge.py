@@ -467,6 +467,7 @@ class EdgeNode:
         # durable state (see "Restarts" in the module docstring): None: no store, nothing is persisted
         self.persistent = durable is not None
         self._deploy_enc: Any = None  # the Deploy persisted (encoded), kept to write the record again
+        self._deploy_gen = 0  # bumped whenever _deploy_enc changes (part of what is compared before a Persist)
         self._persisted: tuple | None = None  # what the disk holds (compared after each handler)
         rec = self._restore(durable) if durable else None
         # a start the host cannot vouch for as the first is a restart; with no store at all, the embedder's choice
@@ -533,7 +534,7 @@ class EdgeNode:
 
     def _state(self) -> tuple:
         voted = tuple(sorted(self.voted.items())[-8:])  # a vote of an older term can no longer elect anybody
-        return (self.incarnation, id(self._deploy_enc), self.term, voted, self.floor)
+        return (self.incarnation, self._deploy_gen, self.term, voted, self.floor)
 
     def _durable(self, out: list[Effect]) -> list[Effect]:
         """Group commit: if what safety depends on changed in this handler, one Persist goes before its first Send
@@ -594,6 +595,7 @@ class EdgeNode:
         first = self.ir is None or msg.ir.version != self.ir.version
         if first or sorted(msg.members) != self.members or msg.epoch != self.epoch:
             self._deploy_enc = encode_value(msg) if self.persistent else None
+            self._deploy_gen += 1
         self.ir = msg.ir
         self.members = sorted(msg.members)
         self.epoch = msg.epoch
