@@ -130,6 +130,8 @@ class Manager:
         self.detected: set[str] = set()  # conditions in force because the manager detected them
         self.manual: set[str] = set()  # conditions an operator set or ended: detection leaves them alone
         self.evidence_since: dict[str, float] = {}  # condition -> since when the evidence says it holds
+        self._named: set[str] = set()
+        self._named_at = -1
         self.agents = list(agents)
         self.gather_timeout, self.act_timeout, self.confirm_after = gather_timeout, act_timeout, confirm_after
         self.verify_after, self.watch_for = verify_after, watch_for
@@ -521,7 +523,8 @@ class Manager:
                 regions.setdefault(a["region"], []).append(asset)
         out: dict[str, bool | None] = {}
         for region, members in sorted(regions.items()):
-            outside = [x for x in self.assets if x not in members]
+            inside = set(members)
+            outside = [x for x in self.assets if x not in inside]
             heard_in = [x for x in members if x in fresh]
             if heard_in:
                 out[f"region {region} down"] = False
@@ -540,8 +543,9 @@ class Manager:
     def _detect_conditions(self, now: float) -> list[Effect]:
         if self.started_at is None or now - self.started_at < self.detect_after:
             return []
-        named = set(self.graph.conditions()) | {r["condition"] for r in self.remediations.values()
-                                                if r["when"] == "conditional"}
+        if self._named_at != self.graph.version:  # the conditions the graph names (once per graph change)
+            self._named_at, self._named = self.graph.version, set(self.graph.conditions())
+        named = self._named | {r["condition"] for r in self.remediations.values() if r["when"] == "conditional"}
         out: list[Effect] = []
         for name, holds in self._region_evidence(now).items():
             if holds and name.endswith(" isolated"):  # evidence from reports: it must last detect_after
