@@ -131,3 +131,11 @@ def test_an_agent_reports_the_peers_it_has_not_heard_from():
     a.handle(Status("a3", 9, 1, "y", "up"), "a3/agent", 2.0)
     assert a.report(2.6).unreachable == ["a2/agent"]
     assert a.report(3.6).unreachable == ["a2/agent", "a3/agent"]
+
+
+def test_the_report_section_shows_detected_conditions_and_manager_restarts():
+    from topologies.deps.report import deps_section
+    _, events = simulate(TOPO, 1, 30.0, _both(_split_regions(12.0, 20.0), _crash_manager(2.5, 3.5)))
+    html = deps_section(events, [], events[0]["time"], events[-1]["time"])
+    assert "manager restarted" in html and "condition &#x27;region r2 isolated&#x27; holds" in html
+    assert "<td>detected</td>" in html

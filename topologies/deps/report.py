@@ -4,7 +4,10 @@
 ``deps.plan`` (the waves and remedial workflows), ``deps.deadlock_detected`` /
 ``deps.deadlock_resolved`` and ``deps.all_up``, and draws one step line per
 state (down, starting, waiting, bootstrap, up, failed) in the report's shared
-time frame, deadlocks marked, followed by the waves of the newest plan.
+time frame, deadlocks, manager (re)starts and condition changes marked,
+followed by the waves of the newest plan and a table of the decisions:
+conditions (an operator's or detected), overrides and remediations armed, with
+who and when.
 Returns ``None`` when the log has no dependency-startup events.
 """
 
@@ -59,11 +62,22 @@ def deps_section(events: list[dict], periods: list[dict], t0: float, t1: float) 
     for i, s in enumerate(COLOURS):
         body.append(f'<rect x="{axis.right + 10}" y="{top + i * 16}" width="12" height="4" fill="{COLOURS[s]}"/>'
                     f'<text x="{axis.right + 26}" y="{top + i * 16 + 6}" font-size="11">{s}</text>')
+    starts = 0
     for e in events:
-        if e.get("kind") in ("deps.deadlock_detected", "deps.deadlock_resolved", "deps.all_up"):
+        k, f = e.get("kind"), e.get("fields") or {}
+        if k == "deps.manager_start":
+            starts += 1
+            if starts == 1:
+                continue
+        if k in ("deps.deadlock_detected", "deps.deadlock_resolved", "deps.all_up", "deps.manager_start",
+                 "deps.condition"):
             x = axis.x(e["time"])
-            colour = {"deps.deadlock_detected": "#cf222e", "deps.deadlock_resolved": "#2da44e"}.get(e["kind"], "#333")
-            label = {"deps.deadlock_detected": "deadlock", "deps.deadlock_resolved": "resolved"}.get(e["kind"], "all up")
+            colour = {"deps.deadlock_detected": "#cf222e", "deps.deadlock_resolved": "#2da44e",
+                      "deps.manager_start": "#bc4c00", "deps.condition": "#8250df"}.get(k, "#333")
+            label = {"deps.deadlock_detected": "deadlock", "deps.deadlock_resolved": "resolved",
+                     "deps.manager_start": "manager restarted",
+                     "deps.condition": f"{f.get('name', '?')} {'holds' if f.get('holds') else 'ends'}"}.get(k, "all up")
+            label = html.escape(label)
             body.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="{colour}" '
                         f'stroke-dasharray="2,2"><title>{label} at {e["time"] - t0:.3f} s</title></line>'
                         f'<text x="{x + 2:.1f}" y="{top + 10}" font-size="10" fill="{colour}">{label}</text>')
@@ -85,4 +99,23 @@ def deps_section(events: list[dict], periods: list[dict], t0: float, t1: float) 
                      + (f"<p>Work tickets:</p><ul>{tickets}</ul>" if tickets else ""))
     else:
         parts.append("<p>No plan in this log (a naive start: every service started at once).</p>")
+    decisions = []
+    for e in events:
+        k, f = e.get("kind"), e.get("fields") or {}
+        if k == "deps.condition":
+            what = f"condition {f.get('name', '?')!r} {'holds' if f.get('holds') else 'ends'}"
+        elif k == "deps.override":
+            what = (f"override: {f.get('service')} no longer depends on {f.get('on')}" if f.get("remove") else
+                    f"override: {f.get('service')} -> {f.get('on')} ({f.get('kind')})")
+        elif k == "deps.remediation_armed" and f.get("who") != "manager":
+            what = f"remediation {f.get('id')!r}: {f.get('action')} {f.get('service')}, {f.get('when')}"
+        elif k == "deps.manager_start" and f.get("previous"):
+            what = f"manager restarted (incarnation {len(f['previous']) + 1}; restored {f.get('restored')})"
+        else:
+            continue
+        decisions.append(f"<tr><td>{e['time'] - t0:.3f}</td><td>{html.escape(str(f.get('who', '')))}</td>"
+                         f"<td>{html.escape(what)}</td></tr>")
+    if decisions:
+        parts.append("<p>Decisions (operators', detected, restarts):</p><table><tr><th>s</th><th>who</th>"
+                     f"<th>what</th></tr>{''.join(decisions[:200])}</table>")
     return "".join(parts)
