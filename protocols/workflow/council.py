@@ -383,7 +383,7 @@ class Council:
                 # both parties ask again while it waits: the oversight role answers a decided one again
                 m.asked_at = now
                 fx.append(self._send(self.cfg.oversight, self._notice("approval", m)))
-            if m.unacked and m.ended:
+            if m.unacked and m.ended and now < m.until:  # past until every party has ended it by its clock
                 for to in m.unacked:
                     fx.append(self._send(to, MitigationEnd(m.id, self.cfg.name, m.end_by, m.end_reason)))
         if self.round is not None and now >= self.round["deadline"]:
@@ -416,7 +416,7 @@ class Council:
             return self._on_end(msg, sender, now)
         if t is MitigationEndAck:
             m = self.mits.get(msg.mitigation)
-            if m is not None and msg.member in m.unacked:
+            if m is not None and msg.member == sender and msg.member in m.unacked:
                 m.unacked.remove(msg.member)
                 return self._persist(m)
             return []
@@ -487,7 +487,8 @@ class Council:
         need = excess - covered
         if need < self.cfg.min_excess:
             return []
-        waiting, unseen, limit, busy, mean = self._figures()
+        _, unseen, limit, busy, mean = self._figures()
+        waiting = self._own_waiting()
         fx: list[Effect] = [Emit("council.overload", {"council": self.cfg.name, "reasons": reasons, "excess": excess,
                                                       "covered": covered, "need": need, "waiting": waiting,
                                                       "unseen": unseen, "limit": limit, "mean": mean})]
@@ -506,12 +507,12 @@ class Council:
 
     def _on_report(self, r: HeadroomReport, now: float) -> list[Effect]:
         rnd = self.round
-        if rnd is None or r.round != rnd["no"] or r.peer not in rnd["asked"]:
-            return self._ignored(r, "not the round in progress", r.peer)
-        rnd["reports"][r.peer] = max(0, r.headroom)
         fx: list[Effect] = []
-        if r.headroom <= 0 and r.hold > 0:
+        if r.headroom <= 0 and r.hold > 0:  # a rejection holds, even one that comes late
             fx += self._hold_out(r.peer, now + r.hold, now, "no headroom")
+        if rnd is None or r.round != rnd["no"] or r.peer not in rnd["asked"]:
+            return fx + self._ignored(r, "not the round in progress", r.peer)
+        rnd["reports"][r.peer] = max(0, r.headroom)
         if set(rnd["reports"]) >= rnd["asked"]:
             fx += self._propose_round(now)
         return fx
