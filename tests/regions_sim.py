@@ -72,6 +72,7 @@ class Regions:
         self.disk: dict[str, dict] = defaultdict(dict)
         self.make_controller: Callable[..., ResourceController] | None = None
         self.replies: list[Any] = []  # what the oversight role answered the operator
+        self.started: set[str] = set()  # servers powered on so far
 
     # -- access ---------------------------------------------------------------------------------
 
@@ -148,7 +149,7 @@ class Regions:
 
     def finished(self, region: str | None = None) -> bool:
         servers = self.servers[region] if region else self.all_servers()
-        return all(self.sim.machine(a).finished for a in servers)
+        return all(a in self.started and self.sim.machine(a).finished for a in servers)
 
     def run(self, until: float | None = None, chunk: float = 10.0) -> "Regions":
         until = self.params["time_limit"] if until is None else until
@@ -161,6 +162,8 @@ class Regions:
     def makespan(self, region: str) -> float | None:
         ends = []
         for a in self.servers[region]:
+            if a not in self.started:
+                return None
             m = self.sim.machine(a)
             if not m.finished:
                 return None
@@ -179,7 +182,8 @@ class Regions:
         return {
             "seed": self.seed,
             "makespan": {g: self.makespan(g) for g in self.regions},
-            "done": {g: sum(1 for a in self.servers[g] if self.sim.machine(a).state is ServerState.DONE)
+            "done": {g: sum(1 for a in self.servers[g] if a in self.started
+                         and self.sim.machine(a).state is ServerState.DONE)
                      for g in self.regions},
             "limits": {g: c.limit for g, c in ctrls.items()},
             "store_peak": {g: self.stores[rc(g)].peak for g in self.regions},
@@ -325,6 +329,7 @@ def build_regions(
             def start(a: str = a, g: str = g, i: int = i) -> None:
                 sim.add(a, Server(a, f"{g}-wf/workflow", rng=sim.rng(a), hardware="x86", location=g, **skw),
                         host=reg._server_host)
+                reg.started.add(a)
             if starts[a] == 0.0:
                 start()
             else:

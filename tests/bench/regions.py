@@ -58,11 +58,14 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--fraction", type=float, default=0.2, help="the damaged store's share of its capacity")
     ap.add_argument("--stage-time", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--spread", type=float, default=2.0,
+                    help="servers power on over this many seconds (longer: peers' own servers keep arriving while "
+                         "guests hold slots)")
     ap.add_argument("--approval", default="none", choices=("none", "all", "above-share"))
     ap.add_argument("--approve-after", type=float, default=10.0)
     a = ap.parse_args(argv)
     common = {"servers": a.servers, "capacity": a.capacity, "damaged_fraction": a.fraction,
-              "stage_time": a.stage_time}
+              "stage_time": a.stage_time, "start_spread": a.spread}
     t0 = time.perf_counter()
     alone = build_regions(a.seed, council=False, **common).run()
     t1 = time.perf_counter()
@@ -72,7 +75,8 @@ def main(argv: list[str]) -> dict:
     fa, fh = alone.figures(), helped.figures()
     ma, mh = fa["makespan"], fh["makespan"]
     print(f"regions: {', '.join(alone.regions)}; {a.servers} servers each; stores of {a.capacity}, east's at "
-          f"{a.fraction:.0%}; stages of {a.stage_time:.0f} s; seed {a.seed}; approval {a.approval}")
+          f"{a.fraction:.0%}; stages of {a.stage_time:.0f} s; powered on over {a.spread:.0f} s; seed {a.seed}; "
+          f"approval {a.approval}")
     for g in alone.regions:
         print(f"  {g:6s} makespan alone {ma[g]:8.1f} s   with the council {mh[g]:8.1f} s   "
               f"ratio {ma[g] / mh[g]:.3f}")
@@ -91,6 +95,7 @@ def main(argv: list[str]) -> dict:
         "servers_per_region": a.servers,
         "capacity": a.capacity,
         "damaged_fraction": a.fraction,
+        "start_spread": a.spread,
         "approval": a.approval,
         "makespan_alone": {g: round(v, 2) for g, v in ma.items()},
         "makespan_council": {g: round(v, 2) for g, v in mh.items()},
