@@ -529,3 +529,17 @@ def test_a_guest_arriving_before_the_peer_heard_the_approval_waits_there_then_is
     p.pump()
     assert [e["fields"]["server"] for e in p.kinds("council.admitted", peer)] == [s]
     assert s in p.m[peer].waiting or s in p.m[peer].lease_of
+
+
+def test_finished_records_beyond_the_bound_are_forgotten_and_their_keys_retired():
+    from protocols.workflow import council as council_mod
+
+    p = Pump()
+    c = p.m[A].council
+    for i in range(council_mod.MAX_RECORDS + 10):
+        m = council_mod._Mit(f"{A}#1.{i}", A, B, 1, float(i), 1)
+        m.ended, m.state = True, council_mod.MitState.ENDED
+        c.mits[m.id] = m
+    fx = c.tick(1000.0)
+    retired = [e.key for e in fx if type(e) is Persist and e.data is None]
+    assert len(c.mits) == council_mod.MAX_RECORDS and len(retired) == 10 and retired[0] == f"c/m/{A}#1.0"

@@ -393,8 +393,7 @@ class Council:
         if now >= self.next_check and self.round is None:
             self.next_check = now + self.cfg.check_every
             fx += self._check(now)
-        self._prune()
-        return fx
+        return fx + self._prune()
 
     def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
         t = type(msg)
@@ -875,14 +874,22 @@ class Council:
             self.hold_out.update({k: float(v) for k, v in (holds.get("out") or {}).items()})
             self.hold_in.update({k: float(v) for k, v in (holds.get("in") or {}).items()})
 
-    def _prune(self) -> None:
-        if len(self.mits) <= MAX_RECORDS:
-            return
-        done = sorted((m.until, k) for k, m in self.mits.items() if m.state in (M.REJECTED, M.ENDED) and not m.unacked)
-        for _, k in done[:len(self.mits) - MAX_RECORDS]:
-            del self.mits[k]
+    def _prune(self) -> list[Effect]:
+        """Forget the oldest finished records beyond MAX_RECORDS (and retire their durable keys)."""
         if len(self.no_redirect) > 4 * MAX_RECORDS:
             self.no_redirect.clear()
+        if len(self.mits) <= MAX_RECORDS:
+            return []
+        done = sorted((m.until, k) for k, m in self.mits.items() if m.state in (M.REJECTED, M.ENDED) and not m.unacked)
+        fx: list[Effect] = []
+        for _, k in done[:len(self.mits) - MAX_RECORDS]:
+            m = self.mits.pop(k)
+            for server, boot, seq in m.redirected if m.proposer == self.address else ():
+                if self.redirected.get(server, (None, None, None))[2] == k:
+                    del self.redirected[server]
+            if self.persistent:
+                fx.append(Persist(f"c/m/{k}", None))
+        return fx
 
     def _ignored(self, msg: Any, why: str, sender: str | None = None) -> list[Effect]:
         return [Emit("council.ignored", {"message": type(msg).__name__, "why": why, "from": sender})]

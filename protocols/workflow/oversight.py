@@ -169,7 +169,10 @@ class Oversight:
         m = self.mits.get(n.mitigation)
         if m is None:
             if len(self.mits) >= MAX_MITIGATIONS:
-                self._prune()
+                fx += self._prune()
+                if len(self.mits) >= MAX_MITIGATIONS:
+                    return fx + [Emit("oversight.ignored", {"message": "MitigationNotice", "from": sender,
+                                                            "why": "too many open mitigations"})]
             m = self.mits[n.mitigation] = _Mit(n.mitigation, n.proposer, n.peer, n.requested, n.until, n.waiting)
             self.council_of[n.mitigation] = n.council
         if n.kind in ("decision", "approval"):
@@ -342,12 +345,17 @@ class Oversight:
                 self.alerts.append(e)
             self._h = max(self._h, rec["n"])
 
-    def _prune(self) -> None:
+    def _prune(self) -> list[Effect]:
+        """Forget the older half of the finished records (and retire their durable keys)."""
         done = sorted((m.until, k) for k, m in self.mits.items() if m.state.value in ("rejected", "ended"))
+        fx: list[Effect] = []
         for _, k in done[:max(1, len(done) // 2)]:
             del self.mits[k]
             self.council_of.pop(k, None)
             self.outbox.pop(k, None)
+            if self.persistent:
+                fx.append(Persist(f"m/{k}", None))
+        return fx
 
     def _refuse(self, sender: str, why: str, mid: str = "") -> list[Effect]:
         return [Emit("oversight.refused", {"why": why, "mitigation": mid, "from": sender}),
