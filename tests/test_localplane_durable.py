@@ -336,3 +336,42 @@ def test_a_failure_recorded_in_one_isolation_does_not_block_ratifying_the_next(s
     assert "the validator recorded failures" not in second[0]["reason"] and \
         all("the validator recorded failures" not in e["fields"]["reason"] for e in s.of("manager.replaced", 8.0)), \
         f"seed={seed}: the second plan was replaced for the first outage's failure: {second[0]}"
+
+
+# -- restarts under loss, skewed clocks and edge.toml's timing ------------------------------------------------------
+
+@pytest.mark.parametrize("disk", (True, False), ids=("from-disk", "empty-disk"))
+@pytest.mark.parametrize("seed", (1, 2, 3))
+def test_restarts_under_loss_skew_and_the_toml_timing_stay_safe(seed, disk):
+    """Three variants, every checker valid, never two final holders of one share, the final plan in force at the end:
+    edge.toml's fleet and timing with 30% loss on the manager's links and the manager restarted in the middle of
+    it; 8 nodes with clocks 10 s apart (2% drift), two members restarted during an outage; edge.toml's fleet and
+    the site's clients, the manager crashed and restarted during an outage and a member restarted after it."""
+    from tests.localplane_sim import toml_profiles, toml_timings
+
+    edge_t, mgr_t = toml_timings()
+    s = build_edge(seed, 20, profiles=toml_profiles(), edge_params=edge_t, manager_params=mgr_t)
+    s.sim.schedule(2.0, lambda: s.flaky(0.3))
+    s.sim.schedule(3.0, lambda: s.restart(MANAGER, disk=disk))
+    s.sim.schedule(6.0, s.steady)
+    s.run(12.0)
+    runs = [("lossy manager links", s)]
+    s = build_edge(seed, 8, skew=10.0, drift=0.02)
+    s.sim.schedule(1.0, s.isolate)
+    s.sim.schedule(2.5, lambda: s.restart(s.edges[3], disk=disk))
+    s.sim.schedule(2.7, lambda: s.restart(s.edges[5], disk=disk))
+    s.sim.schedule(6.0, s.heal)
+    s.run(10.0)
+    runs.append(("skewed clocks", s))
+    s = build_edge(seed, 20, profiles=toml_profiles(), edge_params=edge_t, manager_params=mgr_t, clients={})
+    s.sim.schedule(2.0, s.isolate)
+    s.sim.schedule(3.0, lambda: s.crash(MANAGER))
+    s.sim.schedule(4.0, lambda: s.restart(MANAGER, disk=disk))
+    s.sim.schedule(4.5, lambda: s.restart("e4/edge", disk=disk))
+    s.sim.schedule(7.0, s.heal)
+    s.run(13.0)
+    runs.append(("manager and a member restarted in an outage", s))
+    for what, r in runs:
+        assert not _final_overlaps(r.events()), f"seed={seed} {what}: two final holders {_final_overlaps(r.events())[:2]}"
+        judge(r)
+        assert_final_plan_in_force(r, what)
