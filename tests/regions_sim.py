@@ -142,6 +142,15 @@ class Regions:
                 self.sim.cut(node, other)
                 self.sim.cut(other, node)
 
+    def separate(self) -> None:
+        """Every region an island of its own (and the oversight role one more): no region hears another."""
+        islands = []
+        for g in self.regions:
+            nodes = {f"{g}-rc", f"{g}-wf"} | {a.partition("/")[0] for a in self.servers[g]}
+            nodes |= {n for n in self.sim.network.nodes if n.startswith(f"{g}-px")}
+            islands.append(nodes)
+        self.sim.partition(islands)
+
     def heal(self) -> None:
         self.sim.heal()
 

@@ -209,3 +209,22 @@ def test_two_damaged_regions_share_one_peer_and_it_accepts_one_of_them_partially
     assert all(v == SMALL["servers"] for v in f["done"].values()), f"seed {seed}: {f['done']}"
     assert_holds(reg, judge(reg), must=("admission-limit", "servers-done", "redirect-accepted",
                                         "redirect-within-accepted"))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_each_region_works_alone_when_the_others_are_unreachable(seed):
+    """No region hears another for the whole run: every region still boots all its servers on its own; the damaged
+    one finds no peer to answer, tells nobody it cannot reach, and queues behind its own store."""
+    alone = build_regions(seed, council=False, **SMALL).run().figures()["makespan"]
+    reg = build_regions(seed, oversight=True, **SMALL)
+    reg.separate()
+    reg.run()
+    f = reg.figures()
+    assert all(v == SMALL["servers"] for v in f["done"].values()), f"seed {seed}: {f['done']}"
+    ev = reg.events()
+    assert not [e for e in ev if e["kind"] in ("council.decided", "council.redirect")], f"seed {seed}"
+    none = [e for e in ev if e["kind"] == "council.no_mitigation" and e["node"] == "east-rc"]
+    assert none and "did not answer" in none[0]["fields"]["why"], f"seed {seed}: {none[:1]}"
+    for g in reg.regions:
+        assert f["makespan"][g] <= 1.05 * alone[g], f"seed {seed}: {g} {f['makespan'][g]} against {alone[g]} alone"
+    assert_holds(reg, judge(reg), must=("admission-limit", "servers-done", "leases-end"))
