@@ -26,7 +26,13 @@ start job until its dependencies are up):
   the agent starts it again, forever (``Restart=always``).
 * ``restart`` / ``restart-bootstrap``: stop (:class:`StopService`) then start;
   ``stop``; ``reboot``: :class:`AssetEvent` ``rebooting`` to the manager,
-  every service down, the host effect :class:`RebootAsset`; on ``AssetBooted``
+  every service down, the host effect :class:`RebootAsset`; ``reimage``: the
+  same with ``RebootAsset(reimage=True)`` (``reimaging``): the host boots the
+  asset through the boot-workflow protocol (a ``protocols.workflow`` server
+  asking the image resources' controllers for admission before each stage),
+  and from then on messages that are not this protocol's (the workflow's
+  answers, late ones included, and its timers ``host/...``) go to the host as
+  :class:`HostMessage`; on ``AssetBooted``
   the services start again if ``autostart_after_reboot`` (enabled units), and
   any action that arrived during the reboot is carried out instead.
 * an action whose ``ref`` equals the last one carried out for that service is
@@ -55,7 +61,7 @@ from protocols.core import Effect, Emit, Send, SetTimer, TimerFired
 from protocols.deps.messages import (ACTIONS, Ack, Act, AssetBooted, AssetEvent, Report, ServiceExited, ServiceInfo,
                                      ServiceUp, Status)
 
-__all__ = ["Agent", "RebootAsset", "StartService", "StopService", "MAX_KNOWN"]
+__all__ = ["Agent", "HostMessage", "RebootAsset", "StartService", "StopService", "MAX_KNOWN"]
 
 MAX_KNOWN = 100_000
 MAX_HELD = 1_000  # actions kept while the asset reboots
@@ -80,9 +86,18 @@ class StopService(Effect):
 
 @attrs.frozen(slots=True)
 class RebootAsset(Effect):
-    """Host effect: reboot the asset; answer AssetBooted(token)."""
+    """Host effect: reboot the asset (``reimage``: through its boot workflow); answer AssetBooted(token)."""
 
     token: int
+    reimage: bool = False
+
+
+@attrs.frozen(slots=True)
+class HostMessage(Effect):
+    """Host effect: a message for the host's own protocol (a re-imaging's boot workflow), from ``sender``."""
+
+    msg: Any
+    sender: str
 
 
 @attrs.define
@@ -148,6 +163,7 @@ class Agent:
         self.rebooting = 0  # the reboot token while the asset reboots
         self.held: list[Act] = []  # actions that arrived during a reboot
         self.started = False
+        self.reimaged = False  # a re-imaging ran: other protocols' messages are its boot workflow's, for the host
         self.rejected = 0
 
     # -- helpers ------------------------------------------------------------------
@@ -237,8 +253,8 @@ class Agent:
                 return [Emit("deps.bad_input", {"what": f"more than {MAX_HELD} actions held during a reboot"})]
             self.held.append(a)
             return [Emit("deps.act_held", {"action": a.action, "service": a.service, "ref": a.ref})]
-        if a.action == "reboot":
-            return self._reboot(now, a.ref)
+        if a.action in ("reboot", "reimage"):
+            return self._reboot(now, a.ref, a.action == "reimage")
         s = self.svcs.get(a.service)
         if s is None:
             self.rejected += 1
@@ -263,14 +279,16 @@ class Agent:
             out += self._stop(s, now)
         return out + self._start(s, now, boot, tuple(a.skip))
 
-    def _reboot(self, now: float, ref: str = "") -> list[Effect]:
-        out: list[Effect] = [Emit("deps.reboot", {"asset": self.asset, "ref": ref})]
-        out += [Send(self.manager, AssetEvent(self.asset, "rebooting"))] if self.manager else []
+    def _reboot(self, now: float, ref: str = "", reimage: bool = False) -> list[Effect]:
+        out: list[Effect] = [Emit("deps.reboot", {"asset": self.asset, "ref": ref, "reimage": reimage})]
+        out += [Send(self.manager, AssetEvent(self.asset, "reimaging" if reimage else "rebooting"))] \
+            if self.manager else []
         for s in self.svcs.values():
             if s.state != "down":
                 out += self._stop(s, now, reason="reboot")
         self.rebooting = max((s.token for s in self.svcs.values()), default=0) + self.seq + 1
-        return out + [RebootAsset(self.rebooting)]
+        self.reimaged = self.reimaged or reimage
+        return out + [RebootAsset(self.rebooting, reimage)]
 
     def _booted(self, now: float) -> list[Effect]:
         self.rebooting = 0
@@ -383,7 +401,11 @@ class Agent:
                 return []
             return self._booted(now)
         if c is TimerFired:
+            if msg.key.startswith("host/"):
+                return [HostMessage(msg, sender)] if self.reimaged else []
             return self._timer(msg.key, now)
+        if self.reimaged and not c.__module__.startswith("protocols.deps"):
+            return [HostMessage(msg, sender)]  # the re-imaging's boot workflow talking to its host
         self.rejected += 1
         return [Emit("deps.bad_input", {"what": f"unexpected {c.__name__} from {sender}"})]
 

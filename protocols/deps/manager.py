@@ -600,9 +600,9 @@ class Manager:
         out: list[Effect] = [Emit("deps.remediation_fired", {"id": rec["id"], "action": rec["action"],
                                                              "service": rec["service"], "trigger": trigger,
                                                              "when": rec["when"]})]
-        if rec["action"] == "reboot":
+        if rec["action"] in ("reboot", "reimage"):
             a = self.assets.get(self.owner.get(rec["service"], rec["service"]))
-            return out + ([Send(a["address"], Act("reboot", "", [], rec["id"]))] if a else [])
+            return out + ([Send(a["address"], Act(rec["action"], "", [], rec["id"]))] if a else [])
         return out + self._act(rec["service"], rec["action"], rec["skip"], rec["id"])
 
     def _opportunity(self, asset: str, trigger: str, now: float) -> list[Effect]:

@@ -10,7 +10,8 @@ How this works
   :class:`AssetEvent` (the asset is about to reboot or power down, or a
   maintenance window opened: a trigger for opportunistic remediation).
 * manager -> agent: :class:`Act` (start, start-bootstrap, restart,
-  restart-bootstrap, stop, reboot), naming the dependencies a bootstrap start
+  restart-bootstrap, stop, reboot, reimage: a reboot through the asset's boot
+  workflow), naming the dependencies a bootstrap start
   does not wait for (``skip``) and why (``ref``: a plan step or a remediation).
 * operator -> manager: :class:`Condition` (a named condition starts or stops
   holding), :class:`Remediate` (a remediation to run immediately,
@@ -40,7 +41,7 @@ __all__ = ["Ack", "Act", "AssetBooted", "AssetEvent", "Condition", "Override", "
            "ServiceExited", "ServiceInfo", "ServiceUp", "Status", "STATES", "ACTIONS", "View"]
 
 STATES = ("down", "starting", "waiting", "up", "bootstrap", "failed")
-ACTIONS = ("start", "start-bootstrap", "restart", "restart-bootstrap", "stop", "reboot")
+ACTIONS = ("start", "start-bootstrap", "restart", "restart-bootstrap", "stop", "reboot", "reimage")
 
 
 @message("deps.ServiceInfo")

@@ -24,7 +24,7 @@ from topologies.plugin import Command, Plugin, ReportSection
 
 PLUGIN = Plugin(
     name="deps",
-    protocols=("protocols.deps",),
+    protocols=("protocols.deps", "protocols.workflow"),  # workflow: re-imaging through the boot workflow
     kinds=(
         make_kind("deps.agent", Agent, addresses=("manager", "peers"), host=AssetHost,
                   doc="the agent of one computing asset: reports its services and dependencies, runs them"),
