@@ -543,3 +543,21 @@ def test_finished_records_beyond_the_bound_are_forgotten_and_their_keys_retired(
     fx = c.tick(1000.0)
     retired = [e.key for e in fx if type(e) is Persist and e.data is None]
     assert len(c.mits) == council_mod.MAX_RECORDS and len(retired) == 10 and retired[0] == f"c/m/{A}#1.0"
+
+
+def test_a_restarted_oversight_role_keeps_its_decisions_and_history():
+    p = Pump(approval="all")
+    p.ask(A, 80, "a-s")
+    p.at(5.0)
+    p.at(7.1)
+    first, second = sorted(p.m[OV].pending(7.1))
+    assert p.operator(OversightApprove(first, "ana")).ok
+    assert p.operator(OversightReject(second, "bo", "not now")).ok
+    before = [(h.what, h.by, h.mitigation) for h in p.operator(OversightList(operator="x", history=100)).history]
+    p.m[OV] = Oversight({"images": {"members": [A, B, C], "approval": "all"}}, rng=random.Random(11), address=OV,
+                        durable=dict(p.disk[OV]))
+    view = p.operator(OversightList(operator="x", history=100))
+    assert [(h.what, h.by, h.mitigation) for h in view.history] == before
+    states = {m.mitigation: (m.state, m.approved_by) for m in view.mitigations}
+    assert states[first] == ("in_force", "operator:ana") and states[second] == ("rejected", "operator:bo")
+    assert not p.operator(OversightApprove(second, "ana")).ok  # decided before the restart: stays decided
