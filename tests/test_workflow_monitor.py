@@ -145,3 +145,10 @@ def test_a_monitor_callback_that_raises_is_an_event_not_a_dead_actor(nodes):
              what="a report after the failed measurement")
     failed = [e for e in node.events.events() if e["kind"] == "monitor.failed"]
     assert failed and "stats endpoint down" in failed[0]["fields"]["why"]
+
+
+def test_the_monitors_messages_round_trip_through_the_codec():
+    from transport.codec import decode, encode
+    for m in (Measurement(12, 1.5, 0.6, 0.01, 0.7, 1.0), MeasureFailed("stats port closed"),
+              ResourceReport("img", 3, 12, 1.5, 0.6, 0.01, nominal=1.0, cpu=0.7)):
+        assert decode(encode(m)) == m
