@@ -221,12 +221,14 @@ class WarmPython:
             slot = self._free.pop(0)
             uid = self.base_uid + slot if self.as_root else 0
             d = Path(tempfile.mkdtemp(prefix=f"task-{slot}-", dir=self.work_root))
-            if kind == "shell" and self.shell_dir is not None:
+            prepared = kind == "shell" and self.shell_dir is not None
+            if prepared:
                 shutil.copytree(self.shell_dir, d, symlinks=True, dirs_exist_ok=True)
             if uid:
-                for dirpath, dirnames, filenames in os.walk(d):
-                    for name in (dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)):
-                        os.lchown(name, uid, uid)
+                os.chown(d, uid, uid)
+                for dirpath, dirnames, filenames in os.walk(d) if prepared else ():
+                    for name in dirnames + filenames:
+                        os.lchown(os.path.join(dirpath, name), uid, uid)
             self._running[task_id] = (slot, d)
             try:
                 self._send({"op": "run", "id": task_id, "source": source, "data": data, "dir": str(d), "uid": uid,

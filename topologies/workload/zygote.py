@@ -172,6 +172,8 @@ def _child(req: dict, wfd: int) -> None:
             nproc += _count_processes(os.getuid())  # shared uid: leave room for what already runs
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         if req.get("kind") == "shell":  # the same confinement, then the shell (the report pipe closes on exec)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):  # ignored by Python and the zygote:
+                signal.signal(sig, signal.SIG_DFL)  # a shell's programs expect them as usual (kept across exec)
             data = req.get("data")
             with open("data" if isinstance(data, bytes) else "data.json", "wb") as f:
                 f.write(data if isinstance(data, bytes) else json.dumps(data, default=str).encode())
