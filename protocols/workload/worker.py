@@ -32,8 +32,10 @@ the result; "the user can have exclusive access ... during the task").
   or no renewal confirmed for a whole ``lease_ttl`` (cut off from the queue),
   makes it stop the task (:class:`StopTask`): self-fencing, so a task whose
   lease may have passed to another worker does not keep running here.
-* **Results.** ``Result`` goes to the queue and is sent again every heartbeat
-  until ``ResultAck``; a fenced task's result is not sent.
+* **Results.** ``Result`` goes to the queue, carrying the worker's ``Pull`` of
+  that moment (the slot the task frees is offered in the same message), and is
+  sent again (without it) every heartbeat until ``ResultAck``; a fenced task's
+  result is not sent.
 * **Exclusive access.** When a task starts, the worker makes a credential (a
   random token) and sends it as :class:`Credential` to the task's ``notify``
   address. :class:`Access` with that token is granted only while that task
