@@ -18,7 +18,10 @@ deliverable 5):
   manager. Without it, every check says up.
 * ``on_serve(effect, reply)`` (optional): a ``ServeRequest`` - a client of the
   site asked for a role held here; call ``reply(True)`` when the workload
-  served it or ``reply(False, "why")``. Without it, requests are refused.
+  served it or ``reply(False, "why")`` (the plane's validator asks holders as a client
+  would: a refusal - any reason but ``"starting"`` - fails the holder's validation and the
+  leader re-assigns the role). Without it, a request is answered served (the workload is
+  taken to serve while it runs).
 
 Durable state: pass ``store`` (a :class:`topologies.durable.FileStore`) and the
 node's ``Persist`` effects are written to it and synced before any message
@@ -77,7 +80,7 @@ class EdgeNodeActor(StateMachineActor):
                 node.tell(effect.client, ClientReply(rid=effect.rid, role=effect.role, key=effect.key,
                                                      plan_id=effect.plan_id, served=bool(served), reason=reason), me)
             if self._on_serve is None:
-                reply(False, "no workload serves requests here")
+                reply(True)
             else:
                 self._on_serve(effect, reply)
         else:

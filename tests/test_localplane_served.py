@@ -17,6 +17,7 @@ from protocols.core import Send
 from protocols.localplane import CheckRole, EdgeNode, ServeRequest, StartRole, StopRole, build_ir
 from protocols.localplane.messages import (
     Assignment,
+    ClientReply,
     ClientRequest,
     Commit,
     Deploy,
@@ -27,6 +28,7 @@ from protocols.localplane.messages import (
 )
 from tests.localplane_sim import build_edge
 from tests.test_localplane_loss import assert_final_plan_in_force, judge
+from topologies.edge.services import ServiceHost
 
 INTENT = {"name": "shop", "functionalities": ["storage", "frontend"]}
 M = "mgr/manager"
@@ -219,3 +221,41 @@ def test_an_embedded_edge_node_starts_and_serves_its_workloads_through_callbacks
     wait_for(lambda: replies or None, timeout=10, what="a client reply")
     assert len({s for s, _ in replies}) == 1 and replies[0][1].served, replies
     assert store.load("lab/e1").get("edge", {}).get("deploy") is not None, "the deployment was not persisted"
+
+
+class _Misreporting(ServiceHost):
+    """A holder whose own check says its workload is up while it refuses every client (a holder that misreports)."""
+
+    def on_effect(self, effect, api):
+        if type(effect) is CheckRole:
+            api.later(0.0, RoleHealth(key=effect.key, plan_id=effect.plan_id, ok=True))
+        elif type(effect) is ServeRequest and effect.role == "store":
+            api.send(effect.client, ClientReply(rid=effect.rid, role=effect.role, key=effect.key,
+                                                plan_id=effect.plan_id, served=False, reason="internal error"))
+        else:
+            super().on_effect(effect, api)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:6])
+def test_a_holder_that_refuses_clients_fails_validation_and_loses_the_role(seed):
+    """During the outage the store's holder refuses every client while its own check says all is well. The
+    validator asks the holder as a client would; the refusal fails its validation, the leader revokes the share
+    (plane.revoked), waits until the holder gave it up, and negotiates store again with another holder: the clients
+    are served again within 2 s, never by two holders. Before, the validator relayed the holder's own number and
+    the leader ignored failed validations: store stayed refused for the rest of the outage."""
+    s = build_edge(seed, 8, clients={"every": 0.1, "timeout": 0.05})
+    s.sim.schedule(1.0, s.isolate)
+    s.sim.schedule(9.0, s.heal)
+    s.run(3.0)
+    holders = [a for a in s.edges if any(k.startswith("store#") for k in s.edge(a).holdings)]
+    assert len(holders) == 1, f"seed={seed}: store holders at 3.0: {holders}"
+    if s.edge(holders[0]).role.value == "leader":
+        pytest.skip("the leader holds store in this seed (it is not validated by its own plane)")
+    s.services[holders[0]].__class__ = _Misreporting
+    s.run(8.9)
+    assert s.of("plane.revoked", 3.0), f"seed={seed}: the refusing holder was never revoked"
+    back = [e["fields"] for e in s.of("client.request", 3.0) if e["fields"]["role"] == "store"
+            and e["fields"]["outcome"] == "served" and e["fields"]["servers"][0][0] != holders[0]]
+    assert back and back[0]["sent"] - 3.0 <= 2.0, f"seed={seed}: store served by another holder only at {back[:1]}"
+    s.run(12.0)
+    judge(s)

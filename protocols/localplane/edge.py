@@ -143,7 +143,14 @@ per plan and round, the fit evaluation per requester and plan.
 each ``validate_every`` seconds (:class:`Probe` -> :class:`ProbeResult`),
 judges the measured ratio against the subscription's ``min_ratio`` and sends
 :class:`Validation` to the leader and the reporter; a holder measuring itself
-below it relinquishes. The reporter records plan versions and verdicts of one
+below it relinquishes. The validator also asks each holder as a client would
+(:class:`ClientRequest` to the holder, answered by its workload): a refusal
+(any reason but ``starting``; silence counts for nothing) fails the holder's
+validation whatever it measures of itself. A failed validation *revokes* the
+share (``plane.revoked``): the leader drops it from the plan (a new version,
+beaten at once; the holder is not offered that role again) and negotiates the
+role again only once the holder acked that version (it gave the share up) or
+the lease last sent to it ran out. The reporter records plan versions and verdicts of one
 isolation: its record starts empty when the node declares isolation (a
 failure of an earlier outage never blocks ratifying a later plan).
 
@@ -220,6 +227,7 @@ from protocols.localplane.messages import (
     Announce,
     Answer,
     Assignment,
+    ClientReply,
     ClientRequest,
     Commit,
     Committed,
@@ -441,6 +449,8 @@ class EdgeNode:
         self.record: list[dict[str, Any]] = []  # the reporter's record
         self.next_validate = 0.0
         self.next_check = 0.0  # the next periodic CheckRole of the workloads held here
+        self.vrid = 0  # the validator's client checks: request number -> (holder, role, share, plan)
+        self.vchecks: dict[int, tuple[str, str, int, str]] = {}
         self.lead: _Lead | None = None
         # answers and fit reports already given, replayed for a duplicate request (plan id + round / plan id)
         self.answered: dict[tuple, Answer] = {}
@@ -576,9 +586,14 @@ class EdgeNode:
             out += self.lead.tick(now)
         if now >= self.next_validate and self.plan_id and self._holds("validator"):
             self.next_validate = now + self.validate_every
+            self.vchecks = {}  # a round's client checks: an answer after the next round starts is not waited for
             for a in self.plan:
                 if a.kind == "service":
                     out.append(Send(a.holder, Probe(plan_id=self.plan_id, role=a.role, share=a.share)))
+                    if a.holder != self.address:  # and asks the holder as a client would
+                        self.vrid += 1
+                        self.vchecks[self.vrid] = (a.holder, a.role, a.share, self.plan_id)
+                        out.append(Send(a.holder, ClientRequest(rid=self.vrid, role=a.role)))
         return out
 
     def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
@@ -1186,6 +1201,26 @@ class EdgeNode:
         return [ServeRequest(client=sender, rid=msg.rid, role=msg.role, key=k, plan_id=h.plan_id)
                 for k, h in sorted(self.holdings.items()) if h.a.role == msg.role]
 
+    def _on_client_reply(self, msg: ClientReply, sender: str, now: float) -> list[Effect]:
+        """The validator's client check answered: a holder whose workload refuses a client (for any reason but
+        ``starting``) fails its validation, whatever it measures of itself - the leader revokes the share. A
+        check that goes unanswered counts for nothing (loss is not a refusal; a silent member is the leader's)."""
+        c = self.vchecks.pop(msg.rid, None)
+        if c is None or sender != c[0] or msg.role != c[1] or c[3] != self.plan_id or msg.served \
+                or msg.reason.startswith("starting"):
+            return []
+        holder, role, share, plan_id = c
+        v = Validation(plan_id=plan_id, role=role, share=share, holder=holder, ratio=0.0, ok=False)
+        out: list[Effect] = [self._emit("plane.validated", plan_id=plan_id, role=role, share=share, holder=holder,
+                                        ratio=0.0, ok=False, why=f"a client was refused: {msg.reason or 'refused'}")]
+        reporter = next((a.holder for a in self.plan if a.role == "reporter"), "")
+        for to in {self.leader, reporter} - {""}:
+            if to == self.address:
+                out += self._on_validation(v, self.address, now)
+            else:
+                out.append(Send(to, v))
+        return out
+
     def _adopt_plan(self, msg: LeaderHeartbeat, now: float) -> list[Effect]:
         """Hold exactly this node's assignments in the leader's complete plan."""
         out: list[Effect] = []
@@ -1524,7 +1559,7 @@ class EdgeNode:
     def _on_leader_ack(self, msg: LeaderAck, sender: str, now: float) -> list[Effect]:
         if self.lead is None or msg.term != self.leader_term:
             return []
-        return self.lead.on_ack(sender, now)
+        return self.lead.on_ack(sender, now, msg.version)
 
     def _on_timer(self, msg: TimerFired, sender: str, now: float) -> list[Effect]:
         k = msg.key
@@ -1589,6 +1624,9 @@ class _Lead:
         self.refill_at = math.inf  # when unfilled roles are negotiated again
         self.msgs = 0
         self.failed_validations: dict[str, int] = {}
+        # shares revoked after a failed validation: holder -> (the plan version without them, its lease's end);
+        # their roles are negotiated again once it acked that version or the lease ran out (break before make)
+        self.revoking: dict[str, tuple[int, float]] = {}
 
     def _roles(self) -> list[RoleSpec]:
         ir = self.n.ir
@@ -1649,6 +1687,11 @@ class _Lead:
             if now >= until:
                 del self.lost[m]
                 out += self._reassign(m, now, "holder_lost")
+        for m, (_, until) in sorted(self.revoking.items()):
+            if now >= until:
+                del self.revoking[m]
+                if not self.revoking and self.phase == "done":
+                    out += self._renegotiate(now)
         out += self._beat(now)
         out += self._ask_fits(now)
         if self.phase == "done" and self.unfilled and now >= self.refill_at:
@@ -1729,8 +1772,8 @@ class _Lead:
     def _renegotiate(self, now: float) -> list[Effect]:
         n = self.n
         assert n.ir is not None
-        if not self.pending:
-            return []
+        if not self.pending or self.revoking:
+            return []  # a revoked share is negotiated again only once its holder gave it up (or its lease ended)
         fits = {m: r for m, r in self.fits.items() if m in self.members}
         if not fits:
             return []
@@ -1758,11 +1801,17 @@ class _Lead:
             self.fit_asks[member] = 0  # asked for its fit at the next beat
         return [self.n._emit("plane.member_joined", term=self.term, plan_id=self.plan_id, member=member)]
 
-    def on_ack(self, sender: str, now: float) -> list[Effect]:
+    def on_ack(self, sender: str, now: float, version: int = -1) -> list[Effect]:
         self.last_ack[sender] = now
+        out: list[Effect] = []
+        rv = self.revoking.get(sender)
+        if rv is not None and version >= rv[0]:  # it adopted a plan without the revoked share: it gave it up
+            del self.revoking[sender]
+            if not self.revoking and self.phase == "done":
+                out += self._renegotiate(now)
         if sender not in self.members and sender not in self.lost:
-            return self._join(sender, now)
-        return []
+            return out + self._join(sender, now)
+        return out
 
     def on_fit_report(self, msg: FitReport, sender: str, now: float) -> list[Effect]:
         if msg.plan_id != self.plan_id or sender not in self.members:
@@ -1869,7 +1918,22 @@ class _Lead:
         return self._reassign(sender, now, f"relinquished: {msg.reason}", role=msg.role, share=msg.share)
 
     def on_validation(self, msg: Validation, now: float) -> list[Effect]:
-        return []
+        """A failed validation revokes the holder's share: the plan drops it (a new version, beaten at once), the
+        holder is not offered that role again, and the role is negotiated again once the holder acked the new
+        version or the lease last sent to it ran out - never two holders of one share in one plan."""
+        n = self.n
+        if msg.ok or msg.plan_id != self.plan_id or msg.holder == n.address:
+            return []
+        a = next((a for a in self.assignments if a.holder == msg.holder and a.role == msg.role
+                  and a.share == msg.share), None)
+        if a is None:
+            return []
+        self.failed_validations[msg.holder] = self.failed_validations.get(msg.holder, 0) + 1
+        out: list[Effect] = [n._emit("plane.revoked", term=self.term, plan_id=self.plan_id, role=a.role,
+                                     share=a.share, holder=msg.holder, ratio=msg.ratio)]
+        until = max(self.lease_sent.get(msg.holder, now), self.revoking.get(msg.holder, (0, -math.inf))[1])
+        self.revoking[msg.holder] = (self.version + 1, until)  # set first: _reassign must not negotiate it yet
+        return out + self._reassign(msg.holder, now, "validation failed", role=a.role, share=a.share)
 
     def report_msg(self) -> PlanReport:
         return PlanReport(plan_id=self.plan_id, term=self.term, leader=self.n.address, members=sorted(self.members),
@@ -1907,6 +1971,7 @@ _HANDLERS: dict[type, Callable[[EdgeNode, Any, str, float], list[Effect]]] = {
     SiteQuery: EdgeNode._on_site_query,
     SiteStatus: EdgeNode._on_site_status,
     ClientRequest: EdgeNode._on_client_request,
+    ClientReply: EdgeNode._on_client_reply,
     RoleHealth: EdgeNode._on_role_health,
     TimerFired: EdgeNode._on_timer,
 }
