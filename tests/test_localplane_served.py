@@ -259,3 +259,44 @@ def test_a_holder_that_refuses_clients_fails_validation_and_loses_the_role(seed)
     assert back and back[0]["sent"] - 3.0 <= 2.0, f"seed={seed}: store served by another holder only at {back[:1]}"
     s.run(12.0)
     judge(s)
+
+
+# -- ratify or replace: the efficiency measure ---------------------------------------------------------------
+
+
+def _reconnected(fits: dict[str, dict[str, float]], store_holder: str):
+    """A manager whose three nodes reconnect following temporary plan T1@e1 (store -> store_holder, frontend -> e2)."""
+    from protocols.localplane import DeploymentManager
+    from protocols.localplane.messages import HeartbeatAck, PlanReport
+
+    edges = ["e1/edge", "e2/edge", "e3/edge"]
+    m = DeploymentManager(M, edges, INTENT, plan_on_start=False)
+    m.tick(0.0)
+    iso = {r.name: r.target for r in m.ir.isolated_roles}
+    plan = [Assignment(role="store", holder=store_holder, target=iso["store"]),
+            Assignment(role="frontend", holder="e2/edge", target=iso["frontend"]),
+            Assignment(role="leader", holder="e1/edge", target=0.0, kind="management")]
+    m.reports["T1@e1"] = PlanReport(plan_id="T1@e1", term=1, leader="e1/edge", members=edges, assignments=plan,
+                                    fits=fits)
+    for i, e in enumerate(edges):
+        held = [f"{a.role}#0/1" for a in plan if a.holder == e and a.kind == "service"]
+        m._on_ack(HeartbeatAck(epoch=m.epoch, seq=m.seq, plan_id="T1@e1", temporary=True, term=1, leader="e1/edge",
+                               holding=held, sent=1.0), e, 1.0)
+    m.reconnect_first = 0.0
+    return m, m._reconcile(1.05)
+
+
+def test_ratify_or_replace_is_decided_by_the_stated_efficiency_measure():
+    good = {"e1/edge": {"store": 1.6, "frontend": 0.5}, "e2/edge": {"store": 0.5, "frontend": 1.4},
+            "e3/edge": {"store": 1.3, "frontend": 0.4}}
+    m, out = _reconnected(good, "e1/edge")
+    ratified = [x for x in out if getattr(x, "kind", "") == "manager.ratified"]
+    assert ratified and ratified[0].fields["efficiency"]["temporary"] >= 0.75 * ratified[0].fields["efficiency"]["replacement"]
+    # the same plan when e3 could carry store three times over and e1 only just: clearly less efficient, replaced
+    weak = {"e1/edge": {"store": 0.9, "frontend": 0.5}, "e2/edge": {"store": 0.5, "frontend": 1.0},
+            "e3/edge": {"store": 2.5, "frontend": 2.5}}
+    m, out = _reconnected(weak, "e1/edge")
+    replaced = [x for x in out if getattr(x, "kind", "") == "manager.replaced"]
+    assert replaced and "efficiency" in replaced[0].fields["reason"], out
+    eff = replaced[0].fields["efficiency"]
+    assert eff["temporary"] < 0.75 * eff["replacement"], eff

@@ -131,8 +131,16 @@ the renewal requests keep the holder's lease from lapsing in the first place.
   followed among the reachable nodes, its report has arrived, every role of
   the connected role set is held at full metric by one holder (nothing
   lowered, split or unfilled) whose reported fit meets the connected metric,
-  no other reachable node holds a role, and the reporter recorded no failed
-  validation. Otherwise the manager **replaces** it: a fresh final plan from
+  no other reachable node holds a role, the reporter recorded no failed
+  validation, and the plan is efficient enough: its *efficiency* - the mean
+  over the connected roles of the holder's capacity as a multiple of the
+  role's connected target, capped at 2 (0 for a role without a holder) - is
+  at least ``1 - ratify_hysteresis`` (default 0.75) of the replacement's, the
+  plan the manager would make from the same fit reports (projected greedily:
+  each role to the best reachable reporter not already given one); moving a
+  role restarts its workload, so only a clearly better plan replaces one
+  that works. Both figures are logged (``efficiency`` in
+  ``manager.ratified`` / ``manager.replaced``). Otherwise the manager **replaces** it: a fresh final plan from
   the connected role set, installed break-then-make. Before it decides, it
   waits (``manager.report_awaited``, at most ``2 * heartbeat_interval`` past
   ``reconcile_wait``) for what the plane still owes and may just have lost:
@@ -243,10 +251,14 @@ class DeploymentManager:
         retry_every: float | None = None,
         durable: dict | None = None,
         first_start: bool | None = None,
+        ratify_hysteresis: float = 0.25,
     ) -> None:
         self.address = address
         self.node = address.partition("/")[0]
         self.edges = sorted(edges)
+        if not 0 <= ratify_hysteresis < 1:
+            raise ValueError(f"ratify_hysteresis must be in [0, 1), got {ratify_hysteresis}")
+        self.ratify_hysteresis = float(ratify_hysteresis)  # a move costs: replace only a clearly less efficient plan
         self.intent = dict(intent)
         self.tables = tables
         self.rng = rng if rng is not None else random.Random(address)
@@ -650,11 +662,47 @@ class DeploymentManager:
             return out
         self.awaiting = []
         why = self._ratifiable(temp, reach)
+        eff = self._efficiency(self.reports[temp[0]], reach) if len(temp) == 1 and temp[0] in self.reports else None
+        if why is None and eff is not None and eff["temporary"] < (1 - self.ratify_hysteresis) * eff["replacement"]:
+            why = (f"the temporary plan's efficiency {eff['temporary']:.3f} is below {1 - self.ratify_hysteresis:.2f} "
+                   f"of a replacement's {eff['replacement']:.3f}")
         if why is None:
-            return self._ratify(now, self.reports[temp[0]])
-        out = [self._emit("manager.replaced", sources=temp, reason=why,
+            return self._ratify(now, self.reports[temp[0]], eff)
+        out = [self._emit("manager.replaced", sources=temp, reason=why, efficiency=eff,
                                         since_reconnect=round(now - (self.reconnect_first or now), 6))]
         return out + self._start_plan(now, f"replace: {why}", temp, reach)
+
+    def _efficiency(self, rep: PlanReport, reach: list[str]) -> dict[str, Any] | None:
+        """The efficiency measure of ratify-or-replace, for the temporary plan and for the replacement the manager
+        would make from the same fit reports: the mean over the connected roles of the holder's capacity as a
+        multiple of the role's connected target, capped at 2 (headroom past twice the need buys nothing); a role
+        without a holder counts 0. The replacement is projected greedily: each role, in the IR's order, to the
+        reachable reporter with the highest such multiple not already given a role (any reporter if all were)."""
+        assert self.ir is not None
+        if not self.ir.roles:
+            return None
+        iso = {r.name: r.target for r in self.ir.isolated_roles}
+
+        def mult(node: str, r: Any) -> float:
+            fit = rep.fits.get(node, {}).get(r.name, 0.0)
+            return min(2.0, fit * iso.get(r.name, r.target) / r.target) if r.target > 0 else 0.0
+
+        temp = []
+        for r in self.ir.roles:
+            held = [a for a in rep.assignments if a.role == r.name]
+            temp.append(mult(held[0].holder, r) if len(held) == 1 else 0.0)
+        used: set[str] = set()
+        repl = []
+        pool = [m for m in sorted(rep.fits) if m in set(reach)]
+        for r in self.ir.roles:
+            free = [m for m in pool if m not in used] or pool
+            best = max(free, key=lambda m: (mult(m, r), m), default=None)
+            repl.append(mult(best, r) if best is not None else 0.0)
+            if best is not None:
+                used.add(best)
+        n = len(self.ir.roles)
+        return {"temporary": round(sum(temp) / n, 4), "replacement": round(sum(repl) / n, 4),
+                "hysteresis": self.ratify_hysteresis}
 
     def _awaited(self, temp: list[str], reach: list[str]) -> list[str]:
         """What a reconnected plane still owes the manager, while it may just be lost on the way: the leader's
@@ -762,7 +810,7 @@ class DeploymentManager:
                 return f"{a.holder} does not meet the connected metric of {r.name}"
         return None
 
-    def _ratify(self, now: float, rep: PlanReport) -> list[Effect]:
+    def _ratify(self, now: float, rep: PlanReport, eff: dict | None = None) -> list[Effect]:
         assert self.ir is not None
         self.work_id = self._next_plan_id()
         self.work_sources = [rep.plan_id]
@@ -775,7 +823,7 @@ class DeploymentManager:
             a = next(a for a in rep.assignments if a.role == r.name)
             self.work_assignments.append(Assignment(role=r.name, holder=a.holder, target=r.target, share=a.share,
                                                     shares=a.shares, kind="service", min_ratio=a.min_ratio))
-        out: list[Effect] = [self._emit("manager.ratified", plan_id=self.work_id, source=rep.plan_id,
+        out: list[Effect] = [self._emit("manager.ratified", plan_id=self.work_id, source=rep.plan_id, efficiency=eff,
                                         since_reconnect=round(now - (self.reconnect_first or now), 6),
                                         assignments=[_adict(a) for a in self.work_assignments])]
         # nothing moves: every holder keeps its share, so only nodes that may hold a share of a connected role
