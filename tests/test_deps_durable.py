@@ -258,3 +258,24 @@ def test_operators_cannot_grow_the_managers_tables_without_bound(monkeypatch):
     out = m.handle(Condition("c9", True, ack=True), "c/$ask/2", 0.5)
     assert [e.msg.ok for e in out if isinstance(e, Send)] == [False] and m.active == {"c0", "c1"}
     assert m.rejected == 2
+
+
+def test_a_deadlock_that_stays_is_reported_once_not_every_tick():
+    """An unbreakable (or unremediated) cycle of waits that persists is one deadlock and one ticket, not a new
+    record, ticket and durable write every tick (289 detections in 15 s before the fix)."""
+    from tests.test_deps_sim import _deadlock_setup, _manager_with, _with_manager_params
+    topo = _with_manager_params(TOPO, remediate=False)
+    _, events = simulate(topo, 1, 30.0, _deadlock_setup(15.0))
+    assert len(kinds(events, "deps.deadlock_detected")) == 1
+    assert verdict("deps-deadlocks-real", events) == "invalid"  # detected, never resolved
+    m = _manager_with({"a1": [ServiceInfo("x", hard=["y"])], "a2": [ServiceInfo("y", hard=["x"])]})
+    m.handle(Status("a1", 1, 2, "x", "waiting", ["y"]), "a1/agent", 1.0)
+    m.handle(Status("a2", 2, 2, "y", "waiting", ["x"]), "a2/agent", 1.0)
+    out = [e for t in range(11, 40) for e in m.tick(t / 10)]
+    assert len([e for e in out if isinstance(e, Emit) and e.kind == "deps.ticket"]) == 1
+    # the waits end and form again: a new deadlock
+    m.handle(Status("a1", 1, 3, "x", "up"), "a1/agent", 4.0)
+    m.tick(4.1)
+    m.handle(Status("a1", 1, 4, "x", "waiting", ["y"]), "a1/agent", 5.0)
+    out = [e for t in range(51, 70) for e in m.tick(t / 10)]
+    assert len([e for e in out if isinstance(e, Emit) and e.kind == "deps.deadlock_detected"]) == 1

@@ -158,6 +158,7 @@ class Manager:
         self.started_at: float | None = None
         self.all_up = False
         self.suspects: dict[frozenset, float] = {}
+        self.reported: dict[frozenset, tuple[float, str]] = {}  # cycle of waits -> (since, deadlock id)
         self.deadlocks: dict[str, dict] = {}
         self.dl_count = 0
         self.under_remediation: set[str] = set()
@@ -418,12 +419,18 @@ class Manager:
                     wf.add_edge(s, d)
         groups = [frozenset(c) for c in nx.strongly_connected_components(wf) if len(c) > 1]
         self.suspects = {g: self.suspects.get(g, now) for g in groups}
+        self.reported = {g: r for g, r in self.reported.items() if self.suspects.get(g) == r[0]}  # gone: forget
         out: list[Effect] = []
         for g, since in self.suspects.items():
             if now - since < self.confirm_after:
                 continue
             if any(g <= frozenset(d["members"]) for d in self.deadlocks.values() if d["state"] == "remediating"):
                 continue
+            seen = self.reported.get(g)
+            if seen is not None and seen[0] == since and self.deadlocks.get(seen[1], {}).get("state") in \
+                    ("detected", "ticket", "remediating", "watching"):
+                continue  # this very cycle of waits is reported already (a ticket, or no remedy); a failed
+                # remediation is tried again
             self.dl_count += 1
             did = f"deadlock-{self.dl_count}"
             if len(self.deadlocks) >= MAX_DEADLOCKS:  # forget the oldest finished records
@@ -433,6 +440,7 @@ class Manager:
                         break
             waits = sorted([s, d] for s, d in wf.subgraph(g).edges)
             cycle = next(iter(nx.simple_cycles(wf.subgraph(g))), [])
+            self.reported[g] = (since, did)
             rec = {"id": did, "members": sorted(g), "waits": waits, "since": since, "detected": now,
                    "state": "detected", "bootstrap": [], "full_sent": {}}
             self.deadlocks[did] = rec
