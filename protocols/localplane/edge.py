@@ -179,6 +179,19 @@ is declared) and ``lease_margin`` (default ``heartbeat_interval``: taken off
 the leader's lease before it crosses the wire; it must exceed message delay
 plus clock drift over ``leader_lease``).
 
+**Served roles (host effects).** Every holding is a workload the host runs:
+the node returns :class:`StartRole` when it takes a role (``converted``: the
+same share under a new plan - a ratification - keeps running), :class:`StopRole`
+when it gives one up (always before a StartRole that replaces it here: break
+before make on the node too), :class:`CheckRole` for every service holding
+each ``validate_every`` and when the validator probes it (the host answers
+:class:`RoleHealth`; a workload reported down is given up, and the leader told),
+and :class:`ServeRequest` for a client's :class:`ClientRequest` of a role it
+holds (the host answers the client with :class:`ClientReply`; a node holding
+nothing of the role says nothing). ``actors.localplane.EdgeNodeActor`` hands
+them to an embedder's callbacks; ``topologies.edge.services.ServiceHost``
+simulates them in a topology run.
+
 **Restarts (durable state).** With a store (``durable=``: what the host read
 back from the disk, ``{}`` for an empty one; ``None``: no store, nothing is
 persisted) the node persists one record, ``edge``, whenever what safety
