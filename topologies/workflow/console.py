@@ -72,8 +72,8 @@ ASK_TIMEOUT = 5.0
 PAGE = Path(__file__).with_name("console.html")
 
 
-@attrs.frozen
-class ServeConsole:
+@attrs.frozen(slots=True)
+class ServeConsole(Effect):
     """Host effect: serve the console for ``oversight`` on 127.0.0.1:``port`` (0: any free port)."""
 
     oversight: str
