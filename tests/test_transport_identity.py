@@ -16,6 +16,7 @@ are deadlines on behaviour, never asserted durations.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import zmq
@@ -211,3 +212,43 @@ def test_a_goodbye_with_another_incarnation_from_a_contender_is_still_refused(ma
     c = east.counters()
     assert c["bad_identity"] == 1 and c["bad_goodbye"] == 1
     assert east.t.peers()["west"] == "up" and [ch for ch in east.changes if ch[1] == "down"] == []
+
+
+def test_late_frames_of_a_closed_connection_after_the_new_one_took_over_are_not_bad_input(made):
+    """The other order: ZeroMQ reports a connection closed (a send to it fails) while frames it got
+    before the close are still to be read. west sent 50 messages on its old connection, closed it,
+    and said hello on a new one; east's I/O thread was busy meanwhile, so it reads the new
+    connection's heartbeat (a new session: the old one is closed) before the rest of the old one's
+    messages. Those are late frames of the old session: dropped and counted (``late_frames``),
+    never bad input."""
+    east, raw = _east(made)
+    old_ctx = zmq.Context()
+    old = old_ctx.socket(zmq.DEALER)
+    old.setsockopt(zmq.LINGER, 2000)
+    old.connect(east.t.endpoint)
+    try:
+        _speak_as_west(raw, east, old)
+        gate = threading.Event()
+        east.t.call_soon(gate.wait, 10)  # east's I/O thread is busy; its ZeroMQ threads are not
+        for i in range(50):
+            raw.message(old, "east/x", f"west/old{i}", payload("hostile.Echo", n=i))
+        old.close()
+        old_ctx.term()  # returns once the 50 messages are out and the connection is closed
+        new = raw.dealer(east.t.endpoint)
+        raw.heartbeat(new, "west", 7, "tcp://127.0.0.1:9")
+        time.sleep(0.5)  # setup, not a measurement: east's ZeroMQ threads take the new connection in
+        gate.set()
+        wait_for(lambda: ("west", "down", "reconnected") in east.changes and east.t.peers().get("west") == "up",
+                 what="the new session")
+        c = wait_for(lambda: (lambda c: c if sum(1 for s in east.senders() if s.startswith("west/old"))
+                              + c.get("late_frames", 0) + c.get("bad_identity", 0) + c.get("identity_held", 0) >= 50
+                              else None)(east.counters()), what="all 50 of the old connection's messages accounted for")
+        wait_for(lambda: not east.t._held, what="nothing left waiting")
+        c = east.counters()
+        assert east.bad_frames() == [] and c.get("bad_identity", 0) == 0, east.bad_frames()
+        delivered = [s for s in east.senders() if s.startswith("west/old")]
+        assert delivered == [f"west/old{i}" for i in range(len(delivered))], "in order, the first ones"
+        assert len(delivered) + c.get("late_frames", 0) == 50 and c.get("peer.west.late_frames", 0) == c.get("late_frames", 0)
+    finally:
+        old.close(0)
+        old_ctx.term()

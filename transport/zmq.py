@@ -105,7 +105,9 @@ bound one closed starts a new session (the old one is reported down, reason
 A peer that re-makes its link may be heard on the new connection before the old
 one's close is seen here, so a new connection's frames wait (held in order, no
 sign of life) up to one heartbeat interval for the bound one to close; only if
-it stays open are they bad_identity (see ``_admit``).
+it stays open are they bad_identity (see ``_admit``); the old connection's own
+frames read after that (late frames of an ended session) are dropped, counted
+as ``late_frames``.
 A heartbeat never changes a configured node's endpoint.
 
 **Security.** With :class:`CurveConfig` the ROUTER is a CURVE server that
@@ -325,6 +327,8 @@ class ZmqTransport:
         self._held: dict[bytes, _Held] = {}  # plaintext: new connection -> its frames waiting (see _admit)
         self._held_bytes = 0
         self._no_hold: bytes | None = None  # the connection whose held frames are being refused
+        # plaintext: connections seen closed while bound -> the node they spoke for (their late frames)
+        self._retired: dict[bytes, str] = {}
         if bad_frame_events < 1:
             raise ValueError("bad_frame_events must be >= 1")
         self.bad_frame_events = bad_frame_events
@@ -1051,6 +1055,14 @@ class ZmqTransport:
             self._bad(name if name in self._peers else "", "identity",
                       f"{what} claims node {name!r:.60} on the connection of node {owner!r:.60}")
             return False
+        if self._retired.get(ident) == name:
+            # A connection seen closed (a send to it fails) while frames it got before the close were
+            # still to be read: late frames of a session already reported over. Dropped, not bad input.
+            self._counts["late_frames"] += 1
+            p = self._peers.get(name)
+            if p is not None:
+                p.counts["late_frames"] += 1
+            return False
         holding = ident != self._no_hold
         if holding and ident in self._held:  # it waits already: so do its later frames
             if item is not None and self._hold(ident, name, item):
@@ -1077,6 +1089,11 @@ class ZmqTransport:
         Reported down at once (pending asks fail), so traffic on a new connection never silently
         continues a dead node's session; a goodbye reports it itself ("left").
         """
+        old = self._name_ident.get(name)
+        if old is not None:
+            if len(self._retired) >= _IDENTS:
+                del self._retired[next(iter(self._retired))]  # the oldest: long closed
+            self._retired[old] = name
         self._unbind(name)
         self._counts["connections_replaced"] += 1
         if what != "goodbye":
