@@ -300,3 +300,59 @@ def test_ratify_or_replace_is_decided_by_the_stated_efficiency_measure():
     assert replaced and "efficiency" in replaced[0].fields["reason"], out
     eff = replaced[0].fields["efficiency"]
     assert eff["temporary"] < 0.75 * eff["replacement"], eff
+
+
+# -- subscription terms: usage and duration --------------------------------------------------------------------
+
+
+def test_a_subscription_is_given_up_at_the_end_of_its_duration_unless_renewed():
+    e = _node()
+    store = Assignment(role="store", holder="e1/edge", target=120.0, usage=0.5, duration=0.3)
+    out = e.handle(Commit(plan_id="F1@mgr", assignments=[store], echo=0.0, lease=5.0, epoch=7), M, 0.01)
+    assert [x.usage for x in out if isinstance(x, StartRole)] == [0.5]
+    from protocols.core import SetTimer, TimerFired
+    assert any(isinstance(x, SetTimer) and x.key == "term" and abs(x.at - 0.31) < 1e-9 for x in out), out
+    # renewed at 0.2 by a newer plan: the workload keeps running, the term starts again
+    out = e.handle(Commit(plan_id="F2@mgr", assignments=[store], echo=0.15, lease=5.0, epoch=7, ratified=True),
+                   M, 0.2)
+    assert [(x.plan_id, x.converted) for x in out if isinstance(x, StartRole)] == [("F2@mgr", True)]
+    e.handle(TimerFired("term"), e.address, 0.31)  # the old term's timer: the renewed term runs to 0.5
+    assert "store#0/1" in e.holdings
+    out = e.handle(TimerFired("term"), e.address, 0.5)
+    assert not e.holdings and any(isinstance(x, StopRole) and x.reason == "subscription term over" for x in out)
+
+
+def test_a_workload_over_its_usage_term_is_given_up():
+    e = _node()
+    store = Assignment(role="store", holder="e1/edge", target=120.0, usage=0.5)
+    e.handle(Commit(plan_id="F1@mgr", assignments=[store], echo=0.0, lease=5.0, epoch=7), M, 0.01)
+    assert e.handle(RoleHealth(key="store#0/1", plan_id="F1@mgr", ok=True, usage=0.54), e.address, 0.1) == []
+    out = e.handle(RoleHealth(key="store#0/1", plan_id="F1@mgr", ok=True, usage=0.8), e.address, 0.2)
+    assert not e.holdings and any(isinstance(x, StopRole) and x.reason.startswith("usage 0.800 over") for x in out)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_subscriptions_are_renewed_before_their_term_ends_and_enforced(seed):
+    """The manager gives every final subscription a 1 s duration term and renews the plan in force half way
+    through it (nothing moves: the clients are served throughout). Then the store's workload starts using twice
+    its usage term: its holder gives the role up and the manager plans it again on another node."""
+    s = build_edge(seed, 8, manager_params={"subscription_term": 1.0}, clients={"every": 0.1, "timeout": 0.05})
+    s.run(6.0)
+    renewals = s.of("manager.renewal")
+    finals = [e["fields"] for e in s.of("manager.plan_final") if e["fields"]["reason"] == "renewal"]
+    assert len(renewals) >= 6 and len(finals) >= 6, f"seed={seed}: {len(renewals)} renewals, {len(finals)} final"
+    over = [e for e in s.of("edge.role_relinquished") if e["fields"]["reason"] == "subscription term over"]
+    assert not over, f"seed={seed}: a term ran out although the plan was renewed: {over[:1]}"
+    first = s.of("manager.plan_final")[0]["time"]
+    ok, n = _success(s, "store", first + 0.1, 5.9)
+    assert n >= 40 and ok == n, f"seed={seed}: store served {ok} of {n} through the renewals"
+    holder = next(a.holder for a in s.manager().final if a.role == "store")
+    key = next(k for k in s.edge(holder).holdings if k.startswith("store#"))
+    s.services[holder].overrun["store"] = 2 * s.edge(holder).holdings[key].a.usage + 0.1  # it overruns its term
+    s.run(10.0)
+    gave_up = [e for e in s.of("edge.role_relinquished", 6.0) if e["node"] == holder.partition("/")[0]
+               and e["fields"]["reason"].startswith("usage")]
+    assert gave_up, f"seed={seed}: the overrunning store workload on {holder} was never given up"
+    now = [a.holder for a in s.manager().final if a.role == "store"]
+    assert now and now != [holder], f"seed={seed}: store still on {now}"
+    judge(s)

@@ -294,6 +294,7 @@ class StartRole(Effect):
     target: float
     kind: str = "service"
     converted: bool = False
+    usage: float = 0.0  # the subscription's usage term: the load the workload may put on the node (0: unmetered)
 
 
 @attrs.frozen(slots=True)
@@ -341,14 +342,16 @@ class PlaneRole(enum.Enum):
 
 
 class _Holding:
-    __slots__ = ("a", "lease", "plan_id", "temporary", "term")
+    __slots__ = ("a", "lease", "plan_id", "temporary", "term", "ends")
 
-    def __init__(self, a: Assignment, plan_id: str, temporary: bool, term: int, lease: float = math.inf) -> None:
+    def __init__(self, a: Assignment, plan_id: str, temporary: bool, term: int, lease: float = math.inf,
+                 ends: float = math.inf) -> None:
         self.a = a
         self.plan_id = plan_id
         self.temporary = temporary
         self.term = term
         self.lease = lease  # held until then under the manager's lease (inf: an isolated plane's holding)
+        self.ends = ends  # the subscription's duration term ends then (own clock; inf: no duration term)
 
 
 def _plan_no(plan_id: str) -> int:
@@ -462,6 +465,7 @@ class EdgeNode:
         self.record: list[dict[str, Any]] = []  # the reporter's record
         self.next_validate = 0.0
         self.next_check = 0.0  # the next periodic CheckRole of the workloads held here
+        self.declined: dict[str, float] = {}  # key given up on its own (usage term, failed check) -> until when
         self.vrid = 0  # the validator's client checks: request number -> (holder, role, share, plan)
         self.vchecks: dict[int, tuple[str, str, int, str]] = {}
         self.lead: _Lead | None = None
@@ -653,7 +657,8 @@ class EdgeNode:
         final = next((h.plan_id for h in self.holdings.values() if not h.temporary), "")
         return Send(self.manager, HeartbeatAck(
             epoch=epoch, seq=seq, plan_id=self.plan_id if temporary else final, temporary=temporary,
-            term=self.leader_term, leader=self.leader, holding=self.holding_keys(), sent=now, renew=renew))
+            term=self.leader_term, leader=self.leader, holding=self.holding_keys(), sent=now, renew=renew,
+            declined=self._declined(now)))
 
     # -- renewal requests: a lease running low, a lapsed share, a reconnect ------------------------------
 
@@ -835,7 +840,17 @@ class EdgeNode:
 
     def _arm_lease(self, now: float) -> list[Effect]:
         ends = [h.lease for h in self.holdings.values() if h.lease < math.inf]
-        return ([SetTimer("lease", min(ends))] if ends else []) + self._arm_renew(now)
+        terms = [h.ends for h in self.holdings.values() if h.ends < math.inf]
+        return ([SetTimer("lease", min(ends))] if ends else []) + (
+            [SetTimer("term", min(terms))] if terms else []) + self._arm_renew(now)
+
+    def _term_over(self, now: float) -> list[Effect]:
+        """A subscription whose duration term ended without a newer plan renewing it is given up (the plane or the
+        manager plans the role again)."""
+        out: list[Effect] = []
+        for key in sorted(k for k, h in self.holdings.items() if h.ends <= now):
+            out += self._relinquish(key, "subscription term over", now, tell=True)
+        return out + self._arm_lease(now)
 
     def _lease_over(self, now: float) -> list[Effect]:
         out: list[Effect] = []
@@ -1057,6 +1072,9 @@ class EdgeNode:
             self.fitted[(sender, msg.plan_id)] = dict(fits)
             while len(self.fitted) > 16:
                 del self.fitted[next(iter(self.fitted))]
+        if not msg.isolated:  # a role declined lately is not offered to the manager again
+            gone = {k.partition("#")[0] for k in self._declined(now)}
+            fits = {r: f for r, f in fits.items() if r not in gone}
         rep = FitReport(plan_id=msg.plan_id, fits=fits, criteria=dict(self.criteria), free=self._free(msg.plan_id),
                         holding=self.holding_keys())
         if known is not None:
@@ -1116,7 +1134,8 @@ class EdgeNode:
     def _on_commit(self, msg: Commit, sender: str, now: float) -> list[Effect]:
         if sender != self.manager:
             return []
-        mine = {role_key(a.role, a.share, a.shares): a for a in msg.assignments if a.holder == self.address}
+        mine = {role_key(a.role, a.share, a.shares): a for a in msg.assignments if a.holder == self.address
+                and role_key(a.role, a.share, a.shares) not in self._declined(now)}
         why = ""
         if msg.echo is None or msg.echo + msg.lease <= now:
             why = "its lease is already over"
@@ -1140,7 +1159,8 @@ class EdgeNode:
                 h.lease = max(h.lease, until)
                 continue
             converted = h is not None
-            self.holdings[key] = _Holding(a, msg.plan_id, False, 0, lease=until)
+            self.holdings[key] = _Holding(a, msg.plan_id, False, 0, lease=until,
+                                          ends=now + a.duration if a.duration > 0 else math.inf)
             out.append(self._emit("edge.role_assigned", role=a.role, share=a.share, shares=a.shares, key=key,
                                   plan_id=msg.plan_id, term=0, temporary=False, target=a.target,
                                   kind=a.kind, converted=converted, ratified=msg.ratified))
@@ -1186,7 +1206,8 @@ class EdgeNode:
     @staticmethod
     def _start_role(key: str, h: _Holding, converted: bool) -> StartRole:
         return StartRole(key=key, role=h.a.role, share=h.a.share, shares=h.a.shares, plan_id=h.plan_id,
-                         temporary=h.temporary, target=h.a.target, kind=h.a.kind, converted=converted)
+                         temporary=h.temporary, target=h.a.target, kind=h.a.kind, converted=converted,
+                         usage=h.a.usage)
 
     # -- served roles: the workloads' host and the site's clients --------------------------------------
 
@@ -1204,9 +1225,22 @@ class EdgeNode:
         if sender not in (self.address, "", None):  # the host speaks as the node itself
             return []
         h = self.holdings.get(msg.key)
-        if h is None or h.plan_id != msg.plan_id or msg.ok:
+        if h is None or h.plan_id != msg.plan_id:
             return []
-        return self._relinquish(msg.key, f"workload check failed: {msg.reason or 'down'}", now, tell=True)
+        if not msg.ok:
+            why = f"workload check failed: {msg.reason or 'down'}"
+        elif h.a.usage > 0 and msg.usage > 1.1 * h.a.usage + 1e-9:  # the usage term: a tenth over is tolerated
+            why = f"usage {msg.usage:.3f} over its term {h.a.usage:.3f}"
+        else:
+            return []
+        # declined for a while: the manager must not give it back here (its acks say so) but plan it elsewhere
+        self.declined[msg.key] = now + 4 * self.isolation_after
+        return self._relinquish(msg.key, why, now, tell=True)
+
+    def _declined(self, now: float) -> list[str]:
+        for k in [k for k, t in self.declined.items() if t <= now]:
+            del self.declined[k]
+        return sorted(self.declined)
 
     def _on_client_request(self, msg: ClientRequest, sender: str, now: float) -> list[Effect]:
         """A client of the site asks for a role: each share held here goes to its workload (the host answers the
@@ -1246,7 +1280,8 @@ class EdgeNode:
         for key, a in sorted(mine.items()):
             if key in self.holdings or not self.isolated:
                 continue  # a connected node takes new roles only from the manager (under its lease)
-            self.holdings[key] = _Holding(a, msg.plan_id, True, msg.term)
+            self.holdings[key] = _Holding(a, msg.plan_id, True, msg.term,
+                                          ends=now + a.duration if a.duration > 0 else math.inf)
             out.append(self._emit("edge.role_assigned", role=a.role, share=a.share, shares=a.shares, key=key,
                                   plan_id=msg.plan_id, term=msg.term, temporary=True, target=a.target, kind=a.kind,
                                   converted=False, ratified=False))
@@ -1580,6 +1615,8 @@ class EdgeNode:
             return self._manager_lost(now)
         if k == "lease":
             return self._lease_over(now)
+        if k == "term":
+            return self._term_over(now)
         if k == "gather":
             return self._on_gather(now)
         if k == "election":

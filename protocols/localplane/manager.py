@@ -156,6 +156,14 @@ the renewal requests keep the holder's lease from lapsing in the first place.
   and answers predate the island's plane, and installing it at the heal
   would take the temporary holders' roles for a plan made without them
   (roles left without a holder until the next re-plan).
+* **Subscription terms.** Every final subscription carries the holder's
+  ``usage`` term (the load it agreed to in the negotiation; the holder gives
+  up a workload its host measures above it) and, with
+  ``subscription_term`` > 0, a ``duration`` term: the holder gives the role
+  up when it ends, so half way through it the manager renews the plan in
+  force - committed again under a new plan id, nothing moving
+  (``manager.renewal``, then ``manager.plan_final`` with reason
+  ``renewal``).
 * **Performance history.** Every reporter's metric bundle is appended to the
   performance history (``manager.metrics``).
 
@@ -191,7 +199,7 @@ Events: ``manager.deployed``, ``manager.plan_started``, ``manager.proposal``,
 ``manager.replaced``, ``manager.release_sent``, ``manager.commit_sent``,
 ``manager.regrant``, ``manager.plan_final``, ``manager.subscription``,
 ``manager.fit_retry``, ``manager.proposal_retry``, ``manager.report_awaited``,
-``manager.catch_up``, ``manager.plan_abandoned``, ``manager.restarted``.
+``manager.catch_up``, ``manager.plan_abandoned``, ``manager.restarted``, ``manager.renewal``.
 """
 
 from __future__ import annotations
@@ -252,6 +260,7 @@ class DeploymentManager:
         durable: dict | None = None,
         first_start: bool | None = None,
         ratify_hysteresis: float = 0.25,
+        subscription_term: float = 0.0,
     ) -> None:
         self.address = address
         self.node = address.partition("/")[0]
@@ -259,6 +268,11 @@ class DeploymentManager:
         if not 0 <= ratify_hysteresis < 1:
             raise ValueError(f"ratify_hysteresis must be in [0, 1), got {ratify_hysteresis}")
         self.ratify_hysteresis = float(ratify_hysteresis)  # a move costs: replace only a clearly less efficient plan
+        if subscription_term < 0:
+            raise ValueError(f"subscription_term must be >= 0, got {subscription_term}")
+        # the duration term of every final subscription (0: until a plan replaces it); renewed at half of it
+        self.subscription_term = float(subscription_term)
+        self.renewed_at = -math.inf  # the last renewal's commit (a renewal leaves final_at, the gaps' clock, alone)
         self.intent = dict(intent)
         self.tables = tables
         self.rng = rng if rng is not None else random.Random(address)
@@ -512,6 +526,10 @@ class DeploymentManager:
             out += self._regrant(now)
         if self.phase == "idle" and self.reconcile_due is None and self._gaps(now):
             self.reconcile_due = now
+        if (self.phase == "idle" and self.reconcile_due is None and self.final_id and self.subscription_term > 0
+                and now >= max(self.final_at, self.renewed_at) + self.subscription_term / 2
+                and not self._guarded(now) and not self._gaps(now)):
+            out += self._renew_subscriptions(now)
         if self.reconcile_due is not None and now >= self.reconcile_due and self.phase == "idle":
             self.reconcile_due = None
             out += self._reconcile(now)
@@ -760,7 +778,7 @@ class DeploymentManager:
             a = self.acks.get(e)
             if not keys or e not in reach or e not in self.echo or a is None or a.seq <= self.final_seq or a.temporary:
                 continue
-            lost = sorted(k for k in keys if k not in a.holding)
+            lost = sorted(k for k in keys if k not in a.holding and k not in a.declined)
             if lost and not any(self._claimed(k.partition("#")[0], e, self.final_id, now) for k in lost):
                 out[e] = lost
         return out
@@ -822,12 +840,27 @@ class DeploymentManager:
         for r in self.ir.roles:
             a = next(a for a in rep.assignments if a.role == r.name)
             self.work_assignments.append(Assignment(role=r.name, holder=a.holder, target=r.target, share=a.share,
-                                                    shares=a.shares, kind="service", min_ratio=a.min_ratio))
+                                                    shares=a.shares, kind="service", min_ratio=a.min_ratio,
+                                                    usage=a.usage, duration=self.subscription_term))
         out: list[Effect] = [self._emit("manager.ratified", plan_id=self.work_id, source=rep.plan_id, efficiency=eff,
                                         since_reconnect=round(now - (self.reconnect_first or now), 6),
                                         assignments=[_adict(a) for a in self.work_assignments])]
         # nothing moves: every holder keeps its share, so only nodes that may hold a share of a connected role
         # outside it (see _blocking) are told to release; with none, the plan is committed at once
+        return out + self._release(now, members=[])
+
+    def _renew_subscriptions(self, now: float) -> list[Effect]:
+        """Half way through the subscriptions' duration term, the final plan in force is committed again under a new
+        plan id (nothing moves: each holder converts its holding and its term starts again)."""
+        self.work_id = self._next_plan_id()
+        self.work_sources = []
+        self.work_ratified = True
+        self.work_reason = "renewal"
+        self.work_started = now
+        self.work_members = self.reachable(now)
+        self.work_assignments = [attrs.evolve(a, duration=self.subscription_term) for a in self.final]
+        out: list[Effect] = [self._emit("manager.renewal", plan_id=self.work_id, renews=self.final_id,
+                                        term=self.subscription_term)]
         return out + self._release(now, members=[])
 
     # -- building a final plan ------------------------------------------------------------------------
@@ -901,7 +934,7 @@ class DeploymentManager:
         if neg is None or not neg.done:
             return []
         self.neg = None
-        self.work_assignments = list(neg.assignments)
+        self.work_assignments = [attrs.evolve(a, duration=self.subscription_term) for a in neg.assignments]
         stale = self._stale(now)
         if stale:
             return [CancelTimer(neg.timer_key)] + self._abandon(now, stale)
@@ -1014,7 +1047,10 @@ class DeploymentManager:
         while len(self.settled) > 64:  # the oldest first
             del self.settled[next(iter(self.settled))]
         self.caught = {c for c in self.caught if c[1] in self.settled}
-        self.final_at = now
+        if self.work_reason == "renewal":
+            self.renewed_at = now
+        else:
+            self.final_at = now
         for pid in self.work_sources:
             self.reports.pop(pid, None)
         return out

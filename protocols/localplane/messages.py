@@ -149,7 +149,12 @@ class IntermediateRepresentation:
 
 @message("localplane.Assignment")
 class Assignment:
-    """One role share and its holder: the subscription (``target`` to meet, relinquish below ``min_ratio`` of it)."""
+    """One role share and its holder: the subscription (``target`` to meet, relinquish below ``min_ratio`` of it).
+
+    Terms, enforced by the holder: ``usage`` - the load it agreed to carry (a fraction of its resources, the
+    negotiated ``Propose.load``; 0: unmetered): a workload its host measures above ``usage`` (by more than a
+    tenth) is given up; ``duration`` - how long the subscription runs from when the holder takes it (seconds;
+    0: until a plan replaces it): at its end the holding is given up unless a newer plan renewed it first."""
 
     role: str
     holder: str
@@ -158,6 +163,8 @@ class Assignment:
     shares: int = 1
     kind: str = "service"
     min_ratio: float = 0.9
+    usage: float = 0.0
+    duration: float = 0.0
 
 
 # -- manager <-> edge ------------------------------------------------------------------
@@ -205,6 +212,7 @@ class HeartbeatAck:
     holding: list[str] = attrs.field(factory=list)
     sent: float | None = None  # the node's clock when it sent this ack (echoed back by the manager)
     renew: bool = False
+    declined: list[str] = attrs.field(factory=list)  # keys it gave up on its own lately (a usage term, a failed check)
 
 
 @message("localplane.Release")
@@ -467,11 +475,12 @@ class ClientReply:
 
 @message("localplane.RoleHealth")
 class RoleHealth:
-    """A host's answer to ``CheckRole``: is the workload of holding ``key`` (of ``plan_id``) up, and how well it does
-    (``measured``: a fraction of its target; 1.0 when the host does not measure)."""
+    """A host's answer to ``CheckRole``: is the workload of holding ``key`` (of ``plan_id``) up, how well it does
+    (``measured``: a fraction of its target; 1.0 when the host does not measure) and what it uses (``usage``)."""
 
     key: str
     plan_id: str
     ok: bool
     measured: float = 1.0
     reason: str = ""
+    usage: float = -1.0  # the share of the node's resources the workload uses (-1: not measured)

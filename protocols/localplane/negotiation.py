@@ -295,7 +295,8 @@ class Negotiation:
         self.proposal = None
         if outcome == "agreed":
             self.assignments.append(Assignment(role=s.name, holder=self.candidate, target=p.target, share=self.share,
-                                               shares=self.shares, kind=s.kind, min_ratio=self.relinquish_below))
+                                               shares=self.shares, kind=s.kind, min_ratio=self.relinquish_below,
+                                               usage=round(p.load, 6)))
             if self.share + 1 < self.shares:
                 self.share += 1
                 self.tried = set()

@@ -12,7 +12,8 @@ this host plays them:
   temporary plan) keeps running and is relabelled, not restarted;
 * ``StopRole`` stops it at once;
 * ``CheckRole`` answers the node with a :class:`RoleHealth` (up if the
-  workload runs for that holding);
+  workload runs for that holding; its ``usage``: the subscription's usage
+  term, unless a test made the role's workload overrun: ``overrun[role]``);
 * ``ServeRequest`` (a client's request for a role the node holds) is answered
   to the client with a :class:`ClientReply`: served when the workload runs
   for that holding and is ready, else refused (``not running`` /
@@ -45,6 +46,8 @@ class ServiceHost:
         self.rng = rng
         self.start_delay = float(start_delay)
         self.running: dict[str, tuple[str, float]] = {}  # key -> (plan_id, ready at)
+        self.usage: dict[str, float] = {}  # key -> the load the workload puts on the node: its usage term
+        self.overrun: dict[str, float] = {}  # role -> the load its workload really puts on the node (a test's fault)
 
     def on_effect(self, effect: Any, api: HostApi) -> None:
         c = type(effect)
@@ -54,13 +57,16 @@ class ServiceHost:
             old = self.running.get(effect.key)
             ready = old[1] if (effect.converted and old is not None) else api.now + self.start_delay
             self.running[effect.key] = (effect.plan_id, ready)
+            self.usage[effect.key] = effect.usage  # a well-behaved workload uses what its term allows
         elif c is StopRole:
             self.running.pop(effect.key, None)
+            self.usage.pop(effect.key, None)
         elif c is CheckRole:
             run = self.running.get(effect.key)
             ok = run is not None and run[0] == effect.plan_id
+            use = self.overrun.get(effect.role, self.usage.get(effect.key, -1.0))
             api.later(0.0, RoleHealth(key=effect.key, plan_id=effect.plan_id, ok=ok,
-                                      reason="" if ok else "not running"))
+                                      reason="" if ok else "not running", usage=use))
         elif c is ServeRequest:
             run = self.running.get(effect.key)
             if run is None or run[0] != effect.plan_id:
