@@ -19,6 +19,10 @@ every other chart):
   with the holder; final holdings dark blue, temporary ones in the colour of
   the leader whose plan they belong to. Holdings that overlap (two islands,
   each serving) get a lane each.
+* **what the clients saw** - one row per client actor and role
+  (``client.request`` of ``localplane.clients``): a tick per request at its
+  send time, coloured by its outcome (served, refused, unserved, or answered
+  by two holders of one share).
 
 It returns ``None`` when the log has no edge events, so other topologies'
 reports are unchanged.
@@ -36,6 +40,7 @@ __all__ = ["edge_timeline"]
 _ISLAND_COLOURS = ["#e36209", "#6f42c1", "#28a745", "#17a2b8", "#b08800", "#d63384", "#6a737d", "#1f6feb"]
 _NO_LEADER = "#d73a49"
 _FINAL = "#1f4e99"
+_OUTCOME_COLOURS = {"served": "#28a745", "refused": "#e36209", "unserved": "#d73a49", "two holders": "#6f42c1"}
 
 
 def _natural(s: str) -> list:
@@ -143,13 +148,28 @@ def edge_timeline(events: list[dict], periods: list[dict], t0: float, t1: float)
     role_rows = [(key, i, row) for key in sorted(lanes, key=lambda k: (k.startswith(("leader", "validator", "reporter")), k))
                  for i, row in enumerate(lanes[key])]
 
+    # -- what the site's clients saw -------------------------------------------------------------------------
+    asks: dict[str, list[tuple[float, str, str]]] = {}  # "client role" -> [(sent, outcome, servers)]
+    for e in events:
+        if e["kind"] != "client.request":
+            continue
+        f = e.get("fields") or {}
+        servers = [sv for sv in f.get("servers") or [] if isinstance(sv, (list, tuple)) and len(sv) == 3]
+        outcome = "two holders" if len({sv[0] for sv in servers if str(sv[1]).endswith("/1")}) > 1 else \
+            str(f.get("outcome"))
+        who = ", ".join(f"{_node(str(sv[0]))} ({sv[2]})" for sv in servers)
+        asks.setdefault(f"{e['node']}/{e['actor']} {f.get('role')}", []).append(
+            (float(f.get("sent", e["time"])), outcome, who))
+    client_rows = sorted(asks, key=_natural)
+
     # -- drawing ------------------------------------------------------------------------------------
     axis = TimeAxis(t0, t1)
     ROW, TOP = 12, 40
     gap = 30
     h_conn = len(nodes) * ROW
     h_roles = max(1, len(role_rows)) * ROW
-    bottom = TOP + h_conn + gap + h_roles + 4
+    h_clients = (gap + len(client_rows) * ROW) if client_rows else 0
+    bottom = TOP + h_conn + gap + h_roles + h_clients + 4
     x = axis.x
     LEFT, width = axis.left, axis.right - axis.left
 
@@ -190,4 +210,15 @@ def edge_timeline(events: list[dict], periods: list[dict], t0: float, t1: float)
                        f'<title>{esc(key)}: {esc(s["node"])} ({kind}, {esc(s["plan"])}) {s["start"] - t0:.3f}-{s["end"] - t0:.3f}s</title></rect>')
             if w > 6 * len(s["node"]) + 4:
                 out.append(f'<text x="{x(s["start"]) + 2:.1f}" y="{y + ROW - 3}" font-size="9" fill="#fff">{esc(s["node"])}</text>')
+    if client_rows:
+        top3 = top2 + h_roles + gap
+        out.append(f'<text x="4" y="{top3 - 8}" font-size="12">what the site\'s clients saw, per request (green: served; '
+                   f'orange: refused; red: unserved; purple: answered by two holders of one share)</text>')
+        for r, name in enumerate(client_rows):
+            y = top3 + r * ROW
+            out.append(f'<text x="{LEFT - 6}" y="{y + ROW - 3}" font-size="10" text-anchor="end">{esc(name)}</text>')
+            for sent, outcome, who in asks[name]:
+                c = _OUTCOME_COLOURS.get(outcome, "#999")
+                out.append(f'<rect x="{x(sent):.1f}" y="{y + 1}" width="2" height="{ROW - 2}" fill="{c}">'
+                           f'<title>{esc(name)} at {sent - t0:.3f}s: {esc(outcome)} {esc(who)}</title></rect>')
     return chart_svg(axis, periods, out, top=TOP, bottom=bottom, label="edge timeline")
