@@ -5,7 +5,7 @@
 
 Both systems get 4 worker processes on 127.0.0.1. Fleetplane: a gateway, the SQLite-backed
 queue (fsync on) and 4 worker node processes (``workload.worker``, one slot each: a warm Python
-zygote forking a confined child per task), started as the launcher starts them; the benchmark is
+zygote forking a confined child per task, one task prefetched), started as the launcher starts them; the benchmark is
 the topology's node ``bench`` (topology nodes admit no node their topology does not name),
 submits through the gateway and is notified of each result. Celery:
 ``redis-server`` (no persistence) as broker and result backend, 4 ``celery worker -c 1``
@@ -28,11 +28,18 @@ Figures (one run of each system, in turn):
 * ``aging_overrun_s`` - a priority-0 task with a maximum delay of 1 s submitted into a flood of
   ``--flood`` priority-9 tasks of 0.1 s: its wait until it started on a worker (its
   ``workload.task_started`` less its ``workload.accepted``) minus its maximum delay (goal: at
-  most one task's run time); ``aging_overrun_dispatch_s`` beside: the same until the queue
-  dispatched it. Celery has no maximum delay; its wait behind the flood is printed beside
+  most one task's run time: ``task_run_s``, the median metered time of the flood's tasks, their
+  0.1 s of sleep with the fork and the confinement); ``aging_overrun_dispatch_s`` beside: the same
+  until the queue dispatched it. Celery has no maximum delay; its wait behind the flood is printed beside
   (``celery_low_priority_wait_s``; with Redis Celery serves priority 0 first, so the flood is sent
   with 0 and the low task with 9). The queue commits in windows of 2 ms (``commit_window``):
-  one ``fsync`` per burst.
+  one ``fsync`` per burst, at once when it is quiet.
+
+Each fleetplane worker takes one task ahead (``prefetch = 1``: it waits there, leased, and starts
+when the running one ends); Celery's workers take none beyond the one they run (the issue's
+``worker_prefetch_multiplier = 1`` with ``acks_late``). A prefetched fleetplane task is leased and
+comes back when its worker dies; Celery's prefetched tasks are what it loses on ``kill -9``
+(celery#7924).
 
 Last line: one JSON object of the figures.
 """
@@ -239,7 +246,12 @@ def bench_fleet(args, workdir: Path) -> dict:
         out["low_priority_wait_s"] = started[0] - accepted[0] if started and accepted else None
         out["aging_overrun_s"] = out["low_priority_wait_s"] - 1.0 if out["low_priority_wait_s"] is not None else None
         out["aging_overrun_dispatch_s"] = waited[0] - 1.0 if waited else None
-        out["flood_task_run_s"] = 0.1
+        # one task's run time: what a flood task's run took (its metered time: the sleep of 0.1 s, the fork and
+        # the confinement), the median of the flood
+        flood_ids = {f.log["acked"][r][0] for r in flood}
+        done = [json.loads(line)["fields"] for line in (f.run / "q.events.jsonl").open() if '"workload.task_done"' in line]
+        metered = [d["metered"] for d in done if d["task"] in flood_ids]
+        out["task_run_s"] = statistics.median(metered) if metered else 0.1
     finally:
         f.close()
     f = Fleet(workdir / "fleet-b")
@@ -403,7 +415,7 @@ def main() -> int:
               f"p99 {fp['p99_ms']} ms; 2 of 4 workers SIGKILLed: {fp['lost']} lost, {fp['duplicated']} "
               f"completed twice (of {fp['kill_acked']}); low-priority task behind a flood of {args.flood}: waited "
               f"{fp['low_priority_wait_s']:.3f} s with a 1 s maximum delay until it started (overrun {fp['aging_overrun_s']:.3f} s; "
-              f"{fp['aging_overrun_dispatch_s']:.3f} s until dispatched)",
+              f"{fp['aging_overrun_dispatch_s']:.3f} s until dispatched; a flood task's run took {fp['task_run_s']:.3f} s)",
               flush=True)
         cel = bench_celery(args, workdir)
         print(f"celery+redis (acks_late, prefetch 1, 4 workers): {cel['throughput']:.1f} no-op tasks/s; p50 "
@@ -418,7 +430,8 @@ def main() -> int:
                           "lost": fp["lost"], "duplicated": fp["duplicated"], "celery_lost": cel["lost"],
                           "celery_duplicated": cel["duplicated"], "aging_overrun_s": round(fp["aging_overrun_s"], 3),
                           "aging_overrun_dispatch_s": round(fp["aging_overrun_dispatch_s"], 3),
-                          "task_run_s": 0.1, "celery_low_priority_wait_s": round(cel["low_priority_wait_s"], 3),
+                          "task_run_s": round(fp["task_run_s"], 3), "task_sleep_s": 0.1,
+                          "celery_low_priority_wait_s": round(cel["low_priority_wait_s"], 3),
                           "tasks": args.tasks, "kill_tasks": args.kill_tasks, "flood": args.flood}))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
