@@ -33,7 +33,11 @@ def test_edge_toml_is_a_manager_and_two_heterogeneous_sites(topo):
     edges = [(n.name, a) for n in topo.nodes for a in n.actors if a.kind == "localplane.edge"]
     managers = [(n.name, a) for n in topo.nodes for a in n.actors if a.kind == "localplane.manager"]
     assert len(managers) == 1 and len(topo.node(managers[0][0]).actors) == 1, "the manager has its own process"
-    assert all(len(topo.node(n).actors) == 1 for n, _ in edges), "one process per edge node"
+    # one process per edge node: no two edge nodes share one; the site's simulated clients ride on the gateways
+    assert all([a.kind for a in topo.node(n).actors].count("localplane.edge") == 1 and
+               {a.kind for a in topo.node(n).actors} <= {"localplane.edge", "localplane.clients"}
+               for n, _ in edges), "one process per edge node"
+    assert sorted(n.name for n in topo.nodes for a in n.actors if a.kind == "localplane.clients") == ["a0", "b0"]
     sites = {"a": sum(n.startswith("a") for n, _ in edges), "b": sum(n.startswith("b") for n, _ in edges)}
     assert sites == {"a": 8, "b": 12}
     assert sorted(managers[0][1].params["edges"]) == sorted(f"{n}/{a.name}" for n, a in edges)
