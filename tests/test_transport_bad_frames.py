@@ -65,3 +65,36 @@ def test_bad_frame_events_are_rate_limited_per_problem_with_a_count_of_the_rest(
 def test_the_rate_limit_is_at_least_one_event():
     with pytest.raises(ValueError):
         ZmqTransport(bad_frame_events=0)
+
+
+def test_an_io_error_is_counted_once_it_is_logged_and_its_event_written():
+    """Whoever sees ``io_errors`` grow also finds the ``transport.error`` event (test_zmq's
+    test_an_unexpected_error_on_the_io_thread_... failed under load: the counter came first, the event
+    after the log line). The log sink here holds the I/O thread inside the log call."""
+    from loguru import logger
+
+    inside, release = threading.Event(), threading.Event()
+    events: list[str] = []
+
+    def sink(message):
+        if "unexpected error in" in str(message):
+            inside.set()
+            release.wait(10)
+
+    t = ZmqTransport(heartbeat_interval=0.05)
+    t.start("x", lambda batch: None, None, lambda kind, fields: events.append(kind))
+    handler = logger.add(sink, level="ERROR")
+    try:
+        def broken():
+            raise RuntimeError("a defect")
+        t._command(broken)
+        wait_for(inside.is_set, what="the I/O thread logging the error")
+        seen = t.counters().get("io_errors", 0)
+        assert seen == 0 or "transport.error" in events, "a counted error without its event"
+        release.set()
+        wait_for(lambda: t.counters().get("io_errors", 0) == 1, what="the error counted")
+        assert "transport.error" in events
+    finally:
+        release.set()
+        logger.remove(handler)
+        t.close()

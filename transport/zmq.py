@@ -762,14 +762,18 @@ class ZmqTransport:
             router.close(0)
 
     def _error(self, where: str, e: BaseException) -> None:
-        """An unexpected exception on the I/O thread: counted, logged, an event; the loop goes on."""
-        self._counts["io_errors"] += 1
+        """An unexpected exception on the I/O thread: logged, an event, counted; the loop goes on.
+
+        Counted last: whoever sees ``io_errors`` grow finds the log line and the event too.
+        """
         try:
             from loguru import logger
             logger.opt(exception=e).error("node {}: transport I/O thread: unexpected error in {}", self.node, where)
             self._emit("transport.error", {"where": where, "error": f"{type(e).__name__}: {e}"[:300]})
         except Exception:
             pass
+        finally:
+            self._counts["io_errors"] += 1
 
     def _died(self, e: BaseException) -> None:
         """The I/O thread cannot go on: say so, then end the process (or run the installed hook)."""
