@@ -183,3 +183,6 @@ def test_max_delay_held_allows_the_wait_while_the_worker_is_busy_cut_off_dead_or
     held = ev(0.5, "workload.dispatched", task="c", worker="w1/worker", type="py")  # on its way there, never started
     lapsed = ev(19.0, "workload.lease_lapsed", task="c", attempts=1)
     assert MaxDelayHeld().check([W1_UP, ACC_A, acc_c, held, lapsed, late]).status == "valid"  # its slot was taken
+    requeued = ev(2.0, "workload.accepted", task="c", type="py", max_delay=600.0, enqueued_at=0.0, restored=True,
+                  state="queued")  # a restarted queue says c waits: w1 holds nothing from then on
+    assert MaxDelayHeld().check([W1_UP, ACC_A, acc_c, held, requeued, late]).status == "invalid"

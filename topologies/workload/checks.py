@@ -259,6 +259,7 @@ class MaxDelayHeld:
                     if tid not in queued.setdefault(info[tid][1], set()):
                         queued_since[tid] = t
                     queued[info[tid][1]].add(tid)
+                    release(tid, t, ev)  # queued again: no worker holds it (a restarted queue's word, a retry)
             elif k == "workload.worker_started":
                 addr = _worker(ev)
                 try:
