@@ -12,16 +12,17 @@ task type it serves and speaks :mod:`protocols.workload.messages`:
   it takes, less the dispatches sent that it had not received when it wrote
   the ``Pull``, counting as still on its way only a dispatch younger than a
   lease: an older one was received, or lost and its lease lapses; a newer
-  ``seq`` of the same boot wins, a new boot replaces the old). The service then *pumps*: while some worker has credits and one of its
-  types has a queued task, the next task in dispatch order is leased to it and
-  sent as ``Dispatch``. A *prefetch* credit (``Pull.ahead``: the task would
+  ``seq`` of the same boot wins, a new boot replaces the old). The service
+  then *pumps*: while some worker has credits and one of its types has a
+  queued task, the next task in dispatch order is leased to it and sent as
+  ``Dispatch``. A *prefetch* credit (``Pull.ahead``: the task would
   wait at the worker until its running task ends) is used only while no queued
   task of the worker's types comes to its deadline within ``run_guard`` (the
   longest of the last results' metered run times of those types; none seen
   yet: no prefetch): a prefetched task has then started before any task
   falls overdue, and an overdue task is never stuck behind one, so it waits
-  at most one task's run time past its maximum delay. Workers are served in turn; among a worker's types the
-  most urgent task goes first (an overdue one by deadline, then priority, then
+  at most one task's run time past its maximum delay. Workers are served in
+  turn; among a worker's types the most urgent task goes first (an overdue one by deadline, then priority, then
   the oldest). A worker not heard from for ``worker_ttl`` loses its credits.
 * ``Renew`` extends a lease (``Renewed(ok=False)``: the lease is gone and the
   worker must stop the task: self-fencing). ``Result`` ends the task if it is

@@ -249,7 +249,8 @@ def bench_fleet(args, workdir: Path) -> dict:
         # one task's run time: what a flood task's run took (its metered time: the sleep of 0.1 s, the fork and
         # the confinement), the median of the flood
         flood_ids = {f.log["acked"][r][0] for r in flood}
-        done = [json.loads(line)["fields"] for line in (f.run / "q.events.jsonl").open() if '"workload.task_done"' in line]
+        done = [json.loads(line)["fields"] for line in (f.run / "q.events.jsonl").open()
+                if '"workload.task_done"' in line]
         metered = [d["metered"] for d in done if d["task"] in flood_ids]
         out["task_run_s"] = statistics.median(metered) if metered else 0.1
     finally:

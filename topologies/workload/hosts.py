@@ -95,7 +95,8 @@ class PythonRunner:
         if isinstance(effect, RunTask):
             fields = {k: v for k, v in effect.limits.items() if k in {a.name for a in attrs.fields(Limits)}}
             try:
-                self.env.run(effect.run, effect.source, effect.data, Limits(**fields), kind=effect.code_type or "python")
+                self.env.run(effect.run, effect.source, effect.data, Limits(**fields),
+                             kind=effect.code_type or "python")
             except RuntimeError as e:
                 api.later(0.0, TaskFinished(effect.run, {"ok": False, "error": f"could not start: {e}",
                                                           "metered": 0.0}))

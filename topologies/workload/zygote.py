@@ -58,7 +58,8 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ == "__main__" and sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
+_HERE = os.path.dirname(os.path.realpath(__file__))
+if __name__ == "__main__" and sys.path and os.path.realpath(sys.path[0] or ".") == _HERE:
     # run as a script (the worker starts it so: ``-m`` would import the plug-in package and everything it
     # imports, which every fork would copy): the project's root, not this directory, is on the path
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
