@@ -91,3 +91,23 @@ def test_a_reconfiguration_other_than_one_more_sector_is_refused():
     assert len(f.events("monitor.config_refused")) == 5, f.events("monitor.config_refused")
     assert not f.events("monitor.config")
     assert set(configs(f).values()) == {(0, 2)}
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_two_data_centers_each_gain_a_sector_and_the_fleet_agrees_on_their_faults(seed):
+    f = RackFleet(seed, 2, 2, 3)
+    f.run(2.0)
+    new = f.add_sector()
+    assert sorted({f.layout.sector_of(r) for r in new}) == ["d0s2", "d1s2"], new
+    f.run(5.0)
+    assert set(configs(f).values()) == {(1, 3)}, f"seed={seed}: configurations {configs(f)}"
+    for g in ("fleet", "d0", "d1", "d0s2", "d1s2"):
+        assert len(f.authority(g)) == 1, f"seed={seed}: {g} acting {f.authority(g)}"
+    f.set_metrics(new[-1], temp=96.0)
+    f.run(8.0)
+    for r in f.racks:
+        k = f.monitor(r).known.get(new[-1])
+        assert k is not None and k[1] == 3 and k[2]["condition"] == "needs-repair", f"seed={seed}: {r}: {k}"
+    verdicts = {v.checker: v for v in run_checkers(f.events())}
+    for name in ("paxos-one-value", "one-authority-per-ballot", "fleet-agreement"):
+        assert verdicts[name].status == "valid", f"seed={seed}: {name} {verdicts[name].status}: {verdicts[name].summary}"
