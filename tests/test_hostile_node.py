@@ -85,6 +85,20 @@ class Stuck(Actor):
         self.release.wait()
 
 
+class HangsAtExit(Actor):
+    """Registers an exit handler that never returns: what a library's teardown (a ZeroMQ context whose
+    sockets still hold messages, a logging sink's queue) can do to a process after main() returned."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        import atexit
+
+        atexit.register(threading.Event().wait)
+
+    def receive(self, msg, sender):
+        pass
+
+
 # ---------------------------------------------------------------------------------------------------
 # In-process: a Node on a stub transport
 # ---------------------------------------------------------------------------------------------------
@@ -555,6 +569,18 @@ def test_attack_fault_control_is_off_without_the_option(east, nodes):
     assert s.counters["faults_refused"] == 1
     assert not [e for e in p.events() if e["kind"] == "transport.faults"]
     assert west.ask("east/echo", Echo(3), timeout=5).result(10).n == 3
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_stops_a_node_process_whose_interpreter_teardown_would_hang(east):
+    """Once the node has stopped (actors, transport, event log, counters), the process ends at once with main's
+    status: interpreter teardown (exit handlers, finalizers) cannot keep it alive or turn a clean stop into the
+    watchdog's exit 1. Seen in real runs: nodes that logged node.stopped and wrote their counters, then never
+    exited and were SIGKILLed by the launcher 10 s later, without a word on stderr."""
+    p = east("--spawn", "hangs=tests.test_hostile_node:HangsAtExit")
+    assert p.stop() == 0, "exit 0 on SIGTERM, not the watchdog's 1 nor a SIGKILL"
+    assert any(e["kind"] == "node.stopped" for e in p.events())
+    assert (p.run_dir / "east.counters.json").exists()
 
 
 @pytest.mark.timeout(60)

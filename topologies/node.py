@@ -417,5 +417,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _run_and_exit() -> None:
+    """``main()``, then end the process at once with its status: once the node has stopped (actors, transport,
+    event log, counters written), interpreter teardown - exit handlers and finalizers of the libraries (a ZeroMQ
+    context, a logging sink) - must not keep it alive past the launcher's grace, where the watchdog, frozen with
+    every daemon thread during finalization, cannot help."""
+    try:
+        status = main()
+    except SystemExit as e:  # argparse: usage errors (2), --help (0)
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        status = 1
+    try:
+        logger.remove()  # flush and close the log sinks
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _run_and_exit()
