@@ -4,7 +4,8 @@ How this works
 --------------
 The process builds a :class:`~actors.Node` on a
 :class:`~transport.zmq.ZmqTransport` and prints one JSON line to stdout once
-its endpoint is bound: ``{"node", "endpoint", "pid", "incarnation", "peers"}``.
+its endpoint is bound and its actors exist (with ``--wait-start``: before they
+start, see below): ``{"node", "endpoint", "pid", "incarnation", "peers"}``.
 The launcher (and tests) read it to learn the port when ``--bind`` asked for
 an automatic one. A node that cannot start (its port is taken, a bad
 argument file, an actor class that does not load) prints
@@ -15,7 +16,8 @@ flushed, counters written, exit status 0 - also while it waits for its peers
 or for ``start``. An actor that does not stop within 4 s is left behind
 (``actor.stop_timeout``, counted as ``stop_timeouts``); a shutdown still not
 done after 8 s prints every thread's stack on stderr and exits with status 1,
-so a node never ignores SIGTERM (the launcher SIGKILLs after 10 s). With ``--parent-pid`` (a launcher's node) it ignores
+so a node never ignores SIGTERM (the launcher SIGKILLs after 10 s); once
+stopped, the process ends at once (no interpreter teardown can keep it alive). With ``--parent-pid`` (a launcher's node) it ignores
 SIGINT: the launcher owns the shutdown (it sends SIGTERM), and a Ctrl-C in a
 terminal, which reaches a whole process group, is the launcher's to handle
 (the launcher also starts each node in a process group of its own, so the
@@ -386,15 +388,19 @@ def main(argv: list[str] | None = None) -> int:
                 if all(states.get(p) == "up" for p in peers):
                     break
                 stop.wait(0.01)
-        print(json.dumps({"node": args.name, "endpoint": transport.endpoint, "pid": os.getpid(),
-                          "incarnation": transport.incarnation, "peers": transport.peers()}), flush=True)
-        if args.wait_start and not _wait_for_start(stop):
-            stop.set()
+        ready = json.dumps({"node": args.name, "endpoint": transport.endpoint, "pid": os.getpid(),
+                            "incarnation": transport.incarnation, "peers": transport.peers()})
+        if args.wait_start:  # the launcher's protocol: ready, then the actors start on its 'start' line
+            print(ready, flush=True)
+            if not _wait_for_start(stop):
+                stop.set()
         if not stop.is_set():
             events.emit(node.clock.now(), args.name, "$node", "node.started",
                         {"pid": os.getpid(), "incarnation": transport.incarnation, "peers": transport.peers()})
             for name, cls, cargs, kwargs in spawns:
                 node.spawn(cls, *cargs, name=name, **kwargs)
+        if not args.wait_start:  # on its own, a node is ready once its actors exist: an ask right away finds them
+            print(ready, flush=True)
         while not stop.wait(0.2):
             events.flush()
     finally:
