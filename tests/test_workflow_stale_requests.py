@@ -31,8 +31,9 @@ def ctl(durable=None, tick=True, **kw) -> ResourceController:
     return c
 
 
-def req(i, stamp, seq=1, boot=1) -> AccessRequest:
-    return AccessRequest(f"s{i}/server", "img", boot, seq, "image", 0, 30.0, "", stamp)
+def req(i, stamp, seq=1, boot=1, slept=0) -> AccessRequest:
+    """``slept``: the server's dormant spells so far (a woken server asks with one more than when told dormant)."""
+    return AccessRequest(f"s{i}/server", "img", boot, seq, "image", 0, 30.0, "", stamp, slept=slept)
 
 
 def grants(fx):
@@ -68,7 +69,7 @@ def test_a_resent_copy_of_a_request_told_dormant_is_not_granted_from_the_slot_re
     (d,) = denies(fx)
     assert d.directive is Directive.DORMANT  # the proxy has its answer and stops resending
     assert "s2/server" in c.reserved and c.reserved["s2/server"].mode is Directive.DORMANT
-    fx = c.handle(ProxyBatch(PX, 3, (req(2, 40.0),)), PX, 40.0)  # the woken server asks: a newer stamp
+    fx = c.handle(ProxyBatch(PX, 3, (req(2, 40.0, slept=1),)), PX, 40.0)  # the woken server asks: its next spell
     assert [x.server for x in grants(fx)] == ["s2/server"]
 
 
@@ -103,7 +104,29 @@ def test_a_controller_restarted_from_its_record_does_not_grant_a_copy_either():
     new.limit = 2
     fx = new.handle(ProxyBatch(PX, 3, (req(2, 0.5),)), PX, 4.0)
     assert not grants(fx), "granted to a server that is powered off"
-    fx = new.handle(ProxyBatch(PX, 4, (req(2, 9.0),)), PX, 9.0)  # awake now (woken, or by its alarm)
+    fx = new.handle(ProxyBatch(PX, 4, (req(2, 9.0, slept=1),)), PX, 9.0)  # awake now (woken, or by its alarm)
     assert [x.server for x in grants(fx)] == ["s2/server"]
     assert not [e for e in fx if isinstance(e, Emit) and e.kind == "controller.ignored"
                 and e.fields.get("server") == "s2/server"]
+
+
+def test_a_later_attempt_of_the_request_told_dormant_sent_before_the_server_obeyed_is_a_copy_too():
+    """The CI run of fleetplane chaos boot_storm --nemesis kill --target ctl (seed 3) that was still invalid: the
+    restarted controller told s2 dormant in answer to a direct attempt of its request (stamp 5.7); a later attempt
+    of the same request, sent through the proxy before s2 got that answer (stamp 6.7), reached the controller 2.5 s
+    later and was taken as "awake: it asked" - parked, then granted while s2 was powered off (41 such grants). Stamps
+    cannot tell it: they are newer. What tells it: the server counts its dormant spells (AccessRequest.slept), and a
+    request of the spell the directive answered is a copy; the woken server's requests are of the next spell."""
+    c = ctl(wake_retry=1000.0)
+    g = grants(c.handle(req(1, 0.0), "s1/server", 0.0))[0]
+    (d,) = denies(c.handle(req(2, 5.7), "s2/server", 7.9))  # a direct attempt
+    assert d.directive is Directive.DORMANT
+    c.limit = 2  # a slot frees for it
+    late = AccessRequest("s2/server", "img", 1, 1, "image", 0, 30.0, "", 6.7, attempt=4)  # via the proxy, sent earlier
+    fx = c.handle(ProxyBatch(PX, 1, (late,)), PX, 10.4)
+    assert not grants(fx), "granted to a server that is powered off"
+    assert [x.directive for x in denies(fx)] == [Directive.DORMANT]
+    awake = AccessRequest("s2/server", "img", 1, 1, "image", 0, 30.0, "", 17.9, slept=1)  # woken by its alarm
+    fx = c.handle(ProxyBatch(PX, 2, (awake,)), PX, 18.0)
+    assert [x.server for x in grants(fx)] == ["s2/server"]
+    c.handle(Release("s1/server", "img", 1, g.lease, g.epoch, "image", "ok", 30.0), "s1/server", 30.0)

@@ -423,8 +423,9 @@ def ctl(limit=2, **kw) -> ResourceController:
     return c
 
 
-def req(i, seq=1, boot=1, stamp=0.0, priority=0) -> AccessRequest:
-    return AccessRequest(f"s{i}/server", "img", boot, seq, "image", priority, 30.0, "", stamp)
+def req(i, seq=1, boot=1, stamp=0.0, priority=0, slept=0) -> AccessRequest:
+    """``slept``: the server's dormant spells so far (a woken server asks with one more than when told dormant)."""
+    return AccessRequest(f"s{i}/server", "img", boot, seq, "image", priority, 30.0, "", stamp, slept=slept)
 
 
 def test_controller_starts_with_an_event_and_grants_under_the_limit():
@@ -496,8 +497,8 @@ def test_a_dormant_head_is_woken_with_a_reserved_slot_then_granted():
     # someone else cannot take the reserved slot
     fx = c.handle(req(3), "s3/server", 31.0)
     assert sends(fx, AccessDeny) and not sends(fx, AccessGrant)
-    # the woken server asks: granted from the reservation
-    fx = c.handle(req(2, stamp=36.0), "s2/server", 36.0)
+    # the woken server asks (its next dormant spell): granted from the reservation
+    fx = c.handle(req(2, stamp=36.0, slept=1), "s2/server", 36.0)
     assert only(sends(fx, AccessGrant, "s2/server")).msg.stamp == 36.0
     assert only(emits(fx, "admission.grant")).fields["from_reservation"] is True
 
@@ -521,7 +522,7 @@ def test_dormant_servers_whose_turn_is_near_are_woken_ahead():
     assert (wake["server"], wake["reason"], wake["reserved"]) == ("s3/server", "ahead", False)
     assert only(sends(fx, Wake)).to == "s3/server" and not c.reserved
     # once awake it asks and is told to wait awake (30 s is within wake_ahead), first in line
-    d = only(sends(c.handle(req(3, stamp=35.0), "s3/server", 35.0), AccessDeny)).msg
+    d = only(sends(c.handle(req(3, stamp=35.0, slept=1), "s3/server", 35.0), AccessDeny)).msg
     assert (d.directive, d.position) == (Directive.PARKING, 0)
 
 

@@ -199,6 +199,8 @@ class _Waiter:
         "stamp",
         "timeouts",
         "told_stamp",
+        "asked_slept",
+        "told_slept",
         "via",
         "wake",
         "wake_sent_at",
@@ -220,6 +222,8 @@ class _Waiter:
         self.last_seen = now
         self.stamp = m.stamp
         self.told_stamp = -math.inf  # stamp of the message our last directive answered
+        self.asked_slept = getattr(m, "slept", 0)  # the newest dormant spell its requests named
+        self.told_slept = -1  # the spell of the request a dormant directive answered (-1: none, or unknown)
         self.woken_at: float | None = None
         self.wake_sent_at = -math.inf
         self.wakes = 0
@@ -519,6 +523,7 @@ class ResourceController:
                     # (its stable address), so it keeps its place and any slot reserved for it.
                     w.boot, w.seq, w.stage, w.stamp = m.boot, m.seq, m.stage, m.stamp
                     w.told_stamp = -math.inf  # a new incarnation's stamps are read on a new clock
+                    w.told_slept, w.asked_slept = -1, getattr(m, "slept", 0)  # and it counts its spells anew
                     self._dirty.add(m.server)
                     fx.append(Emit("waiting.rebooted", {"server": m.server, "boot": m.boot,
                                                         "reserved": m.server in self.reserved}))
@@ -552,10 +557,12 @@ class ResourceController:
             self.by_key[w.key] = w
             bisect.insort(self.queue, w.key)
             self._dirty.add(w.server)
-        elif asking and w.mode is Directive.DORMANT and m.stamp <= w.told_stamp:
+        elif asking and w.mode is Directive.DORMANT and (m.stamp <= w.told_stamp or m.slept <= w.told_slept):
             # A copy of the request the dormant directive answered (a proxy resends a request until it hears an
             # answer, to a restarted controller too; a late duplicate): the server is powered off. Tell it dormant
             # again, so that the proxy stops resending, and grant it nothing; what the woken server sends is newer.
+            # A later attempt of that request, sent before the server obeyed (through another route), has a newer
+            # stamp but the same dormant spell (AccessRequest.slept): a copy too.
             return fx + self._repeat_dormant(w, now, m.stamp)
         else:
             if asking and w.mode is Directive.DORMANT and w.woken_at is not None:
@@ -566,6 +573,7 @@ class ResourceController:
             w.stamp = max(w.stamp, m.stamp)
             mode = w.mode
             if asking:
+                w.asked_slept = max(w.asked_slept, m.slept)
                 if w.mode is Directive.DORMANT:
                     w.mode = Directive.PENDING  # it is awake: it asked
             elif m.stamp >= w.told_stamp:
@@ -597,6 +605,7 @@ class ResourceController:
             self._dirty.add(w.server)
         if directive is Directive.DORMANT:
             w.woken_at = None  # back to sleep: the next wake starts a new boot (and a new measurement)
+            w.told_slept = w.asked_slept
         w.told_stamp = stamp
         self._out.append((w.via, w.server, AccessDeny(w.server, self.resource, w.boot, w.seq, self.epoch, directive,
                                                       wait if math.isfinite(wait) else 1e9, position, ping, stamp)))
@@ -932,7 +941,7 @@ class ResourceController:
             rec["lease"] = [lease.lease, lease.epoch, lease.boot, lease.seq, lease.stage, lease.stamp, lease.via]
         if w is not None:
             rec["wait"] = [w.boot, w.seq, w.stage, w.priority, w.expected, w.wake, w.via, w.mode.value, list(w.key),
-                           w.stamp, server in self.reserved]
+                           w.stamp, server in self.reserved, w.told_slept]
         return rec
 
     def _persist_dirty(self) -> list[Effect]:
@@ -967,12 +976,15 @@ class ResourceController:
                 self.leases[lid] = _Lease(lid, epoch, server, boot, seq, stage, via, 0.0, stamp)
                 self.lease_of[server] = lid
             if rec.get("wait"):
-                boot, seq, stage, priority, expected, wake, via, mode, key_, stamp, reserved = rec["wait"]
-                m = AccessRequest(server, self.resource, boot, seq, stage, priority, expected, wake, stamp)
+                boot, seq, stage, priority, expected, wake, via, mode, key_, stamp, reserved, *more = rec["wait"]
+                told_slept = int(more[0]) if more else -1  # a record from before the spell count: the stamp alone
+                m = AccessRequest(server, self.resource, boot, seq, stage, priority, expected, wake, stamp,
+                                  slept=max(0, told_slept))
                 w = _Waiter(m, via, Directive(mode), tuple(key_), 0.0)
                 w.restored = True
                 if w.mode is Directive.DORMANT:  # told dormant in answer to a request no newer than this
                     w.told_stamp = stamp
+                    w.told_slept = told_slept
                 arrivals = max(arrivals, key_[2])
                 if reserved:
                     self.reserved[server] = w

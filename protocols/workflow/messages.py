@@ -203,6 +203,8 @@ class AccessRequest:
     boot_time: float = 0.0  # how long the server takes from power-on to asking (s), as its host measured; 0: unknown
     mitigation: str = ""  # asking a peer's controller under this council mitigation (a Redirect named it)
     returned: str = ""  # back home from this mitigation (the peer refused it, or could not be reached)
+    slept: int = 0  # dormant spells of this boot so far: a request of the spell a dormant directive answered,
+    #                 reaching the controller late (a proxy's resend, another route's attempt), is a copy
 
 
 @message("workflow.StatusPing")

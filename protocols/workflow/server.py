@@ -301,6 +301,7 @@ class Server:
         self.need: list[str] = []  # resources still to acquire, need[0] is being asked for
         self.leases: dict[str, _Held] = {}
         self.seq = 0
+        self.slept = 0  # dormant spells of this incarnation (AccessRequest.slept)
         self.req_seq: int | None = None  # seq of the request for need[0]
         self.asking = False  # a request is out and unanswered
         self.ask_attempt = 0
@@ -371,6 +372,7 @@ class Server:
         if old is S.DORMANT:
             fx.append(PowerOn())
         if new is S.DORMANT:
+            self.slept += 1  # what it asks once awake is of a new spell: the controller tells it from late copies
             fx += [CancelTimer("ping"), CancelTimer("recheck"), CancelTimer("ask"), PowerOff(self.alarm_at)]
         elif new is S.PARKING:
             fx.append(SetPower(self.parking_power))
@@ -491,7 +493,7 @@ class Server:
         spec = self.specs[self.stage]  # type: ignore[index]
         return AccessRequest(self.address, r, self.boot, self.req_seq or 0, spec.name, self.priority, spec.expected,
                              self.wake, now, self.ask_attempt, self.boot_time, mitigation=self.guest.get(r, ""),
-                             returned=self.returned.get(r, ""))
+                             returned=self.returned.get(r, ""), slept=self.slept)
 
     def _ask(self, now: float, *, new: bool) -> list[Effect]:
         r = self.need[0]
