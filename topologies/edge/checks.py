@@ -54,7 +54,10 @@ of the node) ends what the node led or held.
   that node's holding is a temporary one of an isolated plane it is still in
   (between its ``edge.isolation_declared`` and ``edge.isolation_ended``: an
   island on the other side of a partition serves on its own, by design); and
-  a role that moved was without a holder for at most ``handover_bound``.
+  a role that moved was without a holder for at most ``handover_bound`` - a
+  gap that opened within ``bound`` of the latest heal (a vacancy that opens
+  later, e.g. from renewals lost under loss, is no handover: the
+  ``holderless-gap`` bound judges it).
   Evidence: the offending ``edge.role_assigned`` or ``manager.plan_final``
   (``event``), the other holding (``other``), the relinquish that left the
   role vacant (``vacated``), the heal (``heal``).
@@ -501,7 +504,10 @@ def check_ratified_after_heal(events: list[dict], bound: float = 2.0, handover_b
                 for n, key in others:
                     violations.append({"why": f"final {role} taken by {who} while {n} still holds {key} "
                                               f"of {held[n][key]['plan_id']}", "event": e, "other": assigned[(n, key)]})
-                if role in vacated and not f.get("converted") and heals:
+                if (role in vacated and not f.get("converted") and heals
+                        and vacated[role]["time"] - heals[-1][0]["time"] <= bound):
+                    # a handover: the gap opened while a heal was being settled (a vacancy later, e.g. from lost
+                    # renewals under loss, is no handover: holderless-gap judges it)
                     gap = e["time"] - vacated[role]["time"]
                     if gap > handover_bound:
                         violations.append({"why": f"{role} had no holder for {gap:.3f}s during the handover",
