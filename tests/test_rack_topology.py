@@ -105,3 +105,29 @@ def test_a_multi_process_cut_of_the_monitor_mesh_alone(tmp_path):
     raised = [e for e in evs if e["kind"] == "monitor.condition" and e["fields"]["rack"] != "d0s1r2"]
     assert not raised, f"a mesh cut raised rack faults: {raised[:3]}"
     assert out.ok
+
+
+def test_a_chaos_run_goes_on_until_the_fleet_has_been_quiet_after_a_late_condition_change(tmp_path):
+    """A monitor process that comes back slowly (a loaded machine: CI's README run and the test above) starts
+    and raises its rack's condition after the schedule's last op; the run must then go on for its recovery
+    after that, not end ``recovery`` s after the op with fleet-agreement unable to judge (too little quiet).
+    Simulated: mon-d0c0 is crashed at 1.5 s and comes back at 4.5 s, outside the chaos schedule, as a
+    restart whose process took 3 s to start would."""
+    from topologies.rack.checks import check_agreement
+
+    small = parse_topology(render(1, 2, 3, "d0s1r2", 30.0), source="racks-1x2x3")
+    assert small.run.settle == ("monitor.condition", "monitor.start")  # what the generated racks topologies settle on
+    addrs = [f"mon-d0c0/{a.name}" for a in small.node("mon-d0c0").actors]
+
+    def setup(sim, factories):
+        sim.schedule(1.5, lambda: [sim.crash(a) for a in addrs])
+        sim.schedule(4.5, lambda: [sim.restart(a, factories[a]()) for a in addrs])
+
+    span = 0.0 + small.run.recovery  # no schedule: the run may end `recovery` s in, once done
+    out = run_sim(small, tmp_path, seed=5, quiet=True, setup=setup, min_seconds=span, settle_for=small.run.recovery)
+    evs = read_events(tmp_path / "events.jsonl")
+    late = [e["time"] for e in evs if e["kind"] == "monitor.start" and e["node"] == "mon-d0c0" and e["time"] > 0]
+    assert set(late) == {4.5}, late  # the slow restart: its monitor started again late in the run
+    assert out.ok and out.reason == "done", out
+    assert out.seconds >= max(late) + small.run.recovery, (out.seconds, max(late))
+    assert check_agreement(evs)["status"] == "valid", check_agreement(evs)

@@ -172,6 +172,18 @@ def test_must_judge_names_checkers_of_the_topologys_plugins():
         assert msg in str(e.value) and "run.must_judge" in str(e.value) and "line 4" in str(e.value), str(e.value)
 
 
+def test_settle_names_events_a_chaos_run_waits_out():
+    def parse(value):
+        return parse_topology(GOOD.replace('name = "t"', f'name = "t"\n[run]\nsettle = {value}'))
+    assert parse('"monitor.condition"').run.settle == ("monitor.condition",)
+    assert parse('["a.b", "c[to=up]"]').run.settle == ("a.b", "c[to=up]")
+    assert parse_topology(GOOD).run.settle == ()
+    for value in ("3", '["a b"]', '[1]'):
+        with pytest.raises(TopologyError) as e:
+            parse(value)
+        assert "run.settle" in str(e.value) and "expected an event kind or a list of them" in str(e.value), str(e.value)
+
+
 def test_builtin_topologies_declare_what_chaos_must_judge():
     from topologies.chaos import must_judge_of
 

@@ -188,8 +188,9 @@ def run_chaos(topo: Topology, run_dir: Path, seed: int, *, nemesis: str | None =
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "schedule.json").write_text(json.dumps([{"time": t, **op.describe()} for t, op in schedule], indent=1))
     last_op = schedule[-1][0] if schedule else 0.0
-    # The whole schedule plays out, then a recovery; the run ends once the topology is
-    # done (liveness after the faults) or at its duration limit.
+    # The whole schedule plays out, then a recovery - after the last fault op and after the last
+    # of the topology's [run] settle events (a condition raised by a monitor that was slow to come
+    # back); the run ends once the topology is done (liveness after the faults) or at its duration limit.
     span = last_op + topo.run.recovery
     limit = duration if duration is not None else max(topo.run.duration, span)
     if not quiet:
@@ -218,9 +219,12 @@ def _chaos_sim(topo: Topology, run_dir: Path, seed: int, schedule: list, limit: 
     def setup(sim: Any, factories: dict) -> None:
         apply_to_simulator(sim, schedule, by_node, factories)
 
-    first = run_sim(topo, run_dir, seed, duration=limit, quiet=quiet, trace=True, setup=setup, min_seconds=span)
+    settle = topo.run.recovery
+    first = run_sim(topo, run_dir, seed, duration=limit, quiet=quiet, trace=True, setup=setup, min_seconds=span,
+                    settle_for=settle)
     replay_dir = run_dir / "replay"
-    run_sim(topo, replay_dir, seed, duration=limit, quiet=True, trace=True, setup=setup, min_seconds=span)
+    run_sim(topo, replay_dir, seed, duration=limit, quiet=True, trace=True, setup=setup, min_seconds=span,
+            settle_for=settle)
     diff = _first_difference(run_dir / "events.jsonl", replay_dir / "events.jsonl")
     return first, diff is None, diff
 
@@ -280,6 +284,7 @@ def _chaos_real(topo: Topology, run_dir: Path, schedule: list, limit: float, spa
 
     try:
         result = run_real(topo, run_dir, duration=limit, quiet=quiet, hook=hook, min_seconds=span, verbose=verbose,
+                          settle_for=topo.run.recovery,
                           fault_control=CONTROL_NODE)
     finally:
         if "node" in ctl:

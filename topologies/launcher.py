@@ -37,6 +37,7 @@ run (it gets the live processes or the simulator).
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import signal
@@ -122,15 +123,19 @@ class _Tally:
         self.is_done = event_matcher(topo.run.done)
         self.done_needed = topo.run.done_count
         self.states_kind = topo.run.states
+        self.settles = [m for m in (event_matcher(x) for x in topo.run.settle) if m is not None]
+        self.last_settle: float | None = None  # run time of the last settle event seen
         self.progress = 0
         self.done = 0
         self.kinds: Counter[str] = Counter()
         self.state_of: dict[tuple[str, str], str] = {}
         self.states: Counter[str] = Counter()
 
-    def see(self, kind: str, fields: dict | None = None, node: str = "", actor: str = "") -> None:
+    def see(self, kind: str, fields: dict | None = None, node: str = "", actor: str = "", at: float | None = None) -> None:
         self.kinds[kind] += 1
         f = fields or {}
+        if at is not None and any(m(kind, f) for m in self.settles):
+            self.last_settle = at
         if self.is_progress is not None and self.is_progress(kind, f):
             self.progress += 1
         if self.is_done is not None and self.is_done(kind, f):
@@ -150,6 +155,11 @@ class _Tally:
     def finished(self) -> bool:
         return self.is_done is not None and self.done >= self.done_needed
 
+    def may_end(self, now: float, min_seconds: float, settle_for: float) -> bool:
+        """Done, not before ``min_seconds``, nor within ``settle_for`` of the last ``[run] settle`` event."""
+        quiet_from = -math.inf if self.last_settle is None or settle_for <= 0 else self.last_settle + settle_for
+        return self.finished and now >= max(min_seconds, quiet_from)
+
 
 class _TallyLog(EventLog):
     """An event log that also feeds a tally (the simulator's progress source)."""
@@ -160,7 +170,7 @@ class _TallyLog(EventLog):
 
     def emit(self, time: float, node: str, actor: str, kind: str, fields: dict | None = None) -> None:
         super().emit(time, node, actor, kind, fields)
-        self.tally.see(kind, fields, node, actor)
+        self.tally.see(kind, fields, node, actor, at=time)
 
 
 class _Progress:
@@ -461,8 +471,10 @@ def merge_events(files: list[Path], out: Path) -> int:
 
 def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, quiet: bool = False,
              hook: Callable[[dict, float], None] | None = None, stop: threading.Event | None = None,
-             min_seconds: float = 0.0, verbose: bool = False, fault_control: str | None = None) -> RunResult:
-    """Run every node as a process until done (not before ``min_seconds``), the duration, or ``stop``/Ctrl-C.
+             min_seconds: float = 0.0, verbose: bool = False, fault_control: str | None = None,
+             settle_for: float = 0.0) -> RunResult:
+    """Run every node as a process until done (not before ``min_seconds``, nor within ``settle_for`` s of the
+    last ``[run] settle`` event: a chaos run's recovery), the duration, or ``stop``/Ctrl-C.
 
     ``verbose``: echo every node's log (``RUNDIR/<node>.log``, debug level) to stderr as it grows.
     ``fault_control``: the node whose fault plans every node obeys (a chaos run's control node; default none).
@@ -522,14 +534,16 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
         while True:
             if logs is not None:
                 logs.echo()
-            for e in tail.read():
-                tally.see(e.get("kind", ""), e.get("fields"), e.get("node", ""), e.get("actor", ""))
+            new = tail.read()
+            seen_at = time.monotonic() - t0  # an event settles from when the launcher has seen it (never earlier)
+            for e in new:
+                tally.see(e.get("kind", ""), e.get("fields"), e.get("node", ""), e.get("actor", ""), at=seen_at)
             elapsed = time.monotonic() - t0
             alive = sum(p.alive() for p in procs.values())
             states = tally.state_line()
             progress.update(tally.progress, f"{alive}/{len(procs)} nodes, {sum(tally.kinds.values())} events"
                             + (f"; {states}" if states else ""))
-            if tally.finished and elapsed >= min_seconds:
+            if tally.may_end(elapsed, min_seconds, settle_for):
                 reason = "done"
                 break
             if stop.is_set():
@@ -617,8 +631,9 @@ def build_simulator(topo: Topology, seed: int, events: EventLog, *, trace: bool 
 
 
 def run_sim(topo: Topology, run_dir: Path, seed: int, *, duration: float | None = None, quiet: bool = False,
-            trace: bool = False, setup: Callable[[Any, dict], None] | None = None, min_seconds: float = 0.0) -> RunResult:
-    """Run the topology in the deterministic simulator, from ``seed``."""
+            trace: bool = False, setup: Callable[[Any, dict], None] | None = None, min_seconds: float = 0.0,
+            settle_for: float = 0.0) -> RunResult:
+    """Run the topology in the deterministic simulator, from ``seed`` (ends as :func:`run_real` does)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "topology.json").write_text(json.dumps(topo.to_dict(), indent=1))
     tally = _Tally(topo)
@@ -639,7 +654,7 @@ def run_sim(topo: Topology, run_dir: Path, seed: int, *, duration: float | None 
             sim.run(until=t)
             states = tally.state_line()
             progress.update(tally.progress, f"virtual {sim.now:.2f}s, {events.count} events" + (f"; {states}" if states else ""))
-            if tally.finished and sim.now >= min_seconds:
+            if tally.may_end(sim.now, min_seconds, settle_for):
                 reason = "done"
                 break
             if not sim.pending():

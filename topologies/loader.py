@@ -271,7 +271,7 @@ def parse_topology(text: str, source: str = "<string>", *, local_hosts: bool = T
     seed = c.number(top, "seed", (), 1, integer=True)
 
     run_t = c.table(top.get("run", {}), ("run",), {"duration", "progress", "progress_total", "done", "done_count", "states",
-                                                            "recovery", "must_judge"})
+                                                            "recovery", "must_judge", "settle"})
     run = RunSpec(
         duration=c.number(run_t, "duration", ("run",), 60.0, above=0),
         progress=c.string(run_t, "progress", ("run",)),
@@ -281,6 +281,13 @@ def parse_topology(text: str, source: str = "<string>", *, local_hosts: bool = T
         states=c.string(run_t, "states", ("run",)),
         recovery=c.number(run_t, "recovery", ("run",), 3.0, minimum=0),
     )
+    settle_raw = run_t.get("settle", [])
+    settle_list = [settle_raw] if isinstance(settle_raw, str) else settle_raw
+    if not isinstance(settle_list, list) or not all(isinstance(x, str) and _EVENT_MATCH.match(x) for x in settle_list):
+        c.bad(("run", "settle"), "expected an event kind or a list of them, each optionally with one field test "
+              f"(kind or kind[field=value]), e.g. [\"monitor.condition\"], got {settle_raw!r}")
+    else:
+        run = attrs.evolve(run, settle=tuple(settle_list))
     must_judge_raw = run_t.get("must_judge")
     if must_judge_raw is not None and (not isinstance(must_judge_raw, list)
                                        or not all(isinstance(x, str) and x for x in must_judge_raw)):

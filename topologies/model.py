@@ -43,11 +43,14 @@ class RunSpec:
     done_count: int = 1                 # ... once seen this many times
     states: str | None = None           # event kind whose "to" field is an actor's new state (live counts, report)
     recovery: float = 3.0               # chaos: seconds the run goes on after its last fault op (by default)
+    settle: tuple[str, ...] = ()        # chaos: ... and after the last of these events (kind or kind[field=value])
     must_judge: tuple[str, ...] | None = None  # chaos: checkers that must answer valid/invalid (None: the plug-ins' defaults)
 
     def __attrs_post_init__(self) -> None:
         if self.must_judge is not None and not isinstance(self.must_judge, tuple):
             object.__setattr__(self, "must_judge", tuple(self.must_judge))
+        if not isinstance(self.settle, tuple):
+            object.__setattr__(self, "settle", (self.settle,) if isinstance(self.settle, str) else tuple(self.settle))
 
 
 @attrs.frozen

@@ -93,6 +93,8 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
         "[run]",
         f"duration = {duration}",
         "recovery = 5.0  # chaos runs go on 5 s after the last fault op: agreement is judged after 2 s of quiet",
+        "# ... and 5 s after the last condition change or monitor start (a monitor slow to come back)",
+        'settle = ["monitor.condition", "monitor.start"]',
     ]
     if overheat:
         out += [f'progress = "rack.known[subject={overheat},level=fleet]"', f"progress_total = {n}",
