@@ -237,3 +237,26 @@ def test_operator_commands_without_a_running_manager_exit_2(tmp_path, capsys):
     assert "has no deps.manager actor" in capsys.readouterr().err
     assert main(["deps", "remediate", "r", "restart", "dns", "--when", "conditional", "--run", str(tmp_path)]) == 2
     assert "--when conditional needs --condition" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["deps", "condition", "region r2 isolated", "--holds", "--run", "RUN"],
+                                  ["task", "--run", "RUN", "--tenant", "t", "--token", "x", "status", "t-1"]])
+def test_an_operator_command_run_in_process_leaves_an_embedded_node_s_warning_alone(tmp_path, capsys, argv):
+    """``fleetplane deps ...`` and ``fleetplane task ...`` quiet "runs in the clear" for their own client node;
+    called in a host's process (or a test's), they must not leave it quiet for the host's next node. They did:
+    test_start_failures' embedded-node warning failed under ``-n 2`` whenever this file ran first in its worker."""
+    from loguru import logger
+
+    from actors import Node
+    from transport.zmq import ZmqTransport
+
+    assert main([str(tmp_path) if a == "RUN" else a for a in argv]) == 2  # no run there: refused before any client node starts
+    capsys.readouterr()
+    said: list = []
+    sink = logger.add(lambda m: said.append(m.record), level="DEBUG")
+    try:
+        with Node("east", transport=ZmqTransport()):
+            pass
+    finally:
+        logger.remove(sink)
+    assert [r["level"].name for r in said if "runs in the clear" in r["message"]] == ["WARNING"]

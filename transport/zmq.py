@@ -127,6 +127,7 @@ failure detector). The Node installs plans it receives as control messages.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import heapq
 import itertools
@@ -138,7 +139,7 @@ import sys
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Callable, Collection
+from typing import Callable, Collection, Iterator
 
 import attrs
 import zmq
@@ -148,7 +149,8 @@ from transport.codec import DEFAULT_MAX_FRAME
 from transport.faults import FaultPlan
 from transport.liveness import FailureDetector, PeerChange, PeerState
 
-__all__ = ["MAX_ADDRESS", "CurveConfig", "LoopTimer", "ZmqTransport", "parse_endpoint", "set_insecure_log_level"]
+__all__ = ["MAX_ADDRESS", "CurveConfig", "LoopTimer", "ZmqTransport", "insecure_log_level", "parse_endpoint",
+           "set_insecure_log_level"]
 
 _insecure_level = "WARNING"  # the loguru level of "no CurveZMQ keys configured" (see set_insecure_log_level)
 
@@ -163,6 +165,16 @@ def set_insecure_log_level(level: str) -> str:
     global _insecure_level
     old, _insecure_level = _insecure_level, level
     return old
+
+
+@contextlib.contextmanager
+def insecure_log_level(level: str) -> Iterator[None]:
+    """:func:`set_insecure_log_level` for a block, then the old level again (a command run in a host's process)."""
+    old = set_insecure_log_level(level)
+    try:
+        yield
+    finally:
+        set_insecure_log_level(old)
 
 
 _MSG = b"M"

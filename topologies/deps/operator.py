@@ -208,14 +208,20 @@ def _act(node: Any, agents: dict[str, str], action: str, services: list[str], ar
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
+    from transport.zmq import insecure_log_level
+
+    with insecure_log_level("INFO"):  # the topology's own choice, not this command's news; a host's next node says it
+        return _cmd_operator(args)
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
     from loguru import logger
 
     from actors import Node
-    from transport.zmq import ZmqTransport, set_insecure_log_level
+    from transport.zmq import ZmqTransport
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
-    set_insecure_log_level("INFO")  # the topology's own choice; not this command's news
     try:
         msg = message_of(args)
         if args.timeout <= 0:

@@ -164,14 +164,20 @@ def _actor_of(topo: dict, kind: str) -> str:
 
 
 def cmd_task(args: argparse.Namespace) -> int:
+    from transport.zmq import insecure_log_level
+
+    with insecure_log_level("INFO"):  # the topology's own choice, not this command's news; a host's next node says it
+        return _cmd_task(args)
+
+
+def _cmd_task(args: argparse.Namespace) -> int:
     from actors import Node
-    from transport.zmq import ZmqTransport, set_insecure_log_level
+    from transport.zmq import ZmqTransport
 
     from loguru import logger
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
-    set_insecure_log_level("INFO")  # the topology's own choice; not this command's news
 
     try:
         run = _find_run(args.run)
