@@ -58,14 +58,14 @@ ISOLATED = {"leader", "validator", "reporter", "store", "frontend"}
 GAP_BOUND = 2.0
 
 
-def judge(s, bound: float = 2.0) -> dict[str, str]:
-    """Every edge checker on the log (holderless-gap in every run; clients-single-holder: unknown without clients);
-    none may say invalid.
+def judge(s, bound: float = 2.0, gap_bound: float = GAP_BOUND) -> dict[str, str]:
+    """Every edge checker on the log (holderless-gap in every run, within ``gap_bound``; clients-single-holder:
+    unknown without clients); none may say invalid.
     Returns checker -> status."""
     events = s.events()
     out = {}
     for c in (OneLeaderPerIslandTerm(), PlanHolders(), GovernanceApplied(), RatifiedAfterHeal(bound=bound),
-              HolderlessGap(bound=GAP_BOUND), ClientsSingleHolder()):
+              HolderlessGap(bound=gap_bound), ClientsSingleHolder()):
         v = c.check(events)
         assert v.status != "invalid", f"seed={s.seed}: {c.name}: {v.summary} {v.evidence[:2]}"
         out[c.name] = v.status

@@ -94,8 +94,12 @@ before it leads a plane of one. A node that hears a live leader follows it.
 deployment, not only its members. A node whose leader loses to the beating
 leader by (term, then fit - the leader's score -, then address), or that
 follows no live leader, follows that leader once its beats kept coming for
-two beat intervals (a heal that brings the manager back as well is left to
-the manager); a leader that yields says ``plane.stepdown``. A node that
+about one beat interval (3/4 of one: its second beat; one stray beat is no plane; a heal that
+brings the manager back as well is left to the manager, whose beats come as
+often); a leader that yields says ``plane.stepdown``. So the loser's holders
+give up their shares within two beat intervals of the merge (the first beat
+comes within one), inside the handover bound (``edge.toml``: 0.4 s of 0.5 s;
+two beat intervals, up to 0.6 s, were past it). A node that
 switches planes gives up what it held under the old one before it takes
 anything in the new one (break before make). So planes split by lost
 announcements, or by a partition inside the site that heals while the
@@ -1495,8 +1499,9 @@ class EdgeNode:
 
     def _merge(self, theirs: tuple[int, float, str], mine: tuple[int, float, str], now: float) -> bool:
         """Two planes in reach of each other while the manager is away merge: the leader of the higher term (then
-        the better fit, then the higher address) stays. The other leader's beats must keep coming for two beat
-        intervals first, so a heal that brings the manager back as well leaves the reconciliation to it."""
+        the better fit, then the higher address) stays. The other leader's beats must keep coming for one beat
+        interval first (a second beat), so a heal that brings the manager back as well mostly leaves the
+        reconciliation to it; two intervals kept two holders of a share in one island past the handover bound."""
         if not self._cut_off() or theirs <= mine:
             return False
         sender = theirs[2]
@@ -1505,7 +1510,7 @@ class EdgeNode:
             self.rival = (sender, now, now)
             return False
         self.rival = (sender, seen[1], now)
-        if now - seen[1] < 2 * self.heartbeat_interval:
+        if now - seen[1] < 0.75 * self.heartbeat_interval:  # about one interval (latencies vary)
             return False
         self.rival = None
         return True
