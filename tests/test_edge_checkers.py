@@ -419,3 +419,34 @@ def test_a_gap_long_after_the_heal_is_not_a_handover_but_one_right_after_it_is()
                    assigned(3.1, "e2", "store", "F3@mgr")]
     v = CHECKERS["ratified-after-heal"].check(soon)
     assert v.status == "invalid" and "no holder for 0.600s during the handover" in v.summary, v
+
+
+def cut(t: float, *islands: list[str]) -> list[dict]:
+    """What the simulator driver of the chaos harness logs for a Grudge (topologies/nemesis.apply_to_simulator):
+    the network reset (net.heal), then one net.cut per blocked directed link, all at one instant."""
+    where = {n: i for i, isl in enumerate(islands) for n in isl}
+    return [heal(t)] + [ev(t, "sim", "net.cut", src=x, dst=y) for x in sorted(where) for y in sorted(where)
+                        if where[x] != where[y]]
+
+
+def test_a_grudge_that_replaces_a_grudge_in_the_simulator_is_no_heal():
+    """A simulated chaos run of the split-site nemesis (topologies/edge.toml --sim, seeds 1-3): the manager cut off
+    at 3 s, the site split at 6 s, merged at 9 s, healed at 12 s, the final plan 0.24 s later - yet
+    ratified-after-heal said 'final plan 6.240s after the heal (bound 2.0s); final plan 3.240s after the heal',
+    reading the driver's network reset at 6 s and 9 s (net.heal, then the new grudge's net.cut events of the same
+    instant) as heals. The network was never whole then; a real run logs only nemesis.grudge there. A heal
+    followed at its instant by a new partition is a grudge replaced, not a heal; the heal at 12 s is still judged
+    (a final plan 2.5 s after it is invalid)."""
+    site = ["e1", "e2", "e3", "e4"]
+    log = [deployed(), *(edge_deployed(0.01, n) for n in site),
+           plan_final(0.3, "F1@mgr", [a("store", "e2/edge")]), assigned(0.3, "e2", "store", "F1@mgr"),
+           *cut(3.0, ["mgr"], site), *cut(6.0, ["mgr"], ["e1", "e2"], ["e3", "e4"]), *cut(9.0, ["mgr"], site)]
+    ok = log + [heal(12.0), plan_final(12.24, "F2@mgr", [a("store", "e2/edge")], ratified=True)]
+    v = CHECKERS["ratified-after-heal"].check(ok)
+    assert v.status == "valid" and v.summary.startswith("1 heal,"), v
+    late = log + [heal(12.0), plan_final(14.5, "F2@mgr", [a("store", "e2/edge")], ratified=True)]
+    v = CHECKERS["ratified-after-heal"].check(late)
+    assert v.status == "invalid" and "final plan 2.500s after the heal" in v.summary, v
+    # a heal at the end of a grudge and a new grudge later are a heal (the network was whole in between)
+    apart = log + [heal(12.0), *cut(12.5, ["mgr"], site)[1:], plan_final(14.5, "F2@mgr", [a("store", "e2/edge")])]
+    assert CHECKERS["ratified-after-heal"].check(apart).status == "invalid"
