@@ -48,7 +48,7 @@ from topologies.nemesis import (
 )
 from topologies.report import make_report
 
-__all__ = ["CONTROL_NODE", "ChaosResult", "build_schedule", "run_chaos"]
+__all__ = ["CONTROL_NODE", "ChaosResult", "build_schedule", "on_channel", "run_chaos"]
 
 CONTROL_NODE = "chaosctl"  # the control node of a real chaos run: the only node whose fault plans the nodes obey
 
@@ -118,16 +118,44 @@ def build_schedule(topo: Topology, seed: int, nemesis: str | None = None, overri
     rng = random.Random(f"{seed}:nemesis")
     if nemesis is not None:
         spec = dict(overrides or {})
+        channel = spec.pop("channel", None)
         nodes = select_nodes(topo.node_names, spec.pop("nodes", None), spec.get("target"))
-        return make_schedule(nemesis, nodes, rng, NemesisSpec(**spec))
+        return on_channel(topo, make_schedule(nemesis, nodes, rng, NemesisSpec(**spec)), channel)
     if not topo.chaos:
         raise ValueError(f"{topo.source or topo.name}: no --nemesis given and the topology has no [[chaos]] entries")
     schedule = []
     for entry in topo.chaos:
-        spec = {k: v for k, v in attrs.asdict(entry).items() if k not in ("nemesis", "nodes") and v is not None}
+        spec = {k: v for k, v in attrs.asdict(entry).items()
+                if k not in ("nemesis", "nodes", "channel") and v is not None}
         nodes = select_nodes(topo.node_names, entry.nodes, entry.target)
-        schedule += make_schedule(entry.nemesis, nodes, rng, NemesisSpec(**spec))
+        schedule += on_channel(topo, make_schedule(entry.nemesis, nodes, rng, NemesisSpec(**spec)), entry.channel)
     return sorted(schedule, key=lambda item: item[0])
+
+
+def on_channel(topo: Topology, schedule: list, channel: str | None) -> list:
+    """``schedule`` limited to the links of ``channel`` (None: every link, the schedule as it is).
+
+    A topology's ``[channels]`` give each link (node pair) one channel, so cutting a channel is cutting the
+    pairs whose link uses it: a grudge keeps only those pairs (the others stay up), a link fault is kept only
+    on such a link. Both drivers then carry it out as any other: the simulator cuts those pairs, and each
+    node's fault plan names only peers on that channel, which its transport holds on that channel's socket.
+    A process fault (kill, pause) strikes every channel at once: refused.
+    """
+    if channel is None:
+        return schedule
+    if channel not in topo.channel_names:
+        raise ValueError(f"unknown channel {channel!r} (channels of {topo.name}: {', '.join(topo.channel_names)})")
+    out = []
+    for t, op in schedule:
+        if isinstance(op, (Kill, Restart, Pause, Resume)):
+            raise ValueError(f"{op.kind} strikes processes, not links: it cannot be limited to channel {channel!r}")
+        if isinstance(op, Grudge):
+            op = Grudge(frozenset(p for p in op.blocked if topo.channel_of(*p) == channel),
+                        f"{op.label} (channel {channel} only)")
+        elif isinstance(op, LinkFault) and topo.channel_of(op.src, op.dst) != channel:
+            continue
+        out.append((t, op))
+    return out
 
 
 def describe_ops(ops: list) -> str:

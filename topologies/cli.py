@@ -138,6 +138,11 @@ def cmd_chaos(args: argparse.Namespace) -> int:
                  if getattr(args, k) is not None}
     if args.nodes is not None:
         overrides["nodes"] = [g.strip() for g in args.nodes.split(",") if g.strip()]
+    if args.channel is not None:
+        if args.nemesis is None:
+            print("error: --channel needs --nemesis (a [[chaos]] entry of the file names its own channel)", file=sys.stderr)
+            return 2
+        overrides["channel"] = args.channel
     if args.target is not None and args.target not in topo.node_names:
         print(f"error: --target {args.target!r} is not a node of {topo.name} ({', '.join(topo.node_names)})", file=sys.stderr)
         return 2
@@ -301,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "flaky/slow/duplicate/reorder: only its links)")
     c.add_argument("--nodes", help="strike only among these nodes: comma-separated names or glob patterns, e.g. "
                    "'mon-*' (in racks.toml: cut the monitor mesh, not the rack controls' links)")
+    c.add_argument("--channel", metavar="NAME",
+                   help="cut or degrade only the links of this channel of the topology ([channels]; 'main': every "
+                        "link no channel names), e.g. racks.toml's main network: --nemesis one --target inventory "
+                        "--channel main (default: every link the nemesis strikes)")
     c.add_argument("--loss", type=probability, help="flaky only: each message is lost with this probability (default 0.3)")
     c.add_argument("--delay", type=non_negative_float, metavar="S", help="slow only: S seconds of added latency (default 0.2)")
     c.add_argument("--probability", type=probability,

@@ -489,8 +489,17 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
     run_dir = Path(run_dir).resolve()  # node processes run in the repository, not in the caller's directory
     run_dir.mkdir(parents=True, exist_ok=True)
     ports = {n.name: n.port for n in topo.nodes if n.port}
-    ports.update(_free_ports([(n.name, n.host) for n in topo.nodes if not n.port]))
-    resolved = topo.with_ports(ports)
+    # a node's endpoint on each extra channel it is an end of ([channels]): a port of its own
+    extra = [(f"{n.name}#{ch}", n.host) for n in topo.nodes for ch in topo.channels_of(n.name)
+             if not n.channel_ports.get(ch)]
+    free = _free_ports([(n.name, n.host) for n in topo.nodes if not n.port] + extra)
+    ports.update({k: v for k, v in free.items() if "#" not in k})
+    channel_ports: dict[str, dict[str, int]] = {}
+    for k, v in free.items():
+        if "#" in k:
+            node, _, ch = k.partition("#")
+            channel_ports.setdefault(node, {})[ch] = v
+    resolved = topo.with_ports(ports, channel_ports)
     topo_file = run_dir / "topology.json"
     topo_file.write_text(json.dumps(resolved.to_dict(), indent=1))
     stop = stop or threading.Event()

@@ -43,7 +43,8 @@ import attrs
 from topologies.kinds import KINDS, Kind
 from topologies.plugin import load_plugins
 from topologies.model import (
-    ActorSpec, ChaosEntry, LinkFaultSpec, NetworkSpec, NodeSpec, RunSpec, Topology, TransportSpec,
+    MAIN_CHANNEL, ActorSpec, ChannelSpec, ChaosEntry, LinkFaultSpec, NetworkSpec, NodeSpec, RunSpec, Topology,
+    TransportSpec,
 )
 
 __all__ = ["Problem", "TopologyError", "host_problem", "load_topology", "parse_topology"]
@@ -265,7 +266,8 @@ def parse_topology(text: str, source: str = "<string>", *, local_hosts: bool = T
         m = re.search(r"line (\d+)", str(e))
         raise TopologyError(source, [Problem("", f"not valid TOML: {e}", int(m.group(1)) if m else None)]) from None
     c = _Checker(source, text)
-    top = c.table(raw, (), {"name", "description", "seed", "run", "transport", "network", "defaults", "nodes", "links", "keys", "chaos"})
+    top = c.table(raw, (), {"name", "description", "seed", "run", "transport", "network", "defaults", "nodes", "links", "keys", "chaos",
+                                "channels"})
     name = c.string(top, "name", (), required=True) or "?"
     description = c.string(top, "description", (), "") or ""
     seed = c.number(top, "seed", (), 1, integer=True)
@@ -451,6 +453,9 @@ def parse_topology(text: str, source: str = "<string>", *, local_hosts: bool = T
         missing = sorted(set(seen_nodes) - set(keys))
         c.bad(("keys",), f"CurveZMQ keys must be given for every node or none; missing: {', '.join(missing)}")
 
+    channels = _channels(c, top.get("channels"), seen_nodes)
+    channel_names = [MAIN_CHANNEL] + [ch.name for ch in channels]
+
     chaos: list[ChaosEntry] = []
     chaos_raw = top.get("chaos", [])
     if not isinstance(chaos_raw, list):
@@ -460,7 +465,7 @@ def parse_topology(text: str, source: str = "<string>", *, local_hosts: bool = T
     for i, ch in enumerate(chaos_raw):
         path = ("chaos", i)
         ch = c.table(ch, path, {"nemesis", "start", "duration", "repeat", "interval", "target", "loss", "delay", "probability",
-                                "nodes"})
+                                "nodes", "channel"})
         nem = c.string(ch, "nemesis", path, required=True)
         if nem is not None and known_nemeses and nem not in known_nemeses:
             c.bad(path + ("nemesis",), f"unknown nemesis {nem!r} (known: {', '.join(sorted(known_nemeses))})")
@@ -478,7 +483,15 @@ def parse_topology(text: str, source: str = "<string>", *, local_hosts: bool = T
             delay=c.number(ch, "delay", path, None, minimum=0),
             probability=c.number(ch, "probability", path, None, minimum=0, maximum=1),
             nodes=_node_patterns(c, ch.get("nodes"), path + ("nodes",), seen_nodes),
+            channel=c.string(ch, "channel", path),
         )
+        if entry.channel is not None:
+            if entry.channel not in channel_names:
+                c.bad(path + ("channel",), f"unknown channel {entry.channel!r} (channels of this topology: "
+                                           f"{', '.join(channel_names)}; extra ones are declared under [channels])")
+            elif nem in PROCESS_NEMESES:
+                c.bad(path + ("channel",), f"nemesis {nem!r} strikes processes, not links: it cannot be limited to "
+                                           f"channel {entry.channel!r}")
         if entry.nodes and target is not None and not any(fnmatchcase(target, g) for g in entry.nodes):
             c.bad(path + ("target",), f"{target!r} is not among the nodes the entry selects ({', '.join(entry.nodes)})")
         if entry.interval is not None and entry.interval <= entry.duration:
@@ -499,7 +512,50 @@ def parse_topology(text: str, source: str = "<string>", *, local_hosts: bool = T
         run = attrs.evolve(run, must_judge=tuple(must_judge_raw))
     if c.problems:
         raise TopologyError(source, c.problems)
-    return Topology(name, description, seed, run, transport, network, tuple(nodes), tuple(links), keys, tuple(chaos), source)
+    return Topology(name, description, seed, run, transport, network, tuple(nodes), tuple(links), keys, tuple(chaos), source,
+                    tuple(channels))
+
+
+PROCESS_NEMESES = frozenset({"kill", "pause", "mix"})  # nemeses that can strike a process (no channel of their own)
+
+
+def _channels(c: Any, raw: Any, nodes: Any) -> list[ChannelSpec]:
+    """``[channels.NAME]`` tables, each ``links = [["mon-*", "mon-*"], ...]``: extra network channels (see ChannelSpec)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        c.bad(("channels",), f"expected [channels.NAME] tables, got {_tname(raw)}")
+        return []
+    out: list[ChannelSpec] = []
+    claimed: dict[tuple[str, str], str] = {}  # a link -> the first channel that names it
+    for cname, cd in raw.items():
+        path = ("channels", cname)
+        if not _NAME.match(cname):
+            c.bad(path, f"channel name {cname!r} must be 1-63 letters, digits, '_', '.' or '-'")
+            continue
+        if cname == MAIN_CHANNEL:
+            c.bad(path, f"{MAIN_CHANNEL!r} is the channel of every link the others do not name: it is not declared")
+            continue
+        cd = c.table(cd, path, {"links"})
+        links = cd.get("links")
+        if not isinstance(links, list) or not links or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(g, str) and g for g in p) for p in links):
+            c.bad(path + ("links",), "expected a non-empty list of node pairs, each two node names or glob patterns "
+                                     f"(e.g. [[\"mon-*\", \"mon-*\"]]), got {links!r}")
+            continue
+        spec = ChannelSpec(cname, tuple((a, b) for a, b in links))
+        for a, b in spec.links:
+            one = ChannelSpec(cname, ((a, b),))
+            joined = [(x, y) for x in nodes for y in nodes if x < y and one.joins(x, y)]
+            if not joined:
+                c.bad(path + ("links",), f"[{a!r}, {b!r}] joins no two nodes of this topology")
+            for pair in joined:
+                if claimed.setdefault(pair, cname) != cname:
+                    c.bad(path + ("links",), f"[{a!r}, {b!r}] names the link {pair[0]} - {pair[1]}, which channel "
+                                             f"{claimed[pair]!r} already uses (a link uses one channel)")
+                    break
+        out.append(spec)
+    return out
 
 
 def _node_patterns(c: Any, raw: Any, path: tuple, nodes: Any) -> tuple[str, ...]:

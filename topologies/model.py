@@ -8,11 +8,15 @@ resolved topology (ports filled in) to the node processes as JSON.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 import attrs
 
-__all__ = ["ActorSpec", "ChaosEntry", "LinkFaultSpec", "NetworkSpec", "NodeSpec", "RunSpec", "Topology", "TransportSpec"]
+__all__ = ["MAIN_CHANNEL", "ActorSpec", "ChannelSpec", "ChaosEntry", "LinkFaultSpec", "NetworkSpec", "NodeSpec", "RunSpec",
+           "Topology", "TransportSpec"]
+
+MAIN_CHANNEL = "main"  # the channel of every link a topology's [channels] do not name: each node's own endpoint
 
 
 @attrs.frozen
@@ -28,10 +32,39 @@ class NodeSpec:
     host: str = "127.0.0.1"
     port: int = 0  # 0: chosen by the launcher
     actors: tuple[ActorSpec, ...] = ()
+    # channel -> port of the node's endpoint on each extra channel it is an end of (0: chosen by the launcher);
+    # empty for a topology without [channels]
+    channel_ports: dict = attrs.field(factory=dict)
 
     @property
     def endpoint(self) -> str:
         return f"tcp://{self.host}:{self.port}"
+
+    def channel_endpoint(self, channel: str) -> str:
+        """This node's endpoint on ``channel`` (its own endpoint on the main channel)."""
+        if channel == MAIN_CHANNEL:
+            return self.endpoint
+        return f"tcp://{self.host}:{self.channel_ports[channel]}"
+
+
+@attrs.frozen
+class ChannelSpec:
+    """A network channel besides the main one: its own endpoint on every node that is an end of one of its links.
+
+    ``links``: pairs of node-name glob patterns; a link between a node matching one pattern of a pair and
+    another node matching the other uses this channel (either way round). A link no channel names uses
+    the main channel; one named by two channels uses the first.
+    """
+
+    name: str
+    links: tuple[tuple[str, str], ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "links", tuple((str(a), str(b)) for a, b in self.links))
+
+    def joins(self, a: str, b: str) -> bool:
+        return a != b and any((fnmatchcase(a, x) and fnmatchcase(b, y)) or (fnmatchcase(a, y) and fnmatchcase(b, x))
+                              for x, y in self.links)
 
 
 @attrs.frozen
@@ -96,6 +129,7 @@ class ChaosEntry:
     delay: float | None = None
     probability: float | None = None
     nodes: tuple[str, ...] = ()  # glob patterns: the nemesis strikes only among these nodes (all if empty)
+    channel: str | None = None   # cut or degrade only the links of this channel ([channels]; "main": the rest)
 
 
 @attrs.frozen
@@ -111,6 +145,7 @@ class Topology:
     keys: dict = attrs.field(factory=dict)  # node -> {"public": str, "secret": str}
     chaos: tuple[ChaosEntry, ...] = ()
     source: str = ""
+    channels: tuple[ChannelSpec, ...] = ()  # extra channels (none: every link on the main channel)
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -122,14 +157,42 @@ class Topology:
     def node_names(self) -> list[str]:
         return [n.name for n in self.nodes]
 
+    @property
+    def channel_names(self) -> list[str]:
+        """Every channel of this topology: the main one, then the extra ones in file order."""
+        return [MAIN_CHANNEL] + [c.name for c in self.channels]
+
+    def channel_of(self, a: str, b: str) -> str:
+        """The channel the link between nodes ``a`` and ``b`` uses (symmetric)."""
+        for c in self.channels:
+            if c.joins(a, b):
+                return c.name
+        return MAIN_CHANNEL
+
+    def channels_of(self, node: str) -> list[str]:
+        """The extra channels ``node`` binds an endpoint on: those with a link between it and another node."""
+        return [c.name for c in self.channels if any(c.joins(node, o) for o in self.node_names if o != node)]
+
     def addresses(self) -> list[str]:
         return [f"{n.name}/{a.name}" for n in self.nodes for a in n.actors]
 
-    def with_ports(self, ports: dict[str, int]) -> "Topology":
-        return attrs.evolve(self, nodes=tuple(attrs.evolve(n, port=ports.get(n.name, n.port)) for n in self.nodes))
+    def with_ports(self, ports: dict[str, int], channel_ports: dict[str, dict[str, int]] | None = None) -> "Topology":
+        """Ports filled in: ``ports`` node -> port; ``channel_ports`` node -> {channel: port} (extra channels)."""
+        cp = channel_ports or {}
+        return attrs.evolve(self, nodes=tuple(
+            attrs.evolve(n, port=ports.get(n.name, n.port), channel_ports={**n.channel_ports, **cp.get(n.name, {})})
+            for n in self.nodes))
 
     def to_dict(self) -> dict:
-        return attrs.asdict(self, recurse=True)
+        d = attrs.asdict(self, recurse=True)
+        if not self.channels:  # a one-channel topology's resolved form is what it always was
+            del d["channels"]
+            for n in d["nodes"]:
+                del n["channel_ports"]
+        for c in d["chaos"]:
+            if c["channel"] is None:
+                del c["channel"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Topology":
@@ -141,10 +204,12 @@ class Topology:
             transport=TransportSpec(**d.get("transport", {})),
             network=NetworkSpec(**{**d.get("network", {}), "latency": tup(d.get("network", {}).get("latency", (0.001, 0.005)))}),
             nodes=tuple(NodeSpec(n["name"], n.get("host", "127.0.0.1"), n.get("port", 0),
-                                 tuple(ActorSpec(a["name"], a["kind"], a.get("params", {})) for a in n.get("actors", ())))
+                                 tuple(ActorSpec(a["name"], a["kind"], a.get("params", {})) for a in n.get("actors", ())),
+                                 dict(n.get("channel_ports", {})))
                         for n in d.get("nodes", ())),
             links=tuple(LinkFaultSpec(**{**ln, "latency": tup(ln.get("latency"))}) for ln in d.get("links", ())),
             keys=d.get("keys", {}),
-            chaos=tuple(ChaosEntry(**c) for c in d.get("chaos", ())),
+            chaos=tuple(ChaosEntry(**{**c, "nodes": tuple(c.get("nodes", ()))}) for c in d.get("chaos", ())),
             source=d.get("source", ""),
+            channels=tuple(ChannelSpec(c["name"], tuple(tuple(p) for p in c.get("links", ()))) for c in d.get("channels", ())),
         )

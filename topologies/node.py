@@ -372,8 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     # e.g. fleetplane task; capped and evicted like any learned peer) and the chaos control node when this node
     # obeys one; a node started by hand keeps learning peers from heartbeats (docs/security.md).
     learn: bool | set[str] = True if topo is None else {CLIENT_NODES, *([args.fault_control] if args.fault_control else [])}
-    transport = ZmqTransport(bind, peers, heartbeat_interval=heartbeat, liveness=liveness, curve=curve, seed=seed,
-                             directory=directory, learn_peers=learn)
+    extra = topo.channels_of(args.name) if topo is not None else []
+    if not extra:
+        transport: Any = ZmqTransport(bind, peers, heartbeat_interval=heartbeat, liveness=liveness, curve=curve,
+                                      seed=seed, directory=directory, learn_peers=learn)
+    else:  # more than one channel ([channels]): an endpoint on each, every link on its own channel
+        transport = _channel_transport(topo, args.name, peers, directory, heartbeat, liveness, curve, seed, learn)
     try:
         node = Node(args.name, transport=transport, event_log=events, trace_asks=topo is not None,
                     dispatch=topo.transport.dispatch if topo is not None else args.dispatch,
@@ -401,8 +405,14 @@ def main(argv: list[str] | None = None) -> int:
                 node.spawn(cls, *cargs, name=name, **kwargs)
         if not args.wait_start:  # on its own, a node is ready once its actors exist: an ask right away finds them
             print(ready, flush=True)
+        counted = time.monotonic()
         while not stop.wait(0.2):
             events.flush()
+            if topo is not None and topo.channels and time.monotonic() - counted >= CHANNEL_COUNTS_EVERY:
+                # a topology with channels: what went over each, so a run shows which traffic a cut stopped
+                counted = time.monotonic()
+                events.emit(node.clock.now(), args.name, "$transport", "transport.channel_counts",
+                            _channel_counts(transport))
     finally:
         _exit_if_stuck(SHUTDOWN_WATCHDOG)
         counters = node.counters()
@@ -421,6 +431,40 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_dir is not None:
             (args.run_dir / f"{args.name}.counters.json").write_text(json.dumps(counters, indent=1, sort_keys=True))
     return 0
+
+
+CHANNEL_COUNTS_EVERY = 1.0  # seconds between a multi-channel topology's transport.channel_counts events
+
+
+def _channel_transport(topo: Any, name: str, peers: dict, directory: dict, heartbeat: float, liveness: int,
+                       curve: Any, seed: Any, learn: Any) -> Any:
+    """A node's transport on every channel it is an end of: one ZmqTransport per channel, bound on the node's
+    port for it, knowing the peers of the links on it (their endpoints on that channel). Only the main
+    channel learns peers (clients, the chaos control node); loop-dispatched actors run on the I/O thread
+    of the channel with the most links from this node (the monitor mesh, for a monitor)."""
+    from transport.zmq import ChannelTransport, ZmqTransport
+
+    me = topo.node(name)
+    on_demand = bool(directory)
+    channels: dict[str, Any] = {}
+    links: dict[str, int] = {}
+    for ch in ["main", *topo.channels_of(name)]:
+        mine = {n.name: n.channel_endpoint(ch) for n in topo.nodes
+                if n.name != name and topo.channel_of(name, n.name) == ch}
+        links[ch] = len(mine)
+        if ch == "main":  # peers named on the command line (--peer) stay on the main channel
+            mine.update({p: ep for p, ep in {**peers, **directory}.items() if p not in topo.node_names})
+        channels[ch] = ZmqTransport(me.channel_endpoint(ch), {} if on_demand else mine, heartbeat_interval=heartbeat,
+                                    liveness=liveness, curve=curve, seed=seed, directory=mine if on_demand else None,
+                                    learn_peers=learn if ch == "main" else False)
+    loop = max(links, key=lambda ch: (links[ch], ch == "main"))
+    nodes = set(topo.node_names)
+    return ChannelTransport(channels, lambda peer: topo.channel_of(name, peer) if peer in nodes else "main", loop=loop)
+
+
+def _channel_counts(transport: Any) -> dict:
+    counts = getattr(transport, "channel_counts", None)
+    return counts() if counts is not None else {}
 
 
 def _run_and_exit() -> None:

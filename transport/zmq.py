@@ -149,7 +149,7 @@ from transport.codec import DEFAULT_MAX_FRAME
 from transport.faults import FaultPlan
 from transport.liveness import FailureDetector, PeerChange, PeerState
 
-__all__ = ["MAX_ADDRESS", "CurveConfig", "LoopTimer", "ZmqTransport", "insecure_log_level", "parse_endpoint",
+__all__ = ["MAX_ADDRESS", "ChannelTransport", "CurveConfig", "LoopTimer", "ZmqTransport", "insecure_log_level", "parse_endpoint",
            "set_insecure_log_level"]
 
 _insecure_level = "WARNING"  # the loguru level of "no CurveZMQ keys configured" (see set_insecure_log_level)
@@ -1374,3 +1374,161 @@ class ZmqTransport:
             for k in ("msgs_in", "msgs_out", "bytes_in", "bytes_out"):
                 out[k] = out.get(k, 0) + p.counts.get(k, 0)
         return out
+
+    def channel_counts(self, channel: str = "main") -> dict:
+        """``{channel: {msgs_out, msgs_in, bytes_out, bytes_in, peers: {peer: [msgs out, msgs in]}}}`` (compact;
+        a :class:`ChannelTransport` gives one entry per channel)."""
+        peers, totals = {}, dict.fromkeys(("msgs_out", "msgs_in", "bytes_out", "bytes_in"), 0)
+        for p in list(self._peers.values()):
+            c = p.counts
+            for k in totals:
+                totals[k] += c.get(k, 0)
+            if c.get("msgs_out") or c.get("msgs_in"):
+                peers[p.name] = [c.get("msgs_out", 0), c.get("msgs_in", 0)]
+        return {channel: {**totals, "peers": peers}}
+
+
+class ChannelTransport:
+    """A node on more than one network channel: one :class:`ZmqTransport` per channel, each with its own
+    bound endpoint, DEALERs, failure detector, fault plan and counters; a message to a peer goes out on
+    the channel of that link.
+
+    ``channels`` maps channel names to unstarted transports (the first is the node's main endpoint, the
+    one its ready line and the chaos control node know); ``route(peer)`` names the channel of the link
+    to node ``peer`` (the topology's ``channel_of``: both ends agree, so each peer is heard on one
+    channel). Each channel's transport knows only that channel's peers, so a peer's liveness is that
+    of its link: ``PeerUp`` / ``PeerDown`` for a peer come from the channel of its link only (a change
+    heard on another channel is counted, ``peer_events_off_channel``, not passed on), and a partition
+    of one channel leaves the others' peers up. Inbound messages are delivered from whichever channel
+    they arrive on. ``loop`` names the channel whose I/O thread runs loop-dispatched actors (default:
+    the first); messages read on another channel's thread reach them through ``call_soon``.
+
+    Fault plans go to every channel (a plan names peers, and each peer is on one channel), so a cut
+    of one channel's links is a plan naming that channel's peers (see ``topologies.chaos``).
+    Counters: the sum over the channels under the usual names (``msgs_out``, ``peer.<node>.*``), and
+    each channel's own as ``channel.<name>.<counter>``. Transport events from a channel other than the
+    first carry ``channel``. With a single channel, use a plain ZmqTransport: this class is only for
+    nodes that bind more than one endpoint.
+    """
+
+    def __init__(self, channels: dict[str, ZmqTransport], route: Callable[[str], str], loop: str | None = None):
+        if not channels:
+            raise ValueError("ChannelTransport needs at least one channel")
+        self.channels = dict(channels)
+        self.main = next(iter(self.channels))
+        self.loop = loop if loop is not None else self.main
+        if self.loop not in self.channels:
+            raise ValueError(f"loop channel {self.loop!r} is not one of {sorted(self.channels)}")
+        self._route = route
+        self._routes: dict[str, str] = {}
+        self._loop_t = self.channels[self.loop]
+        first = self.channels[self.main]
+        for t in self.channels.values():
+            t.incarnation = first.incarnation  # one node, one incarnation, whatever channel it is heard on
+        self.incarnation = first.incarnation
+        self.node: str | None = None
+        self._counts: dict[str, int] = defaultdict(int)
+
+    # -- the Transport interface -------------------------------------------------------
+    def start(self, node: str, deliver: Callable[[list[Envelope]], None],
+              peer_event: Callable[[PeerChange], None] | None = None,
+              event: Callable[[str, dict], None] | None = None) -> None:
+        self.node = node
+        started: list[ZmqTransport] = []
+        try:
+            for name, t in self.channels.items():
+                t.start(node, deliver, self._peer_event_of(name, peer_event), self._event_of(name, event))
+                started.append(t)
+        except BaseException:
+            for t in started:
+                t.close()
+            raise
+
+    def _peer_event_of(self, channel: str, peer_event: Callable | None) -> Callable | None:
+        if peer_event is None:
+            return None
+
+        def on_change(change: PeerChange) -> None:
+            if self.channel_of(change.peer) != channel:
+                self._counts["peer_events_off_channel"] += 1
+                return
+            peer_event(change)
+        return on_change
+
+    def _event_of(self, channel: str, event: Callable | None) -> Callable | None:
+        if event is None or channel == self.main:
+            return event
+        return lambda kind, fields: event(kind, {**fields, "channel": channel})
+
+    def channel_of(self, peer: str) -> str:
+        ch = self._routes.get(peer)
+        if ch is None:
+            ch = self._route(peer)
+            if ch not in self.channels:
+                ch = self.main  # a peer of no configured channel (a client, the chaos control node)
+            if len(self._routes) < 4096:
+                self._routes[peer] = ch
+        return ch
+
+    def send(self, env: Envelope) -> None:
+        dst = env.to.partition("/")[0]
+        ch = self._routes.get(dst) or self.channel_of(dst)
+        self.channels[ch].send(env)
+
+    def close(self) -> None:
+        for t in self.channels.values():
+            t.close()
+
+    def counters(self) -> dict:
+        out: dict[str, int] = dict(self._counts)
+        for name, t in self.channels.items():
+            for k, v in t.counters().items():
+                out[k] = out.get(k, 0) + v
+                out[f"channel.{name}.{k}"] = v
+        return out
+
+    def channel_counts(self) -> dict:
+        """Per channel: messages and bytes out and in, and per peer [messages out, messages in] (compact)."""
+        out = {}
+        for name, t in self.channels.items():
+            out.update(t.channel_counts(name))
+        return out
+
+    def peers(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, t in self.channels.items():
+            for peer, st in t.peers().items():
+                if self.channel_of(peer) == name:
+                    out[peer] = st
+        return out
+
+    def set_faults(self, plan: FaultPlan) -> None:
+        for t in self.channels.values():
+            t.set_faults(plan)
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self.channels[self.main].faults
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.channels[self.main].endpoint
+
+    @property
+    def endpoints(self) -> dict[str, str | None]:
+        """Channel -> this node's bound endpoint on it."""
+        return {name: t.endpoint for name, t in self.channels.items()}
+
+    def add_peer(self, name: str, endpoint: str) -> None:
+        """Know node ``name`` at ``endpoint`` on the channel of its link."""
+        self.channels[self.channel_of(name)].add_peer(name, endpoint)
+
+    # -- the loop (loop-dispatched actors run on one channel's I/O thread) -------------------
+    def in_loop(self) -> bool:
+        return self._loop_t.in_loop()
+
+    def call_soon(self, fn: Callable, *args) -> None:
+        self._loop_t.call_soon(fn, *args)
+
+    def call_later(self, delay: float, fn: Callable, *args) -> LoopTimer:
+        return self._loop_t.call_later(delay, fn, *args)
