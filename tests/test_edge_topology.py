@@ -44,8 +44,8 @@ def test_edge_toml_is_a_manager_and_two_heterogeneous_sites(topo):
     profiles = {repr(sorted(a.params["capability"].items())) for _, a in edges}
     assert len(profiles) == len(edges), "every edge node has its own capabilities"
     assert {a.params["criteria"]["backup_power"] for _, a in edges} >= {0.0, 1.0}
-    assert {c.nemesis for c in topo.chaos} == {"one", "random-halves", "flaky"}
-    assert all(c.target == "mgr" for c in topo.chaos if c.nemesis in ("one", "flaky"))
+    assert {c.nemesis for c in topo.chaos} == {"one", "random-halves", "flaky", "split-site"}
+    assert all(c.target == "mgr" for c in topo.chaos if c.nemesis in ("one", "flaky", "split-site"))
 
 
 def test_a_plain_run_in_the_simulator_ends_with_the_initial_final_plan(topo, tmp_path):

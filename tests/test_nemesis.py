@@ -528,7 +528,7 @@ def test_fault_plans_put_link_faults_at_the_sender_after_the_drops():
 
 def test_every_nemesis_is_registered_and_pure():
     assert set(NEMESES) == {"one", "majority", "majorities-ring", "bridge", "random-halves", "asymmetric",
-                            "flaky", "slow", "duplicate", "reorder", "kill", "pause", "mix"}
+                            "flaky", "slow", "duplicate", "reorder", "kill", "pause", "mix", "split-site"}
     for name, fn in NEMESES.items():
         a = make_schedule(name, N5, random.Random(4), NemesisSpec(repeat=3))
         b = fn(N5, random.Random(4), NemesisSpec(repeat=3))

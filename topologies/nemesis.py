@@ -355,9 +355,11 @@ Nemesis = Callable[[list[str], random.Random, NemesisSpec], Schedule]
 #: the link nemeses: every link, or with ``spec.target`` only the target's links (both directions)
 LINK_NEMESES = frozenset({"flaky", "slow", "duplicate", "reorder"})
 #: the nemeses that use ``spec.target`` (the rest refuse one)
-TARGETED = frozenset({"one", "majority", "bridge", "asymmetric", "kill", "pause"}) | LINK_NEMESES
+TARGETED = frozenset({"one", "majority", "bridge", "asymmetric", "kill", "pause", "split-site"}) | LINK_NEMESES
 #: the smallest node count each nemesis makes sense for
-MIN_NODES = {"majority": 3, "bridge": 3, "majorities-ring": 5}
+MIN_NODES = {"majority": 3, "bridge": 3, "majorities-ring": 5, "split-site": 3}
+#: nemeses ``mix`` draws only when named in ``spec.mix`` (so its default draws, and old seeds' schedules, stay as they were)
+NOT_MIXED = frozenset({"split-site"})
 
 
 def _check(name: str, nodes: list[str], rng: random.Random, spec: NemesisSpec) -> list[str]:
@@ -527,6 +529,43 @@ def asymmetric(nodes: list[str], rng: random.Random, spec: NemesisSpec) -> Sched
     return _times(spec, make)
 
 
+def split_site(nodes: list[str], rng: random.Random, spec: NemesisSpec) -> Schedule:
+    """The target (say the manager) cut off; meanwhile the rest splits into two halves, then merges again.
+
+    Four grudges per repetition, each replacing the one before (a :class:`Grudge`
+    replaces the grudge in force), then the heal:
+
+    * ``start``: the target isolated from everyone (``one``);
+    * ``start + duration/3``: the target, and the other nodes in two random
+      halves (sizes n//2 and the rest of the others), three islands;
+    * ``start + 2*duration/3``: the halves merged, the target still away;
+    * ``start + duration``: :class:`Heal`.
+
+    The target is ``spec.target`` (a random node each time if unset); the
+    halves are drawn afresh each repetition from ``rng``. This is the schedule
+    that splits an edge site while its manager is away and merges it before
+    the manager returns.
+    """
+    nodes = _check("split-site", nodes, rng, spec)
+    third = spec.duration / 3.0
+    out: Schedule = []
+    for k in range(spec.repeat):
+        t = spec.start + k * spec.period
+        away = _pick(nodes, rng, spec)
+        others = [x for x in nodes if x != away]
+        rng.shuffle(others)
+        h = len(others) // 2
+        left, right = others[:h], others[h:]
+        alone = islands_grudge([[away]], nodes)
+        out.append((t, Grudge(alone, f"split-site: {away} away")))
+        out.append((t + third, Grudge(islands_grudge([[away], left, right], nodes),
+                                      f"split-site: {away} away; {','.join(left)} | {','.join(right)}")))
+        out.append((t + 2 * third, Grudge(alone, f"split-site: halves merged, {away} still away")))
+        out.append((t + spec.duration, Heal()))
+    out.sort(key=lambda e: e[0])
+    return out
+
+
 def _every_link(name: str, **fault: float) -> Nemesis:
     def nemesis(nodes: list[str], rng: random.Random, spec: NemesisSpec) -> Schedule:
         nodes = _check(name, nodes, rng, spec)
@@ -575,7 +614,8 @@ def mix(nodes: list[str], rng: random.Random, spec: NemesisSpec) -> Schedule:
     nemeses that take one.
     """
     nodes = _check("mix", nodes, rng, spec)
-    choices = list(spec.mix) or [n for n in NEMESES if n != "mix" and len(nodes) >= MIN_NODES.get(n, 2)]
+    choices = list(spec.mix) or [n for n in NEMESES if n != "mix" and n not in NOT_MIXED
+                                 and len(nodes) >= MIN_NODES.get(n, 2)]
     out: Schedule = []
     for k in range(spec.repeat):
         name = rng.choice(choices)
@@ -600,6 +640,7 @@ NEMESES: dict[str, Nemesis] = {
     "kill": kill,
     "pause": pause,
     "mix": mix,
+    "split-site": split_site,
 }
 
 
