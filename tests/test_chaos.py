@@ -198,7 +198,11 @@ def test_racks_default_chaos_cuts_the_mesh_then_the_main_network():
     (t1, mesh), (t2, main) = cuts
     assert t1 < t2
     assert all(a.startswith("mon-") and b.startswith("mon-") for a, b in mesh.blocked)
-    assert all(a.startswith("racks-") and b.startswith("racks-") for a, b in main.blocked)
+    # the main network's cut blocks links that carry traffic (issue 17, deliverable 3; the old racks-* <-> racks-*
+    # cut carried none): every rack control's link to the inventory service, on the main channel, nothing else
+    racks = [n for n in topo.node_names if n.startswith("racks-")]
+    assert main.blocked == {(r, "inventory") for r in racks} | {("inventory", r) for r in racks}
+    assert all(topo.channel_of(a, b) == "main" for a, b in main.blocked)
 
 
 def test_a_declared_checker_that_answers_unknown_fails_the_chaos_run(topo, tmp_path):

@@ -20,6 +20,10 @@ before: the monitor's retry after a lost acknowledgement) or a stale token
 its outcome, obeyed or refused, so the monitor stops retrying; refusals are
 counted (``refused``) and emitted (``rack.reboot`` with the outcome).
 
+With an ``inventory`` address (the fleet inventory service, :mod:`protocols.rack.inventory`) the control
+also sends it an ``InventoryReport`` every ``inventory_every`` seconds: host-side traffic, over the main
+network rather than the rack-local channel (not while its hosts reboot).
+
 Events: ``rack.report`` (every status sent: the fault-detection checker
 needs each one), ``rack.metrics`` (changed by SetMetrics), ``rack.reboot``
 (outcome ``rebooting``, ``already-rebooting``, ``duplicate`` or ``stale``),
@@ -31,6 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 from protocols.core import Effect, Emit, Send, SetTimer, TimerFired
+from protocols.rack.inventory import InventoryReport
 from protocols.rack.messages import Reboot, RebootAck, SetMetrics, Status
 
 __all__ = ["HEALTHY", "RackControl"]
@@ -42,9 +47,15 @@ class RackControl:
     tick_interval = None
 
     def __init__(self, rack: str, monitor: str, report_every: float = 0.2, reboot_time: float = 0.5,
-                 metrics: dict | None = None, address: str = "", remember: int = 64) -> None:
+                 metrics: dict | None = None, address: str = "", remember: int = 64, inventory: str = "",
+                 inventory_every: float = 1.0) -> None:
         if not (isinstance(report_every, (int, float)) and report_every > 0):
             raise ValueError(f"report_every must be > 0, got {report_every!r}")
+        if not (isinstance(inventory_every, (int, float)) and inventory_every > 0):
+            raise ValueError(f"inventory_every must be > 0, got {inventory_every!r}")
+        self.inventory = inventory
+        self.inventory_every = float(inventory_every)
+        self.inventory_seq = 0
         self.rack = rack
         self.monitor = monitor
         self.address = address
@@ -61,12 +72,15 @@ class RackControl:
         self.refused = {"duplicate": 0, "stale": 0, "bad_input": 0}
 
     def tick(self, now: float) -> list[Effect]:
-        return [Emit("rack.start", {"rack": self.rack, "metrics": dict(self.metrics)})] + self._report(now)
+        inventory: list[Effect] = [SetTimer("inventory", now + self.inventory_every)] if self.inventory else []
+        return [Emit("rack.start", {"rack": self.rack, "metrics": dict(self.metrics)})] + self._report(now) + inventory
 
     def handle(self, msg: Any, sender: str, now: float) -> list[Effect]:
         if isinstance(msg, TimerFired):
             if msg.key == "report":
                 return self._report(now)
+            if msg.key == "inventory":
+                return self._to_inventory(now)
             if msg.key == "rebooted":
                 self.rebooting_until = None
                 self.metrics = dict(HEALTHY)
@@ -121,3 +135,10 @@ class RackControl:
         self.seq += 1
         return [Send(self.monitor, Status(self.rack, self.seq, dict(self.metrics))),
                 Emit("rack.report", {"rack": self.rack, "seq": self.seq})] + effects
+
+    def _to_inventory(self, now: float) -> list[Effect]:
+        effects: list[Effect] = [SetTimer("inventory", now + self.inventory_every)]
+        if self.rebooting_until is not None or not self.inventory:
+            return effects
+        self.inventory_seq += 1
+        return [Send(self.inventory, InventoryReport(self.rack, self.inventory_seq, dict(self.metrics)))] + effects

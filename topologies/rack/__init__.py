@@ -12,16 +12,18 @@ from protocols.rack import RackControl, RackMonitor
 from topologies.kinds import make_kind
 from topologies.plugin import Plugin, ReportSection
 from topologies.rack.checks import CHECKERS
+from topologies.rack.inventory import INVENTORY_KIND
 from topologies.rack.report import rack_timeline
 
 PLUGIN = Plugin(
     name="rack",
     protocols=("protocols.rack", "protocols.consensus"),
     kinds=(
-        make_kind("rack.control", RackControl, addresses=("monitor",),
+        make_kind("rack.control", RackControl, addresses=("monitor", "inventory"),
                   doc="a rack's control component: reports its hosts' status to its monitor, reboots them"),
         make_kind("rack.monitor", RackMonitor,
                   doc="a rack's state monitor: fault detection, Paxos on conditions and authorities (sector, DC, fleet)"),
+        INVENTORY_KIND,
     ),
     checkers=CHECKERS,
     report=(ReportSection("Rack monitors: rack indicators and authorities", rack_timeline),),

@@ -17,6 +17,13 @@ processes (``--pack``):
   its rack controls (``racks-<sector>``): 84 processes for 3 x 4 x 6, which a
   2-core machine cannot run with sub-second leases.
 
+Channels (``[channels]``): each process binds one endpoint per network it is on. Monitors talk to monitors
+over the monitor mesh (``mesh``: links among ``mon-*``), rack controls to monitors over the rack-local bus
+(``rack``: links between ``racks-*`` and ``mon-*``), and everything else is the main (host) network: the
+rack controls report their hosts to the fleet inventory service (``rack.inventory``, process
+``inventory``) there. Cutting the main network (``--channel main``) stops those reports and leaves the
+monitors agreeing over the mesh.
+
 ``--overheat RACK`` starts that rack above its temperature threshold, so a
 plain run shows a fault agreed fleet-wide; the run is done when every
 monitor knows it at fleet level. ``--troubleshoot RACK`` starts one with OS
@@ -35,6 +42,9 @@ from topologies.argtypes import positive_float, positive_int
 
 MONITOR = {"status_deadline": 0.6, "heartbeat_every": 0.1, "lease": 0.4, "stagger": 0.05, "seat_every": 1.0,
            "quorum_timeout": 2.0, "on_no_quorum": "revert", "default_assumption": "not-operational"}
+INVENTORY = "inventory/inventory"  # the fleet inventory service, in a process of its own on the main network
+INVENTORY_EVERY = 1.0  # seconds between a rack control's reports to it
+STALE_AFTER = 2.5  # seconds without a report after which the inventory calls a rack stale
 
 
 def _v(v) -> str:
@@ -62,6 +72,7 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
     for r in L.all_racks():
         m_node, m_actor = L.monitor(r).split("/")
         by_node.setdefault(m_node, []).append((m_actor, "rack.monitor", {"rack": r}))
+    by_node[INVENTORY.split("/")[0]] = [(INVENTORY.split("/")[1], "rack.inventory", {"stale_after": STALE_AFTER})]
     args = f"{dcs} {sectors} {racks}" + (f" --overheat {overheat}" if overheat else "") + \
         (f" --troubleshoot {troubleshoot}" if troubleshoot else "") + \
         ("" if pack == "columns" else f" --pack {pack}")
@@ -74,10 +85,14 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
         "#   fleetplane chaos topologies/racks.toml --nemesis majority",
         "#   fleetplane chaos topologies/racks.toml         # the [[chaos]] entries below: mesh cut, then main network cut",
         "#   fleetplane chaos topologies/racks.toml --nemesis majority --nodes 'mon-*'   # only the monitor mesh",
+        "#   fleetplane chaos topologies/racks.toml --nemesis one --target inventory --channel main   # only the main network",
         "#",
         "# Processes (see topologies/rack/gen.py, --pack " + pack + "): "
         + ("mon-<dc>c<r> hosts the r-th monitor of every sector of a data center; racks-<dc> hosts its "
-           "rack controls." if pack == "columns" else "one per monitor; racks-<sector> hosts a sector's rack controls."),
+           "rack controls." if pack == "columns" else "one per monitor; racks-<sector> hosts a sector's rack controls.")
+        + " inventory hosts the fleet inventory service.",
+        "# Channels: the monitor mesh (mon-* to mon-*) and the rack-local bus (racks-* to mon-*) are networks of their",
+        "# own, an endpoint each; the rest is the main (host) network: rack controls report to the inventory there.",
     ]
     if overheat:
         out.append(f"# Rack {overheat} starts overheated: its monitor raises needs-repair and the fleet agrees on it.")
@@ -105,20 +120,27 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
             "must_judge = [" + ", ".join(f'"{j}"' for j in judged) + "]",
             "", "[transport]", "heartbeat = 0.5", "liveness = 4",
             'connect = "on-demand"', 'dispatch = "loop"', "", "[network]", "latency = [0.0005, 0.002]", "",
+            "[channels.mesh]  # the monitor mesh: monitor to monitor", 'links = [["mon-*", "mon-*"]]', "",
+            "[channels.rack]  # the rack-local bus: a rack control to its monitor (and a monitor's reboot to it)",
+            'links = [["racks-*", "mon-*"]]', "",
             '[defaults."rack.monitor"]', f"layout = {_v(layout)}"]
     out += [f"{k} = {_v(v)}" for k, v in MONITOR.items()]
+    out += ["", '[defaults."rack.control"]  # host-side reports over the main network',
+            f"inventory = {_v(INVENTORY)}", f"inventory_every = {_v(INVENTORY_EVERY)}"]
     out.append("")
     for node, actors in by_node.items():
         out += ["[[nodes]]", f'name = "{node}"', ""]
         for name, kind, params in actors:
             out += ["[[nodes.actors]]", f'name = "{name}"', f'kind = "{kind}"', f"params = {_v(params)}", ""]
     out += [
-        "# Default chaos (fleetplane chaos topologies/racks.toml): the two channels, one at a time.",
-        "# The monitor mesh (links among mon-* processes) split into a majority and a minority, while",
-        "# every rack control keeps reporting to its monitor; then the main network (links among the",
-        "# rack controls' racks-* processes) cut in two while the mesh stays up.",
-        "[[chaos]]", 'nemesis = "majority"', 'nodes = ["mon-*"]', "start = 1.0", "duration = 2.0", "",
-        "[[chaos]]", 'nemesis = "random-halves"', 'nodes = ["racks-*"]', "start = 5.0", "duration = 2.0", "",
+        "# Default chaos (fleetplane chaos topologies/racks.toml): two networks, one at a time.",
+        "# The monitor mesh split into a majority and a minority, while every rack control keeps reporting",
+        "# to its monitor over the rack-local bus; then the main network down: the inventory service cut off",
+        "# from every rack control (no report reaches it, it calls the racks stale) while the mesh stays up.",
+        "[[chaos]]", 'nemesis = "majority"', 'nodes = ["mon-*"]', 'channel = "mesh"', "start = 1.0", "duration = 2.0",
+        "",
+        "[[chaos]]", 'nemesis = "one"', 'target = "inventory"', 'nodes = ["racks-*", "inventory"]', 'channel = "main"',
+        "start = 5.0", "duration = 4.0", "",
     ]
     return "\n".join(out)
 
