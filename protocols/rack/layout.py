@@ -31,9 +31,12 @@ import re
 
 import attrs
 
-__all__ = ["FLEET", "Layout"]
+__all__ = ["FLEET", "NOT_OPERATIONAL", "OPERATIONAL", "Layout", "group_states", "rack_up", "state_of_seq"]
 
 FLEET = "fleet"
+OPERATIONAL = "operational"
+NOT_OPERATIONAL = "not-operational"
+UP_CONDITIONS = ("non-fault",)  # a rack serves only while its agreed condition is non-fault (detector.NON_FAULT)
 _RACK = re.compile(r"^d(\d+)s(\d+)r(\d+)$")
 _SECTOR = re.compile(r"^d(\d+)s(\d+)$")
 _DC = re.compile(r"^d(\d+)$")
@@ -143,3 +146,43 @@ class Layout:
             table = {self.monitor(r): r for r in self.all_racks()}
             object.__setattr__(self, "_by_monitor", table)
         return table.get(address)
+
+
+# -- availability of groups (protocols.rack.monitor, "Availability of groups") -------------------
+
+
+def rack_up(condition: str | None) -> bool:
+    """A rack counts as up while its agreed condition is non-fault; with no agreed fact it has the seed's
+    default condition (non-fault). Faulty, powered-off and rebooting racks are down."""
+    return condition is None or condition in UP_CONDITIONS
+
+
+def state_of_seq(seq: int) -> str:
+    """A group fact's condition is fixed by its seq: even is operational, odd is not (seq 0: the default)."""
+    return OPERATIONAL if seq % 2 == 0 else NOT_OPERATIONAL
+
+
+def group_states(layout: Layout, conditions: dict, cut: frozenset | set = frozenset()) -> dict[str, tuple[str, str]]:
+    """The stated rule: group -> (condition, reason) for every sector and data center of ``layout``.
+
+    ``conditions``: rack -> its agreed condition (missing: no fact, the default non-fault); ``cut``: data
+    centers the fleet cannot reach. A sector is operational while a strict majority of its racks are up
+    (:func:`rack_up`); a data center while the fleet reaches it and a strict majority of its sectors are
+    operational. Ties are not operational (the seed's conservative default for what cannot be vouched for).
+    """
+    out: dict[str, tuple[str, str]] = {}
+    for d in layout.all_dcs():
+        ok = 0
+        sectors = layout.sectors_of(d)
+        for s in sectors:
+            racks = layout.racks_of(s)
+            up = sum(rack_up(conditions.get(r)) for r in racks)
+            good = 2 * up > len(racks)
+            ok += good
+            out[s] = (OPERATIONAL if good else NOT_OPERATIONAL, f"{up} of {len(racks)} racks up")
+        if d in cut:
+            out[d] = (NOT_OPERATIONAL, "cut off from the fleet")
+        else:
+            good = 2 * ok > len(sectors)
+            out[d] = (OPERATIONAL if good else NOT_OPERATIONAL, f"{ok} of {len(sectors)} sectors operational")
+    return out

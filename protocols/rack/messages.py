@@ -21,6 +21,11 @@ from enough other members of its sector to meet every quorum, what it may have v
 and which condition seqs are used), ``Retired`` (an acceptor's answer to a Paxos message of an
 instance it retired behind a newer decided one), ``Reconfigure`` (an operator asking the fleet to
 agree on a layout with one more sector per data center).
+
+Queries (anyone -> any monitor): ``ViewRequest``, answered by ``View``: what that monitor knows of every
+rack, sector and data center, with the level of agreement and the age of each (durations on the
+answering monitor's clock, never a timestamp), and its own quorum and policy state
+(``fleetplane racks status``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from transport.codec import message
 
 __all__ = ["Execute", "ExecuteAck", "Fact", "FactAck", "Heartbeat", "HeartbeatAck", "Reboot", "RebootAck", "Seat",
            "SetMetrics", "Status",
-           "Reconfigure", "Rejoin", "RejoinReply", "Retired", "SyncReply", "SyncRequest", "TermHint"]
+           "Reconfigure", "Rejoin", "RejoinReply", "Retired", "SyncReply", "SyncRequest", "TermHint", "View",
+           "ViewRequest"]
 
 
 @message("rack.Status")
@@ -116,6 +122,7 @@ class Heartbeat:
     quorum_ok: bool = True  # the sender's last renewal reached a quorum
     digest: int = 0  # a checksum of the fleet-level facts the sender knows (anti-entropy)
     seats: dict = {}  # the sender's view of the upper groups' seats: {group: {child: [term, holder]}}
+    unreached: list = []  # data centers the sender cannot reach (its own view, or its authority's; see monitor.py)
 
 
 @message("rack.HeartbeatAck")
@@ -213,3 +220,39 @@ class RejoinReply:
     seq: int = 0
     value: Any = None
     round: int = 0
+
+
+@message("rack.ViewRequest")
+class ViewRequest:
+    """Anyone (an operator's client, a test) to any monitor: answer with a ``View`` of what you know."""
+
+    groups_only: bool = False  # leave the per-rack table out of the answer
+
+
+@message("rack.View")
+class View:
+    """A monitor's answer to a ``ViewRequest``: its knowledge, each item with its level of agreement.
+
+    ``racks``: rack -> ``{"condition", "indicator", "seq", "level", "age"}`` where ``level`` is ``local``
+    (the answering monitor's own rack, raised here and not yet agreed), ``sector``, ``dc`` or ``fleet``
+    (the highest group that agreed it) or ``default`` (no fact: the seed's default non-fault);
+    ``groups``: sector or data center -> ``{"condition", "level", "seq", "age", "rule", "reason",
+    "assumed"}``: the condition this monitor holds (``assumed``: the no-quorum policy's, when it
+    overrides the agreed one), the agreed fact's level (``fleet``; ``local`` when none is agreed
+    yet and the condition is the rule applied here) and the rule's answer from this monitor's own
+    facts. ``age``: seconds since this monitor learned it (None for ``default``). Sizes are bounded
+    by the layout: one entry per rack and group.
+    """
+
+    rack: str  # the answering monitor's rack
+    epoch: int  # its agreed configuration epoch (-1: joining)
+    layout: dict  # {"dcs", "sectors", "racks"}
+    racks: dict
+    groups: dict
+    authorities: dict  # group -> {"term", "holder", "acting"} as this monitor knows them
+    no_quorum: bool  # its sector has no live authority
+    fleet_cut: bool  # it cannot reach a quorum of the fleet's data centers (cut off)
+    policy: str  # on_no_quorum: keep | revert
+    assumed: dict  # data center -> "as-agreed" or the default assumption in force
+    uptime: float = 0.0  # seconds since this incarnation started
+    unreached: list = []  # data centers it cannot reach

@@ -275,12 +275,72 @@ authority and refuses until that promise runs out. Not supported: removing
 racks or sectors, adding racks to a sector (it would change a sector group's
 members under the same instance names) or data centers.
 
-Without a quorum (no heartbeat from the sector's authority for
-``quorum_timeout``) nothing is chosen; the monitor says so
-(``monitor.no_quorum``) and, per ``on_no_quorum``, keeps its view of the other
-data centers (``"keep"``) or reverts it to ``default_assumption``
-(``"revert"``, e.g. "not-operational"), until its quorum returns
-(``monitor.assume``); it then asks its authority for the facts it missed.
+**9. Availability of groups (the seed: "agree as to the state of the data
+centers (operational or nonoperational)"; block 612: without consensus,
+"assume that the other data centers are not functioning").** The rule, a
+pure function of agreed facts (:func:`protocols.rack.layout.group_states`):
+a rack is *up* while its agreed condition is ``non-fault`` (no fact: the
+seed's default non-fault; faulty, powered-off and rebooting racks serve
+nothing); a *sector* is ``operational`` while a strict majority of its racks
+are up; a *data center* is ``operational`` while the fleet reaches it and a
+strict majority of its sectors are operational. Ties are not operational:
+what a majority cannot vouch for is not claimed (the same conservative
+default the seed takes without consensus). Why majorities: they are the
+groups' own quorum arithmetic, so a sector is called operational exactly when
+most of its racks are, which no minority of faults or of monitors can fake;
+and the rule is monotone in each input, so two monitors that know the same
+facts compute the same states.
+
+Who decides: the fleet's acting authority alone, every beat, applies the rule
+to the rack facts it knows at fleet level and to the data centers whose seat
+has acked its fleet heartbeats within ``quorum_timeout`` (its own data center
+always; a new authority waits ``quorum_timeout`` before calling a seat cut
+off), and proposes, where the result differs from the agreed state, a
+*group fact* ``{"subject": <sector or dc>, "seq", "condition", "reason"}`` at
+fleet level (instance ``fleet@<seats>|condition|<group>|<seq>``): the same
+agreed-fact machinery as rack facts (Persist before send, pushed down with
+``Fact``, digest sync, retired behind the newest seq per stream), no second
+consensus. The seq's parity *is* the state (even: operational, odd: not; seq 0
+is the default operational): the next fact takes the next seq of the other
+parity. So two fleet authorities of different seat views (two gids, two
+instances of one seq) can disagree on a fact's reason but never on its state;
+a monitor refuses a group fact whose condition does not match its seq, or that
+is agreed below fleet level. A stale fact (an old authority's late proposal) is
+replaced by the next authority's derivation on its next beat. After the faults
+heal, every monitor knows the same fleet facts (``fleet-agreement``), hence the
+same states.
+
+Without a quorum nothing is chosen; a monitor applies ``on_no_quorum`` (keep its
+view, ``"keep"``, or revert to ``default_assumption``, ``"revert"``, e.g.
+"not-operational", shown as ``monitor.assume``) to the data centers it cannot
+reach, in two cases: (a) its sector has no live authority (no heartbeat for
+``quorum_timeout``: ``monitor.no_quorum`` for the sector): every other data
+center; (b) it cannot reach a quorum of the fleet's data centers (cut off:
+``monitor.no_quorum`` with ``group = "fleet"`` and the ``unreached`` data
+centers): those it cannot reach. Reachability is judged where it can be seen:
+a fleet seat holder (its data center's acting authority) counts a data center
+reached while it heard any message from one of its monitors within
+``quorum_timeout``; every other monitor believes its authority's heartbeats
+(``Heartbeat.unreached``: a sector authority tells its members, a data
+center's authority its sector authorities), and without them for
+``quorum_timeout`` reaches no other data center. So a data center cut off
+with healthy sectors (whose own sectors keep their quorum) is agreed not
+operational by the rest of the fleet *and* applies the policy itself; when the
+cut heals, its seat holder hears the others again, the views return
+(``monitor.quorum``, ``monitor.assume`` ``as-agreed``) and the fleet's
+authority, acked by the seat again, agrees it operational. The policy changes
+what a monitor *assumes* (its ``View``), never an agreed fact.
+
+**10. Queries.** Any monitor answers ``ViewRequest`` (from anyone: an
+operator's ``fleetplane racks status``) with ``View``: per rack its newest
+condition and the highest level that agreed it (``local`` for its own rack's
+condition raised here and not yet agreed, ``default`` for none), per sector
+and data center the agreed state (level ``fleet``) or, before any, the rule
+applied here (``local``), the rule's answer from its own facts and the
+policy's assumption in force; ages are durations on its own clock (never a
+foreign timestamp). Answering changes no state, and the answer has one entry
+per rack and group of the layout: a peer cannot grow it (facts about subjects
+outside the layout, one sector ahead for a reconfiguration, are refused).
 
 Durable state (``Persist`` effects, written before later sends): Paxos's, plus
 ``monitor`` = the condition counter, the decisions taken on as target (the last
@@ -298,13 +358,15 @@ Events: ``monitor.start``, ``monitor.condition``, ``monitor.no_quorum``,
 ``control.done``, ``control.cancelled``, ``control.refused`` (target side),
 ``control.skipped`` (either),
 ``monitor.deferred``, ``monitor.refused``, ``monitor.rejoined``, ``monitor.retired``, ``monitor.peer``,
-``authority.resigned``, ``monitor.reconfigure``, ``monitor.config``, ``monitor.config_refused`` and the
-``paxos.*`` events of the embedded node.
+``authority.resigned``, ``monitor.reconfigure``, ``monitor.config``, ``monitor.config_refused``,
+``monitor.bad_input`` and the ``paxos.*`` events of the embedded node. Group facts are logged like rack
+facts (``fact.propose``, ``rack.known`` with a sector or data center as ``subject``).
 """
 
 from __future__ import annotations
 
 import random
+import re
 import zlib
 from typing import Any
 
@@ -314,7 +376,7 @@ from protocols.consensus import Accept, Accepted, Chosen, Learned, Nack, PaxosNo
 from protocols.consensus.quorum import majority
 from protocols.core import Effect, Emit, Send, SetTimer, TimerFired
 from protocols.rack.detector import FAULT_KINDS, NON_FAULT, REBOOTING, FaultDetector
-from protocols.rack.layout import FLEET, Layout
+from protocols.rack.layout import FLEET, NOT_OPERATIONAL, OPERATIONAL, Layout, group_states, state_of_seq
 from protocols.rack.messages import (
     Execute,
     ExecuteAck,
@@ -333,6 +395,8 @@ from protocols.rack.messages import (
     SyncReply,
     SyncRequest,
     TermHint,
+    View,
+    ViewRequest,
 )
 
 __all__ = ["LEVELS", "MONITOR_KEY", "RackMonitor", "split_instance"]
@@ -346,6 +410,14 @@ _ASKS = (Heartbeat, Fact, Execute, Prepare, Accept, Chosen, SyncRequest, Rejoin)
 _CONFIG_FIELDS = ("dcs", "sectors", "racks")
 CONFIG = "config"  # the subject of configuration facts (fleet level, seq = epoch)
 KEEP_EXECUTED = 8  # decisions about my rack remembered (durably) by id; older ones are refused by seq
+
+
+_RACK_ID = re.compile(r"^d(\d+)s(\d+)r(\d+)$")
+
+
+def _learned(effects: list[Effect]) -> bool:
+    """Did these effects of ``_learn_fact`` learn something new (not a stale or refused fact)?"""
+    return any(e.__class__ is Emit and e.kind == "rack.known" for e in effects)
 
 
 def decision_seq(decision: str, rack: str) -> int | None:
@@ -506,6 +578,13 @@ class RackMonitor:
         self.down: dict[tuple[str, int], set[str]] = {}  # (subject, seq) -> recipients yet to ack
         self.no_quorum = False
         self.assumed: dict[str, str] = {}
+        self.learned_at: dict[str, float] = {}  # subject -> when I learned its newest fact (for View ages)
+        self.cond_at: float | None = None  # when my rack's condition last changed here
+        # availability of groups: do I hear the fleet (through the tree)? as fleet authority, who acks me?
+        self.unreached: tuple[str, ...] = ()  # data centers I cannot reach (bounded: the layout's)
+        self.told: tuple[tuple[str, ...], float] | None = None  # my authority's unreached, and when it told me
+        self.fleet_cut = False  # I cannot reach a quorum of the fleet: the no-quorum policy applies to unreached
+        self.fleet_acks: dict[str, float] = {}  # (as fleet authority) data center -> its seat's last ack
         self._digest: int | None = None
         self.synced_at: dict[str, float] = {}  # base -> when I last asked its authority to sync
 
@@ -708,6 +787,7 @@ class RackMonitor:
             return [Emit("monitor.deferred", {"rack": self.rack, "condition": det.state, "silence": silence,
                                               "reason": "rejoining after a start on an empty disk"})]
         self.cond_seq += 1
+        self.cond_at = now
         value = {"subject": self.rack, "seq": self.cond_seq, "condition": det.state,
                  "indicator": det.indicator(), "reason": det.reason}
         effects: list[Effect] = [
@@ -738,12 +818,20 @@ class RackMonitor:
         subject, seq, rank = value.get("subject"), value.get("seq"), LEVELS[level]
         if not isinstance(subject, str) or not isinstance(seq, int):
             return [Emit("monitor.bad_input", {"reason": f"malformed fact {value!r}"})]
+        if not self._known_subject(subject):
+            # (a peer must not grow my tables: only subjects of my layout, one sector ahead for a reconfiguration)
+            return [Emit("monitor.bad_input", {"reason": f"fact about {subject!r}: not in the layout"})]
+        group = self._group_subject(subject)
+        if group and (rank != LEVELS["fleet"] or value.get("condition") != state_of_seq(seq)):
+            # a group's state is agreed at fleet level only, and its seq's parity says which state it is
+            return [Emit("monitor.bad_input", {"reason": f"malformed group fact {value!r} at level {level}"})]
         old = self.known.get(subject)
         if old is not None and (old[0], old[1]) >= (seq, rank):
             return []
         if old is not None and old[0] > seq:
             return []
         self.known[subject] = (seq, rank, value)
+        self.learned_at[subject] = now
         if rank == LEVELS["fleet"]:
             self._digest = None
         out: list[Effect] = [Emit("rack.known", {"subject": subject, "seq": seq, "level": level,
@@ -799,7 +887,7 @@ class RackMonitor:
         v = msg.value
         if isinstance(v.get("subject"), str) and isinstance(v.get("seq"), int):
             effects.append(Send(sender, FactAck(v["subject"], v["seq"])))
-            if effects[:-1] and self.acting(self.sector, now):  # new to me: on down to my sector
+            if _learned(effects) and self.acting(self.sector, now):  # new to me: on down to my sector
                 effects += self._push_down(v, now)
         return effects
 
@@ -834,7 +922,7 @@ class RackMonitor:
             if isinstance(v, dict):
                 new = self._learn_fact(v, "fleet", now)
                 effects += new
-                if new and self.acting(self.sector, now) and isinstance(v.get("seq"), int):
+                if _learned(new) and self.acting(self.sector, now) and isinstance(v.get("seq"), int):
                     effects += self._push_down(v, now)
         return effects
 
@@ -990,7 +1078,8 @@ class RackMonitor:
             return []
         self.acks[(base, now)] = set()
         quorum_ok = now < self.lease_until.get(base, 0.0)
-        hb = Heartbeat(mine.gid, mine.term, self.rack, now, quorum_ok, self.digest(), self._seat_table())
+        hb = Heartbeat(mine.gid, mine.term, self.rack, now, quorum_ok, self.digest(), self._seat_table(),
+                       list(self.unreached))
         return [Send(m, hb) for m in q.members]
 
     def _on_heartbeat(self, msg: Heartbeat, sender: str, now: float) -> list[Effect]:
@@ -1026,6 +1115,15 @@ class RackMonitor:
         effects: list[Effect] = seat_effects
         self.last_hb[base] = now
         self.candidate_at.pop(base, None)
+        if sender != self.address and base in (self.sector, self.dc):
+            # my authority (sector's, or as a sector authority my data center's) tells what it cannot reach
+            told = msg.unreached
+            dcs = self.layout.all_dcs()
+            if isinstance(told, list) and len(told) <= len(dcs) and all(d in dcs for d in told):
+                self.told = (tuple(sorted(set(told) - {self.dc})), now)
+                effects += self._check_fleet(now)
+            else:
+                effects.append(Emit("monitor.bad_input", {"reason": f"unreached {told!r}", "from": sender}))
         if base == self.sector and msg.quorum_ok and self.no_quorum:
             effects += self._quorum_back(now, sender)
         elif sender != self.address and msg.digest != self.digest() and \
@@ -1050,6 +1148,12 @@ class RackMonitor:
 
     def _on_heartbeat_ack(self, msg: HeartbeatAck, sender: str, now: float) -> list[Effect]:
         base = msg.group.partition("@")[0]
+        if base == FLEET and base in self.holding:
+            holding = self.holding[base]
+            if msg.term == holding.term and msg.group == holding.gid:
+                rack = self.layout.rack_of_monitor(sender)
+                if rack is not None:
+                    self.fleet_acks[self.layout.dc_of(rack)] = now  # (one entry per data center: bounded)
         if sender != self.address and base in self.holding:
             seen = self.healthy_acks.setdefault(base, {})
             if msg.healthy is True:
@@ -1556,6 +1660,8 @@ class RackMonitor:
 
     def _retire_subject(self, subject: str, seq: int) -> list[Effect]:
         """A fact of ``subject`` at ``seq`` is known: its older condition instances, at every level, are moot."""
+        if self._group_subject(subject):
+            return self._retire(f"{FLEET}|condition|{subject}", seq)  # group facts live at fleet level only
         try:
             bases = [self.layout.sector_of(subject), self.layout.dc_of(subject), FLEET]
         except ValueError:
@@ -1764,6 +1870,8 @@ class RackMonitor:
         effects += self._retry_up(now)
         effects += self._retry_down(now)
         effects += self._check_quorum(now)
+        effects += self._check_fleet(now)
+        effects += self._derive_groups(now)
         return effects
 
     def _retry_up(self, now: float) -> list[Effect]:
@@ -1797,24 +1905,181 @@ class RackMonitor:
         self.no_quorum = True
         effects: list[Effect] = [Emit("monitor.no_quorum", {"group": self.sector, "silent_for": now - last,
                                                             "policy": self.on_no_quorum})]
-        if self.on_no_quorum == "revert":
-            for d in sorted(self.assumed):
-                self.assumed[d] = self.default_assumption
-                effects.append(Emit("monitor.assume", {"group": d, "condition": self.default_assumption,
-                                                       "reason": "no quorum"}))
-        return effects
+        return effects + self._apply_policy("no quorum")
 
     def _quorum_back(self, now: float, authority: str) -> list[Effect]:
         self.no_quorum = False
         effects: list[Effect] = [Emit("monitor.quorum", {"group": self.sector, "authority": authority})]
-        if self.on_no_quorum == "revert":
-            for d in sorted(self.assumed):
-                self.assumed[d] = "as-agreed"
-                effects.append(Emit("monitor.assume", {"group": d, "condition": "as-agreed",
-                                                       "reason": "quorum regained"}))
+        effects += self._apply_policy("quorum regained")
         if authority != self.address:
             effects.append(Send(authority, self._sync_request()))
         return effects
+
+    def _apply_policy(self, reason: str) -> list[Effect]:
+        """The no-quorum policy: without my sector's quorum, or cut off from the fleet, the other data centers
+        (the ones I cannot reach) are assumed ``default_assumption`` (``revert``) or kept as agreed (``keep``)."""
+        if self.on_no_quorum != "revert":
+            return []
+        effects: list[Effect] = []
+        for d in sorted(self.assumed):
+            cut = self.no_quorum or (self.fleet_cut and d in self.unreached)
+            want = self.default_assumption if cut else "as-agreed"
+            if self.assumed[d] != want:
+                self.assumed[d] = want
+                effects.append(Emit("monitor.assume", {"group": d, "condition": want, "reason": reason}))
+        return effects
+
+    # -- availability of groups --------------------------------------------------------
+
+    def _known_subject(self, subject: str) -> bool:
+        """A fact may be about the configuration, a group of my layout, or a rack of my layout or of the next
+        epoch's (one more sector per data center), nothing else."""
+        if subject == CONFIG or self._group_subject(subject):
+            return True
+        m = _RACK_ID.match(subject)
+        if m is None:
+            return False
+        d, sec, r = (int(x) for x in m.groups())
+        return d < self.layout.dcs and sec <= self.layout.sectors and r < self.layout.racks
+
+    def _group_subject(self, subject: Any) -> bool:
+        """Is ``subject`` a sector or data center of my layout (a group fact's subject)?"""
+        if subject == FLEET or not isinstance(subject, str) or subject[:1] != "d" or "r" in subject:
+            return False
+        try:
+            return self.layout.level(subject) in ("sector", "dc")
+        except ValueError:
+            return False
+
+    def _compute_unreached(self, now: float) -> tuple[str, ...]:
+        """The data centers I cannot reach. A fleet seat holder (my data center's acting authority) judges
+        for itself: a data center none of whose monitors I heard from (any message) for ``quorum_timeout``.
+        Everyone else believes its authority's heartbeats (``unreached``) while they come; without them for
+        ``quorum_timeout`` it reaches no other data center. A start waits ``quorum_timeout`` before judging."""
+        if self.started_at is None or self.epoch is None:
+            return ()
+        others = [d for d in self.layout.all_dcs() if d != self.dc]
+        grace = self.started_at + self.quorum_timeout
+        if self.acting(self.dc, now):
+            since = max(self.acting_since[self.dc], grace)
+            last: dict[str, float] = {}
+            for peer, t in self.heard.items():
+                rack = self.layout.rack_of_monitor(peer)
+                if rack is not None:
+                    d = self.layout.dc_of(rack)
+                    last[d] = max(last.get(d, t), t)
+            return tuple(d for d in others if now - max(last.get(d, since), since) >= self.quorum_timeout)
+        if self.told is not None and now - self.told[1] < self.quorum_timeout:
+            return self.told[0]
+        if now < grace + self.quorum_timeout:
+            return self.unreached
+        return tuple(others)
+
+    def _check_fleet(self, now: float) -> list[Effect]:
+        """Cut off (I cannot reach a quorum of the fleet's data centers): the no-quorum policy applies to the
+        data centers I cannot reach, until I reach a quorum again (``monitor.no_quorum`` / ``monitor.quorum``
+        with ``group = "fleet"``)."""
+        new = self._compute_unreached(now)
+        if new == self.unreached:
+            return []
+        self.unreached = new
+        cut = 2 * (self.layout.dcs - len(new)) <= self.layout.dcs
+        effects: list[Effect] = []
+        if cut != self.fleet_cut:
+            self.fleet_cut = cut
+            effects.append(Emit("monitor.no_quorum" if cut else "monitor.quorum",
+                                {"group": FLEET, "unreached": list(new), "policy": self.on_no_quorum}))
+        return effects + self._apply_policy("cut off from the fleet" if cut else "fleet reached again")
+
+    def _rack_conditions(self, levels: int = LEVELS["fleet"]) -> dict[str, str]:
+        """rack -> the condition of its newest fact I know at ``levels`` or higher."""
+        out: dict[str, str] = {}
+        for subject, (_seq, rank, value) in self.known.items():
+            if rank >= levels and subject != CONFIG and not self._group_subject(subject):
+                out[subject] = value.get("condition")
+        return out
+
+    def _unreached(self, now: float) -> set[str]:
+        """(As the fleet's acting authority) data centers whose seat has not acked me for ``quorum_timeout``."""
+        since = self.acting_since.get(FLEET, now)
+        return {d for d in self.layout.all_dcs()
+                if d != self.dc and now - max(self.fleet_acks.get(d, since), since) >= self.quorum_timeout}
+
+    def _derive_groups(self, now: float) -> list[Effect]:
+        """(As the fleet's acting authority) propose each sector's and data center's state where the rule,
+        applied to the fleet-agreed rack facts and the seats that reach me, differs from the agreed one."""
+        if self.epoch is None or not self.acting(FLEET, now):
+            return []
+        effects: list[Effect] = []
+        pending = self.up.get(FLEET, {})
+        for group, (cond, reason) in sorted(group_states(self.layout, self._rack_conditions(),
+                                                         self._unreached(now)).items()):
+            known = self.known.get(group)
+            seq = known[0] if known is not None else 0
+            waiting = pending.get(group)
+            if waiting is not None and waiting[0]["seq"] > seq:
+                if waiting[0]["condition"] == cond:
+                    continue  # proposed already
+                seq = waiting[0]["seq"]
+            elif state_of_seq(seq) == cond:
+                continue  # agreed already
+            seq += 1  # the next seq of the other parity: the state it names
+            effects += self._propose_fact(FLEET, {"subject": group, "seq": seq, "condition": cond,
+                                                  "reason": reason}, now)
+        return effects
+
+    # -- queries -----------------------------------------------------------------------
+
+    def _on_view_request(self, msg: ViewRequest, sender: str, now: float) -> list[Effect]:
+        if not isinstance(sender, str) or not sender:
+            return []
+        return [Send(sender, self.answer_view(now, groups_only=msg.groups_only is True))]
+
+    def answer_view(self, now: float, groups_only: bool = False) -> View:
+        """What I know, per rack and group, with the level of agreement and its age (durations on my clock)."""
+        names = {v: k for k, v in LEVELS.items()}
+        racks: dict[str, dict] = {}
+        if not groups_only:
+            for r in self.layout.all_racks():
+                k = self.known.get(r)
+                if r == self.rack and self.cond_seq and (k is None or k[0] < self.cond_seq):
+                    racks[r] = {"condition": self.detector.state, "indicator": list(self.detector.indicator()),
+                                "seq": self.cond_seq, "level": "local",
+                                "age": None if self.cond_at is None else round(now - self.cond_at, 3)}
+                elif k is None:
+                    racks[r] = {"condition": "non-fault", "indicator": None, "seq": 0, "level": "default",
+                                "age": None}
+                else:
+                    ind = k[2].get("indicator")
+                    racks[r] = {"condition": k[2].get("condition"),
+                                "indicator": list(ind) if isinstance(ind, (list, tuple)) else None,
+                                "seq": k[0], "level": names.get(k[1], "?"),
+                                "age": round(now - self.learned_at.get(r, now), 3)}
+        rule = group_states(self.layout, self._rack_conditions(levels=LEVELS["sector"]))
+        groups: dict[str, dict] = {}
+        for g, (cond, reason) in rule.items():
+            k = self.known.get(g)
+            if k is not None:
+                entry = {"condition": k[2].get("condition"), "level": "fleet", "seq": k[0],
+                         "age": round(now - self.learned_at.get(g, now), 3), "reason": k[2].get("reason")}
+            else:
+                entry = {"condition": cond, "level": "local", "seq": 0, "age": None, "reason": reason}
+            entry["rule"] = cond
+            dc = g if self.layout.level(g) == "dc" else self.layout.dc_of(g)
+            assumed = self.assumed.get(dc, "as-agreed")
+            entry["assumed"] = assumed if assumed != "as-agreed" else None
+            if entry["assumed"]:
+                entry["condition"] = assumed
+            groups[g] = entry
+        authorities = {b: {"term": a.term, "holder": a.holder, "acting": a.holder == self.rack and self.acting(b, now)}
+                       for b, a in sorted(self.auth.items())}
+        for _parent, tab in sorted(self.seats.items()):  # the seat holders I was told of (upper groups' seats)
+            for child, (term, holder) in sorted(tab.items()):
+                if child not in authorities:
+                    authorities[child] = {"term": term, "holder": holder, "acting": False}
+        return View(self.rack, -1 if self.epoch is None else self.epoch, self._layout_dict(), racks, groups,
+                    authorities, self.no_quorum, self.fleet_cut, self.on_no_quorum, dict(self.assumed),
+                    0.0 if self.started_at is None else round(now - self.started_at, 3), list(self.unreached))
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -1856,7 +2121,8 @@ class RackMonitor:
         return {"rack": self.rack, "condition": self.detector.state, "indicator": self.detector.indicator(),
                 "authorities": {b: (a.term, a.holder) for b, a in self.auth.items()},
                 "acting": sorted(self.acting_since), "known": {s: v[2] for s, v in self.known.items()},
-                "assumed": dict(self.assumed), "no_quorum": self.no_quorum}
+                "assumed": dict(self.assumed), "no_quorum": self.no_quorum, "fleet_cut": self.fleet_cut,
+                "unreached": list(self.unreached)}
 
     _handlers = {
         Status: _on_status,
@@ -1875,4 +2141,5 @@ class RackMonitor:
         Execute: _on_execute,
         ExecuteAck: _on_execute_ack,
         RebootAck: _on_reboot_ack,
+        ViewRequest: _on_view_request,
     }

@@ -2,18 +2,20 @@
 
 Kinds ``rack.*``, the consensus and detection checkers
 (:mod:`topologies.rack.checks`), the indicators-and-authorities chart
-(:mod:`topologies.rack.report`) and the ``racks.toml`` generator
-(``python -m topologies.rack.gen``).
+(:mod:`topologies.rack.report`), the ``racks.toml`` generator
+(``python -m topologies.rack.gen``) and ``fleetplane racks status RUNDIR-or-endpoint``
+(one running monitor's fleet view: :mod:`topologies.rack.status`).
 """
 
 from __future__ import annotations
 
 from protocols.rack import RackControl, RackMonitor
 from topologies.kinds import make_kind
-from topologies.plugin import Plugin, ReportSection
+from topologies.plugin import Command, Plugin, ReportSection
 from topologies.rack.checks import CHECKERS
 from topologies.rack.inventory import INVENTORY_KIND
 from topologies.rack.report import rack_timeline
+from topologies.rack.status import cmd_racks, setup_racks
 
 PLUGIN = Plugin(
     name="rack",
@@ -28,5 +30,8 @@ PLUGIN = Plugin(
     checkers=CHECKERS,
     report=(ReportSection("Rack monitors: rack indicators and authorities", rack_timeline),),
     must_judge=("paxos-one-value", "one-authority-per-ballot", "fleet-agreement"),
+    commands=(Command("racks", "ask a running rack monitor for its fleet view: data centers, sectors and racks, "
+                               "with their level of agreement and age (racks status RUNDIR-or-endpoint)",
+                      setup_racks, cmd_racks),),
     doc="rack monitors with hierarchical Paxos",
 )

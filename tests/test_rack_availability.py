@@ -1,0 +1,295 @@
+"""Availability of groups (issue 17, deliverable 5): sector and data-center states, the no-quorum policy, views.
+
+Source: shared/seeds/002_97a4443258b93c4d.txt: "the state monitoring components can agree as to the state
+of the data centers (operational or nonoperational)" (FIG. 6 discussion); "if ... a consensus is not
+reached, ... the state monitoring component may assume that the other data centers are not functioning"
+(block 612). The rule and its argument are in protocols/rack/monitor.py ("Availability of groups").
+
+* the rule (protocols.rack.layout.group_states) on its own;
+* seeded simulations (tests/rack_sim.py): a data center cut off from the rest of the monitor mesh is
+  agreed not operational by the fleet while its own monitors apply the no-quorum policy to the data
+  centers they cannot reach, and both revert when the cut heals; racks powered off make their sector
+  and data center not operational, fleet-wide, and back; every assertion names its seed;
+* ``ViewRequest`` answered by any monitor (levels of agreement, ages as durations, bounded sizes);
+* ``fleetplane racks status`` (in process: its exit-2 cases; one real run, marked slow).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from protocols.core import Send
+from protocols.rack.layout import NOT_OPERATIONAL, OPERATIONAL, Layout, group_states, state_of_seq
+from protocols.rack.messages import Fact, View, ViewRequest
+from tests.rack_sim import RackFleet
+from topologies.checkers import run_checkers
+from transport import codec
+
+ROOT = Path(__file__).resolve().parents[1]
+SAFETY = ("paxos-one-value", "one-authority-per-ballot")
+
+
+def safe(f: RackFleet) -> None:
+    for v in run_checkers(f.events()):
+        if v.checker in SAFETY + ("fleet-agreement", "group-availability"):
+            assert v.status != "invalid", f"seed={f.seed}: {v.checker} invalid: {v.summary} {v.evidence[:3]}"
+
+
+def agreed(f: RackFleet, rack: str, group: str) -> str | None:
+    """The condition of ``group`` the monitor of ``rack`` knows at fleet level (None: no fact)."""
+    k = f.monitor(rack).known.get(group)
+    return None if k is None else k[2].get("condition")
+
+
+def cut_off(f: RackFleet, dc: str) -> None:
+    """The monitors of ``dc`` lose the mesh to every other monitor (rack-local links and controls stay)."""
+    inside = [m for m in f.monitor_net if m.startswith(f"mon-{dc}")]
+    rest = [m for m in f.monitor_net if m not in inside]
+    f.sim.partition([f.pair(inside), f.pair(rest) + [n for n in f.main_net if n not in f.pair(inside)]])
+
+
+# --------------------------------------------------------------------------
+# the rule
+# --------------------------------------------------------------------------
+
+def test_the_rule_majorities_of_racks_and_sectors_ties_not_operational():
+    L = Layout(2, 2, 3)
+    s = group_states(L, {})
+    assert all(v[0] == OPERATIONAL for v in s.values()), s  # no fact: the seed's default non-fault
+    s = group_states(L, {"d0s0r0": "powered-off", "d0s0r1": "rebooting", "d1s1r2": "needs-repair"})
+    assert s["d0s0"] == (NOT_OPERATIONAL, "1 of 3 racks up")  # rebooting hosts serve nothing either
+    assert s["d1s1"][0] == OPERATIONAL  # 2 of 3
+    assert s["d0"] == (NOT_OPERATIONAL, "1 of 2 sectors operational")  # a tie is not a majority
+    assert s["d1"][0] == OPERATIONAL
+    s = group_states(L, {}, cut={"d1"})
+    assert s["d1"] == (NOT_OPERATIONAL, "cut off from the fleet") and s["d1s0"][0] == OPERATIONAL
+    assert [state_of_seq(n) for n in range(4)] == [OPERATIONAL, NOT_OPERATIONAL, OPERATIONAL, NOT_OPERATIONAL]
+
+
+# --------------------------------------------------------------------------
+# a data center cut off (fails on the code before this change: no group facts, no policy for a DC
+# whose own sectors keep their quorum)
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_data_center_cut_off_is_agreed_not_operational_and_its_monitors_apply_the_policy(seed):
+    f = RackFleet(seed, dcs=3, sectors=2, racks=3, on_no_quorum="revert")
+    f.run(3.0)
+    inside = [r for r in f.racks if r.startswith("d0")]
+    outside = [r for r in f.racks if r not in inside]
+    assert all(agreed(f, r, "d0") in (None, OPERATIONAL) for r in f.racks), f"seed={seed}: d0 down before the cut"
+    cut_off(f, "d0")
+    f.run(7.0)
+    # the fleet (d1 and d2: a quorum of its seats) agrees d0 is not operational
+    wrong = {r: agreed(f, r, "d0") for r in outside if agreed(f, r, "d0") != NOT_OPERATIONAL}
+    assert not wrong, f"seed={seed}: monitors outside d0 that do not know d0 not operational: {wrong}"
+    assert all(f.monitor(r).assumed.get("d0") == "as-agreed" for r in outside), f"seed={seed}: outside reverted"
+    # d0's monitors cannot reach a quorum of the fleet: the policy (revert) for the data centers they cannot reach
+    bad = {r: f.monitor(r).assumed for r in inside
+           if f.monitor(r).assumed != {"d1": "not-operational", "d2": "not-operational"}}
+    assert not bad, f"seed={seed}: d0 monitors that did not apply the no-quorum policy: {bad}"
+    # ... while d0's own sectors keep their quorum (the case the old trigger, a silent sector, never saw)
+    assert all(f.authority(s) for s in f.layout.sectors_of("d0")), f"seed={seed}: d0's sectors lost their authority"
+    f.sim.heal()
+    f.run(12.0)
+    wrong = {r: agreed(f, r, "d0") for r in f.racks if agreed(f, r, "d0") != OPERATIONAL}
+    assert not wrong, f"seed={seed}: after the heal, monitors that do not know d0 operational again: {wrong}"
+    bad = {r: f.monitor(r).assumed for r in f.racks if set(f.monitor(r).assumed.values()) != {"as-agreed"}}
+    assert not bad, f"seed={seed}: views not back to the agreed ones after the heal: {bad}"
+    kinds = {(e["fields"]["group"], e["fields"]["condition"]) for e in f.events("monitor.assume")}
+    assert {("d1", "not-operational"), ("d1", "as-agreed")} <= kinds, f"seed={seed}: {kinds}"
+    safe(f)
+
+
+def test_keep_policy_a_cut_off_data_center_keeps_its_view():
+    f = RackFleet(3, dcs=3, sectors=2, racks=3, on_no_quorum="keep")
+    f.run(3.0)
+    cut_off(f, "d0")
+    f.run(7.0)
+    inside = [r for r in f.racks if r.startswith("d0")]
+    assert all(f.monitor(r).fleet_cut for r in inside), "d0's monitors know they are cut off"
+    assert all(set(f.monitor(r).assumed.values()) == {"as-agreed"} for r in inside), "keep: no view changes"
+    assert any(e["fields"]["group"] == "fleet" for e in f.events("monitor.no_quorum"))
+    assert all(agreed(f, r, "d0") == NOT_OPERATIONAL for r in f.racks if not r.startswith("d0"))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_racks_powered_off_make_their_sector_and_data_center_not_operational_fleet_wide(seed):
+    f = RackFleet(seed, dcs=3, sectors=2, racks=3)
+    f.run(2.5)
+    f.power_off("d1s0r0")
+    f.run(4.5)
+    assert {agreed(f, r, "d1s0") for r in f.racks} <= {None, OPERATIONAL}, f"seed={seed}: 2 of 3 racks are up"
+    f.power_off("d1s0r2")
+    f.run(7.5)
+    for g, want in (("d1s0", NOT_OPERATIONAL), ("d1", NOT_OPERATIONAL), ("d1s1", OPERATIONAL), ("d0", OPERATIONAL)):
+        wrong = {r: agreed(f, r, g) for r in f.racks if (agreed(f, r, g) or OPERATIONAL) != want}
+        assert not wrong, f"seed={seed}: {g} should be {want} everywhere: {wrong}"
+    f.power_on("d1s0r0")
+    f.run(11.0)
+    for g in ("d1s0", "d1"):
+        wrong = {r: agreed(f, r, g) for r in f.racks if agreed(f, r, g) != OPERATIONAL}
+        assert not wrong, f"seed={seed}: {g} back to operational everywhere: {wrong}"
+    facts = [e for e in f.events("rack.known") if e["fields"]["subject"] == "d1"]
+    assert facts and all(e["fields"]["level"] == "fleet" for e in facts), f"seed={seed}: group facts are fleet facts"
+    safe(f)
+
+
+# --------------------------------------------------------------------------
+# ViewRequest
+# --------------------------------------------------------------------------
+
+def ask_view(f: RackFleet, rack: str, **kw) -> View:
+    out = f.monitor(rack).handle(ViewRequest(**kw), "client-x/$ask/1", f.sim.now)
+    sends = [e for e in out if isinstance(e, Send)]
+    assert len(sends) == 1 and sends[0].to == "client-x/$ask/1", out
+    return sends[0].msg
+
+
+def test_any_monitor_answers_a_view_request_with_levels_and_ages():
+    f = RackFleet(1, dcs=2, sectors=2, racks=3)
+    f.run(3.0)
+    v = ask_view(f, "d1s1r2")
+    assert v.rack == "d1s1r2" and v.epoch == 0 and v.layout == {"dcs": 2, "sectors": 2, "racks": 3}
+    assert set(v.racks) == set(f.racks) and set(v.groups) == {"d0", "d1", "d0s0", "d0s1", "d1s0", "d1s1"}
+    assert {r["level"] for r in v.racks.values()} == {"default"}, "no condition change yet: the default non-fault"
+    assert all(g["condition"] == OPERATIONAL and g["rule"] == OPERATIONAL for g in v.groups.values())
+    assert v.authorities["d1s1"]["holder"] and v.authorities["d0"]["holder"] and not v.no_quorum and not v.fleet_cut and v.uptime == pytest.approx(3.0)
+    alone = f.pair([f.layout.monitor("d0s0r1").split("/")[0]])
+    f.sim.partition([alone, [n for n in f.monitor_net + f.main_net if n not in alone]])
+    f.power_off("d0s0r1")
+    f.run(4.5)  # its monitor raised it (after its deadline) but cannot get it agreed
+    mine = ask_view(f, "d0s0r1").racks["d0s0r1"]
+    assert mine["condition"] == "powered-off" and mine["level"] == "local" and 0.2 < mine["age"] < 1.2, mine
+    f.sim.heal()
+    f.run(6.0)
+    v = ask_view(f, "d1s1r2")
+    r = v.racks["d0s0r1"]
+    assert (r["condition"], r["level"], r["indicator"]) == ("powered-off", "fleet", ["red", "flashing"]), r
+    assert 0 < r["age"] < 1.5, r  # a duration on the answering monitor's clock
+    again = ask_view(f, "d0s0r1").racks["d0s0r1"]
+    assert again["level"] == "fleet", again
+    # a round trip through the wire codec: msgpack-native fields only
+    back = codec.decode(codec.encode(v))
+    assert back == v
+    assert ask_view(f, "d1s1r2", groups_only=True).racks == {}
+
+
+def test_a_view_is_bounded_by_the_layout_and_group_facts_are_checked():
+    f = RackFleet(2, dcs=2, sectors=2, racks=3)
+    f.run(2.5)
+    m = f.monitor("d0s1r0")
+    peer = f.layout.monitor("d1s0r0")
+    bogus = [{"subject": "d7s9", "seq": 2, "condition": OPERATIONAL},  # no such sector
+             {"subject": "d1", "seq": 3, "condition": OPERATIONAL},  # parity: seq 3 is not operational
+             {"subject": "fleet", "seq": 2, "condition": OPERATIONAL}]
+    for value in bogus:
+        m.handle(Fact("fleet", value), peer, f.sim.now)
+    assert "d1" not in m.known and "fleet" not in m.known
+    v = ask_view(f, "d0s1r0")
+    assert len(v.racks) == len(f.racks) and len(v.groups) == 6, "one entry per rack and group, whatever peers sent"
+    assert len(codec.encode(v)) < 200 * len(f.racks)
+
+
+def test_a_cut_off_monitor_answers_with_the_policy_in_force():
+    f = RackFleet(4, dcs=3, sectors=2, racks=3, on_no_quorum="revert")
+    f.run(3.0)
+    cut_off(f, "d2")
+    f.run(7.0)
+    v = ask_view(f, "d2s0r1")
+    assert v.fleet_cut and sorted(v.unreached) == ["d0", "d1"] and v.policy == "revert"
+    assert v.groups["d0"]["condition"] == "not-operational" and v.groups["d0"]["assumed"] == "not-operational"
+    assert v.groups["d2"]["assumed"] is None
+    w = ask_view(f, "d0s0r0")
+    assert not w.fleet_cut and w.unreached in ([], ["d2"]), w.unreached
+    assert w.groups["d2"]["condition"] == NOT_OPERATIONAL and w.groups["d2"]["level"] == "fleet"
+    assert w.groups["d2"]["reason"] == "cut off from the fleet" and w.groups["d2"]["rule"] == OPERATIONAL
+
+
+# --------------------------------------------------------------------------
+# fleetplane racks status
+# --------------------------------------------------------------------------
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from topologies.cli import main
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_racks_status_exit_2_without_a_run(tmp_path, capsys):
+    rc, _out, err = run_cli(["racks", "status", str(tmp_path / "nope")], capsys)
+    assert rc == 2 and "nope" in err, err
+    (tmp_path / "run").mkdir()
+    rc, _out, err = run_cli(["racks", "status", str(tmp_path / "run")], capsys)
+    assert rc == 2 and "topology.json" in err, err
+    (tmp_path / "run" / "topology.json").write_text(json.dumps({"nodes": [{"name": "a", "port": 1, "actors": []}]}))
+    rc, _out, err = run_cli(["racks", "status", str(tmp_path / "run")], capsys)
+    assert rc == 2 and "rack.monitor" in err, err
+    rc, _out, err = run_cli(["racks", "status", "tcp://127.0.0.1:1"], capsys)
+    assert rc == 2 and "NODE/ACTOR@tcp://HOST:PORT" in err, err
+    rc, _out, err = run_cli(["racks", "status", str(tmp_path / "run"), "--timeout", "0"], capsys)
+    assert rc == 2 and "--timeout" in err, err
+
+
+def test_racks_status_exit_2_when_the_monitor_does_not_answer(tmp_path, capsys):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody listens there
+    t0 = time.monotonic()
+    rc, _out, err = run_cli(["racks", "status", f"mon-d0c0/d0s0r0@tcp://127.0.0.1:{port}", "--timeout", "0.5"],
+                            capsys)
+    assert rc == 2 and "no answer" in err and "mon-d0c0/d0s0r0" in err, err
+    assert time.monotonic() - t0 < 5
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "topology.json").write_text(json.dumps({"nodes": [
+        {"name": "mon-d0c0", "port": port, "actors": [{"name": "d0s0r0", "kind": "rack.monitor", "params": {}}]}]}))
+    rc, _out, err = run_cli(["racks", "status", str(run), "--timeout", "0.5"], capsys)
+    assert rc == 2 and "no answer" in err, err
+
+
+@pytest.mark.slow
+def test_racks_status_against_a_real_run(tmp_path):
+    """A small real fleet (1 x 2 x 3: 4 processes); ``fleetplane racks status RUNDIR`` prints its view."""
+    from topologies.rack.gen import render
+    toml = tmp_path / "small.toml"
+    toml.write_text(render(1, 2, 3, None, 14.0))
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "topologies.cli", "run", str(toml), "--out", str(runs)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 12
+        run = None
+        while time.monotonic() < deadline and run is None:
+            found = sorted(runs.glob("*/topology.json"))
+            run = found[0].parent if found else None
+            time.sleep(0.2)
+        assert run is not None, "no run directory"
+        out = ""
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            r = subprocess.run([sys.executable, "-m", "topologies.cli", "racks", "status", str(run), "--json"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=20)
+            out = r.stdout
+            if r.returncode == 0 and json.loads(out)["authorities"].get("d0", {}).get("holder"):
+                break
+        view = json.loads(out)
+        assert view["groups"]["d0"]["condition"] == OPERATIONAL and view["authorities"]["d0"]["holder"], view
+        r = subprocess.run([sys.executable, "-m", "topologies.cli", "racks", "status", str(run)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0 and "d0s0" in r.stdout and "operational" in r.stdout, r.stdout + r.stderr
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
