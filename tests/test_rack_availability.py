@@ -159,7 +159,8 @@ def test_any_monitor_answers_a_view_request_with_levels_and_ages():
     assert v.rack == "d1s1r2" and v.epoch == 0 and v.layout == {"dcs": 2, "sectors": 2, "racks": 3}
     assert set(v.racks) == set(f.racks) and set(v.groups) == {"d0", "d1", "d0s0", "d0s1", "d1s0", "d1s1"}
     assert {r["level"] for r in v.racks.values()} == {"default"}, "no condition change yet: the default non-fault"
-    assert all(g["condition"] == OPERATIONAL and g["rule"] == OPERATIONAL for g in v.groups.values())
+    assert all((g["condition"], g["level"], g["rule"]) == (OPERATIONAL, "default", OPERATIONAL)
+               for g in v.groups.values()), v.groups
     assert v.authorities["d1s1"]["holder"] and v.authorities["d0"]["holder"] and not v.no_quorum and not v.fleet_cut and v.uptime == pytest.approx(3.0)
     alone = f.pair([f.layout.monitor("d0s0r1").split("/")[0]])
     f.sim.partition([alone, [n for n in f.monitor_net + f.main_net if n not in alone]])
@@ -209,7 +210,8 @@ def test_a_cut_off_monitor_answers_with_the_policy_in_force():
     w = ask_view(f, "d0s0r0")
     assert not w.fleet_cut and w.unreached in ([], ["d2"]), w.unreached
     assert w.groups["d2"]["condition"] == NOT_OPERATIONAL and w.groups["d2"]["level"] == "fleet"
-    assert w.groups["d2"]["reason"] == "cut off from the fleet" and w.groups["d2"]["rule"] == OPERATIONAL
+    assert w.groups["d2"]["reason"] == "cut off from the fleet" and w.groups["d2s0"]["rule"] == OPERATIONAL
+    assert w.groups["d2"]["rule"] == (NOT_OPERATIONAL if w.unreached else OPERATIONAL)  # what it reaches is a fact too
 
 
 # --------------------------------------------------------------------------

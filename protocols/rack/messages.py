@@ -238,9 +238,9 @@ class View:
     (the highest group that agreed it) or ``default`` (no fact: the seed's default non-fault);
     ``groups``: sector or data center -> ``{"condition", "level", "seq", "age", "rule", "reason",
     "assumed"}``: the condition this monitor holds (``assumed``: the no-quorum policy's, when it
-    overrides the agreed one), the agreed fact's level (``fleet``; ``local`` when none is agreed
-    yet and the condition is the rule applied here) and the rule's answer from this monitor's own
-    facts. ``age``: seconds since this monitor learned it (None for ``default``). Sizes are bounded
+    overrides the agreed one), the agreed fact's level (``fleet``; ``default`` when none is agreed
+    yet: the default state, operational) and ``rule``, the stated rule applied to this monitor's own
+    facts (its level of agreement: local). ``age``: seconds since this monitor learned it (None for ``default``). Sizes are bounded
     by the layout: one entry per rack and group.
     """
 

@@ -335,9 +335,9 @@ what a monitor *assumes* (its ``View``), never an agreed fact.
 operator's ``fleetplane racks status``) with ``View``: per rack its newest
 condition and the highest level that agreed it (``local`` for its own rack's
 condition raised here and not yet agreed, ``default`` for none), per sector
-and data center the agreed state (level ``fleet``) or, before any, the rule
-applied here (``local``), the rule's answer from its own facts and the
-policy's assumption in force; ages are durations on its own clock (never a
+and data center the agreed state (level ``fleet``; ``default``, operational,
+before any fact), the rule's answer from its own facts and the policy's
+assumption in force; ages are durations on its own clock (never a
 foreign timestamp). Answering changes no state, and the answer has one entry
 per rack and group of the layout: a peer cannot grow it (facts about subjects
 outside the layout, one sector ahead for a reconfiguration, are refused).
@@ -2055,15 +2055,15 @@ class RackMonitor:
                                 "indicator": list(ind) if isinstance(ind, (list, tuple)) else None,
                                 "seq": k[0], "level": names.get(k[1], "?"),
                                 "age": round(now - self.learned_at.get(r, now), 3)}
-        rule = group_states(self.layout, self._rack_conditions(levels=LEVELS["sector"]))
+        rule = group_states(self.layout, self._rack_conditions(levels=LEVELS["sector"]), set(self.unreached))
         groups: dict[str, dict] = {}
         for g, (cond, reason) in rule.items():
             k = self.known.get(g)
             if k is not None:
                 entry = {"condition": k[2].get("condition"), "level": "fleet", "seq": k[0],
                          "age": round(now - self.learned_at.get(g, now), 3), "reason": k[2].get("reason")}
-            else:
-                entry = {"condition": cond, "level": "local", "seq": 0, "age": None, "reason": reason}
+            else:  # nothing agreed: the default state (seq 0), as a rack's default is non-fault
+                entry = {"condition": state_of_seq(0), "level": "default", "seq": 0, "age": None, "reason": ""}
             entry["rule"] = cond
             dc = g if self.layout.level(g) == "dc" else self.layout.dc_of(g)
             assumed = self.assumed.get(dc, "as-agreed")

@@ -10,10 +10,10 @@ own on 127.0.0.1 named ``client-racks-<pid>`` (a topology's nodes admit peers
 named ``client-*``), asks one monitor with
 :class:`~protocols.rack.messages.ViewRequest` and prints its
 :class:`~protocols.rack.messages.View`: each data center and sector with its
-condition, the level of agreement (``fleet``: agreed fleet-wide; ``local``: the
-stated rule applied to this monitor's facts, nothing agreed yet), the age of
-what the monitor knows (seconds, on the monitor's clock), the rule's answer from
-its facts and the no-quorum policy's assumption where one is in force; then the
+condition, the level of agreement (``fleet``: agreed fleet-wide; ``default``:
+nothing agreed yet, the default operational state), the age of what the monitor
+knows (seconds, on the monitor's clock), the stated rule's answer from its own
+facts (``rule here``) and the no-quorum policy's assumption where one is in force; then the
 racks that are not non-fault (``--racks``: every rack), the authorities and the
 monitor's own quorum state. ``--json`` prints the view as JSON instead.
 
@@ -177,7 +177,8 @@ def render(view: View, address: str, every_rack: bool = False, file: Any = None)
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(file=file or sys.stdout, highlight=False)
+    out = file or sys.stdout
+    con = Console(file=out, highlight=False, width=None if out.isatty() else 140)  # a pipe: no truncated columns
     lay = view.layout or {}
     state = []
     if view.no_quorum:
@@ -201,7 +202,9 @@ def render(view: View, address: str, every_rack: bool = False, file: Any = None)
     con.print(t)
     racks = view.racks or {}
     shown = {r: e for r, e in racks.items() if every_rack or e.get("condition") != "non-fault"}
-    if racks:
+    if racks and not shown:
+        con.print(f"Racks: all {len(racks)} non-fault (--racks to list them)")
+    elif racks:
         t = Table(title=f"Racks ({len(shown)} of {len(racks)} shown"
                   + ("" if every_rack else ": those not non-fault; --racks for all") + ")", title_justify="left")
         for col in ("rack", "condition", "indicator", "agreed at", "seq", "age"):
