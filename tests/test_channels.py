@@ -213,3 +213,65 @@ def test_a_channel_scoped_cut_blocks_only_that_channel_s_links():
         build_schedule(topo, 1, "one", {"channel": "radio"})
     with pytest.raises(ValueError, match="strikes processes"):
         build_schedule(topo, 1, "kill", {"channel": "mesh"})
+
+
+def test_channels_work_under_curve_each_channel_checks_the_same_keys(nodes):
+    from transport.zmq import CurveConfig
+
+    (pa, sa), (pb, sb) = CurveConfig.generate(), CurveConfig.generate()
+    ca, cb = CurveConfig(pa, sa, {"b": pb}), CurveConfig(pb, sb, {"a": pa})
+
+    def make(curve):
+        return ChannelTransport({"main": ZmqTransport(curve=curve, **FAST), "mesh": ZmqTransport(curve=curve, **FAST)},
+                                lambda peer: "mesh")
+    a, b = Node("a", transport=make(ca)), Node("b", transport=make(cb))
+    nodes += [a, b]
+    a.transport.add_peer("b", b.transport.endpoints["mesh"])
+    b.transport.add_peer("a", a.transport.endpoints["mesh"])
+    b.spawn(Echo, name="echo")
+    assert a.ask("b/echo", Ping(1), timeout=5).result(10) == Pong(1, "b/echo")
+    assert a.counters()["transport.channel.mesh.peer.b.msgs_out"] == 1
+
+
+def test_a_node_may_fix_its_port_on_a_channel_and_bad_ones_are_loader_errors():
+    text = BASE.replace('name = "mon-a"\n', 'name = "mon-a"\nchannel_ports = { mesh = 7101 }\n', 1)
+    topo = parse_topology(text + '[channels.mesh]\nlinks = [["mon-*", "mon-*"]]\n')
+    assert topo.node("mon-a").channel_ports == {"mesh": 7101} and topo.node("mon-b").channel_ports == {}
+    bad = BASE.replace('name = "mon-a"\n', 'name = "mon-a"\nport = 7001\nchannel_ports = { mesh = 7001, rack = 3 }\n', 1)
+    bad = bad.replace('name = "host"\n', 'name = "host"\nchannel_ports = { mesh = 7200 }\n', 1)
+    with pytest.raises(TopologyError) as e:
+        parse_topology(bad + '[channels.mesh]\nlinks = [["mon-*", "mon-*"]]\n', "ch.toml")
+    got = {p.key: p for p in e.value.problems}
+    assert "already used by node 'mon-a'" in got["nodes[0].channel_ports.mesh"].message
+    assert "no endpoint on channel 'rack'" in got["nodes[0].channel_ports.rack"].message
+    assert "node 'host' has no endpoint on channel 'mesh'" in got["nodes[2].channel_ports.mesh"].message
+    assert all(p.line for p in e.value.problems), str(e.value)
+
+
+def test_a_node_process_that_cannot_bind_its_channel_endpoint_says_which(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    topo = parse_topology(BASE + '[channels.mesh]\nlinks = [["mon-*", "mon-*"]]\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+        def node(resolved) -> subprocess.CompletedProcess:
+            (tmp_path / "t.json").write_text(json.dumps(resolved.to_dict()))
+            return subprocess.run([sys.executable, "-m", "topologies.node", "--topology", str(tmp_path / "t.json"),
+                                   "--name", "mon-a"], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                                  text=True, timeout=60)
+        ports = {"mon-a": port, "mon-b": port + 1, "host": port + 2}
+        proc = node(topo.with_ports(ports, {"mon-a": {"mesh": busy}, "mon-b": {"mesh": port + 3}}))
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert json.loads(proc.stdout.splitlines()[0]) == {
+            "error": f"cannot bind tcp://127.0.0.1:{busy}: Address already in use"}
+        proc = node(topo.with_ports(ports, {"mon-a": {"mesh": port + 4}}))  # mon-b's mesh port missing
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+        assert "node 'mon-b' has no port on channel 'mesh'" in json.loads(proc.stdout.splitlines()[0])["error"]

@@ -347,12 +347,15 @@ def parse_topology(text: str, source: str = "<string>", *, local_hosts: bool = T
         c.bad(("nodes",), "expected one or more [[nodes]] tables")
         nodes_raw = []
     nodes: list[NodeSpec] = []
+    raw_channel_ports: dict[int, Any] = {}  # node index -> its channel_ports table (checked once channels are known)
     seen_nodes: dict[str, int] = {}
     ports: dict[tuple[str, int], str] = {}
     hosts_seen: dict[str, str | None] = {}  # host -> its problem (each host checked once)
     for i, nd in enumerate(nodes_raw):
         path = ("nodes", i)
-        nd = c.table(nd, path, {"name", "host", "port", "actors"})
+        nd = c.table(nd, path, {"name", "host", "port", "actors", "channel_ports"})
+        if "channel_ports" in nd:
+            raw_channel_ports[i] = nd["channel_ports"]
         nname = c.name(nd, path, "node")
         if nname is not None:
             if nname in RESERVED_NODES:
@@ -455,6 +458,27 @@ def parse_topology(text: str, source: str = "<string>", *, local_hosts: bool = T
 
     channels = _channels(c, top.get("channels"), seen_nodes)
     channel_names = [MAIN_CHANNEL] + [ch.name for ch in channels]
+    for i, cp in raw_channel_ports.items():
+        path = ("nodes", i, "channel_ports")
+        node = nodes[i]
+        if not isinstance(cp, dict):
+            c.bad(path, f"expected a table of channel = port, e.g. {{ mesh = 7101 }}, got {_tname(cp)}")
+            continue
+        mine = [ch.name for ch in channels if any(ch.joins(node.name, o) for o in seen_nodes)]
+        good: dict[str, int] = {}
+        for cname in cp:
+            if cname not in mine:
+                c.bad(path + (cname,), f"node {node.name!r} has no endpoint on channel {cname!r} (its extra channels: "
+                                       f"{', '.join(mine) or 'none'}; the main channel's port is 'port')")
+                continue
+            port = c.number(cp, cname, path, 0, integer=True, minimum=0, maximum=65535)
+            if port:
+                other = ports.get((node.host, port))
+                if other is not None:
+                    c.bad(path + (cname,), f"port {port} on {node.host} is already used by node {other!r}")
+                ports[(node.host, port)] = f"{node.name} ({cname})"
+            good[cname] = port
+        nodes[i] = attrs.evolve(node, channel_ports=good)
 
     chaos: list[ChaosEntry] = []
     chaos_raw = top.get("chaos", [])

@@ -44,6 +44,9 @@ class NodeSpec:
         """This node's endpoint on ``channel`` (its own endpoint on the main channel)."""
         if channel == MAIN_CHANNEL:
             return self.endpoint
+        if channel not in self.channel_ports:
+            raise ValueError(f"node {self.name!r} has no port on channel {channel!r} (a resolved topology names one "
+                             "for every channel a node is on)")
         return f"tcp://{self.host}:{self.channel_ports[channel]}"
 
 

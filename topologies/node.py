@@ -377,13 +377,16 @@ def main(argv: list[str] | None = None) -> int:
         transport: Any = ZmqTransport(bind, peers, heartbeat_interval=heartbeat, liveness=liveness, curve=curve,
                                       seed=seed, directory=directory, learn_peers=learn)
     else:  # more than one channel ([channels]): an endpoint on each, every link on its own channel
-        transport = _channel_transport(topo, args.name, peers, directory, heartbeat, liveness, curve, seed, learn)
+        try:
+            transport = _channel_transport(topo, args.name, peers, directory, heartbeat, liveness, curve, seed, learn)
+        except ValueError as e:
+            return _fail(f"cannot use topology {args.topology} for node {args.name!r}: {e}", 2)
     try:
         node = Node(args.name, transport=transport, event_log=events, trace_asks=topo is not None,
                     dispatch=topo.transport.dispatch if topo is not None else args.dispatch,
                     fault_control=args.fault_control)
     except Exception as e:  # e.g. the port is taken: fail now, before waiting for any peer
-        return _fail(_bind_error(bind, e))
+        return _fail(_bind_error(getattr(transport, "failed_bind", None) or bind, e))
     try:
         if args.wait_start:  # ready = bound and every peer heard from (or 10 s passed)
             deadline = time.monotonic() + 10.0

@@ -1427,6 +1427,7 @@ class ChannelTransport:
             t.incarnation = first.incarnation  # one node, one incarnation, whatever channel it is heard on
         self.incarnation = first.incarnation
         self.node: str | None = None
+        self.failed_bind: str | None = None
         self._counts: dict[str, int] = defaultdict(int)
 
     # -- the Transport interface -------------------------------------------------------
@@ -1437,12 +1438,14 @@ class ChannelTransport:
         started: list[ZmqTransport] = []
         try:
             for name, t in self.channels.items():
+                self.failed_bind = t.bind_to  # what could not be bound, if this start raises
                 t.start(node, deliver, self._peer_event_of(name, peer_event), self._event_of(name, event))
                 started.append(t)
         except BaseException:
             for t in started:
                 t.close()
             raise
+        self.failed_bind = None
 
     def _peer_event_of(self, channel: str, peer_event: Callable | None) -> Callable | None:
         if peer_event is None:
