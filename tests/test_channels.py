@@ -275,3 +275,20 @@ def test_a_node_process_that_cannot_bind_its_channel_endpoint_says_which(tmp_pat
         proc = node(topo.with_ports(ports, {"mon-a": {"mesh": port + 4}}))  # mon-b's mesh port missing
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
         assert "node 'mon-b' has no port on channel 'mesh'" in json.loads(proc.stdout.splitlines()[0])["error"]
+
+
+def test_chaos_cli_channel_option_is_checked_before_anything_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    racks = root / "topologies" / "racks.toml"
+    for args, why in ((["--channel", "main"], "--channel needs --nemesis"),
+                      (["--nemesis", "one", "--channel", "radio"], "unknown channel 'radio' (channels of racks: main, "
+                                                                   "mesh, rack)"),
+                      (["--nemesis", "kill", "--channel", "mesh"], "kill strikes processes, not links")):
+        proc = subprocess.run([sys.executable, "-m", "topologies.cli", "chaos", str(racks), *args, "--out",
+                               str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and why in proc.stderr, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())

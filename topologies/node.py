@@ -395,8 +395,11 @@ def main(argv: list[str] | None = None) -> int:
                 if all(states.get(p) == "up" for p in peers):
                     break
                 stop.wait(0.01)
-        ready = json.dumps({"node": args.name, "endpoint": transport.endpoint, "pid": os.getpid(),
-                            "incarnation": transport.incarnation, "peers": transport.peers()})
+        ready_line = {"node": args.name, "endpoint": transport.endpoint, "pid": os.getpid(),
+                      "incarnation": transport.incarnation, "peers": transport.peers()}
+        if hasattr(transport, "endpoints"):  # on more than one channel: its endpoint on each
+            ready_line["endpoints"] = transport.endpoints
+        ready = json.dumps(ready_line)
         if args.wait_start:  # the launcher's protocol: ready, then the actors start on its 'start' line
             print(ready, flush=True)
             if not _wait_for_start(stop):
