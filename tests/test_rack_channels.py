@@ -167,6 +167,11 @@ def test_the_readme_s_main_network_cut_of_real_processes_stops_main_traffic_and_
     inv = [sum(v[1] for p, v in e["fields"]["main"]["peers"].items() if p.startswith("racks-")) for e in counts
            if e["node"] == "inventory" and lo <= e["time"] <= hi]
     assert len(inv) >= 2 and len(set(inv)) == 1, f"the inventory received rack controls' messages during the cut: {inv}"
+    # liveness is per channel-link: the rack controls lose the inventory (main), never a monitor (rack-local bus)
+    downs = [(e["node"], e["fields"]["peer"], e["fields"].get("channel", "main")) for e in evs
+             if e["kind"] == "transport.peer_down" and t0 <= e["time"] <= t1]
+    assert {(r, "inventory", "main") for r in racks} <= set(downs), downs
+    assert all("inventory" in (node, peer) for node, peer, _ch in downs), f"a link off the main network went down: {downs}"
     assert not _during(evs, "inventory.report", lo, hi), "the inventory got a report during the cut"
     assert _during(evs, "inventory.report", t1, t1 + 3.0), "no report after the heal"
     stale = _during(evs, "inventory.stale", t0, hi + 0.5)
