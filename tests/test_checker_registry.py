@@ -24,7 +24,7 @@ from topologies.plugin import load_plugins
 
 CASE_MODULES = ("tests.test_checkers", "tests.test_workflow_checkers", "tests.test_rack_checkers",
                 "tests.test_edge_checkers", "tests.test_workload_checkers", "tests.test_deps_checkers",
-                "tests.test_council_checkers")
+                "tests.test_council_checkers", "tests.test_rack_availability")
 
 load_plugins()
 REGISTERED = sorted(CHECKERS)

@@ -107,6 +107,24 @@ def test_a_data_center_cut_off_is_agreed_not_operational_and_its_monitors_apply_
     safe(f)
 
 
+@pytest.mark.parametrize("seed, dcs", [(1, 2), (2, 2), (2, 3), (4, 3), (6, 2), (0, 3)])
+def test_the_fleet_group_forms_again_after_every_monitor_was_cut_off_from_every_other(seed, dcs):
+    """Group states need a fleet authority after a heal. Here two data centers' new authorities had each been
+    designated at term 1 in a gid of their own; every seat view kept the older holder of the same term (ties go
+    by holder name), so the fleet group's candidates never agreed on its seats and no fleet authority was
+    designated again (seeds and fleets listed: none 5 s after the heal, on the code before this change)."""
+    f = RackFleet(seed, dcs=dcs, sectors=2, racks=3, on_no_quorum="revert")
+    f.run(1.5)
+    f.sim.partition([f.pair([m]) for m in f.monitor_net])
+    f.run(4.0)
+    f.sim.heal()
+    f.run(9.0)
+    assert len(f.authority("fleet")) == 1, f"seed={seed} dcs={dcs}: no fleet authority 5 s after the heal"
+    assert all(len(f.authority(d)) == 1 for d in f.layout.all_dcs()), f"seed={seed} dcs={dcs}"
+    assert all(set(f.monitor(r).assumed.values()) == {"as-agreed"} for r in f.racks), f"seed={seed} dcs={dcs}"
+    safe(f)
+
+
 def test_keep_policy_a_cut_off_data_center_keeps_its_view():
     f = RackFleet(3, dcs=3, sectors=2, racks=3, on_no_quorum="keep")
     f.run(3.0)
@@ -139,6 +157,86 @@ def test_racks_powered_off_make_their_sector_and_data_center_not_operational_fle
     facts = [e for e in f.events("rack.known") if e["fields"]["subject"] == "d1"]
     assert facts and all(e["fields"]["level"] == "fleet" for e in facts), f"seed={seed}: group facts are fleet facts"
     safe(f)
+
+
+# --------------------------------------------------------------------------
+# the group-availability checker (CASES for tests/test_checker_registry.py)
+# --------------------------------------------------------------------------
+
+def ev(t: float, node: str, kind: str, actor: str = "monitor", **fields) -> dict:
+    return {"time": t, "node": node, "actor": actor, "kind": kind, "fields": fields}
+
+
+SECTOR = ["d0s0r0", "d0s0r1", "d0s0r2"]
+
+
+def starts(t: float = 0.0) -> list[dict]:
+    return [ev(t, f"mon-{r}", "monitor.start", rack=r) for r in SECTOR]
+
+
+def known(t: float, at: str, subject: str, seq: int, condition: str) -> dict:
+    return ev(t, f"mon-{at}", "rack.known", subject=subject, seq=seq, level="fleet", condition=condition)
+
+
+def _cases() -> dict:
+    # two of three racks powered off, known fleet-wide; one monitor still holds its sector operational (seq 2)
+    down = [ev(1.0, f"mon-{r}", "monitor.condition", rack=r, seq=1, condition="powered-off") for r in SECTOR[1:]]
+    facts = [known(1.2, at, r, 1, "powered-off") for at in SECTOR for r in SECTOR[1:]]
+    groups = [known(1.3, at, g, 1, NOT_OPERATIONAL) for at in SECTOR for g in ("d0s0", "d0")]
+    stale = known(1.4, "d0s0r2", "d0s0", 2, OPERATIONAL)
+    tick = ev(5.0, "mon-d0s0r0", "tick")
+    return {"group-availability": {
+        "invalid": (starts() + down + facts + groups + [stale, tick], [stale]),
+        "unknown": starts() + [tick],
+    }}
+
+
+CASES = _cases()
+
+
+def check(events: list[dict]):
+    from topologies.checkers import CHECKERS
+    from topologies.plugin import load_plugins
+    load_plugins()
+    return CHECKERS["group-availability"].check([dict(e) for e in events])
+
+
+def test_group_availability_says_invalid_unknown_and_valid():
+    events, offending = CASES["group-availability"]["invalid"]
+    v = check(events)
+    assert v.status == "invalid" and any(e.get("known") == offending[0] for e in v.evidence), v
+    assert check(CASES["group-availability"]["unknown"]).status == "unknown"
+    assert check([]).status == "unknown"
+    good = [e for e in events if e is not offending[0]]
+    assert check(good).status == "valid", check(good)
+    assert check(good[:-1] + [ev(3.0, "mon-d0s0r0", "tick")]).status == "unknown", "judged only after the quiet"
+    # a group fact whose condition is not its seq's: invalid at once
+    odd = known(1.5, "d0s0r0", "d0s0", 3, OPERATIONAL)
+    v = check(good[:-1] + [odd])
+    assert v.status == "invalid" and any(e.get("known") == odd for e in v.evidence), v
+    # the sector's monitors all stopped: its data center is excused, its sector still judged
+    crashed = [ev(2.0, f"mon-{r}", "sim.crash") for r in SECTOR[:2]]
+    assert check(good[:-1] + crashed + [ev(6.0, "mon-d0s0r2", "tick")]).status == "valid"
+
+
+def test_group_availability_judges_simulated_runs():
+    f = RackFleet(5, dcs=3, sectors=2, racks=3, on_no_quorum="revert")
+    f.run(3.0)
+    f.power_off("d2s1r0")
+    f.power_off("d2s1r1")
+    cut_off(f, "d0")
+    f.run(7.0)
+    f.sim.heal()
+    f.run(12.0)
+    v = check(f.events())
+    assert v.status == "valid", v
+    # the same run, with one monitor's last group fact about d2s1 changed to the other state
+    evs = f.events()
+    last = max(i for i, e in enumerate(evs) if e["kind"] == "rack.known" and e["fields"]["subject"] == "d2s1")
+    bad = dict(evs[last], fields=dict(evs[last]["fields"], seq=evs[last]["fields"]["seq"] + 1,
+                                      condition=state_of_seq(evs[last]["fields"]["seq"] + 1)))
+    v = check(evs[:last] + [bad] + evs[last + 1:])
+    assert v.status == "invalid" and any(e.get("known") == bad for e in v.evidence), v.summary
 
 
 # --------------------------------------------------------------------------

@@ -292,10 +292,9 @@ and the rule is monotone in each input, so two monitors that know the same
 facts compute the same states.
 
 Who decides: the fleet's acting authority alone, every beat, applies the rule
-to the rack facts it knows at fleet level and to the data centers whose seat
-has acked its fleet heartbeats within ``quorum_timeout`` (its own data center
-always; a new authority waits ``quorum_timeout`` before calling a seat cut
-off), and proposes, where the result differs from the agreed state, a
+to the rack facts it knows at fleet level and to the data centers it reaches
+(as a fleet seat holder it judges that itself, below: a data center none of
+whose monitors it heard from within ``quorum_timeout`` is cut off), and proposes, where the result differs from the agreed state, a
 *group fact* ``{"subject": <sector or dc>, "seq", "condition", "reason"}`` at
 fleet level (instance ``fleet@<seats>|condition|<group>|<seq>``): the same
 agreed-fact machinery as rack facts (Persist before send, pushed down with
@@ -584,7 +583,6 @@ class RackMonitor:
         self.unreached: tuple[str, ...] = ()  # data centers I cannot reach (bounded: the layout's)
         self.told: tuple[tuple[str, ...], float] | None = None  # my authority's unreached, and when it told me
         self.fleet_cut = False  # I cannot reach a quorum of the fleet: the no-quorum policy applies to unreached
-        self.fleet_acks: dict[str, float] = {}  # (as fleet authority) data center -> its seat's last ack
         self._digest: int | None = None
         self.synced_at: dict[str, float] = {}  # base -> when I last asked its authority to sync
 
@@ -1148,12 +1146,6 @@ class RackMonitor:
 
     def _on_heartbeat_ack(self, msg: HeartbeatAck, sender: str, now: float) -> list[Effect]:
         base = msg.group.partition("@")[0]
-        if base == FLEET and base in self.holding:
-            holding = self.holding[base]
-            if msg.term == holding.term and msg.group == holding.gid:
-                rack = self.layout.rack_of_monitor(sender)
-                if rack is not None:
-                    self.fleet_acks[self.layout.dc_of(rack)] = now  # (one entry per data center: bounded)
         if sender != self.address and base in self.holding:
             seen = self.healthy_acks.setdefault(base, {})
             if msg.healthy is True:
@@ -1278,7 +1270,9 @@ class RackMonitor:
             term = voted[0]  # a designation in my configuration is under way: join it (Paxos picks one value)
         else:
             # (a term I refused to give an unhealthy holder may be stuck with that value: start above it)
-            term = max(known.term, voted[0], self.hints.get(base, 0), unfit) + 1
+            # (and above the term the group above shows for this seat: a designation in another gid may have
+            # used it without my knowing, and seat views break a tie of terms by holder name, for ever)
+            term = max(known.term, voted[0], self.hints.get(base, 0), unfit, self._seat_term(base)) + 1
         q = self._member(gid)
         if q is None:
             return []
@@ -1299,6 +1293,22 @@ class RackMonitor:
         effects: list[Effect] = [Emit("authority.candidate", {"group": base, "gid": gid, "term": term,
                                                               "silent_for": now - last})]
         return effects + self._paxos(self.paxos.propose(inst, self.rack, now), now)
+
+    def _seat_term(self, base: str) -> int:
+        """The term the seat table of ``base``'s parent shows for ``base`` (0: none, or base is the fleet)."""
+        parent = self.layout.parent(base)
+        return 0 if parent is None else self.seats.get(parent, {}).get(base, (0, ""))[0]
+
+    def _seat_shown_as(self, base: str) -> str | None:
+        """Why my authority of ``base`` is not the one the parent's seat table shows (another holder at my
+        term or later: two designations of one term in two gids, which the seat views settle by holder name,
+        or a later term), else None."""
+        parent = self.layout.parent(base)
+        shown = None if parent is None else self.seats.get(parent, {}).get(base)
+        mine = self.holding.get(base)
+        if shown is None or mine is None or shown[1] == self.rack or shown[0] < mine.term:
+            return None
+        return f"the seat of {base} is shown as {shown[1]} at term {shown[0]} (mine: {mine.term})"
 
     def _spread(self, base: str) -> int:
         """The group's place among its siblings: sibling groups start their rank rotation there.
@@ -1832,6 +1842,15 @@ class RackMonitor:
                 del self.holding[base]
                 self.acting_since.pop(base, None)
                 continue
+            shadowed = self._seat_shown_as(base) if base in self.acting_since else None
+            if shadowed:
+                # the group above would never count me in its seat: resign; the next designation takes a term
+                # above the one shown (_candidacy), which every seat view then prefers
+                effects.append(Emit("authority.resigned", {"group": base, "term": self.holding[base].term,
+                                                           "holder": self.rack, "reason": shadowed}))
+                del self.holding[base]
+                self.acting_since.pop(base, None)
+                continue
             filled = self._filled_seats(base)
             if filled:
                 # designated while a seat was unknown (e.g. its holder was cut off): the holder now
@@ -1999,12 +2018,6 @@ class RackMonitor:
                 out[subject] = value.get("condition")
         return out
 
-    def _unreached(self, now: float) -> set[str]:
-        """(As the fleet's acting authority) data centers whose seat has not acked me for ``quorum_timeout``."""
-        since = self.acting_since.get(FLEET, now)
-        return {d for d in self.layout.all_dcs()
-                if d != self.dc and now - max(self.fleet_acks.get(d, since), since) >= self.quorum_timeout}
-
     def _derive_groups(self, now: float) -> list[Effect]:
         """(As the fleet's acting authority) propose each sector's and data center's state where the rule,
         applied to the fleet-agreed rack facts and the seats that reach me, differs from the agreed one."""
@@ -2012,8 +2025,11 @@ class RackMonitor:
             return []
         effects: list[Effect] = []
         pending = self.up.get(FLEET, {})
+        # (the data centers I cannot reach, as _check_fleet judged them this beat: a fleet authority is its
+        # data center's acting authority, so it judges by what it hears, not by its gid's acks - a seat
+        # holder that changed since my designation is no member of my gid, but it speaks to me)
         for group, (cond, reason) in sorted(group_states(self.layout, self._rack_conditions(),
-                                                         self._unreached(now)).items()):
+                                                         set(self.unreached)).items()):
             known = self.known.get(group)
             seq = known[0] if known is not None else 0
             waiting = pending.get(group)

@@ -61,6 +61,20 @@ nothing for it to judge:
   whose control is down when the log ends is excused). *Unknown* only without
   any such condition, decision or reboot.
 
+* ``group-availability`` - the sectors' and data centers' agreed states follow
+  the stated rule (``protocols.rack.layout.group_states``; monitor.py, rule 9):
+  once faults, condition changes and monitor starts have stopped for
+  ``settle`` seconds, every running monitor's newest group fact at fleet level
+  (``rack.known`` with a sector or data center as ``subject``; none: the
+  default operational) says what the rule says of that monitor's own
+  fleet-level rack facts (a rack without one: non-fault), every data center
+  reached (the faults have healed). A data center fewer than a majority of
+  whose sectors keep a majority of running monitors is excused (nobody can
+  speak for it; the fleet may rightly hold it cut off). A group fact whose
+  ``condition`` is not the one its seq's parity names is *invalid* at any
+  time. *Unknown* with no monitor, no condition change and no group fact, or
+  when the log ends before the quiet.
+
 Fault detection, agreement and the reboot bound are judged up to the run's
 orderly shutdown (the first ``node.stopped``): nodes never stop at quite the
 same instant.
@@ -76,6 +90,7 @@ from typing import Any, ClassVar
 import attrs
 
 from protocols.rack.detector import NON_FAULT, POWERED_OFF, REBOOTING
+from protocols.rack.layout import Layout, group_states, state_of_seq
 from topologies.checkers import Reach, Verdict, plural
 
 __all__ = ["REBOOT_ON", "check_agreement", "check_authority", "check_control_once", "check_fault_detection",
@@ -716,4 +731,110 @@ class _ControlChecker:
                        f"{r['conditions']} latest agreed conditions calling for a reboot, each rebooted" + note)
 
 
-CHECKERS = (_PaxosChecker(), _AuthorityChecker(), _FaultChecker(), _AgreementChecker(), _ControlChecker())
+# -- availability of groups ----------------------------------------------------------
+
+_GROUP = re.compile(r"^d\d+(s\d+)?$")
+_RACK_ID = re.compile(r"^d(\d+)s(\d+)r(\d+)$")
+
+
+def check_group_availability(events: list[dict], settle: float = 3.0) -> dict:
+    evs = _until_shutdown(events)
+    if not evs:
+        return {"status": "unknown", "why": "empty log"}
+    end = evs[-1]["time"]
+    monitors: dict[str, str] = {}  # monitor address -> rack
+    alive: dict[str, bool] = {}
+    racks_known: dict[str, dict[str, tuple[int, Any]]] = defaultdict(dict)  # monitor -> rack -> (seq, condition)
+    groups_known: dict[str, dict[str, tuple[int, dict]]] = defaultdict(dict)  # monitor -> group -> (seq, event)
+    parity, changes, group_facts = [], 0, 0
+    quiet_from = 0.0
+
+    def addr(e: dict) -> str:
+        return f"{e.get('node')}/{e.get('actor')}"
+
+    for e in evs:
+        k, f = e.get("kind"), _f(e)
+        if str(k).startswith(FAULT_KINDS_OF_EVENTS) or k in ("monitor.condition", "monitor.start"):
+            quiet_from = max(quiet_from, e["time"])
+        if k == "monitor.start":
+            monitors[addr(e)] = str(f.get("rack"))
+            alive[addr(e)] = True
+        elif k == "monitor.condition":
+            changes += 1
+        elif k == "sim.crash" and addr(e) in monitors:
+            alive[addr(e)] = False
+        elif k in ("nemesis.kill", "nemesis.restart"):
+            for a in [a for a in monitors if a.partition("/")[0] == f.get("node")]:
+                alive[a] = False
+        elif k == "rack.known" and f.get("level") == "fleet":
+            subject, seq = f.get("subject"), f.get("seq")
+            if not isinstance(subject, str) or not isinstance(seq, int):
+                continue
+            if _GROUP.match(subject):
+                group_facts += 1
+                if f.get("condition") != state_of_seq(seq):
+                    parity.append({"monitor": addr(e), "group": subject, "seq": seq, "known": e,
+                                   "why": f"seq {seq} names {state_of_seq(seq)}, not {f.get('condition')}"})
+                if seq > groups_known[addr(e)].get(subject, (-1, None))[0]:
+                    groups_known[addr(e)][subject] = (seq, e)
+            elif _RACK_ID.match(subject) and seq > racks_known[addr(e)].get(subject, (-1, None))[0]:
+                racks_known[addr(e)][subject] = (seq, f.get("condition"))
+    out = {"wrong": [], "parity": parity, "monitors": 0, "groups": 0, "excused": []}
+    if not monitors or (not changes and not group_facts):
+        return {**out, "status": "invalid" if parity else "unknown",
+                "why": "no monitors, no condition change and no group fact in the log: nothing to judge"}
+    ids = [tuple(int(x) for x in m.groups()) for m in (_RACK_ID.match(r) for r in monitors.values()) if m]
+    if not ids:
+        return {**out, "status": "invalid" if parity else "unknown", "why": "no monitor of a rack d<D>s<S>r<R>"}
+    layout = Layout(max(i[0] for i in ids) + 1, max(i[1] for i in ids) + 1, max(i[2] for i in ids) + 1)
+    if end - quiet_from < settle:
+        return {**out, "status": "invalid" if parity else "unknown",
+                "why": f"the log ends {end - quiet_from:.2f} s after the last fault, condition change or monitor "
+                f"start; group states are judged after {settle} s of quiet"}
+    running_by_sector: dict[str, list[bool]] = defaultdict(list)
+    for a, rack in monitors.items():
+        if _RACK_ID.match(rack):
+            running_by_sector[layout.sector_of(rack)].append(alive.get(a, False))
+    excused = []
+    for d in layout.all_dcs():
+        held = sum(2 * sum(v) > len(v) for s in layout.sectors_of(d) for v in [running_by_sector.get(s, [])])
+        if 2 * held <= layout.sectors:
+            excused.append(d)
+    wrong = []
+    running = sorted(a for a, up in alive.items() if up)
+    for a in running:
+        rule = group_states(layout, {r: c for r, (_s, c) in racks_known[a].items()})
+        for g, (want, reason) in sorted(rule.items()):
+            if g in excused:
+                continue
+            seq, ev = groups_known[a].get(g, (0, None))
+            has = state_of_seq(seq) if ev is None else _f(ev).get("condition")
+            if has != want:
+                wrong.append({"monitor": a, "group": g, "agreed": has, "seq": seq, "rule": want, "because": reason,
+                              "known": ev})
+    return {**out, "status": "invalid" if wrong or parity else "valid", "wrong": wrong, "monitors": len(running),
+            "groups": len(rule) if running else 0, "excused": excused, "why": ""}
+
+
+@attrs.frozen
+class _GroupChecker:
+    name: str = "group-availability"
+    settle: float = 3.0
+
+    def check(self, events: list[dict]) -> Verdict:
+        r = check_group_availability(events, self.settle)
+        if r["status"] == "unknown":
+            return Verdict(self.name, "unknown", r["why"])
+        if r["status"] == "invalid":
+            return Verdict(self.name, "invalid", f"{len(r['wrong'])} (monitor, group) pairs whose agreed state is not "
+                           f"the rule's over the monitor's fleet-level rack facts after {self.settle} s of quiet; "
+                           f"{len(r['parity'])} group facts whose condition is not the one their seq names",
+                           r["parity"] + r["wrong"])
+        return Verdict(self.name, "valid", f"all {r['monitors']} running monitors hold the rule's state of "
+                       f"{plural(r['groups'], 'group')} (sectors and data centers) after {self.settle} s of quiet"
+                       + (f" (data centers {', '.join(r['excused'])} excused: most of their sectors lost their "
+                          "running quorum)" if r["excused"] else ""))
+
+
+CHECKERS = (_PaxosChecker(), _AuthorityChecker(), _FaultChecker(), _AgreementChecker(), _ControlChecker(),
+            _GroupChecker())
