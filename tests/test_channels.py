@@ -11,6 +11,7 @@ The multi-process racks run is in tests/test_rack_channels.py.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -292,3 +293,27 @@ def test_chaos_cli_channel_option_is_checked_before_anything_runs(tmp_path):
                                str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and why in proc.stderr, (args, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())
+
+
+def test_in_the_simulator_a_channel_may_be_a_network_of_its_own_and_replays_identically(tmp_path):
+    from actors.eventlog import read_events
+    from topologies.launcher import run_sim
+
+    pp = (Path(__file__).resolve().parents[1] / "topologies" / "pingpong.toml").read_text()
+    topo = parse_topology(pp + '\n[channels.mesh]\nlinks = [["alpha", "beta"]]\nlatency = [0.05, 0.05]\nloss = 0.0\n')
+    assert topo.channels[0].latency == (0.05, 0.05) and topo.channels[0].simulated
+    assert Topology.from_dict(json.loads(json.dumps(topo.to_dict()))) == topo
+    logs = []
+    for run in ("a", "b"):
+        run_sim(topo, tmp_path / run, seed=3, quiet=True, trace=True)
+        logs.append((tmp_path / run / "events.jsonl").read_text())
+    assert logs[0] == logs[1]
+    took: dict[tuple[str, str], set] = {}
+    for e in read_events(tmp_path / "a" / "events.jsonl"):
+        if e["kind"] == "net.deliver":
+            pair = (e["fields"]["src"].partition("/")[0], e["node"])
+            took.setdefault(pair, set()).add(round(e["time"] - e["fields"]["sent"], 6))
+    assert took[("alpha", "beta")] == took[("beta", "alpha")] == {0.05}  # the mesh's own latency
+    assert max(took[("gamma", "beta")]) <= 0.005  # gamma - beta: the main channel, [network]'s latency
+    with pytest.raises(TopologyError, match="channels.mesh.loss"):
+        parse_topology(pp + '\n[channels.mesh]\nlinks = [["alpha", "beta"]]\nloss = 2\n')

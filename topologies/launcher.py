@@ -608,6 +608,16 @@ def build_simulator(topo: Topology, seed: int, events: EventLog, *, trace: bool 
 
     net = SimNetwork(default=spec(topo.network.latency, topo.network.loss, topo.network.duplicate, topo.network.reorder),
                      nodes=topo.node_names)
+    for ch in topo.channels:  # a channel with a link of its own: every pair it joins (explicit [[links]] win)
+        if ch.simulated:
+            n = topo.network
+            s = spec(ch.latency or n.latency, *(getattr(n, k) if getattr(ch, k) is None else getattr(ch, k)
+                                                  for k in ("loss", "duplicate", "reorder")))
+            names = topo.node_names
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    if topo.channel_of(a, b) == ch.name:
+                        net.set_link(a, b, s, both=True)
     for ln in topo.links:
         s = spec(ln.latency or topo.network.latency, ln.loss, ln.duplicate, ln.reorder)
         net.set_link(ln.src, ln.dst, s, both=ln.both)

@@ -560,14 +560,15 @@ def _channels(c: Any, raw: Any, nodes: Any) -> list[ChannelSpec]:
         if cname == MAIN_CHANNEL:
             c.bad(path, f"{MAIN_CHANNEL!r} is the channel of every link the others do not name: it is not declared")
             continue
-        cd = c.table(cd, path, {"links"})
+        cd = c.table(cd, path, {"links", "latency", "loss", "duplicate", "reorder"})
         links = cd.get("links")
         if not isinstance(links, list) or not links or not all(
                 isinstance(p, list) and len(p) == 2 and all(isinstance(g, str) and g for g in p) for p in links):
             c.bad(path + ("links",), "expected a non-empty list of node pairs, each two node names or glob patterns "
                                      f"(e.g. [[\"mon-*\", \"mon-*\"]]), got {links!r}")
             continue
-        spec = ChannelSpec(cname, tuple((a, b) for a, b in links))
+        spec = ChannelSpec(cname, tuple((a, b) for a, b in links), c.latency(cd, path),
+                           *(c.number(cd, k, path, None, minimum=0, maximum=1) for k in ("loss", "duplicate", "reorder")))
         for a, b in spec.links:
             one = ChannelSpec(cname, ((a, b),))
             joined = [(x, y) for x in nodes for y in nodes if x < y and one.joins(x, y)]

@@ -61,9 +61,21 @@ class ChannelSpec:
 
     name: str
     links: tuple[tuple[str, str], ...] = ()
+    # the simulator's link on this channel (sim mode only; None: the [network] default): a network of its own
+    latency: tuple[float, float] | None = None
+    loss: float | None = None
+    duplicate: float | None = None
+    reorder: float | None = None
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "links", tuple((str(a), str(b)) for a, b in self.links))
+        if self.latency is not None:
+            object.__setattr__(self, "latency", tuple(self.latency))
+
+    @property
+    def simulated(self) -> bool:
+        """Does this channel have a simulator link of its own?"""
+        return any(v is not None for v in (self.latency, self.loss, self.duplicate, self.reorder))
 
     def joins(self, a: str, b: str) -> bool:
         return a != b and any((fnmatchcase(a, x) and fnmatchcase(b, y)) or (fnmatchcase(a, y) and fnmatchcase(b, x))
@@ -214,5 +226,6 @@ class Topology:
             keys=d.get("keys", {}),
             chaos=tuple(ChaosEntry(**{**c, "nodes": tuple(c.get("nodes", ()))}) for c in d.get("chaos", ())),
             source=d.get("source", ""),
-            channels=tuple(ChannelSpec(c["name"], tuple(tuple(p) for p in c.get("links", ()))) for c in d.get("channels", ())),
+            channels=tuple(ChannelSpec(**{**c, "links": tuple(tuple(p) for p in c.get("links", ()))})
+                           for c in d.get("channels", ())),
         )
