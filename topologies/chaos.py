@@ -93,11 +93,13 @@ def unjudged_of(verdicts: list[dict], must: tuple[str, ...]) -> tuple[str, ...]:
 def select_nodes(all_nodes: list[str], patterns: tuple[str, ...] | list[str] | None, target: str | None = None) -> list[str]:
     """The nodes a nemesis may strike: those matching any glob in ``patterns`` (every node if none).
 
-    This is how a chaos run cuts one channel and not another: in ``racks.toml``
-    the monitor mesh is the links among the ``mon-*`` processes, so
-    ``nodes = ["mon-*"]`` partitions the mesh while every rack control keeps
-    reporting to its monitor; ``["racks-*"]`` cuts the main network between rack
-    controls and leaves the mesh up. Nodes outside the selection keep every link.
+    In ``racks.toml`` the monitor mesh is the links among the ``mon-*`` processes, so
+    ``nodes = ["mon-*"]`` partitions the mesh while every rack control keeps reporting
+    to its monitor. Nodes outside the selection keep every link. To cut one network
+    channel of a topology with ``[channels]`` and not another between the same nodes,
+    name it (``channel``, see :func:`on_channel`): ``--nemesis one --target inventory
+    --channel main`` cuts racks.toml's main network and leaves the mesh and the
+    rack-local bus up.
     """
     if not patterns:
         return list(all_nodes)

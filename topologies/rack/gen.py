@@ -3,8 +3,8 @@
 How this works
 --------------
 Monitors talk only to monitors (the monitor mesh) and to their own rack
-control; rack controls talk only to their monitors. How actors map onto
-processes (``--pack``):
+control; rack controls talk to their monitors and report their hosts to the
+fleet inventory service. How actors map onto processes (``--pack``):
 
 * ``columns`` (default, for a 2-core machine): one process per data center
   and rack index, ``mon-<dc>c<r>``, hosting the r-th monitor of each of the
