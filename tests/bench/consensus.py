@@ -35,7 +35,7 @@ How this works
   rack-local and not counted); **baseline, same run**: the same with the
   silent-peer hold-back off (``silent_after`` beyond the run). Goal < 1.
 
-**Real processes** (``topologies/racks.toml``: 21 processes on 127.0.0.1,
+**Real processes** (``topologies/racks.toml``: 22 processes on 127.0.0.1,
 monitors packed by column, see ``topologies/rack/gen.py``), ``--real-runs``
 chaos runs with the ``kill`` nemesis (SIGKILL at 4 s, restart 3 s later):
 ``mon-d<i>c1`` (the process of the first monitor to stand in each sector, so
@@ -335,7 +335,7 @@ def main() -> int:
         mon = next(a.params for n in d.nodes for a in n.actors if a.kind == "rack.monitor")
         real_settings = {k: mon.get(k) for k in ("heartbeat_every", "lease", "stagger", "status_deadline")}
         fig["real_timeouts"] = real_settings
-        print(f"real processes: topologies/racks.toml (21 processes), {real} monitor-kill run(s); timeouts "
+        print(f"real processes: topologies/racks.toml (22 processes), {real} monitor-kill run(s); timeouts "
               f"{real_settings}, transport heartbeat {d.transport.heartbeat} s x {d.transport.liveness}", flush=True)
         rr = real_runs(real)
         print(f"authority failover (real, SIGKILL): p50 {pct(rr['failover'], 50)} s, "
