@@ -291,6 +291,15 @@ def test_a_view_is_bounded_by_the_layout_and_group_facts_are_checked():
     for value in bogus:
         m.handle(Fact("fleet", value), peer, f.sim.now)
     assert "d1" not in m.known and "fleet" not in m.known
+    # a heartbeat of its sector's authority with a malformed 'unreached' is refused, not fatal
+    from protocols.core import Emit
+    from protocols.rack.messages import Heartbeat
+    auth = f.monitor(f.authority("d0s1")[0])
+    for bad in ([["d1"]], ["d9"], "d1", [{"d": 1}] * 3):
+        hb = Heartbeat("d0s1", auth.holding["d0s1"].term, auth.rack, f.sim.now, True, 0, {}, bad)
+        out = m.handle(hb, auth.address, f.sim.now)
+        assert any(isinstance(e, Emit) and e.kind == "monitor.bad_input" for e in out), (bad, out)
+    assert m.unreached == () and not m.fleet_cut
     v = ask_view(f, "d0s1r0")
     assert len(v.racks) == len(f.racks) and len(v.groups) == 6, "one entry per rack and group, whatever peers sent"
     assert len(codec.encode(v)) < 200 * len(f.racks)

@@ -1117,7 +1117,7 @@ class RackMonitor:
             # my authority (sector's, or as a sector authority my data center's) tells what it cannot reach
             told = msg.unreached
             dcs = self.layout.all_dcs()
-            if isinstance(told, list) and len(told) <= len(dcs) and all(d in dcs for d in told):
+            if isinstance(told, list) and len(told) <= len(dcs) and all(isinstance(d, str) and d in dcs for d in told):
                 self.told = (tuple(sorted(set(told) - {self.dc})), now)
                 effects += self._check_fleet(now)
             else:
