@@ -163,7 +163,9 @@ the renewal requests keep the holder's lease from lapsing in the first place.
   up when it ends, so half way through it the manager renews the plan in
   force - committed again under a new plan id, nothing moving
   (``manager.renewal``, then ``manager.plan_final`` with reason
-  ``renewal``).
+  ``renewal``) - once every holder of it answers (never while the manager
+  is cut off from them: the holders are isolated, and their temporary plan
+  is the manager's to ratify or replace at the heal).
 * **Performance history.** Every reporter's metric bundle is appended to the
   performance history (``manager.metrics``).
 
@@ -521,14 +523,14 @@ class DeploymentManager:
         self.seq += 1
         grants = self._grants(now)
         out += [Send(e, Heartbeat(epoch=self.epoch, seq=self.seq, plan_id=self.final_id, grant=sorted(grants[e]),
-                                  echo=self.echo.get(e), lease=self.lease)) for e in self.edges]
+                                  echo=self._echo_for(e), lease=self.lease)) for e in self.edges]
         if self.phase in ("idle", "collect", "negotiate"):
             out += self._regrant(now)
         if self.phase == "idle" and self.reconcile_due is None and self._gaps(now):
             self.reconcile_due = now
         if (self.phase == "idle" and self.reconcile_due is None and self.final_id and self.subscription_term > 0
                 and now >= max(self.final_at, self.renewed_at) + self.subscription_term / 2
-                and not self._guarded(now) and not self._gaps(now)):
+                and not self._guarded(now) and not self._gaps(now) and self._holders_reached(now)):
             out += self._renew_subscriptions(now)
         if self.reconcile_due is not None and now >= self.reconcile_due and self.phase == "idle":
             self.reconcile_due = None
@@ -602,12 +604,24 @@ class DeploymentManager:
             out.append(self._emit("manager.catch_up", plan_id=self.final_id, node=node, settled=plan_id))
         return out
 
+    def _echo_for(self, node: str) -> float | None:
+        """The send time a heartbeat to ``node`` echoes: its newest ack's - unless that ack reports temporary
+        holdings and predates the final plan in force (it heard no beat since: a node cut off while that plan was
+        made, back now). Such an ack says nothing new (see _on_ack) and its temporary holdings are not granted
+        (see _grants); echoing it would end the node's isolation with none of them granted, so it would give them
+        up - a handover gap until the reconciliation (0.99 s with edge.toml's timing). Without an echo the node
+        stays isolated; it acks this beat, with a newer seq, and the next beat judges its holdings."""
+        a = self.acks.get(node)
+        if a is not None and a.temporary and a.seq <= self.final_seq:
+            return None
+        return self.echo.get(node)
+
     def _answer_renewal(self, node: str, now: float) -> list[Effect]:
         """A node asked for a beat (its lease runs low, a share lapsed, or it reconnects): a heartbeat for it alone,
         under the same grant rules and lease accounting as the periodic ones, and the regrant of a lapsed share."""
         grant = self._grants(now, only=node)[node]
         out: list[Effect] = [Send(node, Heartbeat(epoch=self.epoch, seq=self.seq, plan_id=self.final_id,
-                                                  grant=sorted(grant), echo=self.echo.get(node), lease=self.lease))]
+                                                  grant=sorted(grant), echo=self._echo_for(node), lease=self.lease))]
         if self.phase == "commit":  # a share of the plan being committed lapsed already: commit it again
             a = self.acks.get(node)
             keys = self._plan_keys(self.work_assignments)[node]
@@ -848,6 +862,14 @@ class DeploymentManager:
         # nothing moves: every holder keeps its share, so only nodes that may hold a share of a connected role
         # outside it (see _blocking) are told to release; with none, the plan is committed at once
         return out + self._release(now, members=[])
+
+    def _holders_reached(self, now: float) -> bool:
+        """Every holder of the plan in force answers (a renewal is due only then). Cut off from all of them the
+        manager renews nothing (its Commit reaches nobody; _gaps, which needs a node in reach, says nothing), and
+        a renewal made then would make every ack sent before it look older than the plan in force: a reconnecting
+        temporary holder would not be granted its share and give it up (a handover gap)."""
+        reach = set(self.reachable(now))
+        return all(a.holder in reach for a in self.final)
 
     def _renew_subscriptions(self, now: float) -> list[Effect]:
         """Half way through the subscriptions' duration term, the final plan in force is committed again under a new
