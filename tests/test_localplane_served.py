@@ -385,3 +385,25 @@ def test_no_renewal_while_the_manager_reaches_no_holder_and_the_temporary_holder
     assert not away, f"seed={seed}: renewed while the manager reached no holder: {away}"
     judge(s)
     assert_final_plan_in_force(s, "after the outage")
+
+
+@pytest.mark.parametrize("seed", (1, 2, 3, 4))
+def test_a_temporary_holder_whose_role_the_final_plan_gave_away_ends_its_isolation_within_a_beat(seed):
+    """edge.toml's fleet and timing: the deployment split in halves, one with the manager, 12-16 s (the manager
+    plans the other half's roles on its own half; the cut-off half's plane holds them too). At the heal the
+    cut-off holders' acks predate the manager's plan, and their roles are held by others under it: no beat may
+    wait for a newer ack before it echoes theirs - they end their isolation and give the role up within a beat
+    of the heal (0.21 s), as before bbd83e0. Withholding every such echo (bbd83e0's first form) ended it one beat
+    later (0.242-0.247 s in the simulator; in a real run of edge.toml's [[chaos]] the cut-off frontend holder
+    and the final ones held it together for 0.502 s, past plan-holders' 0.5 s)."""
+    edge, mgr = toml_timings()
+    s = build_edge(seed, 20, profiles=toml_profiles(), edge_params=edge,
+                   manager_params={**mgr, "subscription_term": 20.0})
+    nodes = [e.partition("/")[0] for e in s.edges]
+    s.sim.schedule(12.0, lambda: s.sim.partition([["mgr"] + nodes[::2], nodes[1::2]]))
+    s.sim.schedule(16.0, s.heal)
+    s.run(19.0)
+    ended = [e["time"] - 16.0 for e in s.of("edge.isolation_ended", 16.0)]
+    assert ended and max(ended) <= edge["heartbeat_interval"] + 0.02, f"seed={seed}: isolation ended {max(ended):.3f}s"
+    judge(s)
+    assert_final_plan_in_force(s, "after the halves healed")

@@ -523,7 +523,7 @@ class DeploymentManager:
         self.seq += 1
         grants = self._grants(now)
         out += [Send(e, Heartbeat(epoch=self.epoch, seq=self.seq, plan_id=self.final_id, grant=sorted(grants[e]),
-                                  echo=self._echo_for(e), lease=self.lease)) for e in self.edges]
+                                  echo=self._echo_for(e, now), lease=self.lease)) for e in self.edges]
         if self.phase in ("idle", "collect", "negotiate"):
             out += self._regrant(now)
         if self.phase == "idle" and self.reconcile_due is None and self._gaps(now):
@@ -604,15 +604,22 @@ class DeploymentManager:
             out.append(self._emit("manager.catch_up", plan_id=self.final_id, node=node, settled=plan_id))
         return out
 
-    def _echo_for(self, node: str) -> float | None:
-        """The send time a heartbeat to ``node`` echoes: its newest ack's - unless that ack reports temporary
-        holdings and predates the final plan in force (it heard no beat since: a node cut off while that plan was
-        made, back now). Such an ack says nothing new (see _on_ack) and its temporary holdings are not granted
-        (see _grants); echoing it would end the node's isolation with none of them granted, so it would give them
-        up - a handover gap until the reconciliation (0.99 s with edge.toml's timing). Without an echo the node
-        stays isolated; it acks this beat, with a newer seq, and the next beat judges its holdings."""
+    def _echo_for(self, node: str, now: float) -> float | None:
+        """The send time a heartbeat to ``node`` echoes: its newest ack's - unless that ack reports a temporary
+        holding that could be granted but is not, because the ack predates the final plan in force (the node heard
+        no beat since: cut off while that plan was made, back now; see _grants). Echoing such an ack would end the
+        node's isolation with that holding not granted, so it would give it up - a handover gap until the
+        reconciliation (0.99 s with edge.toml's timing). Without an echo the node stays isolated and acks this
+        beat with a newer seq; the next beat judges its holdings. A temporary holding another node may hold under
+        another plan (``_claimed``) is never granted: that ack is echoed at once, so the node gives it up at once."""
         a = self.acks.get(node)
-        if a is not None and a.temporary and a.seq <= self.final_seq:
+        if (a is None or not a.temporary or a.seq > self.final_seq or self.ir is None
+                or self._settled(a.plan_id, now)):
+            return self.echo.get(node)
+        connected = {r.name for r in self.ir.roles}
+        mine = self._plan_keys(self.final).get(node, set())
+        if any(k.partition("#")[0] in connected and k not in mine
+               and not self._claimed(k.partition("#")[0], node, a.plan_id, now) for k in a.holding):
             return None
         return self.echo.get(node)
 
@@ -621,7 +628,7 @@ class DeploymentManager:
         under the same grant rules and lease accounting as the periodic ones, and the regrant of a lapsed share."""
         grant = self._grants(now, only=node)[node]
         out: list[Effect] = [Send(node, Heartbeat(epoch=self.epoch, seq=self.seq, plan_id=self.final_id,
-                                                  grant=sorted(grant), echo=self._echo_for(node), lease=self.lease))]
+                                                  grant=sorted(grant), echo=self._echo_for(node, now), lease=self.lease))]
         if self.phase == "commit":  # a share of the plan being committed lapsed already: commit it again
             a = self.acks.get(node)
             keys = self._plan_keys(self.work_assignments)[node]
