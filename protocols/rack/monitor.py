@@ -291,7 +291,8 @@ most of its racks are, which no minority of faults or of monitors can fake;
 and the rule is monotone in each input, so two monitors that know the same
 facts compute the same states.
 
-Who decides: the fleet's acting authority alone, every beat, applies the rule
+Who decides: the fleet's acting authority alone (from ``quorum_timeout`` after
+it starts acting: time to catch up on facts), every beat, applies the rule
 to the rack facts it knows at fleet level and to the data centers it reaches
 (as a fleet seat holder it judges that itself, below: a data center none of
 whose monitors it heard from within ``quorum_timeout`` is cut off), and proposes, where the result differs from the agreed state, a
@@ -2021,7 +2022,9 @@ class RackMonitor:
     def _derive_groups(self, now: float) -> list[Effect]:
         """(As the fleet's acting authority) propose each sector's and data center's state where the rule,
         applied to the fleet-agreed rack facts and the seats that reach me, differs from the agreed one."""
-        if self.epoch is None or not self.acting(FLEET, now):
+        if self.epoch is None or not self.acting(FLEET, now) or now < self.acting_since[FLEET] + self.quorum_timeout:
+            # (a new fleet authority first catches up: a restarted monitor knows only the fleet facts it
+            # learned by Paxos before; heartbeat digests bring it the rest within a few beats)
             return []
         effects: list[Effect] = []
         pending = self.up.get(FLEET, {})

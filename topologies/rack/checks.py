@@ -819,6 +819,7 @@ def check_group_availability(events: list[dict], settle: float = 3.0) -> dict:
 @attrs.frozen
 class _GroupChecker:
     name: str = "group-availability"
+    liveness: ClassVar[bool] = True  # the states must be reached: an interrupted run cannot say they were not
     settle: float = 3.0
 
     def check(self, events: list[dict]) -> Verdict:
