@@ -10,6 +10,8 @@ reached, ... the state monitoring component may assume that the other data cente
   agreed not operational by the fleet while its own monitors apply the no-quorum policy to the data
   centers they cannot reach, and both revert when the cut heals; racks powered off make their sector
   and data center not operational, fleet-wide, and back; every assertion names its seed;
+* the ``group-availability`` checker: its invalid, unknown and valid cases, a simulated run broken by
+  one flipped fact, and (slow) 20 random fault schedules that heal;
 * ``ViewRequest`` answered by any monitor (levels of agreement, ages as durations, bounded sizes);
 * ``fleetplane racks status`` (in process: its exit-2 cases; one real run, marked slow).
 """
@@ -237,6 +239,23 @@ def test_group_availability_judges_simulated_runs():
                                       condition=state_of_seq(evs[last]["fields"]["seq"] + 1)))
     v = check(evs[:last] + [bad] + evs[last + 1:])
     assert v.status == "invalid" and any(e.get("known") == bad for e in v.evidence), v.summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(20))
+def test_group_states_follow_the_rule_after_random_faults_heal(seed):
+    """tests/test_rack_sim.py's random schedule (partitions, monitor crashes, power losses, OS errors over lossy,
+    duplicating, reordering links), then everything healed: group-availability must say valid."""
+    import random
+
+    from tests.test_rack_sim import FAULTY, heal_all, random_faults
+    f = RackFleet(seed, dcs=2, sectors=2, racks=3, link=FAULTY)
+    random_faults(f, random.Random(seed), 8.0)
+    f.at(9.0, heal_all, f)
+    f.run(16.0)
+    v = check(f.events())
+    assert v.status == "valid", f"seed={seed}: {v.summary} {v.evidence[:2]}"
+    safe(f)
 
 
 # --------------------------------------------------------------------------
