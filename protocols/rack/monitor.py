@@ -65,7 +65,13 @@ unknown) and every instance of that gid keeps exactly those members, with a
 quorum of a majority of the seats (:meth:`members_of`). An authority designated
 while a seat was unknown (its holder cut off) resigns once it learns that seat's
 holder, so the group is designated again with every seat in it (the holder
-would otherwise never vote or learn there). Seats travel three
+would otherwise never vote or learn there). Likewise a sector's or data
+center's authority whose seat the table above shows as another holder at its
+term or later resigns, and a candidate stands at a term above the one its seat
+shows: two designations of one term in two gids (possible after a partition:
+new seat holders that never saw the old term) would otherwise leave every seat
+view on the other holder for ever (views break a tie of terms by holder name),
+and the group above never designated again. Seats travel three
 ways: a monitor that starts acting announces its seat (``Seat``) to every
 monitor that could hold a seat of the group above; every ``seat_every`` it
 repeats that, to the current seat holders only while the group above has a
@@ -285,11 +291,12 @@ nothing); a *sector* is ``operational`` while a strict majority of its racks
 are up; a *data center* is ``operational`` while the fleet reaches it and a
 strict majority of its sectors are operational. Ties are not operational:
 what a majority cannot vouch for is not claimed (the same conservative
-default the seed takes without consensus). Why majorities: they are the
-groups' own quorum arithmetic, so a sector is called operational exactly when
-most of its racks are, which no minority of faults or of monitors can fake;
-and the rule is monotone in each input, so two monitors that know the same
-facts compute the same states.
+default the seed takes without consensus). Why majorities: a sector is
+called operational exactly when most of its racks serve, so one faulty rack
+never takes a sector down and a healthy minority never holds a failed one up
+(the same arithmetic as the groups' quorums); and the rule is a function of
+the agreed facts alone, so two monitors that know the same facts compute the
+same states.
 
 Who decides: the fleet's acting authority alone (from ``quorum_timeout`` after
 it starts acting: time to catch up on facts), every beat, applies the rule
@@ -328,7 +335,7 @@ with healthy sectors (whose own sectors keep their quorum) is agreed not
 operational by the rest of the fleet *and* applies the policy itself; when the
 cut heals, its seat holder hears the others again, the views return
 (``monitor.quorum``, ``monitor.assume`` ``as-agreed``) and the fleet's
-authority, acked by the seat again, agrees it operational. The policy changes
+authority, hearing it again, agrees it operational. The policy changes
 what a monitor *assumes* (its ``View``), never an agreed fact.
 
 **10. Queries.** Any monitor answers ``ViewRequest`` (from anyone: an
