@@ -311,11 +311,11 @@ def test_edge_toml_halves_that_merge_while_the_manager_is_away_never_hold_a_shar
     0.2 + 0.4 s after the merge: two holders of store, reporter and validator in one island for 0.601-0.604 s
     (seeds 1 and 5-8).
 
-    holderless-gap is judged at its default bound, 3.0 s (edge.toml's stated vacancy bound), not at the 2.0 s of
-    the module-timing tests: the half that keeps the leader waits for a member across the split to be silent
-    for leader_lease + heartbeat_interval (1.2 s), then for the last lease beaten to it to run out (1.0 s, the
-    leader beats silent members until it drops them) before it negotiates that member's role again - 2.2 s
-    here, a stated limit (see the README's edge section)."""
+    holderless-gap is judged at the 2.0 s of the other simulated tests: the half that keeps the leader must give
+    a role held across the split to one of its own within it. The leader used to beat a silent member with full
+    leases until it dropped it (leader_lease + heartbeat_interval = 1.2 s of silence), then wait for the last of
+    them to run out (1.0 s more): 2.207-2.214 s without a holder (seeds 1-5, 7, 8); now a silent member's
+    lease ends when it is dropped (about 1.2 s)."""
     s = build_edge(seed, 20, profiles=toml_profiles(), edge_params=TOML_EDGE, manager_params=TOML_MANAGER)
     order = [e.partition("/")[0] for e in s.edges]
     random.Random(seed).shuffle(order)
@@ -328,7 +328,7 @@ def test_edge_toml_halves_that_merge_while_the_manager_is_away_never_hold_a_shar
     live = [e for e in s.edges if s.edge(e).role is PlaneRole.LEADER]
     assert len(live) == 1, f"seed={seed}: leaders after the merge {live}"
     s.run(15.0)
-    v = judge(s, gap_bound=3.0)
+    v = judge(s)
     assert v["plan-holders"] == "valid" and v["ratified-after-heal"] == "valid", f"seed={seed}: {v}"
     assert_final_plan_in_force(s, "after the merged site reconnected")
 
@@ -358,6 +358,7 @@ def test_the_edge_toml_fleet_under_its_whole_fault_schedule_with_the_site_split_
     s.sim.schedule(39.0, s.heal)
     s.run(43.0)
     assert not [e for e in s.of("manager.renewal") if 31.0 < e["time"] < 39.0], f"seed={seed}: renewed while away"
-    v = judge(s, gap_bound=3.0)
+    v = judge(s)
     assert v["ratified-after-heal"] == "valid" and v["plan-holders"] == "valid", f"seed={seed}: {v}"
     assert_final_plan_in_force(s, "after edge.toml's whole schedule")
+

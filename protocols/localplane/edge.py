@@ -125,7 +125,11 @@ member whose ack is late is beaten again every ``retry_every``. A member
 silent for ``leader_lease + heartbeat_interval`` is dropped from the plane
 (its open votes are no longer waited for); once the last lease sent to it
 has run out its roles are negotiated again (``plane.holder_lost``), so a role
-never has two holders in one plan. A relinquished role is negotiated again
+never has two holders in one plan. A member silent for more than a beat
+interval is beaten with a lease that ends no later than it would be dropped,
+so a member gone with a partition is replaced as soon as it is dropped
+(``edge.toml``: 1.2 s of silence, not 2.2 s); one that acks again gets full
+leases again. A relinquished role is negotiated again
 the same way. Roles left unfilled are negotiated again every
 ``refill_every`` and when a member reports its fit late
 (``plane.unfilled_retry``): the plane grows back as nodes return.
@@ -1720,6 +1724,15 @@ class _Lead:
         everyone = set(n._peers()) if n._cut_off() else set()
         for m in sorted(everyone | self.members) if only is None else only:
             if m == n.address or m in self.lost:
+                continue
+            heard = self.last_ack.get(m)
+            if m in self.members and heard is not None and heard + n.member_timeout < until:
+                # silent for more than a beat interval: the lease ends no later than the member would be dropped
+                # (member_timeout after its last ack), so a member gone with a partition is replaced as soon as it
+                # is dropped rather than leader_lease later (a member that acks again gets full leases again)
+                cap = max(heard + n.member_timeout, self.lease_sent.get(m, -math.inf))
+                self.lease_sent[m] = cap
+                out.append(Send(m, attrs.evolve(hb, lease=max(0.0, cap - now - n.lease_margin))))
                 continue
             self.lease_sent[m] = until
             out.append(Send(m, hb))
