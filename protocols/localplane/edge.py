@@ -438,7 +438,9 @@ class EdgeNode:
         # asking everyone would flood the links just when the election needs them (a cut node that asked only
         # cut peers still learns of the site from the answers to its election messages)
         self.probe_fanout = max(1, int(probe_fanout))
-        self.probe_rng = random.Random(hash(self.rng.getstate()))  # its own stream: fit noise is left as it was
+        # its own stream (fit noise is left as it was), seeded from the rng's state as text: hash() of that state
+        # (which ends in None, hashed by address on Python 3.11) differed between processes
+        self.probe_rng = random.Random(repr(self.rng.getstate()))
         self.probe_asked: set[str] = set()
         # a peer's "I heard the manager" counts while younger than this (then it would be going silent itself)
         self.site_fresh = max(heartbeat_interval, isolation_after - heartbeat_interval)
@@ -1269,7 +1271,7 @@ class EdgeNode:
         out: list[Effect] = [self._emit("plane.validated", plan_id=plan_id, role=role, share=share, holder=holder,
                                         ratio=0.0, ok=False, why=f"a client was refused: {msg.reason or 'refused'}")]
         reporter = next((a.holder for a in self.plan if a.role == "reporter"), "")
-        for to in {self.leader, reporter} - {""}:
+        for to in sorted({self.leader, reporter} - {""}):
             if to == self.address:
                 out += self._on_validation(v, self.address, now)
             else:
@@ -1570,7 +1572,7 @@ class EdgeNode:
         out: list[Effect] = [self._emit("plane.validated", plan_id=msg.plan_id, role=msg.role, share=msg.share,
                                         holder=sender, ratio=msg.measured, ok=ok)]
         reporter = next((a.holder for a in self.plan if a.role == "reporter"), "")
-        for to in {self.leader, reporter} - {""}:
+        for to in sorted({self.leader, reporter} - {""}):
             out.append(Send(to, v))
         return out
 
