@@ -362,3 +362,23 @@ def test_the_edge_toml_fleet_under_its_whole_fault_schedule_with_the_site_split_
     assert v["ratified-after-heal"] == "valid" and v["plan-holders"] == "valid", f"seed={seed}: {v}"
     assert_final_plan_in_force(s, "after edge.toml's whole schedule")
 
+
+
+def test_a_follower_joins_the_winning_plane_on_its_second_beat_even_when_both_are_handled_at_once():
+    """A follower of e0's plane (term 1) hears e2, the leader of term 2. One beat is no plane: it stays. The second
+    beat makes it follow e2 - also when the two are handled back to back (a loaded host: 0.508 and 0.526 s from
+    the merge to the step-down in real runs of edge.toml's [[chaos]], settle 0.5 s), where the old rule, the beats
+    kept coming for 3/4 of an interval, waited for a third."""
+    members = ["e0/edge", "e1/edge", "e2/edge"]
+    f = _deployed("e1/edge", members)
+    f.isolated, f.isolated_at, f.role = True, 9.0, PlaneRole.ELECTING
+    mine = LeaderHeartbeat(term=1, plan_id="T1@e0", version=1, lease=0.9, complete=True, members=2, score=1.0,
+                           assignments=[Assignment(role="store", holder="e1/edge", target=100.0)])
+    f.handle(mine, "e0/edge", 10.0)
+    assert f.leader == "e0/edge" and "store#0/1" in f.holdings
+    theirs = LeaderHeartbeat(term=2, plan_id="T2@e2", version=1, lease=0.9, complete=True, members=1, score=0.5,
+                             assignments=[Assignment(role="store", holder="e2/edge", target=100.0)])
+    f.handle(theirs, "e2/edge", 10.1)
+    assert f.leader == "e0/edge" and "store#0/1" in f.holdings, "one beat is no plane"
+    f.handle(theirs, "e2/edge", 10.1)  # the next beat, handled at once after the first
+    assert f.leader == "e2/edge" and f.role is PlaneRole.FOLLOWER and "store#0/1" not in f.holdings
