@@ -35,7 +35,7 @@ from typing import Any
 from transport.codec import message
 
 __all__ = ["Execute", "ExecuteAck", "Fact", "FactAck", "Heartbeat", "HeartbeatAck", "Reboot", "RebootAck", "Seat",
-           "SetMetrics", "Status",
+           "SeatView", "SetMetrics", "Status",
            "Reconfigure", "Rejoin", "RejoinReply", "Retired", "SyncReply", "SyncRequest", "TermHint", "View",
            "ViewRequest"]
 
@@ -141,6 +141,14 @@ class Seat:
     child: str
     term: int
     holder: str
+
+
+@message("rack.SeatView")
+class SeatView:
+    """An acceptor that refused a designation because its view of the seats differs from the candidate's:
+    its view (as ``Heartbeat.seats``), so the views can converge (the newest term of each seat wins)."""
+
+    seats: dict
 
 
 @message("rack.Fact")

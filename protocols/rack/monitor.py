@@ -71,7 +71,10 @@ term or later resigns, and a candidate stands at a term above the one its seat
 shows: two designations of one term in two gids (possible after a partition:
 new seat holders that never saw the old term) would otherwise leave every seat
 view on the other holder for ever (views break a tie of terms by holder name),
-and the group above never designated again. Seats travel three
+and the group above never designated again; an acceptor that refuses a
+designation because its view of the seats differs sends the candidate its view
+(``SeatView``, at most once a lease per candidate), so that a holder shown
+stale elsewhere learns it and climbs above it. Seats travel three
 ways: a monitor that starts acting announces its seat (``Seat``) to every
 monitor that could hold a seat of the group above; every ``seat_every`` it
 repeats that, to the current seat holders only while the group above has a
@@ -298,8 +301,9 @@ never takes a sector down and a healthy minority never holds a failed one up
 the agreed facts alone, so two monitors that know the same facts compute the
 same states.
 
-Who decides: the fleet's acting authority alone (from ``quorum_timeout`` after
-it starts acting: time to catch up on facts), every beat, applies the rule
+Who decides: the fleet's acting authority alone (once it has caught up on the
+facts: the fleet members that acked it within a lease report its digest, or
+``quorum_timeout`` after it starts acting), every beat, applies the rule
 to the rack facts it knows at fleet level and to the data centers it reaches
 (as a fleet seat holder it judges that itself, below: a data center none of
 whose monitors it heard from within ``quorum_timeout`` is cut off), and proposes, where the result differs from the agreed state, a
@@ -398,6 +402,7 @@ from protocols.rack.messages import (
     RejoinReply,
     Retired,
     Seat,
+    SeatView,
     Status,
     SyncReply,
     SyncRequest,
@@ -591,6 +596,7 @@ class RackMonitor:
         self.unreached: tuple[str, ...] = ()  # data centers I cannot reach (bounded: the layout's)
         self.told: tuple[tuple[str, ...], float] | None = None  # my authority's unreached, and when it told me
         self.fleet_cut = False  # I cannot reach a quorum of the fleet: the no-quorum policy applies to unreached
+        self.fleet_digests: dict[str, tuple[int, float]] = {}  # (as fleet authority) member -> its last ack's digest
         self._digest: int | None = None
         self.synced_at: dict[str, float] = {}  # base -> when I last asked its authority to sync
 
@@ -746,6 +752,13 @@ class RackMonitor:
                 top = max((self.auth[base].term if base in self.auth else 0), self.seen_design.get(base, (0, ""))[0])
                 if top and sender != self.address:
                     out.append(Send(sender, TermHint(base, top)))
+                if refused.startswith("its seats differ") and sender != self.address and \
+                        self.layout.rack_of_monitor(sender) is not None and \
+                        now - self.synced_at.get("seats:" + sender, -1e9) >= self.lease:
+                    # tell the candidate my view of the seats, at most once a lease: views only ever move to a
+                    # newer (term, holder), so two views that differ would otherwise stay apart for ever
+                    self.synced_at["seats:" + sender] = now  # (one entry per monitor: bounded)
+                    out.append(Send(sender, SeatView(self._seat_table())))
                 return out
             base, gid, kind, rest = split_instance(msg.instance)
             if kind == "authority" and rest.isdigit():
@@ -1160,6 +1173,9 @@ class RackMonitor:
                 seen[sender] = now
             else:
                 seen.pop(sender, None)
+        if base == FLEET and sender != self.address and base in self.holding and \
+                (msg.term, msg.group) == (self.holding[base].term, self.holding[base].gid) and isinstance(msg.digest, int):
+            self.fleet_digests[sender] = (msg.digest, now)  # (members of my fleet gid only: bounded by the seats)
         sync: list[Effect] = []
         if sender != self.address and msg.digest and msg.digest != self.digest() and \
                 now - self.synced_at.get(sender, -1e9) >= 4 * self.heartbeat_every:
@@ -1195,6 +1211,8 @@ class RackMonitor:
 
     def _on_start_acting(self, base: str, now: float) -> list[Effect]:
         effects: list[Effect] = []
+        if base == FLEET:
+            self.fleet_digests = {}
         parent = self.layout.parent(base)
         if parent is not None:
             self._set_seat(parent, base, self.holding[base].term, self.rack)
@@ -1249,6 +1267,11 @@ class RackMonitor:
                 r for s in self.layout.sectors_of(parent) for r in self.layout.racks_of(s)]
         out = Seat(base, mine.term, self.rack)
         return [Send(self.layout.monitor(r), out) for r in racks if r != self.rack]
+
+    def _on_seat_view(self, msg: SeatView, sender: str, now: float) -> list[Effect]:
+        if self.layout.rack_of_monitor(sender) is None:
+            return [Emit("monitor.bad_input", {"reason": f"seat view from {sender}"})]
+        return self._merge_seats(msg.seats, sender)
 
     def _on_seat(self, msg: Seat, sender: str, now: float) -> list[Effect]:
         try:
@@ -2029,10 +2052,15 @@ class RackMonitor:
     def _derive_groups(self, now: float) -> list[Effect]:
         """(As the fleet's acting authority) propose each sector's and data center's state where the rule,
         applied to the fleet-agreed rack facts and the seats that reach me, differs from the agreed one."""
-        if self.epoch is None or not self.acting(FLEET, now) or now < self.acting_since[FLEET] + self.quorum_timeout:
-            # (a new fleet authority first catches up: a restarted monitor knows only the fleet facts it
-            # learned by Paxos before; heartbeat digests bring it the rest within a few beats)
+        if self.epoch is None or not self.acting(FLEET, now):
             return []
+        if now < self.acting_since[FLEET] + self.quorum_timeout:
+            # a new fleet authority first catches up (a restarted monitor knows only the fleet facts it learned
+            # by Paxos; heartbeat digests bring it the rest within a few beats): until the fleet members that
+            # acked it within a lease all know the fleet facts it knows (same digest), or quorum_timeout passed
+            recent = [d for d, t in self.fleet_digests.values() if now - t < self.lease]
+            if not recent or any(d != self.digest() for d in recent):
+                return []
         effects: list[Effect] = []
         pending = self.up.get(FLEET, {})
         # (the data centers I cannot reach, as _check_fleet judged them this beat: a fleet authority is its
@@ -2168,4 +2196,5 @@ class RackMonitor:
         ExecuteAck: _on_execute_ack,
         RebootAck: _on_reboot_ack,
         ViewRequest: _on_view_request,
+        SeatView: _on_seat_view,
     }
