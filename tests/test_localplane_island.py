@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 
 from protocols.core import SetTimer, TimerFired
@@ -406,3 +407,26 @@ def test_edge_toml_halves_merge_within_a_beat_interval_even_on_slow_links(seed):
     assert merged and max(merged) <= TOML_EDGE["heartbeat_interval"], f"seed={seed}: step-downs {merged}"
     v = judge(s)
     assert v["plan-holders"] == "valid", f"seed={seed}: {v}"
+
+
+def test_a_beat_that_answers_the_losing_leader_makes_its_plane_follow_at_once():
+    """The winning leader, hearing the losing one, beats every peer at once naming it (``answers``): proof that
+    the planes reach each other now, so that plane's nodes follow on this one beat - whether it comes before
+    or after the winner's regular beat. In a real run of edge.toml's [[chaos]] the answering beat reached the
+    loser first and the step-down waited for the next tick: 0.358 s from the merge."""
+    members = ["e0/edge", "e1/edge", "e2/edge"]
+    f = _deployed("e1/edge", members)
+    f.isolated, f.isolated_at, f.role = True, 9.0, PlaneRole.ELECTING
+    mine = LeaderHeartbeat(term=1, plan_id="T1@e0", version=1, lease=0.9, complete=True, members=2, score=1.0,
+                           assignments=[Assignment(role="store", holder="e1/edge", target=100.0)])
+    f.handle(mine, "e0/edge", 10.0)
+    theirs = LeaderHeartbeat(term=2, plan_id="T2@e2", version=1, lease=0.9, complete=True, members=1, score=0.5,
+                             assignments=[Assignment(role="store", holder="e2/edge", target=100.0)])
+    other = attrs.evolve(theirs, answers="e9/edge")  # answers another plane's leader: one beat is no plane
+    f.handle(other, "e2/edge", 10.1)
+    assert f.leader == "e0/edge" and "store#0/1" in f.holdings
+    g = _deployed("e1/edge", members)
+    g.isolated, g.isolated_at, g.role = True, 9.0, PlaneRole.ELECTING
+    g.handle(mine, "e0/edge", 10.0)
+    g.handle(attrs.evolve(theirs, answers="e0/edge"), "e2/edge", 10.1)
+    assert g.leader == "e2/edge" and g.role is PlaneRole.FOLLOWER and "store#0/1" not in g.holdings

@@ -1478,12 +1478,13 @@ class EdgeNode:
             if self.role is PlaneRole.LEADER:
                 assert self.lead is not None
                 mine = (self.leader_term, self.leader_score(), self.address)
-                if not self._merge(theirs, mine, now):
+                answered = msg.answers == self.address and self._cut_off() and theirs > mine
+                if not answered and not self._merge(theirs, mine, now):
                     # a losing rival leader is in reach: beat every peer at once (once per rival), so its plane's
                     # nodes get the second beat they follow this plane on without waiting for the next tick
                     if self._cut_off() and theirs < mine and self.lead.rivals.get(sender, -math.inf) < now - self.leader_lease:
                         self.lead.rivals[sender] = now
-                        return self.lead._beat(now)
+                        return self.lead._beat(now, answers=sender)
                     if self._cut_off() and theirs < mine:
                         self.lead.rivals[sender] = now
                     return []
@@ -1493,7 +1494,9 @@ class EdgeNode:
                 self.lead = None
             elif self._live_leader(now) and not self._merge(theirs, (self.leader_term, self.leader_fit, self.leader),
                                                             now):
-                return []
+                if not (msg.answers and msg.answers == self.leader and self._cut_off()
+                        and theirs > (self.leader_term, self.leader_fit, self.leader)):
+                    return []
             # break before make: what this node held under another plane ends before it takes a role in this one
             for key in [k for k, h in self.holdings.items() if h.temporary and h.plan_id != msg.plan_id]:
                 out += self._relinquish(key, "new_plane", now, tell=False)
@@ -1725,7 +1728,7 @@ class _Lead:
                 self.fits[n.address] = e.msg
         return out + [e for e in own if isinstance(e, Emit)] + self._maybe_negotiate(now)
 
-    def _beat(self, now: float, only: list[str] | None = None) -> list[Effect]:
+    def _beat(self, now: float, only: list[str] | None = None, answers: str = "") -> list[Effect]:
         """Beat the plane's members and, while the manager is away, every other peer of the deployment (``only``:
         just these): a node in reach that follows a smaller plane, or none, joins this one (see
         ``EdgeNode._on_leader_heartbeat``)."""
@@ -1733,7 +1736,8 @@ class _Lead:
         until = now + n.leader_lease  # accounted here; the member holds lease - margin from receipt (its clock)
         hb = LeaderHeartbeat(term=self.term, plan_id=self.plan_id, version=self.version,
                              lease=n.leader_lease - n.lease_margin, assignments=list(self.assignments),
-                             complete=self.complete, members=len(self.members), score=n.leader_score())
+                             complete=self.complete, members=len(self.members), score=n.leader_score(),
+                             answers=answers)
         out: list[Effect] = []
         everyone = set(n._peers()) if n._cut_off() else set()
         for m in sorted(everyone | self.members) if only is None else only:

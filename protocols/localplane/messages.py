@@ -377,7 +377,9 @@ class LeaderHeartbeat:
     delay, clock drift), and accounts the lease as running ``lease + margin`` from the send on its own clock.
     ``members``: how many members the leader's plane has; ``score``: the leader's fit (its leadership
     score). A leader that hears another plane's leader beat yields to the higher term, then the better fit
-    (then the higher address), so the planes of one island merge into one.
+    (then the higher address), so the planes of one island merge into one. ``answers``: set on the beat a leader
+    sends every peer at once when it hears a losing rival leader - proof that the two planes reach each other
+    now; that leader's plane follows this one on it without waiting for a second beat.
     """
 
     term: int
@@ -388,6 +390,7 @@ class LeaderHeartbeat:
     complete: bool = False
     members: int = 0
     score: float = 0.0
+    answers: str = ""  # the losing rival leader this beat answers (it was just heard): its plane follows at once
 
 
 @message("localplane.SiteQuery")
