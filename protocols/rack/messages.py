@@ -11,7 +11,9 @@ input: ``SetMetrics`` (to a rack control: the values its next reports carry).
 Monitor channel (monitor <-> monitor): the Paxos messages of
 ``protocols.consensus`` (instances named ``<group>|<kind>|<id>``), plus
 ``Heartbeat``/``HeartbeatAck`` (an authority renewing its lease with a quorum
-of its group), ``Seat`` (an authority announcing itself to the group above),
+of its group; a heartbeat also tells which data centers the sender cannot reach),
+``Seat`` (an authority announcing itself to the group above), ``SeatView`` (an
+acceptor's view of the seats, sent to a candidate whose view differs),
 ``Fact``/``FactAck`` (a condition agreed fleet-wide, pushed down the tree) and
 ``SyncRequest``/``SyncReply`` (a monitor that regained its quorum catching up),
 ``Execute``/``ExecuteAck`` (the sector's acting authority handing a chosen
