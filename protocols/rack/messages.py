@@ -250,7 +250,8 @@ class View:
     "assumed"}``: the condition this monitor holds (``assumed``: the no-quorum policy's, when it
     overrides the agreed one), the agreed fact's level (``fleet``; ``default`` when none is agreed
     yet: the default state, operational) and ``rule``, the stated rule applied to this monitor's own
-    facts (its level of agreement: local). ``age``: seconds since this monitor learned it (None for ``default``). Sizes are bounded
+    facts (its level of agreement: local). ``age``: seconds since this monitor learned it (None for
+    ``default``). Sizes are bounded
     by the layout: one entry per rack and group.
     """
 

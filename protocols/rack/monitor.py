@@ -306,9 +306,9 @@ facts: the fleet members that acked it within a lease report its digest, or
 ``quorum_timeout`` after it starts acting), every beat, applies the rule
 to the rack facts it knows at fleet level and to the data centers it reaches
 (as a fleet seat holder it judges that itself, below: a data center none of
-whose monitors it heard from within ``quorum_timeout`` is cut off), and proposes, where the result differs from the agreed state, a
-*group fact* ``{"subject": <sector or dc>, "seq", "condition", "reason"}`` at
-fleet level (instance ``fleet@<seats>|condition|<group>|<seq>``): the same
+whose monitors it heard from within ``quorum_timeout`` is cut off), and
+proposes, where the result differs from the agreed state, a *group fact*
+``{"subject": <sector or dc>, "seq", "condition", "reason"}`` at fleet level (instance ``fleet@<seats>|condition|<group>|<seq>``): the same
 agreed-fact machinery as rack facts (Persist before send, pushed down with
 ``Fact``, digest sync, retired behind the newest seq per stream), no second
 consensus. The seq's parity *is* the state (even: operational, odd: not; seq 0
@@ -1174,7 +1174,8 @@ class RackMonitor:
             else:
                 seen.pop(sender, None)
         if base == FLEET and sender != self.address and base in self.holding and \
-                (msg.term, msg.group) == (self.holding[base].term, self.holding[base].gid) and isinstance(msg.digest, int):
+                (msg.term, msg.group) == (self.holding[base].term, self.holding[base].gid) and \
+                isinstance(msg.digest, int):
             self.fleet_digests[sender] = (msg.digest, now)  # (members of my fleet gid only: bounded by the seats)
         sync: list[Effect] = []
         if sender != self.address and msg.digest and msg.digest != self.digest() and \

@@ -216,6 +216,6 @@ def render(view: View, address: str, every_rack: bool = False, file: Any = None)
             t.add_row(r, f"[{_style(c)}]{c}[/]", " ".join(ind) if isinstance(ind, list) else "-", str(e.get("level")),
                       str(e.get("seq")), _age(e.get("age")))
         con.print(t)
-    auth = ", ".join(f"{g}: {a.get('holder') or '?'} (term {a.get('term')}{', this monitor' if a.get('acting') else ''})"
-                     for g, a in sorted(view.authorities.items()))
+    auth = ", ".join(f"{g}: {a.get('holder') or '?'} (term {a.get('term')}"
+                     f"{', this monitor' if a.get('acting') else ''})" for g, a in sorted(view.authorities.items()))
     con.print(f"Authorities known: {auth or 'none'}")
