@@ -1728,6 +1728,18 @@ class _Lead:
                 self.fits[n.address] = e.msg
         return out + [e for e in own if isinstance(e, Emit)] + self._maybe_negotiate(now)
 
+    def _answering(self, now: float) -> str:
+        """The losing rival leader heard last, if within a leader lease (its nodes' leases from it run that long): the
+        regular beats keep naming it, so a node of its plane that missed the answering beat (its link to this plane
+        opened a little later than its leader's: fault plans reach processes at different instants) still follows on
+        the next beat, not on the second. Naming it longer is harmless: only a node that still follows it, and
+        hears this beat (so reaches this plane), follows this plane at once."""
+        n = self.n
+        if not self.rivals or not n._cut_off():
+            return ""
+        rival, heard = max(self.rivals.items(), key=lambda kv: (kv[1], kv[0]))
+        return rival if now - heard <= n.leader_lease else ""
+
     def _beat(self, now: float, only: list[str] | None = None, answers: str = "") -> list[Effect]:
         """Beat the plane's members and, while the manager is away, every other peer of the deployment (``only``:
         just these): a node in reach that follows a smaller plane, or none, joins this one (see
@@ -1778,7 +1790,7 @@ class _Lead:
                 del self.revoking[m]
                 if not self.revoking and self.phase == "done":
                     out += self._renegotiate(now)
-        out += self._beat(now)
+        out += self._beat(now, answers=self._answering(now))
         out += self._ask_fits(now)
         if self.phase == "done" and self.unfilled and now >= self.refill_at:
             out += self._refill(now, "periodic")
