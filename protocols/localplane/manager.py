@@ -146,6 +146,12 @@ the renewal requests keep the holder's lease from lapsing in the first place.
   ``reconcile_wait``) for what the plane still owes and may just have lost:
   the leader's plan report (a reachable member's ack names the leader), the
   named reporter's record, a first ack from each holder of a connected role.
+  When acks show two or more temporary plans in reach (planes that met at
+  the heal), no plan can be ratified: the manager decides at once
+  (``manager.planes_met``) rather than after ``reconcile_wait``, waiting only
+  for plan reports still owed - not for records or holders' first acks, nor
+  for the report of a leader whose own ack follows another plan (it merged) -
+  so the planes' holders do not overlap until a late final plan.
   A temporary plan a final plan ratified or replaced is *settled*: a member
   that still follows it (its Commit was lost) gets the final plan in force
   committed to it again (``manager.catch_up``) instead of starting a new
@@ -582,6 +588,14 @@ class DeploymentManager:
                     self.reconnect_first = now
                 out.append(self._emit("manager.reconnect_seen", node=sender, plan_id=msg.plan_id,
                                       temporary=msg.temporary, leader=msg.leader, term=msg.term))
+            planes = sorted({a.plan_id for e, a in self.acks.items() if a.temporary and a.seq > self.final_seq
+                             and e in set(self.reachable(now)) and not self._settled(a.plan_id, now)})
+            if msg.temporary and len(planes) > 1 and self.reconcile_due > now:
+                # two temporary planes back in reach: no plan can be ratified, and each holds its shares until the
+                # final plan - waiting out reconcile_wait only keeps two holders of a share (or two leaders) in one
+                # island that long. Decide now (the plane reports awaited are still waited for, a little)
+                self.reconcile_due = now
+                out.append(self._emit("manager.planes_met", plans=planes))
         elif not was and self.final_id and self.phase == "idle" and not msg.holding and self.ir is not None:
             pass  # a node back with nothing: it simply joins the reachable set
         return out
@@ -688,6 +702,10 @@ class DeploymentManager:
                 return []
             return self._start_plan(now, f"holders lost: {gaps[:3]}" if gaps else f"stray plans {stray}", stray, reach)
         awaited = self._awaited(temp, reach)
+        if len(temp) > 1:
+            # planes met: the outcome is a replacement whatever a record or a holder's first ack would say; only
+            # the plan reports matter (their members are all told Release), so only they are waited for
+            awaited = [a for a in awaited if a.startswith("plan report")]
         since = self.reconnect_first if self.reconnect_first is not None else now
         if awaited and now < since + self.reconcile_wait + 2 * self.heartbeat_interval:
             # a report still on its way is not a missing report: wait for it a little (it is sent again until
@@ -753,7 +771,13 @@ class DeploymentManager:
         for pid in temp:
             rep = self.reports.get(pid)
             if rep is None:
-                if any(self.acks[e].plan_id == pid and self.acks[e].leader for e in reach if e in self.acks):
+                leaders = {self.acks[e].leader for e in reach if e in self.acks and self.acks[e].plan_id == pid
+                           and self.acks[e].leader}
+                # a leader whose own ack (reachable, newer than the final plan) follows another plan merged into it:
+                # it will not report this one (its members learn it when its lease runs out)
+                gone = {x for x in leaders if x in reach and x in self.acks and self.acks[x].seq > self.final_seq
+                        and self.acks[x].plan_id != pid}
+                if leaders - gone:
                     out.append(f"plan report {pid}")
                 continue
             reporter = next((a.holder for a in rep.assignments if a.role == "reporter"), "")
