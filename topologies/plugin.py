@@ -28,7 +28,9 @@ runtime checkers of the core.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import sys
 import threading
 from typing import Any, Callable
 
@@ -36,8 +38,8 @@ import attrs
 
 from topologies import plugins as _plugin_list
 
-__all__ = ["Command", "Plugin", "ReportSection", "checkers_for", "load_plugins", "loaded", "must_judge_for",
-           "plugins_of"]
+__all__ = ["Command", "Plugin", "ReportSection", "checkers_for", "client_command", "load_plugins", "loaded",
+           "must_judge_for", "plugins_of"]
 
 RUNTIME = "runtime"  # the owner of the core's own checkers
 
@@ -46,6 +48,24 @@ RUNTIME = "runtime"  # the owner of the core's own checkers
 class ReportSection:
     title: str
     render: Callable[[list, list, float, float], "str | None"]
+
+
+def client_command(fn: Callable[[Any], int]) -> Callable[[Any], int]:
+    """A plug-in command that talks to a running topology from a client node of its own (``fleetplane deps``,
+    ``task``, ``racks status``): its log on stderr at WARNING, and the transport's "runs in the clear" at INFO while
+    it runs - the topology's own choice, not this command's news - then the old level again, so a host's next
+    embedded node still says it."""
+    @functools.wraps(fn)
+    def command(args: Any) -> int:
+        from loguru import logger
+
+        from transport.zmq import insecure_log_level
+
+        logger.remove()
+        logger.add(sys.stderr, level="WARNING")
+        with insecure_log_level("INFO"):
+            return fn(args)
+    return command
 
 
 @attrs.frozen

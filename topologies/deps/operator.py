@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols.deps.messages import ACTIONS, Ack, Act, Condition, Override, Query, Remediate, View
+from topologies.plugin import client_command
 
 __all__ = ["cmd_operator", "OPERATOR_COMMANDS", "setup_operator"]
 
@@ -207,21 +208,11 @@ def _act(node: Any, agents: dict[str, str], action: str, services: list[str], ar
     return rc
 
 
+@client_command
 def cmd_operator(args: argparse.Namespace) -> int:
-    from transport.zmq import insecure_log_level
-
-    with insecure_log_level("INFO"):  # the topology's own choice, not this command's news; a host's next node says it
-        return _cmd_operator(args)
-
-
-def _cmd_operator(args: argparse.Namespace) -> int:
-    from loguru import logger
-
     from actors import Node
     from transport.zmq import ZmqTransport
 
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
     try:
         msg = message_of(args)
         if args.timeout <= 0:

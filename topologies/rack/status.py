@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols.rack.messages import View, ViewRequest
+from topologies.plugin import client_command
 
 __all__ = ["cmd_racks", "setup_racks"]
 
@@ -99,21 +100,11 @@ def targets(args: argparse.Namespace) -> tuple[list[tuple[str, str]], dict[str, 
     return [(a, r) for a, r, _e in mons[:max(1, args.tries)]], peers, str(run)
 
 
+@client_command
 def cmd_racks(args: argparse.Namespace) -> int:
-    from transport.zmq import insecure_log_level
-
-    with insecure_log_level("INFO"):  # the topology's own choice, not this command's news; a host's next node says it
-        return _cmd_racks(args)
-
-
-def _cmd_racks(args: argparse.Namespace) -> int:
-    from loguru import logger
-
     from actors import Node
     from transport.zmq import ZmqTransport
 
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
     try:
         if not args.timeout > 0:
             raise StatusError("--timeout must be > 0")

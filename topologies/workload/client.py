@@ -35,6 +35,7 @@ from typing import Any
 from protocols.workload.billing import StatementReply, StatementRequest
 from protocols.workload.gateway import Submit, Submitted, TaskQuery
 from protocols.workload.messages import Retried, TaskStatus
+from topologies.plugin import client_command
 
 __all__ = ["WorkloadClient", "WorkloadError", "cmd_task", "setup_task"]
 
@@ -163,21 +164,10 @@ def _actor_of(topo: dict, kind: str) -> str:
     raise WorkloadError(f"the topology has no {kind} actor")
 
 
+@client_command
 def cmd_task(args: argparse.Namespace) -> int:
-    from transport.zmq import insecure_log_level
-
-    with insecure_log_level("INFO"):  # the topology's own choice, not this command's news; a host's next node says it
-        return _cmd_task(args)
-
-
-def _cmd_task(args: argparse.Namespace) -> int:
     from actors import Node
     from transport.zmq import ZmqTransport
-
-    from loguru import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
 
     try:
         run = _find_run(args.run)
