@@ -73,10 +73,22 @@ class Layout:
     def racks_of(self, sector: str) -> list[str]:
         return [f"{sector}r{r}" for r in range(self.racks)]
 
+    def _memo(self, name: str) -> dict:
+        """A per-instance table of answers (the layout is immutable; only valid names, so bounded by it)."""
+        table = self.__dict__.get(name)
+        if table is None:
+            table = {}
+            object.__setattr__(self, name, table)
+        return table
+
     def monitor(self, rack: str) -> str:
         """The monitor's address; its format may also use ``{sector}``, ``{dc}`` and ``{r}`` (the rack's index)."""
-        d, s, r = self.check_rack(rack)
-        return self.monitor_fmt.format(rack=rack, sector=f"d{d}s{s}", dc=f"d{d}", r=r)
+        memo = self._memo("_monitor")
+        out = memo.get(rack) if isinstance(rack, str) else None
+        if out is None:
+            d, s, r = self.check_rack(rack)
+            out = memo[rack] = self.monitor_fmt.format(rack=rack, sector=f"d{d}s{s}", dc=f"d{d}", r=r)
+        return out
 
     def control(self, rack: str) -> str:
         """The rack control's address; its format may also use ``{sector}`` and ``{dc}``."""
@@ -87,12 +99,17 @@ class Layout:
 
     # -- the tree ----------------------------------------------------------------------
     def check_rack(self, rack: str) -> tuple[int, int, int]:
+        memo = self._memo("_check_rack")
+        out = memo.get(rack) if isinstance(rack, str) else None
+        if out is not None:
+            return out
         m = _RACK.match(rack) if isinstance(rack, str) else None
         if m is None:
             raise ValueError(f"not a rack id: {rack!r} (expected d<D>s<S>r<R>)")
         d, s, r = (int(x) for x in m.groups())
         if d >= self.dcs or s >= self.sectors or r >= self.racks:
             raise ValueError(f"rack {rack!r} is outside the layout {self.dcs}x{self.sectors}x{self.racks}")
+        memo[rack] = (d, s, r)
         return d, s, r
 
     def sector_of(self, rack: str) -> str:
@@ -100,20 +117,32 @@ class Layout:
         return f"d{d}s{s}"
 
     def dc_of(self, rack_or_sector: str) -> str:
-        m = _RACK.match(rack_or_sector) or _SECTOR.match(rack_or_sector)
-        if m is None:
-            raise ValueError(f"not a rack or sector id: {rack_or_sector!r}")
-        return f"d{m.group(1)}"
+        memo = self._memo("_dc_of")
+        out = memo.get(rack_or_sector) if isinstance(rack_or_sector, str) else None
+        if out is None:
+            m = _RACK.match(rack_or_sector) or _SECTOR.match(rack_or_sector)
+            if m is None:
+                raise ValueError(f"not a rack or sector id: {rack_or_sector!r}")
+            out = f"d{m.group(1)}"
+            if len(memo) < 4 * self.dcs * self.sectors * self.racks:  # (not checked against the layout: bounded)
+                memo[rack_or_sector] = out
+        return out
 
     def level(self, group: str) -> str:
         """``sector``, ``dc`` or ``fleet`` for a valid group id; ValueError otherwise."""
         if group == FLEET:
             return "fleet"
+        memo = self._memo("_level")
+        out = memo.get(group) if isinstance(group, str) else None
+        if out is not None:
+            return out
         m = _DC.match(group)
         if m and int(m.group(1)) < self.dcs:
+            memo[group] = "dc"
             return "dc"
         m = _SECTOR.match(group)
         if m and int(m.group(1)) < self.dcs and int(m.group(2)) < self.sectors:
+            memo[group] = "sector"
             return "sector"
         raise ValueError(f"not a group of this layout: {group!r}")
 
@@ -135,9 +164,13 @@ class Layout:
         raise ValueError(f"{group!r} is a sector: its members are monitors, not seats")
 
     def sector_members(self, sector: str) -> list[str]:
-        if self.level(sector) != "sector":
-            raise ValueError(f"not a sector: {sector!r}")
-        return [self.monitor(r) for r in self.racks_of(sector)]
+        memo = self._memo("_sector_members")
+        out = memo.get(sector) if isinstance(sector, str) else None
+        if out is None:
+            if self.level(sector) != "sector":
+                raise ValueError(f"not a sector: {sector!r}")
+            out = memo[sector] = tuple(self.monitor(r) for r in self.racks_of(sector))
+        return list(out)
 
     def rack_of_monitor(self, address: str) -> str | None:
         """The rack whose monitor is at ``address`` (None if none is)."""

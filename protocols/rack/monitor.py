@@ -604,6 +604,16 @@ class RackMonitor:
 
     def members_of(self, instance: str) -> Quorum | None:
         """The fixed members (and quorum) of an instance, from its name; None if malformed."""
+        gid = instance.partition("|")[0]
+        memo = self.__dict__.get("_members_memo")
+        if memo is None or memo[0] is not self.layout or len(memo[1]) >= 4096:  # bounded; per layout
+            memo = self._members_memo = (self.layout, {})
+        if gid in memo[1]:
+            return memo[1][gid]
+        out = memo[1][gid] = self._members_of(gid)
+        return out
+
+    def _members_of(self, instance: str) -> Quorum | None:
         base, gid, _kind, _rest = split_instance(instance)
         try:
             level = self.layout.level(base)
