@@ -65,8 +65,8 @@ def _alive(pid: int) -> bool:
 
 
 def _children(pid: int) -> set[int]:
-    """The PIDs of the live processes whose parent is ``pid``."""
-    out = set()
+    """The PIDs of the live descendants of ``pid`` (a launcher's nodes are its run's fork server's children)."""
+    parent: dict[int, int] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
@@ -74,8 +74,13 @@ def _children(pid: int) -> set[int]:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.add(int(d))
+            if fields[0] != "Z":
+                parent[int(d)] = int(fields[1])
+    out: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier and p not in out}
+        out |= frontier
     return out
 
 

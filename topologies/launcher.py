@@ -54,6 +54,8 @@ import attrs
 from loguru import logger
 
 from actors.eventlog import EventLog
+from topologies.forkserver import ForkedProcess, ForkServer, ForkServerError
+from topologies.forkserver import enabled as forkserver_enabled
 from topologies.kinds import KINDS
 from topologies.model import Topology
 from topologies.plugin import load_plugins
@@ -248,15 +250,60 @@ def spawn_node(topo_file: Path, name: str, run_dir: Path, fault_control: str | N
 
     ``fault_control``: the node whose fault plans it obeys (a chaos run's control node); None: it obeys none.
     """
-    cmd = [sys.executable, "-m", "topologies.node", "--topology", str(topo_file), "--name", name,
-           "--run-dir", str(run_dir), "--wait-start", "--parent-pid", str(os.getpid())]
+    args = ["--topology", str(topo_file), "--name", name, "--run-dir", str(run_dir), "--wait-start"]
     if fault_control is not None:
-        cmd += ["--fault-control", fault_control]
+        args += ["--fault-control", fault_control]
+    server = _SERVERS.get(Path(run_dir).resolve())
+    if server is not None and not server.gone:
+        try:
+            return _fork_node(server, args, run_dir / f"{name}.stderr")
+        except ForkServerError as e:
+            logger.warning("node {}: {}; starting it as a process of its own", name, e)
+    cmd = [sys.executable, "-m", "topologies.node", *args, "--parent-pid", str(os.getpid())]
     with open(run_dir / f"{name}.stderr", "ab") as errf:
         # a process group of its own: a terminal's Ctrl-C goes to the launcher only, even while the node's
         # interpreter starts (before it can ignore SIGINT); the launcher stops it with SIGTERM
         return subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf, text=True,
                                 process_group=0)
+
+
+_SERVERS: dict[Path, ForkServer] = {}  # run directory -> its run's fork server (topologies.forkserver)
+
+
+def _fork_node(server: ForkServer, args: list[str], stderr: Path) -> ForkedProcess:
+    """A node forked by the run's fork server: stdin and stdout pipes to this process, stderr to its file."""
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err = os.open(stderr, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        pid = server.spawn([*args, "--parent-pid", str(server.pid)], in_r, out_w, err)
+    except BaseException:
+        os.close(in_w)
+        os.close(out_r)
+        raise
+    finally:
+        for fd in (in_r, out_w, err):
+            os.close(fd)
+    return server.adopt(pid, open(in_w, "w", encoding="utf-8"), open(out_r, encoding="utf-8"), args)
+
+
+def _start_fork_server(run_dir: Path) -> ForkServer | None:
+    """The run's fork server (None, said at WARNING, if it cannot start: every node then starts on its own)."""
+    if not forkserver_enabled():
+        return None
+    try:
+        server = ForkServer(ROOT, run_dir / "forkserver.stderr")
+    except (ForkServerError, OSError) as e:
+        logger.warning("{}; every node starts as a process of its own", e)
+        return None
+    _SERVERS[run_dir] = server
+    return server
+
+
+def _stop_fork_server(run_dir: Path, server: ForkServer | None) -> None:
+    if server is not None:
+        _SERVERS.pop(run_dir, None)
+        server.close()
 
 
 def await_node(popen: subprocess.Popen, name: str, run_dir: Path, timeout: float = READY_TIMEOUT) -> NodeProcess:
@@ -520,6 +567,7 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
     start_killed: list[subprocess.Popen] = []
     # a node in this process (the chaos control node) says it only in the log file, too
     insecure_level = None if topo.keys else set_insecure_log_level("INFO")
+    server = _start_fork_server(run_dir)
     try:
         popens: dict[str, subprocess.Popen] = {}
         try:
@@ -570,7 +618,10 @@ def run_real(topo: Topology, run_dir: Path, *, duration: float | None = None, qu
         reason, seconds = f"failed: {e}", time.monotonic() - t0
     finally:
         nodes = {}
-        killed = start_killed + _stop_all([p.popen for p in procs.values()], SHUTDOWN_GRACE)
+        try:
+            killed = start_killed + _stop_all([p.popen for p in procs.values()], SHUTDOWN_GRACE)
+        finally:
+            _stop_fork_server(run_dir, server)
         for name, p in procs.items():
             code = p.popen.returncode
             counters_file = run_dir / f"{name}.counters.json"
