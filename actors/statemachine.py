@@ -18,7 +18,13 @@ list order:
 ``before_send``, if given, is called before each ``Send`` leaves: a durable
 store's ``sync``, so that whatever earlier effects wrote (``Persist``) is on
 disk before any message that may depend on it (one sync covers all the writes
-of a handler: group commit).
+of a handler: group commit). On the transport's I/O thread (``dispatch =
+"loop"``) the group is wider: the sends of every message the actor handles in
+one turn of the loop wait, in order, until the turn is over, then one
+``before_send`` covers them all and they leave (:meth:`_flush`, queued with
+``call_soon``). Under load a turn holds many messages, so a burst costs a few
+``fsync`` calls, not one per message; a send is only ever later than before,
+never before the sync that covers what preceded it.
 
 It calls ``machine.tick(now)`` once at start and then every
 ``machine.tick_interval`` seconds when that is set.
@@ -56,8 +62,12 @@ class StateMachineActor(Actor):
         self.on_effect = on_effect
         self.before_send = before_send
         self._tick_interval: float | None = getattr(self.machine, "tick_interval", None)
+        self._in_loop: Callable[[], bool] | None = None  # the transport's in_loop (loop dispatch), if it has one
+        self._held: list[Send] = []  # sends waiting for the end of the loop's turn (group commit)
 
     def on_start(self) -> None:
+        if self.before_send is not None:
+            self._in_loop = getattr(self.node.transport, "in_loop", None)
         self._do_tick()
 
     def _do_tick(self) -> None:
@@ -81,6 +91,13 @@ class StateMachineActor(Actor):
             cls = eff.__class__
             if cls is Send:
                 if self.before_send is not None:
+                    in_loop = self._in_loop
+                    if in_loop is not None and in_loop():
+                        if not self._held:
+                            node.transport.call_soon(self._flush)
+                        self._held.append(eff)
+                        continue
+                    self._flush()  # (sends held earlier go first)
                     self.before_send()
                 node.tell(eff.to, eff.msg, self.address)
             elif cls is SetTimer:
@@ -94,3 +111,14 @@ class StateMachineActor(Actor):
             else:
                 raise UnhandledEffect(f"{self.address}: no handler for effect {cls.__qualname__} "
                                       f"(pass on_effect= to StateMachineActor)")
+
+    def _flush(self) -> None:
+        """The end of a loop turn: one ``before_send`` (sync), then the held sends, in order."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        assert self.before_send is not None
+        self.before_send()  # raises (a disk error): the held sends never leave, as a failed sync stops a send
+        node = self.node
+        for eff in held:
+            node.tell(eff.to, eff.msg, self.address)

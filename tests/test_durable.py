@@ -183,3 +183,75 @@ def test_one_sync_before_the_first_send_covers_every_persist_of_a_handler(tmp_pa
     assert order == ["persist a", "persist b", "sync", "sync"] * 3
     assert (store.writes, store.syncs) == (6, 3)
     assert store.load("n/p") == {"a": 2, "b": 2}
+
+
+def _loop_node():
+    from transport.zmq import ZmqTransport
+    return Node("n", transport=ZmqTransport(heartbeat_interval=0.05, liveness=4, linger=0.2), dispatch="loop")
+
+
+def _hold_loop(node) -> threading.Event:
+    """Block the node's I/O thread until the returned event is set (messages queue up meanwhile)."""
+    go, held = threading.Event(), threading.Event()
+    node.transport.call_soon(lambda: (held.set(), go.wait(10)))
+    assert held.wait(10)
+    return go
+
+
+def test_on_the_loop_one_sync_covers_every_message_of_a_turn_and_no_send_leaves_before_it(tmp_path):
+    """Group commit across messages (loop dispatch): 20 messages queued while the I/O thread is busy are handled
+    in one turn - 40 persists, one sync, and only then the 40 sends (none had arrived when the sync ran)."""
+    store = FileStore(tmp_path)
+    order: list = []
+    seen: list = []
+    real_sync = store.sync
+
+    def sync(address):
+        order.append(("sync", len(seen)))
+        real_sync(address)
+
+    def on_effect(eff, actor):
+        order.append(f"persist {eff.key}")
+        store.write(actor.address, eff.key, eff.data)
+
+    done = threading.Event()
+    node = _loop_node()
+    try:
+        node.spawn(StateMachineActor, lambda: _Sink(seen, done, 40), name="sink")
+        node.spawn(StateMachineActor, lambda: _Persister("n/sink"), name="p", on_effect=on_effect,
+                   before_send=lambda: sync("n/p"))
+        wait_idle = threading.Event()
+        node.transport.call_soon(wait_idle.set)
+        assert wait_idle.wait(10)
+        go = _hold_loop(node)
+        for i in range(20):
+            node.tell("n/p", i)
+        go.set()
+        assert done.wait(10), f"only {len(seen)} arrived"
+    finally:
+        node.shutdown()
+    assert seen == [(w, i) for i in range(20) for w in ("got", "again")]  # in order
+    assert order == ["persist a", "persist b"] * 20 + [("sync", 0)]
+    assert (store.writes, store.syncs) == (40, 1)
+
+
+def test_on_the_loop_a_failed_sync_keeps_the_held_sends_from_leaving(tmp_path):
+    seen: list = []
+    done = threading.Event()
+    calls: list = []
+
+    def failing_sync():
+        calls.append(1)
+        raise OSError("disk gone")
+
+    node = _loop_node()
+    try:
+        node.spawn(StateMachineActor, lambda: _Sink(seen, done, 1), name="sink")
+        node.spawn(StateMachineActor, lambda: _Persister("n/sink"), name="p", on_effect=lambda eff, actor: None,
+                   before_send=failing_sync)
+        node.tell("n/p", 1)
+        from tests.conftest import wait_for
+        wait_for(lambda: calls, timeout=10, what="the sync")
+        assert not done.wait(0.5), f"a send left without a sync: {seen}"
+    finally:
+        node.shutdown()
