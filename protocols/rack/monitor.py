@@ -19,9 +19,11 @@ instance ``<sector>|condition|<rack>|<seq>``. Once chosen there, the sector's
 authority proposes the same fact to its *data center*, whose seats are held
 by the sector authorities; the data center's authority proposes it to the
 *fleet*, whose seats are held by the data-center authorities. A fact chosen
-at the fleet level is pushed down the tree (``Fact``, acked and retried) to
-every monitor: ``rack.known`` with ``level = "fleet"`` marks the moment each
-monitor knows it. Facts are ``{"subject", "seq", "condition", "indicator",
+at the fleet level is pushed down (``Fact``, acked and retried) to every
+monitor: each data-center authority tells every monitor of its data center
+itself, in one hop (a sector authority tells its own sector a fleet fact it
+learned some other way, e.g. by a sync); ``rack.known`` with ``level =
+"fleet"`` marks the moment each monitor knows it. Facts are ``{"subject", "seq", "condition", "indicator",
 "reason"}``; a higher ``seq`` replaces a lower one (the seed's "accept only
 the most recent value").
 
@@ -895,11 +897,11 @@ class RackMonitor:
         return effects
 
     def _push_down(self, value: dict, now: float) -> list[Effect]:
-        """A fleet-level fact: to my data center's sector authorities (as DC authority) or my sector."""
+        """A fleet-level fact: to every monitor of my data center (as DC authority) or of my sector."""
         key = (value["subject"], value["seq"])
         to: set[str] = set()
-        if self.acting(self.dc, now):
-            to |= {self.layout.monitor(h) for _t, h in self.seats.get(self.dc, {}).values() if h}
+        if self.acting(self.dc, now):  # every monitor of my data center, in one hop
+            to |= {m for sec in self.layout.sectors_of(self.dc) for m in self.layout.sector_members(sec)}
         if self.acting(self.sector, now):
             to |= set(self.layout.sector_members(self.sector))
         to.discard(self.address)
@@ -916,8 +918,11 @@ class RackMonitor:
         v = msg.value
         if isinstance(v.get("subject"), str) and isinstance(v.get("seq"), int):
             effects.append(Send(sender, FactAck(v["subject"], v["seq"])))
-            if _learned(effects) and self.acting(self.sector, now):  # new to me: on down to my sector
-                effects += self._push_down(v, now)
+            dc_auth = self.auth.get(self.dc)
+            from_dc_auth = dc_auth is not None and bool(dc_auth.holder) and sender == self.layout.monitor(dc_auth.holder)
+            if _learned(effects) and self.acting(self.sector, now) and not from_dc_auth:
+                effects += self._push_down(v, now)  # new to me, and not from my data center's authority (which
+                # told my whole data center): on down to my sector
         return effects
 
     def _on_fact_ack(self, msg: FactAck, sender: str, now: float) -> list[Effect]:
