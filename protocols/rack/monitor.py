@@ -1941,7 +1941,10 @@ class RackMonitor:
         return effects
 
     def _retry_up(self, now: float) -> list[Effect]:
-        """Facts waiting for an upper group whose seats have changed since: propose again there."""
+        """Facts waiting for an upper group whose seats have changed since, or whose proposal is no longer
+        under way (abandoned while I did not act there - a lease lapsed for an instant - and the seats are
+        the same when I act again): propose again there (``_propose_fact`` does nothing for an instance
+        under way, chosen or retired)."""
         effects: list[Effect] = []
         for base, facts in list(self.up.items()):
             child = self.sector if self.layout.level(base) == "dc" else self.dc
@@ -1949,7 +1952,7 @@ class RackMonitor:
                 continue
             gid = self.gid(base)
             for _subject, (value, used) in sorted(facts.items()):
-                if used != gid:
+                if used != gid or f"{gid}|condition|{value['subject']}|{value['seq']}" not in self.paxos.pending:
                     effects += self._propose_fact(base, value, now)
         return effects
 
