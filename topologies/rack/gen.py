@@ -114,7 +114,8 @@ def render(dcs: int, sectors: int, racks: int, overheat: str | None, duration: f
     if overheat:
         out += [f'progress = "rack.known[subject={overheat},level=fleet]"', f"progress_total = {n}",
                 f'done = "rack.known[subject={overheat},level=fleet]"', f"done_count = {n}"]
-    judged = ["paxos-one-value", "one-authority-per-ballot", "fleet-agreement"] + (["control-once"] if troubleshoot else [])
+    judged = ["paxos-one-value", "one-authority-per-ballot", "fleet-agreement", "group-availability"] + \
+        (["control-once"] if troubleshoot else [])
     out += ['states = "monitor.condition"',
             "# a chaos run fails if one of these answers unknown (fault-detected-in-time needs a silent rack: not here)",
             "must_judge = [" + ", ".join(f'"{j}"' for j in judged) + "]",
