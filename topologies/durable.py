@@ -17,7 +17,9 @@ data written per key). A store keeps that mapping per actor address:
   last one. The host calls it *before any message leaves the actor*
   (``before_send`` of :class:`~actors.statemachine.StateMachineActor`), so one
   sync covers every ``Persist`` of a handler, however many it returned (group
-  commit), and no message ever reports state the disk does not hold.
+  commit; for an actor on the transport's I/O thread, ``dispatch = "loop"``,
+  every handler of one loop turn: their sends wait for the turn's end), and no
+  message ever reports state the disk does not hold.
 
   ``Persist(key, None)`` deletes ``key``: the record ``[key, null]`` is
   appended like any other, loading drops the key, and a compaction leaves it
