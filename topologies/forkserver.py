@@ -270,6 +270,9 @@ def serve(fd: int, launcher: int) -> int:
         return 1
     sys.stdout.flush()
     sys.stderr.flush()
+    import gc
+    gc.collect()
+    gc.freeze()  # the preloaded heap: never scanned (nor its pages copied) by a node's garbage collector
     _send(sock, {"ready": os.getpid()})
     children: set[int] = set()
     open_ = True
