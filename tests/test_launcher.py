@@ -146,6 +146,22 @@ def test_ports_chosen_for_a_launch_are_distinct():
         assert len(set(ports.values())) == 60, sorted(ports.values())
 
 
+def test_ports_chosen_for_a_launch_lie_outside_the_kernel_s_ephemeral_range():
+    """A listening port from the kernel's ephemeral range (a bind to port 0) can be taken, between the probe and
+    the node's own bind, as the source port of any process's outgoing connection: two README racks chaos runs
+    started in the same second on two test workers (44 processes connecting to each other) failed with
+    'node racks-d2 did not start: cannot bind tcp://127.0.0.1:44663: Address already in use'. The launcher
+    picks its ports below (or above) that range instead, where no outgoing connection takes one."""
+    from topologies.launcher import _ephemeral_range, _free_ports
+    lo, hi = _ephemeral_range()
+    for _ in range(20):
+        ports = _free_ports([(f"n{i}", "127.0.0.1") for i in range(60)])
+        assert len(set(ports.values())) == 60, sorted(ports.values())
+        inside = sorted(p for p in ports.values() if lo <= p <= hi)
+        assert not inside, f"ports in the ephemeral range {lo}-{hi}: {inside}"
+        assert all(p > 1024 for p in ports.values())
+
+
 def test_stop_all_reports_the_node_it_had_to_sigkill():
     from topologies.launcher import _stop_all
 

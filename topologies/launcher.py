@@ -210,19 +210,52 @@ class _Progress:
             self._rich.stop()
 
 
-def _free_ports(wanted: list[tuple[str, str]]) -> dict[str, int]:
-    """A distinct free port for each ``(node, host)``.
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux's default if it cannot be read)."""
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
 
-    Every probe socket stays bound until all are chosen: a port released at once
-    may be handed out again by the very next probe (two nodes, one port).
+
+def _port_pool() -> range | None:
+    """Where a launcher picks its nodes' ports: outside the ephemeral range (None: no room, ask the kernel)."""
+    lo, hi = _ephemeral_range()
+    if lo - 1 - 10000 >= 4096:
+        return range(10000, lo)
+    if 65535 - hi >= 4096:
+        return range(hi + 1, 65536)
+    return None
+
+
+def _free_ports(wanted: list[tuple[str, str]]) -> dict[str, int]:
+    """A distinct free port for each ``(node, host)``, outside the kernel's ephemeral range when there is room.
+
+    A port from that range (a bind to port 0) can be taken, between this probe and the node's own bind, as
+    the source port of any process's outgoing connection - on a machine running several topologies at once,
+    it was. So ports are drawn at random below (or above) it and probed. Every probe socket stays bound until
+    all are chosen: a port released at once may be handed out again by the very next probe (two nodes, one
+    port).
     """
+    import random as _random
+
+    pool = _port_pool()
+    draw = _random.SystemRandom()
     held: list[socket.socket] = []
     out: dict[str, int] = {}
     try:
         for name, host in wanted:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             held.append(s)
-            s.bind((host, 0))
+            for _ in range(200 if pool is not None else 0):
+                try:
+                    s.bind((host, draw.choice(pool)))  # type: ignore[arg-type]
+                    break
+                except OSError:
+                    continue  # taken (or lingering): another
+            else:
+                s.bind((host, 0))
             out[name] = s.getsockname()[1]
     finally:
         for s in held:
