@@ -322,6 +322,26 @@ def test_any_monitor_answers_a_view_request_with_levels_and_ages():
     assert ask_view(f, "d1s1r2", groups_only=True).racks == {}
 
 
+def test_a_flood_of_view_requests_is_answered_at_a_bounded_rate_and_said_once_a_second():
+    """A View is ~7 KB for 72 racks: a peer asking in a loop must not turn a monitor into an amplifier. A monitor
+    answers a burst of VIEW_BURST at once and VIEW_RATE a second after that; the rest get no answer, are
+    counted, and said in one event a second (not one each: the flood must not flood the event log either)."""
+    from protocols.rack.monitor import VIEW_BURST, VIEW_RATE
+    f = RackFleet(1, dcs=2, sectors=2, racks=3)
+    f.run(2.0)
+    m = f.monitor("d1s0r1")
+    now = f.sim.now
+    outs = [m.handle(ViewRequest(), f"client-x/$ask/{i}", now) for i in range(int(VIEW_BURST) + 30)]
+    answered = [o for o in outs if any(isinstance(e, Send) and isinstance(e.msg, View) for e in o)]
+    said = [e for o in outs for e in o if getattr(e, "kind", None) == "monitor.view_refused"]
+    assert len(answered) == int(VIEW_BURST), len(answered)
+    assert len(said) == 1 and said[0].fields["refused"] >= 1, said
+    assert m.views_refused == 30
+    later = [m.handle(ViewRequest(), f"client-x/$ask/{i}", now + 1.0) for i in range(int(VIEW_RATE) + 5)]
+    assert sum(1 for o in later if any(isinstance(e, Send) for e in o)) == int(VIEW_RATE)
+    assert sum(1 for o in later for e in o if getattr(e, "kind", None) == "monitor.view_refused") == 1
+
+
 def test_a_view_is_bounded_by_the_layout_and_group_facts_are_checked():
     f = RackFleet(2, dcs=2, sectors=2, racks=3)
     f.run(2.5)

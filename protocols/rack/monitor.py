@@ -351,9 +351,13 @@ condition raised here and not yet agreed, ``default`` for none), per sector
 and data center the agreed state (level ``fleet``; ``default``, operational,
 before any fact), the rule's answer from its own facts and the policy's
 assumption in force; ages are durations on its own clock (never a
-foreign timestamp). Answering changes no state, and the answer has one entry
+foreign timestamp). Answering changes no state but a rate limit, and the answer has one entry
 per rack and group of the layout: a peer cannot grow it (facts about subjects
-outside the layout, one sector ahead for a reconfiguration, are refused).
+outside the layout, one sector ahead for a reconfiguration, are refused). A
+monitor answers at most ``VIEW_BURST`` requests at once and ``VIEW_RATE`` a
+second after that (a ``View`` is ~7 KB for 72 racks: no amplifier for a peer
+asking in a loop); the rest get no answer, are counted (``views_refused``)
+and said in one ``monitor.view_refused`` event a second.
 
 Durable state (``Persist`` effects, written before later sends): Paxos's, plus
 ``monitor`` = the condition counter, the decisions taken on as target (the last
@@ -423,6 +427,8 @@ _PAXOS = (Prepare, Promise, Accept, Accepted, Nack, Chosen, Learned)
 _ASKS = (Heartbeat, Fact, Execute, Prepare, Accept, Chosen, SyncRequest, Rejoin)
 _CONFIG_FIELDS = ("dcs", "sectors", "racks")
 CONFIG = "config"  # the subject of configuration facts (fleet level, seq = epoch)
+VIEW_RATE = 10.0  # View answers a second a monitor gives (after a burst of VIEW_BURST): a View is ~7 KB
+VIEW_BURST = 20.0
 KEEP_EXECUTED = 8  # decisions about my rack remembered (durably) by id; older ones are refused by seq
 
 
@@ -601,6 +607,9 @@ class RackMonitor:
         self.fleet_digests: dict[str, tuple[int, float]] = {}  # (as fleet authority) member -> its last ack's digest
         self._digest: int | None = None
         self.synced_at: dict[str, float] = {}  # base -> when I last asked its authority to sync
+        # View answers: a token bucket (VIEW_RATE, VIEW_BURST); refusals counted, said once a second
+        self._view_tokens, self._view_at, self._view_said = VIEW_BURST, None, -1e9
+        self.views_refused = 0
 
     # -- group membership --------------------------------------------------------------
 
@@ -2106,6 +2115,18 @@ class RackMonitor:
     def _on_view_request(self, msg: ViewRequest, sender: str, now: float) -> list[Effect]:
         if not isinstance(sender, str) or not sender:
             return []
+        last = now if self._view_at is None else self._view_at
+        tokens = min(VIEW_BURST, self._view_tokens + max(0.0, now - last) * VIEW_RATE)
+        self._view_at = now
+        if tokens < 1.0:  # a peer asking in a loop: no ~7 KB answer each time (counted; said once a second)
+            self._view_tokens = tokens
+            self.views_refused += 1
+            if now - self._view_said < 1.0:
+                return []
+            self._view_said = now
+            return [Emit("monitor.view_refused", {"from": sender, "refused": self.views_refused,
+                                                  "rate": VIEW_RATE, "burst": VIEW_BURST})]
+        self._view_tokens = tokens - 1.0
         return [Send(sender, self.answer_view(now, groups_only=msg.groups_only is True))]
 
     def answer_view(self, now: float, groups_only: bool = False) -> View:
