@@ -181,3 +181,25 @@ def test_a_monitors_log_is_fsynced_with_its_directory_when_created_and_when_comp
         assert ("fsync", "dir") in calls[i + 1:i + 3], f"no directory fsync right after renaming {log}: {calls}"
     store.close()
     assert sorted(FileStore(tmp_path).load(addr)) == [f"instance/d0s0|condition|d0s0r0|{i}" for i in (10, 11)]
+
+
+def test_a_sync_carrying_more_facts_than_the_layout_has_subjects_is_refused_whole_and_said_once():
+    """A SyncReply (or SyncRequest) lists a peer's fleet facts: at most one per subject of the layout (racks, one
+    sector ahead, sectors, data centers, the configuration). A longer list is no honest peer's: it is refused
+    in one bad-input event, not judged fact by fact (a 1 MB frame of bogus facts was one event each)."""
+    from protocols.rack.messages import SyncReply, SyncRequest
+    f = RackFleet(1, dcs=2, sectors=2, racks=3)
+    f.run(2.0)
+    m = f.monitor("d0s1r2")
+    peer = f.layout.monitor("d1s0r0")
+    bogus = [{"subject": f"d0s0r{i % 3}", "seq": 1000 + i, "condition": "powered-off"} for i in range(500)]
+    for msg in (SyncReply(bogus), SyncRequest(bogus)):
+        out = m.handle(msg, peer, f.sim.now)
+        bad = [e for e in out if getattr(e, "kind", None) == "monitor.bad_input"]
+        assert len(bad) == 1 and "500 facts" in bad[0].fields["reason"], bad
+        assert not [e for e in out if getattr(e, "kind", None) == "rack.known"], "a refused sync taught something"
+        assert m.known.get("d0s0r0") is None or m.known["d0s0r0"][0] < 1000
+    # an honest sync still teaches
+    good = [{"subject": "d0s0r1", "seq": 7, "condition": "powered-off", "indicator": ["red", "flashing"]}]
+    out = m.handle(SyncReply(good), peer, f.sim.now)
+    assert [e for e in out if getattr(e, "kind", None) == "rack.known"], out

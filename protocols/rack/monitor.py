@@ -956,11 +956,29 @@ class RackMonitor:
         return self._digest
 
     def _on_sync_request(self, msg: SyncRequest, sender: str, now: float) -> list[Effect]:
+        refused = self._too_many(msg.facts, sender)
+        if refused:
+            return refused  # (and no answer: no honest peer sends such a request)
         effects = self._on_sync_reply(SyncReply(msg.facts), sender, now)
         return effects + [Send(sender, SyncReply(self._fleet_facts()))]
 
+    def _sync_limit(self) -> int:
+        """The most fleet facts an honest peer can list: one per subject it may know (racks, one sector ahead,
+        sectors, data centers, the configuration)."""
+        lay = self.layout
+        return lay.dcs * (lay.sectors + 1) * lay.racks + lay.dcs * (lay.sectors + 1) + lay.dcs + 1
+
+    def _too_many(self, facts: Any, sender: str) -> list[Effect]:
+        """A sync listing more facts than an honest peer can: refused whole, in one event."""
+        if isinstance(facts, list) and len(facts) > self._sync_limit():
+            return [Emit("monitor.bad_input", {"reason": f"sync of {len(facts)} facts (at most "
+                                                         f"{self._sync_limit()} subjects): refused", "from": sender})]
+        return []
+
     def _on_sync_reply(self, msg: SyncReply, sender: str, now: float) -> list[Effect]:
-        effects: list[Effect] = []
+        effects: list[Effect] = self._too_many(msg.facts, sender)
+        if effects:
+            return effects
         for v in msg.facts if isinstance(msg.facts, list) else []:
             if isinstance(v, dict):
                 new = self._learn_fact(v, "fleet", now)
