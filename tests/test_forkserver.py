@@ -145,3 +145,22 @@ def test_nodes_die_with_a_killed_launcher_through_the_server(tmp_path):
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_with_the_server_gone_a_wait_ends_and_the_next_node_starts_on_its_own(tmp_path):
+    """The server killed under a run: a node's wait (without timeout) still ends - its exit reaches nobody, so
+    it is polled - and a spawn raises ForkServerError, on which spawn_node starts the node on its own."""
+    server = ForkServer(ROOT, tmp_path / "forkserver.stderr")
+    try:
+        t = load_topology(PINGPONG)
+        topo = tmp_path / "t.json"
+        topo.write_text(json.dumps(t.with_ports(launcher._free_ports([(n.name, n.host) for n in t.nodes])).to_dict()))
+        p = _fork(server, tmp_path, "--topology", str(topo), "--name", "alpha", "--run-dir", str(tmp_path),
+                  "--wait-start")
+        server.proc.kill()  # PR_SET_PDEATHSIG: the node gets SIGTERM
+        assert p.wait() is not None
+        wait_for(lambda: server.gone, timeout=10, what="the reader to see the server gone")
+        with pytest.raises(ForkServerError):
+            _fork(server, tmp_path, "--help")
+    finally:
+        server.close()

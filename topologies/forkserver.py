@@ -43,6 +43,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,14 @@ class ForkedProcess:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if not self._exited.wait(timeout):
+        """Its exit status; TimeoutExpired after ``timeout``. A node whose server is gone is polled (its exit
+        reaches nobody then), so a wait without timeout ends too."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._exited.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))):
             if self.poll() is not None:
-                return self.returncode  # type: ignore[return-value]
-            raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
         return self.returncode  # type: ignore[return-value]
 
     def send_signal(self, sig: int) -> None:
@@ -151,7 +156,10 @@ class ForkServer:
                 raise ForkServerError("the fork server is gone")
             rid = self._next = self._next + 1
         payload = json.dumps({"id": rid, "argv": args}).encode()
-        socket.send_fds(self.sock, [payload], [stdin_fd, stdout_fd, stderr_fd])
+        try:
+            socket.send_fds(self.sock, [payload], [stdin_fd, stdout_fd, stderr_fd])
+        except OSError as e:  # the server is gone: the launcher starts the node on its own
+            raise ForkServerError(f"the fork server is gone: {e}") from None
         with self._replied:
             if not self._replied.wait_for(lambda: rid in self._replies or self.gone, timeout):
                 raise ForkServerError(f"the fork server did not answer within {timeout:g} s")
