@@ -282,12 +282,39 @@ def _exit_if_stuck(after: float) -> None:
     t.start()
 
 
+def stop_on_signals(stop: threading.Event, signums: tuple[int, ...]) -> None:
+    """Set ``stop`` when one of ``signums`` arrives - from a thread of its own, never in the signal handler.
+
+    A Python handler runs in the main thread between two bytecodes, possibly inside ``stop.wait``'s critical
+    section (a plain Lock): ``stop.set()`` there waits forever for a lock its own thread holds, and the node
+    ignores SIGTERM (tests/test_node_signals.py). So the handlers do nothing, the C-level handler writes the
+    signal number to a wakeup pipe (async-signal-safe), and a daemon thread reads it and sets ``stop``.
+    Call from the main thread.
+    """
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    for sig in signums:
+        signal.signal(sig, lambda *_: None)
+    wanted = set(signums)
+
+    def watch() -> None:
+        while True:
+            data = os.read(r, 64)
+            if not data:
+                return
+            if wanted.intersection(data):
+                stop.set()
+    threading.Thread(target=watch, name="signals", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # a launcher's node leaves Ctrl-C to the launcher, which stops every node with SIGTERM
-    signal.signal(signal.SIGINT, signal.SIG_IGN if args.parent_pid else lambda *_: stop.set())
+    if args.parent_pid:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_on_signals(stop, (signal.SIGTERM,) if args.parent_pid else (signal.SIGTERM, signal.SIGINT))
     logger.remove()
     logger.add(sys.stderr, level=args.log_level.upper(), backtrace=False, diagnose=False)
     if args.run_dir is not None:
